@@ -1,0 +1,1 @@
+"""Generic BigQuery persistence for Django models: client, schema, repository, provisioning."""

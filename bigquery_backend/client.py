@@ -1,0 +1,292 @@
+"""The one BigQuery client: lazily created, cached, bounded, counted, with errors mapped."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import requests.exceptions
+from django.conf import settings
+from google.api_core import exceptions as google_exceptions
+from google.api_core.client_options import ClientOptions
+from google.auth import exceptions as auth_exceptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery
+from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY, DEFAULT_RETRY
+
+from bigquery_backend.exceptions import BackendUnavailable, BigQueryError, Conflict, InvalidInput, NotFound
+from bigquery_backend.identifiers import check_dataset, check_project, check_table
+
+T = TypeVar("T")
+
+QueryParameter = bigquery.ScalarQueryParameter | bigquery.ArrayQueryParameter
+
+
+@dataclass
+class JobCounter:
+    """Counts BigQuery jobs (queries) and metadata API calls; tests and benchmarks read it."""
+
+    jobs: int = 0
+    api_calls: int = 0
+    statements: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Rows of a query as dicts, plus the DML affected-row count (None for SELECT)."""
+
+    rows: list[dict[str, Any]]
+    affected_rows: int | None
+
+
+class BigQueryGateway:
+    """Thin wrapper around `bigquery.Client` that every other module goes through."""
+
+    def __init__(
+        self,
+        client: bigquery.Client,
+        *,
+        location: str | None,
+        timeout: float,
+        retry_deadline: float,
+    ) -> None:
+        self.client = client
+        self.project = check_project(client.project)
+        self.location = location
+        self.timeout = timeout
+        # The library defaults retry for up to 10 minutes (and a 500 from the emulator triggers
+        # exactly that), so every call gets the same bounded policy.
+        self.retry = DEFAULT_RETRY.with_timeout(retry_deadline)
+        self.job_retry = DEFAULT_JOB_RETRY.with_timeout(retry_deadline)
+        self._counter_lock = threading.Lock()
+        self._counters: list[JobCounter] = [JobCounter()]
+
+    # --- counting -------------------------------------------------------------------------------
+    @property
+    def totals(self) -> JobCounter:
+        """Counts since this gateway was created."""
+        return self._counters[0]
+
+    @contextmanager
+    def count_jobs(self) -> Iterator[JobCounter]:
+        """Count the jobs and API calls issued (by any thread) inside the block."""
+        counter = JobCounter()
+        with self._counter_lock:
+            self._counters.append(counter)
+        try:
+            yield counter
+        finally:
+            with self._counter_lock:
+                self._counters.remove(counter)
+
+    def _record(self, *, job: str | None = None) -> None:
+        with self._counter_lock:
+            for counter in self._counters:
+                if job is None:
+                    counter.api_calls += 1
+                else:
+                    counter.jobs += 1
+                    counter.statements.append(job)
+
+    # --- queries --------------------------------------------------------------------------------
+    def query(self, sql: str, parameters: Sequence[QueryParameter] = ()) -> QueryResult:
+        """Run one parameterized statement as one job and return its rows and affected-row count."""
+        config = bigquery.QueryJobConfig(query_parameters=list(parameters))
+        self._record(job=sql)
+
+        def run() -> QueryResult:
+            # query_and_wait uses jobs.query: one round trip for short statements instead of
+            # insert + poll + fetch (bench/repository_latency.py compares both).
+            rows = self.client.query_and_wait(
+                sql,
+                job_config=config,
+                location=self.location,
+                api_timeout=self.timeout,
+                wait_timeout=self.timeout,
+                retry=self.retry,
+                job_retry=self.job_retry,
+            )
+            return QueryResult(
+                rows=[dict(row.items()) for row in rows], affected_rows=rows.num_dml_affected_rows
+            )
+
+        return self._call(run)
+
+    def query_via_job(self, sql: str, parameters: Sequence[QueryParameter] = ()) -> QueryResult:
+        """Same as `query` through jobs.insert + getQueryResults; kept for the benchmark's comparison."""
+        config = bigquery.QueryJobConfig(query_parameters=list(parameters))
+        self._record(job=sql)
+
+        def run() -> QueryResult:
+            job = self.client.query(
+                sql,
+                job_config=config,
+                location=self.location,
+                timeout=self.timeout,
+                retry=self.retry,
+                job_retry=self.job_retry,
+            )
+            rows = job.result(timeout=self.timeout, retry=self.retry)
+            return QueryResult(
+                rows=[dict(row.items()) for row in rows], affected_rows=job.num_dml_affected_rows
+            )
+
+        return self._call(run)
+
+    # --- metadata ---------------------------------------------------------------------------------
+    def dataset_ref(self, dataset_id: str) -> str:
+        """`project.dataset` after checking the dataset id."""
+        return f"{self.project}.{check_dataset(dataset_id)}"
+
+    def table_ref(self, dataset_id: str, table_id: str) -> str:
+        """`project.dataset.table` after checking both ids."""
+        return f"{self.dataset_ref(dataset_id)}.{check_table(table_id)}"
+
+    def get_dataset(self, dataset_id: str) -> bigquery.Dataset:
+        return self._api(lambda: self.client.get_dataset(self.dataset_ref(dataset_id), **self._bounds()))
+
+    def create_dataset(self, dataset: bigquery.Dataset) -> bigquery.Dataset:
+        return self._api(lambda: self.client.create_dataset(dataset, **self._bounds()))
+
+    def update_dataset(self, dataset: bigquery.Dataset, fields: Sequence[str]) -> bigquery.Dataset:
+        return self._api(lambda: self.client.update_dataset(dataset, list(fields), **self._bounds()))
+
+    def delete_dataset(self, dataset_id: str, *, delete_contents: bool = False) -> None:
+        self._api(
+            lambda: self.client.delete_dataset(
+                self.dataset_ref(dataset_id),
+                delete_contents=delete_contents,
+                not_found_ok=True,
+                **self._bounds(),
+            )
+        )
+
+    def get_table(self, dataset_id: str, table_id: str) -> bigquery.Table:
+        return self._api(
+            lambda: self.client.get_table(self.table_ref(dataset_id, table_id), **self._bounds())
+        )
+
+    def create_table(self, table: bigquery.Table) -> bigquery.Table:
+        return self._api(lambda: self.client.create_table(table, **self._bounds()))
+
+    def update_table(self, table: bigquery.Table, fields: Sequence[str]) -> bigquery.Table:
+        return self._api(lambda: self.client.update_table(table, list(fields), **self._bounds()))
+
+    def delete_table(self, dataset_id: str, table_id: str) -> None:
+        ref = self.table_ref(dataset_id, table_id)
+        self._api(lambda: self.client.delete_table(ref, not_found_ok=True, **self._bounds()))
+
+    def list_table_ids(self, dataset_id: str) -> list[str]:
+        ref = self.dataset_ref(dataset_id)
+        return self._api(lambda: [t.table_id for t in self.client.list_tables(ref, **self._bounds())])
+
+    def _bounds(self) -> dict[str, Any]:
+        return {"retry": self.retry, "timeout": self.timeout}
+
+    def _api(self, call: Callable[[], T]) -> T:
+        self._record()
+        return self._call(call)
+
+    @staticmethod
+    def _call(call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except BigQueryError:
+            raise
+        except Exception as exc:
+            raise map_error(exc) from exc
+
+
+def map_error(exc: Exception) -> BigQueryError:
+    """Translate a google-cloud / transport exception into one of ours, keeping the message."""
+    message = _short_message(exc)
+    if isinstance(exc, google_exceptions.NotFound):
+        return NotFound(message)
+    if isinstance(exc, google_exceptions.Conflict | google_exceptions.PreconditionFailed):
+        return Conflict(message)
+    if isinstance(exc, google_exceptions.Forbidden):
+        # 403 covers both missing IAM roles and quota exhaustion: neither is the caller's input.
+        return BackendUnavailable(f"BigQuery refused the request: {message}")
+    if isinstance(exc, google_exceptions.BadRequest):
+        return InvalidInput(message)
+    if isinstance(exc, auth_exceptions.DefaultCredentialsError | auth_exceptions.RefreshError):
+        return BackendUnavailable(f"BigQuery credentials are missing or invalid: {message}")
+    if isinstance(
+        exc,
+        google_exceptions.RetryError
+        | google_exceptions.ServerError
+        | google_exceptions.TooManyRequests
+        | google_exceptions.DeadlineExceeded
+        | requests.exceptions.RequestException
+        | TimeoutError
+        | ConnectionError,
+    ):
+        return BackendUnavailable(f"BigQuery is unavailable: {message}")
+    return BigQueryError(message)
+
+
+def _short_message(exc: Exception) -> str:
+    if isinstance(exc, google_exceptions.GoogleAPICallError):
+        return str(exc.message).split("\n", 1)[0]
+    if isinstance(exc, google_exceptions.RetryError) and exc.cause is not None:
+        return f"gave up retrying: {type(exc.cause).__name__}"
+    return str(exc).split("\n", 1)[0]
+
+
+# --- factory ----------------------------------------------------------------------------------------
+_gateway: BigQueryGateway | None = None
+_gateway_lock = threading.Lock()
+
+
+def get_gateway() -> BigQueryGateway:
+    """The process-wide gateway, created on first use from settings."""
+    global _gateway
+    if _gateway is None:
+        with _gateway_lock:
+            if _gateway is None:
+                _gateway = build_gateway()
+    return _gateway
+
+
+def reset_gateway() -> None:
+    """Forget the cached gateway, for example after settings changed in a test."""
+    global _gateway
+    with _gateway_lock:
+        _gateway = None
+
+
+def build_gateway() -> BigQueryGateway:
+    """Create a gateway for the emulator (anonymous) or real BigQuery (ADC) from settings."""
+    emulator_host: str | None = settings.BIGQUERY_EMULATOR_HOST
+    try:
+        if emulator_host:
+            client = bigquery.Client(
+                project=settings.BIGQUERY_PROJECT or "convergence-local",
+                location=settings.BIGQUERY_LOCATION,
+                credentials=AnonymousCredentials(),
+                client_options=ClientOptions(api_endpoint=emulator_host),
+            )
+        else:
+            client = bigquery.Client(project=settings.BIGQUERY_PROJECT, location=settings.BIGQUERY_LOCATION)
+    except Exception as exc:
+        raise map_error(exc) from exc
+    return BigQueryGateway(
+        client,
+        location=settings.BIGQUERY_LOCATION,
+        timeout=settings.BIGQUERY_TIMEOUT_SECONDS,
+        retry_deadline=settings.BIGQUERY_RETRY_DEADLINE_SECONDS,
+    )
+
+
+def connect_setting_signals() -> None:
+    """Drop the cached gateway whenever a BIGQUERY_* setting is overridden (tests do that)."""
+    from django.core.signals import setting_changed
+
+    def on_setting_changed(*, setting: str, **_: Any) -> None:
+        if setting.startswith("BIGQUERY_"):
+            reset_gateway()
+
+    setting_changed.connect(on_setting_changed, weak=False, dispatch_uid="bigquery_backend.reset_gateway")

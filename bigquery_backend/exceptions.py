@@ -1,0 +1,31 @@
+"""Our own exceptions: callers never see google.api_core errors."""
+
+from __future__ import annotations
+
+
+class BigQueryError(Exception):
+    """Base class for every error the BigQuery backend raises."""
+
+
+class NotFound(BigQueryError):
+    """The dataset, table or row does not exist."""
+
+
+class Conflict(BigQueryError):
+    """The thing already exists, or a concurrent change got there first."""
+
+
+class InvalidInput(BigQueryError):
+    """A value, identifier or query was refused; `errors` maps field names to reasons."""
+
+    def __init__(self, message: str, *, errors: dict[str, list[str]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or {}
+
+
+class InvalidIdentifier(InvalidInput):
+    """A dataset, table or column name that does not match the strict identifier pattern."""
+
+
+class BackendUnavailable(BigQueryError):
+    """BigQuery could not be reached, timed out, or refused our credentials."""

@@ -1,0 +1,123 @@
+"""Django settings: every value comes from the environment (see .env.example)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+
+from convergence.secrets import read_or_create_secret
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# A local .env is a convenience for development; real deployments set the environment.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DATA_DIR = Path(env.str("DATA_DIR", default=str(BASE_DIR / "var"))).resolve()
+
+# When no key is configured we generate one per data directory instead of shipping a
+# well-known default: sessions then survive restarts without anyone typing a secret.
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or read_or_create_secret(DATA_DIR / "secret_key")
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "bigquery_backend",
+    "tenants_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "convergence.urls"
+WSGI_APPLICATION = "convergence.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Django's own tables (users, sessions, admin log) only; tenant data lives in BigQuery.
+DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'portal.sqlite3'}")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://convergence")}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+X_FRAME_OPTIONS = "DENY"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+}
+
+# --- BigQuery -------------------------------------------------------------------------------------
+# With BIGQUERY_EMULATOR_HOST set, the client talks to that endpoint with anonymous credentials;
+# without it, Application Default Credentials and the real API are used.
+BIGQUERY_PROJECT = env.str("BIGQUERY_PROJECT", default="") or None
+BIGQUERY_LOCATION = env.str("BIGQUERY_LOCATION", default="US")
+BIGQUERY_EMULATOR_HOST = env.str("BIGQUERY_EMULATOR_HOST", default="") or None
+# Every call is bounded: the client's own default retries for up to 10 minutes, which turns an
+# outage into a hung request instead of a clear 503.
+BIGQUERY_TIMEOUT_SECONDS = env.float("BIGQUERY_TIMEOUT_SECONDS", default=30.0)
+BIGQUERY_RETRY_DEADLINE_SECONDS = env.float("BIGQUERY_RETRY_DEADLINE_SECONDS", default=60.0)
+
+TENANTS_DATASET = env.str("TENANTS_DATASET", default="tenants")
+TENANT_DATASET_TEMPLATE = env.str("TENANT_DATASET_TEMPLATE", default="{tenant_id}")
+
+# --- KMS ------------------------------------------------------------------------------------------
+KMS_BACKEND = env.str("KMS_BACKEND", default="local")
+KMS_KEY_NAME = env.str("KMS_KEY_NAME", default="")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}

@@ -1,0 +1,348 @@
+"""The 11 tenant tables, each declared once: fields give the columns, `table_spec` the layout.
+
+Every column of the original system keeps its name, type and mode (`tests/tenants_app/
+test_original_schema.py` checks it against ../shared/reference/original-schema.md).
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils.timezone import now
+
+from bigquery_backend.fields import RepeatedStringField
+from bigquery_backend.models import BigQueryModel
+from bigquery_backend.schema import TableSpec
+
+# Dataset scopes: the central, protected `tenants` dataset, or one tenant's own GenAI-safe dataset.
+CENTRAL = "central"
+TENANT = "tenant"
+
+
+class TenantStatus(models.TextChoices):
+    ACTIVE = "ACTIVE"
+    TRIAL = "TRIAL"
+    SUSPENDED = "SUSPENDED"
+    CANCELLED = "CANCELLED"
+    DELETED = "DELETED"
+
+
+class SubscriptionStatus(models.TextChoices):
+    TRIAL = "TRIAL"
+    ACTIVE = "ACTIVE"
+    PAST_DUE = "PAST_DUE"
+    SUSPENDED = "SUSPENDED"
+    EXPIRED = "EXPIRED"
+    CANCELLED = "CANCELLED"
+
+
+class PlanName(models.TextChoices):
+    STARTER = "STARTER"
+    PROFESSIONAL = "PROFESSIONAL"
+    SCALE = "SCALE"
+
+
+class Provider(models.TextChoices):
+    GCP = "GCP"
+    AWS = "AWS"
+    AZURE = "AZURE"
+    OPENAI = "OPENAI"
+    ANTHROPIC = "ANTHROPIC"
+
+
+class DataQualityStatus(models.TextChoices):
+    PASS = "PASS"  # noqa: S105 - a data-quality verdict, not a password
+    WARNING = "WARNING"
+    FAIL = "FAIL"
+
+
+def _id_field(**kwargs: object) -> models.CharField:
+    return models.CharField(max_length=128, **kwargs)
+
+
+def _tenant_id_field() -> models.CharField:
+    return models.CharField(max_length=64)
+
+
+# --- central dataset ----------------------------------------------------------------------------------
+class TenantProfile(BigQueryModel):
+    tenant_id = models.CharField(max_length=64, primary_key=True)
+    company_name = models.CharField(max_length=200)
+    admin_email = models.EmailField(max_length=254)
+    tenant_dataset_id = models.CharField(max_length=1024)
+    status = models.CharField(max_length=16, choices=TenantStatus.choices)
+    subscription_plan = models.CharField(max_length=32, choices=PlanName.choices, null=True, blank=True)
+    created_at = models.DateTimeField(default=now)
+    updated_at = models.DateTimeField(null=True, blank=True)
+
+    table_spec = TableSpec(scope=CENTRAL, description="Tenant registry", clustering=("tenant_id",))
+
+    class Meta(BigQueryModel.Meta):
+        db_table = "tenant_profiles"
+        verbose_name = "tenant profile"
+
+
+class TenantApiKey(BigQueryModel):
+    api_key_id = _id_field(primary_key=True)
+    tenant_id = _tenant_id_field()
+    api_key_hash = models.CharField(max_length=64, help_text="sha256 hex of the key; lookups go by hash")
+    encrypted_api_key = models.BinaryField(null=True, blank=True, help_text="KMS-encrypted copy of the key")
+    scopes = RepeatedStringField()
+    is_active = models.BooleanField(default=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    table_spec = TableSpec(
+        scope=CENTRAL,
+        description="API keys: hashes and KMS-encrypted copies",
+        clustering=("api_key_hash", "tenant_id"),
+    )
+
+    class Meta(BigQueryModel.Meta):
+        db_table = "tenant_api_keys"
+        verbose_name = "API key"
+
+
+class TenantCloudCredential(BigQueryModel):
+    credential_id = _id_field(primary_key=True)
+    tenant_id = _tenant_id_field()
+    provider = models.CharField(max_length=16, choices=Provider.choices)
+    encrypted_credentials = models.BinaryField(help_text="KMS-encrypted credential payload")
+    created_by_user_id = models.CharField(max_length=254, null=True, blank=True)
+    updated_by_user_id = models.CharField(max_length=254, null=True, blank=True)
+    created_at = models.DateTimeField(default=now)
+    updated_at = models.DateTimeField(null=True, blank=True)
+
+    table_spec = TableSpec(
+        scope=CENTRAL, description="KMS-encrypted cloud credentials", clustering=("tenant_id", "provider")
+    )
+
+    class Meta(BigQueryModel.Meta):
+        db_table = "tenant_cloud_credentials"
+        verbose_name = "cloud credential"
+
+
+class TenantSubscription(BigQueryModel):
+    subscription_id = _id_field(primary_key=True)
+    tenant_id = _tenant_id_field()
+    plan_name = models.CharField(max_length=32, choices=PlanName.choices)
+    status = models.CharField(max_length=16, choices=SubscriptionStatus.choices)
+    daily_limit = models.BigIntegerField()
+    monthly_limit = models.BigIntegerField()
+    concurrent_limit = models.BigIntegerField()
+    max_pipelines_per_day = models.BigIntegerField(null=True, blank=True)
+    trial_end_date = models.DateField(null=True, blank=True)
+    subscription_end_date = models.DateField(null=True, blank=True)
+    created_at = models.DateTimeField(default=now)
+    updated_at = models.DateTimeField(null=True, blank=True)
+
+    table_spec = TableSpec(
+        scope=CENTRAL, description="Subscription plans and limits", clustering=("tenant_id",)
+    )
+
+    class Meta(BigQueryModel.Meta):
+        db_table = "tenant_subscriptions"
+        verbose_name = "subscription"
+
+
+class TenantUsageQuota(BigQueryModel):
+    usage_id = _id_field(primary_key=True, help_text="{tenant_id}_{YYYYMMDD}")
+    tenant_id = _tenant_id_field()
+    usage_date = models.DateField()
+    pipelines_run_today = models.BigIntegerField(default=0)
+    pipelines_succeeded_today = models.BigIntegerField(default=0)
+    pipelines_failed_today = models.BigIntegerField(default=0)
+    pipelines_run_month = models.BigIntegerField(default=0)
+    concurrent_pipelines_running = models.BigIntegerField(default=0)
+    daily_limit = models.BigIntegerField()
+    monthly_limit = models.BigIntegerField(null=True, blank=True)
+    concurrent_limit = models.BigIntegerField(null=True, blank=True)
+    max_concurrent_reached = models.BigIntegerField(null=True, blank=True)
+    last_pipeline_completed_at = models.DateTimeField(null=True, blank=True)
+    last_updated = models.DateTimeField(default=now)
+    created_at = models.DateTimeField(default=now)
+
+    table_spec = TableSpec(
+        scope=CENTRAL,
+        description="Daily usage counters per tenant",
+        partition_field="usage_date",
+        clustering=("tenant_id", "usage_date"),
+    )
+
+    class Meta(BigQueryModel.Meta):
+        db_table = "tenant_usage_quotas"
+        verbose_name = "usage quota"
+
+
+class TenantPipelineConfig(BigQueryModel):
+    config_id = _id_field(primary_key=True)
+    tenant_id = _tenant_id_field()
+    provider = models.CharField(max_length=16, choices=Provider.choices)
+    domain = models.CharField(max_length=200)
+    pipeline_template = models.CharField(max_length=200)
+    schedule_cron = models.CharField(max_length=200)
+    timezone = models.CharField(max_length=64, default="UTC")
+    is_active = models.BooleanField(default=True)
+    next_run_time = models.DateTimeField(null=True, blank=True)
+    last_run_time = models.DateTimeField(null=True, blank=True)
+    last_run_status = models.CharField(max_length=32, null=True, blank=True)
+    parameters = models.JSONField(null=True, blank=True)
+    priority = models.BigIntegerField(default=5, help_text="1 = most urgent")
+    created_at = models.DateTimeField(default=now)
+    updated_at = models.DateTimeField(null=True, blank=True)
+
+    table_spec = TableSpec(
+        scope=CENTRAL, description="Pipeline schedules per tenant", clustering=("tenant_id", "is_active")
+    )
+
+    class Meta(BigQueryModel.Meta):
+        db_table = "tenant_pipeline_configs"
+        verbose_name = "pipeline config"
+
+
+class TenantScheduledPipelineRun(BigQueryModel):
+    run_id = _id_field(primary_key=True)
+    config_id = _id_field()
+    tenant_id = _tenant_id_field()
+    pipeline_id = models.CharField(max_length=200)
+    state = models.CharField(max_length=32)
+    scheduled_time = models.DateTimeField()
+    priority = models.BigIntegerField(default=5, help_text="1 = most urgent")
+    parameters = models.JSONField(null=True, blank=True)
+    pipeline_logging_id = models.CharField(max_length=128, null=True, blank=True)
+    retry_count = models.BigIntegerField(default=0)
+    max_retries = models.BigIntegerField(default=3)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    error_message = models.TextField(null=True, blank=True)
+    created_at = models.DateTimeField(default=now)
+
+    table_spec = TableSpec(
+        scope=CENTRAL,
+        description="Scheduled pipeline runs",
+        partition_field="scheduled_time",
+        clustering=("tenant_id", "state", "config_id"),
+    )
+
+    class Meta(BigQueryModel.Meta):
+        db_table = "tenant_scheduled_pipeline_runs"
+        verbose_name = "scheduled pipeline run"
+
+
+class TenantPipelineExecutionQueue(BigQueryModel):
+    run_id = _id_field(primary_key=True)
+    tenant_id = _tenant_id_field()
+    pipeline_id = models.CharField(max_length=200)
+    state = models.CharField(max_length=32)
+    scheduled_time = models.DateTimeField()
+    priority = models.BigIntegerField(default=5, help_text="1 = most urgent")
+    added_at = models.DateTimeField(default=now)
+    processing_started_at = models.DateTimeField(null=True, blank=True)
+
+    table_spec = TableSpec(
+        scope=CENTRAL,
+        description="Priority queue drained by pipeline workers",
+        partition_field="scheduled_time",
+        clustering=("state", "priority", "tenant_id"),
+    )
+
+    class Meta(BigQueryModel.Meta):
+        db_table = "tenant_pipeline_execution_queue"
+        verbose_name = "execution queue entry"
+        verbose_name_plural = "execution queue"
+
+
+# --- per-tenant dataset: operational data only, never a credential ---------------------------------
+class TenantPipelineRun(BigQueryModel):
+    pipeline_logging_id = _id_field(primary_key=True)
+    tenant_id = _tenant_id_field()
+    pipeline_id = models.CharField(max_length=200)
+    status = models.CharField(max_length=32)
+    trigger_type = models.CharField(max_length=32, null=True, blank=True)
+    trigger_by = models.CharField(max_length=254, null=True, blank=True)
+    user_id = models.CharField(max_length=254, null=True, blank=True)
+    start_time = models.DateTimeField()
+    end_time = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.BigIntegerField(null=True, blank=True)
+    run_date = models.DateField(null=True, blank=True)
+    parameters = models.JSONField(null=True, blank=True)
+    run_metadata = models.JSONField(null=True, blank=True)
+    error_message = models.TextField(null=True, blank=True)
+
+    table_spec = TableSpec(
+        scope=TENANT,
+        description="Pipeline executions",
+        partition_field="start_time",
+        clustering=("tenant_id", "pipeline_id", "status"),
+    )
+
+    class Meta(BigQueryModel.Meta):
+        db_table = "tenant_pipeline_runs"
+        verbose_name = "pipeline run"
+
+
+class TenantStepLog(BigQueryModel):
+    step_logging_id = _id_field(primary_key=True)
+    tenant_id = _tenant_id_field()
+    pipeline_logging_id = _id_field()
+    step_name = models.CharField(max_length=200)
+    step_type = models.CharField(max_length=64)
+    step_index = models.BigIntegerField()
+    status = models.CharField(max_length=32)
+    start_time = models.DateTimeField()
+    end_time = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.BigIntegerField(null=True, blank=True)
+    rows_processed = models.BigIntegerField(null=True, blank=True)
+    error_message = models.TextField(null=True, blank=True)
+    user_id = models.CharField(max_length=254, null=True, blank=True)
+    metadata = models.JSONField(null=True, blank=True)
+
+    table_spec = TableSpec(
+        scope=TENANT,
+        description="Step-by-step execution logs",
+        partition_field="start_time",
+        clustering=("pipeline_logging_id", "status"),
+    )
+
+    class Meta(BigQueryModel.Meta):
+        db_table = "tenant_step_logs"
+        verbose_name = "step log"
+
+
+class TenantDqResult(BigQueryModel):
+    dq_result_id = _id_field(primary_key=True)
+    pipeline_logging_id = _id_field()
+    tenant_id = _tenant_id_field()
+    target_table = models.CharField(max_length=1024)
+    dq_config_id = _id_field()
+    executed_at = models.DateTimeField()
+    expectations_passed = models.BigIntegerField()
+    expectations_failed = models.BigIntegerField()
+    failed_expectations = models.JSONField(null=True, blank=True)
+    overall_status = models.CharField(max_length=16, choices=DataQualityStatus.choices)
+    user_id = models.CharField(max_length=254, null=True, blank=True)
+    ingestion_date = models.DateField()
+
+    table_spec = TableSpec(
+        scope=TENANT,
+        description="Data-quality validation results",
+        partition_field="ingestion_date",
+        clustering=("tenant_id", "target_table", "overall_status"),
+    )
+
+    class Meta(BigQueryModel.Meta):
+        db_table = "tenant_dq_results"
+        verbose_name = "data-quality result"
+
+
+CENTRAL_MODELS: tuple[type[BigQueryModel], ...] = (
+    TenantProfile,
+    TenantApiKey,
+    TenantCloudCredential,
+    TenantSubscription,
+    TenantUsageQuota,
+    TenantPipelineConfig,
+    TenantScheduledPipelineRun,
+    TenantPipelineExecutionQueue,
+)
+TENANT_MODELS: tuple[type[BigQueryModel], ...] = (TenantPipelineRun, TenantStepLog, TenantDqResult)

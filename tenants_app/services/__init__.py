@@ -1,0 +1,1 @@
+"""Business rules: called alike by admin views, API views and management commands."""

@@ -1,0 +1,63 @@
+"""Shared fixtures: one real BigQuery emulator per test session, a fresh dataset per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.test import override_settings
+
+from bigquery_backend.client import BigQueryGateway, get_gateway
+from bigquery_backend.emulator import EmulatorProcess
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    """A bqemulator on a free loopback port, in memory, for the whole session."""
+    root: Path = tmp_path_factory.mktemp("bqemulator")
+    emulator = EmulatorProcess(home=root / "home", log_path=root / "emulator.log")
+    emulator.start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _use_emulator(bigquery_emulator: EmulatorProcess) -> Iterator[None]:
+    """Point every test at the session's emulator, with short bounds so a failure fails fast."""
+    with override_settings(
+        BIGQUERY_EMULATOR_HOST=bigquery_emulator.url,
+        BIGQUERY_PROJECT=bigquery_emulator.project,
+        BIGQUERY_TIMEOUT_SECONDS=30.0,
+        BIGQUERY_RETRY_DEADLINE_SECONDS=15.0,
+    ):
+        yield
+
+
+@pytest.fixture
+def gateway() -> BigQueryGateway:
+    return get_gateway()
+
+
+def unique_name(prefix: str) -> str:
+    """A dataset name no other test uses, so tests never see each other's rows."""
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def dataset(gateway: BigQueryGateway) -> str:
+    """An empty dataset of this test's own."""
+    from google.cloud import bigquery
+
+    name = unique_name("test")
+    gateway.create_dataset(bigquery.Dataset(gateway.dataset_ref(name)))
+    return name
+
+
+@pytest.fixture
+def central_dataset(settings: pytest.FixtureRequest) -> str:
+    """A fresh, not yet bootstrapped name for the central dataset (setting TENANTS_DATASET)."""
+    name = unique_name("tenants")
+    settings.TENANTS_DATASET = name  # type: ignore[attr-defined]
+    return name
