@@ -32,6 +32,8 @@ class JobCounter:
     jobs: int = 0
     api_calls: int = 0
     statements: list[str] = field(default_factory=list)
+    # The process-wide totals keep no statements: a long-running server would grow without end.
+    record_statements: bool = True
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class BigQueryGateway:
         self.retry = DEFAULT_RETRY.with_timeout(retry_deadline)
         self.job_retry = DEFAULT_JOB_RETRY.with_timeout(retry_deadline)
         self._counter_lock = threading.Lock()
-        self._counters: list[JobCounter] = [JobCounter()]
+        self._counters: list[JobCounter] = [JobCounter(record_statements=False)]
 
     # --- counting -------------------------------------------------------------------------------
     @property
@@ -89,7 +91,8 @@ class BigQueryGateway:
                     counter.api_calls += 1
                 else:
                     counter.jobs += 1
-                    counter.statements.append(job)
+                    if counter.record_statements:
+                        counter.statements.append(job)
 
     # --- queries --------------------------------------------------------------------------------
     def query(self, sql: str, parameters: Sequence[QueryParameter] = ()) -> QueryResult:
@@ -109,11 +112,22 @@ class BigQueryGateway:
                 retry=self.retry,
                 job_retry=self.job_retry,
             )
+            if not rows.schema and rows.num_dml_affected_rows is None and rows.job_id:
+                # Neither result columns nor a DML count: DDL, or a failed statement whose jobs.query
+                # answer carried the failure only in `errors`, which the library ignores (the
+                # emulator answers so; BigQuery answers 4xx). The job's own status is authoritative.
+                self._raise_if_failed(rows.job_id)
             return QueryResult(
                 rows=[dict(row.items()) for row in rows], affected_rows=rows.num_dml_affected_rows
             )
 
         return self._call(run)
+
+    def _raise_if_failed(self, job_id: str) -> None:
+        self._record()
+        job = self.client.get_job(job_id, location=self.location, **self._bounds())
+        if job.error_result:
+            raise map_job_error(job.error_result)
 
     def query_via_job(self, sql: str, parameters: Sequence[QueryParameter] = ()) -> QueryResult:
         """Same as `query` through jobs.insert + getQueryResults; kept for the benchmark's comparison."""
@@ -121,15 +135,18 @@ class BigQueryGateway:
         self._record(job=sql)
 
         def run() -> QueryResult:
+            # With any job_retry, client.query wraps jobs.insert in the library's own 10-minute retry
+            # (an unreachable endpoint then hangs for 10 minutes): the bounded job retry goes to
+            # result(), which re-runs a failed job with the same bounds.
             job = self.client.query(
                 sql,
                 job_config=config,
                 location=self.location,
                 timeout=self.timeout,
                 retry=self.retry,
-                job_retry=self.job_retry,
+                job_retry=None,
             )
-            rows = job.result(timeout=self.timeout, retry=self.retry)
+            rows = job.result(timeout=self.timeout, retry=self.retry, job_retry=self.job_retry)
             return QueryResult(
                 rows=[dict(row.items()) for row in rows], affected_rows=job.num_dml_affected_rows
             )
@@ -146,7 +163,9 @@ class BigQueryGateway:
         return f"{self.dataset_ref(dataset_id)}.{check_table(table_id)}"
 
     def get_dataset(self, dataset_id: str) -> bigquery.Dataset:
-        return self._api(lambda: self.client.get_dataset(self.dataset_ref(dataset_id), **self._bounds()))
+        # Every ref is checked before `_api` counts a call: a refused name issues none.
+        ref = self.dataset_ref(dataset_id)
+        return self._api(lambda: self.client.get_dataset(ref, **self._bounds()))
 
     def create_dataset(self, dataset: bigquery.Dataset) -> bigquery.Dataset:
         return self._api(lambda: self.client.create_dataset(dataset, **self._bounds()))
@@ -155,9 +174,10 @@ class BigQueryGateway:
         return self._api(lambda: self.client.update_dataset(dataset, list(fields), **self._bounds()))
 
     def delete_dataset(self, dataset_id: str, *, delete_contents: bool = False) -> None:
+        ref = self.dataset_ref(dataset_id)
         self._api(
             lambda: self.client.delete_dataset(
-                self.dataset_ref(dataset_id),
+                ref,
                 delete_contents=delete_contents,
                 not_found_ok=True,
                 **self._bounds(),
@@ -165,9 +185,8 @@ class BigQueryGateway:
         )
 
     def get_table(self, dataset_id: str, table_id: str) -> bigquery.Table:
-        return self._api(
-            lambda: self.client.get_table(self.table_ref(dataset_id, table_id), **self._bounds())
-        )
+        ref = self.table_ref(dataset_id, table_id)
+        return self._api(lambda: self.client.get_table(ref, **self._bounds()))
 
     def create_table(self, table: bigquery.Table) -> bigquery.Table:
         return self._api(lambda: self.client.create_table(table, **self._bounds()))
@@ -228,11 +247,36 @@ def map_error(exc: Exception) -> BigQueryError:
     return BigQueryError(message)
 
 
+# `errorResult.reason` of a failed job (https://cloud.google.com/bigquery/docs/error-messages).
+_JOB_ERROR_REASONS: dict[str, type[BigQueryError]] = {
+    "notFound": NotFound,
+    "duplicate": Conflict,
+    "invalid": InvalidInput,
+    "invalidQuery": InvalidInput,
+    "accessDenied": BackendUnavailable,
+    "backendError": BackendUnavailable,
+    "internalError": BackendUnavailable,
+    "quotaExceeded": BackendUnavailable,
+    "rateLimitExceeded": BackendUnavailable,
+    "timeout": BackendUnavailable,
+}
+
+
+def map_job_error(error_result: dict[str, Any]) -> BigQueryError:
+    """Translate a failed job's `errorResult` into one of our exceptions."""
+    error_class = _JOB_ERROR_REASONS.get(str(error_result.get("reason")), BigQueryError)
+    return error_class(str(error_result.get("message") or error_result.get("reason") or "job failed"))
+
+
 def _short_message(exc: Exception) -> str:
     if isinstance(exc, google_exceptions.GoogleAPICallError):
         return str(exc.message).split("\n", 1)[0]
     if isinstance(exc, google_exceptions.RetryError) and exc.cause is not None:
-        return f"gave up retrying: {type(exc.cause).__name__}"
+        cause = exc.cause
+        # job_retry wraps the API call's retry: name the error underneath both.
+        while isinstance(cause, google_exceptions.RetryError) and cause.cause is not None:
+            cause = cause.cause
+        return f"gave up retrying: {type(cause).__name__}"
     return str(exc).split("\n", 1)[0]
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from google.cloud import bigquery
 
 from bigquery_backend.client import BigQueryGateway
-from bigquery_backend.exceptions import Conflict, NotFound
+from bigquery_backend.exceptions import Conflict, InvalidInput, NotFound
 from bigquery_backend.identifiers import quote_column, quote_table
 from bigquery_backend.schema import NULLABLE, Column, TableDefinition, normalize_type
 
@@ -134,11 +134,18 @@ def add_columns(
     """Add NULLABLE columns with DDL, then make sure the table's metadata lists them too."""
     if not columns:
         return
+    refused = [column.name for column in columns if column.mode != NULLABLE]
+    if refused:
+        # The DDL below adds NULLABLE columns only; REQUIRED or REPEATED ones need a migration.
+        raise InvalidInput(
+            f"only NULLABLE columns can be added: {', '.join(refused)}",
+            errors={name: ["Not NULLABLE."] for name in refused},
+        )
     table_sql = quote_table(gateway.project, dataset_id, definition.name)
-    additions = ", ".join(
-        f"ADD COLUMN IF NOT EXISTS {quote_column(column.name)} {column.field_type}" for column in columns
-    )
-    gateway.query(f"ALTER TABLE {table_sql} {additions}")
+    for column in columns:
+        # One column per statement: the emulator refuses several ADD COLUMN clauses in one ALTER.
+        addition = f"ADD COLUMN IF NOT EXISTS {quote_column(column.name)} {column.field_type}"
+        gateway.query(f"ALTER TABLE {table_sql} {addition}")
     # On BigQuery the DDL updates both storage and metadata and this is a no-op. The emulator only
     # alters storage (see emulator.py), so patch the metadata when it still lacks the columns.
     table = gateway.get_table(dataset_id, definition.name)

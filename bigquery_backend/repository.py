@@ -28,9 +28,12 @@ LOOKUPS = {
     "lt": "<",
     "lte": "<=",
 }
-# Text lookups are case-insensitive LIKE with the pattern escaped, so `%` and `_` in user
-# input match themselves.
-TEXT_LOOKUPS = {"icontains": "%{}%", "istartswith": "{}%"}
+# Text lookups are case-insensitive substring tests, not LIKE: `%`, `_` and backslashes in input
+# match themselves with nothing to escape (the emulator's LIKE ignores backslash escapes).
+TEXT_LOOKUPS = {
+    "icontains": "STRPOS(LOWER({column}), LOWER({value})) > 0",
+    "istartswith": "STARTS_WITH(LOWER({column}), LOWER({value}))",
+}
 MAX_LIMIT = 10_000
 
 
@@ -284,9 +287,11 @@ class Repository(Generic[M]):
                 raise InvalidInput(
                     f"{lookup}: text lookups need a STRING column", errors={name: ["Bad lookup."]}
                 )
-            escaped = str(value).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            pattern = TEXT_LOOKUPS[operator].format(escaped.lower())
-            return f"LOWER({quoted}) LIKE {params.add(column, pattern)}"
+            if value is None:
+                raise InvalidInput(
+                    f"{lookup}: use __isnull to match NULL", errors={name: ["Null comparison."]}
+                )
+            return TEXT_LOOKUPS[operator].format(column=quoted, value=params.add(column, str(value)))
         if operator not in LOOKUPS:
             raise InvalidInput(f"{lookup}: unknown lookup {operator!r}", errors={name: ["Bad lookup."]})
         if value is None:

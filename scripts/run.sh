@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# `make run`: persistent BigQuery emulator, Django tables, static files, BigQuery bootstrap, admin user,
+# then gunicorn in the foreground. Stopping gunicorn (Ctrl-C) stops the emulator too; data stays on disk.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+BIN=${BIN:-.venv/bin}
+EMULATOR_PORT=${EMULATOR_PORT:-9050}
+BIND=${BIND:-127.0.0.1:8000}
+python="$BIN/python"
+
+# Ask Django for its data directory and BigQuery project, so that values set in the environment or
+# in .env are honoured here exactly as the settings honour them (defaults: ./var, convergence-local).
+django_settings=$(
+    DJANGO_SETTINGS_MODULE=convergence.settings "$python" -c '
+from django.conf import settings
+from bigquery_backend.emulator import DEFAULT_PROJECT
+print(settings.DATA_DIR)
+print(settings.BIGQUERY_PROJECT or DEFAULT_PROJECT)'
+)
+DATA_DIR=${django_settings%%$'\n'*}
+project=${django_settings#*$'\n'}
+export DATA_DIR
+export BIGQUERY_EMULATOR_HOST="http://127.0.0.1:${EMULATOR_PORT}"
+emulator_dir="$DATA_DIR/bigquery"
+
+stop_emulator() {
+    "$python" -m bigquery_backend.emulator stop --data-dir "$emulator_dir" || true
+}
+
+# Traps first: a signal that arrives while the emulator starts must still stop it. Without the
+# INT/TERM/HUP traps bash would die of the signal on the spot and skip the EXIT trap.
+trap stop_emulator EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+if ! "$python" -m bigquery_backend.emulator start --data-dir "$emulator_dir" --port "$EMULATOR_PORT" \
+    --project "$project"; then
+    # A failed start has already stopped what it started (or started nothing, if the port was taken).
+    trap - EXIT
+    echo "error: could not start the BigQuery emulator on port $EMULATOR_PORT (log: $emulator_dir/emulator.log);" \
+        "another one may be running: try EMULATOR_PORT=9051 make run" >&2
+    exit 1
+fi
+
+"$python" manage.py migrate --noinput
+"$python" manage.py collectstatic --noinput
+"$python" manage.py bootstrap_bigquery
+"$python" manage.py ensure_admin
+
+echo
+echo "Portal: http://${BIND}/admin/  (Ctrl-C stops the portal and the BigQuery emulator)"
+echo
+
+# gunicorn runs in the background so that this shell can react to a signal at once and pass it on:
+# a signal sent only to this shell or to make (not to the whole process group) still stops gunicorn,
+# and the EXIT trap above then stops the emulator.
+"$BIN/gunicorn" convergence.wsgi \
+    --bind "$BIND" \
+    --workers 2 \
+    --access-logfile - \
+    --graceful-timeout 10 &
+gunicorn_pid=$!
+trap 'kill -TERM "$gunicorn_pid" 2>/dev/null || true' INT TERM HUP
+
+status=0
+wait "$gunicorn_pid" || status=$?
+# A trapped signal interrupts `wait` before gunicorn has finished shutting down: wait for it.
+while kill -0 "$gunicorn_pid" 2>/dev/null; do
+    wait "$gunicorn_pid" || status=$?
+done
+exit "$status"
