@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from convergence.secrets import read_or_create_secret
 
@@ -113,6 +114,14 @@ TENANT_DATASET_TEMPLATE = env.str("TENANT_DATASET_TEMPLATE", default="{tenant_id
 # --- KMS ------------------------------------------------------------------------------------------
 KMS_BACKEND = env.str("KMS_BACKEND", default="local")
 KMS_KEY_NAME = env.str("KMS_KEY_NAME", default="")
+# Bound on each Cloud KMS operation, retries included: an outage becomes a 503 instead of a hung request.
+KMS_TIMEOUT_SECONDS = env.float("KMS_TIMEOUT_SECONDS", default=10.0)
+# http://host:port of a Cloud KMS fake, used with anonymous credentials; empty means the real API.
+KMS_EMULATOR_HOST = env.str("KMS_EMULATOR_HOST", default="") or None
+if KMS_BACKEND not in {"local", "gcp"}:
+    raise ImproperlyConfigured(f"KMS_BACKEND must be 'local' or 'gcp', not {KMS_BACKEND!r}")
+if KMS_BACKEND == "gcp" and not KMS_KEY_NAME:
+    raise ImproperlyConfigured("KMS_BACKEND=gcp needs KMS_KEY_NAME (projects/.../cryptoKeys/...)")
 
 LOGGING = {
     "version": 1,
