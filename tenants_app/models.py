@@ -49,6 +49,19 @@ class Provider(models.TextChoices):
     ANTHROPIC = "ANTHROPIC"
 
 
+class CredentialType(models.TextChoices):
+    SERVICE_ACCOUNT = "SERVICE_ACCOUNT"
+    ACCESS_KEY = "ACCESS_KEY"
+    API_KEY = "API_KEY"
+    OAUTH = "OAUTH"
+
+
+class ValidationStatus(models.TextChoices):
+    VALID = "VALID"
+    INVALID = "INVALID"
+    UNVERIFIED = "UNVERIFIED"
+
+
 class DataQualityStatus(models.TextChoices):
     PASS = "PASS"  # noqa: S105 - a data-quality verdict, not a password
     WARNING = "WARNING"
@@ -91,6 +104,14 @@ class TenantApiKey(BigQueryModel):
     expires_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=now)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # Added by us (NULLABLE, so rows written by the original system still read).
+    name = models.CharField(max_length=100, null=True, blank=True)
+    key_prefix = models.CharField(max_length=32, null=True, blank=True, help_text="Shown instead of the key")
+    created_by = models.CharField(max_length=254, null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.CharField(max_length=254, null=True, blank=True)
+    revoked_reason = models.CharField(max_length=500, null=True, blank=True)
+    replaced_by_key_id = models.CharField(max_length=128, null=True, blank=True, help_text="Set by rotation")
 
     table_spec = TableSpec(
         scope=CENTRAL,
@@ -112,6 +133,14 @@ class TenantCloudCredential(BigQueryModel):
     updated_by_user_id = models.CharField(max_length=254, null=True, blank=True)
     created_at = models.DateTimeField(default=now)
     updated_at = models.DateTimeField(null=True, blank=True)
+    # Added by us (NULLABLE, so rows written by the original system still read).
+    credential_name = models.CharField(max_length=100, null=True, blank=True)
+    credential_type = models.CharField(max_length=32, choices=CredentialType.choices, null=True, blank=True)
+    fingerprint = models.CharField(max_length=64, null=True, blank=True, help_text="Short hash, safe to show")
+    validation_status = models.CharField(
+        max_length=16, choices=ValidationStatus.choices, null=True, blank=True
+    )
+    is_active = models.BooleanField(null=True, blank=True)
 
     table_spec = TableSpec(
         scope=CENTRAL, description="KMS-encrypted cloud credentials", clustering=("tenant_id", "provider")
