@@ -1,0 +1,1 @@
+"""REST API for integrations (Django REST Framework): thin views over tenants_app.services."""

@@ -1,0 +1,58 @@
+"""The API's one error handler: every failure becomes `{"error": {code, message, fields}}`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+from bigquery_backend import exceptions as bq
+from tenants_app.kms import KmsUnavailable
+from tenants_app.services.errors import ServiceError
+
+logger = logging.getLogger(__name__)
+
+# Backend errors that reach a view unhandled by its service; the message is ours, never BigQuery's
+# raw text, which can quote SQL and parameter values.
+_BACKEND_ERRORS: tuple[tuple[type[Exception], int, str, str], ...] = (
+    (bq.InvalidInput, 400, "validation_failed", "The request was refused as invalid."),
+    (bq.NotFound, 404, "not_found", "Not found."),
+    (bq.Conflict, 409, "conflict", "A concurrent change got there first; retry the request."),
+    (bq.BackendUnavailable, 503, "unavailable", "BigQuery is unavailable; nothing was changed, retry later."),
+    (KmsUnavailable, 503, "unavailable", "The key management service is unavailable; nothing was stored."),
+)
+
+
+def error_response(status: int, code: str, message: str, fields: dict[str, Any] | None = None) -> Response:
+    """The error body every API failure uses."""
+    body: dict[str, Any] = {"code": code, "message": message}
+    if fields:
+        body["fields"] = fields
+    response = Response({"error": body}, status=status)
+    if status == 503:
+        # Outages here are short (a restart, a failover): tell clients when to come back.
+        response["Retry-After"] = "5"
+    return response
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Map service, backend and DRF exceptions to one error shape; never a 500 for bad input."""
+    if isinstance(exc, ServiceError):
+        return error_response(exc.status, exc.code, exc.message, exc.errors or None)
+    if isinstance(exc, bq.InvalidInput) and exc.errors:
+        return error_response(400, "validation_failed", "Some fields are invalid.", exc.errors)
+    for error_class, status, code, message in _BACKEND_ERRORS:
+        if isinstance(exc, error_class):
+            logger.warning("api request failed: %s (%s)", code, type(exc).__name__)
+            return error_response(status, code, message)
+    if isinstance(exc, drf_exceptions.ValidationError):
+        fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        return error_response(400, "validation_failed", "Some fields are invalid.", fields)
+    response = exception_handler(exc, context)
+    if response is not None and isinstance(exc, drf_exceptions.APIException):
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        response.data = {"error": {"code": exc.default_code, "message": detail}}
+    return response
