@@ -375,3 +375,23 @@ CENTRAL_MODELS: tuple[type[BigQueryModel], ...] = (
     TenantPipelineExecutionQueue,
 )
 TENANT_MODELS: tuple[type[BigQueryModel], ...] = (TenantPipelineRun, TenantStepLog, TenantDqResult)
+
+
+# --- Django's own database (not BigQuery) ---------------------------------------------------------------
+class AdminApiToken(models.Model):
+    """A staff member's token for the admin API; only its sha256 hash is stored."""
+
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="admin_api_tokens")
+    name = models.CharField(max_length=100)
+    token_hash = models.CharField(max_length=64, unique=True)
+    token_prefix = models.CharField(max_length=32, help_text="Shown instead of the token")
+    created_at = models.DateTimeField(default=now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "admin API token"
+
+    def __str__(self) -> str:
+        return f"{self.token_prefix}… ({self.name})"

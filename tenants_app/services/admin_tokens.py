@@ -1,0 +1,86 @@
+"""Admin API tokens: per staff member, shown once, stored as a sha256 hash."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import string
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from tenants_app.models import AdminApiToken
+from tenants_app.services.errors import DoesNotExist, ValidationFailed
+
+TOKEN_PREFIX = "cvg_admin_"  # noqa: S105 - a public prefix, not a secret
+_ALPHABET = string.ascii_letters + string.digits
+# last_used_at is for humans ("is this token still in use?"): one write a minute is plenty.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class IssuedAdminToken:
+    """A new token: `plaintext` exists only here, for the one response that shows it."""
+
+    token: AdminApiToken
+    plaintext: str
+
+    def __repr__(self) -> str:
+        return f"IssuedAdminToken(token={self.token!r}, plaintext='***')"
+
+
+def token_hash(plaintext: str) -> str:
+    """sha256 hex: tokens are 238 random bits, so a fast hash is enough (no guessing to slow down)."""
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def admin_token_create(*, user: User, name: str, expires_at: datetime | None = None) -> IssuedAdminToken:
+    """Issue a token for a staff member."""
+    errors: dict[str, list[str]] = {}
+    if not user.is_active or not user.is_staff:
+        errors["user"] = ["Only active staff members get admin API tokens."]
+    if not 1 <= len(name.strip()) <= 100:
+        errors["name"] = ["Use 1 to 100 characters."]
+    if expires_at is not None and expires_at <= timezone.now():
+        errors["expires_at"] = ["Must be in the future."]
+    if errors:
+        raise ValidationFailed("cannot issue the token", errors=errors)
+    plaintext = TOKEN_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(40))
+    token = AdminApiToken.objects.create(
+        user=user,
+        name=name.strip(),
+        token_hash=token_hash(plaintext),
+        token_prefix=plaintext[: len(TOKEN_PREFIX) + 6],
+        expires_at=expires_at,
+    )
+    return IssuedAdminToken(token=token, plaintext=plaintext)
+
+
+def admin_token_authenticate(*, plaintext: str) -> AdminApiToken | None:
+    """The live token for this plaintext, or None (unknown, revoked, expired, or user no longer staff)."""
+    if not plaintext.startswith(TOKEN_PREFIX):
+        return None
+    token = (
+        AdminApiToken.objects.select_related("user")
+        .filter(token_hash=token_hash(plaintext), revoked_at__isnull=True)
+        .first()
+    )
+    now = timezone.now()
+    if token is None or (token.expires_at is not None and token.expires_at <= now):
+        return None
+    if not token.user.is_active or not token.user.is_staff:
+        return None
+    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
+        AdminApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token
+
+
+def admin_token_revoke(*, token_id: int, user: User | None = None) -> None:
+    """Revoke a token (one's own, or any when `user` is None, as superusers do)."""
+    tokens = AdminApiToken.objects.filter(pk=token_id, revoked_at__isnull=True)
+    if user is not None:
+        tokens = tokens.filter(user=user)
+    if tokens.update(revoked_at=timezone.now()) == 0:
+        raise DoesNotExist("no such live token")
