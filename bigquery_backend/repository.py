@@ -57,6 +57,14 @@ class Now:
 
 
 @dataclass(frozen=True)
+class Search:
+    """A case-insensitive substring match on any of `fields` (OR), as an admin search box does."""
+
+    fields: tuple[str, ...]
+    term: str
+
+
+@dataclass(frozen=True)
 class Page(Generic[M]):
     """One page of a listing plus the total number of matching rows."""
 
@@ -129,13 +137,14 @@ class Repository(Generic[M]):
         self,
         *,
         filters: Mapping[str, Any] | None = None,
+        search: Search | None = None,
         order_by: Sequence[str] = (),
         limit: int | None = None,
         offset: int = 0,
     ) -> list[M]:
-        """Rows matching `filters` (Django-style lookups), ordered, one page at a time."""
+        """Rows matching `filters` (Django-style lookups) and `search`, ordered, one page at a time."""
         params = _Params()
-        sql = f"SELECT {self._select_list()} FROM {self.table}{self._where(filters, params)}"
+        sql = f"SELECT {self._select_list()} FROM {self.table}{self._where(filters, params, search)}"
         sql += self._order_by(order_by)
         if limit is not None or offset:
             sql += f" LIMIT {params.add_int(self._check_limit(limit))}"
@@ -144,23 +153,25 @@ class Repository(Generic[M]):
         result = self.gateway.query(sql, params.parameters)
         return [self._to_model(row) for row in result.rows]
 
-    def count(self, *, filters: Mapping[str, Any] | None = None) -> int:
-        """Number of rows matching `filters`."""
+    def count(self, *, filters: Mapping[str, Any] | None = None, search: Search | None = None) -> int:
+        """Number of rows matching `filters` and `search`."""
         params = _Params()
-        sql = f"SELECT COUNT(*) AS n FROM {self.table}{self._where(filters, params)}"
+        sql = f"SELECT COUNT(*) AS n FROM {self.table}{self._where(filters, params, search)}"
         return int(self.gateway.query(sql, params.parameters).rows[0]["n"])
 
     def page(
         self,
         *,
         filters: Mapping[str, Any] | None = None,
+        search: Search | None = None,
         order_by: Sequence[str] = (),
         limit: int = 50,
         offset: int = 0,
     ) -> Page[M]:
         """One page plus the total: two jobs, whatever the table size."""
-        items = self.list(filters=filters, order_by=order_by, limit=limit, offset=offset)
-        return Page(items=items, total=self.count(filters=filters), limit=limit, offset=offset)
+        items = self.list(filters=filters, search=search, order_by=order_by, limit=limit, offset=offset)
+        total = self.count(filters=filters, search=search)
+        return Page(items=items, total=total, limit=limit, offset=offset)
 
     # --- writes -----------------------------------------------------------------------------------
     def insert(self, *objs: M) -> int:
@@ -251,12 +262,12 @@ class Repository(Generic[M]):
             ) from None
         return self.definition.column(model_field.column)
 
-    def _where(self, filters: Mapping[str, Any] | None, params: _Params) -> str:
-        if not filters:
-            return ""
-        return " WHERE " + " AND ".join(
-            self._condition(lookup, value, params) for lookup, value in filters.items()
-        )
+    def _where(self, filters: Mapping[str, Any] | None, params: _Params, search: Search | None = None) -> str:
+        conditions = [self._condition(lookup, value, params) for lookup, value in (filters or {}).items()]
+        if search is not None and search.term and search.fields:
+            matches = [self._condition(f"{name}__icontains", search.term, params) for name in search.fields]
+            conditions.append(f"({' OR '.join(matches)})")
+        return " WHERE " + " AND ".join(conditions) if conditions else ""
 
     def _condition(self, lookup: str, value: Any, params: _Params) -> str:
         name, _, operator = lookup.partition("__")

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from bigquery_backend.exceptions import InvalidInput, NotFound
-from bigquery_backend.repository import Col, Repository
+from bigquery_backend.repository import Col, Repository, Search
 from tests.bigquery_backend.widgets import Widget, WidgetKind, WidgetTableFactory, ids, make_widget
 
 DAY = datetime.datetime(2024, 5, 17, tzinfo=datetime.UTC)
@@ -327,3 +327,18 @@ def test_it_returns_a_page_with_the_total_of_all_matches(seeded: Repository[Widg
     page = seeded.page(filters={"quantity__gte": 3}, order_by=["widget_id"], limit=2, offset=2)
     assert ids(page.items) == matching[2:4]
     assert (page.total, page.limit, page.offset) == (len(matching), 2, 2)
+
+
+def test_it_searches_any_of_several_fields_and_counts_the_same_rows(widgets: Repository[Widget]) -> None:
+    widgets.insert(
+        make_widget("a", name="Acme Corp", notes="x"),
+        make_widget("b", name="Other", notes="acme partner"),
+        make_widget("c", name="Unrelated", notes=None),
+    )
+    search = Search(fields=("name", "notes"), term="ACME")
+
+    found = widgets.list(search=search, order_by=("widget_id",))
+
+    assert [w.widget_id for w in found] == ["a", "b"]
+    assert widgets.count(search=search) == 2
+    assert widgets.page(search=search, filters={"widget_id__ne": "a"}).total == 1
