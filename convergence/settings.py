@@ -99,7 +99,7 @@ REST_FRAMEWORK = {
         "tenants_app.api.authentication.AdminTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    "DEFAULT_PERMISSION_CLASSES": ["tenants_app.api.permissions.IsStaff"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "tenants_app.api.errors.api_exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -116,6 +116,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+
+# Staff in this group may look at everything in the portal and the admin API but change nothing.
+READ_ONLY_STAFF_GROUP = env.str("READ_ONLY_STAFF_GROUP", default="Read-only staff")
 
 # --- BigQuery -------------------------------------------------------------------------------------
 # With BIGQUERY_EMULATOR_HOST set, the client talks to that endpoint with anonymous credentials;

@@ -1,0 +1,100 @@
+"""Admin API over tenants: list, detail, edit, suspend, reactivate, offboard."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from tenants_app.models import PlanName, TenantStatus
+from tenants_app.services.tenants import (
+    MAX_PAGE_SIZE,
+    tenant_get,
+    tenant_list,
+    tenant_offboard,
+    tenant_reactivate,
+    tenant_suspend,
+    tenant_update,
+)
+
+
+class TenantOutputSerializer(serializers.Serializer):
+    tenant_id = serializers.CharField()
+    company_name = serializers.CharField()
+    admin_email = serializers.EmailField()
+    tenant_dataset_id = serializers.CharField()
+    status = serializers.ChoiceField(choices=TenantStatus.choices)
+    subscription_plan = serializers.CharField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField(allow_null=True)
+
+
+class TenantListApi(APIView):
+    class FilterSerializer(serializers.Serializer):
+        status = serializers.ChoiceField(choices=TenantStatus.choices, required=False)
+        plan = serializers.ChoiceField(choices=PlanName.choices, required=False)
+        search = serializers.CharField(required=False, max_length=200)
+        limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_PAGE_SIZE, default=50)
+        offset = serializers.IntegerField(required=False, min_value=0, default=0)
+
+    class OutputSerializer(serializers.Serializer):
+        count = serializers.IntegerField()
+        limit = serializers.IntegerField()
+        offset = serializers.IntegerField()
+        results = TenantOutputSerializer(many=True)
+
+    @extend_schema(parameters=[FilterSerializer], responses=OutputSerializer)
+    def get(self, request: Request) -> Response:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        page = tenant_list(**filters.validated_data)
+        data = {"count": page.total, "limit": page.limit, "offset": page.offset, "results": page.items}
+        return Response(self.OutputSerializer(data).data)
+
+
+class TenantDetailApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        company_name = serializers.CharField(required=False, min_length=2, max_length=200)
+        admin_email = serializers.EmailField(required=False)
+
+    @extend_schema(responses=TenantOutputSerializer)
+    def get(self, request: Request, tenant_id: str) -> Response:
+        return Response(TenantOutputSerializer(tenant_get(tenant_id=tenant_id)).data)
+
+    @extend_schema(request=InputSerializer, responses=TenantOutputSerializer)
+    def patch(self, request: Request, tenant_id: str) -> Response:
+        changes = self.InputSerializer(data=request.data)
+        changes.is_valid(raise_exception=True)
+        profile = tenant_update(tenant_id=tenant_id, **changes.validated_data)
+        return Response(TenantOutputSerializer(profile).data)
+
+
+class TenantSuspendApi(APIView):
+    @extend_schema(request=None, responses=TenantOutputSerializer)
+    def post(self, request: Request, tenant_id: str) -> Response:
+        return Response(TenantOutputSerializer(tenant_suspend(tenant_id=tenant_id)).data)
+
+
+class TenantReactivateApi(APIView):
+    @extend_schema(request=None, responses=TenantOutputSerializer)
+    def post(self, request: Request, tenant_id: str) -> Response:
+        return Response(TenantOutputSerializer(tenant_reactivate(tenant_id=tenant_id)).data)
+
+
+class TenantOffboardApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        purge_dataset = serializers.BooleanField(default=False)
+        confirm_tenant_id = serializers.CharField(
+            help_text="Repeat the tenant id: offboarding revokes every key and cannot be undone here."
+        )
+
+    @extend_schema(request=InputSerializer, responses=TenantOutputSerializer)
+    def post(self, request: Request, tenant_id: str) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        if data.validated_data["confirm_tenant_id"] != tenant_id:
+            raise serializers.ValidationError({"confirm_tenant_id": ["Does not match the tenant id."]})
+        profile = tenant_offboard(tenant_id=tenant_id, purge_dataset=data.validated_data["purge_dataset"])
+        return Response(TenantOutputSerializer(profile).data)

@@ -1,0 +1,144 @@
+"""Tenant lifecycle after onboarding: read, edit, suspend, reactivate, offboard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.utils import timezone
+
+from bigquery_backend.client import get_gateway
+from bigquery_backend.repository import Page, Search
+from tenants_app.models import TenantApiKey, TenantCloudCredential, TenantProfile, TenantStatus
+from tenants_app.repositories import central_repository
+from tenants_app.services.datasets import tenant_dataset
+from tenants_app.services.errors import DoesNotExist, ValidationFailed
+
+TENANT_SEARCH_FIELDS = ("tenant_id", "company_name", "admin_email")
+MAX_PAGE_SIZE = 200
+# Which states each transition may start from: anything else is a 409-free, clear 400.
+SUSPENDABLE = {TenantStatus.ACTIVE, TenantStatus.TRIAL}
+OFFBOARDED = {TenantStatus.CANCELLED, TenantStatus.DELETED}
+
+
+def tenant_list(
+    *,
+    status: str | None = None,
+    plan: str | None = None,
+    search: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> Page[TenantProfile]:
+    """One page of tenants, newest first, with the total: two BigQuery jobs."""
+    errors: dict[str, list[str]] = {}
+    if status is not None and status not in TenantStatus.values:
+        errors["status"] = [f"Choose one of {', '.join(TenantStatus.values)}."]
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        errors["limit"] = [f"Use 1 to {MAX_PAGE_SIZE}."]
+    if offset < 0:
+        errors["offset"] = ["Use 0 or more."]
+    if errors:
+        raise ValidationFailed("invalid tenant filter", errors=errors)
+    filters: dict[str, Any] = {}
+    if status is not None:
+        filters["status"] = status
+    if plan is not None:
+        filters["subscription_plan"] = plan
+    return central_repository(TenantProfile).page(
+        filters=filters,
+        search=Search(TENANT_SEARCH_FIELDS, search.strip()) if search and search.strip() else None,
+        order_by=("-created_at",),
+        limit=limit,
+        offset=offset,
+    )
+
+
+def tenant_get(*, tenant_id: str) -> TenantProfile:
+    """The tenant's profile, or DoesNotExist."""
+    profile = central_repository(TenantProfile).find(tenant_id)
+    if profile is None:
+        raise DoesNotExist(f"tenant {tenant_id!r} does not exist")
+    return profile
+
+
+def tenant_update(
+    *, tenant_id: str, company_name: str | None = None, admin_email: str | None = None
+) -> TenantProfile:
+    """Change the editable profile fields; returns the updated profile."""
+    values: dict[str, Any] = {}
+    errors: dict[str, list[str]] = {}
+    if company_name is not None:
+        company_name = company_name.strip()
+        if not 2 <= len(company_name) <= 200:
+            errors["company_name"] = ["Use 2 to 200 characters."]
+        values["company_name"] = company_name
+    if admin_email is not None:
+        try:
+            validate_email(admin_email)
+        except ValidationError:
+            errors["admin_email"] = ["Enter a valid email address."]
+        values["admin_email"] = admin_email.strip().lower()
+    if errors:
+        raise ValidationFailed("invalid tenant change", errors=errors)
+    profile = tenant_get(tenant_id=tenant_id)
+    if not values:
+        return profile
+    values["updated_at"] = timezone.now()
+    central_repository(TenantProfile).update(tenant_id, values)
+    for name, value in values.items():
+        setattr(profile, name, value)
+    return profile
+
+
+def _transition(tenant_id: str, *, allowed_from: set[str], to: str, verb: str) -> TenantProfile:
+    profile = tenant_get(tenant_id=tenant_id)
+    if profile.status not in allowed_from:
+        raise ValidationFailed(
+            f"cannot {verb} a tenant that is {profile.status}",
+            errors={
+                "status": [f"Tenant is {profile.status}; {verb} needs {' or '.join(sorted(allowed_from))}."]
+            },
+        )
+    changed = timezone.now()
+    # The status condition makes the change atomic: a concurrent transition leaves 0 rows matched.
+    matched = central_repository(TenantProfile).update_where(
+        {"status": to, "updated_at": changed},
+        filters={"tenant_id": tenant_id, "status__in": sorted(allowed_from)},
+    )
+    if matched == 0:
+        raise ValidationFailed(
+            f"tenant {tenant_id!r} changed meanwhile; reload", errors={"status": ["Changed meanwhile."]}
+        )
+    profile.status, profile.updated_at = to, changed
+    return profile
+
+
+def tenant_suspend(*, tenant_id: str) -> TenantProfile:
+    """Suspend: the tenant's API keys stop working (within the key cache's bound); data stays."""
+    return _transition(tenant_id, allowed_from=set(SUSPENDABLE), to=TenantStatus.SUSPENDED, verb="suspend")
+
+
+def tenant_reactivate(*, tenant_id: str) -> TenantProfile:
+    """Undo a suspension."""
+    return _transition(
+        tenant_id, allowed_from={TenantStatus.SUSPENDED}, to=TenantStatus.ACTIVE, verb="reactivate"
+    )
+
+
+def tenant_offboard(*, tenant_id: str, purge_dataset: bool = False) -> TenantProfile:
+    """Cancel the tenant: keys and credentials deactivated; its dataset kept unless `purge_dataset`."""
+    allowed = set(TenantStatus.values) - OFFBOARDED
+    profile = _transition(tenant_id, allowed_from=allowed, to=TenantStatus.CANCELLED, verb="offboard")
+    now = timezone.now()
+    central_repository(TenantApiKey).update_where(
+        {"is_active": False, "revoked_at": now, "revoked_reason": "tenant offboarded"},
+        filters={"tenant_id": tenant_id, "is_active": True},
+    )
+    # No is_active condition here: rows from the original system have it NULL and are live too.
+    central_repository(TenantCloudCredential).update_where(
+        {"is_active": False, "updated_at": now}, filters={"tenant_id": tenant_id}
+    )
+    if purge_dataset:
+        get_gateway().delete_dataset(tenant_dataset(tenant_id), delete_contents=True)
+    return profile
