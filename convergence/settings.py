@@ -134,6 +134,21 @@ BIGQUERY_RETRY_DEADLINE_SECONDS = env.float("BIGQUERY_RETRY_DEADLINE_SECONDS", d
 TENANTS_DATASET = env.str("TENANTS_DATASET", default="tenants")
 TENANT_DATASET_TEMPLATE = env.str("TENANT_DATASET_TEMPLATE", default="{tenant_id}")
 
+# --- API keys and onboarding --------------------------------------------------------------------
+# Environment named in every API key (cvg_<env>_...): a test key never works in production.
+API_KEY_ENVIRONMENT = env.str("API_KEY_ENVIRONMENT", default="live")
+# Verified keys are cached this long: the bound for a revocation or suspension to reach other
+# processes (immediate everywhere with a shared Redis cache).
+API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=60.0)
+# Unknown keys are remembered this long, so a flood of bad keys costs no BigQuery jobs.
+API_KEY_NEGATIVE_CACHE_SECONDS = env.float("API_KEY_NEGATIVE_CACHE_SECONDS", default=10.0)
+# At most how often each process writes last_used_at, in one batched UPDATE.
+API_KEY_LAST_USED_FLUSH_SECONDS = env.float("API_KEY_LAST_USED_FLUSH_SECONDS", default=60.0)
+# Principal given READER on each tenant dataset, e.g. group:{tenant_id}-readers@example.com.
+TENANT_READER_PRINCIPAL_TEMPLATE = env.str("TENANT_READER_PRINCIPAL_TEMPLATE", default="")
+# How long an Idempotency-Key's first response is kept (encrypted) for replays.
+IDEMPOTENCY_TTL_SECONDS = env.int("IDEMPOTENCY_TTL_SECONDS", default=86_400)
+
 # --- KMS ------------------------------------------------------------------------------------------
 KMS_BACKEND = env.str("KMS_BACKEND", default="local")
 KMS_KEY_NAME = env.str("KMS_KEY_NAME", default="")

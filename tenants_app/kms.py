@@ -452,8 +452,8 @@ def build_kms() -> KeyManagementService:
     if backend == "gcp":
         return CloudKms(
             settings.KMS_KEY_NAME,
-            api_endpoint=getattr(settings, "KMS_EMULATOR_HOST", None) or None,
-            timeout=float(getattr(settings, "KMS_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS)),
+            api_endpoint=settings.KMS_EMULATOR_HOST,
+            timeout=settings.KMS_TIMEOUT_SECONDS,
         )
     raise KmsMisconfigured(f"KMS_BACKEND must be 'local' or 'gcp', not {backend!r}")
 

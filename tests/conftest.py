@@ -7,10 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.core.cache import cache
 from django.test import override_settings
 
 from bigquery_backend.client import BigQueryGateway, get_gateway
 from bigquery_backend.emulator import EmulatorProcess
+from tenants_app.services.api_keys import last_used_recorder
 
 
 @pytest.fixture(scope="session")
@@ -24,15 +26,29 @@ def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emul
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _use_emulator(bigquery_emulator: EmulatorProcess) -> Iterator[None]:
+def _use_emulator(
+    bigquery_emulator: EmulatorProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
     """Point every test at the session's emulator, with short bounds so a failure fails fast."""
     with override_settings(
+        # Key files (local KMS, admin password) of tests never land in the repository's var/.
+        DATA_DIR=tmp_path_factory.mktemp("data"),
         BIGQUERY_EMULATOR_HOST=bigquery_emulator.url,
         BIGQUERY_PROJECT=bigquery_emulator.project,
         BIGQUERY_TIMEOUT_SECONDS=30.0,
         BIGQUERY_RETRY_DEADLINE_SECONDS=15.0,
     ):
         yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    """No key verification cached and no `last_used_at` pending from one test to the next."""
+    cache.clear()
+    last_used_recorder.reset()
+    yield
+    cache.clear()
+    last_used_recorder.reset()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from bigquery_backend.client import get_gateway
 from bigquery_backend.repository import Page, Search
 from tenants_app.models import TenantApiKey, TenantCloudCredential, TenantProfile, TenantStatus
 from tenants_app.repositories import central_repository
+from tenants_app.services.api_keys import api_key_cache_invalidate
 from tenants_app.services.datasets import tenant_dataset
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
 
@@ -111,6 +112,9 @@ def _transition(tenant_id: str, *, allowed_from: set[str], to: str, verb: str) -
             f"tenant {tenant_id!r} changed meanwhile; reload", errors={"status": ["Changed meanwhile."]}
         )
     profile.status, profile.updated_at = to, changed
+    # Cached key verifications carry the tenant status: drop them so this process sees the change
+    # at once (other processes within API_KEY_CACHE_SECONDS).
+    api_key_cache_invalidate(tenant_id=tenant_id)
     return profile
 
 

@@ -1,0 +1,610 @@
+"""Tenant API keys: issue, list, rotate, revoke, and verify from the cache with batched `last_used_at`.
+
+A key is `cvg_{env}_{40 base62 chars}` (about 238 random bits), shown exactly once. BigQuery stores its
+sha256 hex (lookups go by hash), a display prefix and a KMS-encrypted copy; never the key itself.
+
+Verification is served from Django's cache, keyed by the hash, after the first lookup: a hit costs zero
+BigQuery jobs. The entry lives API_KEY_CACHE_SECONDS (default 60), which is the documented bound for a
+revocation, rotation or tenant status change to reach *other* processes when the cache is per process
+(locmem); in this process, and in every process sharing a Redis cache, revocation deletes the entry at
+once. Unknown keys are cached as such for API_KEY_NEGATIVE_CACHE_SECONDS (default 10), so a flood of bad
+keys does not become a flood of BigQuery jobs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+import string
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.exceptions import ImproperlyConfigured
+from django.utils import timezone
+
+from bigquery_backend.exceptions import BackendUnavailable, BigQueryError, InvalidInput, NotFound
+from bigquery_backend.repository import Repository
+from tenants_app.kms import KmsUnavailable, aad_for, get_kms
+from tenants_app.models import TenantApiKey, TenantProfile, TenantStatus
+from tenants_app.repositories import central_repository
+from tenants_app.services.errors import (
+    AlreadyExists,
+    DoesNotExist,
+    ServiceError,
+    ServiceUnavailable,
+    ValidationFailed,
+)
+
+logger = logging.getLogger(__name__)
+
+# --- catalogue --------------------------------------------------------------------------------------
+# Every scope a key can carry. The API checks them per endpoint; nothing else is accepted.
+API_KEY_SCOPES: tuple[str, ...] = (
+    "tenant:read",  # GET /me, own subscription and usage
+    "keys:manage",  # list, create, rotate and revoke the tenant's own keys
+    "credentials:manage",  # add, replace and deactivate cloud credentials (metadata only is ever shown)
+    "pipelines:read",  # pipeline configs and runs
+    "pipelines:execute",  # trigger pipeline runs: consumes quota, so never granted by default
+)
+# What the initial key of an onboarding gets: everything but running pipelines, so a key that leaks
+# from an admin's machine cannot burn the tenant's quota by itself; issue a key with
+# `pipelines:execute` for the systems that run pipelines.
+DEFAULT_API_KEY_SCOPES: tuple[str, ...] = tuple(s for s in API_KEY_SCOPES if s != "pipelines:execute")
+
+ROTATION_GRACE_PERIODS: tuple[timedelta, ...] = (
+    timedelta(0),
+    timedelta(hours=1),
+    timedelta(hours=24),
+    timedelta(days=7),
+)
+
+KEY_PREFIX = "cvg"
+RANDOM_LENGTH = 40
+DISPLAY_RANDOM_CHARS = 6
+_BASE62 = string.ascii_letters + string.digits
+_ENVIRONMENT_PATTERN = re.compile(r"^[a-z]{2,8}$")
+_KEY_PATTERN = re.compile(rf"^{KEY_PREFIX}_(?P<env>[a-z]{{2,8}})_(?P<random>[A-Za-z0-9]{{{RANDOM_LENGTH}}})$")
+_KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_MAX_KEY_LENGTH = 64  # longer input is never a key: refuse it before hashing or matching
+
+NAME_MAX_LENGTH = 100
+REASON_MAX_LENGTH = 500
+ACTOR_MAX_LENGTH = 254
+
+DEFAULT_CACHE_SECONDS = 60.0
+DEFAULT_NEGATIVE_CACHE_SECONDS = 10.0
+DEFAULT_LAST_USED_FLUSH_SECONDS = 60.0
+_CACHE_PREFIX = "cvg:api_key:v1:"
+_UNKNOWN = "unknown"
+_USABLE_TENANT_STATUSES = frozenset({TenantStatus.ACTIVE, TenantStatus.TRIAL})
+_CLOSED_TENANT_STATUSES = frozenset({TenantStatus.CANCELLED, TenantStatus.DELETED})
+
+
+# --- errors -----------------------------------------------------------------------------------------
+class ApiKeyInvalid(ServiceError):
+    """Malformed or unknown key. Messages never echo the key."""
+
+    status = 401
+    code = "api_key_invalid"
+
+
+class ApiKeyRevoked(ServiceError):
+    status = 401
+    code = "api_key_revoked"
+
+
+class ApiKeyExpired(ServiceError):
+    status = 401
+    code = "api_key_expired"
+
+
+class TenantSuspended(ServiceError):
+    """The key is fine but its tenant may not use the API (suspended, cancelled or deleted)."""
+
+    status = 403
+    code = "tenant_suspended"
+
+
+@contextmanager
+def bigquery_errors_translated() -> Iterator[None]:
+    """Turn backend errors into service errors: the API maps those to one HTTP status each."""
+    try:
+        yield
+    except InvalidInput as exc:
+        raise ValidationFailed(str(exc), errors=exc.errors) from exc
+    except BackendUnavailable as exc:
+        raise ServiceUnavailable(f"BigQuery is unavailable: {exc}") from exc
+    except NotFound as exc:
+        # Row lookups return None, so NotFound here means a missing table or dataset: a deployment
+        # that was not bootstrapped, never something the caller did.
+        raise ServiceUnavailable(
+            f"BigQuery: {exc} (has `manage.py bootstrap_bigquery` run for this deployment?)"
+        ) from exc
+
+
+# --- results ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class IssuedApiKey:
+    """A newly issued key: the stored row plus the plaintext, which exists only in this object."""
+
+    row: TenantApiKey
+    plaintext: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return f"API key {self.row.api_key_id} ({self.row.key_prefix}...)"
+
+
+@dataclass(frozen=True)
+class VerifiedApiKey:
+    """Who a verified key belongs to and what it may do."""
+
+    tenant_id: str
+    api_key_id: str
+    scopes: tuple[str, ...]
+    expires_at: datetime | None
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+# --- services ---------------------------------------------------------------------------------------
+def api_key_create(
+    *,
+    tenant_id: str,
+    name: str,
+    scopes: Sequence[str],
+    created_by: str,
+    expires_at: datetime | None = None,
+    api_key_id: str | None = None,
+) -> IssuedApiKey:
+    """Issue a key for a tenant that exists and is not closed; the plaintext is in the result only."""
+    errors: dict[str, list[str]] = {}
+    clean_name = _check_text(errors, "name", name, max_length=NAME_MAX_LENGTH)
+    clean_scopes = _check_scopes(errors, scopes)
+    clean_created_by = _check_text(errors, "created_by", created_by, max_length=ACTOR_MAX_LENGTH)
+    if expires_at is not None:
+        if not isinstance(expires_at, datetime) or timezone.is_naive(expires_at):
+            errors["expires_at"] = ["Give a timezone-aware date and time."]
+        elif expires_at <= timezone.now():
+            errors["expires_at"] = ["Must be in the future."]
+    if api_key_id is not None and not (isinstance(api_key_id, str) and _KEY_ID_PATTERN.fullmatch(api_key_id)):
+        errors["api_key_id"] = ["Use 1-128 letters, digits, '_' or '-'."]
+    if errors:
+        raise ValidationFailed(_summary(errors), errors=errors)
+
+    with bigquery_errors_translated():
+        profile = _usable_profile(tenant_id)
+        issued = _issue(
+            tenant_id=profile.tenant_id,
+            api_key_id=api_key_id or uuid.uuid4().hex,
+            name=clean_name,
+            scopes=clean_scopes,
+            created_by=clean_created_by,
+            expires_at=expires_at,
+            # A caller-chosen id makes the call idempotent: insert only if absent (one MERGE).
+            if_absent=api_key_id is not None,
+        )
+    logger.info(
+        "API key %s (%s) issued for tenant %s by %s",
+        issued.row.api_key_id,
+        issued.row.key_prefix,
+        tenant_id,
+        clean_created_by,
+    )
+    return issued
+
+
+def api_key_list(*, tenant_id: str, include_revoked: bool = False) -> list[TenantApiKey]:
+    """The tenant's keys, newest first, in one job; rows carry the display prefix, never a key."""
+    filters: dict[str, Any] = {"tenant_id": tenant_id}
+    if not include_revoked:
+        filters["is_active"] = True
+    with bigquery_errors_translated():
+        rows = _keys().list(filters=filters, order_by=("-created_at",))
+    for row in rows:
+        # Listing never needs the ciphertext: keep it out of serializers and templates by construction.
+        row.encrypted_api_key = None
+    return rows
+
+
+def api_key_rotate(*, tenant_id: str, api_key_id: str, grace: timedelta, rotated_by: str) -> IssuedApiKey:
+    """Issue a replacement with the same name and scopes; the old key works for `grace` more."""
+    errors: dict[str, list[str]] = {}
+    if grace not in ROTATION_GRACE_PERIODS:
+        allowed = ", ".join(_describe(period) for period in ROTATION_GRACE_PERIODS)
+        errors["grace"] = [f"Choose one of {allowed}."]
+    clean_rotated_by = _check_text(errors, "rotated_by", rotated_by, max_length=ACTOR_MAX_LENGTH)
+    if errors:
+        raise ValidationFailed(_summary(errors), errors=errors)
+
+    with bigquery_errors_translated():
+        profile = _usable_profile(tenant_id)
+        old = _tenant_key(tenant_id, api_key_id)
+        now = timezone.now()
+        if not old.is_active or old.revoked_at is not None:
+            raise ValidationFailed(
+                f"API key {api_key_id} is revoked", errors={"api_key_id": ["Revoked keys cannot be rotated."]}
+            )
+        if old.replaced_by_key_id:
+            raise ValidationFailed(
+                f"API key {api_key_id} was already rotated to {old.replaced_by_key_id}",
+                errors={"api_key_id": [f"Already rotated: rotate {old.replaced_by_key_id} instead."]},
+            )
+        if old.expires_at is not None and old.expires_at <= now:
+            raise ValidationFailed(
+                f"API key {api_key_id} has expired",
+                errors={"api_key_id": ["Expired keys cannot be rotated."]},
+            )
+        issued = _issue(
+            tenant_id=profile.tenant_id,
+            api_key_id=uuid.uuid4().hex,
+            name=old.name or "Rotated key",
+            scopes=list(old.scopes),
+            created_by=clean_rotated_by,
+            # Rotation replaces the secret, not the policy: an expiry date carries over.
+            expires_at=old.expires_at,
+            if_absent=False,
+        )
+        values: dict[str, Any] = {"replaced_by_key_id": issued.row.api_key_id}
+        if grace == timedelta(0):
+            values.update(
+                is_active=False,
+                expires_at=now,
+                revoked_at=now,
+                revoked_by=clean_rotated_by,
+                revoked_reason=f"Rotated to {issued.row.api_key_id} without a grace period.",
+            )
+        else:
+            ends = now + grace
+            values["expires_at"] = ends if old.expires_at is None else min(old.expires_at, ends)
+        try:
+            # Conditional on "still active and not rotated": of two concurrent rotations, one wins.
+            changed = _keys().update_where(
+                values,
+                filters={
+                    "api_key_id": api_key_id,
+                    "tenant_id": tenant_id,
+                    "is_active": True,
+                    "replaced_by_key_id__isnull": True,
+                },
+            )
+        except BigQueryError:
+            _discard(issued.row)
+            raise
+        if changed == 0:
+            _discard(issued.row)
+            raise ValidationFailed(
+                f"API key {api_key_id} was rotated or revoked meanwhile",
+                errors={"api_key_id": ["Rotated or revoked by a concurrent request."]},
+            )
+    cache.delete(_cache_key(old.api_key_hash))
+    logger.info(
+        "API key %s of tenant %s rotated to %s by %s (grace %s)",
+        api_key_id,
+        tenant_id,
+        issued.row.api_key_id,
+        clean_rotated_by,
+        _describe(grace),
+    )
+    return issued
+
+
+def api_key_revoke(*, tenant_id: str, api_key_id: str, reason: str, revoked_by: str) -> TenantApiKey:
+    """Revoke a key for good; it stops working in this process at once (see the module docstring)."""
+    errors: dict[str, list[str]] = {}
+    clean_reason = _check_text(errors, "reason", reason, max_length=REASON_MAX_LENGTH)
+    clean_revoked_by = _check_text(errors, "revoked_by", revoked_by, max_length=ACTOR_MAX_LENGTH)
+    if errors:
+        raise ValidationFailed(_summary(errors), errors=errors)
+
+    with bigquery_errors_translated():
+        row = _tenant_key(tenant_id, api_key_id)
+        if not row.is_active:
+            # Already revoked: keep the first reason and who gave it.
+            cache.delete(_cache_key(row.api_key_hash))
+            return row
+        now = timezone.now()
+        values = {
+            "is_active": False,
+            "revoked_at": now,
+            "revoked_by": clean_revoked_by,
+            "revoked_reason": clean_reason,
+        }
+        _keys().update_where(values, filters={"api_key_id": api_key_id, "tenant_id": tenant_id})
+    cache.delete(_cache_key(row.api_key_hash))
+    for name, value in values.items():
+        setattr(row, name, value)
+    logger.info("API key %s of tenant %s revoked by %s", api_key_id, tenant_id, clean_revoked_by)
+    return row
+
+
+def api_key_verify(*, key: str) -> VerifiedApiKey:
+    """Who `key` belongs to, from the cache when possible; ApiKeyInvalid/Revoked/Expired, TenantSuspended."""
+    match = _KEY_PATTERN.fullmatch(key) if isinstance(key, str) and len(key) <= _MAX_KEY_LENGTH else None
+    if match is None:
+        raise ApiKeyInvalid("API key is malformed")
+    if match["env"] != api_key_environment():
+        raise ApiKeyInvalid(f"API key was issued for another environment ({match['env']})")
+    key_hash = hash_api_key(key)
+    cache_key = _cache_key(key_hash)
+    entry = cache.get(cache_key)
+    if entry is None:
+        entry = _lookup(key_hash)
+        if entry == _UNKNOWN:
+            cache.set(
+                cache_key, entry, _seconds("API_KEY_NEGATIVE_CACHE_SECONDS", DEFAULT_NEGATIVE_CACHE_SECONDS)
+            )
+        else:
+            cache.set(cache_key, entry, _seconds("API_KEY_CACHE_SECONDS", DEFAULT_CACHE_SECONDS))
+    if entry == _UNKNOWN:
+        raise ApiKeyInvalid("API key is not valid")
+    # Checked on every call, cached or not: an expiry takes effect to the second.
+    if entry["revoked"]:
+        raise ApiKeyRevoked("API key has been revoked")
+    expires_at: datetime | None = entry["expires_at"]
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ApiKeyExpired("API key has expired")
+    if entry["tenant_status"] not in _USABLE_TENANT_STATUSES:
+        status = str(entry["tenant_status"]).lower()
+        raise TenantSuspended(f"tenant {entry['tenant_id']} is {status}: its API keys are refused")
+    last_used_recorder.record(entry["api_key_id"])
+    return VerifiedApiKey(
+        tenant_id=entry["tenant_id"],
+        api_key_id=entry["api_key_id"],
+        scopes=tuple(entry["scopes"]),
+        expires_at=expires_at,
+    )
+
+
+def api_key_cache_invalidate(*, tenant_id: str) -> int:
+    """Drop the cached verification of every key of a tenant (after a status change); one job."""
+    with bigquery_errors_translated():
+        rows = _keys().list(filters={"tenant_id": tenant_id})
+    cache.delete_many([_cache_key(row.api_key_hash) for row in rows])
+    return len(rows)
+
+
+def api_key_usage_flush() -> int:
+    """Write the pending `last_used_at` values now (one DML); returns how many keys it covered."""
+    return last_used_recorder.flush()
+
+
+# --- key material -----------------------------------------------------------------------------------
+def api_key_environment() -> str:
+    """The environment named in every key (setting API_KEY_ENVIRONMENT, default `live`)."""
+    env = settings.API_KEY_ENVIRONMENT
+    if not _ENVIRONMENT_PATTERN.fullmatch(env):
+        raise ImproperlyConfigured(f"API_KEY_ENVIRONMENT must be 2-8 lowercase letters, not {env!r}")
+    return env
+
+
+def hash_api_key(key: str) -> str:
+    """sha256 hex of the full key. No salt needed: the key itself carries ~238 random bits."""
+    return hashlib.sha256(key.encode("ascii")).hexdigest()
+
+
+def _generate_key() -> str:
+    random_part = "".join(secrets.choice(_BASE62) for _ in range(RANDOM_LENGTH))
+    return f"{KEY_PREFIX}_{api_key_environment()}_{random_part}"
+
+
+def _display_prefix(key: str) -> str:
+    head = f"{KEY_PREFIX}_{api_key_environment()}_"
+    return key[: len(head) + DISPLAY_RANDOM_CHARS]
+
+
+def _issue(
+    *,
+    tenant_id: str,
+    api_key_id: str,
+    name: str,
+    scopes: list[str],
+    created_by: str,
+    expires_at: datetime | None,
+    if_absent: bool,
+) -> IssuedApiKey:
+    plaintext = _generate_key()
+    try:
+        # Encrypt before anything is written: a KMS outage must leave no row behind, and a row with
+        # no encrypted copy (the original system's fallback) is never an option.
+        encrypted = get_kms().encrypt(
+            plaintext.encode("ascii"), aad=aad_for("tenant_api_keys", tenant_id, api_key_id)
+        )
+    except KmsUnavailable as exc:
+        raise ServiceUnavailable(f"KMS is unavailable, no API key was issued: {exc}") from exc
+    row = TenantApiKey(
+        api_key_id=api_key_id,
+        tenant_id=tenant_id,
+        api_key_hash=hash_api_key(plaintext),
+        encrypted_api_key=encrypted,
+        scopes=scopes,
+        is_active=True,
+        expires_at=expires_at,
+        created_at=timezone.now(),
+        name=name,
+        key_prefix=_display_prefix(plaintext),
+        created_by=created_by,
+    )
+    if if_absent:
+        if _keys().upsert(row, update_fields=[]) == 0:
+            raise AlreadyExists(f"API key {api_key_id} already exists; its key cannot be shown again")
+    else:
+        _keys().insert(row)
+    return IssuedApiKey(row=row, plaintext=plaintext)
+
+
+def _discard(row: TenantApiKey) -> None:
+    """Best-effort removal of a just-issued key whose rotation failed: nobody will ever see it."""
+    try:
+        _keys().delete(row.api_key_id)
+    except BigQueryError:
+        logger.exception("could not remove the orphan API key %s; revoke it by hand", row.api_key_id)
+
+
+# --- verification -----------------------------------------------------------------------------------
+def _cache_key(key_hash: str) -> str:
+    # The hash, never the key: cache backends (Redis, memcached) may be read by other tools.
+    return f"{_CACHE_PREFIX}{key_hash}"
+
+
+def _lookup(key_hash: str) -> dict[str, Any] | str:
+    """Key row plus its tenant's status, as a cache entry (two jobs), or `_UNKNOWN` (one job)."""
+    with bigquery_errors_translated():
+        rows = _keys().list(filters={"api_key_hash": key_hash}, limit=2)
+        if len(rows) != 1:
+            if rows:
+                # ~238 random bits make a collision impossible in practice; refuse rather than guess.
+                logger.error("%d API key rows share one hash; refusing them", len(rows))
+            return _UNKNOWN
+        row = rows[0]
+        profile = central_repository(TenantProfile).find(row.tenant_id)
+    if profile is None:
+        return _UNKNOWN
+    return {
+        "tenant_id": row.tenant_id,
+        "api_key_id": row.api_key_id,
+        "scopes": list(row.scopes),
+        "expires_at": row.expires_at,
+        "revoked": not row.is_active or row.revoked_at is not None,
+        "tenant_status": profile.status,
+    }
+
+
+class LastUsedRecorder:
+    """Collects the ids of used keys and writes `last_used_at` for all of them with one DML.
+
+    BigQuery DML is slow, quota-limited and copies data: one UPDATE per request would cost more than
+    the request. The precision of `last_used_at` is therefore the flush interval.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: set[str] = set()
+        self._last_flush = time.monotonic()
+
+    def record(self, api_key_id: str) -> None:
+        """Remember a use; flush when the interval (API_KEY_LAST_USED_FLUSH_SECONDS) has elapsed."""
+        interval = _seconds("API_KEY_LAST_USED_FLUSH_SECONDS", DEFAULT_LAST_USED_FLUSH_SECONDS)
+        with self._lock:
+            self._pending.add(api_key_id)
+            due = time.monotonic() - self._last_flush >= interval
+            if due:
+                # Claimed under the lock: of many concurrent requests, exactly one flushes.
+                self._last_flush = time.monotonic()
+        if due:
+            try:
+                self.flush()
+            except Exception:
+                # Bookkeeping must never fail an authenticated request; the ids stay pending.
+                logger.warning("last_used_at flush failed; will retry at the next interval", exc_info=True)
+
+    def flush(self) -> int:
+        """Write every pending id now; on failure they stay pending and the error propagates."""
+        with self._lock:
+            ids, self._pending = self._pending, set()
+            self._last_flush = time.monotonic()
+        if not ids:
+            return 0
+        try:
+            with bigquery_errors_translated():
+                _keys().update_where(
+                    {"last_used_at": timezone.now()}, filters={"api_key_id__in": sorted(ids)}
+                )
+        except BaseException:
+            with self._lock:
+                self._pending |= ids
+            raise
+        return len(ids)
+
+    def reset(self) -> None:
+        """Forget pending ids and restart the interval (tests; a fresh process starts this way)."""
+        with self._lock:
+            self._pending.clear()
+            self._last_flush = time.monotonic()
+
+    @property
+    def pending(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._pending)
+
+
+last_used_recorder = LastUsedRecorder()
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+def _keys() -> Repository[TenantApiKey]:
+    return central_repository(TenantApiKey)
+
+
+def _usable_profile(tenant_id: str) -> TenantProfile:
+    profile = central_repository(TenantProfile).find(tenant_id) if isinstance(tenant_id, str) else None
+    if profile is None:
+        raise DoesNotExist(f"tenant {tenant_id!r} does not exist")
+    if profile.status in _CLOSED_TENANT_STATUSES:
+        raise ValidationFailed(
+            f"tenant {tenant_id} is {profile.status.lower()}: it cannot get API keys",
+            errors={"tenant_id": [f"Tenant is {profile.status.lower()}."]},
+        )
+    return profile
+
+
+def _tenant_key(tenant_id: str, api_key_id: str) -> TenantApiKey:
+    # Filtered by tenant too: another tenant's key id answers exactly like a missing one.
+    rows = _keys().list(filters={"api_key_id": api_key_id, "tenant_id": tenant_id}, limit=1)
+    if not rows:
+        raise DoesNotExist(f"API key {api_key_id!r} does not exist")
+    row = rows[0]
+    # Callers need the metadata and the hash only; the ciphertext never leaves this module.
+    row.encrypted_api_key = None
+    return row
+
+
+def _check_text(errors: dict[str, list[str]], name: str, value: object, *, max_length: int) -> str:
+    text = value.strip() if isinstance(value, str) else ""
+    if not text:
+        errors[name] = ["This field is required."]
+    elif len(text) > max_length:
+        errors[name] = [f"Use at most {max_length} characters."]
+    return text
+
+
+def _check_scopes(errors: dict[str, list[str]], scopes: object) -> list[str]:
+    if isinstance(scopes, str) or not isinstance(scopes, Sequence | set | frozenset):
+        errors["scopes"] = ["Give a list of scopes."]
+        return []
+    unknown = sorted({str(scope) for scope in scopes if scope not in API_KEY_SCOPES})
+    if unknown:
+        errors["scopes"] = [
+            f"Unknown scope(s) {', '.join(unknown)}; choose from {', '.join(API_KEY_SCOPES)}."
+        ]
+    elif not scopes:
+        errors["scopes"] = ["Choose at least one scope."]
+    # Catalogue order and no duplicates, whatever order they came in.
+    return [scope for scope in API_KEY_SCOPES if scope in scopes]
+
+
+def _summary(errors: dict[str, list[str]]) -> str:
+    return "invalid input: " + "; ".join(f"{name}: {' '.join(reasons)}" for name, reasons in errors.items())
+
+
+def _seconds(name: str, default: float) -> float:
+    return float(getattr(settings, name, default))
+
+
+def _describe(period: timedelta) -> str:
+    seconds = int(period.total_seconds())
+    if seconds == 0:
+        return "0"
+    if seconds % 86400 == 0:
+        return f"{seconds // 86400} d"
+    return f"{seconds // 3600} h"

@@ -1,0 +1,551 @@
+"""Onboard a tenant: profile, subscription, usage row, dataset with tables and views, access, first key.
+
+Every step looks at what exists before it writes, rows have deterministic ids and go in with
+insert-if-absent MERGEs, and metadata calls treat "already exists" as done. So a run that failed at any
+step (BigQuery or KMS down, process killed) is finished by running the same request again, which leaves
+exactly one profile, one subscription, one usage row for the day, one dataset and one initial key.
+The API key comes last: a failure before it leaves no key behind, and its presence marks a finished
+onboarding (a repeat then gets AlreadyExists).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.validators import validate_email
+from django.utils import timezone
+from google.cloud import bigquery
+
+from bigquery_backend.client import BigQueryGateway, get_gateway
+from bigquery_backend.exceptions import Conflict, InvalidIdentifier, NotFound
+from bigquery_backend.identifiers import quote_column, quote_table
+from bigquery_backend.models import BigQueryModel
+from bigquery_backend.schema import table_definition
+from tenants_app.models import (
+    SubscriptionStatus,
+    TenantApiKey,
+    TenantPipelineConfig,
+    TenantProfile,
+    TenantScheduledPipelineRun,
+    TenantStatus,
+    TenantSubscription,
+    TenantUsageQuota,
+)
+from tenants_app.repositories import central_repository
+from tenants_app.services.api_keys import (
+    DEFAULT_API_KEY_SCOPES,
+    IssuedApiKey,
+    api_key_create,
+    bigquery_errors_translated,
+)
+from tenants_app.services.bootstrap import CREATED, EXISTS, bigquery_bootstrap
+from tenants_app.services.datasets import central_dataset, tenant_dataset, tenant_dataset_labels
+from tenants_app.services.errors import AlreadyExists, ServiceUnavailable, ValidationFailed
+from tenants_app.services.plans import Plan, plan_get
+
+logger = logging.getLogger(__name__)
+
+# Steps in the order they run; `before_step` and the result use these names.
+PROFILE = "profile"
+SUBSCRIPTION = "subscription"
+USAGE = "usage"
+DATASET = "dataset"
+VIEWS = "views"
+READER_ACCESS = "reader_access"
+API_KEY = "api_key"
+ONBOARDING_STEPS: tuple[str, ...] = (PROFILE, SUBSCRIPTION, USAGE, DATASET, VIEWS, READER_ACCESS, API_KEY)
+
+# Stricter than the original pattern (lowercase only): the id names a dataset, a label value and the
+# literal inside the tenant's views, and must be one spelling per tenant.
+TENANT_ID_PATTERN = re.compile(r"^[a-z0-9_]{3,50}$")
+# Names that would shadow a dataset, an API path or a role; the central dataset's name is added at run time.
+RESERVED_TENANT_IDS: frozenset[str] = frozenset(
+    {
+        "admin",
+        "administrator",
+        "api",
+        "billing",
+        "central",
+        "convergence",
+        "default",
+        "dryrun",
+        "information_schema",
+        "internal",
+        "me",
+        "onboard",
+        "null",
+        "none",
+        "platform",
+        "public",
+        "region",
+        "root",
+        "security",
+        "staff",
+        "support",
+        "system",
+        "tenant",
+        "tenants",
+        "test",
+        "undefined",
+    }
+)
+COMPANY_NAME_LENGTH = (2, 200)
+EMAIL_MAX_LENGTH = 254
+ACTOR_MAX_LENGTH = 254
+INITIAL_KEY_NAME = "Initial key"
+# Central tables a tenant may read its own rows of, through a view in its own dataset.
+VIEW_MODELS: tuple[type[BigQueryModel], ...] = (TenantPipelineConfig, TenantScheduledPipelineRun)
+# BigQuery dataset ACL entity types for the `type:` prefix of TENANT_READER_PRINCIPAL_TEMPLATE.
+PRINCIPAL_TYPES = {
+    "user": "userByEmail",
+    "serviceAccount": "userByEmail",
+    "group": "groupByEmail",
+    "domain": "domain",
+}
+_ACL_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class _Request:
+    """Onboarding input after validation."""
+
+    tenant_id: str
+    company_name: str
+    admin_email: str
+    plan: Plan
+    created_by: str
+    dataset_id: str
+    reader: bigquery.AccessEntry | None
+
+
+@dataclass
+class OnboardingResult:
+    """What the tenant has now, and which steps this run performed or found already done."""
+
+    profile: TenantProfile
+    subscription: TenantSubscription
+    dataset_id: str
+    # None when the initial key already existed: its plaintext was shown once, by an earlier run.
+    api_key: IssuedApiKey | None
+    api_key_already_issued: bool = False
+    resumed: bool = False
+    performed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def initial_api_key_id(tenant_id: str) -> str:
+    """Deterministic id of the onboarding key, so a re-run finds it instead of issuing a second one."""
+    return f"{tenant_id}_initial"
+
+
+def subscription_id_for(tenant_id: str) -> str:
+    return f"{tenant_id}_subscription"
+
+
+def usage_id_for(tenant_id: str, day: date) -> str:
+    return f"{tenant_id}_{day:%Y%m%d}"
+
+
+def tenant_onboard_validate(
+    *, tenant_id: str, company_name: str, admin_email: str, plan: str, created_by: str
+) -> None:
+    """The dry run: validate the input and check the tenant can be onboarded; writes nothing."""
+    request = _clean(
+        tenant_id=tenant_id,
+        company_name=company_name,
+        admin_email=admin_email,
+        plan=plan,
+        created_by=created_by,
+    )
+    with bigquery_errors_translated():
+        _preflight(request)
+
+
+def tenant_onboard(
+    *,
+    tenant_id: str,
+    company_name: str,
+    admin_email: str,
+    plan: str,
+    created_by: str,
+    before_step: Callable[[str], None] | None = None,
+) -> OnboardingResult:
+    """Create everything a new tenant needs, or finish an onboarding that failed half-way."""
+    request = _clean(
+        tenant_id=tenant_id,
+        company_name=company_name,
+        admin_email=admin_email,
+        plan=plan,
+        created_by=created_by,
+    )
+    with bigquery_errors_translated():
+        run = _Run(request, profile=_preflight(request))
+        for step in ONBOARDING_STEPS:
+            if before_step is not None:
+                before_step(step)
+            performed = run.do(step)
+            (run.performed if performed else run.skipped).append(step)
+    # Both are set by their steps, which ran without raising.
+    assert run.profile is not None
+    assert run.subscription is not None
+    result = OnboardingResult(
+        profile=run.profile,
+        subscription=run.subscription,
+        dataset_id=request.dataset_id,
+        api_key=run.api_key,
+        api_key_already_issued=run.api_key_already_issued,
+        resumed=run.resumed,
+        performed=run.performed,
+        skipped=run.skipped,
+    )
+    logger.info(
+        "tenant %s onboarded by %s (plan %s); performed: %s; already done: %s",
+        request.tenant_id,
+        request.created_by,
+        request.plan.name,
+        ", ".join(result.performed) or "nothing",
+        ", ".join(result.skipped) or "nothing",
+    )
+    return result
+
+
+# --- validation -------------------------------------------------------------------------------------
+def reserved_tenant_ids() -> frozenset[str]:
+    """RESERVED_TENANT_IDS plus the configured central dataset's name."""
+    return RESERVED_TENANT_IDS | {str(settings.TENANTS_DATASET).lower()}
+
+
+def _clean(*, tenant_id: str, company_name: str, admin_email: str, plan: str, created_by: str) -> _Request:
+    """Check every field and report all errors at once (ValidationFailed.errors)."""
+    errors: dict[str, list[str]] = {}
+
+    dataset_id = ""
+    if not isinstance(tenant_id, str) or not TENANT_ID_PATTERN.fullmatch(tenant_id):
+        errors["tenant_id"] = ["Use 3-50 lowercase letters, digits or underscores."]
+    elif tenant_id.startswith("_"):
+        # BigQuery hides datasets whose name starts with an underscore.
+        errors["tenant_id"] = ["Start with a letter or a digit."]
+    elif tenant_id in reserved_tenant_ids():
+        errors["tenant_id"] = [f"'{tenant_id}' is reserved; choose another id."]
+    else:
+        try:
+            dataset_id = tenant_dataset(tenant_id)
+        except InvalidIdentifier:
+            errors["tenant_id"] = ["This id gives an invalid dataset name with TENANT_DATASET_TEMPLATE."]
+        else:
+            if dataset_id.lower() in reserved_tenant_ids():
+                errors["tenant_id"] = [f"Its dataset name '{dataset_id}' is reserved; choose another id."]
+
+    company = company_name.strip() if isinstance(company_name, str) else ""
+    low, high = COMPANY_NAME_LENGTH
+    if not low <= len(company) <= high:
+        errors["company_name"] = [f"Use {low}-{high} characters."]
+
+    email = admin_email.strip() if isinstance(admin_email, str) else ""
+    try:
+        if len(email) > EMAIL_MAX_LENGTH:
+            raise ValidationError("too long")
+        validate_email(email)
+    except ValidationError:
+        errors["admin_email"] = ["Enter a valid email address."]
+
+    chosen: Plan | None = None
+    try:
+        chosen = plan_get(plan)
+    except ValidationFailed as exc:
+        errors.update(exc.errors)
+
+    actor = created_by.strip() if isinstance(created_by, str) else ""
+    if not actor or len(actor) > ACTOR_MAX_LENGTH:
+        errors["created_by"] = [f"Give who onboards the tenant (1-{ACTOR_MAX_LENGTH} characters)."]
+
+    if errors:
+        summary = "; ".join(f"{name}: {' '.join(reasons)}" for name, reasons in errors.items())
+        raise ValidationFailed(f"invalid onboarding request: {summary}", errors=errors)
+    assert chosen is not None  # plan_get raised otherwise
+    return _Request(
+        tenant_id=tenant_id,
+        company_name=company,
+        admin_email=email,
+        plan=chosen,
+        created_by=actor,
+        dataset_id=dataset_id,
+        reader=reader_access_entry(tenant_id),
+    )
+
+
+def reader_access_entry(tenant_id: str) -> bigquery.AccessEntry | None:
+    """READER entry for the tenant's principal (TENANT_READER_PRINCIPAL_TEMPLATE); None when unset."""
+    template = settings.TENANT_READER_PRINCIPAL_TEMPLATE
+    if not template:
+        return None
+    try:
+        principal = template.format(tenant_id=tenant_id)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ImproperlyConfigured(
+            f"TENANT_READER_PRINCIPAL_TEMPLATE {template!r} may only use {{tenant_id}}"
+        ) from exc
+    kind, _, value = principal.partition(":")
+    entity_type = PRINCIPAL_TYPES.get(kind)
+    if entity_type is None or not value or (kind != "domain" and "@" not in value):
+        raise ImproperlyConfigured(
+            f"TENANT_READER_PRINCIPAL_TEMPLATE must give TYPE:VALUE with TYPE one of "
+            f"{', '.join(PRINCIPAL_TYPES)} (e.g. group:{{tenant_id}}-readers@example.com), not {template!r}"
+        )
+    return bigquery.AccessEntry("READER", entity_type, value)
+
+
+# --- preflight --------------------------------------------------------------------------------------
+def _preflight(request: _Request) -> TenantProfile | None:
+    """The existing profile of an unfinished onboarding, None for a new tenant; AlreadyExists otherwise."""
+    tenant_id = request.tenant_id
+    profile = central_repository(TenantProfile).find(tenant_id)
+    if profile is not None:
+        initial_key = central_repository(TenantApiKey).list(
+            filters={"api_key_id": initial_api_key_id(tenant_id), "tenant_id": tenant_id}, limit=1
+        )
+        if initial_key:
+            raise AlreadyExists(
+                f"tenant {tenant_id} already exists (status {profile.status}); "
+                f"to replace a lost initial key, rotate API key {initial_api_key_id(tenant_id)}",
+                errors={"tenant_id": ["A tenant with this id already exists."]},
+            )
+        _check_same_request(profile, request)
+    _check_dataset_is_ours(get_gateway(), request)
+    return profile
+
+
+def _check_same_request(profile: TenantProfile, request: _Request) -> None:
+    """An unfinished onboarding is finished with the details it started with, never others."""
+    differences = [
+        name
+        for name, stored, given in (
+            ("company_name", profile.company_name, request.company_name),
+            ("admin_email", profile.admin_email.lower(), request.admin_email.lower()),
+            ("plan", profile.subscription_plan, request.plan.name),
+        )
+        if stored != given
+    ]
+    if differences:
+        raise AlreadyExists(
+            f"tenant {request.tenant_id} exists from an unfinished onboarding with another "
+            f"{', '.join(differences)}; run it again with the same details to finish it",
+            errors={name: ["Differs from the unfinished onboarding of this tenant."] for name in differences},
+        )
+
+
+def _check_dataset_is_ours(gateway: BigQueryGateway, request: _Request) -> None:
+    """Refuse to adopt a dataset of the same name that is not this tenant's (it would get its ACL)."""
+    try:
+        dataset = gateway.get_dataset(request.dataset_id)
+    except NotFound:
+        return
+    expected = tenant_dataset_labels(request.tenant_id)
+    labels = dataset.labels or {}
+    if any(labels.get(name) != expected[name] for name in ("managed_by", "tenant_id")):
+        raise AlreadyExists(
+            f"dataset {request.dataset_id} already exists and does not belong to tenant "
+            f"{request.tenant_id}; choose another tenant id",
+            errors={"tenant_id": ["A dataset with this name already exists."]},
+        )
+
+
+# --- steps ------------------------------------------------------------------------------------------
+class _Run:
+    """State of one onboarding run; each step returns True when it wrote something."""
+
+    def __init__(self, request: _Request, *, profile: TenantProfile | None) -> None:
+        self.request = request
+        self.profile = profile
+        self.resumed = profile is not None
+        self.subscription: TenantSubscription | None = None
+        self.api_key: IssuedApiKey | None = None
+        self.api_key_already_issued = False
+        self.performed: list[str] = []
+        self.skipped: list[str] = []
+
+    def do(self, step: str) -> bool:
+        return {
+            PROFILE: self.profile_step,
+            SUBSCRIPTION: self.subscription_step,
+            USAGE: self.usage_step,
+            DATASET: self.dataset_step,
+            VIEWS: self.views_step,
+            READER_ACCESS: self.reader_access_step,
+            API_KEY: self.api_key_step,
+        }[step]()
+
+    def profile_step(self) -> bool:
+        if self.profile is not None:
+            return False
+        request = self.request
+        profile = TenantProfile(
+            tenant_id=request.tenant_id,
+            company_name=request.company_name,
+            admin_email=request.admin_email,
+            tenant_dataset_id=request.dataset_id,
+            status=TenantStatus.ACTIVE,
+            subscription_plan=request.plan.name,
+            created_at=timezone.now(),
+        )
+        profiles = central_repository(TenantProfile)
+        if profiles.upsert(profile, update_fields=[]) == 0:
+            # A concurrent run of the same onboarding inserted it between our lookup and the MERGE.
+            profile = profiles.get(request.tenant_id)
+            _check_same_request(profile, request)
+            self.profile = profile
+            return False
+        self.profile = profile
+        return True
+
+    def subscription_step(self) -> bool:
+        plan = self.request.plan
+        subscription = TenantSubscription(
+            subscription_id=subscription_id_for(self.request.tenant_id),
+            tenant_id=self.request.tenant_id,
+            plan_name=plan.name,
+            status=SubscriptionStatus.ACTIVE,
+            daily_limit=plan.daily_limit,
+            monthly_limit=plan.monthly_limit,
+            concurrent_limit=plan.concurrent_limit,
+            max_pipelines_per_day=plan.daily_limit,
+            created_at=timezone.now(),
+        )
+        subscriptions = central_repository(TenantSubscription)
+        # Insert-if-absent first: the fresh path costs one MERGE, only a resume reads the row back.
+        if subscriptions.upsert(subscription, update_fields=[]) == 1:
+            self.subscription = subscription
+            return True
+        self.subscription = subscriptions.get(subscription.subscription_id)
+        return False
+
+    def usage_step(self) -> bool:
+        plan = self.request.plan
+        now = timezone.now()
+        today = now.astimezone(UTC).date()
+        usage = TenantUsageQuota(
+            usage_id=usage_id_for(self.request.tenant_id, today),
+            tenant_id=self.request.tenant_id,
+            usage_date=today,
+            daily_limit=plan.daily_limit,
+            monthly_limit=plan.monthly_limit,
+            concurrent_limit=plan.concurrent_limit,
+            last_updated=now,
+            created_at=now,
+        )
+        return central_repository(TenantUsageQuota).upsert(usage, update_fields=[]) == 1
+
+    def dataset_step(self) -> bool:
+        report = bigquery_bootstrap(tenant_id=self.request.tenant_id)
+        for table in report.tables:
+            if table.drift:
+                logger.warning(
+                    "table %s.%s of tenant %s differs from its model; run bootstrap_bigquery --tenant %s",
+                    table.dataset,
+                    table.table,
+                    self.request.tenant_id,
+                    self.request.tenant_id,
+                )
+        return report.count(CREATED) > 0 or any(action != EXISTS for action in report.datasets.values())
+
+    def views_step(self) -> bool:
+        gateway = get_gateway()
+        created = False
+        names = []
+        for model in VIEW_MODELS:
+            definition = table_definition(model)
+            names.append(definition.name)
+            view = bigquery.Table(gateway.table_ref(self.request.dataset_id, definition.name))
+            view.view_query = tenant_view_query(gateway.project, model, self.request.tenant_id)
+            view.description = (
+                f"Read-only: tenant {self.request.tenant_id}'s rows of {central_dataset()}.{definition.name}"
+            )
+            try:
+                gateway.create_table(view)
+                created = True
+            except Conflict:
+                pass  # created by an earlier, interrupted run
+        authorized = _add_access_entries(
+            gateway,
+            central_dataset(),
+            [
+                bigquery.AccessEntry(
+                    None,
+                    "view",
+                    {"projectId": gateway.project, "datasetId": self.request.dataset_id, "tableId": name},
+                )
+                for name in names
+            ],
+        )
+        return created or authorized
+
+    def reader_access_step(self) -> bool:
+        if self.request.reader is None:
+            return False
+        return _add_access_entries(get_gateway(), self.request.dataset_id, [self.request.reader])
+
+    def api_key_step(self) -> bool:
+        try:
+            self.api_key = api_key_create(
+                tenant_id=self.request.tenant_id,
+                name=INITIAL_KEY_NAME,
+                scopes=DEFAULT_API_KEY_SCOPES,
+                created_by=self.request.created_by,
+                api_key_id=initial_api_key_id(self.request.tenant_id),
+            )
+        except AlreadyExists:
+            self.api_key_already_issued = True
+            return False
+        return True
+
+
+def tenant_view_query(project: str, model: type[BigQueryModel], tenant_id: str) -> str:
+    """SQL of the tenant's read-only view over its own rows of a central table."""
+    # A view body cannot take query parameters, so the tenant id is embedded as a literal. That is
+    # safe only because it matched ^[a-z0-9_]{3,50}$ (no quote or backslash can reach the SQL): checked
+    # again here so that no other caller can skip it.
+    if not TENANT_ID_PATTERN.fullmatch(tenant_id):
+        raise ValidationFailed(f"tenant id {tenant_id!r} cannot be used in a view")
+    definition = table_definition(model)
+    # Columns listed, not `*`: a column added to the central table later stays out of the tenant's
+    # view until somebody decides it belongs there.
+    columns = ", ".join(quote_column(name) for name in definition.column_names)
+    table = quote_table(project, central_dataset(), definition.name)
+    return f"SELECT {columns} FROM {table} WHERE `tenant_id` = '{tenant_id}'"  # noqa: S608
+
+
+def _add_access_entries(
+    gateway: BigQueryGateway, dataset_id: str, wanted: list[bigquery.AccessEntry]
+) -> bool:
+    """Add the entries a dataset's ACL lacks; True if it changed. Safe against concurrent editors."""
+    for _ in range(_ACL_ATTEMPTS):
+        dataset = gateway.get_dataset(dataset_id)
+        entries = list(dataset.access_entries)
+        present = {_entry_key(entry) for entry in entries}
+        missing = [entry for entry in wanted if _entry_key(entry) not in present]
+        if not missing:
+            return False
+        dataset.access_entries = entries + missing
+        try:
+            # The client sends the etag it read as If-Match: a concurrent onboarding that changed the
+            # ACL in between makes this fail (Conflict) instead of silently dropping its entries.
+            gateway.update_dataset(dataset, ["access_entries"])
+        except Conflict:
+            continue
+        return True
+    raise ServiceUnavailable(f"the access list of dataset {dataset_id} kept changing; try again")
+
+
+def _entry_key(entry: bigquery.AccessEntry) -> tuple[str | None, str | None, str]:
+    entity_id = entry.entity_id
+    if isinstance(entity_id, dict):
+        identity = "/".join(str(entity_id.get(k, "")) for k in ("projectId", "datasetId", "tableId"))
+    else:
+        identity = str(entity_id).lower()
+    return entry.role, entry.entity_type, identity

@@ -1,0 +1,48 @@
+"""Fixtures of the service tests: a clean cache, a private KMS key, a central dataset per module."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from django.test import override_settings
+from django.utils import timezone
+
+from tenants_app.models import TenantProfile, TenantStatus
+from tenants_app.repositories import central_repository
+from tenants_app.services.bootstrap import bigquery_bootstrap
+from tests.conftest import unique_name
+
+MakeTenant = Callable[..., str]
+
+
+@pytest.fixture(scope="module")
+def central() -> Iterator[str]:
+    """A bootstrapped central dataset shared by one module's tests (each test uses its own tenants)."""
+    name = unique_name("tenants")
+    with override_settings(TENANTS_DATASET=name):
+        bigquery_bootstrap()
+        yield name
+
+
+@pytest.fixture(scope="module")
+def make_tenant(central: str) -> MakeTenant:
+    """Insert a tenant profile directly (one DML) and return its id."""
+
+    def make(status: str = TenantStatus.ACTIVE) -> str:
+        tenant_id = f"t_{uuid.uuid4().hex[:12]}"
+        central_repository(TenantProfile).insert(
+            TenantProfile(
+                tenant_id=tenant_id,
+                company_name="Acme Corp",
+                admin_email="admin@acme.example",
+                tenant_dataset_id=tenant_id,
+                status=status,
+                subscription_plan="STARTER",
+                created_at=timezone.now(),
+            )
+        )
+        return tenant_id
+
+    return make
