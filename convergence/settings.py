@@ -96,6 +96,7 @@ X_FRAME_OPTIONS = "DENY"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "tenants_app.api.authentication.TenantApiKeyAuthentication",
         "tenants_app.api.authentication.AdminTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],

@@ -395,3 +395,22 @@ class AdminApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.token_prefix}… ({self.name})"
+
+
+class IdempotencyRecord(models.Model):
+    """The first response to a request sent with an `Idempotency-Key`, replayed for its repeats."""
+
+    principal = models.CharField(max_length=200, help_text="Who sent it: user or tenant key id")
+    key = models.CharField(max_length=200)
+    request_fingerprint = models.CharField(max_length=64, help_text="sha256 of method, path and body")
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Empty while in progress")
+    # Encrypted with KMS: a creation response may hold a new API key, shown again only on a replay.
+    encrypted_response = models.BinaryField(null=True, blank=True)
+    created_at = models.DateTimeField(default=now)
+
+    class Meta:
+        verbose_name = "idempotency record"
+        constraints = [models.UniqueConstraint(fields=["principal", "key"], name="idempotency_unique_key")]
+
+    def __str__(self) -> str:
+        return f"{self.principal} {self.key}"

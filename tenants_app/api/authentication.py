@@ -1,6 +1,8 @@
-"""DRF authentication for the admin API token (`Authorization: Bearer cvg_admin_...`)."""
+"""DRF authentication: staff admin tokens (`Authorization: Bearer ...`) and tenant keys (`X-API-Key`)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from django.contrib.auth.models import User
 from rest_framework import authentication, exceptions
@@ -8,6 +10,7 @@ from rest_framework.request import Request
 
 from tenants_app.models import AdminApiToken
 from tenants_app.services.admin_tokens import TOKEN_PREFIX, admin_token_authenticate
+from tenants_app.services.api_keys import VerifiedApiKey, api_key_verify
 
 
 class AdminTokenAuthentication(authentication.BaseAuthentication):
@@ -28,3 +31,44 @@ class AdminTokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return self.keyword
+
+
+@dataclass(frozen=True)
+class TenantPrincipal:
+    """The caller behind a tenant API key: never staff, only ever its own tenant."""
+
+    tenant_id: str
+    api_key_id: str
+    scopes: tuple[str, ...]
+    is_authenticated: bool = True
+    is_active: bool = True
+    is_staff: bool = False
+    is_superuser: bool = False
+    pk: None = None
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    def __str__(self) -> str:
+        return f"apikey:{self.api_key_id}"
+
+
+class TenantApiKeyAuthentication(authentication.BaseAuthentication):
+    """`X-API-Key: cvg_live_...`; verification is served from the cache after the first lookup."""
+
+    header = "X-API-Key"
+
+    def authenticate(self, request: Request) -> tuple[TenantPrincipal, VerifiedApiKey] | None:
+        key = request.headers.get(self.header)
+        if key is None:
+            return None
+        # Invalid, revoked, expired (401) and suspended (403) keep their own codes through the
+        # API's error handler, so a client can tell "rotate your key" from "talk to us".
+        verified = api_key_verify(key=key.strip())
+        principal = TenantPrincipal(
+            tenant_id=verified.tenant_id, api_key_id=verified.api_key_id, scopes=verified.scopes
+        )
+        return principal, verified
+
+    def authenticate_header(self, request: Request) -> str:
+        return self.header

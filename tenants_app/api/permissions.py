@@ -31,3 +31,21 @@ class IsStaff(BasePermission):
         if not (user and user.is_authenticated and user.is_active and user.is_staff):
             return False
         return request.method in SAFE_METHODS or not is_read_only_staff(user)
+
+
+class StaffOrTenantScope(BasePermission):
+    """`/tenants/{tenant_id}/...` is for staff; `/me/...` for a tenant key holding the view's scope."""
+
+    message = "Not allowed: staff access, or a tenant API key with the required scope, is needed."
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        if "tenant_id" in view.kwargs:
+            return IsStaff().has_permission(request, view)
+        principal = request.user
+        if not hasattr(principal, "has_scope"):
+            return False
+        scope = view.read_scope if request.method in SAFE_METHODS else view.write_scope  # type: ignore[attr-defined]
+        if not principal.has_scope(scope):
+            self.message = f"This API key lacks the {scope!r} scope."
+            return False
+        return True

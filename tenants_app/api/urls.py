@@ -1,17 +1,58 @@
-"""URLs of the REST API, mounted under /api/v1/."""
+"""URLs of the REST API, mounted under /api/v1/.
+
+Per-tenant resources are served twice: under `tenants/<tenant_id>/` to staff, and under `me/` to a
+tenant's own API key. The views are the same; only where the tenant id comes from differs.
+"""
 
 from __future__ import annotations
 
 from django.urls import path
 
-from tenants_app.api import tenants
+from tenants_app.api import credentials, keys, me, onboarding, tenants
+
+
+def tenant_resources(prefix: str, name: str) -> list:
+    return [
+        path(f"{prefix}keys", keys.ApiKeyListApi.as_view(), name=f"{name}-keys"),
+        path(
+            f"{prefix}keys/<str:api_key_id>/rotate", keys.ApiKeyRotateApi.as_view(), name=f"{name}-key-rotate"
+        ),
+        path(
+            f"{prefix}keys/<str:api_key_id>/revoke", keys.ApiKeyRevokeApi.as_view(), name=f"{name}-key-revoke"
+        ),
+        path(f"{prefix}credentials", credentials.CredentialListApi.as_view(), name=f"{name}-credentials"),
+        path(
+            f"{prefix}credentials/<str:credential_id>",
+            credentials.CredentialDetailApi.as_view(),
+            name=f"{name}-credential",
+        ),
+        path(
+            f"{prefix}credentials/<str:credential_id>/replace",
+            credentials.CredentialReplaceApi.as_view(),
+            name=f"{name}-credential-replace",
+        ),
+        path(
+            f"{prefix}credentials/<str:credential_id>/deactivate",
+            credentials.CredentialDeactivateApi.as_view(),
+            name=f"{name}-credential-deactivate",
+        ),
+        path(f"{prefix}subscription", me.SubscriptionApi.as_view(), name=f"{name}-subscription"),
+        path(f"{prefix}usage", me.UsageApi.as_view(), name=f"{name}-usage"),
+    ]
+
 
 urlpatterns = [
     path("tenants", tenants.TenantListApi.as_view(), name="tenant-list"),
+    # Before tenants/<tenant_id>: "onboard" and "dryrun" are reserved, never tenant ids.
+    path("tenants/onboard", onboarding.TenantOnboardApi.as_view(), name="tenant-onboard"),
+    path("tenants/dryrun", onboarding.TenantOnboardDryRunApi.as_view(), name="tenant-onboard-dryrun"),
     path("tenants/<str:tenant_id>", tenants.TenantDetailApi.as_view(), name="tenant-detail"),
     path("tenants/<str:tenant_id>/suspend", tenants.TenantSuspendApi.as_view(), name="tenant-suspend"),
     path(
         "tenants/<str:tenant_id>/reactivate", tenants.TenantReactivateApi.as_view(), name="tenant-reactivate"
     ),
     path("tenants/<str:tenant_id>/offboard", tenants.TenantOffboardApi.as_view(), name="tenant-offboard"),
+    *tenant_resources("tenants/<str:tenant_id>/", "tenant"),
+    path("me", me.MeApi.as_view(), name="me"),
+    *tenant_resources("me/", "me"),
 ]

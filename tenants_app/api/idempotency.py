@@ -1,0 +1,112 @@
+"""`Idempotency-Key` support: a repeated request gets the first response, a different one a 409."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from tenants_app.api.errors import error_response
+from tenants_app.kms import aad_for, get_kms
+from tenants_app.models import IdempotencyRecord
+
+HEADER = "Idempotency-Key"
+KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+Handler = Callable[..., Response]
+
+
+def principal_of(request: Request) -> str:
+    """Who the request acts as: keys are scoped per caller, so two callers never share a record."""
+    tenant_key = getattr(request, "tenant_key", None)
+    if tenant_key is not None:
+        return f"apikey:{tenant_key.api_key_id}"
+    return f"user:{request.user.pk}"
+
+
+def _fingerprint(request: Request) -> str:
+    body = json.dumps(request.data, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(f"{request.method} {request.path}\n{body}".encode()).hexdigest()
+
+
+def idempotent(handler: Handler) -> Handler:
+    """Wrap an APIView method: successful responses are stored (encrypted) and replayed for repeats."""
+
+    @functools.wraps(handler)
+    def wrapper(view: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
+        key = request.headers.get(HEADER)
+        if key is None:
+            return handler(view, request, *args, **kwargs)
+        if not KEY_PATTERN.fullmatch(key):
+            return error_response(
+                400,
+                "validation_failed",
+                "Invalid Idempotency-Key.",
+                {HEADER: ["Use 1-200 printable ASCII characters."]},
+            )
+        principal = principal_of(request)
+        fingerprint = _fingerprint(request)
+        aad = aad_for("idempotency", principal, key)
+        ttl = timedelta(seconds=settings.IDEMPOTENCY_TTL_SECONDS)
+        # A key older than the TTL is free again.
+        IdempotencyRecord.objects.filter(
+            principal=principal, key=key, created_at__lt=timezone.now() - ttl
+        ).delete()
+        try:
+            with transaction.atomic():
+                record = IdempotencyRecord.objects.create(
+                    principal=principal, key=key, request_fingerprint=fingerprint
+                )
+        except IntegrityError:
+            return _replay(principal, key, fingerprint, aad)
+        try:
+            response = handler(view, request, *args, **kwargs)
+        except BaseException:
+            # Failures are not remembered: the client may retry the same request with the same key.
+            record.delete()
+            raise
+        if not 200 <= response.status_code < 300:
+            record.delete()
+            return response
+        payload = json.dumps(response.data, default=str).encode()
+        try:
+            record.encrypted_response = get_kms().encrypt(payload, aad=aad)
+        except Exception:
+            record.delete()
+            raise
+        record.status_code = response.status_code
+        record.save(update_fields=["encrypted_response", "status_code"])
+        return response
+
+    return wrapper
+
+
+def _replay(principal: str, key: str, fingerprint: str, aad: bytes) -> Response:
+    record = IdempotencyRecord.objects.filter(principal=principal, key=key).first()
+    if record is None:
+        # The first request failed and released the key between our insert and this read.
+        return error_response(409, "request_in_progress", "Retry the request.")
+    if record.request_fingerprint != fingerprint:
+        return error_response(
+            409, "idempotency_key_reused", "This Idempotency-Key was used for a different request."
+        )
+    if record.status_code is None or record.encrypted_response is None:
+        response = error_response(
+            409, "request_in_progress", "The first request with this key is still running."
+        )
+        response["Retry-After"] = "1"
+        return response
+    data = json.loads(get_kms().decrypt(bytes(record.encrypted_response), aad=aad))
+    response = Response(data, status=record.status_code)
+    response["Idempotent-Replayed"] = "true"
+    return response

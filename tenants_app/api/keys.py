@@ -1,0 +1,128 @@
+"""API keys of one tenant: list, issue (shown once), rotate with a grace period, revoke."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from tenants_app.api.idempotency import idempotent
+from tenants_app.api.scoping import TenantScopedApi
+from tenants_app.services.api_keys import (
+    API_KEY_SCOPES,
+    DEFAULT_API_KEY_SCOPES,
+    IssuedApiKey,
+    api_key_create,
+    api_key_list,
+    api_key_revoke,
+    api_key_rotate,
+)
+
+GRACE_PERIODS = {
+    "0": timedelta(0),
+    "1h": timedelta(hours=1),
+    "24h": timedelta(hours=24),
+    "7d": timedelta(days=7),
+}
+
+
+class ApiKeyOutputSerializer(serializers.Serializer):
+    """Key metadata: the prefix identifies a key; neither the key, its hash nor its ciphertext is shown."""
+
+    api_key_id = serializers.CharField()
+    name = serializers.CharField(allow_null=True)
+    key_prefix = serializers.CharField(allow_null=True)
+    scopes = serializers.ListField(child=serializers.CharField())
+    is_active = serializers.BooleanField()
+    expires_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    created_by = serializers.CharField(allow_null=True)
+    last_used_at = serializers.DateTimeField(allow_null=True)
+    revoked_at = serializers.DateTimeField(allow_null=True)
+    revoked_reason = serializers.CharField(allow_null=True)
+    replaced_by_key_id = serializers.CharField(allow_null=True)
+
+
+class IssuedApiKeyOutputSerializer(serializers.Serializer):
+    api_key = serializers.CharField(help_text="The key itself: shown in this response only, store it now.")
+    key = ApiKeyOutputSerializer()
+
+
+def issued_response(issued: IssuedApiKey) -> Response:
+    data = IssuedApiKeyOutputSerializer({"api_key": issued.plaintext, "key": issued.row}).data
+    return Response(data, status=status.HTTP_201_CREATED)
+
+
+class ApiKeyListApi(TenantScopedApi):
+    write_scope = "keys:manage"
+
+    class FilterSerializer(serializers.Serializer):
+        include_revoked = serializers.BooleanField(default=False)
+
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=100)
+        scopes = serializers.ListField(
+            child=serializers.ChoiceField(choices=API_KEY_SCOPES), default=list(DEFAULT_API_KEY_SCOPES)
+        )
+        expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+    @extend_schema(parameters=[FilterSerializer], responses=ApiKeyOutputSerializer(many=True))
+    def get(self, request: Request, tenant_id: str | None = None) -> Response:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        keys = api_key_list(tenant_id=self.tenant_id(), **filters.validated_data)
+        return Response(ApiKeyOutputSerializer(keys, many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: IssuedApiKeyOutputSerializer})
+    @idempotent
+    def post(self, request: Request, tenant_id: str | None = None) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        issued = api_key_create(
+            tenant_id=self.tenant_id(), created_by=self.actor(request), **data.validated_data
+        )
+        return issued_response(issued)
+
+
+class ApiKeyRotateApi(TenantScopedApi):
+    write_scope = "keys:manage"
+
+    class InputSerializer(serializers.Serializer):
+        grace = serializers.ChoiceField(
+            choices=list(GRACE_PERIODS), help_text="How long the old key keeps working: 0, 1h, 24h or 7d."
+        )
+
+    @extend_schema(request=InputSerializer, responses={201: IssuedApiKeyOutputSerializer})
+    @idempotent
+    def post(self, request: Request, api_key_id: str, tenant_id: str | None = None) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        issued = api_key_rotate(
+            tenant_id=self.tenant_id(),
+            api_key_id=api_key_id,
+            grace=GRACE_PERIODS[data.validated_data["grace"]],
+            rotated_by=self.actor(request),
+        )
+        return issued_response(issued)
+
+
+class ApiKeyRevokeApi(TenantScopedApi):
+    write_scope = "keys:manage"
+
+    class InputSerializer(serializers.Serializer):
+        reason = serializers.CharField(max_length=500)
+
+    @extend_schema(request=InputSerializer, responses=ApiKeyOutputSerializer)
+    def post(self, request: Request, api_key_id: str, tenant_id: str | None = None) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        row = api_key_revoke(
+            tenant_id=self.tenant_id(),
+            api_key_id=api_key_id,
+            reason=data.validated_data["reason"],
+            revoked_by=self.actor(request),
+        )
+        return Response(ApiKeyOutputSerializer(row).data)

@@ -1,0 +1,437 @@
+"""Onboarding, keys, credentials, subscription and usage over the API, as staff and as a tenant."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+from bigquery_backend.client import BigQueryGateway
+from tenants_app.models import TenantApiKey, TenantCloudCredential, TenantProfile
+from tenants_app.repositories import central_repository
+from tenants_app.services.api_keys import api_key_create
+from tenants_app.services.bootstrap import bigquery_bootstrap
+from tenants_app.services.onboarding import tenant_onboard
+from tests.conftest import unique_name
+from tests.support.kms_fake import FakeCloudKms
+
+pytestmark = pytest.mark.django_db
+
+ApiAs = Callable[[User | None], APIClient]
+OPENAI_SECRET = "sk-" + "Zq9" * 12
+ANTHROPIC_SECRET = "sk-ant-" + "Yx8" * 12
+
+
+@dataclass(frozen=True)
+class Tenant:
+    tenant_id: str
+    key: str  # the initial key: every scope but pipelines:execute
+
+
+@pytest.fixture(scope="module")
+def central() -> Iterator[str]:
+    """One bootstrapped central dataset for this module; tests that change state use tenants of their own."""
+    name = unique_name("tenants")
+    with override_settings(TENANTS_DATASET=name):
+        bigquery_bootstrap()
+        yield name
+
+
+def onboard(prefix: str) -> Tenant:
+    tenant_id = unique_name(prefix)
+    result = tenant_onboard(
+        tenant_id=tenant_id,
+        company_name=f"{prefix} Inc",
+        admin_email="ops@example.com",
+        plan="STARTER",
+        created_by="test",
+    )
+    assert result.api_key is not None
+    return Tenant(tenant_id, result.api_key.plaintext)
+
+
+@pytest.fixture(scope="module")
+def tenant_a(central: str) -> Tenant:
+    return onboard("alpha")
+
+
+@pytest.fixture(scope="module")
+def tenant_b(central: str) -> Tenant:
+    return onboard("beta")
+
+
+def as_tenant(key: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=key)
+    return client
+
+
+def scoped_key(tenant: Tenant, *scopes: str) -> str:
+    return api_key_create(
+        tenant_id=tenant.tenant_id, name="scoped", scopes=list(scopes), created_by="test"
+    ).plaintext
+
+
+# --- onboarding ------------------------------------------------------------------------------------------
+def test_it_onboards_a_tenant_and_shows_its_first_key_once(
+    api_as: ApiAs, superuser: User, central: str
+) -> None:
+    tenant_id = unique_name("gamma")
+    body = {
+        "tenant_id": tenant_id,
+        "company_name": "Gamma Ltd",
+        "admin_email": "ops@gamma.example",
+        "plan": "SCALE",
+    }
+
+    response = api_as(superuser).post("/api/v1/tenants/onboard", body, format="json")
+
+    assert response.status_code == 201
+    data = response.json()
+    assert data["tenant"]["tenant_id"] == tenant_id
+    assert data["subscription"]["daily_limit"] == 100
+    assert data["api_key"].startswith("cvg_live_")
+    assert as_tenant(data["api_key"]).get("/api/v1/me").json()["tenant"]["tenant_id"] == tenant_id
+    keys = api_as(superuser).get(f"/api/v1/tenants/{tenant_id}/keys")
+    assert data["api_key"] not in keys.content.decode()
+    assert keys.json()[0]["key_prefix"] == data["api_key"][: len(keys.json()[0]["key_prefix"])]
+
+
+def test_it_answers_409_for_an_existing_tenant(api_as: ApiAs, superuser: User, tenant_a: Tenant) -> None:
+    body = {
+        "tenant_id": tenant_a.tenant_id,
+        "company_name": "alpha Inc",
+        "admin_email": "ops@example.com",
+        "plan": "STARTER",
+    }
+
+    response = api_as(superuser).post("/api/v1/tenants/onboard", body, format="json")
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "already_exists"
+
+
+def test_it_validates_an_onboarding_in_a_dry_run_without_writing(
+    api_as: ApiAs, superuser: User, central: str, gateway: BigQueryGateway
+) -> None:
+    tenant_id = unique_name("delta")
+    good = {
+        "tenant_id": tenant_id,
+        "company_name": "Delta",
+        "admin_email": "ops@delta.example",
+        "plan": "STARTER",
+    }
+    bad = {"tenant_id": "Bad Id!", "company_name": "D", "admin_email": "nope", "plan": "GOLD"}
+    client = api_as(superuser)
+
+    with gateway.count_jobs() as counter:
+        ok = client.post("/api/v1/tenants/dryrun", good, format="json")
+    refused = client.post("/api/v1/tenants/dryrun", bad, format="json")
+
+    assert (ok.status_code, ok.json()) == (200, {"valid": True})
+    assert not any(
+        s.lstrip().upper().startswith(("INSERT", "MERGE", "UPDATE", "CREATE")) for s in counter.statements
+    )
+    assert central_repository(TenantProfile).find(tenant_id) is None
+    assert refused.status_code == 400
+    assert {"plan"} <= set(refused.json()["error"]["fields"])
+
+
+def test_it_refuses_every_bad_onboarding_field_at_once(api_as: ApiAs, superuser: User, central: str) -> None:
+    bad = {"tenant_id": "UPPER case", "company_name": "X", "admin_email": "not-an-email", "plan": "STARTER"}
+
+    response = api_as(superuser).post("/api/v1/tenants/onboard", bad, format="json")
+
+    assert response.status_code == 400
+    assert set(response.json()["error"]["fields"]) == {"tenant_id", "company_name", "admin_email"}
+
+
+def test_it_replays_an_onboarding_for_the_same_idempotency_key(
+    api_as: ApiAs, superuser: User, central: str
+) -> None:
+    tenant_id = unique_name("eps")
+    body = {
+        "tenant_id": tenant_id,
+        "company_name": "Eps",
+        "admin_email": "ops@eps.example",
+        "plan": "STARTER",
+    }
+    client = api_as(superuser)
+
+    first = client.post("/api/v1/tenants/onboard", body, format="json", HTTP_IDEMPOTENCY_KEY="onboard-eps-1")
+    again = client.post("/api/v1/tenants/onboard", body, format="json", HTTP_IDEMPOTENCY_KEY="onboard-eps-1")
+    other = client.post(
+        "/api/v1/tenants/onboard",
+        {**body, "plan": "SCALE"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="onboard-eps-1",
+    )
+
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert again["Idempotent-Replayed"] == "true"
+    assert other.status_code == 409
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+    assert central_repository(TenantApiKey).count(filters={"tenant_id": tenant_id}) == 1
+
+
+# --- tenant keys: authentication, scopes, isolation --------------------------------------------------------
+def test_it_refuses_requests_without_or_with_a_bad_key(central: str) -> None:
+    assert APIClient().get("/api/v1/me").status_code in {401, 403}
+    bad = as_tenant("cvg_live_" + "A" * 40).get("/api/v1/me")
+    assert bad.status_code == 401
+    assert bad.json()["error"]["code"] == "api_key_invalid"
+    assert as_tenant("garbage").get("/api/v1/me").status_code == 401
+
+
+def test_it_serves_a_tenant_its_own_profile_subscription_and_usage(tenant_a: Tenant) -> None:
+    client = as_tenant(tenant_a.key)
+
+    me = client.get("/api/v1/me").json()
+    subscription = client.get("/api/v1/me/subscription").json()
+    usage = client.get("/api/v1/me/usage", {"days": 7}).json()
+
+    assert me["tenant"]["tenant_id"] == tenant_a.tenant_id
+    assert subscription["plan_name"] == "STARTER"
+    assert (subscription["daily_limit"], subscription["monthly_limit"]) == (6, 180)
+    assert len(usage) == 1
+    assert usage[0]["pipelines_run_today"] == 0
+
+
+def test_it_keeps_a_tenant_key_out_of_the_admin_api(tenant_a: Tenant, tenant_b: Tenant) -> None:
+    client = as_tenant(tenant_a.key)
+
+    assert client.get("/api/v1/tenants").status_code == 403
+    assert client.get(f"/api/v1/tenants/{tenant_b.tenant_id}/keys").status_code == 403
+    assert client.get(f"/api/v1/tenants/{tenant_a.tenant_id}/keys").status_code == 403
+
+
+def test_it_answers_404_when_a_tenant_reaches_for_another_tenants_key(
+    tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    b_key_id = (
+        central_repository(TenantApiKey)
+        .list(filters={"tenant_id": tenant_b.tenant_id}, limit=1)[0]
+        .api_key_id
+    )
+    client = as_tenant(tenant_a.key)
+
+    revoke = client.post(f"/api/v1/me/keys/{b_key_id}/revoke", {"reason": "mine now"}, format="json")
+    rotate = client.post(f"/api/v1/me/keys/{b_key_id}/rotate", {"grace": "0"}, format="json")
+
+    assert (revoke.status_code, rotate.status_code) == (404, 404)
+    assert as_tenant(tenant_b.key).get("/api/v1/me").status_code == 200
+
+
+def test_it_requires_the_scope_for_each_action(tenant_a: Tenant) -> None:
+    reader = as_tenant(scoped_key(tenant_a, "tenant:read"))
+
+    assert reader.get("/api/v1/me/keys").status_code == 200
+    refused = reader.post("/api/v1/me/keys", {"name": "more"}, format="json")
+    assert refused.status_code == 403
+    assert "keys:manage" in refused.json()["error"]["message"]
+    assert reader.post("/api/v1/me/credentials", {}, format="json").status_code == 403
+
+
+def test_it_lets_a_tenant_issue_rotate_and_revoke_its_own_keys(tenant_a: Tenant) -> None:
+    manager = as_tenant(scoped_key(tenant_a, "tenant:read", "keys:manage"))
+
+    issued = manager.post("/api/v1/me/keys", {"name": "ci", "scopes": ["tenant:read"]}, format="json").json()
+    new_key, key_id = issued["api_key"], issued["key"]["api_key_id"]
+    rotated = manager.post(f"/api/v1/me/keys/{key_id}/rotate", {"grace": "1h"}, format="json").json()
+    both_work = (
+        as_tenant(new_key).get("/api/v1/me").status_code,
+        as_tenant(rotated["api_key"]).get("/api/v1/me").status_code,
+    )
+    revoked = manager.post(f"/api/v1/me/keys/{key_id}/revoke", {"reason": "leaked in a log"}, format="json")
+    after = as_tenant(new_key).get("/api/v1/me")
+
+    assert issued["key"]["scopes"] == ["tenant:read"]
+    assert both_work == (200, 200)
+    assert revoked.json()["revoked_reason"] == "leaked in a log"
+    assert (after.status_code, after.json()["error"]["code"]) == (401, "api_key_revoked")
+    assert as_tenant(rotated["api_key"]).get("/api/v1/me").status_code == 200
+
+
+def test_it_stops_an_old_key_at_once_with_no_grace(tenant_a: Tenant) -> None:
+    manager = as_tenant(scoped_key(tenant_a, "tenant:read", "keys:manage"))
+    issued = manager.post("/api/v1/me/keys", {"name": "short"}, format="json").json()
+
+    rotated = manager.post(
+        f"/api/v1/me/keys/{issued['key']['api_key_id']}/rotate", {"grace": "0"}, format="json"
+    )
+
+    assert rotated.status_code == 201
+    assert as_tenant(issued["api_key"]).get("/api/v1/me").status_code == 401
+    bad_grace = manager.post(
+        f"/api/v1/me/keys/{rotated.json()['key']['api_key_id']}/rotate", {"grace": "2h"}, format="json"
+    )
+    assert bad_grace.status_code == 400
+    assert "grace" in bad_grace.json()["error"]["fields"]
+
+
+def test_it_refuses_a_suspended_tenants_keys_at_once(api_as: ApiAs, superuser: User, central: str) -> None:
+    tenant = onboard("zeta")
+    client = as_tenant(tenant.key)
+    assert client.get("/api/v1/me").status_code == 200
+
+    api_as(superuser).post(f"/api/v1/tenants/{tenant.tenant_id}/suspend")
+    suspended = client.get("/api/v1/me")
+    api_as(superuser).post(f"/api/v1/tenants/{tenant.tenant_id}/reactivate")
+
+    assert (suspended.status_code, suspended.json()["error"]["code"]) == (403, "tenant_suspended")
+    assert client.get("/api/v1/me").status_code == 200
+
+
+def test_it_verifies_a_cached_key_with_no_bigquery_job(tenant_a: Tenant, gateway: BigQueryGateway) -> None:
+    client = as_tenant(tenant_a.key)
+    client.get("/api/v1/me/keys")
+
+    with gateway.count_jobs() as counter:
+        client.get("/api/v1/me/keys")
+
+    # The one job left is the key listing itself: verification came from the cache.
+    assert counter.jobs == 1
+    assert "`api_key_hash` =" not in counter.statements[0]
+
+
+# --- credentials: payload in, metadata out ----------------------------------------------------------------
+def test_it_stores_a_credential_and_never_returns_the_secret(
+    tenant_a: Tenant, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = as_tenant(tenant_a.key)
+
+    with caplog.at_level(logging.DEBUG):
+        created = client.post(
+            "/api/v1/me/credentials",
+            {"provider": "OPENAI", "name": "prod", "payload": {"api_key": OPENAI_SECRET}},
+            format="json",
+        )
+        listed = client.get("/api/v1/me/credentials")
+        shown = client.get(f"/api/v1/me/credentials/{created.json()['credential_id']}")
+
+    assert created.status_code == 201
+    assert created.json()["type"] == "API_KEY"
+    assert created.json()["fingerprint"]
+    for response in (created, listed, shown):
+        assert OPENAI_SECRET not in response.content.decode()
+        assert "encrypted" not in response.content.decode()
+    assert OPENAI_SECRET not in caplog.text
+
+
+def test_it_answers_400_naming_a_bad_payload_field_without_echoing_it(tenant_a: Tenant) -> None:
+    response = as_tenant(tenant_a.key).post(
+        "/api/v1/me/credentials",
+        {"provider": "OPENAI", "name": "typo", "payload": {"api_key": "pk-not-a-key-but-secret-ish"}},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert "api_key" in json.dumps(response.json()["error"]["fields"])
+    assert "pk-not-a-key-but-secret-ish" not in response.content.decode()
+
+
+def test_it_replaces_and_deactivates_a_credential(tenant_a: Tenant) -> None:
+    client = as_tenant(tenant_a.key)
+    created = client.post(
+        "/api/v1/me/credentials",
+        {"provider": "ANTHROPIC", "name": "claude", "payload": {"api_key": ANTHROPIC_SECRET}},
+        format="json",
+    ).json()
+    path = f"/api/v1/me/credentials/{created['credential_id']}"
+
+    replaced = client.post(
+        f"{path}/replace", {"payload": {"api_key": ANTHROPIC_SECRET[:-3] + "Qq7"}}, format="json"
+    ).json()
+    deactivated = client.post(f"{path}/deactivate").json()
+
+    assert replaced["fingerprint"] != created["fingerprint"]
+    assert deactivated["is_active"] is False
+    assert created["credential_id"] not in client.get("/api/v1/me/credentials").content.decode()
+
+
+def test_it_answers_404_for_another_tenants_credential(tenant_a: Tenant, tenant_b: Tenant) -> None:
+    created = (
+        as_tenant(tenant_b.key)
+        .post(
+            "/api/v1/me/credentials",
+            {"provider": "OPENAI", "name": "b-only", "payload": {"api_key": OPENAI_SECRET}},
+            format="json",
+        )
+        .json()
+    )
+    path = f"/api/v1/me/credentials/{created['credential_id']}"
+    thief = as_tenant(tenant_a.key)
+
+    assert thief.get(path).status_code == 404
+    assert thief.post(f"{path}/deactivate").status_code == 404
+    assert central_repository(TenantCloudCredential).get(created["credential_id"]).is_active is True
+
+
+def test_it_answers_403_past_the_plans_provider_limit(central: str) -> None:
+    tenant = onboard("eta")
+    client = as_tenant(tenant.key)
+    payloads = {
+        "OPENAI": {"api_key": OPENAI_SECRET},
+        "ANTHROPIC": {"api_key": ANTHROPIC_SECRET},
+        "AWS": {"access_key_id": "AKIA" + "ABCDEFGHIJKLMNOP", "secret_access_key": "a" * 40},
+        "AZURE": {
+            "tenant_id": "00000000-0000-0000-0000-000000000001",
+            "client_id": "00000000-0000-0000-0000-000000000002",
+            "client_secret": "azure-client-secret-value",
+        },
+    }
+
+    statuses = [
+        client.post(
+            "/api/v1/me/credentials", {"provider": p, "name": p.lower(), "payload": body}, format="json"
+        )
+        for p, body in payloads.items()
+    ]
+
+    assert [r.status_code for r in statuses] == [201, 201, 201, 403]
+    assert statuses[-1].json()["error"]["code"] == "plan_limit_reached"
+
+
+def test_it_answers_503_and_stores_nothing_when_kms_is_down(
+    tenant_a: Tenant, settings: object, gateway: BigQueryGateway
+) -> None:
+    with FakeCloudKms() as fake:
+        settings.KMS_BACKEND = "gcp"  # type: ignore[attr-defined]
+        settings.KMS_KEY_NAME = fake.key_name()  # type: ignore[attr-defined]
+        settings.KMS_EMULATOR_HOST = fake.url  # type: ignore[attr-defined]
+        settings.KMS_TIMEOUT_SECONDS = 0.5  # type: ignore[attr-defined]
+        fake.simulate_outage()
+        before = central_repository(TenantCloudCredential).count(filters={"tenant_id": tenant_a.tenant_id})
+
+        response = as_tenant(tenant_a.key).post(
+            "/api/v1/me/credentials",
+            {"provider": "OPENAI", "name": "outage", "payload": {"api_key": OPENAI_SECRET}},
+            format="json",
+        )
+
+    assert response.status_code == 503
+    assert response["Retry-After"]
+    assert (
+        central_repository(TenantCloudCredential).count(filters={"tenant_id": tenant_a.tenant_id}) == before
+    )
+
+
+def test_it_lets_staff_manage_a_tenants_keys_by_tenant_id(
+    api_as: ApiAs, staff: User, tenant_a: Tenant
+) -> None:
+    client = api_as(staff)
+
+    issued = client.post(f"/api/v1/tenants/{tenant_a.tenant_id}/keys", {"name": "ops"}, format="json")
+    listed = client.get(f"/api/v1/tenants/{tenant_a.tenant_id}/keys").json()
+
+    assert issued.status_code == 201
+    assert issued.json()["key"]["created_by"] == "user:operator"
+    assert issued.json()["key"]["api_key_id"] in {k["api_key_id"] for k in listed}
+    assert all(issued.json()["api_key"] not in json.dumps(k) for k in listed)
