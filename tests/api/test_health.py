@@ -76,3 +76,15 @@ def test_it_serves_interactive_docs_from_local_assets_only(client: Client) -> No
     sources = re.findall(r'(?:src|href)="([^"]+)"', html)
     assert sources, "the docs page loads no assets"
     assert all(not source.startswith(("http:", "https:", "//")) for source in sources), sources
+
+
+def test_it_generates_a_valid_schema_without_warnings(tmp_path: Any) -> None:
+    from django.core.management import call_command
+
+    target = tmp_path / "schema.yaml"
+
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(target))
+
+    text = target.read_text()
+    assert "X-API-Key" in text
+    assert "/api/v1/me/keys/{api_key_id}/rotate" in text
