@@ -56,6 +56,7 @@ echo
 # a signal sent only to this shell or to make (not to the whole process group) still stops gunicorn,
 # and the EXIT trap above then stops the emulator.
 "$BIN/gunicorn" convergence.wsgi \
+    --config python:convergence.gunicorn_conf \
     --bind "$BIND" \
     --workers 2 \
     --access-logfile - \

@@ -1,0 +1,15 @@
+"""gunicorn hooks (`gunicorn -c python:convergence.gunicorn_conf convergence.wsgi`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Write the API keys' pending `last_used_at` before a worker goes: it is batched in memory."""
+    from tenants_app.services.api_keys import api_key_usage_flush
+
+    try:
+        api_key_usage_flush()
+    except Exception as exc:  # a stopping worker must not crash on an unreachable BigQuery
+        server.log.warning("could not write API key last_used_at on exit: %s", type(exc).__name__)
