@@ -500,6 +500,16 @@ def _conflict(
     return None
 
 
+def _update_own(row: TenantCloudCredential, values: dict[str, Any]) -> None:
+    """Apply `values` to the stored row and to `row`; NotFound-like if it went meanwhile."""
+    # Conditional on the tenant too, so a row can never be rewritten through another tenant's id.
+    filters = {"credential_id": row.credential_id, "tenant_id": row.tenant_id}
+    if _repository().update_where(values, filters=filters) == 0:
+        raise _not_found(row.credential_id)
+    for field, value in values.items():
+        setattr(row, field, value)
+
+
 def _find_own(tenant_id: str, credential_id: str) -> TenantCloudCredential:
     rows = _repository().list(filters={"credential_id": credential_id, "tenant_id": tenant_id}, limit=1)
     if not rows:
@@ -593,14 +603,7 @@ def credential_replace(
         "updated_at": timezone.now(),
         "updated_by_user_id": updated_by,
     }
-    # Conditional on the tenant too, so a row can never be rewritten through another tenant's id.
-    if (
-        _repository().update_where(values, filters={"credential_id": credential_id, "tenant_id": tenant_id})
-        == 0
-    ):
-        raise _not_found(credential_id)
-    for field, value in values.items():
-        setattr(row, field, value)
+    _update_own(row, values)
     logger.info(
         "cloud credential %s of tenant %s replaced (fingerprint %s)",
         credential_id,
@@ -624,13 +627,7 @@ def credential_deactivate(
         "updated_at": timezone.now(),
         "updated_by_user_id": updated_by,
     }
-    if (
-        _repository().update_where(values, filters={"credential_id": credential_id, "tenant_id": tenant_id})
-        == 0
-    ):
-        raise _not_found(credential_id)
-    for field, value in values.items():
-        setattr(row, field, value)
+    _update_own(row, values)
     logger.info(
         "cloud credential %s of tenant %s deactivated",
         credential_id,
