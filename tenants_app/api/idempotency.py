@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Callable
 from datetime import timedelta
@@ -17,8 +18,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from tenants_app.api.errors import error_response
-from tenants_app.kms import aad_for, get_kms
+from tenants_app.kms import KmsError, aad_for, get_kms
 from tenants_app.models import IdempotencyRecord
+
+logger = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
 KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")
@@ -81,9 +84,12 @@ def idempotent(handler: Handler) -> Handler:
         payload = json.dumps(response.data, default=str).encode()
         try:
             record.encrypted_response = get_kms().encrypt(payload, aad=aad)
-        except Exception:
+        except KmsError as exc:
+            # The change is done: answering 503 now would lose a response that may hold a new key.
+            # Only the replay is lost; a repeat of the request is then treated as a new one.
+            logger.warning("idempotent response not stored for %s: %s", principal, type(exc).__name__)
             record.delete()
-            raise
+            return response
         record.status_code = response.status_code
         record.save(update_fields=["encrypted_response", "status_code"])
         return response
