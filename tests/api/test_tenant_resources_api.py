@@ -435,3 +435,33 @@ def test_it_lets_staff_manage_a_tenants_keys_by_tenant_id(
     assert issued.json()["key"]["created_by"] == "user:operator"
     assert issued.json()["key"]["api_key_id"] in {k["api_key_id"] for k in listed}
     assert all(issued.json()["api_key"] not in json.dumps(k) for k in listed)
+
+
+def test_it_refuses_a_malformed_idempotency_key(api_as: ApiAs, staff: User, tenant_a: Tenant) -> None:
+    response = api_as(staff).post(
+        f"/api/v1/tenants/{tenant_a.tenant_id}/keys",
+        {"name": "x"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="bad key é",
+    )
+
+    assert response.status_code == 400
+    assert "Idempotency-Key" in response.json()["error"]["fields"]
+
+
+def test_it_forgets_a_failed_request_so_its_key_can_be_reused(
+    api_as: ApiAs, staff: User, tenant_a: Tenant
+) -> None:
+    client = api_as(staff)
+    path = f"/api/v1/tenants/{tenant_a.tenant_id}/keys"
+
+    failed = client.post(
+        path, {"name": "x", "scopes": ["nope"]}, format="json", HTTP_IDEMPOTENCY_KEY="retry-1"
+    )
+    fixed = client.post(
+        path, {"name": "x", "scopes": ["tenant:read"]}, format="json", HTTP_IDEMPOTENCY_KEY="retry-1"
+    )
+
+    assert failed.status_code == 400
+    assert fixed.status_code == 201
+    assert "Idempotent-Replayed" not in fixed
