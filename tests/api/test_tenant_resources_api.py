@@ -465,3 +465,37 @@ def test_it_forgets_a_failed_request_so_its_key_can_be_reused(
     assert failed.status_code == 400
     assert fixed.status_code == 201
     assert "Idempotent-Replayed" not in fixed
+
+
+def test_it_leaves_no_secret_in_the_tenants_own_dataset(
+    api_as: ApiAs, superuser: User, gateway: BigQueryGateway, central: str
+) -> None:
+    tenant_id = unique_name("theta")
+    body = {
+        "tenant_id": tenant_id,
+        "company_name": "Theta",
+        "admin_email": "ops@theta.example",
+        "plan": "STARTER",
+    }
+    response = api_as(superuser).post("/api/v1/tenants/onboard", body, format="json")
+    assert response.status_code == 201, response.json()
+    onboarded = response.json()
+    as_tenant(onboarded["api_key"]).post(
+        "/api/v1/me/credentials",
+        {"provider": "OPENAI", "name": "prod", "payload": {"api_key": OPENAI_SECRET}},
+        format="json",
+    )
+    stored_key = central_repository(TenantApiKey).list(filters={"tenant_id": tenant_id})[0]
+    secrets = [onboarded["api_key"], stored_key.api_key_hash, OPENAI_SECRET]
+
+    tables = gateway.list_table_ids(tenant_id)
+    dumped = ""
+    for table in tables:
+        columns = [field.name for field in gateway.get_table(tenant_id, table).schema]
+        assert not [
+            c for c in columns if any(word in c for word in ("key", "secret", "encrypted", "credential"))
+        ]
+        dumped += repr(gateway.query(f"SELECT * FROM `{gateway.table_ref(tenant_id, table)}`").rows)
+
+    assert len(tables) == 5
+    assert all(secret not in dumped for secret in secrets)
