@@ -1,0 +1,45 @@
+"""Settings for bench/auth_throughput.py only: the project's plus the peer's app, the views, a temp dir."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from convergence.settings import *  # noqa: F403
+from convergence.settings import INSTALLED_APPS, LOGGING
+
+# Everything the run writes (SQLite DB, local KMS key, emulator home) goes here; the bench removes it.
+BENCH_DIR = Path(tempfile.mkdtemp(prefix="bench-auth-"))
+DATA_DIR = BENCH_DIR / "data"
+DATA_DIR.mkdir()
+# WhiteNoise warns about a missing STATIC_ROOT at start; an empty one keeps stderr quiet.
+STATIC_ROOT = BENCH_DIR / "staticfiles"
+STATIC_ROOT.mkdir()
+
+# The peer, variant (c); a bench-only dependency (pip install '.[bench]').
+INSTALLED_APPS = [*INSTALLED_APPS, "rest_framework_api_key"]
+
+# The three benchmark views, defined in the script itself.
+ROOT_URLCONF = "bench.auth_throughput"
+# The host the bench's WSGI environ names; nothing listens on it.
+ALLOWED_HOSTS = ["localhost"]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": BENCH_DIR / "bench_auth.sqlite3",
+        # Persistent connection: the peer's best case, so (c) is not charged a reconnect per request
+        # (Django's default CONN_MAX_AGE=0 closes the connection at the end of every request).
+        "CONN_MAX_AGE": None,
+    }
+}
+# The project's default cache (per process, in memory), whatever CACHE_URL says in this shell.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "bench-auth"}}
+KMS_BACKEND = "local"
+
+# Onboarding and bootstrap log at INFO, and every refused request at WARNING: keep the report readable.
+LOGGING = {
+    **LOGGING,
+    "root": {**LOGGING["root"], "level": "WARNING"},
+    "loggers": {"django.request": {"level": "ERROR"}},
+}
