@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+# A request may make several bounded BigQuery calls (each up to BIGQUERY_RETRY_DEADLINE_SECONDS):
+# gunicorn's default 30 s would kill the worker first and answer a bare 500 instead of our 503.
+timeout = 120
+graceful_timeout = 10
+
 
 def worker_exit(server: Any, worker: Any) -> None:
     """Write the API keys' pending `last_used_at` before a worker goes: it is batched in memory."""

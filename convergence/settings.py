@@ -130,7 +130,7 @@ BIGQUERY_EMULATOR_HOST = env.str("BIGQUERY_EMULATOR_HOST", default="") or None
 # Every call is bounded: the client's own default retries for up to 10 minutes, which turns an
 # outage into a hung request instead of a clear 503.
 BIGQUERY_TIMEOUT_SECONDS = env.float("BIGQUERY_TIMEOUT_SECONDS", default=30.0)
-BIGQUERY_RETRY_DEADLINE_SECONDS = env.float("BIGQUERY_RETRY_DEADLINE_SECONDS", default=60.0)
+BIGQUERY_RETRY_DEADLINE_SECONDS = env.float("BIGQUERY_RETRY_DEADLINE_SECONDS", default=20.0)
 
 TENANTS_DATASET = env.str("TENANTS_DATASET", default="tenants")
 TENANT_DATASET_TEMPLATE = env.str("TENANT_DATASET_TEMPLATE", default="{tenant_id}")

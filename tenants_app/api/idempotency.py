@@ -31,9 +31,9 @@ Handler = Callable[..., Response]
 
 def principal_of(request: Request) -> str:
     """Who the request acts as: keys are scoped per caller, so two callers never share a record."""
-    tenant_key = getattr(request, "tenant_key", None)
-    if tenant_key is not None:
-        return f"apikey:{tenant_key.api_key_id}"
+    api_key_id = getattr(request.user, "api_key_id", None)
+    if api_key_id is not None:
+        return f"apikey:{api_key_id}"
     return f"user:{request.user.pk}"
 
 
@@ -61,10 +61,9 @@ def idempotent(handler: Handler) -> Handler:
         fingerprint = _fingerprint(request)
         aad = aad_for("idempotency", principal, key)
         ttl = timedelta(seconds=settings.IDEMPOTENCY_TTL_SECONDS)
-        # A key older than the TTL is free again.
-        IdempotencyRecord.objects.filter(
-            principal=principal, key=key, created_at__lt=timezone.now() - ttl
-        ).delete()
+        # Records past the TTL go, everyone's: they may hold an encrypted new API key, kept no longer
+        # than a replay needs. A key older than the TTL is thereby free again.
+        IdempotencyRecord.objects.filter(created_at__lt=timezone.now() - ttl).delete()
         try:
             with transaction.atomic():
                 record = IdempotencyRecord.objects.create(

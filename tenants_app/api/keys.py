@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -65,7 +66,9 @@ class ApiKeyListApi(TenantScopedApi):
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=100)
         scopes = serializers.ListField(
-            child=serializers.ChoiceField(choices=API_KEY_SCOPES), default=list(DEFAULT_API_KEY_SCOPES)
+            child=serializers.ChoiceField(choices=API_KEY_SCOPES),
+            required=False,
+            help_text="Default: all but pipelines:execute; for a tenant key, only those it holds.",
         )
         expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
 
@@ -81,9 +84,15 @@ class ApiKeyListApi(TenantScopedApi):
     def post(self, request: Request, tenant_id: str | None = None) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        issued = api_key_create(
-            tenant_id=self.tenant_id(), created_by=self.actor(request), **data.validated_data
-        )
+        values = dict(data.validated_data)
+        held = getattr(request.user, "scopes", None)
+        if "scopes" not in values:
+            values["scopes"] = [s for s in DEFAULT_API_KEY_SCOPES if held is None or s in held]
+        if held is not None and not set(values["scopes"]) <= set(held):
+            # A tenant key may hand out only what it holds: keys:manage is no way to pipelines:execute.
+            missing = ", ".join(sorted(set(values["scopes"]) - set(held)))
+            raise PermissionDenied(f"This API key cannot grant scopes it does not hold: {missing}.")
+        issued = api_key_create(tenant_id=self.tenant_id(), created_by=self.actor(request), **values)
         return issued_response(issued)
 
 

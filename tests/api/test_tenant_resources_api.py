@@ -499,3 +499,33 @@ def test_it_leaves_no_secret_in_the_tenants_own_dataset(
 
     assert len(tables) == 5
     assert all(secret not in dumped for secret in secrets)
+
+
+def test_it_never_replays_one_tenants_response_to_another(tenant_a: Tenant, tenant_b: Tenant) -> None:
+    body = {"name": "ci", "scopes": ["tenant:read"]}
+
+    first = as_tenant(tenant_a.key).post(
+        "/api/v1/me/keys", body, format="json", HTTP_IDEMPOTENCY_KEY="create-ci"
+    )
+    second = as_tenant(tenant_b.key).post(
+        "/api/v1/me/keys", body, format="json", HTTP_IDEMPOTENCY_KEY="create-ci"
+    )
+
+    assert (first.status_code, second.status_code) == (201, 201)
+    assert "Idempotent-Replayed" not in second
+    assert second.json()["api_key"] != first.json()["api_key"]
+    assert (
+        as_tenant(second.json()["api_key"]).get("/api/v1/me").json()["tenant"]["tenant_id"]
+        == tenant_b.tenant_id
+    )
+
+
+def test_it_lets_a_tenant_key_grant_only_scopes_it_holds(tenant_a: Tenant) -> None:
+    manager = as_tenant(scoped_key(tenant_a, "tenant:read", "keys:manage"))
+
+    refused = manager.post(
+        "/api/v1/me/keys", {"name": "runner", "scopes": ["pipelines:execute"]}, format="json"
+    )
+
+    assert refused.status_code == 403
+    assert "pipelines:execute" in refused.json()["error"]["message"]
