@@ -542,6 +542,32 @@ def _add_access_entries(
     raise ServiceUnavailable(f"the access list of dataset {dataset_id} kept changing; try again")
 
 
+def tenant_views_unauthorize(*, tenant_id: str) -> int:
+    """Drop the tenant's authorised views from the central dataset's access list; returns how many."""
+    gateway = get_gateway()
+    central, dataset_id = central_dataset(), tenant_dataset(tenant_id)
+    with bigquery_errors_translated():
+        for _ in range(_ACL_ATTEMPTS):
+            dataset = gateway.get_dataset(central)
+            entries = list(dataset.access_entries)
+            # Entries count against BigQuery's 2,500 authorised views per dataset: an offboarded
+            # tenant must not keep two of them.
+            kept = [
+                entry
+                for entry in entries
+                if not (entry.entity_type == "view" and entry.entity_id.get("datasetId") == dataset_id)
+            ]
+            if len(kept) == len(entries):
+                return 0
+            dataset.access_entries = kept
+            try:
+                gateway.update_dataset(dataset, ["access_entries"])
+            except Conflict:
+                continue
+            return len(entries) - len(kept)
+    raise ServiceUnavailable(f"the access list of dataset {central} kept changing; try again")
+
+
 def _entry_key(entry: bigquery.AccessEntry) -> tuple[str | None, str | None, str]:
     entity_id = entry.entity_id
     if isinstance(entity_id, dict):

@@ -15,6 +15,7 @@ from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import api_key_cache_invalidate
 from tenants_app.services.datasets import tenant_dataset
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
+from tenants_app.services.onboarding import tenant_views_unauthorize
 
 TENANT_SEARCH_FIELDS = ("tenant_id", "company_name", "admin_email")
 MAX_PAGE_SIZE = 200
@@ -144,5 +145,6 @@ def tenant_offboard(*, tenant_id: str, purge_dataset: bool = False) -> TenantPro
         {"is_active": False, "updated_at": now}, filters={"tenant_id": tenant_id}
     )
     if purge_dataset:
+        tenant_views_unauthorize(tenant_id=tenant_id)
         get_gateway().delete_dataset(tenant_dataset(tenant_id), delete_contents=True)
     return profile

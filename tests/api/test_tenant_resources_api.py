@@ -529,3 +529,28 @@ def test_it_lets_a_tenant_key_grant_only_scopes_it_holds(tenant_a: Tenant) -> No
 
     assert refused.status_code == 403
     assert "pipelines:execute" in refused.json()["error"]["message"]
+
+
+def test_it_removes_a_purged_tenants_authorised_views_from_the_central_dataset(
+    api_as: ApiAs, superuser: User, gateway: BigQueryGateway, central: str
+) -> None:
+    tenant = onboard("iota")
+
+    def authorised() -> list[str]:
+        entries = gateway.get_dataset(central).access_entries
+        return [
+            e.entity_id["tableId"]
+            for e in entries
+            if e.entity_type == "view" and e.entity_id["datasetId"] == tenant.tenant_id
+        ]
+
+    before = authorised()
+    response = api_as(superuser).post(
+        f"/api/v1/tenants/{tenant.tenant_id}/offboard",
+        {"confirm_tenant_id": tenant.tenant_id, "purge_dataset": True},
+        format="json",
+    )
+
+    assert sorted(before) == ["tenant_pipeline_configs", "tenant_scheduled_pipeline_runs"]
+    assert response.status_code == 200
+    assert authorised() == []
