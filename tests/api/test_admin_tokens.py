@@ -113,3 +113,18 @@ def test_it_has_migrations_for_every_model_change() -> None:
     call_command("makemigrations", "--check", "--dry-run", stdout=out)
 
     assert "No changes detected" in out.getvalue()
+
+
+def test_it_lists_and_revokes_tokens_from_the_command(staff: User) -> None:
+    issued = admin_token_create(user=staff, name="ci")
+    listing = io.StringIO()
+
+    call_command("revoke_admin_token", "--list", stdout=listing)
+    call_command("revoke_admin_token", str(issued.token.pk), stdout=io.StringIO())
+
+    assert f"{issued.token.pk}\toperator\tci\t{issued.token.token_prefix}" in listing.getvalue()
+    assert issued.plaintext not in listing.getvalue()
+    with pytest.raises(AuthenticationFailed):
+        authenticate(f"Bearer {issued.plaintext}")
+    with pytest.raises(CommandError, match="no live admin token"):
+        call_command("revoke_admin_token", str(issued.token.pk))
