@@ -104,6 +104,13 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "tenants_app.api.schema.ApiSchema",
     "EXCEPTION_HANDLER": "tenants_app.api.errors.api_exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "tenants_app.api.parsers.SafeJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    # ASCII-escaped JSON: an error that quotes a lone surrogate from the input must still render.
+    "UNICODE_JSON": False,
 }
 
 SPECTACULAR_SETTINGS = {

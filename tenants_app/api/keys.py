@@ -114,6 +114,7 @@ class ApiKeyRotateApi(TenantScopedApi):
             api_key_id=api_key_id,
             grace=GRACE_PERIODS[data.validated_data["grace"]],
             rotated_by=self.actor(request),
+            grantable_scopes=getattr(request.user, "scopes", None),
         )
         return issued_response(issued)
 

@@ -21,7 +21,7 @@ import string
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -108,6 +108,13 @@ class ApiKeyExpired(ServiceError):
     code = "api_key_expired"
 
 
+class ScopeNotHeld(ServiceError):
+    """A tenant key tried to obtain, through another key, a scope it does not hold itself."""
+
+    status = 403
+    code = "permission_denied"
+
+
 class TenantSuspended(ServiceError):
     """The key is fine but its tenant may not use the API (suspended, cancelled or deleted)."""
 
@@ -118,18 +125,21 @@ class TenantSuspended(ServiceError):
 @contextmanager
 def bigquery_errors_translated() -> Iterator[None]:
     """Turn backend errors into service errors: the API maps those to one HTTP status each."""
+    # Messages reach API clients: they are ours, and BigQuery's own text (which can quote SQL, values
+    # and resource names) goes to the log only.
     try:
         yield
     except InvalidInput as exc:
-        raise ValidationFailed(str(exc), errors=exc.errors) from exc
+        logger.warning("BigQuery refused a statement: %s", exc)
+        raise ValidationFailed("The request was refused as invalid.", errors=exc.errors) from exc
     except BackendUnavailable as exc:
-        raise ServiceUnavailable(f"BigQuery is unavailable: {exc}") from exc
+        logger.warning("BigQuery is unavailable: %s", exc)
+        raise ServiceUnavailable("BigQuery is unavailable; nothing was changed, retry later.") from exc
     except NotFound as exc:
         # Row lookups return None, so NotFound here means a missing table or dataset: a deployment
         # that was not bootstrapped, never something the caller did.
-        raise ServiceUnavailable(
-            f"BigQuery: {exc} (has `manage.py bootstrap_bigquery` run for this deployment?)"
-        ) from exc
+        logger.error("BigQuery table or dataset missing (has bootstrap_bigquery run?): %s", exc)
+        raise ServiceUnavailable("The service is not ready; retry later.") from exc
 
 
 # --- results ----------------------------------------------------------------------------------------
@@ -217,8 +227,18 @@ def api_key_list(*, tenant_id: str, include_revoked: bool = False) -> list[Tenan
     return rows
 
 
-def api_key_rotate(*, tenant_id: str, api_key_id: str, grace: timedelta, rotated_by: str) -> IssuedApiKey:
-    """Issue a replacement with the same name and scopes; the old key works for `grace` more."""
+def api_key_rotate(
+    *,
+    tenant_id: str,
+    api_key_id: str,
+    grace: timedelta,
+    rotated_by: str,
+    grantable_scopes: Collection[str] | None = None,
+) -> IssuedApiKey:
+    """Issue a replacement with the same name and scopes; the old key works for `grace` more.
+
+    `grantable_scopes` (a tenant key's own) bounds what the rotation may hand out; None for staff.
+    """
     errors: dict[str, list[str]] = {}
     if grace not in ROTATION_GRACE_PERIODS:
         allowed = ", ".join(_describe(period) for period in ROTATION_GRACE_PERIODS)
@@ -230,6 +250,9 @@ def api_key_rotate(*, tenant_id: str, api_key_id: str, grace: timedelta, rotated
     with bigquery_errors_translated():
         profile = _usable_profile(tenant_id)
         old = _tenant_key(tenant_id, api_key_id)
+        if grantable_scopes is not None and not set(old.scopes) <= set(grantable_scopes):
+            missing = ", ".join(sorted(set(old.scopes) - set(grantable_scopes)))
+            raise ScopeNotHeld(f"This API key cannot rotate a key with scopes it does not hold: {missing}.")
         now = timezone.now()
         if not old.is_active or old.revoked_at is not None:
             raise ValidationFailed(
@@ -421,7 +444,8 @@ def _issue(
             plaintext.encode("ascii"), aad=aad_for("tenant_api_keys", tenant_id, api_key_id)
         )
     except KmsUnavailable as exc:
-        raise ServiceUnavailable(f"KMS is unavailable, no API key was issued: {exc}") from exc
+        logger.warning("KMS is unavailable, no API key issued: %s", exc)
+        raise ServiceUnavailable("KMS is unavailable; no API key was issued, retry later.") from exc
     row = TenantApiKey(
         api_key_id=api_key_id,
         tenant_id=tenant_id,

@@ -164,6 +164,10 @@ def _parse_payload(payload: object) -> dict[str, Any]:
                 "the credential payload is not UTF-8 text", errors={"payload": ["Send UTF-8 JSON."]}
             ) from None
     if isinstance(payload, str):
+        if not _is_unicode_text(payload):
+            raise ValidationFailed(
+                "the credential payload is not valid text", errors={"payload": ["Send UTF-8 JSON."]}
+            )
         # Checked before parsing, so an oversized body costs no parse.
         if len(payload.encode("utf-8")) > MAX_PAYLOAD_BYTES:
             raise _too_large()
@@ -205,6 +209,17 @@ def _check_fields(
         value = data.get(name)
         if value is not None and not isinstance(value, str):
             errors.add(name, "Must be a string.")
+        elif isinstance(value, str) and not _is_unicode_text(value):
+            errors.add(name, "Must be valid Unicode text.")
+
+
+def _is_unicode_text(value: str) -> bool:
+    # JSON can carry lone surrogates ("\ud800") that no encoder accepts: refuse them as input.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _string(data: Mapping[str, Any], name: str) -> str | None:

@@ -95,6 +95,11 @@ def tenant_update(
 
 def _transition(tenant_id: str, *, allowed_from: set[str], to: str, verb: str) -> TenantProfile:
     profile = tenant_get(tenant_id=tenant_id)
+    if profile.status == to:
+        # Idempotent: a retry after a failure in the steps that follow the status change (cache,
+        # keys, dataset) must be able to finish them, so it runs them again instead of refusing.
+        api_key_cache_invalidate(tenant_id=tenant_id)
+        return profile
     if profile.status not in allowed_from:
         raise ValidationFailed(
             f"cannot {verb} a tenant that is {profile.status}",

@@ -554,3 +554,48 @@ def test_it_removes_a_purged_tenants_authorised_views_from_the_central_dataset(
     assert sorted(before) == ["tenant_pipeline_configs", "tenant_scheduled_pipeline_runs"]
     assert response.status_code == 200
     assert authorised() == []
+
+
+def test_it_refuses_to_rotate_a_key_with_scopes_the_caller_lacks(
+    api_as: ApiAs, staff: User, tenant_a: Tenant
+) -> None:
+    runner = (
+        api_as(staff)
+        .post(
+            f"/api/v1/tenants/{tenant_a.tenant_id}/keys",
+            {"name": "runner", "scopes": ["pipelines:execute"]},
+            format="json",
+        )
+        .json()
+    )
+    manager = as_tenant(scoped_key(tenant_a, "tenant:read", "keys:manage"))
+
+    response = manager.post(
+        f"/api/v1/me/keys/{runner['key']['api_key_id']}/rotate", {"grace": "0"}, format="json"
+    )
+
+    assert response.status_code == 403
+    assert "pipelines:execute" in response.json()["error"]["message"]
+    assert as_tenant(runner["api_key"]).get("/api/v1/me").status_code == 403  # still valid, lacks tenant:read
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("keys", b"[" * 100_000),
+        ("keys", b'{"name": "k", "scopes": ["\\ud800"]}'),
+        ("credentials", b'{"provider": "\\ud800", "name": "x", "payload": {}}'),
+        ("credentials", b'{"provider": "OPENAI", "name": "x", "payload": "\\ud800"}'),
+        (
+            "credentials",
+            b'{"provider": "OPENAI", "name": "x", "payload": {"api_key": "sk-\\ud800' + b"a" * 24 + b'"}}',
+        ),
+    ],
+)
+def test_it_answers_400_not_500_for_hostile_json(tenant_a: Tenant, path: str, body: bytes) -> None:
+    response = as_tenant(tenant_a.key).generic(
+        "POST", f"/api/v1/me/{path}", body, content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] in {"parse_error", "validation_failed"}

@@ -144,17 +144,20 @@ def test_it_lets_read_only_staff_read_but_not_change(
     assert central_repository(TenantProfile).get("acme_co").status == "ACTIVE"
 
 
-def test_it_suspends_and_reactivates_and_refuses_the_wrong_transition(
+def test_it_suspends_and_reactivates_idempotently_and_refuses_the_wrong_transition(
     api_as: ApiAs, superuser: User, add_profile: Callable[..., TenantProfile]
 ) -> None:
     add_profile("acme_co")
+    add_profile("gone_co", status="CANCELLED")
     client = api_as(superuser)
 
     assert client.post("/api/v1/tenants/acme_co/suspend").json()["status"] == "SUSPENDED"
-    again = client.post("/api/v1/tenants/acme_co/suspend")
-    assert again.status_code == 400
-    assert "status" in again.json()["error"]["fields"]
+    # A repeat (a client retrying after a timeout) is answered, not refused.
+    assert client.post("/api/v1/tenants/acme_co/suspend").json()["status"] == "SUSPENDED"
     assert client.post("/api/v1/tenants/acme_co/reactivate").json()["status"] == "ACTIVE"
+    refused = client.post("/api/v1/tenants/gone_co/suspend")
+    assert refused.status_code == 400
+    assert "status" in refused.json()["error"]["fields"]
     assert central_repository(TenantProfile).get("acme_co").status == "ACTIVE"
 
 
@@ -207,3 +210,25 @@ def test_it_accepts_an_admin_token_instead_of_a_session(
 
     assert ok.status_code == 200
     assert bad.status_code == 401
+
+
+def test_it_finishes_an_offboarding_when_it_is_sent_again(
+    api_as: ApiAs, superuser: User, add_profile: Callable[..., TenantProfile], gateway: BigQueryGateway
+) -> None:
+    # As left by an offboarding whose key revocation failed after the status changed.
+    add_profile("half_co", status="CANCELLED")
+    central_repository(TenantApiKey).insert(
+        TenantApiKey(api_key_id="k_half", tenant_id="half_co", api_key_hash="1" * 64, scopes=["tenant:read"])
+    )
+    gateway.create_dataset(bigquery.Dataset(gateway.dataset_ref("half_co")))
+
+    response = api_as(superuser).post(
+        "/api/v1/tenants/half_co/offboard",
+        {"confirm_tenant_id": "half_co", "purge_dataset": True},
+        format="json",
+    )
+
+    assert response.status_code == 200
+    assert central_repository(TenantApiKey).get("k_half").is_active is False
+    with pytest.raises(NotFound):
+        gateway.get_dataset("half_co")
