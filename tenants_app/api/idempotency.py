@@ -18,13 +18,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from tenants_app.api.errors import error_response
-from tenants_app.kms import KmsError, aad_for, get_kms
+from tenants_app.kms import DecryptionFailed, KmsError, aad_for, get_kms
 from tenants_app.models import IdempotencyRecord
 
 logger = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
 KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")
+# Longer than gunicorn's worker timeout (convergence/gunicorn_conf.py): no live request is older.
+STALE_AFTER = timedelta(minutes=5)
 
 Handler = Callable[..., Response]
 
@@ -64,6 +66,14 @@ def idempotent(handler: Handler) -> Handler:
         # Records past the TTL go, everyone's: they may hold an encrypted new API key, kept no longer
         # than a replay needs. A key older than the TTL is thereby free again.
         IdempotencyRecord.objects.filter(created_at__lt=timezone.now() - ttl).delete()
+        # A record still "in progress" long after any request could run was left by a killed worker:
+        # without this its key would answer 409 until the TTL.
+        IdempotencyRecord.objects.filter(
+            principal=principal,
+            key=key,
+            status_code__isnull=True,
+            created_at__lt=timezone.now() - STALE_AFTER,
+        ).delete()
         try:
             with transaction.atomic():
                 record = IdempotencyRecord.objects.create(
@@ -111,7 +121,13 @@ def _replay(principal: str, key: str, fingerprint: str, aad: bytes) -> Response:
         )
         response["Retry-After"] = "1"
         return response
-    data = json.loads(get_kms().decrypt(bytes(record.encrypted_response), aad=aad))
+    try:
+        data = json.loads(get_kms().decrypt(bytes(record.encrypted_response), aad=aad))
+    except DecryptionFailed:
+        # The local key was replaced since: the stored response is lost, which is no client's fault.
+        logger.error("idempotent response of %s can no longer be decrypted; dropped", principal)
+        record.delete()
+        return error_response(409, "request_in_progress", "Retry the request.")
     response = Response(data, status=record.status_code)
     response["Idempotent-Replayed"] = "true"
     return response

@@ -306,6 +306,12 @@ def _preflight(request: _Request) -> TenantProfile | None:
     """The existing profile of an unfinished onboarding, None for a new tenant; AlreadyExists otherwise."""
     tenant_id = request.tenant_id
     profile = central_repository(TenantProfile).find(tenant_id)
+    if profile is not None and profile.status in {TenantStatus.CANCELLED, TenantStatus.DELETED}:
+        # An offboarded tenant is never "resumed": that would recreate a purged dataset and its views.
+        raise AlreadyExists(
+            f"tenant {tenant_id} was offboarded (status {profile.status}); choose another id",
+            errors={"tenant_id": ["This tenant was offboarded."]},
+        )
     if profile is not None:
         initial_key = central_repository(TenantApiKey).list(
             filters={"api_key_id": initial_api_key_id(tenant_id), "tenant_id": tenant_id}, limit=1

@@ -6,14 +6,17 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import User
 from django.test import override_settings
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from bigquery_backend.client import BigQueryGateway
-from tenants_app.models import TenantApiKey, TenantCloudCredential, TenantProfile
+from tenants_app.api.idempotency import STALE_AFTER
+from tenants_app.models import IdempotencyRecord, TenantApiKey, TenantCloudCredential, TenantProfile
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import api_key_create
 from tenants_app.services.bootstrap import bigquery_bootstrap
@@ -599,3 +602,43 @@ def test_it_answers_400_not_500_for_hostile_json(tenant_a: Tenant, path: str, bo
 
     assert response.status_code == 400
     assert response.json()["error"]["code"] in {"parse_error", "validation_failed"}
+
+
+def test_it_never_resumes_an_offboarded_tenant(api_as: ApiAs, superuser: User, central: str) -> None:
+    tenant = onboard("kappa")
+    client = api_as(superuser)
+    client.post(
+        f"/api/v1/tenants/{tenant.tenant_id}/offboard", {"confirm_tenant_id": tenant.tenant_id}, format="json"
+    )
+    central_repository(TenantApiKey).delete_where(filters={"tenant_id": tenant.tenant_id})
+
+    body = {
+        "tenant_id": tenant.tenant_id,
+        "company_name": "kappa Inc",
+        "admin_email": "ops@example.com",
+        "plan": "STARTER",
+    }
+    response = client.post("/api/v1/tenants/onboard", body, format="json")
+
+    assert response.status_code == 409
+    assert "offboarded" in response.json()["error"]["message"]
+
+
+def test_it_takes_over_an_idempotency_key_left_in_progress_by_a_dead_worker(
+    api_as: ApiAs, staff: User, tenant_a: Tenant
+) -> None:
+    IdempotencyRecord.objects.create(
+        principal=f"user:{staff.pk}",
+        key="dead-worker",
+        request_fingerprint="0" * 64,
+        created_at=timezone.now() - STALE_AFTER - timedelta(seconds=1),
+    )
+
+    response = api_as(staff).post(
+        f"/api/v1/tenants/{tenant_a.tenant_id}/keys",
+        {"name": "x"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="dead-worker",
+    )
+
+    assert response.status_code == 201
