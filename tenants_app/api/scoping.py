@@ -8,6 +8,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from tenants_app.api.permissions import StaffOrTenantScope
+from tenants_app.services.tenants import tenant_get
 
 
 class TenantScopedApi(APIView):
@@ -16,6 +17,12 @@ class TenantScopedApi(APIView):
     permission_classes = [StaffOrTenantScope]
     read_scope = "tenant:read"
     write_scope = "tenant:read"
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        if "tenant_id" in kwargs:
+            # Staff naming a tenant that does not exist get a 404, not an empty list (one job).
+            tenant_get(tenant_id=str(kwargs["tenant_id"]))
 
     def tenant_id(self) -> str:
         """The tenant this request is about."""

@@ -642,3 +642,13 @@ def test_it_takes_over_an_idempotency_key_left_in_progress_by_a_dead_worker(
     )
 
     assert response.status_code == 201
+
+
+@pytest.mark.parametrize("resource", ["keys", "credentials", "usage", "subscription"])
+def test_it_answers_404_to_staff_for_an_unknown_tenant(
+    api_as: ApiAs, staff: User, central: str, resource: str
+) -> None:
+    response = api_as(staff).get(f"/api/v1/tenants/no_such_tenant/{resource}")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
