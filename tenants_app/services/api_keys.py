@@ -39,9 +39,13 @@ from tenants_app.models import TenantApiKey, TenantProfile, TenantStatus
 from tenants_app.repositories import central_repository
 from tenants_app.services.errors import (
     AlreadyExists,
+    ApiKeyExpired,
+    ApiKeyInvalid,
+    ApiKeyRevoked,
     DoesNotExist,
-    ServiceError,
+    ScopeNotHeld,
     ServiceUnavailable,
+    TenantSuspended,
     ValidationFailed,
 )
 
@@ -88,38 +92,6 @@ _CACHE_PREFIX = "cvg:api_key:v1:"
 _UNKNOWN = "unknown"
 _USABLE_TENANT_STATUSES = frozenset({TenantStatus.ACTIVE, TenantStatus.TRIAL})
 _CLOSED_TENANT_STATUSES = frozenset({TenantStatus.CANCELLED, TenantStatus.DELETED})
-
-
-# --- errors -----------------------------------------------------------------------------------------
-class ApiKeyInvalid(ServiceError):
-    """Malformed or unknown key. Messages never echo the key."""
-
-    status = 401
-    code = "api_key_invalid"
-
-
-class ApiKeyRevoked(ServiceError):
-    status = 401
-    code = "api_key_revoked"
-
-
-class ApiKeyExpired(ServiceError):
-    status = 401
-    code = "api_key_expired"
-
-
-class ScopeNotHeld(ServiceError):
-    """A tenant key tried to obtain, through another key, a scope it does not hold itself."""
-
-    status = 403
-    code = "permission_denied"
-
-
-class TenantSuspended(ServiceError):
-    """The key is fine but its tenant may not use the API (suspended, cancelled or deleted)."""
-
-    status = 403
-    code = "tenant_suspended"
 
 
 @contextmanager

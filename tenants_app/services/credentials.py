@@ -40,10 +40,13 @@ from tenants_app.models import (
 from tenants_app.repositories import central_repository
 from tenants_app.services.errors import (
     AlreadyExists,
+    CredentialCorrupted,
+    CredentialInactive,
     DoesNotExist,
     PlanLimitReached,
     ServiceError,
     ServiceUnavailable,
+    TenantNotActive,
     ValidationFailed,
 )
 from tenants_app.services.plans import PLANS
@@ -101,32 +104,6 @@ _GCP_OPTIONAL = (
     "universe_domain",
 )
 _GCP_URL_FIELDS = ("token_uri", "auth_uri", "auth_provider_x509_cert_url", "client_x509_cert_url")
-
-
-class CredentialInactive(ServiceError):
-    """The credential was deactivated: it can be listed but not used or rotated (create a new one)."""
-
-    status = 409
-    code = "credential_inactive"
-
-
-class CredentialCorrupted(ServiceError):
-    """The stored ciphertext does not authenticate for its row: tampered, copied, or the key changed.
-
-    500, not 409: the client did nothing wrong and retrying cannot help; it is our data or our key, and
-    possibly tampering, so it must reach the server-error alerts. The tenant recovers by replacing the
-    credential (which needs no old plaintext).
-    """
-
-    status = 500
-    code = "credential_corrupted"
-
-
-class TenantNotActive(ServiceError):
-    """The tenant exists but is suspended, cancelled or deleted."""
-
-    status = 403
-    code = "tenant_not_active"
 
 
 @dataclass(frozen=True)

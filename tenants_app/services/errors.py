@@ -44,3 +44,62 @@ class ServiceUnavailable(ServiceError):
 
     status = 503
     code = "unavailable"
+
+
+# --- API keys ---------------------------------------------------------------------------------------
+class ApiKeyInvalid(ServiceError):
+    """Malformed or unknown key. Messages never echo the key."""
+
+    status = 401
+    code = "api_key_invalid"
+
+
+class ApiKeyRevoked(ServiceError):
+    status = 401
+    code = "api_key_revoked"
+
+
+class ApiKeyExpired(ServiceError):
+    status = 401
+    code = "api_key_expired"
+
+
+class ScopeNotHeld(ServiceError):
+    """A tenant key tried to obtain, through another key, a scope it does not hold itself."""
+
+    status = 403
+    code = "permission_denied"
+
+
+class TenantSuspended(ServiceError):
+    """The key is fine but its tenant may not use the API (suspended, cancelled or deleted)."""
+
+    status = 403
+    code = "tenant_suspended"
+
+
+# --- cloud credentials ------------------------------------------------------------------------------
+class CredentialInactive(ServiceError):
+    """The credential was deactivated: it can be listed but not used or rotated (create a new one)."""
+
+    status = 409
+    code = "credential_inactive"
+
+
+class CredentialCorrupted(ServiceError):
+    """The stored ciphertext does not authenticate for its row: tampered, copied, or the key changed.
+
+    500, not 409: the client did nothing wrong and retrying cannot help; it is our data or our key, and
+    possibly tampering, so it must reach the server-error alerts. The tenant recovers by replacing the
+    credential (which needs no old plaintext).
+    """
+
+    status = 500
+    code = "credential_corrupted"
+
+
+class TenantNotActive(ServiceError):
+    """The tenant exists but is suspended, cancelled or deleted."""
+
+    status = 403
+    code = "tenant_not_active"

@@ -30,9 +30,6 @@ from tenants_app.repositories import central_repository
 from tenants_app.services import credentials as credentials_module
 from tenants_app.services.credentials import (
     MAX_PAYLOAD_BYTES,
-    CredentialCorrupted,
-    CredentialInactive,
-    TenantNotActive,
     credential_create,
     credential_deactivate,
     credential_decrypt,
@@ -44,10 +41,13 @@ from tenants_app.services.credentials import (
 )
 from tenants_app.services.errors import (
     AlreadyExists,
+    CredentialCorrupted,
+    CredentialInactive,
     DoesNotExist,
     PlanLimitReached,
     ServiceError,
     ServiceUnavailable,
+    TenantNotActive,
     ValidationFailed,
 )
 from tests.support.kms_fake import FakeCloudKms

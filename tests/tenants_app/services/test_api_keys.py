@@ -24,11 +24,7 @@ from tenants_app.services.api_keys import (
     API_KEY_SCOPES,
     DEFAULT_API_KEY_SCOPES,
     ROTATION_GRACE_PERIODS,
-    ApiKeyExpired,
-    ApiKeyInvalid,
-    ApiKeyRevoked,
     IssuedApiKey,
-    TenantSuspended,
     api_key_cache_invalidate,
     api_key_create,
     api_key_list,
@@ -39,8 +35,12 @@ from tenants_app.services.api_keys import (
 )
 from tenants_app.services.errors import (
     AlreadyExists,
+    ApiKeyExpired,
+    ApiKeyInvalid,
+    ApiKeyRevoked,
     DoesNotExist,
     ServiceUnavailable,
+    TenantSuspended,
     ValidationFailed,
 )
 from tests.support.kms_fake import FakeCloudKms
