@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from tenants_app.models import AdminApiToken
 from tenants_app.services.admin_tokens import TOKEN_PREFIX, admin_token_authenticate
 from tenants_app.services.api_keys import VerifiedApiKey, api_key_verify
+from tenants_app.services.errors import ServiceError
 
 
 class AdminTokenAuthentication(authentication.BaseAuthentication):
@@ -31,6 +32,19 @@ class AdminTokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return self.keyword
+
+
+class KeyRefused(exceptions.APIException):
+    """A refused key as DRF expects it (so the request counts as unauthenticated), keeping our code.
+
+    Invalid, revoked, expired (401) and suspended (403) keep their own codes through the API's error
+    handler, so a client can tell "rotate your key" from "talk to us".
+    """
+
+    def __init__(self, error: ServiceError) -> None:
+        super().__init__(detail=error.message, code=error.code)
+        self.status_code = error.status
+        self.default_code = error.code
 
 
 @dataclass(frozen=True)
@@ -62,9 +76,10 @@ class TenantApiKeyAuthentication(authentication.BaseAuthentication):
         key = request.headers.get(self.header)
         if key is None:
             return None
-        # Invalid, revoked, expired (401) and suspended (403) keep their own codes through the
-        # API's error handler, so a client can tell "rotate your key" from "talk to us".
-        verified = api_key_verify(key=key.strip())
+        try:
+            verified = api_key_verify(key=key.strip())
+        except ServiceError as error:
+            raise KeyRefused(error) from None
         principal = TenantPrincipal(
             tenant_id=verified.tenant_id, api_key_id=verified.api_key_id, scopes=verified.scopes
         )

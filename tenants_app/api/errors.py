@@ -55,4 +55,6 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if response is not None and isinstance(exc, drf_exceptions.APIException):
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         response.data = {"error": {"code": exc.default_code, "message": detail}}
+        if response.status_code == 503:
+            response["Retry-After"] = "5"
     return response

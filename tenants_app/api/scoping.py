@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tenants_app.api.permissions import StaffOrTenantScope
@@ -24,6 +25,13 @@ class TenantScopedApi(APIView):
             # Staff naming a tenant that does not exist get a 404, not an empty list (one job).
             tenant_get(tenant_id=str(kwargs["tenant_id"]))
 
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if getattr(request.user, "api_key_id", None) and isinstance(response.data, dict | list):
+            # Tenants see that staff acted, not which staff member (their names are ours to keep).
+            response.data = _mask_staff(response.data)
+        return response
+
     def tenant_id(self) -> str:
         """The tenant this request is about."""
         kwargs: dict[str, Any] = self.kwargs
@@ -38,3 +46,18 @@ class TenantScopedApi(APIView):
         if getattr(user, "api_key_id", None):
             return str(user)
         return f"user:{user.get_username()}"
+
+
+ACTOR_FIELDS = frozenset({"created_by", "updated_by", "revoked_by"})
+
+
+def _mask_staff(data: Any) -> Any:
+    """Replace `user:<name>` actors with `staff` anywhere in a response body."""
+    if isinstance(data, list):
+        return [_mask_staff(item) for item in data]
+    if isinstance(data, dict):
+        return {
+            key: "staff" if key in ACTOR_FIELDS and str(value).startswith("user:") else _mask_staff(value)
+            for key, value in data.items()
+        }
+    return data

@@ -15,6 +15,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from bigquery_backend.client import BigQueryGateway
+from bigquery_backend.emulator import free_port
 from tenants_app.api.idempotency import STALE_AFTER
 from tenants_app.models import IdempotencyRecord, TenantApiKey, TenantCloudCredential, TenantProfile
 from tenants_app.repositories import central_repository
@@ -652,3 +653,34 @@ def test_it_answers_404_to_staff_for_an_unknown_tenant(
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+def test_it_shows_tenants_that_staff_acted_but_not_which_staff_member(
+    api_as: ApiAs, staff: User, tenant_a: Tenant
+) -> None:
+    issued = (
+        api_as(staff)
+        .post(f"/api/v1/tenants/{tenant_a.tenant_id}/keys", {"name": "by-ops"}, format="json")
+        .json()
+    )
+
+    seen_by_staff = api_as(staff).get(f"/api/v1/tenants/{tenant_a.tenant_id}/keys").json()
+    seen_by_tenant = as_tenant(tenant_a.key).get("/api/v1/me/keys").json()
+
+    key_id = issued["key"]["api_key_id"]
+    assert next(k for k in seen_by_staff if k["api_key_id"] == key_id)["created_by"] == "user:operator"
+    assert next(k for k in seen_by_tenant if k["api_key_id"] == key_id)["created_by"] == "staff"
+    assert "operator" not in json.dumps(seen_by_tenant)
+
+
+def test_it_answers_503_when_a_key_cannot_be_checked_because_bigquery_is_down(
+    tenant_a: Tenant, settings: object
+) -> None:
+    settings.BIGQUERY_EMULATOR_HOST = f"http://127.0.0.1:{free_port()}"  # type: ignore[attr-defined]
+    settings.BIGQUERY_RETRY_DEADLINE_SECONDS = 0.5  # type: ignore[attr-defined]
+
+    response = as_tenant(tenant_a.key).get("/api/v1/me")
+
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "unavailable"
+    assert response["Retry-After"] == "5"
