@@ -85,9 +85,6 @@ NAME_MAX_LENGTH = 100
 REASON_MAX_LENGTH = 500
 ACTOR_MAX_LENGTH = 254
 
-DEFAULT_CACHE_SECONDS = 60.0
-DEFAULT_NEGATIVE_CACHE_SECONDS = 10.0
-DEFAULT_LAST_USED_FLUSH_SECONDS = 60.0
 _CACHE_PREFIX = "cvg:api_key:v1:"
 _UNKNOWN = "unknown"
 _USABLE_TENANT_STATUSES = frozenset({TenantStatus.ACTIVE, TenantStatus.TRIAL})
@@ -336,11 +333,9 @@ def api_key_verify(*, key: str) -> VerifiedApiKey:
     if entry is None:
         entry = _lookup(key_hash)
         if entry == _UNKNOWN:
-            cache.set(
-                cache_key, entry, _seconds("API_KEY_NEGATIVE_CACHE_SECONDS", DEFAULT_NEGATIVE_CACHE_SECONDS)
-            )
+            cache.set(cache_key, entry, settings.API_KEY_NEGATIVE_CACHE_SECONDS)
         else:
-            cache.set(cache_key, entry, _seconds("API_KEY_CACHE_SECONDS", DEFAULT_CACHE_SECONDS))
+            cache.set(cache_key, entry, settings.API_KEY_CACHE_SECONDS)
     if entry == _UNKNOWN:
         raise ApiKeyInvalid("API key is not valid")
     # Checked on every call, cached or not: an expiry takes effect to the second.
@@ -490,7 +485,7 @@ class LastUsedRecorder:
 
     def record(self, api_key_id: str) -> None:
         """Remember a use; flush when the interval (API_KEY_LAST_USED_FLUSH_SECONDS) has elapsed."""
-        interval = _seconds("API_KEY_LAST_USED_FLUSH_SECONDS", DEFAULT_LAST_USED_FLUSH_SECONDS)
+        interval = settings.API_KEY_LAST_USED_FLUSH_SECONDS
         with self._lock:
             self._pending.add(api_key_id)
             due = time.monotonic() - self._last_flush >= interval
@@ -591,10 +586,6 @@ def _check_scopes(errors: dict[str, list[str]], scopes: object) -> list[str]:
 
 def _summary(errors: dict[str, list[str]]) -> str:
     return "invalid input: " + "; ".join(f"{name}: {' '.join(reasons)}" for name, reasons in errors.items())
-
-
-def _seconds(name: str, default: float) -> float:
-    return float(getattr(settings, name, default))
 
 
 def _describe(period: timedelta) -> str:
