@@ -62,6 +62,16 @@ class ValidationStatus(models.TextChoices):
     UNVERIFIED = "UNVERIFIED"
 
 
+class RunState(models.TextChoices):
+    """States of a scheduled run and its queue entry (one meaning everywhere)."""
+
+    QUEUED = "QUEUED"  # waiting for a worker; `available_at` may hold it back (retry backoff)
+    RUNNING = "RUNNING"  # claimed by a worker holding a lease
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"  # final: retries exhausted, or failed for good
+    CANCELLED = "CANCELLED"
+
+
 class DataQualityStatus(models.TextChoices):
     PASS = "PASS"  # noqa: S105 - a data-quality verdict, not a password
     WARNING = "WARNING"
@@ -164,6 +174,10 @@ class TenantSubscription(BigQueryModel):
     subscription_end_date = models.DateField(null=True, blank=True)
     created_at = models.DateTimeField(default=now)
     updated_at = models.DateTimeField(null=True, blank=True)
+    # Added by us (NULLABLE: empty means the plan's figure from tenants_app/services/plans.py).
+    max_providers = models.BigIntegerField(null=True, blank=True)
+    api_calls_per_minute = models.BigIntegerField(null=True, blank=True)
+    api_calls_per_hour = models.BigIntegerField(null=True, blank=True)
 
     table_spec = TableSpec(
         scope=CENTRAL, description="Subscription plans and limits", clustering=("tenant_id",)
@@ -190,6 +204,12 @@ class TenantUsageQuota(BigQueryModel):
     last_pipeline_completed_at = models.DateTimeField(null=True, blank=True)
     last_updated = models.DateTimeField(default=now)
     created_at = models.DateTimeField(default=now)
+    # Added by us (NULLABLE, so rows written by the original system still read).
+    total_api_calls_today = models.BigIntegerField(null=True, blank=True, help_text="Flushed in batches")
+    daily_warning_at = models.DateTimeField(null=True, blank=True, help_text="When 80% of the day was used")
+    monthly_warning_at = models.DateTimeField(
+        null=True, blank=True, help_text="When 80% of the month was used"
+    )
 
     table_spec = TableSpec(
         scope=CENTRAL,
@@ -234,7 +254,7 @@ class TenantScheduledPipelineRun(BigQueryModel):
     config_id = _id_field()
     tenant_id = _tenant_id_field()
     pipeline_id = models.CharField(max_length=200)
-    state = models.CharField(max_length=32)
+    state = models.CharField(max_length=32, choices=RunState.choices)
     scheduled_time = models.DateTimeField()
     priority = models.BigIntegerField(default=5, help_text="1 = most urgent")
     parameters = models.JSONField(null=True, blank=True)
@@ -245,6 +265,9 @@ class TenantScheduledPipelineRun(BigQueryModel):
     failed_at = models.DateTimeField(null=True, blank=True)
     error_message = models.TextField(null=True, blank=True)
     created_at = models.DateTimeField(default=now)
+    # Added by us (NULLABLE, so rows written by the original system still read).
+    started_at = models.DateTimeField(null=True, blank=True)
+    worker_id = models.CharField(max_length=200, null=True, blank=True)
 
     table_spec = TableSpec(
         scope=CENTRAL,
@@ -262,11 +285,19 @@ class TenantPipelineExecutionQueue(BigQueryModel):
     run_id = _id_field(primary_key=True)
     tenant_id = _tenant_id_field()
     pipeline_id = models.CharField(max_length=200)
-    state = models.CharField(max_length=32)
+    state = models.CharField(max_length=32, choices=RunState.choices)
     scheduled_time = models.DateTimeField()
     priority = models.BigIntegerField(default=5, help_text="1 = most urgent")
     added_at = models.DateTimeField(default=now)
     processing_started_at = models.DateTimeField(null=True, blank=True)
+    # Added by us (NULLABLE, so rows written by the original system still read).
+    config_id = models.CharField(max_length=128, null=True, blank=True)
+    available_at = models.DateTimeField(null=True, blank=True, help_text="Not claimable before (backoff)")
+    lease_owner = models.CharField(max_length=200, null=True, blank=True, help_text="Worker holding it")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempt = models.BigIntegerField(null=True, blank=True, help_text="1 for the first claim")
+    usage_date = models.DateField(null=True, blank=True, help_text="Usage row holding its concurrent slot")
 
     table_spec = TableSpec(
         scope=CENTRAL,
@@ -364,6 +395,38 @@ class TenantDqResult(BigQueryModel):
         verbose_name = "data-quality result"
 
 
+class AuditLogEntry(BigQueryModel):
+    """One change made through the portal, the API or a command: append-only, never a secret."""
+
+    audit_id = _id_field(primary_key=True)
+    occurred_at = models.DateTimeField(default=now)
+    actor = models.CharField(max_length=254, help_text="user:<name>, apikey:<id> or system:<command>")
+    actor_type = models.CharField(max_length=16, help_text="staff, tenant_key or system")
+    source = models.CharField(max_length=16, help_text="portal, api or command")
+    action = models.CharField(max_length=64, help_text="What was done, e.g. tenant.suspend")
+    tenant_id = models.CharField(max_length=64, null=True, blank=True)
+    target_type = models.CharField(max_length=64, null=True, blank=True)
+    target_id = models.CharField(max_length=200, null=True, blank=True)
+    before_values = models.JSONField(
+        null=True, blank=True, help_text="Changed fields before, secrets removed"
+    )
+    after_values = models.JSONField(null=True, blank=True, help_text="Changed fields after, secrets removed")
+    request_id = models.CharField(max_length=64, null=True, blank=True)
+
+    table_spec = TableSpec(
+        scope=CENTRAL,
+        description="Append-only audit trail of changes (no secrets)",
+        partition_field="occurred_at",
+        clustering=("tenant_id", "action"),
+    )
+
+    class Meta(BigQueryModel.Meta):
+        db_table = "audit_log"
+        verbose_name = "audit log entry"
+        verbose_name_plural = "audit log"
+
+
+# The original system's 8 central tables, then ours (only the audit log so far).
 CENTRAL_MODELS: tuple[type[BigQueryModel], ...] = (
     TenantProfile,
     TenantApiKey,
@@ -373,6 +436,7 @@ CENTRAL_MODELS: tuple[type[BigQueryModel], ...] = (
     TenantPipelineConfig,
     TenantScheduledPipelineRun,
     TenantPipelineExecutionQueue,
+    AuditLogEntry,
 )
 TENANT_MODELS: tuple[type[BigQueryModel], ...] = (TenantPipelineRun, TenantStepLog, TenantDqResult)
 

@@ -231,7 +231,7 @@ def test_it_lets_the_views_show_only_the_tenants_own_rows(
                 config_id=f"{owner}_cfg",
                 tenant_id=owner,
                 pipeline_id="daily_costs",
-                state="PENDING",
+                state="QUEUED",
                 scheduled_time=now,
             )
             for owner in (tenant_id, other)

@@ -1,0 +1,19 @@
+"""The portal's admin site: Django's admin plus the tenant pages that are not one table's list."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import URLPattern, URLResolver
+
+
+class PortalAdminSite(admin.AdminSite):
+    site_header = "Convergence tenant administration"
+    site_title = "Convergence admin"
+    index_title = "Tenant administration"
+
+    def get_urls(self) -> list[URLPattern | URLResolver]:
+        # Our pages go first: Django's catch-all app_list pattern would otherwise swallow them.
+        # Each is named `portal-...` and reversed as `admin:portal-...`.
+        from tenants_app.portal import urls_dashboard, urls_tenants
+
+        return [*urls_tenants.get_urls(self), *urls_dashboard.get_urls(self), *super().get_urls()]

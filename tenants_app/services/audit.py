@@ -1,0 +1,181 @@
+"""The audit trail: who changed what, when, for which tenant; append-only and free of secrets.
+
+Services record their own changes with `audit_record(...)`, so the portal, the API and commands
+leave the same trail. Where a change came from (portal, api, command) and the request id come
+from `audit_context`, which the request middleware sets; commands get the default ("command").
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.db import models
+from django.utils import timezone
+
+from bigquery_backend.repository import Page
+from tenants_app.models import AuditLogEntry
+from tenants_app.repositories import central_repository
+from tenants_app.services.errors import ValidationFailed
+
+SOURCES = ("portal", "api", "command")
+MAX_PAGE_SIZE = 200
+REDACTED = "[redacted]"
+# Column and field names that hold secrets or their derivatives: never copied into the trail,
+# even hashed or encrypted (a hash of a short secret can be brute-forced offline).
+SECRET_NAME = re.compile(
+    r"(^|_)(secret|password|passwd|token|private_key|payload|credentials?|plaintext)($|_)"
+    r"|^encrypted_|_hash$|^api_key$|^key$",
+    re.IGNORECASE,
+)
+# Values that look like one of our API keys, wherever they appear.
+SECRET_VALUE = re.compile(r"cvg_[a-z]+_[A-Za-z0-9]{20,}")
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    """Where the current change comes from."""
+
+    source: str = "command"
+    request_id: str | None = None
+
+
+_context: contextvars.ContextVar[AuditContext] = contextvars.ContextVar(
+    "audit_context",
+    default=AuditContext(),  # noqa: B039 - a frozen dataclass, never mutated
+)
+
+
+@contextmanager
+def audit_context(*, source: str, request_id: str | None = None) -> Iterator[AuditContext]:
+    """Record changes made inside this block as coming from `source` (portal, api or command)."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown audit source {source!r}")
+    token = _context.set(AuditContext(source=source, request_id=request_id))
+    try:
+        yield _context.get()
+    finally:
+        _context.reset(token)
+
+
+def current_audit_context() -> AuditContext:
+    """The source and request id that changes made now are recorded with."""
+    return _context.get()
+
+
+def actor_type_of(actor: str) -> str:
+    """`staff`, `tenant_key` or `system`, from the actor's prefix (`user:`, `apikey:`, anything else)."""
+    if actor.startswith("user:"):
+        return "staff"
+    if actor.startswith("apikey:"):
+        return "tenant_key"
+    return "system"
+
+
+def audit_redact(value: Any) -> Any:
+    """A JSON-safe copy of `value` without secrets: secret-named keys and bytes are dropped."""
+    if isinstance(value, Mapping):
+        return {
+            str(key): audit_redact(item)
+            for key, item in value.items()
+            if not SECRET_NAME.search(str(key)) and not isinstance(item, bytes | bytearray | memoryview)
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [audit_redact(item) for item in value]
+    if isinstance(value, bytes | bytearray | memoryview):
+        return REDACTED
+    if isinstance(value, str):
+        return SECRET_VALUE.sub(REDACTED, value)
+    if isinstance(value, datetime.datetime | datetime.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def audit_snapshot(obj: models.Model, *, fields: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The row's values (all, or `fields`) as JSON-safe data, secret columns left out."""
+    names = fields or tuple(field.name for field in obj._meta.concrete_fields)
+    return audit_redact({name: getattr(obj, name) for name in names})
+
+
+def audit_changes(
+    before: Mapping[str, Any], after: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Only the fields whose value differs, as (before, after), secrets removed."""
+    old, new = audit_redact(before), audit_redact(after)
+    changed = [name for name in new if old.get(name) != new[name]]
+    return {name: old.get(name) for name in changed}, {name: new[name] for name in changed}
+
+
+def audit_record(
+    *,
+    action: str,
+    actor: str,
+    tenant_id: str | None = None,
+    target_type: str | None = None,
+    target_id: str | None = None,
+    before: Mapping[str, Any] | None = None,
+    after: Mapping[str, Any] | None = None,
+) -> AuditLogEntry:
+    """Append one entry to the audit log (one DML statement); values pass through `audit_redact`."""
+    context = current_audit_context()
+    entry = AuditLogEntry(
+        audit_id=uuid.uuid4().hex,
+        occurred_at=timezone.now(),
+        actor=actor,
+        actor_type=actor_type_of(actor),
+        source=context.source,
+        action=action,
+        tenant_id=tenant_id,
+        target_type=target_type,
+        target_id=target_id,
+        before_values=None if before is None else audit_redact(before),
+        after_values=None if after is None else audit_redact(after),
+        request_id=context.request_id,
+    )
+    central_repository(AuditLogEntry).insert(entry)
+    return entry
+
+
+def audit_list(
+    *,
+    tenant_id: str | None = None,
+    action: str | None = None,
+    actor: str | None = None,
+    source: str | None = None,
+    since: datetime.datetime | None = None,
+    until: datetime.datetime | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> Page[AuditLogEntry]:
+    """One page of entries, newest first, with the total: two BigQuery jobs."""
+    errors: dict[str, list[str]] = {}
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        errors["limit"] = [f"Use 1 to {MAX_PAGE_SIZE}."]
+    if offset < 0:
+        errors["offset"] = ["Use 0 or more."]
+    if source is not None and source not in SOURCES:
+        errors["source"] = [f"Choose one of {', '.join(SOURCES)}."]
+    if since is not None and until is not None and since > until:
+        errors["until"] = ["Must not be before 'since'."]
+    if errors:
+        raise ValidationFailed("invalid audit filter", errors=errors)
+    filters: dict[str, Any] = {}
+    for name, value in (("tenant_id", tenant_id), ("action", action), ("actor", actor), ("source", source)):
+        if value:
+            filters[name] = value
+    if since is not None:
+        filters["occurred_at__gte"] = since
+    if until is not None:
+        filters["occurred_at__lt"] = until
+    return central_repository(AuditLogEntry).page(
+        filters=filters, order_by=("-occurred_at", "audit_id"), limit=limit, offset=offset
+    )
