@@ -14,6 +14,11 @@ class PortalAdminSite(admin.AdminSite):
     def get_urls(self) -> list[URLPattern | URLResolver]:
         # Our pages go first: Django's catch-all app_list pattern would otherwise swallow them.
         # Each is named `portal-...` and reversed as `admin:portal-...`.
-        from tenants_app.portal import urls_dashboard, urls_tenants
+        from tenants_app.portal import urls_dashboard, urls_pipelines, urls_tenants
 
-        return [*urls_tenants.get_urls(self), *urls_dashboard.get_urls(self), *super().get_urls()]
+        return [
+            *urls_tenants.get_urls(self),
+            *urls_dashboard.get_urls(self),
+            *urls_pipelines.get_urls(self),
+            *super().get_urls(),
+        ]

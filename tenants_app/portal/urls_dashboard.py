@@ -1,4 +1,4 @@
-"""Portal pages across tenants: the quota dashboard and the audit log."""
+"""Portal pages across tenants: the quota dashboard."""
 
 from __future__ import annotations
 
