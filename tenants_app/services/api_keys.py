@@ -58,6 +58,7 @@ API_KEY_SCOPES: tuple[str, ...] = (
     "keys:manage",  # list, create, rotate and revoke the tenant's own keys
     "credentials:manage",  # add, replace and deactivate cloud credentials (metadata only is ever shown)
     "pipelines:read",  # pipeline configs and runs
+    "pipelines:manage",  # create, change, pause and delete pipeline configs (schedules)
     "pipelines:execute",  # trigger pipeline runs: consumes quota, so never granted by default
 )
 # What the initial key of an onboarding gets: everything but running pipelines, so a key that leaks
