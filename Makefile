@@ -1,6 +1,7 @@
 # Two commands for a fresh machine (see README.md):
 #   make run   install, start the BigQuery emulator, bootstrap, create the admin, serve on :8000
-#   make test  install, then ruff format --check, ruff check and the whole pytest suite
+#   make test  install (and Debian's chromium if missing), then ruff format --check, ruff check and the
+#              whole pytest suite, browser tests included
 # Everything else here is an internal helper.
 
 SHELL := /bin/bash
@@ -23,6 +24,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	bash scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest
 
 $(BIN)/python:
