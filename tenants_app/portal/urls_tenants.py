@@ -3,9 +3,53 @@
 from __future__ import annotations
 
 from django.contrib.admin import AdminSite
-from django.urls import URLPattern
+from django.urls import URLPattern, path
+
+from tenants_app.portal import tenant_views as views
 
 
 def get_urls(site: AdminSite) -> list[URLPattern]:
     """Views wrapped in `site.admin_view` (login and staff checks), named `portal-...`."""
-    return []
+    wrap = site.admin_view
+    tenant = "tenants/<str:tenant_id>/"
+    return [
+        # Before the tenant pages: `onboard` is a reserved tenant id, never a tenant.
+        path("tenants/onboard/", wrap(views.tenant_onboard_view), name="portal-tenant-onboard"),
+        path(tenant, wrap(views.tenant_detail_view), name="portal-tenant-detail"),
+        path(f"{tenant}edit/", wrap(views.tenant_edit_view), name="portal-tenant-edit"),
+        path(f"{tenant}suspend/", wrap(views.tenant_suspend_view), name="portal-tenant-suspend"),
+        path(f"{tenant}reactivate/", wrap(views.tenant_reactivate_view), name="portal-tenant-reactivate"),
+        path(f"{tenant}offboard/", wrap(views.tenant_offboard_view), name="portal-tenant-offboard"),
+        path(f"{tenant}plan/", wrap(views.tenant_plan_view), name="portal-tenant-plan"),
+        path(
+            f"{tenant}subscription/status/",
+            wrap(views.tenant_subscription_status_view),
+            name="portal-tenant-subscription-status",
+        ),
+        path(f"{tenant}keys/new/", wrap(views.tenant_key_create_view), name="portal-tenant-key-create"),
+        path(
+            f"{tenant}keys/<str:api_key_id>/rotate/",
+            wrap(views.tenant_key_rotate_view),
+            name="portal-tenant-key-rotate",
+        ),
+        path(
+            f"{tenant}keys/<str:api_key_id>/revoke/",
+            wrap(views.tenant_key_revoke_view),
+            name="portal-tenant-key-revoke",
+        ),
+        path(
+            f"{tenant}credentials/new/",
+            wrap(views.tenant_credential_create_view),
+            name="portal-tenant-credential-create",
+        ),
+        path(
+            f"{tenant}credentials/<str:credential_id>/replace/",
+            wrap(views.tenant_credential_replace_view),
+            name="portal-tenant-credential-replace",
+        ),
+        path(
+            f"{tenant}credentials/<str:credential_id>/deactivate/",
+            wrap(views.tenant_credential_deactivate_view),
+            name="portal-tenant-credential-deactivate",
+        ),
+    ]

@@ -1,0 +1,155 @@
+"""Forms of the portal's tenant operations: input shape only; the services apply the business rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from tenants_app.models import PlanName, Provider, SubscriptionStatus
+from tenants_app.services.api_keys import API_KEY_SCOPES, DEFAULT_API_KEY_SCOPES
+from tenants_app.services.errors import ServiceError
+
+ROTATION_GRACE_CHOICES = (
+    ("0", "None: the old key stops working now"),
+    ("1h", "1 hour"),
+    ("24h", "24 hours"),
+    ("7d", "7 days"),
+)
+
+
+def add_service_errors(form: forms.Form, error: ServiceError) -> None:
+    """Show a service's field errors on the form's fields; the rest (or the message) above the form."""
+    placed = False
+    for name, reasons in error.errors.items():
+        target = name if name in form.fields else None
+        for reason in reasons:
+            form.add_error(target, reason if target else f"{name}: {reason}")
+            placed = True
+    if not placed:
+        form.add_error(None, error.message)
+
+
+class PayloadTextarea(forms.Textarea):
+    """A textarea that never renders what was typed: a credential is not echoed back, even on errors."""
+
+    def format_value(self, value: Any) -> None:
+        return None
+
+
+class OnboardForm(forms.Form):
+    tenant_id = forms.CharField(
+        max_length=50,
+        help_text="3-50 lowercase letters, digits or underscores; also names the tenant's dataset.",
+    )
+    company_name = forms.CharField(max_length=200)
+    admin_email = forms.EmailField(max_length=254, label="Admin email")
+    plan = forms.ChoiceField(choices=PlanName.choices)
+
+
+class TenantEditForm(forms.Form):
+    company_name = forms.CharField(max_length=200)
+    admin_email = forms.EmailField(max_length=254, label="Admin email")
+
+
+class PlanChangeForm(forms.Form):
+    plan = forms.ChoiceField(choices=PlanName.choices, label="New plan")
+
+
+class SubscriptionStatusForm(forms.Form):
+    status = forms.ChoiceField(choices=SubscriptionStatus.choices)
+    trial_end_date = forms.DateField(
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="Required for TRIAL (YYYY-MM-DD).",
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("status") == SubscriptionStatus.TRIAL and not data.get("trial_end_date"):
+            self.add_error("trial_end_date", "A trial needs an end date.")
+        return data
+
+
+class OffboardForm(forms.Form):
+    confirm_tenant_id = forms.CharField(
+        max_length=50,
+        label="Type the tenant id to confirm",
+        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+    )
+    purge_dataset = forms.BooleanField(
+        required=False,
+        label="Also delete the tenant's dataset (pipeline runs, step logs, DQ results) for good",
+    )
+
+    def __init__(self, *args: Any, tenant_id: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tenant_id = tenant_id
+
+    def clean_confirm_tenant_id(self) -> str:
+        value = self.cleaned_data["confirm_tenant_id"].strip()
+        if value != self.tenant_id:
+            raise ValidationError("Does not match the tenant id.")
+        return value
+
+
+class ApiKeyCreateForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    scopes = forms.MultipleChoiceField(
+        choices=[(scope, scope) for scope in API_KEY_SCOPES],
+        widget=forms.CheckboxSelectMultiple,
+        initial=list(DEFAULT_API_KEY_SCOPES),
+        help_text="pipelines:execute uses the tenant's quota: grant it only to systems that run pipelines.",
+    )
+    expires_at = forms.DateTimeField(
+        required=False,
+        label="Expires at (UTC)",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        help_text="Empty: never expires.",
+    )
+
+    def clean_expires_at(self) -> Any:
+        value = self.cleaned_data.get("expires_at")
+        if value is not None and timezone.is_naive(value):
+            value = timezone.make_aware(value, timezone.get_current_timezone())
+        return value
+
+
+class ApiKeyRotateForm(forms.Form):
+    grace = forms.ChoiceField(
+        choices=ROTATION_GRACE_CHOICES,
+        initial="24h",
+        label="Grace period",
+        help_text="How long the old key keeps working after the new one is issued.",
+    )
+
+
+class ApiKeyRevokeForm(forms.Form):
+    reason = forms.CharField(max_length=500, widget=forms.Textarea(attrs={"rows": 3}))
+
+
+class _PayloadField(forms.CharField):
+    """The credential JSON as typed: the service parses and checks it, and its errors never quote it."""
+
+    widget = PayloadTextarea(attrs={"rows": 12, "spellcheck": "false", "autocomplete": "off"})
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strip=False, **kwargs)
+
+
+class CredentialCreateForm(forms.Form):
+    provider = forms.ChoiceField(choices=Provider.choices)
+    name = forms.CharField(max_length=100)
+    payload = _PayloadField(
+        label="Credential (JSON)",
+        help_text="Stored encrypted; never shown again, not even to staff. Re-enter it after any error.",
+    )
+
+
+class CredentialReplaceForm(forms.Form):
+    payload = _PayloadField(
+        label="New credential (JSON)",
+        help_text="Same provider; stored encrypted and never shown again. Re-enter it after any error.",
+    )

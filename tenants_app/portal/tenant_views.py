@@ -1,0 +1,771 @@
+"""Portal pages about one tenant: the detail page, the onboarding wizard and the operation forms.
+
+Views are thin: they check the role, bind a form and call the same services as the API. A service's
+field errors come back inline on the form. Every page is wrapped in `site.admin_view` (login and
+active staff); operations also refuse read-only staff with a 403, on GET and POST alike.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, reverse
+from django.utils.cache import patch_cache_control
+
+from bigquery_backend import exceptions as bq
+from tenants_app.api.keys import GRACE_PERIODS
+from tenants_app.api.permissions import is_read_only_staff
+from tenants_app.kms import KmsUnavailable
+from tenants_app.models import SubscriptionStatus, TenantApiKey, TenantCloudCredential, TenantStatus
+from tenants_app.portal import forms as portal_forms
+from tenants_app.services import subscriptions
+from tenants_app.services.api_keys import IssuedApiKey, api_key_create, api_key_revoke, api_key_rotate
+from tenants_app.services.credentials import (
+    credential_create,
+    credential_deactivate,
+    credential_get,
+    credential_replace,
+)
+from tenants_app.services.errors import DoesNotExist, ServiceError
+from tenants_app.services.onboarding import tenant_onboard, tenant_onboard_validate
+from tenants_app.services.plans import PLANS
+from tenants_app.services.tenant_overview import tenant_overview
+from tenants_app.services.tenants import (
+    tenant_get,
+    tenant_offboard,
+    tenant_reactivate,
+    tenant_suspend,
+    tenant_update,
+)
+
+logger = logging.getLogger(__name__)
+
+View = Callable[..., HttpResponse]
+
+# One-time tokens of the forms whose result shows a new key: a reload (a re-POST) of that result page
+# finds its token spent and shows the tenant instead of a second key. Only tokens live in the session.
+_TOKENS_SESSION_KEY = "portal_form_tokens"
+_MAX_TOKENS = 20
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+def actor_of(request: HttpRequest) -> str:
+    """The audit actor of a staff request, as the API builds it."""
+    return f"user:{request.user.get_username()}"
+
+
+def can_change(request: HttpRequest) -> bool:
+    """Superusers and staff outside the read-only group may run operations."""
+    return not is_read_only_staff(request.user)
+
+
+def _context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
+    site = admin.site
+    return {**site.each_context(request), "can_change": can_change(request), **extra}
+
+
+def _render(request: HttpRequest, template: str, *, status: int = 200, **extra: Any) -> TemplateResponse:
+    return TemplateResponse(request, template, _context(request, **extra), status=status)
+
+
+def _detail_url(tenant_id: str) -> str:
+    return reverse("admin:portal-tenant-detail", args=[tenant_id])
+
+
+def _optional_url(name: str, *args: str) -> str | None:
+    """A page another part of the portal provides, if it is installed."""
+    try:
+        return reverse(name, args=args)
+    except NoReverseMatch:
+        return None
+
+
+def _no_store(response: HttpResponse) -> HttpResponse:
+    """Pages that show a secret are never cached, by the browser or anything between."""
+    patch_cache_control(response, no_store=True, no_cache=True, must_revalidate=True, private=True, max_age=0)
+    response["Pragma"] = "no-cache"
+    return response
+
+
+def _issue_token(request: HttpRequest) -> str:
+    token = secrets.token_urlsafe(16)
+    tokens = [*request.session.get(_TOKENS_SESSION_KEY, []), token][-_MAX_TOKENS:]
+    request.session[_TOKENS_SESSION_KEY] = tokens
+    return token
+
+
+def _spend_token(request: HttpRequest, token: str) -> bool:
+    """True once per issued token."""
+    tokens = request.session.get(_TOKENS_SESSION_KEY, [])
+    if not token or token not in tokens:
+        return False
+    tokens.remove(token)
+    request.session[_TOKENS_SESSION_KEY] = tokens
+    return True
+
+
+def _is_inline(error: ServiceError) -> bool:
+    """Errors the user can fix on the form; outages and missing objects get their own pages."""
+    return error.status < 500 and not isinstance(error, DoesNotExist)
+
+
+def portal_page(view: View) -> View:
+    """Turn a missing tenant into a 404 page and an outage into a 503 page, never a traceback."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        tenant_id = kwargs.get("tenant_id")
+        try:
+            return view(request, *args, **kwargs)
+        except DoesNotExist as exc:
+            return _render(
+                request,
+                "portal/tenant_not_found.html",
+                status=404,
+                title="Not found",
+                tenant_id=tenant_id,
+                hide_tenant_crumb=True,
+                message=exc.message,
+            )
+        except (ServiceError, bq.BackendUnavailable, bq.NotFound, KmsUnavailable) as exc:
+            if isinstance(exc, ServiceError) and exc.status < 500:
+                raise
+            # The services log the cause; BigQuery's and KMS's own text stays out of the page.
+            logger.warning("portal page %s failed: %s", request.path, type(exc).__name__)
+            response = _render(
+                request, "portal/tenant_unavailable.html", status=503, title="Temporarily unavailable"
+            )
+            response["Retry-After"] = "5"
+            return response
+
+    return wrapper
+
+
+def writer_required(view: View) -> View:
+    """Read-only staff get a 403 page on every operation, whatever the method."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not can_change(request):
+            return _render(
+                request,
+                "portal/tenant_forbidden.html",
+                status=403,
+                title="Read-only access",
+                tenant_id=kwargs.get("tenant_id"),
+            )
+        return view(request, *args, **kwargs)
+
+    return portal_page(wrapper)
+
+
+def _form_page(
+    request: HttpRequest,
+    *,
+    tenant_id: str | None,
+    title: str,
+    form: forms.Form,
+    submit: str,
+    intro: str = "",
+    danger: bool = False,
+    extra: dict[str, Any] | None = None,
+    status: int = 200,
+) -> TemplateResponse:
+    return _render(
+        request,
+        "portal/tenant_form.html",
+        status=status,
+        tenant_id=tenant_id,
+        title=title,
+        form=form,
+        submit=submit,
+        intro=intro,
+        danger=danger,
+        **(extra or {}),
+    )
+
+
+def _issued_page(
+    request: HttpRequest, *, tenant_id: str, issued: IssuedApiKey, title: str, note: str
+) -> HttpResponse:
+    response = _render(
+        request,
+        "portal/tenant_key_issued.html",
+        tenant_id=tenant_id,
+        title=title,
+        note=note,
+        plaintext=issued.plaintext,
+        key=issued.row,
+    )
+    return _no_store(response)
+
+
+# --- detail -----------------------------------------------------------------------------------------
+@portal_page
+def tenant_detail_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
+    """Profile, subscription, usage against limits, keys, credentials, configs and recent runs."""
+    overview = tenant_overview(tenant_id=tenant_id)
+    links = {
+        "usage": _optional_url("admin:portal-tenant-usage", tenant_id),
+        "audit": _list_url("admin:tenants_app_auditlogentry_changelist", tenant_id),
+        "keys": _list_url("admin:tenants_app_tenantapikey_changelist", tenant_id),
+        "credentials": _list_url("admin:tenants_app_tenantcloudcredential_changelist", tenant_id),
+        "subscriptions": _list_url("admin:tenants_app_tenantsubscription_changelist", tenant_id),
+        "usage_rows": _list_url("admin:tenants_app_tenantusagequota_changelist", tenant_id),
+        "configs": _list_url("admin:tenants_app_tenantpipelineconfig_changelist", tenant_id),
+        "scheduled_runs": _list_url("admin:tenants_app_tenantscheduledpipelinerun_changelist", tenant_id),
+        "queue": _list_url("admin:tenants_app_tenantpipelineexecutionqueue_changelist", tenant_id),
+        "runs": _list_url("admin:tenants_app_tenantpipelinerun_changelist", tenant_id),
+        "step_logs": _list_url("admin:tenants_app_tenantsteplog_changelist", tenant_id),
+        "dq_results": _list_url("admin:tenants_app_tenantdqresult_changelist", tenant_id),
+    }
+    chart = _usage_chart(tenant_id)
+    profile = overview.profile
+    return _render(
+        request,
+        "portal/tenant_detail.html",
+        title=f"Tenant {profile.tenant_id}",
+        tenant_id=tenant_id,
+        overview=overview,
+        profile=profile,
+        links=links,
+        chart=chart,
+        is_suspended=profile.status == TenantStatus.SUSPENDED,
+        is_closed=profile.status in {TenantStatus.CANCELLED, TenantStatus.DELETED},
+        can_suspend=profile.status in {TenantStatus.ACTIVE, TenantStatus.TRIAL},
+    )
+
+
+def _list_url(name: str, tenant_id: str) -> str | None:
+    url = _optional_url(name)
+    return None if url is None else f"{url}?tenant_id={tenant_id}"
+
+
+def _usage_chart(tenant_id: str) -> str | None:
+    """The 30-day trend chart, when the dashboard's chart module is installed (it draws server-side SVG)."""
+    return None
+
+
+# --- onboarding wizard ------------------------------------------------------------------------------
+@writer_required
+def tenant_onboard_view(request: HttpRequest) -> HttpResponse:
+    """Step 1: the details; step 2: the dry-run check and a confirmation; step 3: the result, key once."""
+    if request.method != "POST":
+        return _onboard_step1(request, portal_forms.OnboardForm(initial={"plan": "STARTER"}))
+    form = portal_forms.OnboardForm(request.POST)
+    action = request.POST.get("action", "check")
+    if action == "edit" or not form.is_valid():
+        return _onboard_step1(request, form)
+    data = form.cleaned_data
+    if action == "commit":
+        return _onboard_commit(request, form)
+    try:
+        tenant_onboard_validate(**data, created_by=actor_of(request))
+    except ServiceError as exc:
+        if not _is_inline(exc):
+            raise
+        portal_forms.add_service_errors(form, exc)
+        return _onboard_step1(request, form)
+    return _render(
+        request,
+        "portal/tenant_onboard_confirm.html",
+        title="Onboard a tenant: confirm",
+        step=2,
+        form=form,
+        data=data,
+        plan=PLANS[data["plan"]],
+        token=_issue_token(request),
+    )
+
+
+def _onboard_step1(request: HttpRequest, form: portal_forms.OnboardForm) -> HttpResponse:
+    return _render(
+        request,
+        "portal/tenant_onboard.html",
+        title="Onboard a tenant",
+        step=1,
+        form=form,
+        plans=list(PLANS.values()),
+    )
+
+
+def _onboard_commit(request: HttpRequest, form: portal_forms.OnboardForm) -> HttpResponse:
+    data = form.cleaned_data
+    if not _spend_token(request, request.POST.get("token", "")):
+        # A reload of the result page, or a second click: the key was shown once already.
+        messages.warning(request, "This onboarding was already submitted; its key is shown only once.")
+        return HttpResponseRedirect(_safe_detail_url(data["tenant_id"]))
+    try:
+        result = tenant_onboard(**data, created_by=actor_of(request))
+    except ServiceError as exc:
+        if not _is_inline(exc):
+            raise
+        portal_forms.add_service_errors(form, exc)
+        return _onboard_step1(request, form)
+    tenant_id = result.profile.tenant_id
+    if result.api_key is None:
+        messages.warning(
+            request,
+            f"Tenant {tenant_id} was finished; its initial key was issued before and is not shown again. "
+            "Rotate it to get a new one.",
+        )
+        return HttpResponseRedirect(_detail_url(tenant_id))
+    messages.success(request, f"Tenant {tenant_id} was onboarded ({result.subscription.plan_name}).")
+    return _issued_page(
+        request,
+        tenant_id=tenant_id,
+        issued=result.api_key,
+        title=f"Tenant {tenant_id} onboarded",
+        note="This is the tenant's first API key. Give it to the tenant's admin now: it is shown only once.",
+    )
+
+
+def _safe_detail_url(tenant_id: str) -> str:
+    try:
+        return _detail_url(tenant_id)
+    except NoReverseMatch:
+        return reverse("admin:portal-tenant-onboard")
+
+
+# --- profile and lifecycle --------------------------------------------------------------------------
+@writer_required
+def tenant_edit_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
+    """Change the company name and admin email."""
+    profile = tenant_get(tenant_id=tenant_id)
+    if request.method != "POST":
+        form = portal_forms.TenantEditForm(
+            initial={"company_name": profile.company_name, "admin_email": profile.admin_email}
+        )
+    else:
+        form = portal_forms.TenantEditForm(request.POST)
+        if form.is_valid():
+            try:
+                tenant_update(tenant_id=tenant_id, actor=actor_of(request), **form.cleaned_data)
+            except ServiceError as exc:
+                if not _is_inline(exc):
+                    raise
+                portal_forms.add_service_errors(form, exc)
+            else:
+                messages.success(request, f"Tenant {tenant_id} was updated.")
+                return HttpResponseRedirect(_detail_url(tenant_id))
+    return _form_page(
+        request, tenant_id=tenant_id, title=f"Edit tenant {tenant_id}", form=form, submit="Save"
+    )
+
+
+def _lifecycle_view(
+    *,
+    verb: str,
+    service: Callable[..., Any],
+    intro: str,
+    done: str,
+    danger: bool,
+) -> View:
+    @writer_required
+    def view(request: HttpRequest, tenant_id: str) -> HttpResponse:
+        profile = tenant_get(tenant_id=tenant_id)
+        form = forms.Form(request.POST if request.method == "POST" else None)
+        if request.method == "POST":
+            try:
+                service(tenant_id=tenant_id, actor=actor_of(request))
+            except ServiceError as exc:
+                if not _is_inline(exc):
+                    raise
+                portal_forms.add_service_errors(form, exc)
+            else:
+                messages.success(request, done.format(tenant_id=tenant_id))
+                return HttpResponseRedirect(_detail_url(tenant_id))
+        return _form_page(
+            request,
+            tenant_id=tenant_id,
+            title=f"{verb.capitalize()} tenant {tenant_id}?",
+            form=form,
+            submit=f"Yes, {verb}",
+            intro=intro.format(tenant_id=tenant_id, status=profile.status),
+            danger=danger,
+        )
+
+    view.__name__ = f"tenant_{verb}_view"
+    return view
+
+
+tenant_suspend_view = _lifecycle_view(
+    verb="suspend",
+    service=tenant_suspend,
+    intro="Tenant {tenant_id} is {status}. Suspending stops its API keys (within the key cache's bound); "
+    "its data, keys and credentials stay, and it can be reactivated.",
+    done="Tenant {tenant_id} was suspended.",
+    danger=True,
+)
+tenant_reactivate_view = _lifecycle_view(
+    verb="reactivate",
+    service=tenant_reactivate,
+    intro="Tenant {tenant_id} is {status}. Reactivating makes it ACTIVE: its keys work again.",
+    done="Tenant {tenant_id} was reactivated.",
+    danger=False,
+)
+
+
+@writer_required
+def tenant_offboard_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
+    """Cancel the tenant for good: type its id to confirm; optionally delete its dataset."""
+    tenant_get(tenant_id=tenant_id)
+    form = portal_forms.OffboardForm(request.POST if request.method == "POST" else None, tenant_id=tenant_id)
+    if request.method == "POST" and form.is_valid():
+        try:
+            tenant_offboard(
+                tenant_id=tenant_id,
+                actor=actor_of(request),
+                purge_dataset=form.cleaned_data["purge_dataset"],
+            )
+        except ServiceError as exc:
+            if not _is_inline(exc):
+                raise
+            portal_forms.add_service_errors(form, exc)
+        else:
+            purged = " and its dataset deleted" if form.cleaned_data["purge_dataset"] else ""
+            messages.success(request, f"Tenant {tenant_id} was offboarded{purged}.")
+            return HttpResponseRedirect(_detail_url(tenant_id))
+    return _form_page(
+        request,
+        tenant_id=tenant_id,
+        title=f"Offboard tenant {tenant_id}?",
+        form=form,
+        submit="Offboard",
+        intro="Offboarding cancels the tenant: every API key is revoked and every credential deactivated. "
+        "This cannot be undone here.",
+        danger=True,
+    )
+
+
+# --- subscription -----------------------------------------------------------------------------------
+@writer_required
+def tenant_plan_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
+    """Choose a plan, see the limits before and after, confirm; the limits change at once."""
+    current = subscriptions.subscription_get(tenant_id=tenant_id)
+    if request.method != "POST":
+        form = portal_forms.PlanChangeForm(initial={"plan": current.plan_name})
+        return _plan_form(request, tenant_id, form, current)
+    form = portal_forms.PlanChangeForm(request.POST)
+    action = request.POST.get("action", "preview")
+    if action == "edit" or not form.is_valid():
+        return _plan_form(request, tenant_id, form, current)
+    plan = form.cleaned_data["plan"]
+    try:
+        if action == "confirm":
+            subscriptions.subscription_change_plan(tenant_id=tenant_id, plan=plan, actor=actor_of(request))
+        else:
+            preview = subscriptions.subscription_change_plan_preview(tenant_id=tenant_id, plan=plan)
+    except ServiceError as exc:
+        if not _is_inline(exc):
+            raise
+        portal_forms.add_service_errors(form, exc)
+        return _plan_form(request, tenant_id, form, current)
+    if action == "confirm":
+        messages.success(request, f"Tenant {tenant_id} is now on {plan}; its limits changed at once.")
+        return HttpResponseRedirect(_detail_url(tenant_id))
+    return _render(
+        request,
+        "portal/tenant_plan_confirm.html",
+        title=f"Change the plan of {tenant_id} to {plan}?",
+        tenant_id=tenant_id,
+        form=form,
+        plan=plan,
+        preview=preview,
+        rows=_preview_rows(preview),
+    )
+
+
+def _plan_form(
+    request: HttpRequest, tenant_id: str, form: portal_forms.PlanChangeForm, current: Any
+) -> HttpResponse:
+    return _form_page(
+        request,
+        tenant_id=tenant_id,
+        title=f"Change the plan of {tenant_id}",
+        form=form,
+        submit="Show the new limits",
+        intro=f"Current plan: {current.plan_name} ({current.status}). The next page shows the limits "
+        "before and after; nothing changes until you confirm.",
+        extra={"action": "preview"},
+    )
+
+
+def _preview_rows(preview: Any) -> list[tuple[str, Any, Any]]:
+    """(limit, before, after) rows of a plan-change preview."""
+    before = _limits(preview.limits_before)
+    after = _limits(preview.limits_after)
+    names = list(dict.fromkeys([*before, *after]))
+    return [(name.replace("_", " "), before.get(name), after.get(name)) for name in names]
+
+
+def _limits(limits: Any) -> dict[str, Any]:
+    if hasattr(limits, "as_dict"):
+        return dict(limits.as_dict())
+    return dict(limits or {})
+
+
+@writer_required
+def tenant_subscription_status_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
+    """Set the subscription's status (TRIAL needs an end date)."""
+    current = subscriptions.subscription_get(tenant_id=tenant_id)
+    if request.method != "POST":
+        form = portal_forms.SubscriptionStatusForm(
+            initial={"status": current.status, "trial_end_date": current.trial_end_date}
+        )
+    else:
+        form = portal_forms.SubscriptionStatusForm(request.POST)
+        if form.is_valid():
+            status = form.cleaned_data["status"]
+            try:
+                subscriptions.subscription_set_status(
+                    tenant_id=tenant_id,
+                    status=status,
+                    actor=actor_of(request),
+                    trial_end_date=form.cleaned_data["trial_end_date"]
+                    if status == SubscriptionStatus.TRIAL
+                    else None,
+                )
+            except ServiceError as exc:
+                if not _is_inline(exc):
+                    raise
+                portal_forms.add_service_errors(form, exc)
+            else:
+                messages.success(request, f"The subscription of {tenant_id} is now {status}.")
+                return HttpResponseRedirect(_detail_url(tenant_id))
+    return _form_page(
+        request,
+        tenant_id=tenant_id,
+        title=f"Subscription status of {tenant_id}",
+        form=form,
+        submit="Change status",
+        intro=f"Plan {current.plan_name}, status {current.status}.",
+    )
+
+
+# --- API keys ---------------------------------------------------------------------------------------
+@writer_required
+def tenant_key_create_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
+    """Issue a key; the result page shows its plaintext once."""
+    tenant_get(tenant_id=tenant_id)
+    if request.method != "POST":
+        form = portal_forms.ApiKeyCreateForm()
+    else:
+        form = portal_forms.ApiKeyCreateForm(request.POST)
+        if form.is_valid():
+            if not _spend_token(request, request.POST.get("token", "")):
+                messages.warning(request, "This key request was already submitted; a key is shown only once.")
+                return HttpResponseRedirect(_detail_url(tenant_id))
+            try:
+                issued = api_key_create(
+                    tenant_id=tenant_id, created_by=actor_of(request), **form.cleaned_data
+                )
+            except ServiceError as exc:
+                if not _is_inline(exc):
+                    raise
+                portal_forms.add_service_errors(form, exc)
+            else:
+                messages.success(request, f"API key {issued.row.key_prefix}… was created for {tenant_id}.")
+                return _issued_page(
+                    request,
+                    tenant_id=tenant_id,
+                    issued=issued,
+                    title=f"New API key for {tenant_id}",
+                    note="Copy the key now and hand it over securely: it is shown only once.",
+                )
+    return _form_page(
+        request,
+        tenant_id=tenant_id,
+        title=f"New API key for {tenant_id}",
+        form=form,
+        submit="Create key",
+        extra={"token": _issue_token(request)},
+    )
+
+
+def _key(tenant_id: str, api_key_id: str) -> TenantApiKey:
+    from tenants_app.services.api_keys import api_key_list
+
+    for row in api_key_list(tenant_id=tenant_id, include_revoked=True):
+        if row.api_key_id == api_key_id:
+            row.api_key_hash = ""
+            return row
+    raise DoesNotExist(f"API key {api_key_id!r} of tenant {tenant_id!r} does not exist")
+
+
+@writer_required
+def tenant_key_rotate_view(request: HttpRequest, tenant_id: str, api_key_id: str) -> HttpResponse:
+    """Issue a replacement with the same name and scopes; the old key works for the grace period."""
+    key = _key(tenant_id, api_key_id)
+    if request.method != "POST":
+        form = portal_forms.ApiKeyRotateForm()
+    else:
+        form = portal_forms.ApiKeyRotateForm(request.POST)
+        if form.is_valid():
+            if not _spend_token(request, request.POST.get("token", "")):
+                messages.warning(request, "This rotation was already submitted; a key is shown only once.")
+                return HttpResponseRedirect(_detail_url(tenant_id))
+            try:
+                issued = api_key_rotate(
+                    tenant_id=tenant_id,
+                    api_key_id=api_key_id,
+                    grace=GRACE_PERIODS[form.cleaned_data["grace"]],
+                    rotated_by=actor_of(request),
+                )
+            except ServiceError as exc:
+                if not _is_inline(exc):
+                    raise
+                portal_forms.add_service_errors(form, exc)
+            else:
+                messages.success(
+                    request, f"API key {key.key_prefix}… was rotated to {issued.row.key_prefix}…."
+                )
+                return _issued_page(
+                    request,
+                    tenant_id=tenant_id,
+                    issued=issued,
+                    title=f"Replacement for API key {key.name or key.api_key_id}",
+                    note="Copy the new key now: it is shown only once. The old key works until the grace "
+                    "period ends.",
+                )
+    return _form_page(
+        request,
+        tenant_id=tenant_id,
+        title=f"Rotate API key {key.key_prefix}… ({key.name or key.api_key_id})",
+        form=form,
+        submit="Rotate",
+        intro="A new key with the same name, scopes and expiry is issued and shown once.",
+        extra={"token": _issue_token(request)},
+    )
+
+
+@writer_required
+def tenant_key_revoke_view(request: HttpRequest, tenant_id: str, api_key_id: str) -> HttpResponse:
+    """Revoke a key for good, with a reason."""
+    key = _key(tenant_id, api_key_id)
+    form = portal_forms.ApiKeyRevokeForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            api_key_revoke(
+                tenant_id=tenant_id,
+                api_key_id=api_key_id,
+                reason=form.cleaned_data["reason"],
+                revoked_by=actor_of(request),
+            )
+        except ServiceError as exc:
+            if not _is_inline(exc):
+                raise
+            portal_forms.add_service_errors(form, exc)
+        else:
+            messages.success(request, f"API key {key.key_prefix}… was revoked.")
+            return HttpResponseRedirect(_detail_url(tenant_id))
+    return _form_page(
+        request,
+        tenant_id=tenant_id,
+        title=f"Revoke API key {key.key_prefix}… ({key.name or key.api_key_id})?",
+        form=form,
+        submit="Revoke",
+        intro="The key stops working at once in this process (within the key cache's bound elsewhere). "
+        "This cannot be undone.",
+        danger=True,
+    )
+
+
+# --- cloud credentials ------------------------------------------------------------------------------
+@writer_required
+def tenant_credential_create_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
+    """Add a cloud credential; the payload is encrypted and never shown again."""
+    tenant_get(tenant_id=tenant_id)
+    form = portal_forms.CredentialCreateForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            row = credential_create(tenant_id=tenant_id, created_by=actor_of(request), **form.cleaned_data)
+        except ServiceError as exc:
+            if not _is_inline(exc):
+                raise
+            portal_forms.add_service_errors(form, exc)
+        else:
+            messages.success(
+                request, f"Credential {row.credential_name} ({row.provider}, {row.fingerprint}) was added."
+            )
+            return HttpResponseRedirect(_detail_url(tenant_id))
+    return _form_page(
+        request, tenant_id=tenant_id, title=f"Add a cloud credential to {tenant_id}", form=form, submit="Add"
+    )
+
+
+def _credential(tenant_id: str, credential_id: str) -> TenantCloudCredential:
+    row = credential_get(tenant_id=tenant_id, credential_id=credential_id)
+    row.encrypted_credentials = b""
+    return row
+
+
+@writer_required
+def tenant_credential_replace_view(request: HttpRequest, tenant_id: str, credential_id: str) -> HttpResponse:
+    """Replace a credential's payload (same provider); a new fingerprint results."""
+    row = _credential(tenant_id, credential_id)
+    form = portal_forms.CredentialReplaceForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            updated = credential_replace(
+                tenant_id=tenant_id,
+                credential_id=credential_id,
+                payload=form.cleaned_data["payload"],
+                updated_by=actor_of(request),
+            )
+        except ServiceError as exc:
+            if not _is_inline(exc):
+                raise
+            portal_forms.add_service_errors(form, exc)
+        else:
+            messages.success(
+                request,
+                f"Credential {updated.credential_name} was replaced (fingerprint {updated.fingerprint}).",
+            )
+            return HttpResponseRedirect(_detail_url(tenant_id))
+    return _form_page(
+        request,
+        tenant_id=tenant_id,
+        title=f"Replace credential {row.credential_name} ({row.provider})",
+        form=form,
+        submit="Replace",
+        intro=f"Current fingerprint: {row.fingerprint}.",
+    )
+
+
+@writer_required
+def tenant_credential_deactivate_view(
+    request: HttpRequest, tenant_id: str, credential_id: str
+) -> HttpResponse:
+    """Deactivate a credential: kept for the record, no longer usable."""
+    row = _credential(tenant_id, credential_id)
+    form = forms.Form(request.POST if request.method == "POST" else None)
+    if request.method == "POST":
+        try:
+            credential_deactivate(
+                tenant_id=tenant_id, credential_id=credential_id, updated_by=actor_of(request)
+            )
+        except ServiceError as exc:
+            if not _is_inline(exc):
+                raise
+            portal_forms.add_service_errors(form, exc)
+        else:
+            messages.success(request, f"Credential {row.credential_name} ({row.provider}) was deactivated.")
+            return HttpResponseRedirect(_detail_url(tenant_id))
+    return _form_page(
+        request,
+        tenant_id=tenant_id,
+        title=f"Deactivate credential {row.credential_name} ({row.provider})?",
+        form=form,
+        submit="Deactivate",
+        intro="Pipelines can no longer use it; it stays listed as inactive. Add a new one to restore access.",
+        danger=True,
+    )

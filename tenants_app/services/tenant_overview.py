@@ -1,0 +1,263 @@
+"""Everything the portal's tenant page shows, read in a small constant number of BigQuery jobs.
+
+The reads are independent of each other, so they run side by side in a small thread pool: the page
+then waits for the slowest read instead of their sum. Steps and data-quality results of the shown runs
+come in one query each (`pipeline_logging_id IN ...`), never one per run, so the job count does not
+depend on how many keys, credentials, configs or runs the tenant has.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar
+
+from django.utils import timezone
+
+from bigquery_backend.exceptions import InvalidIdentifier, NotFound
+from tenants_app.models import (
+    TenantApiKey,
+    TenantCloudCredential,
+    TenantDqResult,
+    TenantPipelineConfig,
+    TenantPipelineRun,
+    TenantProfile,
+    TenantStepLog,
+    TenantSubscription,
+    TenantUsageQuota,
+)
+from tenants_app.repositories import central_repository, tenant_repository
+from tenants_app.services.api_keys import bigquery_errors_translated
+from tenants_app.services.datasets import check_tenant_id
+from tenants_app.services.errors import DoesNotExist
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RECENT_RUNS = 10
+# Bounds that keep one page's rows (and HTML) small whatever a tenant has accumulated.
+MAX_KEYS = 100
+MAX_CREDENTIALS = 100
+MAX_CONFIGS = 100
+MAX_STEPS = 500
+MAX_DQ_RESULTS = 200
+# A figure at or above this share of its limit is flagged, as on the quota dashboard.
+PRESSURE_THRESHOLD = 0.8
+_POOL_SIZE = 4
+
+
+@dataclass(frozen=True)
+class UsageFigure:
+    """One usage counter against its limit (None: no limit applies)."""
+
+    label: str
+    used: int
+    limit: int | None
+
+    @property
+    def ratio(self) -> float | None:
+        if not self.limit:
+            return None
+        return self.used / self.limit
+
+    @property
+    def percent(self) -> int | None:
+        ratio = self.ratio
+        return None if ratio is None else round(ratio * 100)
+
+    @property
+    def bar_percent(self) -> int:
+        """The width of its bar: the percentage, capped at 100."""
+        return min(self.percent or 0, 100)
+
+    @property
+    def flagged(self) -> bool:
+        ratio = self.ratio
+        return ratio is not None and ratio >= PRESSURE_THRESHOLD
+
+
+@dataclass
+class RunDetail:
+    """A pipeline run from the tenant's dataset with its step logs and data-quality results."""
+
+    run: TenantPipelineRun
+    steps: list[TenantStepLog] = field(default_factory=list)
+    dq_results: list[TenantDqResult] = field(default_factory=list)
+
+
+@dataclass
+class TenantOverview:
+    """The tenant page's data; secret columns are blanked on every row it holds."""
+
+    profile: TenantProfile
+    subscription: TenantSubscription | None
+    usage_day: date
+    usage_today: TenantUsageQuota | None
+    usage_figures: list[UsageFigure]
+    api_calls_today: int
+    api_keys: list[TenantApiKey]
+    credentials: list[TenantCloudCredential]
+    pipeline_configs: list[TenantPipelineConfig]
+    runs: list[RunDetail]
+    # True when the tenant's own dataset (or its tables) cannot be found: the rest still shows.
+    dataset_missing: bool = False
+
+
+def tenant_overview(
+    *, tenant_id: str, runs: int = RECENT_RUNS, now: datetime | None = None
+) -> TenantOverview:
+    """Profile, subscription, usage, keys, credentials, configs and recent runs: at most 9 jobs."""
+    try:
+        check_tenant_id(tenant_id)
+    except InvalidIdentifier:
+        raise DoesNotExist(f"tenant {tenant_id!r} does not exist") from None
+    today = (now or timezone.now()).astimezone(UTC).date()
+    month_start = today.replace(day=1)
+
+    reads: dict[str, Callable[[], Any]] = {
+        "profile": lambda: central_repository(TenantProfile).find(tenant_id),
+        "subscription": lambda: _first(
+            central_repository(TenantSubscription).list(
+                filters={"tenant_id": tenant_id}, order_by=("-created_at",), limit=1
+            )
+        ),
+        # The newest row of this month: today's counters if it is today's, and the month total either way.
+        "usage": lambda: _first(
+            central_repository(TenantUsageQuota).list(
+                filters={"tenant_id": tenant_id, "usage_date__gte": month_start, "usage_date__lte": today},
+                order_by=("-usage_date",),
+                limit=1,
+            )
+        ),
+        "keys": lambda: central_repository(TenantApiKey).list(
+            filters={"tenant_id": tenant_id}, order_by=("-created_at",), limit=MAX_KEYS
+        ),
+        "credentials": lambda: central_repository(TenantCloudCredential).list(
+            filters={"tenant_id": tenant_id}, order_by=("-created_at",), limit=MAX_CREDENTIALS
+        ),
+        "configs": lambda: central_repository(TenantPipelineConfig).list(
+            filters={"tenant_id": tenant_id}, order_by=("priority", "config_id"), limit=MAX_CONFIGS
+        ),
+        "runs": lambda: _tenant_runs(tenant_id, runs),
+    }
+    with bigquery_errors_translated():
+        results = _run_all(reads)
+        profile: TenantProfile | None = results["profile"]
+        if profile is None:
+            raise DoesNotExist(f"tenant {tenant_id!r} does not exist")
+        recent_runs, dataset_missing = results["runs"]
+        details = _with_steps_and_results(tenant_id, recent_runs) if recent_runs else []
+
+    subscription: TenantSubscription | None = results["subscription"]
+    newest_usage: TenantUsageQuota | None = results["usage"]
+    usage_today = newest_usage if newest_usage is not None and newest_usage.usage_date == today else None
+    return TenantOverview(
+        profile=profile,
+        subscription=subscription,
+        usage_day=today,
+        usage_today=usage_today,
+        usage_figures=_usage_figures(subscription, usage_today, newest_usage),
+        api_calls_today=(usage_today.total_api_calls_today or 0) if usage_today else 0,
+        api_keys=[_without_key_secrets(row) for row in results["keys"]],
+        credentials=[_without_credential_secrets(row) for row in results["credentials"]],
+        pipeline_configs=results["configs"],
+        runs=details,
+        dataset_missing=dataset_missing,
+    )
+
+
+def _run_all(reads: dict[str, Callable[[], Any]]) -> dict[str, Any]:
+    """Run the reads concurrently; the first error (in declaration order) is raised."""
+    with ThreadPoolExecutor(max_workers=_POOL_SIZE, thread_name_prefix="tenant-overview") as pool:
+        futures = {name: pool.submit(read) for name, read in reads.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def _first(rows: list[T]) -> T | None:
+    return rows[0] if rows else None
+
+
+def _tenant_runs(tenant_id: str, limit: int) -> tuple[list[TenantPipelineRun], bool]:
+    """The newest runs, and whether the tenant's dataset is missing (then no runs)."""
+    try:
+        rows = tenant_repository(TenantPipelineRun, tenant_id).list(order_by=("-start_time",), limit=limit)
+    except NotFound:
+        # Not an outage: a tenant onboarded before its dataset existed, or offboarded with a purge.
+        logger.info("tenant %s has no dataset (or no runs table): its page shows no runs", tenant_id)
+        return [], True
+    return rows, False
+
+
+def _with_steps_and_results(tenant_id: str, runs: list[TenantPipelineRun]) -> list[RunDetail]:
+    """Attach steps and DQ results to the runs: two jobs for all runs together, run side by side."""
+    ids = [run.pipeline_logging_id for run in runs]
+    results = _run_all(
+        {
+            "steps": lambda: tenant_repository(TenantStepLog, tenant_id).list(
+                filters={"pipeline_logging_id__in": ids},
+                order_by=("pipeline_logging_id", "step_index"),
+                limit=MAX_STEPS,
+            ),
+            "dq": lambda: tenant_repository(TenantDqResult, tenant_id).list(
+                filters={"pipeline_logging_id__in": ids},
+                order_by=("pipeline_logging_id", "-executed_at"),
+                limit=MAX_DQ_RESULTS,
+            ),
+        }
+    )
+    steps: dict[str, list[TenantStepLog]] = defaultdict(list)
+    for step in results["steps"]:
+        steps[step.pipeline_logging_id].append(step)
+    checks: dict[str, list[TenantDqResult]] = defaultdict(list)
+    for result in results["dq"]:
+        checks[result.pipeline_logging_id].append(result)
+    return [
+        RunDetail(run=run, steps=steps[run.pipeline_logging_id], dq_results=checks[run.pipeline_logging_id])
+        for run in runs
+    ]
+
+
+def _usage_figures(
+    subscription: TenantSubscription | None,
+    today: TenantUsageQuota | None,
+    newest: TenantUsageQuota | None,
+) -> list[UsageFigure]:
+    """Runs today, this month and running now, against the subscription's limits."""
+
+    def limit(name: str) -> int | None:
+        # The subscription holds the limits in force (a plan change updates it first); the usage row's
+        # copy is the fallback for tenants of the original system without a subscription row.
+        for source in (subscription, today, newest):
+            value = getattr(source, name, None) if source is not None else None
+            if value is not None:
+                return int(value)
+        return None
+
+    return [
+        UsageFigure("Runs today", int(today.pipelines_run_today or 0) if today else 0, limit("daily_limit")),
+        UsageFigure(
+            "Runs this month", int(newest.pipelines_run_month or 0) if newest else 0, limit("monthly_limit")
+        ),
+        UsageFigure(
+            "Running now",
+            int(today.concurrent_pipelines_running or 0) if today else 0,
+            limit("concurrent_limit"),
+        ),
+    ]
+
+
+def _without_key_secrets(row: TenantApiKey) -> TenantApiKey:
+    # Neither the hash (brute-forceable for short secrets) nor the ciphertext ever leaves this module.
+    row.api_key_hash = ""
+    row.encrypted_api_key = None
+    return row
+
+
+def _without_credential_secrets(row: TenantCloudCredential) -> TenantCloudCredential:
+    row.encrypted_credentials = b""
+    return row
