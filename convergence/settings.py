@@ -159,6 +159,29 @@ TENANT_READER_PRINCIPAL_TEMPLATE = env.str("TENANT_READER_PRINCIPAL_TEMPLATE", d
 # How long an Idempotency-Key's first response is kept (encrypted) for replays.
 IDEMPOTENCY_TTL_SECONDS = env.int("IDEMPOTENCY_TTL_SECONDS", default=86_400)
 
+# --- Quotas and rate limits -----------------------------------------------------------------------
+# Daily usage rows older than this many days are deleted by `manage.py roll_over_usage`.
+USAGE_RETENTION_DAYS = env.int("USAGE_RETENTION_DAYS", default=90)
+if USAGE_RETENTION_DAYS < 32:
+    # A month's total carries from the previous row of the same month: keep at least a month.
+    raise ImproperlyConfigured("USAGE_RETENTION_DAYS must be at least 32")
+
+# --- Pipeline workers (execution queue) -------------------------------------------------------------
+# Members of this Django group may use their token (`create_worker_token`) on the worker API for every
+# tenant's runs, and nothing else unless they are also staff.
+PIPELINE_WORKERS_GROUP = env.str("PIPELINE_WORKERS_GROUP", default="pipeline-workers")
+# A claim holds a run this long unless the worker asks for another lease (up to the maximum);
+# heartbeats extend it. Past it the run is re-queued for another worker.
+PIPELINE_LEASE_SECONDS = env.int("PIPELINE_LEASE_SECONDS", default=300)
+PIPELINE_LEASE_MAX_SECONDS = env.int("PIPELINE_LEASE_MAX_SECONDS", default=3600)
+# A failed attempt is retried after base * 2**retry_count seconds, at most the cap.
+PIPELINE_RETRY_BACKOFF_SECONDS = env.int("PIPELINE_RETRY_BACKOFF_SECONDS", default=60)
+PIPELINE_RETRY_BACKOFF_MAX_SECONDS = env.int("PIPELINE_RETRY_BACKOFF_MAX_SECONDS", default=3600)
+# `cleanup_orphaned_runs`: a RUNNING run without a lease and no sign of life for this long is orphaned.
+PIPELINE_ORPHAN_TIMEOUT_MINUTES = env.int("PIPELINE_ORPHAN_TIMEOUT_MINUTES", default=60)
+# How long a claim skips a tenant it found over quota (never longer than the quota's Retry-After).
+PIPELINE_QUOTA_BLOCK_SECONDS = env.int("PIPELINE_QUOTA_BLOCK_SECONDS", default=30)
+
 # --- KMS ------------------------------------------------------------------------------------------
 KMS_BACKEND = env.str("KMS_BACKEND", default="local")
 KMS_KEY_NAME = env.str("KMS_KEY_NAME", default="")

@@ -103,3 +103,52 @@ class TenantNotActive(ServiceError):
 
     status = 403
     code = "tenant_not_active"
+
+
+# --- pipeline runs and workers ----------------------------------------------------------------------
+class LeaseLost(ServiceError):
+    """The worker no longer holds the run (lease expired and taken over, cancelled, or another attempt)."""
+
+    status = 409
+    code = "lease_lost"
+
+
+class RunStateConflict(ServiceError):
+    """The run is not in a state that allows this action (e.g. cancelling a finished run)."""
+
+    status = 409
+    code = "run_state_conflict"
+
+
+# --- plans, quotas and rate limits ------------------------------------------------------------------
+class SubscriptionInactive(ServiceError):
+    """The subscription's state forbids this operation (e.g. a pipeline run while SUSPENDED or EXPIRED)."""
+
+    status = 403
+    code = "subscription_inactive"
+
+
+class QuotaExceeded(ServiceError):
+    """A pipeline-run limit is reached: `limit` names it, `figures` has the counts, `retry_after` seconds."""
+
+    status = 429
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, *, limit: str, figures: dict[str, int | None], retry_after: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.figures = figures
+        self.retry_after = retry_after
+
+
+class RateLimited(ServiceError):
+    """Too many API calls for the key's tenant in a window; `retry_after` seconds until it reopens."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, window: str, limit: int, retry_after: int) -> None:
+        super().__init__(message)
+        self.window = window
+        self.limit = limit
+        self.retry_after = retry_after

@@ -1,18 +1,99 @@
-"""Read a tenant's subscription and usage (changes to plans and quotas come with the quota issue)."""
+"""A tenant's subscription: read it and its usage, change its plan, status and per-tenant limits.
+
+The subscription row is the source of truth for limits: `daily_limit`, `monthly_limit` and
+`concurrent_limit` are always filled (copied from the plan, or overridden by staff); `max_providers`,
+`api_calls_per_minute` and `api_calls_per_hour` are empty unless overridden, meaning the plan's figure.
+Today's usage row carries a copy of the pipeline limits (for reports); every change here rewrites that
+copy at once, and each admission writes the effective limits back too.
+
+A plan change gives the tenant exactly the new plan's figures: per-tenant overrides are dropped
+(choosing the current plan again is how staff reset overrides). Lifecycle rules (what each state
+allows) are in `plans.LIFECYCLE_RULES`; a TRIAL whose `trial_end_date` (its last day) has passed counts
+as EXPIRED everywhere, and `roll_over_usage` writes that state down.
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, date, timedelta
+from typing import Any
 
 from django.utils import timezone
 
-from tenants_app.models import TenantSubscription, TenantUsageQuota
+from tenants_app.models import (
+    SubscriptionStatus,
+    TenantCloudCredential,
+    TenantProfile,
+    TenantSubscription,
+    TenantUsageQuota,
+)
 from tenants_app.repositories import central_repository
+from tenants_app.services.api_keys import bigquery_errors_translated
+from tenants_app.services.audit import audit_changes, audit_record
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
+from tenants_app.services.onboarding import usage_id_for
+from tenants_app.services.plans import (
+    STATUS_TRANSITIONS,
+    TRIAL_DAYS,
+    Plan,
+    plan_get,
+)
 
 MAX_USAGE_DAYS = 90
+# Pipeline limits live in NOT NULL columns; the others are NULL unless overridden.
+PIPELINE_LIMITS = ("daily_limit", "monthly_limit", "concurrent_limit")
+OPTIONAL_LIMITS = ("max_providers", "api_calls_per_minute", "api_calls_per_hour")
+LIMIT_FIELDS = PIPELINE_LIMITS + OPTIONAL_LIMITS
+# Bounds for per-tenant overrides: generous, but a typo (an extra zero or three) is caught.
+LIMIT_BOUNDS: dict[str, tuple[int, int]] = {
+    "daily_limit": (1, 100_000),
+    "monthly_limit": (1, 3_000_000),
+    "concurrent_limit": (1, 1_000),
+    "max_providers": (1, 100),
+    "api_calls_per_minute": (1, 100_000),
+    "api_calls_per_hour": (1, 6_000_000),
+}
+MAX_TRIAL_DAYS = 366
 
 
+@dataclass(frozen=True)
+class EffectiveLimits:
+    """The limits that apply to a tenant now, and which of them differ from its plan's figures."""
+
+    plan_name: str
+    daily_limit: int
+    monthly_limit: int
+    concurrent_limit: int
+    max_providers: int
+    api_calls_per_minute: int
+    api_calls_per_hour: int
+    overridden: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in LIMIT_FIELDS}
+
+
+@dataclass(frozen=True)
+class PlanChangePreview:
+    """What a plan change would do, shown before staff confirm it."""
+
+    tenant_id: str
+    current_plan: str
+    new_plan: str
+    status: str
+    limits_before: EffectiveLimits
+    limits_after: EffectiveLimits
+    # name -> (before, after), only the limits that change
+    changes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Plain-language consequences: today's usage above a new limit, providers above the new maximum...
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def is_noop(self) -> bool:
+        return self.current_plan == self.new_plan and not self.changes
+
+
+# --- reads ------------------------------------------------------------------------------------------
 def subscription_get(*, tenant_id: str) -> TenantSubscription:
     """The tenant's newest subscription (one job)."""
     rows = central_repository(TenantSubscription).list(
@@ -30,4 +111,339 @@ def usage_list(*, tenant_id: str, days: int = 30) -> list[TenantUsageQuota]:
     since = timezone.now().date() - timedelta(days=days - 1)
     return central_repository(TenantUsageQuota).list(
         filters={"tenant_id": tenant_id, "usage_date__gte": since}, order_by=("-usage_date",), limit=days
+    )
+
+
+def subscription_effective_status(*, subscription: TenantSubscription, today: date | None = None) -> str:
+    """The status that applies today: a TRIAL past its `trial_end_date` is EXPIRED."""
+    today = today or timezone.now().astimezone(UTC).date()
+    if (
+        subscription.status == SubscriptionStatus.TRIAL
+        and subscription.trial_end_date is not None
+        and subscription.trial_end_date < today
+    ):
+        return SubscriptionStatus.EXPIRED
+    return subscription.status
+
+
+def subscription_effective_limits(
+    *, subscription: TenantSubscription | None = None, tenant_id: str | None = None
+) -> EffectiveLimits:
+    """The limits in force: the subscription's columns, the plan's figure where a column is empty."""
+    if subscription is None:
+        if tenant_id is None:
+            raise TypeError("give a subscription or a tenant_id")
+        subscription = subscription_get(tenant_id=tenant_id)
+    plan = plan_get(subscription.plan_name)
+    values: dict[str, int] = {}
+    overridden = []
+    for name in LIMIT_FIELDS:
+        own = getattr(subscription, name)
+        values[name] = int(own) if own is not None else getattr(plan, name)
+        if values[name] != getattr(plan, name):
+            overridden.append(name)
+    return EffectiveLimits(plan_name=plan.name, overridden=tuple(overridden), **values)
+
+
+def plan_limits(plan: Plan) -> EffectiveLimits:
+    """A plan's own figures, as the limits a tenant gets right after choosing it."""
+    return EffectiveLimits(plan_name=plan.name, **{name: getattr(plan, name) for name in LIMIT_FIELDS})
+
+
+# --- plan change ------------------------------------------------------------------------------------
+def subscription_change_plan_preview(*, tenant_id: str, plan: str) -> PlanChangePreview:
+    """Current and new limits side by side, with what the change means for today's usage (3 jobs)."""
+    new_plan = plan_get(plan)
+    with bigquery_errors_translated():
+        subscription = subscription_get(tenant_id=tenant_id)
+        usage = central_repository(TenantUsageQuota).find(usage_id_for(tenant_id, _today()))
+        credentials = central_repository(TenantCloudCredential).list(filters={"tenant_id": tenant_id})
+    _check_plan_changeable(subscription)
+    before = subscription_effective_limits(subscription=subscription)
+    after = plan_limits(new_plan)
+    changes = {
+        name: (getattr(before, name), getattr(after, name))
+        for name in LIMIT_FIELDS
+        if getattr(before, name) != getattr(after, name)
+    }
+    warnings = []
+    if usage is not None:
+        if usage.pipelines_run_today >= after.daily_limit:
+            warnings.append(
+                f"{usage.pipelines_run_today} runs today already reach the new daily limit of "
+                f"{after.daily_limit}: no more runs today."
+            )
+        if usage.pipelines_run_month >= after.monthly_limit:
+            warnings.append(
+                f"{usage.pipelines_run_month} runs this month already reach the new monthly limit of "
+                f"{after.monthly_limit}: no more runs this month."
+            )
+        if usage.concurrent_pipelines_running > after.concurrent_limit:
+            warnings.append(
+                f"{usage.concurrent_pipelines_running} runs are running, above the new concurrent limit "
+                f"of {after.concurrent_limit}: they finish, new ones wait."
+            )
+    providers = {row.provider for row in credentials if row.is_active is not False}
+    if len(providers) > after.max_providers:
+        warnings.append(
+            f"Credentials for {len(providers)} providers are active, above the new maximum of "
+            f"{after.max_providers}: they keep working, no new provider can be added."
+        )
+    if before.overridden:
+        warnings.append(
+            f"Per-tenant overrides are replaced by the plan's figures: {', '.join(before.overridden)}."
+        )
+    return PlanChangePreview(
+        tenant_id=tenant_id,
+        current_plan=subscription.plan_name,
+        new_plan=new_plan.name,
+        status=subscription.status,
+        limits_before=before,
+        limits_after=after,
+        changes=changes,
+        warnings=tuple(warnings),
+    )
+
+
+def subscription_change_plan(*, tenant_id: str, plan: str, actor: str) -> TenantSubscription:
+    """Move the tenant to `plan`: subscription limits, today's usage row and the profile at once; audited.
+
+    Idempotent: the same change again re-applies the usage row and profile (finishing a change that
+    failed after its first write) and records no second audit entry.
+    """
+    new_plan = plan_get(plan)
+    with bigquery_errors_translated():
+        subscription = subscription_get(tenant_id=tenant_id)
+        _check_plan_changeable(subscription)
+        before = _limit_snapshot(subscription)
+        after = {
+            "plan_name": new_plan.name,
+            **{name: getattr(new_plan, name) for name in PIPELINE_LIMITS},
+            "max_pipelines_per_day": new_plan.daily_limit,
+            **dict.fromkeys(OPTIONAL_LIMITS),
+        }
+        changed = {name: value for name, value in after.items() if before.get(name) != value}
+        if changed:
+            now = timezone.now()
+            # Conditional on the plan we read: a concurrent change makes this match nothing.
+            matched = central_repository(TenantSubscription).update_where(
+                {**changed, "updated_at": now},
+                filters={
+                    "subscription_id": subscription.subscription_id,
+                    "plan_name": subscription.plan_name,
+                },
+            )
+            if matched == 0:
+                raise ValidationFailed(
+                    "the subscription changed meanwhile; reload", errors={"plan": ["Changed meanwhile."]}
+                )
+            for name, value in {**changed, "updated_at": now}.items():
+                setattr(subscription, name, value)
+        _sync_usage_limits(tenant_id, subscription)
+        central_repository(TenantProfile).update_where(
+            {"subscription_plan": new_plan.name, "updated_at": timezone.now()},
+            filters={"tenant_id": tenant_id, "subscription_plan__ne": new_plan.name},
+        )
+        if changed:
+            old, new = audit_changes(before, _limit_snapshot(subscription))
+            audit_record(
+                action="subscription.plan_change",
+                actor=actor,
+                tenant_id=tenant_id,
+                target_type="subscription",
+                target_id=subscription.subscription_id,
+                before=old,
+                after=new,
+            )
+    return subscription
+
+
+# --- status -----------------------------------------------------------------------------------------
+def subscription_set_status(
+    *, tenant_id: str, status: str, actor: str, trial_end_date: date | None = None
+) -> TenantSubscription:
+    """Change the subscription's state along the allowed transitions; audited. TRIAL takes an end date.
+
+    The same state again is a no-op (200), except TRIAL with a new end date, which extends the trial.
+    """
+    if status not in SubscriptionStatus.values:
+        raise ValidationFailed(
+            f"unknown status {status!r}",
+            errors={"status": [f"Choose one of {', '.join(SubscriptionStatus.values)}."]},
+        )
+    today = _today()
+    if trial_end_date is not None and status != SubscriptionStatus.TRIAL:
+        raise ValidationFailed(
+            "a trial end date needs status TRIAL", errors={"trial_end_date": ["Only with status TRIAL."]}
+        )
+    if status == SubscriptionStatus.TRIAL:
+        trial_end_date = trial_end_date or today + timedelta(days=TRIAL_DAYS - 1)
+        if not today <= trial_end_date <= today + timedelta(days=MAX_TRIAL_DAYS):
+            raise ValidationFailed(
+                "invalid trial end date",
+                errors={"trial_end_date": [f"Use a day from today to {MAX_TRIAL_DAYS} days ahead."]},
+            )
+    with bigquery_errors_translated():
+        subscription = subscription_get(tenant_id=tenant_id)
+        current = subscription_effective_status(subscription=subscription, today=today)
+        values: dict[str, Any] = {}
+        if status == current == subscription.status:
+            if status != SubscriptionStatus.TRIAL or trial_end_date == subscription.trial_end_date:
+                return subscription
+            values["trial_end_date"] = trial_end_date
+        else:
+            allowed = STATUS_TRANSITIONS.get(current, frozenset())
+            if status != current and status not in allowed:
+                targets = ", ".join(sorted(allowed)) or "none (final)"
+                raise ValidationFailed(
+                    f"cannot change a {current} subscription to {status}",
+                    errors={"status": [f"Subscription is {current}; allowed: {targets}."]},
+                )
+            values["status"] = status
+            if status == SubscriptionStatus.TRIAL:
+                values["trial_end_date"] = trial_end_date
+            if status == SubscriptionStatus.CANCELLED:
+                values["subscription_end_date"] = today
+        before = {name: getattr(subscription, name) for name in ("status", *values)}
+        values["updated_at"] = timezone.now()
+        # Conditional on the stored status we read: concurrent changes cannot both apply.
+        matched = central_repository(TenantSubscription).update_where(
+            values,
+            filters={"subscription_id": subscription.subscription_id, "status": subscription.status},
+        )
+        if matched == 0:
+            raise ValidationFailed(
+                "the subscription changed meanwhile; reload", errors={"status": ["Changed meanwhile."]}
+            )
+        for name, value in values.items():
+            setattr(subscription, name, value)
+        after = {name: getattr(subscription, name) for name in before}
+        old, new = audit_changes(before, after)
+        audit_record(
+            action="subscription.status_change",
+            actor=actor,
+            tenant_id=tenant_id,
+            target_type="subscription",
+            target_id=subscription.subscription_id,
+            before=old,
+            after=new,
+        )
+    return subscription
+
+
+# --- per-tenant limits ------------------------------------------------------------------------------
+def subscription_set_limits(
+    *,
+    tenant_id: str,
+    actor: str,
+    daily_limit: int | None = None,
+    monthly_limit: int | None = None,
+    concurrent_limit: int | None = None,
+    max_providers: int | None = None,
+    api_calls_per_minute: int | None = None,
+    api_calls_per_hour: int | None = None,
+    reset: tuple[str, ...] | list[str] = (),
+) -> TenantSubscription:
+    """Override limits per tenant (None keeps one, `reset` names ones back to the plan); audited."""
+    given = {
+        "daily_limit": daily_limit,
+        "monthly_limit": monthly_limit,
+        "concurrent_limit": concurrent_limit,
+        "max_providers": max_providers,
+        "api_calls_per_minute": api_calls_per_minute,
+        "api_calls_per_hour": api_calls_per_hour,
+    }
+    errors: dict[str, list[str]] = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        low, high = LIMIT_BOUNDS[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            errors[name] = [f"Use a whole number from {low} to {high}."]
+    for name in reset:
+        if name not in LIMIT_FIELDS:
+            errors.setdefault("reset", []).append(f"{name!r} is not a limit; use {', '.join(LIMIT_FIELDS)}.")
+        elif given.get(name) is not None:
+            errors.setdefault(name, []).append("Give a value or reset it, not both.")
+    if errors:
+        raise ValidationFailed("invalid limits", errors=errors)
+    with bigquery_errors_translated():
+        subscription = subscription_get(tenant_id=tenant_id)
+        _check_plan_changeable(subscription)
+        plan = plan_get(subscription.plan_name)
+        before = _limit_snapshot(subscription)
+        values: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
+        for name in reset:
+            values[name] = getattr(plan, name) if name in PIPELINE_LIMITS else None
+        # Cross-field rules on the limits as they will be.
+        merged = subscription_effective_limits(subscription=_with(subscription, values))
+        if merged.monthly_limit < merged.daily_limit:
+            errors["monthly_limit"] = [f"Must be at least the daily limit ({merged.daily_limit})."]
+        if merged.api_calls_per_hour < merged.api_calls_per_minute:
+            errors["api_calls_per_hour"] = [
+                f"Must be at least the per-minute limit ({merged.api_calls_per_minute})."
+            ]
+        if errors:
+            raise ValidationFailed("invalid limits", errors=errors)
+        if "daily_limit" in values:
+            values["max_pipelines_per_day"] = values["daily_limit"]
+        changed = {name: value for name, value in values.items() if before.get(name) != value}
+        if not changed:
+            return subscription
+        changed["updated_at"] = timezone.now()
+        central_repository(TenantSubscription).update(subscription.subscription_id, changed)
+        for name, value in changed.items():
+            setattr(subscription, name, value)
+        if any(name in changed for name in PIPELINE_LIMITS):
+            _sync_usage_limits(tenant_id, subscription)
+        old, new = audit_changes(before, _limit_snapshot(subscription))
+        audit_record(
+            action="subscription.limits_change",
+            actor=actor,
+            tenant_id=tenant_id,
+            target_type="subscription",
+            target_id=subscription.subscription_id,
+            before=old,
+            after=new,
+        )
+    return subscription
+
+
+# --- internals --------------------------------------------------------------------------------------
+def _today() -> date:
+    return timezone.now().astimezone(UTC).date()
+
+
+def _check_plan_changeable(subscription: TenantSubscription) -> None:
+    if subscription.status == SubscriptionStatus.CANCELLED:
+        raise ValidationFailed(
+            "a cancelled subscription cannot change",
+            errors={"status": ["Subscription is CANCELLED (final)."]},
+        )
+
+
+def _limit_snapshot(subscription: TenantSubscription) -> dict[str, Any]:
+    names = ("plan_name", *LIMIT_FIELDS, "max_pipelines_per_day")
+    return {name: getattr(subscription, name) for name in names}
+
+
+def _with(subscription: TenantSubscription, values: dict[str, Any]) -> TenantSubscription:
+    copy = TenantSubscription(
+        **{f.attname: getattr(subscription, f.attname) for f in subscription._meta.fields}
+    )
+    for name, value in values.items():
+        setattr(copy, name, value)
+    return copy
+
+
+def _sync_usage_limits(tenant_id: str, subscription: TenantSubscription) -> None:
+    """Today's usage row shows the new pipeline limits at once (admission writes them back anyway)."""
+    central_repository(TenantUsageQuota).update_where(
+        {
+            "daily_limit": subscription.daily_limit,
+            "monthly_limit": subscription.monthly_limit,
+            "concurrent_limit": subscription.concurrent_limit,
+            "last_updated": timezone.now(),
+        },
+        filters={"usage_id": usage_id_for(tenant_id, _today())},
     )

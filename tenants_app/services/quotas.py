@@ -1,0 +1,382 @@
+"""Pipeline-run quotas: admit a run against the day's, month's and concurrent limits, release it after.
+
+Counters live in the tenant's usage row of the day (`tenant_usage_quotas`, usage_id
+`{tenant_id}_{YYYYMMDD}`, UTC days). Admission is ONE conditional UPDATE on that row that increments
+the counters only where every limit still has room, so the check and the increment cannot be separated
+by another writer: with N concurrent admissions for the last K slots exactly K statements match a row.
+No read-then-write: the reads around it only report figures or tell a full row from a missing one.
+
+Carry-over between days (done when a day's row is created, here or by `roll_over_usage`):
+- `pipelines_run_month` (and `monthly_warning_at`) carry from the tenant's latest earlier row of the same
+  month, and start at 0 on the 1st;
+- `concurrent_pipelines_running` carries from the latest earlier row whatever the month: runs still
+  running at midnight keep their slots on the new day.
+
+A run belongs to the day it was admitted on (`Admission.usage_date`): its success or failure counts on that
+day's row even when it finishes after midnight, so each day's `run = succeeded + failed (+ released without
+outcome)` adds up. Its concurrent slot is released on that row AND on every later row of the tenant (which
+carried it over), never below 0.
+
+Counter changes are not audited: they happen per run, and the runs themselves are the trail.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+from google.cloud import bigquery
+
+from bigquery_backend.exceptions import InvalidInput
+from tenants_app.models import TenantProfile, TenantStatus, TenantSubscription, TenantUsageQuota
+from tenants_app.repositories import central_repository
+from tenants_app.services.api_keys import bigquery_errors_translated
+from tenants_app.services.errors import (
+    DoesNotExist,
+    QuotaExceeded,
+    ServiceUnavailable,
+    SubscriptionInactive,
+    TenantNotActive,
+)
+from tenants_app.services.onboarding import usage_id_for
+from tenants_app.services.plans import OPERATION_RUN, status_allows, statuses_allowing
+from tenants_app.services.subscriptions import (
+    EffectiveLimits,
+    subscription_effective_limits,
+    subscription_effective_status,
+)
+
+logger = logging.getLogger(__name__)
+
+DAILY = "daily"
+MONTHLY = "monthly"
+CONCURRENT = "concurrent"
+# A full concurrent limit frees up when a run ends: tell the client to come back soon, not at midnight.
+CONCURRENT_RETRY_AFTER_SECONDS = 30
+WARNING_RATIO = (4, 5)  # 80%: warn when used * 5 >= limit * 4 (integers, no float rounding)
+# Tenants whose profile lets them work at all; the subscription's state then decides what they may do.
+_WORKING_TENANT_STATUSES = (TenantStatus.ACTIVE, TenantStatus.TRIAL)
+# Real BigQuery retries a mutating DML that lost a conflict on the same partition up to 3 times itself,
+# then fails it with "Could not serialize access to table ... due to concurrent update". Our conditional
+# statements are safe to run again (a failed statement changed nothing), so we retry a few more times.
+_CONFLICT_ATTEMPTS = 5
+_ADMIT_ATTEMPTS = 4
+
+
+@dataclass(frozen=True)
+class Admission:
+    """One admitted run: the usage row holding its concurrent slot and the figures after admission."""
+
+    tenant_id: str
+    usage_date: date
+    pipelines_run_today: int
+    pipelines_run_month: int
+    concurrent_pipelines_running: int
+    daily_limit: int
+    monthly_limit: int
+    concurrent_limit: int
+    # Limits whose 80% warning this admission set ("daily", "monthly"); empty almost always.
+    warnings_raised: tuple[str, ...] = ()
+
+
+def quota_day(now: datetime | None = None) -> date:
+    """The UTC day whose usage row counts a run admitted at `now`."""
+    return (now or timezone.now()).astimezone(UTC).date()
+
+
+def subscription_require_active(
+    *, tenant_id: str, operation: str = OPERATION_RUN, today: date | None = None
+) -> TenantSubscription:
+    """The tenant's subscription if its state allows `operation`; else SubscriptionInactive (one job)."""
+    subscription, tenant_status = _subscription_and_tenant_status(tenant_id)
+    _check_allowed(tenant_id, subscription, tenant_status, operation, today or quota_day())
+    return subscription
+
+
+def quota_admit(*, tenant_id: str, now: datetime | None = None) -> Admission:
+    """Reserve one run for the tenant (one conditional UPDATE), or QuotaExceeded / SubscriptionInactive."""
+    now = now or timezone.now()
+    day = quota_day(now)
+    with bigquery_errors_translated():
+        subscription, tenant_status = _subscription_and_tenant_status(tenant_id)
+        _check_allowed(tenant_id, subscription, tenant_status, OPERATION_RUN, day)
+        limits = subscription_effective_limits(subscription=subscription)
+        for _ in range(_ADMIT_ATTEMPTS):
+            if _reserve(tenant_id, day, limits, now):
+                row = _usage_row(tenant_id, day)
+                assert row is not None  # we just updated it; rows are only deleted past retention
+                return _admission(row, limits, now)
+            row = _usage_row(tenant_id, day)
+            if row is None:
+                # First run of the day before the rollover made the row: create it (insert-if-absent,
+                # so concurrent first runs create it once) and try again.
+                usage_rows_start(day=day, tenant_id=tenant_id)
+                continue
+            exceeded = _exceeded(row, limits, now)
+            if exceeded is not None:
+                raise exceeded
+            # The row has room again (a run ended between our UPDATE and the read): try again.
+        raise ServiceUnavailable("Could not reserve a run under contention; retry shortly.")
+
+
+def quota_release(*, tenant_id: str, usage_date: date, succeeded: bool | None) -> None:
+    """Free the run's concurrent slot and count its outcome on the day it was admitted (one UPDATE).
+
+    The caller guarantees once per run through its own state change (RUNNING -> anything): a second
+    call would count the outcome twice. The slot counter is still clamped at 0 on every row.
+    """
+    repository = central_repository(TenantUsageQuota)
+    params: list[Any] = [
+        bigquery.ScalarQueryParameter("tenant_id", "STRING", tenant_id),
+        bigquery.ScalarQueryParameter("usage_date", "DATE", usage_date),
+        bigquery.ScalarQueryParameter("now", "TIMESTAMP", timezone.now()),
+    ]
+    outcome = ""
+    if succeeded is True:
+        outcome = (
+            "pipelines_succeeded_today = pipelines_succeeded_today + IF(usage_date = @usage_date, 1, 0), "
+        )
+    elif succeeded is False:
+        outcome = "pipelines_failed_today = pipelines_failed_today + IF(usage_date = @usage_date, 1, 0), "
+    sql = (
+        f"UPDATE {repository.table} SET {outcome}"
+        "concurrent_pipelines_running = GREATEST(concurrent_pipelines_running - 1, 0), "
+        "last_pipeline_completed_at = @now, last_updated = @now "
+        "WHERE tenant_id = @tenant_id AND usage_date >= @usage_date"
+    )
+    with bigquery_errors_translated():
+        matched = _run_dml(sql, params)
+    if matched == 0:
+        # Past retention, or never created (a run admitted by another system): nothing to release.
+        logger.warning("no usage row of tenant %s on or after %s to release a run on", tenant_id, usage_date)
+
+
+def usage_rows_start(*, day: date, tenant_id: str | None = None) -> None:
+    """Create `day`'s usage rows (one tenant, or every tenant allowed to run) in ONE MERGE.
+
+    Insert-if-absent: rows that exist are left alone, so running it twice, or concurrently, or after
+    admissions already created some rows, is safe. Limits come from each tenant's newest subscription.
+    """
+    usage = central_repository(TenantUsageQuota)
+    subscriptions = central_repository(TenantSubscription).table
+    profiles = central_repository(TenantProfile).table
+    month_start = day.replace(day=1)
+    lookback = day - timedelta(days=max(int(settings.USAGE_RETENTION_DAYS), 31))
+    params: list[Any] = [
+        bigquery.ScalarQueryParameter("day", "DATE", day),
+        bigquery.ScalarQueryParameter("suffix", "STRING", f"{day:%Y%m%d}"),
+        bigquery.ScalarQueryParameter("month_start", "DATE", month_start),
+        bigquery.ScalarQueryParameter("lookback", "DATE", lookback),
+        bigquery.ScalarQueryParameter("now", "TIMESTAMP", timezone.now()),
+        bigquery.ArrayQueryParameter("run_statuses", "STRING", list(statuses_allowing(OPERATION_RUN))),
+        bigquery.ArrayQueryParameter("tenant_statuses", "STRING", list(_WORKING_TENANT_STATUSES)),
+    ]
+    tenant_filter = ""
+    if tenant_id is not None:
+        params.append(bigquery.ScalarQueryParameter("tenant_id", "STRING", tenant_id))
+        tenant_filter = " AND tenant_id = @tenant_id"
+    # Window functions in subqueries rather than QUALIFY or CTEs: portable to every engine we run on.
+    source = (
+        "SELECT CONCAT(s.tenant_id, '_', @suffix) AS usage_id, s.tenant_id AS tenant_id, "
+        "@day AS usage_date, "
+        "IF(p.usage_date >= @month_start, COALESCE(p.pipelines_run_month, 0), 0) AS pipelines_run_month, "
+        "COALESCE(p.concurrent_pipelines_running, 0) AS concurrent_pipelines_running, "
+        "IF(p.usage_date >= @month_start, p.monthly_warning_at, NULL) AS monthly_warning_at, "
+        "s.daily_limit AS daily_limit, s.monthly_limit AS monthly_limit, "
+        "s.concurrent_limit AS concurrent_limit "
+        "FROM (SELECT tenant_id, status, trial_end_date, daily_limit, monthly_limit, concurrent_limit, "
+        "ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY created_at DESC, subscription_id) AS rn "
+        f"FROM {subscriptions} WHERE TRUE{tenant_filter}) AS s "
+        f"JOIN {profiles} AS t ON t.tenant_id = s.tenant_id "
+        "LEFT JOIN (SELECT tenant_id, usage_date, pipelines_run_month, concurrent_pipelines_running, "
+        "monthly_warning_at, "
+        "ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY usage_date DESC) AS rn "
+        f"FROM {usage.table} WHERE usage_date < @day AND usage_date >= @lookback{tenant_filter}) AS p "
+        "ON p.tenant_id = s.tenant_id AND p.rn = 1 "
+        "WHERE s.rn = 1 AND s.status IN UNNEST(@run_statuses) "
+        "AND t.status IN UNNEST(@tenant_statuses) "
+        "AND NOT (s.status = 'TRIAL' AND s.trial_end_date IS NOT NULL AND s.trial_end_date < @day)"
+    )
+    columns = (
+        "usage_id, tenant_id, usage_date, pipelines_run_today, pipelines_succeeded_today, "
+        "pipelines_failed_today, pipelines_run_month, concurrent_pipelines_running, daily_limit, "
+        "monthly_limit, concurrent_limit, max_concurrent_reached, last_updated, created_at, "
+        "total_api_calls_today, monthly_warning_at"
+    )
+    values = (
+        "source.usage_id, source.tenant_id, source.usage_date, 0, 0, 0, source.pipelines_run_month, "
+        "source.concurrent_pipelines_running, source.daily_limit, source.monthly_limit, "
+        "source.concurrent_limit, source.concurrent_pipelines_running, @now, @now, 0, "
+        "source.monthly_warning_at"
+    )
+    # The no-op WHEN MATCHED makes this a *mutating* statement on BigQuery: an INSERT-only MERGE runs
+    # concurrently with another one unchecked (two schedulers would both insert), while mutating
+    # statements on one partition conflict, and the loser re-runs and then finds the row.
+    sql = (
+        f"MERGE {usage.table} AS target USING ({source}) AS source ON target.usage_id = source.usage_id "
+        "WHEN MATCHED THEN UPDATE SET last_updated = target.last_updated "
+        f"WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values})"
+    )
+    _run_dml(sql, params)
+
+
+# --- internals --------------------------------------------------------------------------------------
+def _subscription_and_tenant_status(tenant_id: str) -> tuple[TenantSubscription, str | None]:
+    """The newest subscription plus the tenant's profile status, in one query."""
+    repository = central_repository(TenantSubscription)
+    profiles = central_repository(TenantProfile).table
+    columns = ", ".join(f"s.`{column.name}`" for column in repository.definition.columns)
+    sql = (
+        f"SELECT {columns}, (SELECT status FROM {profiles} WHERE tenant_id = @tenant_id LIMIT 1) "
+        f"AS _tenant_status FROM {repository.table} AS s WHERE s.tenant_id = @tenant_id "
+        "ORDER BY s.created_at DESC, s.subscription_id LIMIT 1"
+    )
+    params = [bigquery.ScalarQueryParameter("tenant_id", "STRING", tenant_id)]
+    rows = repository.gateway.query(sql, params).rows
+    if not rows:
+        raise DoesNotExist(f"tenant {tenant_id!r} has no subscription")
+    row = rows[0]
+    values = {column.name: row.get(column.name) for column in repository.definition.columns}
+    return TenantSubscription(**values), row.get("_tenant_status")
+
+
+def _check_allowed(
+    tenant_id: str, subscription: TenantSubscription, tenant_status: str | None, operation: str, day: date
+) -> None:
+    if tenant_status is None:
+        raise DoesNotExist(f"tenant {tenant_id!r} does not exist")
+    if tenant_status not in _WORKING_TENANT_STATUSES:
+        raise TenantNotActive(f"tenant {tenant_id} is {tenant_status.lower()}: it cannot {operation}")
+    status = subscription_effective_status(subscription=subscription, today=day)
+    if not status_allows(status, operation):
+        detail = ""
+        if status != subscription.status:
+            detail = f" (its trial ended on {subscription.trial_end_date})"
+        raise SubscriptionInactive(
+            f"the subscription of tenant {tenant_id} is {status}{detail}: {operation} is not allowed"
+        )
+
+
+def _reserve(tenant_id: str, day: date, limits: EffectiveLimits, now: datetime) -> bool:
+    """The one atomic admission statement: True when it took a slot."""
+    repository = central_repository(TenantUsageQuota)
+    numerator, denominator = WARNING_RATIO
+    params: list[Any] = [
+        bigquery.ScalarQueryParameter("usage_id", "STRING", usage_id_for(tenant_id, day)),
+        bigquery.ScalarQueryParameter("daily", "INT64", limits.daily_limit),
+        bigquery.ScalarQueryParameter("monthly", "INT64", limits.monthly_limit),
+        bigquery.ScalarQueryParameter("concurrent", "INT64", limits.concurrent_limit),
+        bigquery.ScalarQueryParameter("now", "TIMESTAMP", now),
+    ]
+    # Right-hand sides see the row as it was before this statement (standard UPDATE semantics), hence
+    # the `+ 1`. The limits are the subscription's effective ones, written back so the row shows them.
+    sql = (
+        f"UPDATE {repository.table} SET "
+        "pipelines_run_today = pipelines_run_today + 1, "
+        "pipelines_run_month = pipelines_run_month + 1, "
+        "concurrent_pipelines_running = concurrent_pipelines_running + 1, "
+        "max_concurrent_reached = GREATEST(COALESCE(max_concurrent_reached, 0), "
+        "concurrent_pipelines_running + 1), "
+        "daily_limit = @daily, monthly_limit = @monthly, concurrent_limit = @concurrent, "
+        f"daily_warning_at = IF(daily_warning_at IS NULL AND "
+        f"(pipelines_run_today + 1) * {denominator} >= @daily * {numerator}, @now, daily_warning_at), "
+        f"monthly_warning_at = IF(monthly_warning_at IS NULL AND "
+        f"(pipelines_run_month + 1) * {denominator} >= @monthly * {numerator}, @now, monthly_warning_at), "
+        "last_updated = @now "
+        "WHERE usage_id = @usage_id AND pipelines_run_today < @daily AND pipelines_run_month < @monthly "
+        "AND concurrent_pipelines_running < @concurrent"
+    )
+    return _run_dml(sql, params) > 0
+
+
+def _run_dml(sql: str, params: list[Any]) -> int:
+    """Run one DML statement, again when real BigQuery reports a concurrent-update conflict."""
+    gateway = central_repository(TenantUsageQuota).gateway
+    for attempt in range(1, _CONFLICT_ATTEMPTS + 1):
+        try:
+            return gateway.query(sql, params).affected_rows or 0
+        except InvalidInput as exc:
+            if "concurrent update" not in str(exc).lower() or attempt == _CONFLICT_ATTEMPTS:
+                raise
+            logger.info("usage update lost a concurrent-update conflict; attempt %d", attempt + 1)
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
+
+
+def _usage_row(tenant_id: str, day: date) -> TenantUsageQuota | None:
+    return central_repository(TenantUsageQuota).find(usage_id_for(tenant_id, day))
+
+
+def _figures(row: TenantUsageQuota, limits: EffectiveLimits) -> dict[str, int | None]:
+    return {
+        "pipelines_run_today": row.pipelines_run_today,
+        "pipelines_run_month": row.pipelines_run_month,
+        "concurrent_pipelines_running": row.concurrent_pipelines_running,
+        "daily_limit": limits.daily_limit,
+        "monthly_limit": limits.monthly_limit,
+        "concurrent_limit": limits.concurrent_limit,
+    }
+
+
+def _exceeded(row: TenantUsageQuota, limits: EffectiveLimits, now: datetime) -> QuotaExceeded | None:
+    """The limit that blocks (the one that blocks longest first), or None when the row has room."""
+    figures = _figures(row, limits)
+    if row.pipelines_run_month >= limits.monthly_limit:
+        limit, used, retry_after = MONTHLY, row.pipelines_run_month, _seconds_to_next_month(now)
+    elif row.pipelines_run_today >= limits.daily_limit:
+        limit, used, retry_after = DAILY, row.pipelines_run_today, _seconds_to_midnight(now)
+    elif row.concurrent_pipelines_running >= limits.concurrent_limit:
+        limit, used, retry_after = (
+            CONCURRENT,
+            row.concurrent_pipelines_running,
+            CONCURRENT_RETRY_AFTER_SECONDS,
+        )
+    else:
+        return None
+    allowed = getattr(limits, f"{limit}_limit")
+    return QuotaExceeded(
+        f"{limit} pipeline-run limit reached ({used} of {allowed}); retry in {retry_after} s",
+        limit=limit,
+        figures=figures,
+        retry_after=retry_after,
+    )
+
+
+def _admission(row: TenantUsageQuota, limits: EffectiveLimits, now: datetime) -> Admission:
+    raised = []
+    # Our statement wrote `now` into the flag only if it crossed 80% with this run.
+    if row.daily_warning_at is not None and row.daily_warning_at == now:
+        raised.append(DAILY)
+    if row.monthly_warning_at is not None and row.monthly_warning_at == now:
+        raised.append(MONTHLY)
+    if raised:
+        logger.info("tenant %s reached 80%% of its %s run limit", row.tenant_id, " and ".join(raised))
+    return Admission(
+        tenant_id=row.tenant_id,
+        usage_date=row.usage_date,
+        pipelines_run_today=row.pipelines_run_today,
+        pipelines_run_month=row.pipelines_run_month,
+        concurrent_pipelines_running=row.concurrent_pipelines_running,
+        daily_limit=limits.daily_limit,
+        monthly_limit=limits.monthly_limit,
+        concurrent_limit=limits.concurrent_limit,
+        warnings_raised=tuple(raised),
+    )
+
+
+def _seconds_to_midnight(now: datetime) -> int:
+    moment = now.astimezone(UTC)
+    midnight = datetime.combine(moment.date() + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+    return max(1, int((midnight - moment).total_seconds() + 0.999))
+
+
+def _seconds_to_next_month(now: datetime) -> int:
+    moment = now.astimezone(UTC)
+    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+    start = datetime(year, month, 1, tzinfo=UTC)
+    return max(1, int((start - moment).total_seconds() + 0.999))
