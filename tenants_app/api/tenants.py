@@ -67,20 +67,24 @@ class TenantDetailApi(APIView):
     def patch(self, request: Request, tenant_id: str) -> Response:
         changes = self.InputSerializer(data=request.data)
         changes.is_valid(raise_exception=True)
-        profile = tenant_update(tenant_id=tenant_id, **changes.validated_data)
+        profile = tenant_update(tenant_id=tenant_id, actor=_staff_actor(request), **changes.validated_data)
         return Response(TenantOutputSerializer(profile).data)
 
 
 class TenantSuspendApi(APIView):
     @extend_schema(request=None, responses=TenantOutputSerializer)
     def post(self, request: Request, tenant_id: str) -> Response:
-        return Response(TenantOutputSerializer(tenant_suspend(tenant_id=tenant_id)).data)
+        return Response(
+            TenantOutputSerializer(tenant_suspend(tenant_id=tenant_id, actor=_staff_actor(request))).data
+        )
 
 
 class TenantReactivateApi(APIView):
     @extend_schema(request=None, responses=TenantOutputSerializer)
     def post(self, request: Request, tenant_id: str) -> Response:
-        return Response(TenantOutputSerializer(tenant_reactivate(tenant_id=tenant_id)).data)
+        return Response(
+            TenantOutputSerializer(tenant_reactivate(tenant_id=tenant_id, actor=_staff_actor(request))).data
+        )
 
 
 class TenantOffboardApi(APIView):
@@ -96,5 +100,14 @@ class TenantOffboardApi(APIView):
         data.is_valid(raise_exception=True)
         if data.validated_data["confirm_tenant_id"] != tenant_id:
             raise serializers.ValidationError({"confirm_tenant_id": ["Does not match the tenant id."]})
-        profile = tenant_offboard(tenant_id=tenant_id, purge_dataset=data.validated_data["purge_dataset"])
+        profile = tenant_offboard(
+            tenant_id=tenant_id,
+            actor=_staff_actor(request),
+            purge_dataset=data.validated_data["purge_dataset"],
+        )
         return Response(TenantOutputSerializer(profile).data)
+
+
+def _staff_actor(request: Request) -> str:
+    """Who acts, for the audit log: these endpoints are for staff only."""
+    return f"user:{request.user.get_username()}"

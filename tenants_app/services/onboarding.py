@@ -44,6 +44,7 @@ from tenants_app.services.api_keys import (
     api_key_create,
     bigquery_errors_translated,
 )
+from tenants_app.services.audit import audit_record
 from tenants_app.services.bootstrap import CREATED, EXISTS, bigquery_bootstrap
 from tenants_app.services.datasets import central_dataset, tenant_dataset, tenant_dataset_labels
 from tenants_app.services.errors import AlreadyExists, ServiceUnavailable, ValidationFailed
@@ -504,11 +505,38 @@ class _Run:
                 scopes=DEFAULT_API_KEY_SCOPES,
                 created_by=self.request.created_by,
                 api_key_id=initial_api_key_id(self.request.tenant_id),
+                record_audit=False,
             )
         except AlreadyExists:
             self.api_key_already_issued = True
             return False
+        self.record_onboarding()
         return True
+
+    def record_onboarding(self) -> None:
+        """The one tenant.onboard entry: written by the run that issued the initial key, so once."""
+        assert self.profile is not None
+        assert self.api_key is not None
+        key = self.api_key.row
+        audit_record(
+            action="tenant.onboard",
+            actor=self.request.created_by,
+            tenant_id=self.request.tenant_id,
+            target_type="tenant",
+            target_id=self.request.tenant_id,
+            after={
+                "tenant_id": self.profile.tenant_id,
+                "company_name": self.profile.company_name,
+                "admin_email": self.profile.admin_email,
+                "status": self.profile.status,
+                "plan": self.request.plan.name,
+                "dataset_id": self.request.dataset_id,
+                "initial_api_key_id": key.api_key_id,
+                "initial_key_prefix": key.key_prefix,
+                "initial_key_scopes": list(key.scopes or ()),
+                "resumed": self.resumed,
+            },
+        )
 
 
 def tenant_view_query(project: str, model: type[BigQueryModel], tenant_id: str) -> str:

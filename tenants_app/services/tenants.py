@@ -13,6 +13,7 @@ from bigquery_backend.repository import Page, Search
 from tenants_app.models import TenantApiKey, TenantCloudCredential, TenantProfile, TenantStatus
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import api_key_cache_invalidate
+from tenants_app.services.audit import audit_changes, audit_record
 from tenants_app.services.datasets import tenant_dataset
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
 from tenants_app.services.onboarding import tenant_views_unauthorize
@@ -65,9 +66,9 @@ def tenant_get(*, tenant_id: str) -> TenantProfile:
 
 
 def tenant_update(
-    *, tenant_id: str, company_name: str | None = None, admin_email: str | None = None
+    *, tenant_id: str, actor: str, company_name: str | None = None, admin_email: str | None = None
 ) -> TenantProfile:
-    """Change the editable profile fields; returns the updated profile."""
+    """Change the editable profile fields (audited as tenant.update); returns the updated profile."""
     values: dict[str, Any] = {}
     errors: dict[str, list[str]] = {}
     if company_name is not None:
@@ -84,22 +85,36 @@ def tenant_update(
     if errors:
         raise ValidationFailed("invalid tenant change", errors=errors)
     profile = tenant_get(tenant_id=tenant_id)
-    if not values:
+    before, after = audit_changes({name: getattr(profile, name) for name in values}, values)
+    if not after:
+        # Nothing differs: no write, and no audit entry claiming a change.
         return profile
     values["updated_at"] = timezone.now()
     central_repository(TenantProfile).update(tenant_id, values)
     for name, value in values.items():
         setattr(profile, name, value)
+    audit_record(
+        action="tenant.update",
+        actor=actor,
+        tenant_id=tenant_id,
+        target_type="tenant",
+        target_id=tenant_id,
+        before=before,
+        after=after,
+    )
     return profile
 
 
-def _transition(tenant_id: str, *, allowed_from: set[str], to: str, verb: str) -> TenantProfile:
+def _transition(
+    tenant_id: str, *, allowed_from: set[str], to: str, verb: str
+) -> tuple[TenantProfile, str | None]:
+    """(profile after, status before), or (profile, None) when it already had status `to`."""
     profile = tenant_get(tenant_id=tenant_id)
     if profile.status == to:
         # Idempotent: a retry after a failure in the steps that follow the status change (cache,
         # keys, dataset) must be able to finish them, so it runs them again instead of refusing.
         api_key_cache_invalidate(tenant_id=tenant_id)
-        return profile
+        return profile, None
     if profile.status not in allowed_from:
         raise ValidationFailed(
             f"cannot {verb} a tenant that is {profile.status}",
@@ -109,6 +124,7 @@ def _transition(tenant_id: str, *, allowed_from: set[str], to: str, verb: str) -
         )
     changed = timezone.now()
     # The status condition makes the change atomic: a concurrent transition leaves 0 rows matched.
+    previous = profile.status
     matched = central_repository(TenantProfile).update_where(
         {"status": to, "updated_at": changed},
         filters={"tenant_id": tenant_id, "status__in": sorted(allowed_from)},
@@ -121,35 +137,75 @@ def _transition(tenant_id: str, *, allowed_from: set[str], to: str, verb: str) -
     # Cached key verifications carry the tenant status: drop them so this process sees the change
     # at once (other processes within API_KEY_CACHE_SECONDS).
     api_key_cache_invalidate(tenant_id=tenant_id)
+    return profile, previous
+
+
+def _record_status_change(action: str, *, actor: str, profile: TenantProfile, previous: str | None) -> None:
+    # A repeat that found the status already set changed nothing, so it records nothing.
+    if previous is not None:
+        audit_record(
+            action=action,
+            actor=actor,
+            tenant_id=profile.tenant_id,
+            target_type="tenant",
+            target_id=profile.tenant_id,
+            before={"status": previous},
+            after={"status": profile.status},
+        )
+
+
+def tenant_suspend(*, tenant_id: str, actor: str) -> TenantProfile:
+    """Suspend: the tenant's API keys stop working (within the key cache's bound); data stays."""
+    profile, previous = _transition(
+        tenant_id, allowed_from=set(SUSPENDABLE), to=TenantStatus.SUSPENDED, verb="suspend"
+    )
+    _record_status_change("tenant.suspend", actor=actor, profile=profile, previous=previous)
     return profile
 
 
-def tenant_suspend(*, tenant_id: str) -> TenantProfile:
-    """Suspend: the tenant's API keys stop working (within the key cache's bound); data stays."""
-    return _transition(tenant_id, allowed_from=set(SUSPENDABLE), to=TenantStatus.SUSPENDED, verb="suspend")
-
-
-def tenant_reactivate(*, tenant_id: str) -> TenantProfile:
+def tenant_reactivate(*, tenant_id: str, actor: str) -> TenantProfile:
     """Undo a suspension."""
-    return _transition(
+    profile, previous = _transition(
         tenant_id, allowed_from={TenantStatus.SUSPENDED}, to=TenantStatus.ACTIVE, verb="reactivate"
     )
+    _record_status_change("tenant.reactivate", actor=actor, profile=profile, previous=previous)
+    return profile
 
 
-def tenant_offboard(*, tenant_id: str, purge_dataset: bool = False) -> TenantProfile:
+def tenant_offboard(*, tenant_id: str, actor: str, purge_dataset: bool = False) -> TenantProfile:
     """Cancel the tenant: keys and credentials deactivated; its dataset kept unless `purge_dataset`."""
     allowed = set(TenantStatus.values) - OFFBOARDED
-    profile = _transition(tenant_id, allowed_from=allowed, to=TenantStatus.CANCELLED, verb="offboard")
+    profile, previous = _transition(
+        tenant_id, allowed_from=allowed, to=TenantStatus.CANCELLED, verb="offboard"
+    )
     now = timezone.now()
-    central_repository(TenantApiKey).update_where(
+    keys_revoked = central_repository(TenantApiKey).update_where(
         {"is_active": False, "revoked_at": now, "revoked_reason": "tenant offboarded"},
         filters={"tenant_id": tenant_id, "is_active": True},
     )
     # No is_active condition here: rows from the original system have it NULL and are live too.
-    central_repository(TenantCloudCredential).update_where(
+    credentials_deactivated = central_repository(TenantCloudCredential).update_where(
         {"is_active": False, "updated_at": now}, filters={"tenant_id": tenant_id}
     )
     if purge_dataset:
         tenant_views_unauthorize(tenant_id=tenant_id)
         get_gateway().delete_dataset(tenant_dataset(tenant_id), delete_contents=True)
+    # One entry per call that changed something: the status change, or a repeat that finished the
+    # steps an earlier, failed attempt left undone (keys still live, the purge).
+    if previous is not None or keys_revoked or purge_dataset:
+        audit_record(
+            action="tenant.offboard",
+            actor=actor,
+            tenant_id=tenant_id,
+            target_type="tenant",
+            target_id=tenant_id,
+            before={"status": previous or profile.status},
+            after={
+                "status": profile.status,
+                "api_keys_revoked": keys_revoked,
+                # Not "credentials_...": the audit log drops secret-sounding names.
+                "cloud_creds_deactivated": credentials_deactivated,
+                "dataset_purged": purge_dataset,
+            },
+        )
     return profile

@@ -24,7 +24,7 @@ class Command(BaseCommand):
         except User.DoesNotExist:
             raise CommandError(f"no user {options['username']!r}") from None
         try:
-            issued = admin_token_create(user=user, name=options["name"])
+            issued = admin_token_create(user=user, name=options["name"], actor="system:create_admin_token")
         except ValidationFailed as exc:
             reasons = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.errors.items())
             raise CommandError(f"{exc.message}: {reasons}") from None

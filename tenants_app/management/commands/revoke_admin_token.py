@@ -29,7 +29,7 @@ class Command(BaseCommand):
         if options["token_id"] is None:
             raise CommandError("give a token id to revoke, or --list")
         try:
-            admin_token_revoke(token_id=options["token_id"])
+            admin_token_revoke(token_id=options["token_id"], actor="system:revoke_admin_token")
         except DoesNotExist:
             raise CommandError(f"no live admin token with id {options['token_id']}") from None
         if options["verbosity"] >= 1:
