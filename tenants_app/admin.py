@@ -1,0 +1,358 @@
+"""The portal's table pages: one short declaration per BigQuery table (see bigquery_backend/admin.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest, QueryDict
+from django.urls import NoReverseMatch, reverse
+
+from bigquery_backend.admin import BigQueryModelAdmin, ObjectTool
+from bigquery_backend.repository import Repository
+from tenants_app.api.permissions import is_read_only_staff
+from tenants_app.models import (
+    AuditLogEntry,
+    TenantApiKey,
+    TenantCloudCredential,
+    TenantDqResult,
+    TenantPipelineConfig,
+    TenantPipelineExecutionQueue,
+    TenantPipelineRun,
+    TenantProfile,
+    TenantScheduledPipelineRun,
+    TenantStepLog,
+    TenantSubscription,
+    TenantUsageQuota,
+)
+from tenants_app.repositories import central_repository, tenant_repository
+from tenants_app.services.audit import SOURCES
+from tenants_app.services.datasets import check_tenant_id
+
+
+def _reverse_or_none(name: str, *args: str) -> str | None:
+    """A portal page's URL, or None while the page does not exist (pages land one by one)."""
+    try:
+        return reverse(name, args=args)
+    except NoReverseMatch:
+        return None
+
+
+def _changelist(model: type[Any], **params: str) -> str:
+    url = reverse(f"admin:tenants_app_{model._meta.model_name}_changelist")
+    query = QueryDict(mutable=True)
+    query.update(params)
+    return f"{url}?{query.urlencode()}" if params else url
+
+
+def tenant_url(tenant_id: str) -> str:
+    """The tenant's page: the tenant detail page, else its profile row."""
+    return _reverse_or_none("admin:portal-tenant-detail", tenant_id) or reverse(
+        "admin:tenants_app_tenantprofile_change", args=[tenant_id]
+    )
+
+
+class PortalTableAdmin(BigQueryModelAdmin):
+    """Portal roles: read-only staff see every table, and no buttons that change something."""
+
+    def has_operation_permission(self, request: HttpRequest) -> bool:
+        return super().has_operation_permission(request) and not is_read_only_staff(request.user)
+
+    def get_cell_url(self, request: HttpRequest, obj: Any, field_name: str) -> str | None:
+        if field_name == "tenant_id" and obj.tenant_id:
+            return tenant_url(obj.tenant_id)
+        return None
+
+
+class CentralTableAdmin(PortalTableAdmin):
+    """A table of the central, protected dataset."""
+
+    def get_repository(self, request: HttpRequest) -> Repository[Any]:
+        return central_repository(self.model)
+
+    def get_missing_table_message(self, request: HttpRequest) -> str:
+        return (
+            f"The {self.opts.verbose_name_plural} table does not exist: run `manage.py bootstrap_bigquery`."
+        )
+
+
+class TenantDatasetAdmin(PortalTableAdmin):
+    """A table in one tenant's own dataset: the page asks which tenant first."""
+
+    repository_parameter = "tenant_id"
+    repository_parameter_label = "Tenant ID"
+    repository_parameter_help = "These rows live in each tenant's own dataset: choose the tenant."
+
+    def get_repository(self, request: HttpRequest) -> Repository[Any] | None:
+        tenant_id = request.GET.get("tenant_id", "").strip()
+        if not tenant_id:
+            return None
+        return tenant_repository(self.model, check_tenant_id(tenant_id))
+
+    def get_row_url(self, obj: Any) -> str:
+        return f"{super().get_row_url(obj)}?{QueryDict.fromkeys(['tenant_id'], obj.tenant_id).urlencode()}"
+
+    def get_cell_url(self, request: HttpRequest, obj: Any, field_name: str) -> str | None:
+        if field_name == "pipeline_logging_id" and self.model is not TenantPipelineRun:
+            run = reverse("admin:tenants_app_tenantpipelinerun_change", args=[obj.pipeline_logging_id])
+            return f"{run}?{QueryDict.fromkeys(['tenant_id'], obj.tenant_id).urlencode()}"
+        return super().get_cell_url(request, obj, field_name)
+
+    def get_missing_table_message(self, request: HttpRequest) -> str:
+        tenant_id = request.GET.get("tenant_id", "")
+        return (
+            f"Tenant {tenant_id!r} has no dataset: it was never onboarded, or it was offboarded with its "
+            "dataset purged."
+        )
+
+
+# --- central dataset ------------------------------------------------------------------------------------
+@admin.register(TenantProfile)
+class TenantProfileAdmin(CentralTableAdmin):
+    list_display = ("tenant_id", "company_name", "admin_email", "status", "subscription_plan", "created_at")
+    search_fields = ("tenant_id", "company_name", "admin_email")
+    list_filter = ("status", "subscription_plan")
+    ordering = ("-created_at",)
+
+    def get_row_url(self, obj: Any) -> str:
+        return _reverse_or_none("admin:portal-tenant-detail", obj.tenant_id) or super().get_row_url(obj)
+
+    def get_object_tools(self, request: HttpRequest) -> list[ObjectTool]:
+        onboard = _reverse_or_none("admin:portal-tenant-onboard")
+        return [("Onboard a tenant", onboard, True)] if onboard else []
+
+    def get_detail_links(self, request: HttpRequest, obj: Any) -> list[tuple[str, str]]:
+        tenant_id = obj.tenant_id
+        links = [
+            (model._meta.verbose_name_plural.capitalize(), _changelist(model, tenant_id__exact=tenant_id))
+            for model in (TenantSubscription, TenantUsageQuota, TenantApiKey, TenantCloudCredential)
+        ]
+        links.append(("Pipeline runs", _changelist(TenantPipelineRun, tenant_id=tenant_id)))
+        links.append(("Audit log", _changelist(AuditLogEntry, tenant_id__exact=tenant_id)))
+        return links
+
+    def get_cell_url(self, request: HttpRequest, obj: Any, field_name: str) -> str | None:
+        return None  # a profile's tenant id is the row itself
+
+
+@admin.register(TenantSubscription)
+class TenantSubscriptionAdmin(CentralTableAdmin):
+    list_display = (
+        "subscription_id",
+        "tenant_id",
+        "plan_name",
+        "status",
+        "daily_limit",
+        "monthly_limit",
+        "concurrent_limit",
+        "trial_end_date",
+        "subscription_end_date",
+        "created_at",
+    )
+    search_fields = ("tenant_id", "subscription_id")
+    list_filter = ("plan_name", "status")
+    exact_filter_fields = ("tenant_id",)
+    ordering = ("-created_at",)
+
+
+@admin.register(TenantUsageQuota)
+class TenantUsageQuotaAdmin(CentralTableAdmin):
+    list_display = (
+        "usage_id",
+        "tenant_id",
+        "usage_date",
+        "pipelines_run_today",
+        "daily_limit",
+        "pipelines_run_month",
+        "monthly_limit",
+        "concurrent_pipelines_running",
+        "concurrent_limit",
+        "total_api_calls_today",
+        "last_updated",
+    )
+    search_fields = ("tenant_id",)
+    list_filter = ("usage_date",)
+    exact_filter_fields = ("tenant_id",)
+    ordering = ("-usage_date", "tenant_id")
+
+
+@admin.register(TenantApiKey)
+class TenantApiKeyAdmin(CentralTableAdmin):
+    list_display = (
+        "key_prefix",
+        "name",
+        "tenant_id",
+        "scopes",
+        "is_active",
+        "expires_at",
+        "last_used_at",
+        "created_at",
+        "revoked_at",
+    )
+    search_fields = ("key_prefix", "name", "tenant_id", "api_key_id")
+    list_filter = ("is_active",)
+    exact_filter_fields = ("tenant_id",)
+    ordering = ("-created_at",)
+    # The hash identifies the key (and a short key could be brute-forced from it); the ciphertext is the key.
+    secret_fields = ("api_key_hash", "encrypted_api_key")
+
+
+@admin.register(TenantCloudCredential)
+class TenantCloudCredentialAdmin(CentralTableAdmin):
+    list_display = (
+        "credential_id",
+        "tenant_id",
+        "provider",
+        "credential_name",
+        "credential_type",
+        "fingerprint",
+        "validation_status",
+        "is_active",
+        "created_at",
+        "updated_at",
+    )
+    search_fields = ("credential_id", "tenant_id", "credential_name", "fingerprint")
+    list_filter = ("provider", "credential_type", "validation_status", "is_active")
+    exact_filter_fields = ("tenant_id",)
+    ordering = ("-created_at",)
+    secret_fields = ("encrypted_credentials",)
+
+
+@admin.register(TenantPipelineConfig)
+class TenantPipelineConfigAdmin(CentralTableAdmin):
+    list_display = (
+        "config_id",
+        "tenant_id",
+        "provider",
+        "domain",
+        "pipeline_template",
+        "schedule_cron",
+        "timezone",
+        "is_active",
+        "priority",
+        "next_run_time",
+        "last_run_status",
+    )
+    search_fields = ("config_id", "tenant_id", "domain", "pipeline_template")
+    list_filter = ("is_active", "provider")
+    exact_filter_fields = ("tenant_id",)
+    # Priority 1 is the most urgent, everywhere.
+    ordering = ("priority", "next_run_time")
+
+
+@admin.register(TenantScheduledPipelineRun)
+class TenantScheduledPipelineRunAdmin(CentralTableAdmin):
+    list_display = (
+        "run_id",
+        "tenant_id",
+        "config_id",
+        "pipeline_id",
+        "state",
+        "priority",
+        "scheduled_time",
+        "retry_count",
+        "started_at",
+        "completed_at",
+        "failed_at",
+    )
+    search_fields = ("run_id", "tenant_id", "pipeline_id")
+    list_filter = ("state", "scheduled_time")
+    exact_filter_fields = ("tenant_id", "config_id")
+    ordering = ("priority", "scheduled_time")
+
+
+@admin.register(TenantPipelineExecutionQueue)
+class TenantPipelineExecutionQueueAdmin(CentralTableAdmin):
+    list_display = (
+        "run_id",
+        "tenant_id",
+        "pipeline_id",
+        "state",
+        "priority",
+        "scheduled_time",
+        "available_at",
+        "lease_owner",
+        "lease_expires_at",
+        "attempt",
+    )
+    search_fields = ("run_id", "tenant_id", "pipeline_id")
+    list_filter = ("state", "scheduled_time")
+    exact_filter_fields = ("tenant_id", "config_id", "lease_owner")
+    ordering = ("priority", "scheduled_time")
+
+
+@admin.register(AuditLogEntry)
+class AuditLogEntryAdmin(CentralTableAdmin):
+    list_display = ("occurred_at", "actor", "source", "action", "tenant_id", "target_type", "target_id")
+    search_fields = ("action", "actor", "tenant_id", "target_id")
+    list_filter = ("source", "actor_type", "occurred_at")
+    exact_filter_fields = ("action", "tenant_id", "actor", "target_id", "request_id")
+    filter_choices = {
+        "source": [(source, source.capitalize()) for source in SOURCES],
+        "actor_type": [("staff", "Staff"), ("tenant_key", "Tenant key"), ("system", "System")],
+    }
+    ordering = ("-occurred_at",)
+    list_per_page = 100
+
+
+# --- each tenant's own dataset --------------------------------------------------------------------------
+@admin.register(TenantPipelineRun)
+class TenantPipelineRunAdmin(TenantDatasetAdmin):
+    list_display = (
+        "pipeline_logging_id",
+        "pipeline_id",
+        "status",
+        "trigger_type",
+        "trigger_by",
+        "start_time",
+        "end_time",
+        "duration_ms",
+    )
+    search_fields = ("pipeline_logging_id", "pipeline_id")
+    list_filter = ("start_time",)
+    exact_filter_fields = ("status", "pipeline_id", "trigger_type")
+    ordering = ("-start_time",)
+
+    def get_detail_links(self, request: HttpRequest, obj: Any) -> list[tuple[str, str]]:
+        run = {"tenant_id": obj.tenant_id, "pipeline_logging_id__exact": obj.pipeline_logging_id}
+        return [
+            ("Step logs", _changelist(TenantStepLog, **run)),
+            ("Data-quality results", _changelist(TenantDqResult, **run)),
+        ]
+
+
+@admin.register(TenantStepLog)
+class TenantStepLogAdmin(TenantDatasetAdmin):
+    list_display = (
+        "step_logging_id",
+        "pipeline_logging_id",
+        "step_index",
+        "step_name",
+        "step_type",
+        "status",
+        "start_time",
+        "duration_ms",
+        "rows_processed",
+    )
+    search_fields = ("step_name", "pipeline_logging_id")
+    list_filter = ("start_time",)
+    exact_filter_fields = ("pipeline_logging_id", "status", "step_type")
+    ordering = ("-start_time", "step_index")
+
+
+@admin.register(TenantDqResult)
+class TenantDqResultAdmin(TenantDatasetAdmin):
+    list_display = (
+        "dq_result_id",
+        "pipeline_logging_id",
+        "target_table",
+        "overall_status",
+        "expectations_passed",
+        "expectations_failed",
+        "executed_at",
+        "ingestion_date",
+    )
+    search_fields = ("target_table", "pipeline_logging_id")
+    list_filter = ("overall_status", "ingestion_date")
+    exact_filter_fields = ("pipeline_logging_id", "target_table", "dq_config_id")
+    ordering = ("-executed_at",)
