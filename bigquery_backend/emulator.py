@@ -26,6 +26,12 @@ the emulator, each worked around in portable code elsewhere and noted here so th
   which grows a long-running emulator by gigabytes: we start it with retention 0, so its garbage
   collector (every 60 s) drops them.
 - Multi-row `INSERT ... VALUES` costs ~15 ms per row: seed large tables with `INSERT ... SELECT`.
+- Concurrent statements are serialized: one uvicorn event loop runs each statement synchronously on a
+  single DuckDB connection, so a conditional UPDATE is atomic and concurrent ones never conflict (the
+  quota race tests pass for that reason and because the statement is atomic on BigQuery too). BigQuery
+  instead may fail a mutating DML that lost a conflict on the same partition ("concurrent update");
+  `tenants_app.services.quotas` retries those. The emulator never produces that error, so the retry
+  path is not exercised here.
 """
 
 from __future__ import annotations
