@@ -38,10 +38,26 @@ def error_response(status: int, code: str, message: str, fields: dict[str, Any] 
     return response
 
 
+def _add_retry_details(response: Response, exc: ServiceError) -> None:
+    """A 429 (quota or rate limit) says when to come back, which limit was hit and the figures."""
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is None:
+        return
+    response["Retry-After"] = str(max(1, int(retry_after)))
+    body = response.data["error"]
+    body["retry_after"] = max(1, int(retry_after))
+    for name in ("limit", "window", "figures"):
+        value = getattr(exc, name, None)
+        if value is not None:
+            body[name] = value
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Map service, backend and DRF exceptions to one error shape; never a 500 for bad input."""
     if isinstance(exc, ServiceError):
-        return error_response(exc.status, exc.code, exc.message, exc.errors or None)
+        response = error_response(exc.status, exc.code, exc.message, exc.errors or None)
+        _add_retry_details(response, exc)
+        return response
     if isinstance(exc, bq.InvalidInput) and exc.errors:
         return error_response(400, "validation_failed", "Some fields are invalid.", exc.errors)
     for error_class, status, code, message in _BACKEND_ERRORS:

@@ -1,0 +1,156 @@
+"""A tenant's subscription: read by staff and the tenant; plan, status and limits changed by staff only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from tenants_app.api.me import SubscriptionOutputSerializer
+from tenants_app.api.scoping import TenantScopedApi
+from tenants_app.models import PlanName, SubscriptionStatus, TenantSubscription
+from tenants_app.services.plans import LIFECYCLE_RULES, OPERATIONS
+from tenants_app.services.subscriptions import (
+    LIMIT_BOUNDS,
+    LIMIT_FIELDS,
+    subscription_change_plan,
+    subscription_change_plan_preview,
+    subscription_effective_limits,
+    subscription_effective_status,
+    subscription_get,
+    subscription_set_limits,
+    subscription_set_status,
+)
+
+
+class LimitsSerializer(serializers.Serializer):
+    daily_limit = serializers.IntegerField()
+    monthly_limit = serializers.IntegerField()
+    concurrent_limit = serializers.IntegerField()
+    max_providers = serializers.IntegerField()
+    api_calls_per_minute = serializers.IntegerField()
+    api_calls_per_hour = serializers.IntegerField()
+
+
+class SubscriptionDetailSerializer(SubscriptionOutputSerializer):
+    effective_status = serializers.CharField(help_text="TRIAL past its end date reads EXPIRED")
+    allowed_operations = serializers.ListField(child=serializers.CharField())
+    limits = LimitsSerializer(help_text="Limits in force: overrides, else the plan's figures")
+    overridden = serializers.ListField(
+        child=serializers.CharField(), help_text="Limits that differ from the plan"
+    )
+
+
+def subscription_detail(subscription: TenantSubscription) -> dict[str, Any]:
+    """The subscription with its effective status, limits and what the tenant may do."""
+    status = subscription_effective_status(subscription=subscription)
+    limits = subscription_effective_limits(subscription=subscription)
+    data = {field.name: getattr(subscription, field.name) for field in subscription._meta.fields}
+    data.update(
+        effective_status=status,
+        allowed_operations=[op for op in OPERATIONS if op in LIFECYCLE_RULES.get(status, frozenset())],
+        limits=limits.as_dict(),
+        overridden=list(limits.overridden),
+    )
+    return data
+
+
+def _limit_field(name: str) -> serializers.IntegerField:
+    low, high = LIMIT_BOUNDS[name]
+    return serializers.IntegerField(required=False, min_value=low, max_value=high)
+
+
+class SubscriptionApi(TenantScopedApi):
+    """GET for staff and the tenant (`tenant:read`); PATCH for staff who may write."""
+
+    class InputSerializer(serializers.Serializer):
+        plan = serializers.ChoiceField(choices=PlanName.choices, required=False)
+        status = serializers.ChoiceField(choices=SubscriptionStatus.choices, required=False)
+        trial_end_date = serializers.DateField(required=False)
+        daily_limit = _limit_field("daily_limit")
+        monthly_limit = _limit_field("monthly_limit")
+        concurrent_limit = _limit_field("concurrent_limit")
+        max_providers = _limit_field("max_providers")
+        api_calls_per_minute = _limit_field("api_calls_per_minute")
+        api_calls_per_hour = _limit_field("api_calls_per_hour")
+        reset_limits = serializers.ListField(
+            child=serializers.ChoiceField(choices=LIMIT_FIELDS), required=False, allow_empty=True
+        )
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            if not attrs:
+                raise serializers.ValidationError("Give a plan, a status, limits or reset_limits.")
+            if "trial_end_date" in attrs and attrs.get("status") != SubscriptionStatus.TRIAL:
+                raise serializers.ValidationError({"trial_end_date": ["Only with status TRIAL."]})
+            return attrs
+
+    @extend_schema(responses=SubscriptionDetailSerializer)
+    def get(self, request: Request, tenant_id: str | None = None) -> Response:
+        subscription = subscription_get(tenant_id=self.tenant_id())
+        return Response(SubscriptionDetailSerializer(subscription_detail(subscription)).data)
+
+    @extend_schema(request=InputSerializer, responses=SubscriptionDetailSerializer)
+    def patch(self, request: Request, tenant_id: str | None = None) -> Response:
+        """Change the plan (limits follow at once), then the status, then per-tenant limits; each audited."""
+        if tenant_id is None:
+            raise PermissionDenied("A tenant cannot change its own subscription; contact support.")
+        changes = self.InputSerializer(data=request.data)
+        changes.is_valid(raise_exception=True)
+        data = changes.validated_data
+        actor = self.actor(request)
+        if "plan" in data:
+            subscription_change_plan(tenant_id=tenant_id, plan=data["plan"], actor=actor)
+        if "status" in data:
+            subscription_set_status(
+                tenant_id=tenant_id,
+                status=data["status"],
+                actor=actor,
+                trial_end_date=data.get("trial_end_date"),
+            )
+        limits = {name: data[name] for name in LIMIT_FIELDS if name in data}
+        if limits or data.get("reset_limits"):
+            subscription_set_limits(
+                tenant_id=tenant_id, actor=actor, reset=data.get("reset_limits", []), **limits
+            )
+        subscription = subscription_get(tenant_id=tenant_id)
+        return Response(SubscriptionDetailSerializer(subscription_detail(subscription)).data)
+
+
+class SubscriptionPlanPreviewApi(TenantScopedApi):
+    """What a plan change would do, before it is made (staff only, writes nothing)."""
+
+    class InputSerializer(serializers.Serializer):
+        plan = serializers.ChoiceField(choices=PlanName.choices)
+
+    class OutputSerializer(serializers.Serializer):
+        tenant_id = serializers.CharField()
+        current_plan = serializers.CharField()
+        new_plan = serializers.CharField()
+        status = serializers.CharField()
+        limits_before = LimitsSerializer()
+        limits_after = LimitsSerializer()
+        changes = serializers.DictField(child=serializers.ListField(child=serializers.IntegerField()))
+        warnings = serializers.ListField(child=serializers.CharField())
+
+    @extend_schema(request=InputSerializer, responses=OutputSerializer)
+    def post(self, request: Request, tenant_id: str | None = None) -> Response:
+        if tenant_id is None:
+            raise PermissionDenied("A tenant cannot change its own subscription; contact support.")
+        choice = self.InputSerializer(data=request.data)
+        choice.is_valid(raise_exception=True)
+        preview = subscription_change_plan_preview(tenant_id=tenant_id, plan=choice.validated_data["plan"])
+        data = {
+            "tenant_id": preview.tenant_id,
+            "current_plan": preview.current_plan,
+            "new_plan": preview.new_plan,
+            "status": preview.status,
+            "limits_before": preview.limits_before.as_dict(),
+            "limits_after": preview.limits_after.as_dict(),
+            "changes": {name: list(pair) for name, pair in preview.changes.items()},
+            "warnings": list(preview.warnings),
+        }
+        return Response(self.OutputSerializer(data).data)

@@ -1,0 +1,183 @@
+"""The subscription over the API: staff change plan, status and limits; tenants only read."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+from tenants_app.api.errors import api_exception_handler
+from tenants_app.services.api_keys import api_key_create
+from tenants_app.services.audit import audit_list
+from tenants_app.services.bootstrap import bigquery_bootstrap
+from tenants_app.services.errors import QuotaExceeded
+from tenants_app.services.subscriptions import subscription_get
+from tests.conftest import unique_name
+from tests.tenants_app.services.quota_factories import tenant_with_subscription
+
+pytestmark = pytest.mark.django_db
+
+ApiAs = Callable[[User | None], APIClient]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def central() -> Iterator[str]:
+    """One bootstrapped central dataset for the module; each test makes its own tenants."""
+    name = unique_name("tenants")
+    with override_settings(TENANTS_DATASET=name):
+        bigquery_bootstrap()
+        yield name
+
+
+def url(tenant_id: str, suffix: str = "") -> str:
+    return f"/api/v1/tenants/{tenant_id}/subscription{suffix}"
+
+
+def tenant_client(tenant_id: str) -> APIClient:
+    issued = api_key_create(tenant_id=tenant_id, name="ci", scopes=["tenant:read"], created_by="test")
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=issued.plaintext)
+    return client
+
+
+def test_it_shows_staff_the_effective_limits_and_what_the_state_allows(api_as: ApiAs, staff: User) -> None:
+    tenant_id = tenant_with_subscription(plan="STARTER", status="PAST_DUE", api_calls_per_minute=10)
+
+    response = api_as(staff).get(url(tenant_id))
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["plan_name"] == "STARTER"
+    assert body["effective_status"] == "PAST_DUE"
+    assert body["allowed_operations"] == ["read", "run"]
+    assert body["limits"]["api_calls_per_minute"] == 10
+    assert body["limits"]["api_calls_per_hour"] == 1000
+    assert body["overridden"] == ["api_calls_per_minute"]
+
+
+def test_it_lets_a_tenant_read_but_never_change_its_subscription() -> None:
+    tenant_id = tenant_with_subscription()
+    client = tenant_client(tenant_id)
+
+    assert client.get("/api/v1/me/subscription").json()["limits"]["daily_limit"] == 6
+    refused = client.patch("/api/v1/me/subscription", {"plan": "SCALE"}, format="json")
+    assert refused.status_code == 403
+    assert client.post("/api/v1/me/subscription/preview", {"plan": "SCALE"}, format="json").status_code == 403
+    assert subscription_get(tenant_id=tenant_id).plan_name == "STARTER"
+
+
+def test_it_changes_the_plan_for_staff_and_records_who_did(api_as: ApiAs, staff: User) -> None:
+    tenant_id = tenant_with_subscription(plan="STARTER")
+
+    response = api_as(staff).patch(url(tenant_id), {"plan": "SCALE"}, format="json")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["plan_name"], body["daily_limit"], body["limits"]["concurrent_limit"]) == ("SCALE", 100, 10)
+    [entry] = audit_list(tenant_id=tenant_id, action="subscription.plan_change").items
+    assert (entry.actor, entry.source) == ("user:operator", "api")
+
+
+def test_it_applies_plan_status_and_limits_in_one_request(api_as: ApiAs, superuser: User) -> None:
+    tenant_id = tenant_with_subscription(plan="STARTER")
+
+    body = {"plan": "PROFESSIONAL", "status": "TRIAL", "trial_end_date": "2099-01-01", "daily_limit": 30}
+    response = api_as(superuser).patch(url(tenant_id), body, format="json")
+
+    # 2099 is beyond the longest trial: the plan changed, the status did not, nothing after it ran.
+    assert response.status_code == 400
+    assert "trial_end_date" in response.json()["error"]["fields"]
+    stored = subscription_get(tenant_id=tenant_id)
+    assert (stored.plan_name, stored.status, stored.daily_limit) == ("PROFESSIONAL", "ACTIVE", 25)
+
+    response = api_as(superuser).patch(url(tenant_id), {"status": "TRIAL", "daily_limit": 30}, format="json")
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["daily_limit"]) == ("TRIAL", 30)
+    assert response.json()["overridden"] == ["daily_limit"]
+
+
+def test_it_resets_limit_overrides(api_as: ApiAs, staff: User) -> None:
+    tenant_id = tenant_with_subscription(daily_limit=12, max_providers=1)
+
+    response = api_as(staff).patch(
+        url(tenant_id), {"reset_limits": ["daily_limit", "max_providers"]}, format="json"
+    )
+
+    assert response.status_code == 200
+    assert response.json()["overridden"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"plan": "GOLD"}, "plan"),
+        ({"status": "ASLEEP"}, "status"),
+        ({"daily_limit": 0}, "daily_limit"),
+        ({"daily_limit": "lots"}, "daily_limit"),
+        ({"daily_limit": 500}, "monthly_limit"),
+        ({"reset_limits": ["colour"]}, "reset_limits"),
+        ({"trial_end_date": "2031-01-01"}, "trial_end_date"),
+        ({"status": "CANCELLED", "trial_end_date": "2031-01-01"}, "trial_end_date"),
+        ({}, "non_field_errors"),
+    ],
+)
+def test_it_answers_400_naming_the_field(api_as: ApiAs, staff: User, body: dict, field: str) -> None:
+    tenant_id = tenant_with_subscription()
+
+    response = api_as(staff).patch(url(tenant_id), body, format="json")
+
+    assert response.status_code == 400
+    assert field in response.json()["error"]["fields"]
+
+
+def test_it_refuses_a_transition_the_lifecycle_does_not_allow(api_as: ApiAs, staff: User) -> None:
+    tenant_id = tenant_with_subscription(status="CANCELLED")
+
+    response = api_as(staff).patch(url(tenant_id), {"status": "ACTIVE"}, format="json")
+
+    assert response.status_code == 400
+    assert "final" in response.json()["error"]["fields"]["status"][0]
+
+
+def test_it_refuses_changes_from_read_only_staff(api_as: ApiAs, read_only_staff: User) -> None:
+    tenant_id = tenant_with_subscription()
+
+    assert api_as(read_only_staff).get(url(tenant_id)).status_code == 200
+    assert api_as(read_only_staff).patch(url(tenant_id), {"plan": "SCALE"}, format="json").status_code == 403
+    assert (
+        api_as(read_only_staff).post(url(tenant_id, "/preview"), {"plan": "SCALE"}, format="json").status_code
+        == 403
+    )
+
+
+def test_it_previews_a_plan_change_without_changing_anything(api_as: ApiAs, staff: User) -> None:
+    tenant_id = tenant_with_subscription(plan="SCALE")
+
+    response = api_as(staff).post(url(tenant_id, "/preview"), {"plan": "STARTER"}, format="json")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["changes"]["daily_limit"] == [100, 6]
+    assert body["limits_after"]["monthly_limit"] == 180
+    assert subscription_get(tenant_id=tenant_id).plan_name == "SCALE"
+
+
+def test_it_answers_404_for_an_unknown_tenant(api_as: ApiAs, staff: User) -> None:
+    assert api_as(staff).patch(url("t_nobody_here"), {"plan": "SCALE"}, format="json").status_code == 404
+
+
+def test_it_turns_a_quota_error_into_429_with_retry_after_the_limit_and_figures() -> None:
+    error = QuotaExceeded("daily limit", limit="daily", figures={"pipelines_run_today": 6}, retry_after=120)
+
+    response = api_exception_handler(error, {})
+
+    assert response is not None
+    assert response.status_code == 429
+    assert response["Retry-After"] == "120"
+    assert response.data["error"]["code"] == "quota_exceeded"
+    assert response.data["error"]["limit"] == "daily"
+    assert response.data["error"]["figures"] == {"pipelines_run_today": 6}
+    assert response.data["error"]["retry_after"] == 120
