@@ -166,6 +166,20 @@ if USAGE_RETENTION_DAYS < 32:
     # A month's total carries from the previous row of the same month: keep at least a month.
     raise ImproperlyConfigured("USAGE_RETENTION_DAYS must be at least 32")
 
+# --- Pipeline schedules (`manage.py schedule_pipelines`) ---------------------------------------------
+# Attempts after the first that a failed run gets (written into each run when it is enqueued).
+PIPELINE_MAX_RETRIES = env.int("PIPELINE_MAX_RETRIES", default=3)
+# A late scheduler enqueues at most this many missed slots per config (the latest ones), skips the rest.
+SCHEDULER_MAX_CATCH_UP = env.int("SCHEDULER_MAX_CATCH_UP", default=3)
+# Configs claimed per batch of statements (bounded by query-parameter sizes, not by correctness).
+SCHEDULER_BATCH_SIZE = env.int("SCHEDULER_BATCH_SIZE", default=1000)
+# A claim not confirmed within this long belongs to a scheduler that died: the next run finishes it.
+SCHEDULER_CLAIM_TIMEOUT_SECONDS = env.int("SCHEDULER_CLAIM_TIMEOUT_SECONDS", default=600)
+if PIPELINE_MAX_RETRIES < 0 or SCHEDULER_MAX_CATCH_UP < 1 or not 1 <= SCHEDULER_BATCH_SIZE <= 10_000:
+    raise ImproperlyConfigured(
+        "PIPELINE_MAX_RETRIES must be >= 0, SCHEDULER_MAX_CATCH_UP >= 1, SCHEDULER_BATCH_SIZE 1..10000"
+    )
+
 # --- Pipeline workers (execution queue) -------------------------------------------------------------
 # Members of this Django group may use their token (`create_worker_token`) on the worker API for every
 # tenant's runs, and nothing else unless they are also staff.
