@@ -365,6 +365,7 @@ def _lifecycle_view(
     *,
     verb: str,
     service: Callable[..., Any],
+    target: str,
     intro: str,
     done: str,
     danger: bool,
@@ -373,6 +374,10 @@ def _lifecycle_view(
     def view(request: HttpRequest, tenant_id: str) -> HttpResponse:
         profile = tenant_get(tenant_id=tenant_id)
         form = forms.Form(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and profile.status == target:
+            # The service is idempotent; say so instead of claiming a change.
+            messages.info(request, f"Tenant {tenant_id} is already {target}.")
+            return HttpResponseRedirect(_detail_url(tenant_id))
         if request.method == "POST":
             try:
                 service(tenant_id=tenant_id, actor=actor_of(request))
@@ -400,6 +405,7 @@ def _lifecycle_view(
 tenant_suspend_view = _lifecycle_view(
     verb="suspend",
     service=tenant_suspend,
+    target=TenantStatus.SUSPENDED,
     intro="Tenant {tenant_id} is {status}. Suspending stops its API keys (within the key cache's bound); "
     "its data, keys and credentials stay, and it can be reactivated.",
     done="Tenant {tenant_id} was suspended.",
@@ -408,6 +414,7 @@ tenant_suspend_view = _lifecycle_view(
 tenant_reactivate_view = _lifecycle_view(
     verb="reactivate",
     service=tenant_reactivate,
+    target=TenantStatus.ACTIVE,
     intro="Tenant {tenant_id} is {status}. Reactivating makes it ACTIVE: its keys work again.",
     done="Tenant {tenant_id} was reactivated.",
     danger=False,

@@ -1,6 +1,6 @@
 """The portal's tenant page: everything about one tenant, no secret, a constant BigQuery cost."""
 
-# The fixtures come from tests/portal/tenant_helpers.py by import, so their parameters shadow the imports.
+# `onboard` comes from tests/portal/tenant_helpers.py by import, so test parameters shadow the import.
 # ruff: noqa: F811
 
 from __future__ import annotations
@@ -29,16 +29,7 @@ from tenants_app.repositories import central_repository, tenant_repository
 from tenants_app.services.api_keys import api_key_create
 from tenants_app.services.credentials import credential_create
 from tenants_app.services.onboarding import usage_id_for
-from tests.portal.tenant_helpers import (  # noqa: F401 - fixtures
-    Onboard,
-    admin_client_,
-    new_tenant_id,
-    non_staff_client,
-    onboard,
-    portal_central,
-    read_only_client,
-    staff_client,
-)
+from tests.portal.tenant_helpers import Onboard, new_tenant_id, onboard  # noqa: F401 - a fixture
 
 OPENAI_SECRET = "sk-" + "Zq7" * 12
 
@@ -48,7 +39,7 @@ def detail_url(tenant_id: str) -> str:
 
 
 def test_it_shows_profile_subscription_usage_keys_and_credentials(
-    admin_client_: Client, onboard: Onboard
+    superuser_client: Client, onboard: Onboard
 ) -> None:
     result = onboard(plan="PROFESSIONAL")
     tenant_id = result.profile.tenant_id
@@ -60,7 +51,7 @@ def test_it_shows_profile_subscription_usage_keys_and_credentials(
         created_by="user:t",
     )
 
-    response = admin_client_.get(detail_url(tenant_id))
+    response = superuser_client.get(detail_url(tenant_id))
 
     html = response.content.decode()
     assert response.status_code == 200
@@ -76,7 +67,7 @@ def test_it_shows_profile_subscription_usage_keys_and_credentials(
     assert "No pipeline runs yet." in html
 
 
-def test_it_never_renders_a_key_a_hash_or_a_ciphertext(admin_client_: Client, onboard: Onboard) -> None:
+def test_it_never_renders_a_key_a_hash_or_a_ciphertext(superuser_client: Client, onboard: Onboard) -> None:
     result = onboard()
     tenant_id = result.profile.tenant_id
     assert result.api_key is not None
@@ -90,7 +81,7 @@ def test_it_never_renders_a_key_a_hash_or_a_ciphertext(admin_client_: Client, on
     stored_key = central_repository(TenantApiKey).get(result.api_key.row.api_key_id)
     stored_credential = central_repository(TenantCloudCredential).list(filters={"tenant_id": tenant_id})[0]
 
-    html = admin_client_.get(detail_url(tenant_id)).content.decode()
+    html = superuser_client.get(detail_url(tenant_id)).content.decode()
 
     assert result.api_key.plaintext not in html
     assert stored_key.api_key_hash not in html
@@ -101,7 +92,7 @@ def test_it_never_renders_a_key_a_hash_or_a_ciphertext(admin_client_: Client, on
 
 
 def test_it_shows_recent_runs_with_their_steps_and_dq_results(
-    admin_client_: Client, onboard: Onboard
+    superuser_client: Client, onboard: Onboard
 ) -> None:
     tenant_id = onboard().profile.tenant_id
     start = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)
@@ -149,7 +140,7 @@ def test_it_shows_recent_runs_with_their_steps_and_dq_results(
         )
     )
 
-    html = admin_client_.get(detail_url(tenant_id)).content.decode()
+    html = superuser_client.get(detail_url(tenant_id)).content.decode()
 
     assert html.index("gcp_billing_1") < html.index("gcp_billing_0")  # newest first
     for name in ("load_step_0_0", "load_step_0_1", "load_step_1_0", "load_step_1_1"):
@@ -159,14 +150,14 @@ def test_it_shows_recent_runs_with_their_steps_and_dq_results(
     assert "quota exceeded upstream" in html
 
 
-def test_it_flags_usage_at_80_percent_of_a_limit(admin_client_: Client, onboard: Onboard) -> None:
+def test_it_flags_usage_at_80_percent_of_a_limit(superuser_client: Client, onboard: Onboard) -> None:
     tenant_id = onboard().profile.tenant_id  # STARTER: 6 runs a day
     today = timezone.now().astimezone(UTC).date()
     central_repository(TenantUsageQuota).update(
         usage_id_for(tenant_id, today), {"pipelines_run_today": 5, "pipelines_run_month": 5}
     )
 
-    html = admin_client_.get(detail_url(tenant_id)).content.decode()
+    html = superuser_client.get(detail_url(tenant_id)).content.decode()
 
     assert "83%" in html
     assert html.count("over 80%") == 1
@@ -174,15 +165,17 @@ def test_it_flags_usage_at_80_percent_of_a_limit(admin_client_: Client, onboard:
 
 @pytest.mark.parametrize("tenant_id", ["t_never_onboarded", "Not-A-Tenant!"])
 def test_it_answers_404_for_a_tenant_that_does_not_exist(
-    admin_client_: Client, portal_central: str, tenant_id: str
+    superuser_client: Client, portal_dataset: str, tenant_id: str
 ) -> None:
-    response = admin_client_.get(detail_url(tenant_id))
+    response = superuser_client.get(detail_url(tenant_id))
 
     assert response.status_code == 404
     assert "does not exist" in response.content.decode()
 
 
-def test_it_still_shows_a_tenant_whose_dataset_is_missing(admin_client_: Client, portal_central: str) -> None:
+def test_it_still_shows_a_tenant_whose_dataset_is_missing(
+    superuser_client: Client, portal_dataset: str
+) -> None:
     tenant_id = new_tenant_id()
     central_repository(TenantProfile).insert(
         TenantProfile(
@@ -195,7 +188,7 @@ def test_it_still_shows_a_tenant_whose_dataset_is_missing(admin_client_: Client,
         )
     )
 
-    response = admin_client_.get(detail_url(tenant_id))
+    response = superuser_client.get(detail_url(tenant_id))
 
     html = response.content.decode()
     assert response.status_code == 200
@@ -205,14 +198,14 @@ def test_it_still_shows_a_tenant_whose_dataset_is_missing(admin_client_: Client,
 
 
 def test_it_shows_operations_to_writers_only(
-    admin_client_: Client, staff_client: Client, read_only_client: Client, onboard: Onboard
+    superuser_client: Client, staff_client: Client, read_only_client: Client, onboard: Onboard
 ) -> None:
     tenant_id = onboard().profile.tenant_id
 
     pages = {
         name: client.get(detail_url(tenant_id)).content.decode()
         for name, client in (
-            ("admin", admin_client_),
+            ("admin", superuser_client),
             ("staff", staff_client),
             ("read_only", read_only_client),
         )
@@ -229,7 +222,7 @@ def test_it_shows_operations_to_writers_only(
 
 
 def test_it_sends_anonymous_and_non_staff_users_to_the_login_page(
-    non_staff_client: Client, portal_central: str
+    non_staff_client: Client, portal_dataset: str
 ) -> None:
     for client in (Client(), non_staff_client):
         response = client.get(detail_url("t_anything"))
@@ -239,7 +232,7 @@ def test_it_sends_anonymous_and_non_staff_users_to_the_login_page(
 
 
 def test_it_costs_the_same_bigquery_jobs_with_2_or_20_keys(
-    admin_client_: Client, onboard: Onboard, gateway: BigQueryGateway
+    superuser_client: Client, onboard: Onboard, gateway: BigQueryGateway
 ) -> None:
     few, many = onboard().profile.tenant_id, onboard().profile.tenant_id
     for tenant_id, extra in ((few, 1), (many, 19)):
@@ -249,7 +242,7 @@ def test_it_costs_the_same_bigquery_jobs_with_2_or_20_keys(
     counts = []
     for tenant_id in (few, many):
         with gateway.count_jobs() as counter:
-            response = admin_client_.get(detail_url(tenant_id))
+            response = superuser_client.get(detail_url(tenant_id))
         assert response.status_code == 200
         counts.append(counter.jobs)
 
@@ -258,7 +251,7 @@ def test_it_costs_the_same_bigquery_jobs_with_2_or_20_keys(
 
 
 def test_it_answers_503_with_a_page_when_bigquery_is_down(
-    admin_client_: Client, portal_central: str, settings: object
+    superuser_client: Client, portal_dataset: str, settings: object
 ) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -267,7 +260,7 @@ def test_it_answers_503_with_a_page_when_bigquery_is_down(
     settings.BIGQUERY_RETRY_DEADLINE_SECONDS = 0.5  # type: ignore[attr-defined]
     settings.BIGQUERY_TIMEOUT_SECONDS = 0.5  # type: ignore[attr-defined]
 
-    response = admin_client_.get(detail_url("t_whoever"))
+    response = superuser_client.get(detail_url("t_whoever"))
 
     assert response.status_code == 503
     assert response["Retry-After"]
