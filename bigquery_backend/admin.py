@@ -493,7 +493,8 @@ class BigQueryModelAdmin(admin.ModelAdmin):
         if exact is not None and exact.strip() != "":
             value = self._to_python(model_field, exact.strip(), title)
             choices = self._choices(name)
-            if kind == "choices" and choices and str(value) not in {str(v) for v, _ in choices}:
+            allowed = {self._to_python(model_field, str(v), title) for v, _ in choices}
+            if kind == "choices" and choices and value not in allowed:
                 raise BadQuery(f"{title}: {exact!r} is not one of the choices.")
             found[f"{name}__exact"] = value
         isnull = params.get(f"{name}__isnull")
@@ -603,6 +604,15 @@ class BigQueryModelAdmin(admin.ModelAdmin):
             return f"?{encoded}" if encoded else "?"
 
         filter_specs = [self._filter_spec(name, params, url_with) for name in self._filter_names()]
+        # Exact-value boxes share one form and one button: a sidebar of single-box forms is a wall.
+        text_specs = [spec for spec in filter_specs if spec.kind == "text"]
+        text_params = {param for spec in text_specs for param in spec.params}
+        text_filter = {
+            "specs": text_specs,
+            "hidden": [(k, v) for k, v in params.items() if k not in text_params and k != PAGE_VAR],
+            "clear_url": url_with(**dict.fromkeys(text_params, None)),
+            "active": any(params.get(param) for param in text_params),
+        }
         filter_keys = {p for name in self._filter_names() for p in self._filter_params(name)}
         active = any(params.get(key) for key in filter_keys)
         headers = self._headers(query.sort, url_with)
@@ -618,7 +628,8 @@ class BigQueryModelAdmin(admin.ModelAdmin):
             "headers": headers,
             "results": results,
             "num_sorted_fields": len(query.sort),
-            "filter_specs": filter_specs,
+            "filter_specs": [spec for spec in filter_specs if spec.kind != "text"],
+            "text_filter": text_filter if text_specs else None,
             "has_filters": bool(filter_specs),
             "has_active_filters": active,
             "clear_all_filters_qs": url_with(**dict.fromkeys(filter_keys | {SEARCH_VAR}, None)),

@@ -123,7 +123,9 @@ class TenantProfileAdmin(CentralTableAdmin):
 
     def get_detail_links(self, request: HttpRequest, obj: Any) -> list[tuple[str, str]]:
         tenant_id = obj.tenant_id
-        links = [
+        overview = _reverse_or_none("admin:portal-tenant-detail", tenant_id)
+        links = [("Tenant overview", overview)] if overview else []
+        links += [
             (model._meta.verbose_name_plural.capitalize(), _changelist(model, tenant_id__exact=tenant_id))
             for model in (TenantSubscription, TenantUsageQuota, TenantApiKey, TenantCloudCredential)
         ]
@@ -288,7 +290,7 @@ class AuditLogEntryAdmin(CentralTableAdmin):
     list_filter = ("source", "actor_type", "occurred_at")
     exact_filter_fields = ("action", "tenant_id", "actor", "target_id", "request_id")
     filter_choices = {
-        "source": [(source, source.capitalize()) for source in SOURCES],
+        "source": [(source, "API" if source == "api" else source.capitalize()) for source in SOURCES],
         "actor_type": [("staff", "Staff"), ("tenant_key", "Tenant key"), ("system", "System")],
     }
     ordering = ("-occurred_at",)
