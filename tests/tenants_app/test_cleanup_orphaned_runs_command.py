@@ -1,0 +1,160 @@
+"""`manage.py cleanup_orphaned_runs`: dead workers' runs re-queued or failed, slots released exactly once."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import override_settings
+from django.utils import timezone
+
+from tenants_app.models import AuditLogEntry, RunState, TenantPipelineExecutionQueue
+from tenants_app.repositories import central_repository
+from tenants_app.services.bootstrap import bigquery_bootstrap
+from tenants_app.services.runs import run_claim
+from tests.conftest import unique_name
+from tests.tenants_app.services.quota_factories import put_usage, tenant_with_subscription, usage
+from tests.tenants_app.services.run_factories import enqueue, entry, run_row
+
+
+@pytest.fixture(scope="module")
+def central() -> Iterator[str]:
+    name = unique_name("tenants")
+    with override_settings(TENANTS_DATASET=name):
+        bigquery_bootstrap()
+        yield name
+
+
+pytestmark = pytest.mark.usefixtures("central")
+
+
+def cleanup(*args: str) -> str:
+    out = io.StringIO()
+    call_command("cleanup_orphaned_runs", *args, stdout=out)
+    return out.getvalue()
+
+
+def dead_claims(tenant_id: str, *, count: int, max_retries: int = 3, baseline: int = 0) -> list[str]:
+    """`count` runs claimed 30 minutes ago with a 60 s lease by a worker that never came back."""
+    then = timezone.now() - timedelta(minutes=30)
+    if baseline:
+        put_usage(tenant_id, then.date(), concurrent_pipelines_running=baseline)
+    run_ids = [enqueue(tenant_id, max_retries=max_retries) for _ in range(count)]
+    for _ in run_ids:
+        assert run_claim(worker_id="dead-worker", tenant_id=tenant_id, lease_seconds=60, now=then) is not None
+    return run_ids
+
+
+def concurrent_now(tenant_id: str) -> int:
+    row = usage(tenant_id, (timezone.now() - timedelta(minutes=30)).date())
+    assert row is not None
+    return row.concurrent_pipelines_running
+
+
+def test_it_requeues_runs_with_retries_left_and_fails_the_others() -> None:
+    tenant_id = tenant_with_subscription(concurrent_limit=10)
+    retryable = dead_claims(tenant_id, count=1)[0]
+    exhausted = dead_claims(tenant_id, count=1, max_retries=0)[0]
+
+    output = cleanup("-v", "2")
+
+    assert f"{retryable}: re-queued" in output
+    assert f"{exhausted}: failed (no retries left)" in output
+    assert "1 run(s) re-queued, 1 failed, 2 concurrent slot(s) released." in output
+    assert (entry(retryable).state, run_row(retryable).state, run_row(retryable).retry_count) == (
+        RunState.QUEUED,
+        RunState.QUEUED,
+        1,
+    )
+    assert (entry(exhausted).state, run_row(exhausted).state) == (RunState.FAILED, RunState.FAILED)
+    assert concurrent_now(tenant_id) == 0
+    trail = central_repository(AuditLogEntry).list(filters={"tenant_id": tenant_id})
+    assert [(e.action, e.actor, e.after_values) for e in trail] == [
+        (
+            "run.lease_expired",
+            "system:cleanup_orphaned_runs",
+            {"requeued": [retryable], "failed": [exhausted]},
+        )
+    ]
+    # The re-queued run is claimable again at once, by a live worker.
+    claimed = run_claim(worker_id="alive", tenant_id=tenant_id)
+    assert claimed is not None
+    assert (claimed.run_id, claimed.attempt) == (retryable, 2)
+
+
+def test_it_is_idempotent() -> None:
+    tenant_id = tenant_with_subscription(concurrent_limit=10)
+    dead_claims(tenant_id, count=2, baseline=3)
+
+    cleanup()
+    second = cleanup()
+
+    assert "No orphaned runs." in second
+    assert concurrent_now(tenant_id) == 3
+
+
+def test_it_releases_each_slot_once_when_two_cleanups_race() -> None:
+    tenant_id = tenant_with_subscription(concurrent_limit=20)
+    run_ids = dead_claims(tenant_id, count=3, baseline=5)
+    assert concurrent_now(tenant_id) == 8
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            cleanup()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+
+    assert errors == []
+    # Released exactly once each: a double release would take the 5 unrelated slots below 5.
+    assert concurrent_now(tenant_id) == 5
+    assert [run_row(run_id).retry_count for run_id in run_ids] == [1, 1, 1]
+    trail = central_repository(AuditLogEntry).list(filters={"tenant_id": tenant_id})
+    moved = sorted(run_id for e in trail for run_id in e.after_values["requeued"])  # type: ignore[index]
+    assert moved == sorted(run_ids)
+
+
+def test_it_changes_nothing_on_a_dry_run() -> None:
+    tenant_id = tenant_with_subscription(concurrent_limit=10)
+    run_id = dead_claims(tenant_id, count=1)[0]
+
+    output = cleanup("--dry-run", "-v", "2")
+
+    assert "Dry run: " in output
+    assert run_id in output
+    assert entry(run_id).state == RunState.RUNNING
+    assert concurrent_now(tenant_id) == 1
+
+
+def test_it_uses_the_timeout_for_runs_without_a_lease() -> None:
+    tenant_id = tenant_with_subscription(concurrent_limit=10)
+    run_id = enqueue(tenant_id)
+    # As the original system left them: RUNNING, started two hours ago, no lease, no slot recorded.
+    central_repository(TenantPipelineExecutionQueue).update(
+        run_id,
+        {"state": RunState.RUNNING, "processing_started_at": timezone.now() - timedelta(hours=2)},
+    )
+
+    cleanup("--timeout-minutes", "180")
+    assert entry(run_id).state == RunState.RUNNING
+
+    cleanup("--timeout-minutes", "90")
+    assert entry(run_id).state == RunState.QUEUED
+
+
+def test_it_refuses_a_bad_timeout() -> None:
+    with pytest.raises(CommandError, match="--timeout-minutes"):
+        cleanup("--timeout-minutes", "0")
