@@ -221,6 +221,15 @@ class BigQueryModelAdmin(admin.ModelAdmin):
         for name in [*self.search_fields, *self.exact_filter_fields]:
             if name not in names:
                 errors.append(self._check_error(f"{name!r} is not a field of the table", "E003"))
+        for name in self.search_fields:
+            found = self._field(name)
+            # Search is a substring match, which BigQuery only does on STRING columns.
+            if found is not None and (not isinstance(found, models.CharField | models.TextField)):
+                errors.append(self._check_error(f"search field {name!r} is not a text column", "E004"))
+        for name in self._filter_names():
+            found = self._field(name)
+            if isinstance(found, models.JSONField | models.BinaryField):  # RepeatedStringField too
+                errors.append(self._check_error(f"cannot filter on {name!r}: JSON, arrays and bytes", "E005"))
         return errors
 
     def _check_error(self, message: str, code: str) -> checks.Error:
@@ -271,7 +280,7 @@ class BigQueryModelAdmin(admin.ModelAdmin):
         except (BigQueryError, InvalidInput) as exc:
             return self._backend_error(request, exc)
         paginator = Paginator(_Counted(page.total), self.list_per_page)  # type: ignore[arg-type]
-        if page.total and query.page_number > paginator.num_pages:
+        if query.page_number > paginator.num_pages:
             return self._error(
                 request,
                 f"Page {query.page_number} does not exist: there are {paginator.num_pages}.",

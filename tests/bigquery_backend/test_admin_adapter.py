@@ -105,7 +105,8 @@ def test_it_passes_its_checks_when_secrets_stay_hidden() -> None:
 def test_it_refuses_declarations_that_would_show_a_secret_or_bytes() -> None:
     class Leaky(WidgetAdmin):
         list_display = ("widget_id", "notes", "payload")
-        search_fields = ("notes",)
+        search_fields = ("notes", "quantity")
+        list_filter = ("kind", "tags")
         secret_fields = ("notes", "no_such_field")
 
     messages = [error.msg for error in Leaky(Widget, site).check()]
@@ -114,6 +115,8 @@ def test_it_refuses_declarations_that_would_show_a_secret_or_bytes() -> None:
     assert any("list_display shows secret field 'notes'" in m for m in messages)
     assert any("list_display shows secret field 'payload'" in m for m in messages)  # bytes, undeclared
     assert any("search_fields shows secret field 'notes'" in m for m in messages)
+    assert any("search field 'quantity' is not a text column" in m for m in messages)
+    assert any("cannot filter on 'tags'" in m for m in messages)
 
 
 # --- rendering ------------------------------------------------------------------------------------------
@@ -353,3 +356,13 @@ def test_it_costs_two_jobs_per_list_page_whatever_the_table_size(admin_client: C
         _, page = page_of(admin_client, large.dataset, p="6")
     assert counter.jobs == 2
     assert row_ids(page) == [f"l{i:02d}" for i in range(25, 30)]  # same created_at: the key breaks ties
+
+
+def test_it_shows_an_empty_table_as_one_empty_page(admin_client: Client, widgets: Repository[Widget]) -> None:
+    status, page = page_of(admin_client, widgets.dataset)
+    beyond, _ = page_of(admin_client, widgets.dataset, p="2")
+
+    assert status == 200
+    assert "No widgets." in page
+    assert "0 widgets" in page
+    assert beyond == 404

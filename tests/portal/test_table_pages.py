@@ -246,6 +246,8 @@ def test_it_searches_filters_sorts_and_pages_in_bigquery(
     page = html(staff_client.get(changelist(TenantProfile, q=token.lower())))
     assert row_ids(page) == ids[::-1]  # newest first by default
     assert "7 tenant profiles" in page
+    # A tenant's row opens its tenant page (the overview with operations), not the bare profile row.
+    assert f'<a href="{reverse("admin:portal-tenant-detail", args=[ids[0]])}">{ids[0]}</a>' in page
 
     page = html(staff_client.get(changelist(TenantProfile, q=token, status__exact="SUSPENDED")))
     assert row_ids(page) == [ids[6], ids[3], ids[0]]
