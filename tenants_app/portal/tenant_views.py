@@ -26,6 +26,7 @@ from tenants_app.api.permissions import is_read_only_staff
 from tenants_app.kms import KmsUnavailable
 from tenants_app.models import SubscriptionStatus, TenantApiKey, TenantCloudCredential, TenantStatus
 from tenants_app.portal import forms as portal_forms
+from tenants_app.portal.charts import usage_trend_svg
 from tenants_app.services import subscriptions
 from tenants_app.services.api_keys import IssuedApiKey, api_key_create, api_key_revoke, api_key_rotate
 from tenants_app.services.credentials import (
@@ -227,7 +228,12 @@ def tenant_detail_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
         "step_logs": _list_url("admin:tenants_app_tenantsteplog_changelist", tenant_id),
         "dq_results": _list_url("admin:tenants_app_tenantdqresult_changelist", tenant_id),
     }
-    chart = _usage_chart(tenant_id)
+    chart = usage_trend_svg(
+        days=[day for day, _ in overview.trend],
+        runs=[runs for _, runs in overview.trend],
+        daily_limit=overview.usage_figures[0].limit,
+        title=f"Pipeline runs per day of {tenant_id}, last {len(overview.trend)} days",
+    )
     profile = overview.profile
     return _render(
         request,
@@ -247,11 +253,6 @@ def tenant_detail_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
 def _list_url(name: str, tenant_id: str) -> str | None:
     url = _optional_url(name)
     return None if url is None else f"{url}?tenant_id={tenant_id}"
-
-
-def _usage_chart(tenant_id: str) -> str | None:
-    """The 30-day trend chart, when the dashboard's chart module is installed (it draws server-side SVG)."""
-    return None
 
 
 # --- onboarding wizard ------------------------------------------------------------------------------

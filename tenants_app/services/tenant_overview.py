@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from django.utils import timezone
@@ -33,13 +33,19 @@ from tenants_app.models import (
 from tenants_app.repositories import central_repository, tenant_repository
 from tenants_app.services.api_keys import bigquery_errors_translated
 from tenants_app.services.datasets import check_tenant_id
-from tenants_app.services.errors import DoesNotExist
+from tenants_app.services.errors import DoesNotExist, ValidationFailed
+from tenants_app.services.subscriptions import (
+    EffectiveLimits,
+    subscription_effective_limits,
+    subscription_effective_status,
+)
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 RECENT_RUNS = 10
+TREND_DAYS = 30
 # Bounds that keep one page's rows (and HTML) small whatever a tenant has accumulated.
 MAX_KEYS = 100
 MAX_CREDENTIALS = 100
@@ -96,10 +102,16 @@ class TenantOverview:
 
     profile: TenantProfile
     subscription: TenantSubscription | None
+    # The limits in force (the plan's figure where the subscription has none); None without one.
+    limits: EffectiveLimits | None
+    # The subscription's status as it applies today: a TRIAL past its end date counts as EXPIRED.
+    subscription_status: str | None
     usage_day: date
     usage_today: TenantUsageQuota | None
     usage_figures: list[UsageFigure]
     api_calls_today: int
+    # Runs per day for the last TREND_DAYS days up to today, oldest first, days without a row as 0.
+    trend: list[tuple[date, int]]
     api_keys: list[TenantApiKey]
     credentials: list[TenantCloudCredential]
     pipeline_configs: list[TenantPipelineConfig]
@@ -118,6 +130,7 @@ def tenant_overview(
         raise DoesNotExist(f"tenant {tenant_id!r} does not exist") from None
     today = (now or timezone.now()).astimezone(UTC).date()
     month_start = today.replace(day=1)
+    trend_start = today - timedelta(days=TREND_DAYS - 1)
 
     reads: dict[str, Callable[[], Any]] = {
         "profile": lambda: central_repository(TenantProfile).find(tenant_id),
@@ -126,13 +139,16 @@ def tenant_overview(
                 filters={"tenant_id": tenant_id}, order_by=("-created_at",), limit=1
             )
         ),
-        # The newest row of this month: today's counters if it is today's, and the month total either way.
-        "usage": lambda: _first(
-            central_repository(TenantUsageQuota).list(
-                filters={"tenant_id": tenant_id, "usage_date__gte": month_start, "usage_date__lte": today},
-                order_by=("-usage_date",),
-                limit=1,
-            )
+        # The daily rows of the trend and of this month (at most 31 days): today's counters, the month
+        # total from the month's newest row, and the trend chart, in one job.
+        "usage": lambda: central_repository(TenantUsageQuota).list(
+            filters={
+                "tenant_id": tenant_id,
+                "usage_date__gte": min(month_start, trend_start),
+                "usage_date__lte": today,
+            },
+            order_by=("-usage_date", "-last_updated"),
+            limit=2 * TREND_DAYS + 2,
         ),
         "keys": lambda: central_repository(TenantApiKey).list(
             filters={"tenant_id": tenant_id}, order_by=("-created_at",), limit=MAX_KEYS
@@ -154,15 +170,27 @@ def tenant_overview(
         details = _with_steps_and_results(tenant_id, recent_runs) if recent_runs else []
 
     subscription: TenantSubscription | None = results["subscription"]
-    newest_usage: TenantUsageQuota | None = results["usage"]
-    usage_today = newest_usage if newest_usage is not None and newest_usage.usage_date == today else None
+    by_day: dict[date, TenantUsageQuota] = {}
+    for row in results["usage"]:
+        # No unique constraint in BigQuery: of two rows for one day, the last written counts.
+        by_day.setdefault(row.usage_date, row)
+    usage_today = by_day.get(today)
+    newest_usage = next((by_day[day] for day in sorted(by_day, reverse=True) if day >= month_start), None)
     return TenantOverview(
         profile=profile,
         subscription=subscription,
+        limits=_limits(subscription),
+        subscription_status=(
+            subscription_effective_status(subscription=subscription, today=today) if subscription else None
+        ),
         usage_day=today,
         usage_today=usage_today,
         usage_figures=_usage_figures(subscription, usage_today, newest_usage),
         api_calls_today=(usage_today.total_api_calls_today or 0) if usage_today else 0,
+        trend=[
+            (day, int(by_day[day].pipelines_run_today or 0) if day in by_day else 0)
+            for day in (trend_start + timedelta(days=offset) for offset in range(TREND_DAYS))
+        ],
         api_keys=[_without_key_secrets(row) for row in results["keys"]],
         credentials=[_without_credential_secrets(row) for row in results["credentials"]],
         pipeline_configs=results["configs"],
@@ -180,6 +208,16 @@ def _run_all(reads: dict[str, Callable[[], Any]]) -> dict[str, Any]:
 
 def _first(rows: list[T]) -> T | None:
     return rows[0] if rows else None
+
+
+def _limits(subscription: TenantSubscription | None) -> EffectiveLimits | None:
+    if subscription is None:
+        return None
+    try:
+        return subscription_effective_limits(subscription=subscription)
+    except ValidationFailed:
+        # A plan name the catalogue does not know (a row from the original system): show its columns only.
+        return None
 
 
 def _tenant_runs(tenant_id: str, limit: int) -> tuple[list[TenantPipelineRun], bool]:

@@ -64,6 +64,7 @@ def test_it_shows_profile_subscription_usage_keys_and_credentials(
     assert credential.fingerprint in html
     assert "OPENAI" in html
     assert 'id="tenant-configs"' in html
+    assert html.count('class="bar"') == 30  # the 30-day trend chart, drawn server-side
     assert "No pipeline runs yet." in html
 
 

@@ -211,6 +211,45 @@ def test_it_measures_today_and_the_month_against_the_subscription(make_tenant: M
     ]
 
 
+def test_it_gives_a_zero_filled_30_day_trend_ending_today(make_tenant: MakeTenant) -> None:
+    tenant_id = make_tenant()
+    central_repository(TenantUsageQuota).insert(
+        usage(tenant_id, TODAY, today=3, month=9),
+        usage(tenant_id, TODAY - timedelta(days=29), today=6, month=6),
+        usage(tenant_id, TODAY - timedelta(days=30), today=7, month=7),  # one day too old
+    )
+
+    trend = tenant_overview(tenant_id=tenant_id, now=NOW).trend
+
+    assert len(trend) == 30
+    assert trend[0] == (TODAY - timedelta(days=29), 6)
+    assert trend[-1] == (TODAY, 3)
+    assert sum(runs for _, runs in trend) == 9
+
+
+def test_it_shows_effective_limits_and_an_expired_trial(make_tenant: MakeTenant) -> None:
+    tenant_id = make_tenant()
+    central_repository(TenantSubscription).insert(
+        TenantSubscription(
+            subscription_id=f"{tenant_id}_subscription",
+            tenant_id=tenant_id,
+            plan_name="STARTER",
+            status="TRIAL",
+            trial_end_date=TODAY - timedelta(days=1),
+            daily_limit=12,
+            monthly_limit=180,
+            concurrent_limit=1,
+        )
+    )
+
+    overview = tenant_overview(tenant_id=tenant_id, now=NOW)
+
+    assert overview.subscription_status == "EXPIRED"
+    assert overview.limits is not None
+    assert overview.limits.overridden == ("daily_limit",)
+    assert overview.limits.max_providers == 3  # the plan's figure: the column is empty
+
+
 def test_it_counts_zero_today_but_keeps_the_month_without_a_row_for_today(make_tenant: MakeTenant) -> None:
     tenant_id = make_tenant()
     subscribe(tenant_id, daily=10, monthly=100)
