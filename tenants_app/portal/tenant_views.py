@@ -15,7 +15,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils.cache import patch_cache_control
@@ -251,8 +251,16 @@ def tenant_detail_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
 
 
 def _list_url(name: str, tenant_id: str) -> str | None:
+    """A table page filtered to this tenant: per-tenant tables take `tenant_id` (which dataset), central
+    tables an exact filter on the column."""
     url = _optional_url(name)
-    return None if url is None else f"{url}?tenant_id={tenant_id}"
+    if url is None:
+        return None
+    per_tenant = name.endswith(
+        ("_tenantpipelinerun_changelist", "_tenantsteplog_changelist", "_tenantdqresult_changelist")
+    )
+    parameter = "tenant_id" if per_tenant else "tenant_id__exact"
+    return f"{url}?{QueryDict.fromkeys([parameter], tenant_id).urlencode()}"
 
 
 # --- onboarding wizard ------------------------------------------------------------------------------

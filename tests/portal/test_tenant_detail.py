@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import socket
 from datetime import UTC, date, datetime, timedelta
 
@@ -266,3 +267,23 @@ def test_it_answers_503_with_a_page_when_bigquery_is_down(
     assert response.status_code == 503
     assert response["Retry-After"]
     assert "Temporarily unavailable" in response.content.decode()
+
+
+def test_it_links_to_the_table_pages_filtered_by_this_tenant(
+    superuser_client: Client, onboard: Onboard
+) -> None:
+    mine, other = onboard(), onboard()
+    assert mine.api_key is not None
+    assert other.api_key is not None
+    html = superuser_client.get(detail_url(mine.profile.tenant_id)).content.decode()
+    links = [
+        link.replace("&amp;", "&") for link in re.findall(r'href="(/admin/tenants_app/[^"]+\?[^"]+)"', html)
+    ]
+
+    assert len(links) >= 8
+    for link in links:
+        assert superuser_client.get(link).status_code == 200, link
+    keys_link = next(link for link in links if "/tenantapikey/" in link)
+    keys_page = superuser_client.get(keys_link).content.decode()
+    assert mine.api_key.row.key_prefix in keys_page
+    assert other.api_key.row.key_prefix not in keys_page
