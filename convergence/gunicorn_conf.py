@@ -11,10 +11,16 @@ graceful_timeout = 10
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """Write the API keys' pending `last_used_at` before a worker goes: it is batched in memory."""
+    """Write what is batched in memory before a worker goes: keys' `last_used_at`, API-call counts."""
     from tenants_app.services.api_keys import api_key_usage_flush
 
     try:
         api_key_usage_flush()
     except Exception as exc:  # a stopping worker must not crash on an unreachable BigQuery
         server.log.warning("could not write API key last_used_at on exit: %s", type(exc).__name__)
+    from tenants_app.services.rate_limits import api_calls_flush
+
+    try:
+        api_calls_flush()
+    except Exception as exc:  # same: never crash a stopping worker
+        server.log.warning("could not write pending API-call counts on exit: %s", type(exc).__name__)

@@ -105,6 +105,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["tenants_app.api.permissions.IsStaff"],
     "DEFAULT_SCHEMA_CLASS": "tenants_app.api.schema.ApiSchema",
     "EXCEPTION_HANDLER": "tenants_app.api.errors.api_exception_handler",
+    # Per-tenant API-call limits for tenant keys only (staff requests return at the first check).
+    "DEFAULT_THROTTLE_CLASSES": ["tenants_app.api.throttling.TenantKeyRateThrottle"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
         "tenants_app.api.parsers.SafeJSONParser",
@@ -165,6 +167,15 @@ USAGE_RETENTION_DAYS = env.int("USAGE_RETENTION_DAYS", default=90)
 if USAGE_RETENTION_DAYS < 32:
     # A month's total carries from the previous row of the same month: keep at least a month.
     raise ImproperlyConfigured("USAGE_RETENTION_DAYS must be at least 32")
+# Per-tenant API-call limits (per minute and per hour, from the plan or an override) for tenant keys,
+# counted in the Django cache: per process with locmem, cluster-wide with a shared Redis cache.
+API_RATE_LIMITS_ENABLED = env.bool("API_RATE_LIMITS_ENABLED", default=True)
+# How long a tenant's limits are cached: the bound for a limit change to reach other processes.
+API_RATE_LIMIT_CACHE_SECONDS = env.float("API_RATE_LIMIT_CACHE_SECONDS", default=60.0)
+# Counted calls are added to the day's usage row (`total_api_calls_today`) in one batched UPDATE per
+# flush: when this many seconds passed since the first unwritten call, or this many calls wait.
+API_CALLS_FLUSH_SECONDS = env.float("API_CALLS_FLUSH_SECONDS", default=60.0)
+API_CALLS_FLUSH_COUNT = env.int("API_CALLS_FLUSH_COUNT", default=1000)
 
 # --- Pipeline schedules (`manage.py schedule_pipelines`) ---------------------------------------------
 # Attempts after the first that a failed run gets (written into each run when it is enqueued).

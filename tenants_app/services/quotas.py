@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.utils import timezone
 from google.cloud import bigquery
 
@@ -66,6 +68,9 @@ _WORKING_TENANT_STATUSES = (TenantStatus.ACTIVE, TenantStatus.TRIAL)
 # statements are safe to run again (a failed statement changed nothing), so we retry a few more times.
 _CONFLICT_ATTEMPTS = 5
 _ADMIT_ATTEMPTS = 4
+# API-call counts per UPDATE: a CASE arm per tenant keeps the statement small enough to send and read.
+_API_CALLS_CHUNK = 200
+_EXISTS_TTL = 3 * 86_400
 
 
 @dataclass(frozen=True)
@@ -156,9 +161,17 @@ def quota_release(*, tenant_id: str, usage_date: date, succeeded: bool | None) -
         logger.warning("no usage row of tenant %s on or after %s to release a run on", tenant_id, usage_date)
 
 
-def usage_rows_start(*, day: date, tenant_id: str | None = None) -> None:
-    """Create `day`'s usage rows (one tenant, or every tenant allowed to run) in ONE MERGE.
+def usage_rows_start(
+    *,
+    day: date,
+    tenant_id: str | None = None,
+    tenant_ids: Sequence[str] | None = None,
+    any_subscription_status: bool = False,
+) -> int:
+    """Create `day`'s usage rows in ONE MERGE; returns the statement's affected-row count.
 
+    For one tenant, some tenants, or every working tenant whose subscription allows runs (or, with
+    `any_subscription_status`, any state: API calls are counted for read-only tenants too).
     Insert-if-absent: rows that exist are left alone, so running it twice, or concurrently, or after
     admissions already created some rows, is safe. Limits come from each tenant's newest subscription.
     """
@@ -173,13 +186,22 @@ def usage_rows_start(*, day: date, tenant_id: str | None = None) -> None:
         bigquery.ScalarQueryParameter("month_start", "DATE", month_start),
         bigquery.ScalarQueryParameter("lookback", "DATE", lookback),
         bigquery.ScalarQueryParameter("now", "TIMESTAMP", timezone.now()),
-        bigquery.ArrayQueryParameter("run_statuses", "STRING", list(statuses_allowing(OPERATION_RUN))),
         bigquery.ArrayQueryParameter("tenant_statuses", "STRING", list(_WORKING_TENANT_STATUSES)),
+        bigquery.ScalarQueryParameter("any_status", "BOOL", any_subscription_status),
     ]
     tenant_filter = ""
     if tenant_id is not None:
         params.append(bigquery.ScalarQueryParameter("tenant_id", "STRING", tenant_id))
         tenant_filter = " AND tenant_id = @tenant_id"
+    elif tenant_ids is not None:
+        params.append(bigquery.ArrayQueryParameter("tenant_ids", "STRING", sorted(set(tenant_ids))))
+        tenant_filter = " AND tenant_id IN UNNEST(@tenant_ids)"
+    status_filter = ""
+    if not any_subscription_status:
+        params.append(
+            bigquery.ArrayQueryParameter("run_statuses", "STRING", list(statuses_allowing(OPERATION_RUN)))
+        )
+        status_filter = "AND s.status IN UNNEST(@run_statuses) "
     # Window functions in subqueries rather than QUALIFY or CTEs: portable to every engine we run on.
     source = (
         "SELECT CONCAT(s.tenant_id, '_', @suffix) AS usage_id, s.tenant_id AS tenant_id, "
@@ -198,9 +220,10 @@ def usage_rows_start(*, day: date, tenant_id: str | None = None) -> None:
         "ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY usage_date DESC) AS rn "
         f"FROM {usage.table} WHERE usage_date < @day AND usage_date >= @lookback{tenant_filter}) AS p "
         "ON p.tenant_id = s.tenant_id AND p.rn = 1 "
-        "WHERE s.rn = 1 AND s.status IN UNNEST(@run_statuses) "
+        f"WHERE s.rn = 1 {status_filter}"
         "AND t.status IN UNNEST(@tenant_statuses) "
-        "AND NOT (s.status = 'TRIAL' AND s.trial_end_date IS NOT NULL AND s.trial_end_date < @day)"
+        "AND (@any_status OR NOT (s.status = 'TRIAL' AND s.trial_end_date IS NOT NULL "
+        "AND s.trial_end_date < @day))"
     )
     columns = (
         "usage_id, tenant_id, usage_date, pipelines_run_today, pipelines_succeeded_today, "
@@ -222,7 +245,30 @@ def usage_rows_start(*, day: date, tenant_id: str | None = None) -> None:
         "WHEN MATCHED THEN UPDATE SET last_updated = target.last_updated "
         f"WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values})"
     )
-    _run_dml(sql, params)
+    return _run_dml(sql, params)
+
+
+def usage_add_api_calls(*, counts: Mapping[tuple[str, date], int]) -> None:
+    """Add API-call counts per (tenant, UTC day) to `total_api_calls_today`: one UPDATE per 200 tenants.
+
+    Rows not yet known to exist are created first (insert-if-absent MERGE, whatever the subscription
+    state: read-only tenants' calls count too). Rows are never deleted within retention, so "exists" is
+    remembered in the cache (per dataset) and an ordinary flush is one UPDATE. Creating rows first,
+    rather than looking afterwards for rows the UPDATE missed, leaves no window in which a row made
+    meanwhile would be skipped.
+    """
+    repository = central_repository(TenantUsageQuota)
+    items = sorted(counts.items())
+    for start in range(0, len(items), _API_CALLS_CHUNK):
+        chunk = items[start : start + _API_CALLS_CHUNK]
+        markers = {key: _exists_key(repository.dataset, *key) for key, _ in chunk}
+        known = cache.get_many(list(markers.values()))
+        for day in sorted({day for (_, day), _ in chunk}):
+            unknown = [t for (t, d), _ in chunk if d == day and markers[(t, d)] not in known]
+            if unknown:
+                usage_rows_start(day=day, tenant_ids=unknown, any_subscription_status=True)
+        _add_counts(repository, chunk)
+        cache.set_many(dict.fromkeys(markers.values(), True), _EXISTS_TTL)
 
 
 # --- internals --------------------------------------------------------------------------------------
@@ -306,6 +352,29 @@ def _run_dml(sql: str, params: list[Any]) -> int:
             logger.info("usage update lost a concurrent-update conflict; attempt %d", attempt + 1)
             time.sleep(0.2 * attempt)
     raise AssertionError("unreachable")
+
+
+def _exists_key(dataset: str, tenant_id: str, day: date) -> str:
+    return f"cvg:usage-row:v1:{dataset}:{tenant_id}:{day:%Y%m%d}"
+
+
+def _add_counts(repository: Any, chunk: list[tuple[tuple[str, date], int]]) -> int:
+    """One UPDATE adding each row's count (a CASE arm per row); returns how many rows it matched."""
+    params: list[Any] = []
+    arms = []
+    ids = []
+    for index, ((tenant_id, day), value) in enumerate(chunk):
+        usage_id = usage_id_for(tenant_id, day)
+        ids.append(usage_id)
+        params.append(bigquery.ScalarQueryParameter(f"u{index}", "STRING", usage_id))
+        params.append(bigquery.ScalarQueryParameter(f"n{index}", "INT64", value))
+        arms.append(f"WHEN @u{index} THEN @n{index}")
+    params.append(bigquery.ArrayQueryParameter("ids", "STRING", ids))
+    sql = (
+        f"UPDATE {repository.table} SET total_api_calls_today = COALESCE(total_api_calls_today, 0) + "
+        f"CASE usage_id {' '.join(arms)} ELSE 0 END WHERE usage_id IN UNNEST(@ids)"
+    )
+    return _run_dml(sql, params)
 
 
 def _usage_row(tenant_id: str, day: date) -> TenantUsageQuota | None:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, timedelta
 from typing import Any
 
+from django.conf import settings
+from django.core.cache import cache
 from django.utils import timezone
 
 from tenants_app.models import (
@@ -145,6 +147,21 @@ def subscription_effective_limits(
     return EffectiveLimits(plan_name=plan.name, overridden=tuple(overridden), **values)
 
 
+def subscription_limits_cached(*, tenant_id: str) -> EffectiveLimits:
+    """The effective limits from Django's cache (one BigQuery job per tenant per process and period)."""
+    key = _limits_cache_key(tenant_id)
+    limits = cache.get(key)
+    if limits is None:
+        limits = subscription_effective_limits(tenant_id=tenant_id)
+        cache.set(key, limits, settings.API_RATE_LIMIT_CACHE_SECONDS)
+    return limits
+
+
+def subscription_limits_forget(*, tenant_id: str) -> None:
+    """Drop the cached limits (after a change): this process sees it at once, others within the period."""
+    cache.delete(_limits_cache_key(tenant_id))
+
+
 def plan_limits(plan: Plan) -> EffectiveLimits:
     """A plan's own figures, as the limits a tenant gets right after choosing it."""
     return EffectiveLimits(plan_name=plan.name, **{name: getattr(plan, name) for name in LIMIT_FIELDS})
@@ -244,6 +261,7 @@ def subscription_change_plan(*, tenant_id: str, plan: str, actor: str) -> Tenant
             {"subscription_plan": new_plan.name, "updated_at": timezone.now()},
             filters={"tenant_id": tenant_id, "subscription_plan__ne": new_plan.name},
         )
+        subscription_limits_forget(tenant_id=tenant_id)
         if changed:
             old, new = audit_changes(before, _limit_snapshot(subscription))
             audit_record(
@@ -396,6 +414,7 @@ def subscription_set_limits(
             setattr(subscription, name, value)
         if any(name in changed for name in PIPELINE_LIMITS):
             _sync_usage_limits(tenant_id, subscription)
+        subscription_limits_forget(tenant_id=tenant_id)
         old, new = audit_changes(before, _limit_snapshot(subscription))
         audit_record(
             action="subscription.limits_change",
@@ -410,6 +429,10 @@ def subscription_set_limits(
 
 
 # --- internals --------------------------------------------------------------------------------------
+def _limits_cache_key(tenant_id: str) -> str:
+    return f"cvg:limits:v1:{tenant_id}"
+
+
 def _today() -> date:
     return timezone.now().astimezone(UTC).date()
 
