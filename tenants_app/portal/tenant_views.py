@@ -55,6 +55,14 @@ View = Callable[..., HttpResponse]
 # finds its token spent and shows the tenant instead of a second key. Only tokens live in the session.
 _TOKENS_SESSION_KEY = "portal_form_tokens"
 _MAX_TOKENS = 20
+LIMIT_LABELS = {
+    "daily_limit": "Daily pipeline runs",
+    "monthly_limit": "Monthly pipeline runs",
+    "concurrent_limit": "Concurrent pipeline runs",
+    "max_providers": "Cloud providers",
+    "api_calls_per_minute": "API calls a minute",
+    "api_calls_per_hour": "API calls an hour",
+}
 
 
 # --- helpers ----------------------------------------------------------------------------------------
@@ -520,7 +528,9 @@ def _preview_rows(preview: Any) -> list[tuple[str, Any, Any]]:
     before = _limits(preview.limits_before)
     after = _limits(preview.limits_after)
     names = list(dict.fromkeys([*before, *after]))
-    return [(name.replace("_", " "), before.get(name), after.get(name)) for name in names]
+    return [
+        (LIMIT_LABELS.get(name, name.replace("_", " ")), before.get(name), after.get(name)) for name in names
+    ]
 
 
 def _limits(limits: Any) -> dict[str, Any]:

@@ -139,8 +139,8 @@ def test_it_changes_the_plan_after_showing_limits_before_and_after(
 
     assert preview.status_code == 200
     rows = dict((name, (before, after)) for name, before, after in preview.context["rows"])
-    assert rows["daily limit"] == (6, 100)
-    assert rows["monthly limit"] == (180, 3000)
+    assert rows["Daily pipeline runs"] == (6, 100)
+    assert rows["Monthly pipeline runs"] == (180, 3000)
     assert subscription_get(tenant_id=tenant_id).plan_name == "STARTER"  # nothing changed yet
 
     done = superuser_client.post(
