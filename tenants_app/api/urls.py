@@ -9,6 +9,9 @@ from __future__ import annotations
 from django.urls import path
 
 from tenants_app.api import credentials, keys, me, onboarding, tenants
+from tenants_app.api import runs as run_views
+from tenants_app.api import subscriptions as subscription_views
+from tenants_app.api import worker as worker_views
 
 
 def tenant_resources(prefix: str, name: str) -> list:
@@ -36,8 +39,25 @@ def tenant_resources(prefix: str, name: str) -> list:
             credentials.CredentialDeactivateApi.as_view(),
             name=f"{name}-credential-deactivate",
         ),
-        path(f"{prefix}subscription", me.SubscriptionApi.as_view(), name=f"{name}-subscription"),
+        path(
+            f"{prefix}subscription", subscription_views.SubscriptionApi.as_view(), name=f"{name}-subscription"
+        ),
+        path(
+            f"{prefix}subscription/preview",
+            subscription_views.SubscriptionPlanPreviewApi.as_view(),
+            name=f"{name}-subscription-preview",
+        ),
         path(f"{prefix}usage", me.UsageApi.as_view(), name=f"{name}-usage"),
+        path(f"{prefix}runs", run_views.RunListApi.as_view(), name=f"{name}-runs"),
+        path(f"{prefix}runs/<str:run_id>", run_views.RunDetailApi.as_view(), name=f"{name}-run"),
+        path(
+            f"{prefix}runs/<str:run_id>/cancel", run_views.RunCancelApi.as_view(), name=f"{name}-run-cancel"
+        ),
+        path(
+            f"{prefix}runs/<str:run_id>/requeue",
+            run_views.RunRequeueApi.as_view(),
+            name=f"{name}-run-requeue",
+        ),
     ]
 
 
@@ -55,4 +75,15 @@ urlpatterns = [
     *tenant_resources("tenants/<str:tenant_id>/", "tenant"),
     path("me", me.MeApi.as_view(), name="me"),
     *tenant_resources("me/", "me"),
+    path("queue", run_views.QueueListApi.as_view(), name="queue"),
+    path("worker/claim", worker_views.WorkerClaimApi.as_view(), name="worker-claim"),
+    path(
+        "worker/runs/<str:run_id>/heartbeat",
+        worker_views.WorkerHeartbeatApi.as_view(),
+        name="worker-heartbeat",
+    ),
+    path(
+        "worker/runs/<str:run_id>/complete", worker_views.WorkerCompleteApi.as_view(), name="worker-complete"
+    ),
+    path("worker/runs/<str:run_id>/fail", worker_views.WorkerFailApi.as_view(), name="worker-fail"),
 ]

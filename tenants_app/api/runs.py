@@ -1,0 +1,194 @@
+"""Pipeline runs and the execution queue: read by staff and tenants; cancel and re-queue."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from tenants_app.api.scoping import TenantScopedApi
+from tenants_app.models import DataQualityStatus, RunState
+from tenants_app.services.runs import (
+    MAX_PAGE_SIZE,
+    queue_list,
+    run_cancel,
+    run_get,
+    run_list,
+    run_requeue,
+)
+
+
+class RunOutputSerializer(serializers.Serializer):
+    run_id = serializers.CharField()
+    tenant_id = serializers.CharField()
+    config_id = serializers.CharField()
+    pipeline_id = serializers.CharField()
+    state = serializers.ChoiceField(choices=RunState.choices)
+    scheduled_time = serializers.DateTimeField()
+    priority = serializers.IntegerField(help_text="1 = most urgent")
+    parameters = serializers.JSONField(allow_null=True)
+    retry_count = serializers.IntegerField()
+    max_retries = serializers.IntegerField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    worker_id = serializers.CharField(allow_null=True)
+    completed_at = serializers.DateTimeField(allow_null=True)
+    failed_at = serializers.DateTimeField(allow_null=True)
+    error_message = serializers.CharField(allow_null=True)
+    pipeline_logging_id = serializers.CharField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class QueueEntryOutputSerializer(serializers.Serializer):
+    run_id = serializers.CharField()
+    tenant_id = serializers.CharField()
+    config_id = serializers.CharField(allow_null=True)
+    pipeline_id = serializers.CharField()
+    state = serializers.ChoiceField(choices=RunState.choices)
+    priority = serializers.IntegerField(help_text="1 = most urgent")
+    scheduled_time = serializers.DateTimeField()
+    added_at = serializers.DateTimeField()
+    available_at = serializers.DateTimeField(allow_null=True, help_text="Held back until (retry backoff)")
+    attempt = serializers.IntegerField(allow_null=True)
+    lease_owner = serializers.CharField(
+        allow_null=True, help_text="The worker holding it, or last holding it"
+    )
+    lease_expires_at = serializers.DateTimeField(allow_null=True)
+    heartbeat_at = serializers.DateTimeField(allow_null=True)
+    processing_started_at = serializers.DateTimeField(allow_null=True)
+
+
+class ExecutionOutputSerializer(serializers.Serializer):
+    pipeline_logging_id = serializers.CharField()
+    status = serializers.CharField()
+    start_time = serializers.DateTimeField()
+    end_time = serializers.DateTimeField(allow_null=True)
+    duration_ms = serializers.IntegerField(allow_null=True)
+    run_metadata = serializers.JSONField(allow_null=True)
+    error_message = serializers.CharField(allow_null=True)
+
+
+class StepLogOutputSerializer(serializers.Serializer):
+    pipeline_logging_id = serializers.CharField()
+    step_index = serializers.IntegerField()
+    step_name = serializers.CharField()
+    step_type = serializers.CharField()
+    status = serializers.CharField()
+    start_time = serializers.DateTimeField()
+    end_time = serializers.DateTimeField(allow_null=True)
+    duration_ms = serializers.IntegerField(allow_null=True)
+    rows_processed = serializers.IntegerField(allow_null=True)
+    error_message = serializers.CharField(allow_null=True)
+    metadata = serializers.JSONField(allow_null=True)
+
+
+class DqResultOutputSerializer(serializers.Serializer):
+    pipeline_logging_id = serializers.CharField()
+    target_table = serializers.CharField()
+    dq_config_id = serializers.CharField()
+    executed_at = serializers.DateTimeField()
+    expectations_passed = serializers.IntegerField()
+    expectations_failed = serializers.IntegerField()
+    failed_expectations = serializers.JSONField(allow_null=True)
+    overall_status = serializers.ChoiceField(choices=DataQualityStatus.choices)
+
+
+def page_data(page: object, items: list) -> dict:
+    return {"count": page.total, "limit": page.limit, "offset": page.offset, "results": items}  # type: ignore[attr-defined]
+
+
+class RunListApi(TenantScopedApi):
+    read_scope = "pipelines:read"
+    write_scope = "pipelines:manage"
+
+    class FilterSerializer(serializers.Serializer):
+        state = serializers.ChoiceField(choices=RunState.choices, required=False)
+        config_id = serializers.CharField(required=False, max_length=128)
+        since = serializers.DateTimeField(required=False, help_text="Scheduled at or after")
+        until = serializers.DateTimeField(required=False, help_text="Scheduled before")
+        limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_PAGE_SIZE, default=50)
+        offset = serializers.IntegerField(required=False, min_value=0, default=0)
+
+    class OutputSerializer(serializers.Serializer):
+        count = serializers.IntegerField()
+        limit = serializers.IntegerField()
+        offset = serializers.IntegerField()
+        results = RunOutputSerializer(many=True)
+
+    @extend_schema(parameters=[FilterSerializer], responses=OutputSerializer)
+    def get(self, request: Request, tenant_id: str | None = None) -> Response:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        page = run_list(tenant_id=self.tenant_id(), **filters.validated_data)
+        return Response(self.OutputSerializer(page_data(page, page.items)).data)
+
+
+class RunDetailApi(TenantScopedApi):
+    read_scope = "pipelines:read"
+    write_scope = "pipelines:manage"
+
+    class OutputSerializer(serializers.Serializer):
+        run = RunOutputSerializer()
+        queue_entry = QueueEntryOutputSerializer(allow_null=True, source="entry")
+        executions = ExecutionOutputSerializer(many=True)
+        step_logs = StepLogOutputSerializer(many=True)
+        dq_results = DqResultOutputSerializer(many=True)
+
+    @extend_schema(responses=OutputSerializer)
+    def get(self, request: Request, run_id: str, tenant_id: str | None = None) -> Response:
+        detail = run_get(tenant_id=self.tenant_id(), run_id=run_id)
+        return Response(self.OutputSerializer(detail).data)
+
+
+class RunCancelApi(TenantScopedApi):
+    read_scope = "pipelines:read"
+    write_scope = "pipelines:manage"
+
+    class InputSerializer(serializers.Serializer):
+        reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
+
+    @extend_schema(request=InputSerializer, responses=RunOutputSerializer)
+    def post(self, request: Request, run_id: str, tenant_id: str | None = None) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        run = run_cancel(
+            tenant_id=self.tenant_id(),
+            run_id=run_id,
+            actor=self.actor(request),
+            reason=data.validated_data["reason"],
+        )
+        return Response(RunOutputSerializer(run).data)
+
+
+class RunRequeueApi(TenantScopedApi):
+    read_scope = "pipelines:read"
+    write_scope = "pipelines:manage"
+
+    @extend_schema(request=None, responses=RunOutputSerializer)
+    def post(self, request: Request, run_id: str, tenant_id: str | None = None) -> Response:
+        run = run_requeue(tenant_id=self.tenant_id(), run_id=run_id, actor=self.actor(request))
+        return Response(RunOutputSerializer(run).data)
+
+
+class QueueListApi(APIView):
+    """Staff: the execution queue of every tenant, in claim order."""
+
+    class FilterSerializer(serializers.Serializer):
+        tenant_id = serializers.CharField(required=False, max_length=64)
+        state = serializers.ChoiceField(choices=RunState.choices, required=False)
+        limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_PAGE_SIZE, default=50)
+        offset = serializers.IntegerField(required=False, min_value=0, default=0)
+
+    class OutputSerializer(serializers.Serializer):
+        count = serializers.IntegerField()
+        limit = serializers.IntegerField()
+        offset = serializers.IntegerField()
+        results = QueueEntryOutputSerializer(many=True)
+
+    @extend_schema(parameters=[FilterSerializer], responses=OutputSerializer)
+    def get(self, request: Request) -> Response:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        page = queue_list(**filters.validated_data)
+        return Response(self.OutputSerializer(page_data(page, page.items)).data)
