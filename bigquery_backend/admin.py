@@ -541,11 +541,12 @@ class BigQueryModelAdmin(admin.ModelAdmin):
                     return "lt", _start_of_day(day + datetime.timedelta(days=1))
                 return suffix, _start_of_day(day)
             moment = datetime.datetime.fromisoformat(text)
+            if timezone.is_naive(moment):
+                moment = timezone.make_aware(moment, timezone.get_current_timezone())
+            # In UTC here, so an instant past year 9999 or before year 1 is refused now, not in the client.
+            return suffix, moment.astimezone(datetime.UTC)
         except (ValueError, OverflowError):
             raise BadQuery(f"{title}: {text!r} is not a date (YYYY-MM-DD).") from None
-        if timezone.is_naive(moment):
-            moment = timezone.make_aware(moment, timezone.get_current_timezone())
-        return suffix, moment
 
     def _parse_ordering(self, text: str | None) -> list[tuple[int, bool]]:
         """`o=2.-1`: list_display indexes, most significant first, `-` for descending (as Django's admin)."""
