@@ -734,7 +734,10 @@ def _blocked_tenants(now: datetime) -> set[str]:
 def _block_tenant(tenant_id: str, refusal: ServiceError, now: datetime) -> None:
     # Only an optimisation (saves each claim a doomed compare-and-set, admission and undo), so the
     # lossy read-modify-write across processes is fine; capped, since limits can be raised meanwhile.
-    seconds = min(int(getattr(refusal, "retry_after", 0) or 0), settings.PIPELINE_QUOTA_BLOCK_SECONDS)
+    # A refusal without a retry time (subscription suspended, tenant not active) is skipped for the
+    # whole period: those change by a staff action, not by a run ending.
+    cap = int(settings.PIPELINE_QUOTA_BLOCK_SECONDS)
+    seconds = min(int(getattr(refusal, "retry_after", None) or cap), cap)
     if seconds <= 0:
         return
     moment = now.timestamp()

@@ -226,3 +226,23 @@ def _tenant_runs(tenant_id: str) -> list[str]:
         row.run_id
         for row in central_repository(TenantPipelineExecutionQueue).list(filters={"tenant_id": tenant_id})
     ]
+
+
+def test_it_skips_a_tenant_found_over_quota_until_one_of_its_runs_ends() -> None:
+    from bigquery_backend.client import get_gateway
+
+    tenant_id = tenant_with_subscription(concurrent_limit=1)
+    first = enqueue(tenant_id, priority=1)
+    held_back = enqueue(tenant_id, priority=2)
+    assert run_claim(worker_id="w1", tenant_id=tenant_id, now=NOW) is not None
+    assert run_claim(worker_id="w2", now=NOW) is None  # refused by the concurrent limit
+
+    with get_gateway().count_jobs() as counter:
+        assert run_claim(worker_id="w2", now=NOW) is None
+
+    # Only the candidate query: no doomed compare-and-set, admission and undo for the busy tenant.
+    assert counter.jobs == 1
+    run_complete(run_id=first, worker_id="w1", status="SUCCEEDED", now=NOW)
+    claimed = run_claim(worker_id="w2", now=NOW)
+    assert claimed is not None
+    assert claimed.run_id == held_back
