@@ -123,11 +123,12 @@ def pressure_bar_svg(*, ratio: float, label: str, width: int = 120, height: int 
 
 
 def nice_ceiling(value: float) -> float:
-    """The smallest 1, 2, 2.5 or 5 times a power of ten that is at least `value` (a readable axis top)."""
+    """The smallest round figure (1, 1.2, 1.5, 2, ... 8 times a power of ten) at least `value`."""
     if value <= 0:
         return 1.0
     power = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
+    # Fine steps keep the bars tall: 27.5 becomes 30, not 50. Each halves to a readable mid label.
+    for step in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
         if step * power >= value:
             return float(step * power)
     return float(10 * power)  # pragma: no cover - the loop always returns

@@ -29,6 +29,7 @@ from tenants_app.services.errors import DoesNotExist, ServiceUnavailable, Valida
 logger = logging.getLogger(__name__)
 
 PER_PAGE = 50
+BAR_WIDTH = 72  # px: three bars per row must fit beside the figures in the admin's content column
 TREND_PERIODS = (7, 30, 90)
 DEFAULT_TREND_DAYS = 30
 
@@ -67,7 +68,8 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         return _unavailable(request, "Quota dashboard")
     pages = max(1, -(-board.total // PER_PAGE))
     if page > pages:
-        form.add_error("p", f"There are {pages} pages.")
+        there = "is 1 page" if pages == 1 else f"are {pages} pages"
+        form.add_error("p", f"Page {page} does not exist: there {there}.")
         return _render(request, "portal/dashboard.html", status=400, form=form, title="Quota dashboard")
     filters = {"plan": plan or "", "flagged": "1" if flagged_only else ""}
     return _render(
@@ -158,7 +160,9 @@ def _row_context(row: TenantQuota) -> dict[str, Any]:
         "quota": row,
         "pressure_percent": round(row.pressure * 100),
         "bars": {
-            name: pressure_bar_svg(ratio=ratio, label=f"{used} of {limit if limit else 'no limit'} ({name})")
+            name: pressure_bar_svg(
+                ratio=ratio, label=f"{used} of {limit if limit else 'no limit'} ({name})", width=BAR_WIDTH
+            )
             for name, ratio, used, limit in (
                 ("daily", row.daily_ratio, row.runs_today, row.daily_limit),
                 ("monthly", row.monthly_ratio, row.runs_month, row.monthly_limit),

@@ -149,6 +149,7 @@ class TrendDay:
     failed: int
     runs_month: int
     daily_limit: int | None
+    recorded: bool = True
 
 
 @dataclass(frozen=True)
@@ -393,7 +394,9 @@ def _tenant_quota(row: dict[str, Any]) -> TenantQuota:
 
 def _trend_day(day: date, row: dict[str, Any] | None) -> TrendDay:
     if row is None:
-        return TrendDay(day=day, runs=0, succeeded=0, failed=0, runs_month=0, daily_limit=None)
+        return TrendDay(
+            day=day, runs=0, succeeded=0, failed=0, runs_month=0, daily_limit=None, recorded=False
+        )
     return TrendDay(
         day=day,
         runs=_int(row["runs"]),

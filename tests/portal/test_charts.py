@@ -38,8 +38,8 @@ def test_it_draws_one_bar_per_day_with_heights_proportional_to_runs() -> None:
     bars = by_class(root, "bar")
     assert [bar.get("data-day") for bar in bars] == [day.isoformat() for day in DAYS]
     heights = [float(bar.get("height")) for bar in bars]
-    # Without a limit the axis tops out at a round figure above the peak (6 * 1.1 -> 10).
-    assert heights == pytest.approx([PLOT_HEIGHT * value / 10 for value in runs], abs=0.01)
+    # Without a limit the axis tops out at a round figure above the peak (6 * 1.1 -> 8).
+    assert heights == pytest.approx([PLOT_HEIGHT * value / 8 for value in runs], abs=0.01)
     for bar in bars:
         # Each bar stands on the x axis.
         assert float(bar.get("y")) + float(bar.get("height")) == pytest.approx(TOP + PLOT_HEIGHT, abs=0.01)
@@ -53,7 +53,7 @@ def test_it_puts_the_limit_and_80_percent_lines_at_their_values_and_colours_bars
 
     root = parse(usage_trend_svg(days=DAYS, runs=runs, daily_limit=6, title="Runs"))
 
-    top = 10  # 7 * 1.1 = 7.7 -> 10
+    top = 8  # 7 * 1.1 = 7.7 -> 8
     [limit] = by_class(root, "limit-line")
     [warning] = by_class(root, "warning-line")
     assert float(limit.get("y1")) == pytest.approx(TOP + PLOT_HEIGHT - PLOT_HEIGHT * 6 / top, abs=0.01)
@@ -86,7 +86,7 @@ def test_it_labels_axes_and_describes_the_chart_for_screen_readers() -> None:
     x_labels = [label.text for label in by_class(root, "x-label")]
     assert x_labels[-1] == "30 Mar"  # the last day is always labelled
     assert len(x_labels) == 5  # weekly
-    assert {label.text for label in by_class(root, "y-label")} == {"0", "5", "10"}
+    assert {label.text for label in by_class(root, "y-label")} == {"0", "4", "8"}  # 6 * 1.1 -> 8
 
 
 def test_it_escapes_every_text_it_is_given() -> None:
@@ -131,7 +131,8 @@ def test_it_fills_a_pressure_bar_to_its_share_capped_at_full(
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"), [(0, 1), (0.3, 0.5), (7.7, 10), (11, 20), (22, 25), (110, 200)]
+    ("value", "expected"),
+    [(0, 1), (0.3, 0.3), (7.7, 8), (11, 12), (22, 25), (27.5, 30), (110, 120), (950, 1000)],
 )
 def test_it_rounds_the_axis_top_up_to_a_readable_figure(value: float, expected: float) -> None:
     assert nice_ceiling(value) == pytest.approx(expected)

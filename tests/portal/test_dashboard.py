@@ -149,7 +149,12 @@ def test_it_filters_by_plan_and_flag_and_pages(board: str, superuser_client: Cli
 
 @pytest.mark.parametrize(
     ("query", "message"),
-    [({"plan": "GOLD"}, "plan"), ({"p": "0"}, "p"), ({"p": "x"}, "p"), ({"p": "9"}, "pages")],
+    [
+        ({"plan": "GOLD"}, "plan"),
+        ({"p": "0"}, "p"),
+        ({"p": "x"}, "p"),
+        ({"p": "9"}, "Page 9 does not exist: there is 1 page."),
+    ],
 )
 def test_it_answers_a_bad_query_with_a_400_naming_it(
     board: str, superuser_client: Client, query: dict, message: str

@@ -279,6 +279,7 @@ def test_it_gives_one_zero_filled_day_per_day_oldest_first(seed: Seed, gateway: 
     assert sum(runs.values()) == 10
     assert trend.days[-3].daily_limit == 4
     assert trend.days[-2].daily_limit is None  # no row that day
+    assert (trend.days[-2].recorded, trend.days[-1].recorded) == (False, True)
     assert (trend.plan, trend.daily_limit, trend.company_name) == (PlanName.STARTER, 6, "trending Ltd")
     assert trend.total_runs == 10
     assert trend.peak.day == DAY
