@@ -20,11 +20,12 @@ ROTATION_GRACE_CHOICES = (
 )
 
 
-def add_service_errors(form: forms.Form, error: ServiceError) -> None:
-    """Show a service's field errors on the form's fields; the rest (or the message) above the form."""
+def add_service_errors(form: forms.Form, error: ServiceError, *, fallback_field: str | None = None) -> None:
+    """Show a service's field errors on the form's fields; others on `fallback_field` (a credential's
+    payload fields go under the payload box) or above the form, as does a message without fields."""
     placed = False
     for name, reasons in error.errors.items():
-        target = name if name in form.fields else None
+        target = name if name in form.fields else fallback_field
         for reason in reasons:
             form.add_error(target, reason if target else f"{name}: {reason}")
             placed = True
@@ -46,7 +47,7 @@ class OnboardForm(forms.Form):
     )
     company_name = forms.CharField(max_length=200)
     admin_email = forms.EmailField(max_length=254, label="Admin email")
-    plan = forms.ChoiceField(choices=PlanName.choices)
+    plan = forms.ChoiceField(choices=[(value, value) for value in PlanName.values])
 
 
 class TenantEditForm(forms.Form):
@@ -55,11 +56,11 @@ class TenantEditForm(forms.Form):
 
 
 class PlanChangeForm(forms.Form):
-    plan = forms.ChoiceField(choices=PlanName.choices, label="New plan")
+    plan = forms.ChoiceField(choices=[(value, value) for value in PlanName.values], label="New plan")
 
 
 class SubscriptionStatusForm(forms.Form):
-    status = forms.ChoiceField(choices=SubscriptionStatus.choices)
+    status = forms.ChoiceField(choices=[(value, value) for value in SubscriptionStatus.values])
     trial_end_date = forms.DateField(
         required=False,
         widget=forms.DateInput(attrs={"type": "date"}),
@@ -139,17 +140,19 @@ class _PayloadField(forms.CharField):
         super().__init__(strip=False, **kwargs)
 
 
+PAYLOAD_HELP = (
+    "GCP: the service-account JSON key file. AWS: access_key_id, secret_access_key (optional region, "
+    "session_token). AZURE: tenant_id, client_id, client_secret (optional subscription_id). OPENAI, "
+    "ANTHROPIC: api_key. Stored encrypted and never shown again, not even to staff: "
+    "re-enter it after an error."
+)
+
+
 class CredentialCreateForm(forms.Form):
-    provider = forms.ChoiceField(choices=Provider.choices)
+    provider = forms.ChoiceField(choices=[(value, value) for value in Provider.values])
     name = forms.CharField(max_length=100)
-    payload = _PayloadField(
-        label="Credential (JSON)",
-        help_text="Stored encrypted; never shown again, not even to staff. Re-enter it after any error.",
-    )
+    payload = _PayloadField(label="Credential (JSON)", help_text=PAYLOAD_HELP)
 
 
 class CredentialReplaceForm(forms.Form):
-    payload = _PayloadField(
-        label="New credential (JSON)",
-        help_text="Same provider; stored encrypted and never shown again. Re-enter it after any error.",
-    )
+    payload = _PayloadField(label="New credential (JSON)", help_text=f"Same provider. {PAYLOAD_HELP}")

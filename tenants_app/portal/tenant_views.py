@@ -717,7 +717,7 @@ def tenant_credential_create_view(request: HttpRequest, tenant_id: str) -> HttpR
         except ServiceError as exc:
             if not _is_inline(exc):
                 raise
-            portal_forms.add_service_errors(form, exc)
+            portal_forms.add_service_errors(form, exc, fallback_field="payload")
         else:
             messages.success(
                 request, f"Credential {row.credential_name} ({row.provider}, {row.fingerprint}) was added."
@@ -750,7 +750,7 @@ def tenant_credential_replace_view(request: HttpRequest, tenant_id: str, credent
         except ServiceError as exc:
             if not _is_inline(exc):
                 raise
-            portal_forms.add_service_errors(form, exc)
+            portal_forms.add_service_errors(form, exc, fallback_field="payload")
         else:
             messages.success(
                 request,
