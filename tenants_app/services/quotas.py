@@ -44,6 +44,7 @@ from tenants_app.services.errors import (
     ServiceUnavailable,
     SubscriptionInactive,
     TenantNotActive,
+    ValidationFailed,
 )
 from tenants_app.services.onboarding import usage_id_for
 from tenants_app.services.plans import OPERATION_RUN, status_allows, statuses_allowing
@@ -71,6 +72,8 @@ _ADMIT_ATTEMPTS = 4
 # API-call counts per UPDATE: a CASE arm per tenant keeps the statement small enough to send and read.
 _API_CALLS_CHUNK = 200
 _EXISTS_TTL = 3 * 86_400
+# Month totals carry from the previous row of the month: retention must keep a month and a day.
+MIN_RETENTION_DAYS = 32
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,54 @@ def usage_rows_start(
     admissions already created some rows, is safe. Limits come from each tenant's newest subscription.
     """
     usage = central_repository(TenantUsageQuota)
+    source, params = _day_rows_source(
+        day, tenant_id=tenant_id, tenant_ids=tenant_ids, any_subscription_status=any_subscription_status
+    )
+    params.append(bigquery.ScalarQueryParameter("now", "TIMESTAMP", timezone.now()))
+    columns = (
+        "usage_id, tenant_id, usage_date, pipelines_run_today, pipelines_succeeded_today, "
+        "pipelines_failed_today, pipelines_run_month, concurrent_pipelines_running, daily_limit, "
+        "monthly_limit, concurrent_limit, max_concurrent_reached, last_updated, created_at, "
+        "total_api_calls_today, monthly_warning_at"
+    )
+    values = (
+        "source.usage_id, source.tenant_id, source.usage_date, 0, 0, 0, source.pipelines_run_month, "
+        "source.concurrent_pipelines_running, source.daily_limit, source.monthly_limit, "
+        "source.concurrent_limit, source.concurrent_pipelines_running, @now, @now, 0, "
+        "source.monthly_warning_at"
+    )
+    # The no-op WHEN MATCHED makes this a *mutating* statement on BigQuery: an INSERT-only MERGE runs
+    # concurrently with another one unchecked (two schedulers would both insert), while mutating
+    # statements on one partition conflict, and the loser re-runs and then finds the row.
+    sql = (
+        f"MERGE {usage.table} AS target USING ({source}) AS source ON target.usage_id = source.usage_id "
+        "WHEN MATCHED THEN UPDATE SET last_updated = target.last_updated "
+        f"WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values})"
+    )
+    return _run_dml(sql, params)
+
+
+def usage_rows_missing(*, day: date) -> int:
+    """How many working tenants allowed to run have no usage row for `day` yet (one job; dry runs)."""
+    usage = central_repository(TenantUsageQuota)
+    source, params = _day_rows_source(day)
+    sql = (
+        f"SELECT COUNT(*) AS n FROM ({source}) AS source "
+        f"LEFT JOIN {usage.table} AS target ON target.usage_id = source.usage_id "
+        "WHERE target.usage_id IS NULL"
+    )
+    return int(usage.gateway.query(sql, params).rows[0]["n"])
+
+
+def _day_rows_source(
+    day: date,
+    *,
+    tenant_id: str | None = None,
+    tenant_ids: Sequence[str] | None = None,
+    any_subscription_status: bool = False,
+) -> tuple[str, list[Any]]:
+    """The SELECT of `day`'s new usage rows (limits, carried month total and slots) and its parameters."""
+    usage = central_repository(TenantUsageQuota)
     subscriptions = central_repository(TenantSubscription).table
     profiles = central_repository(TenantProfile).table
     month_start = day.replace(day=1)
@@ -185,7 +236,6 @@ def usage_rows_start(
         bigquery.ScalarQueryParameter("suffix", "STRING", f"{day:%Y%m%d}"),
         bigquery.ScalarQueryParameter("month_start", "DATE", month_start),
         bigquery.ScalarQueryParameter("lookback", "DATE", lookback),
-        bigquery.ScalarQueryParameter("now", "TIMESTAMP", timezone.now()),
         bigquery.ArrayQueryParameter("tenant_statuses", "STRING", list(_WORKING_TENANT_STATUSES)),
         bigquery.ScalarQueryParameter("any_status", "BOOL", any_subscription_status),
     ]
@@ -225,27 +275,84 @@ def usage_rows_start(
         "AND (@any_status OR NOT (s.status = 'TRIAL' AND s.trial_end_date IS NOT NULL "
         "AND s.trial_end_date < @day))"
     )
-    columns = (
-        "usage_id, tenant_id, usage_date, pipelines_run_today, pipelines_succeeded_today, "
-        "pipelines_failed_today, pipelines_run_month, concurrent_pipelines_running, daily_limit, "
-        "monthly_limit, concurrent_limit, max_concurrent_reached, last_updated, created_at, "
-        "total_api_calls_today, monthly_warning_at"
+    return source, params
+
+
+@dataclass(frozen=True)
+class RolloverReport:
+    """What `usage_roll_over` did (or, in a dry run, would do)."""
+
+    day: date
+    dry_run: bool
+    trials_expired: list[str]
+    rows_created: int
+    rows_for_day: int
+    rows_deleted: int
+    retention_cutoff: date
+
+
+def usage_roll_over(
+    *,
+    day: date | None = None,
+    retention_days: int | None = None,
+    dry_run: bool = False,
+    actor: str = "system:roll_over_usage",
+) -> RolloverReport:
+    """Start a day: expire ended trials, create every working tenant's usage row, drop rows past retention.
+
+    A constant number of statements whatever the number of tenants (trial expiry: up to 4; rows: one
+    MERGE between two counts; retention: one DELETE). Idempotent and safe concurrently: expiry is a
+    conditional UPDATE, rows are insert-if-absent, the DELETE removes what is old whoever runs it.
+    Counts are approximate while admissions or another run create rows at the same moment.
+    """
+    from tenants_app.services.subscriptions import subscription_expire_trials  # keeps imports one-way
+
+    today = quota_day()
+    day = day or today
+    retention_days = settings.USAGE_RETENTION_DAYS if retention_days is None else retention_days
+    errors: dict[str, list[str]] = {}
+    if day > today:
+        # A row made ahead of its day would copy a month total that is still growing.
+        errors["date"] = [f"Use today ({today}) or an earlier day, not a future one."]
+    if retention_days < MIN_RETENTION_DAYS:
+        errors["retention_days"] = [f"Keep at least {MIN_RETENTION_DAYS} days (month totals carry over)."]
+    if errors:
+        raise ValidationFailed("invalid rollover", errors=errors)
+    cutoff = day - timedelta(days=retention_days)
+    usage = central_repository(TenantUsageQuota)
+    with bigquery_errors_translated():
+        expired = subscription_expire_trials(today=day, actor=actor, dry_run=dry_run)
+        existing = usage.count(filters={"usage_date": day})
+        if dry_run:
+            return RolloverReport(
+                day=day,
+                dry_run=True,
+                trials_expired=expired,
+                rows_created=usage_rows_missing(day=day),
+                rows_for_day=existing,
+                rows_deleted=usage.count(filters={"usage_date__lt": cutoff}),
+                retention_cutoff=cutoff,
+            )
+        usage_rows_start(day=day)
+        after = usage.count(filters={"usage_date": day})
+        deleted = usage.delete_where(filters={"usage_date__lt": cutoff})
+    logger.info(
+        "usage rollover for %s: %d trial(s) expired, %d row(s) created, %d deleted before %s",
+        day,
+        len(expired),
+        after - existing,
+        deleted,
+        cutoff,
     )
-    values = (
-        "source.usage_id, source.tenant_id, source.usage_date, 0, 0, 0, source.pipelines_run_month, "
-        "source.concurrent_pipelines_running, source.daily_limit, source.monthly_limit, "
-        "source.concurrent_limit, source.concurrent_pipelines_running, @now, @now, 0, "
-        "source.monthly_warning_at"
+    return RolloverReport(
+        day=day,
+        dry_run=False,
+        trials_expired=expired,
+        rows_created=max(0, after - existing),
+        rows_for_day=after,
+        rows_deleted=deleted,
+        retention_cutoff=cutoff,
     )
-    # The no-op WHEN MATCHED makes this a *mutating* statement on BigQuery: an INSERT-only MERGE runs
-    # concurrently with another one unchecked (two schedulers would both insert), while mutating
-    # statements on one partition conflict, and the loser re-runs and then finds the row.
-    sql = (
-        f"MERGE {usage.table} AS target USING ({source}) AS source ON target.usage_id = source.usage_id "
-        "WHEN MATCHED THEN UPDATE SET last_updated = target.last_updated "
-        f"WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values})"
-    )
-    return _run_dml(sql, params)
 
 
 def usage_add_api_calls(*, counts: Mapping[tuple[str, date], int]) -> None:

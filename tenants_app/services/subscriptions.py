@@ -14,6 +14,7 @@ as EXPIRED everywhere, and `roll_over_usage` writes that state down.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from tenants_app.models import (
+    AuditLogEntry,
     SubscriptionStatus,
     TenantCloudCredential,
     TenantProfile,
@@ -31,7 +33,13 @@ from tenants_app.models import (
 )
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import bigquery_errors_translated
-from tenants_app.services.audit import audit_changes, audit_record
+from tenants_app.services.audit import (
+    actor_type_of,
+    audit_changes,
+    audit_record,
+    audit_redact,
+    current_audit_context,
+)
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
 from tenants_app.services.onboarding import usage_id_for
 from tenants_app.services.plans import (
@@ -349,6 +357,50 @@ def subscription_set_status(
     return subscription
 
 
+def subscription_expire_trials(*, today: date, actor: str, dry_run: bool = False) -> list[str]:
+    """Write EXPIRED on every TRIAL whose last day is before `today`; the tenants changed (audited).
+
+    A constant number of statements whatever the number of tenants: one read, one conditional UPDATE,
+    one read of what this call changed (its own `updated_at` stamp tells it from a concurrent run's),
+    one audit INSERT. Safe to run twice or concurrently: a trial is expired, and recorded, once.
+    """
+    repository = central_repository(TenantSubscription)
+    with bigquery_errors_translated():
+        due = repository.list(
+            filters={"status": SubscriptionStatus.TRIAL, "trial_end_date__lt": today},
+            order_by=("tenant_id",),
+        )
+        if dry_run or not due:
+            return sorted({row.tenant_id for row in due})
+        ids = [row.subscription_id for row in due]
+        stamp = timezone.now()
+        repository.update_where(
+            {"status": SubscriptionStatus.EXPIRED, "updated_at": stamp},
+            filters={"subscription_id__in": ids, "status": SubscriptionStatus.TRIAL},
+        )
+        changed = repository.list(
+            filters={"subscription_id__in": ids, "status": SubscriptionStatus.EXPIRED, "updated_at": stamp}
+        )
+        by_id = {row.subscription_id: row for row in due}
+        _audit_many(
+            action="subscription.trial_expire",
+            actor=actor,
+            rows=[
+                (
+                    row.tenant_id,
+                    row.subscription_id,
+                    {
+                        "status": SubscriptionStatus.TRIAL,
+                        "trial_end_date": by_id[row.subscription_id].trial_end_date,
+                    },
+                    {"status": SubscriptionStatus.EXPIRED},
+                )
+                for row in changed
+            ],
+        )
+    return sorted({row.tenant_id for row in changed})
+
+
 # --- per-tenant limits ------------------------------------------------------------------------------
 def subscription_set_limits(
     *,
@@ -431,6 +483,34 @@ def subscription_set_limits(
 # --- internals --------------------------------------------------------------------------------------
 def _limits_cache_key(tenant_id: str) -> str:
     return f"cvg:limits:v1:{tenant_id}"
+
+
+def _audit_many(
+    *, action: str, actor: str, rows: list[tuple[str, str, dict[str, Any], dict[str, Any]]]
+) -> None:
+    """One audit entry per (tenant, subscription, before, after), all in one INSERT."""
+    if not rows:
+        return
+    context = current_audit_context()
+    now = timezone.now()
+    entries = [
+        AuditLogEntry(
+            audit_id=uuid.uuid4().hex,
+            occurred_at=now,
+            actor=actor,
+            actor_type=actor_type_of(actor),
+            source=context.source,
+            action=action,
+            tenant_id=tenant_id,
+            target_type="subscription",
+            target_id=target_id,
+            before_values=audit_redact(before),
+            after_values=audit_redact(after),
+            request_id=context.request_id,
+        )
+        for tenant_id, target_id, before, after in rows
+    ]
+    central_repository(AuditLogEntry).insert(*entries)
 
 
 def _today() -> date:
