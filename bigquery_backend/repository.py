@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import datetime
+import decimal
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from django.core.exceptions import FieldDoesNotExist, ValidationError
@@ -74,6 +75,15 @@ class Page(Generic[M]):
     offset: int
 
 
+@dataclass(frozen=True)
+class RowChange:
+    """One row of `Repository.update_many`: `values` are set where `expected` columns still hold theirs."""
+
+    key: Any
+    values: Mapping[str, Any]
+    expected: Mapping[str, Any] = field(default_factory=dict)
+
+
 class _Params:
     """Collects query parameters and hands out their SQL expressions."""
 
@@ -108,6 +118,70 @@ class _Params:
         name = f"p{len(self.parameters)}"
         self.parameters.append(bigquery.ScalarQueryParameter(name, "INT64", value))
         return f"@{name}"
+
+
+# Array parameters may not hold NULL on BigQuery: a NULL goes as this placeholder plus a BOOL mask.
+_NULL_PLACEHOLDERS: dict[str, Any] = {
+    "STRING": "",
+    "INT64": 0,
+    "FLOAT64": 0.0,
+    "NUMERIC": decimal.Decimal(0),
+    "BOOL": False,
+    "TIMESTAMP": datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC),
+    "DATE": datetime.date(1970, 1, 1),
+}
+
+
+class _ArrayBatch:
+    """Many rows as one array parameter per column, zipped back together by offset.
+
+    A few parameters for any number of rows, where `VALUES` tuples would need one per value (and the
+    emulator's cost grows with the number of parameter values either way).
+    """
+
+    def __init__(self, repository: Repository[Any], params: _Params) -> None:
+        self.repository = repository
+        self.params = params
+        self.selects: list[str] = []
+        self.unnests: list[str] = []
+
+    def add(self, column_name: str, values: Sequence[Any]) -> str:
+        """Add one column's values (one per row, in row order); returns its alias in the source."""
+        column = self.repository.definition.column(column_name)
+        index = len(self.selects)
+        sent_type = "STRING" if column.field_type == "BYTES" else column.field_type
+        items = []
+        for value in values:
+            if value is None:
+                items.append(_NULL_PLACEHOLDERS[sent_type])
+            elif column.field_type == "BYTES":
+                items.append(base64.b64encode(bytes(value)).decode("ascii"))
+            elif column.field_type == "TIMESTAMP" and value.tzinfo is None:
+                raise InvalidInput(
+                    f"{column.name}: timestamps must be timezone-aware",
+                    errors={column.name: ["Timestamp has no time zone."]},
+                )
+            else:
+                items.append(value)
+        expression = self._unnest(f"v{index}", sent_type, items)
+        if column.field_type == "BYTES":
+            expression = f"FROM_BASE64({expression})"
+        nulls = [value is None for value in values]
+        if any(nulls):
+            expression = f"IF({self._unnest(f'm{index}', 'BOOL', nulls)}, NULL, {expression})"
+        alias = f"c{index}"
+        self.selects.append(f"{expression} AS {alias}")
+        return alias
+
+    def _unnest(self, alias: str, field_type: str, items: list[Any]) -> str:
+        name = f"p{len(self.params.parameters)}"
+        self.params.parameters.append(bigquery.ArrayQueryParameter(name, field_type, items))
+        join = "" if not self.unnests else f" ON o_{alias} = o_v0"
+        self.unnests.append(f"UNNEST(@{name}) AS {alias} WITH OFFSET AS o_{alias}{join}")
+        return alias
+
+    def source(self) -> str:
+        return f"SELECT {', '.join(self.selects)} FROM {' JOIN '.join(self.unnests)}"
 
 
 class Repository(Generic[M]):
@@ -236,6 +310,68 @@ class Repository(Generic[M]):
             sql += f"WHEN MATCHED THEN UPDATE SET {sets} "
         sql += f"WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({sources})"
         return self.gateway.query(sql, params.parameters).affected_rows or 0
+
+    def update_many(self, changes: Sequence[RowChange], *, shared: Mapping[str, Any] | None = None) -> int:
+        """Per-row compare-and-set in one MERGE: each row gets its own `values` (and `shared`) only
+        where its `expected` columns still hold the given values; returns how many rows matched."""
+        if not changes:
+            return 0
+        if len(changes) > MAX_LIMIT:
+            raise InvalidInput(f"at most {MAX_LIMIT} rows per batch", errors={"changes": ["Too many."]})
+        value_names = tuple(changes[0].values)
+        expected_names = tuple(changes[0].expected)
+        shared = dict(shared or {})
+        if not value_names and not shared:
+            raise InvalidInput("nothing to update")
+        keys = [change.key for change in changes]
+        if len(set(keys)) != len(keys):
+            # A MERGE may match each target row to one source row only.
+            raise InvalidInput("each key may appear once per batch", errors={"changes": ["Duplicate key."]})
+        for change in changes:
+            if tuple(change.values) != value_names or tuple(change.expected) != expected_names:
+                raise InvalidInput("every change must name the same columns", errors={"changes": ["Mixed."]})
+        params = _Params()
+        batch = _ArrayBatch(self, params)
+        key_column = self._column(self.definition.key)
+        key_alias = batch.add(key_column.name, [self._coerce(key_column, key_column.name, k) for k in keys])
+        for name in (*value_names, *expected_names):
+            column = self._column(name)
+            if column.mode == REPEATED or column.field_type == "JSON":
+                # Arrays of arrays are not valid parameters, and JSON has no equality.
+                raise InvalidInput(f"{name}: not supported in batches", errors={name: ["Not batchable."]})
+        assignments = []
+        for name in value_names:
+            column = self._column(name)
+            if column.name == self.definition.key:
+                raise InvalidInput(
+                    f"{name}: the primary key cannot be changed", errors={name: ["Read-only."]}
+                )
+            alias = batch.add(column.name, [self._clean(column, change.values[name]) for change in changes])
+            assignments.append(f"{quote_column(column.name)} = source.{alias}")
+        conditions = [f"target.{quote_column(self.definition.key)} = source.{key_alias}"]
+        for name in expected_names:
+            column = self._column(name)
+            alias = batch.add(column.name, [self._coerce(column, name, c.expected[name]) for c in changes])
+            quoted = f"target.{quote_column(column.name)}"
+            # Null-safe equality: an expected NULL matches only a NULL.
+            conditions.append(f"({quoted} = source.{alias} OR ({quoted} IS NULL AND source.{alias} IS NULL))")
+        for name, value in shared.items():
+            column = self._column(name)
+            assignments.append(f"{quote_column(column.name)} = {self._assignment(column, value, params)}")
+        sql = (
+            f"MERGE {self.table} AS target USING ({batch.source()}) AS source ON {' AND '.join(conditions)} "
+            f"WHEN MATCHED THEN UPDATE SET {', '.join(assignments)}"
+        )
+        return self.gateway.query(sql, params.parameters).affected_rows or 0
+
+    def _clean(self, column: Column, value: Any) -> Any:
+        model_field = self.model._meta.get_field(column.name)
+        try:
+            return model_field.clean(value, None)
+        except ValidationError as exc:
+            raise InvalidInput(
+                f"{column.name}: {'; '.join(exc.messages)}", errors={column.name: exc.messages}
+            ) from None
 
     def delete(self, key: Any) -> bool:
         """Delete the row with this key; True if it existed."""

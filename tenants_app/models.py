@@ -239,6 +239,16 @@ class TenantPipelineConfig(BigQueryModel):
     priority = models.BigIntegerField(default=5, help_text="1 = most urgent")
     created_at = models.DateTimeField(default=now)
     updated_at = models.DateTimeField(null=True, blank=True)
+    # Added by us (NULLABLE, so rows written by the original system still read).
+    created_by = models.CharField(max_length=254, null=True, blank=True)
+    updated_by = models.CharField(max_length=254, null=True, blank=True)
+    # The scheduler's claim (see tenants_app/services/scheduler.py): which run claimed the slots, when,
+    # and the slots it claimed but has not yet confirmed as enqueued (empty once they are).
+    scheduler_claim_id = models.CharField(max_length=64, null=True, blank=True)
+    scheduler_claimed_at = models.DateTimeField(null=True, blank=True)
+    scheduler_pending_slots = models.TextField(
+        null=True, blank=True, help_text="Claimed slots not yet confirmed enqueued (UTC, comma-separated)"
+    )
 
     table_spec = TableSpec(
         scope=CENTRAL, description="Pipeline schedules per tenant", clustering=("tenant_id", "is_active")

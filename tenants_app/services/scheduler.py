@@ -1,0 +1,441 @@
+"""The pipeline scheduler: enqueue every due slot of every active config exactly once.
+
+Row contract (read by the worker side, `tenants_app/services/runs.py`): each slot of a config becomes
+one `tenant_scheduled_pipeline_runs` row and one `tenant_pipeline_execution_queue` row with the same
+`run_id = scheduled_run_id(config_id, slot)`, state QUEUED, `scheduled_time` = the slot (UTC),
+`pipeline_id` = the config's `pipeline_template`, the config's priority (1 = most urgent) and
+parameters, `retry_count` 0, `max_retries` = PIPELINE_MAX_RETRIES; the queue row has `attempt` 0 and
+no lease. "Run now" enqueues the same way under `manual_run_id(config_id, minute)`.
+
+One scheduler run, per batch of configs (SCHEDULER_BATCH_SIZE, keyset-paged by config_id), issues a
+constant number of statements whatever the batch size: 1 SELECT of the due configs, 1 MERGE claiming
+them, 2 MERGEs enqueuing (runs, then queue) and 1 UPDATE confirming. Why each slot is enqueued once:
+
+1. Claim (compare-and-set). One MERGE advances each due config's `next_run_time` to its next future
+   slot and writes our fresh `scheduler_claim_id`, `scheduler_claimed_at` and the slots we claim
+   (`scheduler_pending_slots`), but only on rows whose `next_run_time`, `scheduler_claim_id` and
+   `updated_at` still hold the values we read. Concurrent schedulers race on the same rows; mutating
+   DML on a row is serialised (BigQuery retries or fails the loser of a conflict; the emulator holds a
+   write lock), so for each config exactly one claim matches and the others match nothing. A config
+   edited meanwhile (pause, new cron: `updated_at` changes) is not claimed on stale data either.
+2. Enqueue (insert-if-absent). The runs MERGE reads the configs table and inserts only for configs
+   whose `scheduler_claim_id` is ours (that is the read-back of the claim, done inside the statement),
+   and only run ids not present yet; the queue MERGE inserts, for our runs still QUEUED, queue rows not
+   present yet. Run ids are deterministic, so a repeat inserts nothing.
+3. Confirm. One UPDATE clears `scheduler_pending_slots` where the claim id is still ours.
+
+A crash (or a lost connection) between the steps loses nothing and duplicates nothing: the claimed
+slots stay in `scheduler_pending_slots`; once the claim is older than SCHEDULER_CLAIM_TIMEOUT_SECONDS,
+the next scheduler run claims the config again (compare-and-set on the old claim id, so one recoverer
+wins), enqueues the pending slots (plus any newly due) with the same deterministic run ids, and the
+insert-if-absent skips whatever the dead run had already written. A config with a live pending claim
+is left alone by other runs. Deleting a config between claim and enqueue drops its slots (the join
+finds no config), which is what deleting means. The one residual double fault: a scheduler stalled for
+longer than the claim timeout between claim and enqueue whose MERGE then overlaps a recoverer's on real
+BigQuery, where two insert-only MERGEs do not conflict; the timeout (10 minutes by default) is far
+above a scheduler run's duration.
+
+Late schedulers catch up: at most `max_catch_up` missed slots per config are enqueued (the latest
+ones, as fresh data matters most), the older ones are skipped and counted, and `next_run_time` moves to
+the first slot after `now`. Configs of tenants that may not run pipelines (tenant not ACTIVE/TRIAL, or
+a subscription state without runs, see `plans.LIFECYCLE_RULES`) have their due slots skipped, not
+queued, so a suspension does not pile up runs that could never start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+from google.cloud import bigquery
+
+from bigquery_backend.identifiers import quote_column
+from bigquery_backend.repository import RowChange
+from tenants_app.models import (
+    RunState,
+    TenantPipelineConfig,
+    TenantPipelineExecutionQueue,
+    TenantProfile,
+    TenantScheduledPipelineRun,
+    TenantStatus,
+    TenantSubscription,
+)
+from tenants_app.repositories import central_repository
+from tenants_app.services.api_keys import bigquery_errors_translated
+from tenants_app.services.audit import audit_record
+from tenants_app.services.cron import cron_iter, cron_prev
+from tenants_app.services.plans import OPERATION_RUN, status_allows
+from tenants_app.services.subscriptions import subscription_effective_status
+
+logger = logging.getLogger(__name__)
+
+SCHEDULER_ACTOR = "system:schedule_pipelines"
+MAX_RUN_ID_LENGTH = 128
+# Skipped slots of one config are counted up to this bound (a scheduler stopped for months).
+MAX_SLOTS_COUNTED = 1_000
+_SLOT_FORMAT = "%Y-%m-%dT%H:%MZ"
+_RUNNABLE_TENANT_STATUSES = (TenantStatus.ACTIVE, TenantStatus.TRIAL)
+
+
+def scheduled_run_id(config_id: str, slot: datetime) -> str:
+    """The run id of a config's slot: stable, unique per (config, UTC minute), at most 128 characters."""
+    if slot.tzinfo is None:
+        raise ValueError("slot must be timezone-aware")
+    stamp = slot.astimezone(UTC).strftime("%Y%m%dT%H%MZ")
+    prefix = config_id
+    if len(config_id) + len(stamp) + len("__manual") > MAX_RUN_ID_LENGTH:
+        # Ids of that length come only from elsewhere (ours are short): keep a readable start and a hash.
+        prefix = f"{config_id[:80]}_{hashlib.sha256(config_id.encode()).hexdigest()[:16]}"
+    return f"{prefix}_{stamp}"
+
+
+def manual_run_id(config_id: str, minute: datetime) -> str:
+    """The run id of a "run now" in that minute: a second click in the same minute is the same run."""
+    return f"{scheduled_run_id(config_id, minute)}_manual"
+
+
+def encode_slots(slots: Sequence[datetime]) -> str | None:
+    """Slots as stored in `scheduler_pending_slots` (UTC minutes, comma-separated), None for none."""
+    return ",".join(slot.astimezone(UTC).strftime(_SLOT_FORMAT) for slot in slots) or None
+
+
+def decode_slots(text: str | None) -> list[datetime]:
+    """The slots of `scheduler_pending_slots`."""
+    if not text:
+        return []
+    return [datetime.strptime(item, _SLOT_FORMAT).replace(tzinfo=UTC) for item in text.split(",") if item]
+
+
+@dataclass(frozen=True)
+class EnqueueEntry:
+    """One run to enqueue: its id, its config and its slot."""
+
+    run_id: str
+    config_id: str
+    slot: datetime
+
+
+def runs_enqueue(*, entries: Sequence[EnqueueEntry], now: datetime, claim_id: str | None = None) -> int:
+    """Insert the runs and queue rows that do not exist yet (2 statements); returns the new runs.
+
+    With `claim_id`, only configs still claimed by it are enqueued (the scheduler's read-back).
+    """
+    if not entries:
+        return 0
+    configs = central_repository(TenantPipelineConfig)
+    runs = central_repository(TenantScheduledPipelineRun)
+    queue = central_repository(TenantPipelineExecutionQueue)
+    slots = [entry.slot.astimezone(UTC) for entry in entries]
+    params: list[Any] = [
+        bigquery.ArrayQueryParameter("run_ids", "STRING", [entry.run_id for entry in entries]),
+        bigquery.ArrayQueryParameter("config_ids", "STRING", [entry.config_id for entry in entries]),
+        bigquery.ArrayQueryParameter("slots", "TIMESTAMP", slots),
+        bigquery.ScalarQueryParameter("first_slot", "TIMESTAMP", min(slots)),
+        bigquery.ScalarQueryParameter("last_slot", "TIMESTAMP", max(slots)),
+        bigquery.ScalarQueryParameter("queued", "STRING", RunState.QUEUED),
+        bigquery.ScalarQueryParameter("max_retries", "INT64", settings.PIPELINE_MAX_RETRIES),
+        bigquery.ScalarQueryParameter("now", "TIMESTAMP", now),
+    ]
+    claimed = ""
+    if claim_id is not None:
+        params.append(bigquery.ScalarQueryParameter("claim_id", "STRING", claim_id))
+        claimed = " AND c.scheduler_claim_id = @claim_id"
+    # Custom SQL, not the repository: the rows are built from the configs table in the statement itself
+    # (so the claim is read back atomically and only 3 values per run travel as parameters). The time
+    # range on the partitioning column keeps BigQuery from scanning every partition.
+    runs_sql = (
+        f"MERGE {runs.table} AS target USING ("  # noqa: S608 - identifiers quoted, values parameters
+        "SELECT r AS run_id, c.config_id, c.tenant_id, c.pipeline_template AS pipeline_id, "
+        "s AS scheduled_time, COALESCE(c.priority, 5) AS priority, c.parameters "
+        "FROM UNNEST(@run_ids) AS r WITH OFFSET AS o_r "
+        "JOIN UNNEST(@config_ids) AS k WITH OFFSET AS o_k ON o_k = o_r "
+        "JOIN UNNEST(@slots) AS s WITH OFFSET AS o_s ON o_s = o_r "
+        f"JOIN {configs.table} AS c ON c.config_id = k WHERE TRUE{claimed}"
+        ") AS source ON target.run_id = source.run_id "
+        "AND target.scheduled_time BETWEEN @first_slot AND @last_slot "
+        "WHEN NOT MATCHED THEN INSERT (run_id, config_id, tenant_id, pipeline_id, state, scheduled_time, "
+        "priority, parameters, retry_count, max_retries, created_at) VALUES (source.run_id, "
+        "source.config_id, source.tenant_id, source.pipeline_id, @queued, source.scheduled_time, "
+        "source.priority, source.parameters, 0, @max_retries, @now)"
+    )
+    queue_sql = (
+        f"MERGE {queue.table} AS target USING ("  # noqa: S608 - identifiers quoted, values parameters
+        "SELECT r.run_id, r.tenant_id, r.pipeline_id, r.config_id, r.scheduled_time, r.priority "
+        f"FROM {runs.table} AS r JOIN {configs.table} AS c ON c.config_id = r.config_id "
+        "WHERE r.run_id IN UNNEST(@run_ids) AND r.state = @queued "
+        f"AND r.scheduled_time BETWEEN @first_slot AND @last_slot{claimed}"
+        ") AS source ON target.run_id = source.run_id "
+        "AND target.scheduled_time BETWEEN @first_slot AND @last_slot "
+        "WHEN NOT MATCHED THEN INSERT (run_id, tenant_id, pipeline_id, state, scheduled_time, priority, "
+        "added_at, config_id, attempt) VALUES (source.run_id, source.tenant_id, source.pipeline_id, @queued, "
+        "source.scheduled_time, source.priority, @now, source.config_id, 0)"
+    )
+    gateway = runs.gateway
+    inserted = gateway.query(runs_sql, params).affected_rows or 0
+    queue_params = [p for p in params if p.name not in {"config_ids", "slots", "max_retries"}]
+    gateway.query(queue_sql, queue_params)
+    return inserted
+
+
+# --- the scheduler ------------------------------------------------------------------------------------
+@dataclass
+class SchedulerReport:
+    """What one scheduler run found and did."""
+
+    now: datetime
+    dry_run: bool
+    max_catch_up: int
+    batches: int = 0
+    configs_due: int = 0  # configs found due (or with an abandoned claim to finish)
+    configs_claimed: int = 0  # claimed by this run
+    configs_lost: int = 0  # claimed by another scheduler, or edited, between our read and our claim
+    configs_recovered: int = 0  # abandoned claims of a dead scheduler that this run finished
+    configs_invalid: list[str] = field(default_factory=list)  # unreadable cron or time zone: left alone
+    slots_claimed: int = 0  # slots this run claimed for enqueueing
+    slots_skipped: int = 0  # missed slots beyond the catch-up limit
+    slots_skipped_inactive: int = 0  # due slots of tenants that may not run pipelines
+    runs_enqueued: int = 0  # new runs written (less than slots_claimed only when some existed already)
+    enqueued: list[tuple[str, datetime]] = field(default_factory=list)  # (config_id, slot), for output
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-safe summary (without the per-run list)."""
+        return {
+            "now": self.now.isoformat(),
+            "dry_run": self.dry_run,
+            "max_catch_up": self.max_catch_up,
+            "batches": self.batches,
+            "configs_due": self.configs_due,
+            "configs_claimed": self.configs_claimed,
+            "configs_lost": self.configs_lost,
+            "configs_recovered": self.configs_recovered,
+            "configs_invalid": list(self.configs_invalid),
+            "slots_claimed": self.slots_claimed,
+            "slots_skipped": self.slots_skipped,
+            "slots_skipped_inactive": self.slots_skipped_inactive,
+            "runs_enqueued": self.runs_enqueued,
+        }
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What the scheduler means to do with one due config."""
+
+    config: TenantPipelineConfig
+    slots: list[datetime]  # to enqueue: pending ones of an abandoned claim, then newly due ones
+    next_run_time: datetime | None
+    skipped: int
+    skipped_inactive: int
+    recovered: bool
+
+
+def scheduler_run(
+    *,
+    now: datetime | None = None,
+    max_catch_up: int | None = None,
+    dry_run: bool = False,
+    batch_size: int | None = None,
+) -> SchedulerReport:
+    """Enqueue every due slot of every active config once and advance `next_run_time` (see module doc)."""
+    now = (now or timezone.now()).astimezone(UTC)
+    max_catch_up = settings.SCHEDULER_MAX_CATCH_UP if max_catch_up is None else max_catch_up
+    batch_size = batch_size or settings.SCHEDULER_BATCH_SIZE
+    if max_catch_up < 1:
+        raise ValueError("max_catch_up must be at least 1")
+    report = SchedulerReport(now=now, dry_run=dry_run, max_catch_up=max_catch_up)
+    stale_before = now - timedelta(seconds=settings.SCHEDULER_CLAIM_TIMEOUT_SECONDS)
+    after = ""
+    with bigquery_errors_translated():
+        while True:
+            rows = _due_configs(now=now, stale_before=stale_before, after=after, limit=batch_size)
+            if not rows:
+                break
+            report.batches += 1
+            report.configs_due += len(rows)
+            plans = [plan for row in rows if (plan := _plan(row, now, max_catch_up, report))]
+            if not dry_run:
+                _claim_and_enqueue(plans, now, report)
+            else:
+                for plan in plans:
+                    _count(report, plan)
+            after = rows[-1][0].config_id
+            if len(rows) < batch_size:
+                break
+        if not dry_run and report.configs_claimed:
+            audit_record(
+                action="scheduler.run",
+                actor=SCHEDULER_ACTOR,
+                target_type="scheduler",
+                after=report.as_dict(),
+            )
+    logger.info("scheduler run at %s: %s", now.isoformat(), report.as_dict())
+    return report
+
+
+def _due_configs(
+    *, now: datetime, stale_before: datetime, after: str, limit: int
+) -> list[tuple[TenantPipelineConfig, str | None, str | None, date | None]]:
+    """One batch of claimable configs with their tenant's status and latest subscription (one job)."""
+    configs = central_repository(TenantPipelineConfig)
+    profiles = central_repository(TenantProfile)
+    subscriptions = central_repository(TenantSubscription)
+    columns = ", ".join(f"c.{quote_column(name)}" for name in configs.definition.column_names)
+    # Claimable: due (or never computed) and active, or holding slots of an abandoned claim; never a
+    # config whose claim is still fresh (its scheduler is at work on it).
+    sql = (
+        f"SELECT {columns}, p.status AS _tenant_status, s.status AS _subscription_status, "  # noqa: S608
+        f"s.trial_end_date AS _trial_end_date FROM {configs.table} AS c "
+        f"LEFT JOIN {profiles.table} AS p ON p.tenant_id = c.tenant_id "
+        "LEFT JOIN (SELECT tenant_id, status, trial_end_date, "
+        "ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY created_at DESC) AS n "
+        f"FROM {subscriptions.table}) AS s ON s.tenant_id = c.tenant_id AND s.n = 1 "
+        "WHERE c.config_id > @after "
+        "AND (c.scheduler_pending_slots IS NULL OR c.scheduler_claimed_at IS NULL "
+        "OR c.scheduler_claimed_at < @stale_before) "
+        "AND ((c.is_active = TRUE AND (c.next_run_time IS NULL OR c.next_run_time <= @now)) "
+        "OR c.scheduler_pending_slots IS NOT NULL) "
+        "ORDER BY c.config_id LIMIT @limit"
+    )
+    params = [
+        bigquery.ScalarQueryParameter("after", "STRING", after),
+        bigquery.ScalarQueryParameter("now", "TIMESTAMP", now),
+        bigquery.ScalarQueryParameter("stale_before", "TIMESTAMP", stale_before),
+        bigquery.ScalarQueryParameter("limit", "INT64", limit),
+    ]
+    result = configs.gateway.query(sql, params)
+    return [
+        (
+            TenantPipelineConfig(**{name: row.get(name) for name in configs.definition.column_names}),
+            row.get("_tenant_status"),
+            row.get("_subscription_status"),
+            row.get("_trial_end_date"),
+        )
+        for row in result.rows
+    ]
+
+
+def _may_run(
+    tenant_status: str | None, subscription_status: str | None, trial_end: date | None, now: datetime
+) -> bool:
+    if tenant_status not in _RUNNABLE_TENANT_STATUSES or subscription_status is None:
+        return False
+    subscription = TenantSubscription(status=subscription_status, trial_end_date=trial_end)
+    return status_allows(
+        subscription_effective_status(subscription=subscription, today=now.date()), OPERATION_RUN
+    )
+
+
+def _plan(
+    row: tuple[TenantPipelineConfig, str | None, str | None, date | None],
+    now: datetime,
+    max_catch_up: int,
+    report: SchedulerReport,
+) -> _Plan | None:
+    config, tenant_status, subscription_status, trial_end = row
+    pending = decode_slots(config.scheduler_pending_slots)
+    recovered = bool(pending)
+    next_run_time = config.next_run_time
+    due: list[datetime] = []
+    skipped = skipped_inactive = 0
+    if config.is_active:
+        try:
+            due, next_run_time, skipped = _due_slots(config, now, max_catch_up)
+        except Exception as exc:
+            logger.warning("config %s has an unusable schedule: %s", config.config_id, exc)
+            report.configs_invalid.append(config.config_id)
+            if not recovered:
+                return None
+            due, next_run_time = [], config.next_run_time
+        if due and not _may_run(tenant_status, subscription_status, trial_end, now):
+            skipped_inactive, due = len(due), []
+    slots = sorted({*pending, *due})
+    return _Plan(config, slots, next_run_time, skipped, skipped_inactive, recovered)
+
+
+def _due_slots(
+    config: TenantPipelineConfig, now: datetime, max_catch_up: int
+) -> tuple[list[datetime], datetime, int]:
+    """(slots to enqueue, the next run time after them, missed slots skipped) for an active config."""
+    expression, zone = config.schedule_cron, config.timezone or "UTC"
+    following = next(cron_iter(expression=expression, timezone=zone, after=now))
+    if config.next_run_time is None:
+        # Never scheduled (a row from elsewhere): start from the next slot, do not backfill.
+        return [], following, 0
+    first = config.next_run_time.astimezone(UTC)
+    if first > now:
+        return [], first, 0
+    # The latest slots come from walking back from now, so a scheduler that stopped for months costs
+    # no more than one that is a minute late; `first` itself is a slot even if the cron changed since.
+    latest = [
+        slot for slot in cron_prev(expression=expression, timezone=zone, before=now, count=max_catch_up)
+    ]
+    kept = sorted({first, *(slot for slot in latest if slot > first)})[-max_catch_up:]
+    skipped = 0
+    if kept[0] > first:
+        # Count the skipped ones, up to a bound (the report says "at least" that many beyond it).
+        for slot in cron_iter(expression=expression, timezone=zone, after=first):
+            if slot >= kept[0] or skipped >= MAX_SLOTS_COUNTED:
+                break
+            skipped += 1
+        skipped += 1  # `first` itself
+    return kept, following, skipped
+
+
+def _count(report: SchedulerReport, plan: _Plan) -> None:
+    report.configs_claimed += 1
+    report.configs_recovered += int(plan.recovered)
+    report.slots_claimed += len(plan.slots)
+    report.slots_skipped += plan.skipped
+    report.slots_skipped_inactive += plan.skipped_inactive
+    report.enqueued.extend((plan.config.config_id, slot) for slot in plan.slots)
+
+
+def _claim_and_enqueue(plans: list[_Plan], now: datetime, report: SchedulerReport) -> None:
+    if not plans:
+        return
+    configs = central_repository(TenantPipelineConfig)
+    claim_id = uuid.uuid4().hex
+    changes = [
+        RowChange(
+            plan.config.config_id,
+            {"next_run_time": plan.next_run_time, "scheduler_pending_slots": encode_slots(plan.slots)},
+            expected={
+                "next_run_time": plan.config.next_run_time,
+                "scheduler_claim_id": plan.config.scheduler_claim_id,
+                "updated_at": plan.config.updated_at,
+            },
+        )
+        for plan in plans
+    ]
+    claimed = configs.update_many(
+        changes, shared={"scheduler_claim_id": claim_id, "scheduler_claimed_at": now}
+    )
+    report.configs_lost += len(plans) - claimed
+    entries = [
+        EnqueueEntry(scheduled_run_id(plan.config.config_id, slot), plan.config.config_id, slot)
+        for plan in plans
+        for slot in plan.slots
+    ]
+    inserted = runs_enqueue(entries=entries, now=now, claim_id=claim_id)
+    # Which configs we won is known to the statements above (they joined on our claim id); for the
+    # report, read it back only when some claim was lost.
+    won = {plan.config.config_id for plan in plans}
+    if claimed < len(plans):
+        rows = configs.list(
+            filters={"scheduler_claim_id": claim_id, "config_id__in": sorted(won)}, limit=len(plans)
+        )
+        won = {row.config_id for row in rows}
+    configs.update_where(
+        {"scheduler_pending_slots": None},
+        filters={"scheduler_claim_id": claim_id, "config_id__in": sorted(won)},
+    )
+    report.runs_enqueued += inserted
+    for plan in plans:
+        if plan.config.config_id in won:
+            _count(report, plan)
