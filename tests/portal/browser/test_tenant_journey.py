@@ -1,5 +1,5 @@
 """An operator's day in the portal, in a real browser: onboard, change the plan, issue and revoke a key,
-then find the tenant in the list and the changes in the audit log."""
+then find the tenant in the list and on the quota dashboard, and the changes in the audit log."""
 
 from __future__ import annotations
 
@@ -98,6 +98,12 @@ def test_it_onboards_changes_the_plan_issues_and_revokes_a_key_and_shows_it_all(
     expect(page.locator("#result_list tbody tr", has_text=tenant_id)).to_contain_text("Scale")
     page.goto("/admin/tenants_app/tenantprofile/")
     screenshot(page, "03-tenant-list")
+
+    # The quota dashboard, filtered to its new plan, shows it against the new limits.
+    page.goto("/admin/")
+    page.locator("#portal-module").get_by_role("link", name="Quota dashboard").click()
+    page.locator("#quota-filters").get_by_role("link", name="Scale").click()
+    expect(page.locator(f"#quota-tenants tr[data-tenant='{tenant_id}']")).to_contain_text("0 / 100")
 
     # The audit log shows who did each change, newest first, without the keys.
     page.goto("/admin/tenants_app/auditlogentry/")
