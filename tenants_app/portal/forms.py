@@ -59,6 +59,31 @@ class PlanChangeForm(forms.Form):
     plan = forms.ChoiceField(choices=[(value, value) for value in PlanName.values], label="New plan")
 
 
+class LimitsForm(forms.Form):
+    """Per-tenant overrides of the plan's limits; each field starts at the limit in force."""
+
+    daily_limit = forms.IntegerField(label="Daily pipeline runs", min_value=1)
+    monthly_limit = forms.IntegerField(label="Monthly pipeline runs", min_value=1)
+    concurrent_limit = forms.IntegerField(label="Concurrent pipeline runs", min_value=1)
+    max_providers = forms.IntegerField(label="Cloud providers", min_value=1)
+    api_calls_per_minute = forms.IntegerField(label="API calls a minute", min_value=1)
+    api_calls_per_hour = forms.IntegerField(label="API calls an hour", min_value=1)
+    reset = forms.MultipleChoiceField(
+        required=False,
+        label="Back to the plan's figure",
+        widget=forms.CheckboxSelectMultiple,
+        choices=[
+            ("daily_limit", "Daily pipeline runs"),
+            ("monthly_limit", "Monthly pipeline runs"),
+            ("concurrent_limit", "Concurrent pipeline runs"),
+            ("max_providers", "Cloud providers"),
+            ("api_calls_per_minute", "API calls a minute"),
+            ("api_calls_per_hour", "API calls an hour"),
+        ],
+        help_text="A ticked limit takes the plan's figure, whatever the box above says.",
+    )
+
+
 class SubscriptionStatusForm(forms.Form):
     status = forms.ChoiceField(choices=[(value, value) for value in SubscriptionStatus.values])
     trial_end_date = forms.DateField(

@@ -540,6 +540,50 @@ def _limits(limits: Any) -> dict[str, Any]:
 
 
 @writer_required
+def tenant_limits_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
+    """Override the plan's limits for this tenant, or set some back to the plan's figures."""
+    current = subscriptions.subscription_get(tenant_id=tenant_id)
+    limits = subscriptions.subscription_effective_limits(subscription=current)
+    in_force = limits.as_dict()
+    if request.method != "POST":
+        form = portal_forms.LimitsForm(initial=in_force)
+    else:
+        form = portal_forms.LimitsForm(request.POST)
+        if form.is_valid():
+            reset = list(form.cleaned_data["reset"])
+            # Only what changes is sent: an untouched box must not turn the plan's figure into an override.
+            changed = {
+                name: form.cleaned_data[name]
+                for name in in_force
+                if name not in reset and form.cleaned_data[name] != in_force[name]
+            }
+            if not changed and not reset:
+                messages.info(request, f"The limits of {tenant_id} were left as they were.")
+                return HttpResponseRedirect(_detail_url(tenant_id))
+            try:
+                subscriptions.subscription_set_limits(
+                    tenant_id=tenant_id, actor=actor_of(request), reset=reset, **changed
+                )
+            except ServiceError as exc:
+                if not _is_inline(exc):
+                    raise
+                portal_forms.add_service_errors(form, exc)
+            else:
+                messages.success(request, f"The limits of {tenant_id} were changed; they apply at once.")
+                return HttpResponseRedirect(_detail_url(tenant_id))
+    overridden = ", ".join(LIMIT_LABELS.get(name, name) for name in limits.overridden) or "none"
+    return _form_page(
+        request,
+        tenant_id=tenant_id,
+        title=f"Limits of {tenant_id}",
+        form=form,
+        submit="Save limits",
+        intro=f"Plan {limits.plan_name}. Limits that differ from the plan now: {overridden}. "
+        "A plan change later replaces every override with the new plan's figures.",
+    )
+
+
+@writer_required
 def tenant_subscription_status_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
     """Set the subscription's status (TRIAL needs an end date)."""
     current = subscriptions.subscription_get(tenant_id=tenant_id)

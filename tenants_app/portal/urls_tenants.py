@@ -21,6 +21,7 @@ def get_urls(site: AdminSite) -> list[URLPattern]:
         path(f"{tenant}reactivate/", wrap(views.tenant_reactivate_view), name="portal-tenant-reactivate"),
         path(f"{tenant}offboard/", wrap(views.tenant_offboard_view), name="portal-tenant-offboard"),
         path(f"{tenant}plan/", wrap(views.tenant_plan_view), name="portal-tenant-plan"),
+        path(f"{tenant}limits/", wrap(views.tenant_limits_view), name="portal-tenant-limits"),
         path(
             f"{tenant}subscription/status/",
             wrap(views.tenant_subscription_status_view),

@@ -167,6 +167,31 @@ def test_it_changes_the_subscription_status(superuser_client: Client, onboard: O
     assert subscription_get(tenant_id=tenant_id).status == SubscriptionStatus.PAST_DUE
 
 
+def test_it_overrides_limits_and_sets_them_back_to_the_plan(
+    superuser_client: Client, onboard: Onboard
+) -> None:
+    tenant_id = onboard(plan="STARTER").profile.tenant_id
+    form = superuser_client.get(url("tenant-limits", tenant_id)).context["form"]
+    figures = {name: form.initial[name] for name in form.fields if name != "reset"}
+    assert figures["daily_limit"] == 6
+
+    raised = superuser_client.post(
+        url("tenant-limits", tenant_id), {**figures, "daily_limit": 12}, follow=True
+    )
+
+    assert subscription_get(tenant_id=tenant_id).daily_limit == 12
+    assert subscription_get(tenant_id=tenant_id).monthly_limit == 180
+    assert "12 runs a day" in html(raised)
+
+    too_big = superuser_client.post(url("tenant-limits", tenant_id), {**figures, "daily_limit": 10**9})
+    superuser_client.post(
+        url("tenant-limits", tenant_id), {**figures, "daily_limit": 12, "reset": ["daily_limit"]}
+    )
+
+    assert "daily_limit" in too_big.context["form"].errors
+    assert subscription_get(tenant_id=tenant_id).daily_limit == 6
+
+
 # --- lifecycle ----------------------------------------------------------------------------------------
 def test_it_suspends_and_reactivates_after_confirmation(superuser_client: Client, onboard: Onboard) -> None:
     tenant_id = onboard().profile.tenant_id
@@ -403,6 +428,7 @@ OPERATIONS = (
     ("tenant-reactivate", ("T",)),
     ("tenant-offboard", ("T",)),
     ("tenant-plan", ("T",)),
+    ("tenant-limits", ("T",)),
     ("tenant-subscription-status", ("T",)),
     ("tenant-key-create", ("T",)),
     ("tenant-key-rotate", ("T", "K")),
