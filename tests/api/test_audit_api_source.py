@@ -1,4 +1,4 @@
-"""Changes made through the API are audited as such: source `api`, the actor, the response's request id."""
+"""Where an audited change came from: source `api` or `portal`, the actor, the response's request id."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 from django.contrib.auth.models import User
+from django.test import Client
 from rest_framework.test import APIClient
 
 from tenants_app.models import TenantProfile
@@ -56,3 +57,18 @@ def test_it_keeps_a_callers_request_id_and_records_a_tenant_key_as_the_actor(
     assert (entry.actor, entry.actor_type) == (f"apikey:{manager.row.api_key_id}", "tenant_key")
     assert entry.request_id == "req-from-ci-42"
     assert response.json()["api_key"] not in str(entry.after_values)
+
+
+def test_it_records_a_portal_change_with_source_portal_and_the_staff_user(
+    staff: User, add_profile: Callable[..., TenantProfile]
+) -> None:
+    add_profile("acme_portal")
+    client = Client()
+    client.force_login(staff)
+
+    response = client.post("/admin/tenants/acme_portal/suspend/", HTTP_X_REQUEST_ID="portal-req-0001")
+
+    assert response.status_code == 302
+    [entry] = audit_list(tenant_id="acme_portal").items
+    assert (entry.action, entry.source, entry.actor) == ("tenant.suspend", "portal", "user:operator")
+    assert entry.request_id == "portal-req-0001"
