@@ -490,3 +490,21 @@ def test_it_records_portal_changes_in_the_audit_log_as_the_staff_member(
     entries = audit_list(tenant_id=tenant_id, action="tenant.suspend").items
     assert [(e.actor, e.source) for e in entries] == [("user:operator", "portal")]
     assert get_gateway() is not None
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("tenant-edit", ("t_nobody_here",)),
+        ("tenant-suspend", ("t_nobody_here",)),
+        ("tenant-plan", ("t_nobody_here",)),
+        ("tenant-key-create", ("t_nobody_here",)),
+        ("tenant-key-revoke", ("t_nobody_here", "no_such_key")),
+        ("tenant-credential-replace", ("t_nobody_here", "cred_nothing")),
+    ],
+)
+def test_it_answers_404_on_operations_of_a_tenant_that_does_not_exist(
+    superuser_client: Client, portal_dataset: str, name: str, args: tuple[str, ...]
+) -> None:
+    assert superuser_client.get(url(name, *args)).status_code == 404
+    assert superuser_client.post(url(name, *args), {"reason": "x", "plan": "SCALE"}).status_code == 404
