@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import update_wrapper
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib import admin
 from django.contrib.admin.templatetags.admin_list import _boolean_icon
@@ -47,10 +47,13 @@ logger = logging.getLogger(__name__)
 SEARCH_VAR = "q"
 ORDER_VAR = "o"
 PAGE_VAR = "p"
+# The list's query, carried by a row's link to its detail page (Django's admin does the same).
+FILTERS_VAR = "_changelist_filters"
 # Longest text shown in a list cell; the detail page shows everything.
 CELL_CHARS = 80
 
 ObjectTool = tuple[str, str] | tuple[str, str, bool]
+M = TypeVar("M", bound=models.Model)
 
 
 class BadQuery(Exception):
@@ -308,7 +311,7 @@ class BigQueryModelAdmin(admin.ModelAdmin):
             return response  # type: ignore[return-value]
         key = unquote(object_id)
         try:
-            obj = repository.find(self.opts.pk.to_python(key))
+            obj = self._scrubbed(repository.find(self.opts.pk.to_python(key)))
         except ValidationError:
             obj = None
         except (BigQueryError, InvalidInput) as exc:
@@ -416,8 +419,16 @@ class BigQueryModelAdmin(admin.ModelAdmin):
             return "; ".join(f"{name}: {' '.join(reasons)}" for name, reasons in exc.errors.items())
         return str(exc)
 
+    def _changelist_base(self) -> str:
+        return reverse(f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_changelist")
+
     def _changelist_url(self, request: HttpRequest) -> str:
-        url = reverse(f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_changelist")
+        """The list to go back to: the one the user came from, else the whole list (same parameter)."""
+        url = self._changelist_base()
+        saved = request.GET.get(FILTERS_VAR)
+        if saved:
+            # Re-encoded, and only ever appended to our own list's path: no open redirect.
+            return f"{url}?{QueryDict(saved).urlencode()}"
         name = self.repository_parameter
         if name and request.GET.get(name):
             url += "?" + QueryDict.fromkeys([name], value=request.GET[name]).urlencode()
@@ -597,6 +608,14 @@ class BigQueryModelAdmin(admin.ModelAdmin):
         return [(value, str(label)) for value, label in (model_field.flatchoices if model_field else [])]
 
     # --- rendering ----------------------------------------------------------------------------------
+    def _scrubbed(self, obj: M | None) -> M | None:
+        """The row with its secret and bytes values dropped, so no template or error page can show them."""
+        if obj is not None:
+            for model_field in self.opts.concrete_fields:
+                if model_field.name in self.hidden_field_names():
+                    setattr(obj, model_field.attname, None)
+        return obj
+
     def _changelist_context(
         self, request: HttpRequest, query: _ListQuery, page: Page[Any], paginator: Paginator
     ) -> dict[str, Any]:
@@ -626,7 +645,7 @@ class BigQueryModelAdmin(admin.ModelAdmin):
         filter_keys = {p for name in self._filter_names() for p in self._filter_params(name)}
         active = any(params.get(key) for key in filter_keys)
         headers = self._headers(query.sort, url_with)
-        results = [self._row(request, obj) for obj in page.items]
+        results = [self._row(request, self._scrubbed(obj)) for obj in page.items]
         number = query.page_number
         return {
             "opts": self.opts,
@@ -732,9 +751,22 @@ class BigQueryModelAdmin(admin.ModelAdmin):
         cells = []
         for name in self.list_display:
             is_link = name in links
-            url = self.get_row_url(obj) if is_link else self.get_cell_url(request, obj, name)
+            url = self._preserving(request, self.get_row_url(obj)) if is_link else None
+            url = url or self.get_cell_url(request, obj, name)
             cells.append(Cell(name, self._list_value(obj, name), url, is_link))
         return cells
+
+    def _preserving(self, request: HttpRequest, url: str) -> str:
+        """A link to our own detail page keeps the repository parameter, and the list's query for "back"."""
+        path, _, query = url.partition("?")
+        if not path.startswith(self._changelist_base()) or not request.GET:
+            return url
+        params = QueryDict(query, mutable=True)
+        name = self.repository_parameter
+        if name and name not in params and request.GET.get(name):
+            params[name] = request.GET[name]
+        params[FILTERS_VAR] = request.GET.urlencode()
+        return f"{path}?{params.urlencode()}"
 
     def _list_value(self, obj: models.Model, name: str) -> str:
         model_field = self._field(name)

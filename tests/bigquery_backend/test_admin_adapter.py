@@ -188,7 +188,7 @@ def test_it_quotes_keys_with_slashes_in_row_links(
     _, page = page_of(admin_client, dataset)
     link = re.search(r'<th class="field-widget_id">\s*<a href="([^"]+)">', page)
     assert link is not None
-    response = admin_client.get(html_lib.unescape(link.group(1)) + f"?dataset={dataset}")
+    response = admin_client.get(html_lib.unescape(link.group(1)))  # the link carries the dataset
 
     assert response.status_code == 200
     assert "odd key" in response.content.decode()
@@ -393,3 +393,27 @@ def test_it_never_answers_500_to_odd_parameters(admin_client: Client, twelve: st
     response = admin_client.get(f"{BASE}?dataset={twelve}&{query}")
 
     assert response.status_code in {200, 400, 404}, response.content.decode()[:500]
+
+
+def test_it_links_rows_to_details_that_lead_back_to_the_same_list(admin_client: Client, twelve: str) -> None:
+    _, page = page_of(admin_client, twelve, kind__exact="GEAR", o="3", p="1")
+    link = re.search(r'<th class="field-widget_id">\s*<a href="([^"]+)">w00</a>', page)
+    assert link is not None
+
+    detail = admin_client.get(html_lib.unescape(link.group(1)))
+    back = re.search(r'<a href="([^"]+)">&larr; All widgets</a>', detail.content.decode())
+
+    assert detail.status_code == 200
+    assert back is not None
+    assert html_lib.unescape(back.group(1)) == f"{BASE}?dataset={twelve}&kind__exact=GEAR&o=3&p=1"
+
+
+def test_it_drops_secret_values_before_any_template_sees_the_row(admin_client: Client, twelve: str) -> None:
+    response = admin_client.get(f"{BASE}w02/change/?dataset={twelve}")
+
+    assert response.status_code == 200
+    row = response.context["object"]
+    assert row.widget_id == "w02"
+    assert row.payload is None
+    assert row.notes is None
+    assert row.name == "part 02"
