@@ -35,7 +35,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -255,6 +255,11 @@ def run_claim(
                     report = _reap([candidate], now=now, cutoff=now, actor="system:claim")
                     if entry.run_id not in report.requeued:
                         continue
+                    candidate = replace(
+                        candidate,
+                        entry=_replace_entry(entry, state=RunState.QUEUED),
+                        retry_count=candidate.retry_count + 1,
+                    )
                 try:
                     claimed = _try_claim(candidate, worker_id=worker_id, lease=lease, now=now)
                 except ServiceUnavailable:
@@ -1153,6 +1158,16 @@ def _candidate(run_id: str, tenant_id: str | None) -> _Candidate:
         # Another tenant's run is as absent as a missing one: ids are not confirmed across tenants.
         raise DoesNotExist(f"run {run_id!r} does not exist")
     return found[0]
+
+
+def _replace_entry(entry: TenantPipelineExecutionQueue, **values: Any) -> TenantPipelineExecutionQueue:
+    """A copy of a queue entry with some values changed (model instances are mutable; reads are shared)."""
+    copy = TenantPipelineExecutionQueue(
+        **{f.attname: getattr(entry, f.attname) for f in entry._meta.concrete_fields}
+    )
+    for name, value in values.items():
+        setattr(copy, name, value)
+    return copy
 
 
 def _held_filters(entry: TenantPipelineExecutionQueue, worker_id: str) -> dict[str, Any]:

@@ -183,7 +183,7 @@ def test_it_requeues_an_expired_lease_for_another_worker_releasing_the_slot_once
     claimed = run_claim(worker_id="alive", tenant_id=tenant_id, now=later)
 
     assert claimed is not None
-    assert (claimed.run_id, claimed.attempt) == (run_id, 2)
+    assert (claimed.run_id, claimed.attempt, claimed.retry_count) == (run_id, 2, 1)
     counters = usage(tenant_id, DAY)
     assert counters is not None
     # One slot (the dead claim's) released, one taken: the limit of 1 did not refuse the takeover.
