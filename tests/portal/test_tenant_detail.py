@@ -150,6 +150,13 @@ def test_it_shows_recent_runs_with_their_steps_and_dq_results(
     assert "dq_not_null_costs" in html
     assert "billing.daily_costs" in html
     assert "quota exceeded upstream" in html
+    run_links = re.findall(r'href="([^"]+pipeline_logging_id__exact=run_1)"', html)
+    assert len(run_links) == 2
+    dq_page = superuser_client.get(
+        next(link for link in run_links if "tenantdqresult" in link).replace("&amp;", "&")
+    )
+    assert dq_page.status_code == 200
+    assert "billing.daily_costs" in dq_page.content.decode()
 
 
 def test_it_flags_usage_at_80_percent_of_a_limit(superuser_client: Client, onboard: Onboard) -> None:
