@@ -228,3 +228,25 @@ def test_it_requeues_a_failed_attempt_over_the_api(central: str) -> None:
     assert again.status_code == 200  # a retried report is answered, not counted twice
     assert again.json()["retry_count"] == 1
     assert entry(run_id).available_at is not None
+
+
+def test_it_issues_a_worker_token_for_a_new_worker_account_from_the_command(central: str) -> None:
+    import io
+
+    from django.core.management import call_command
+
+    tenant_id = tenant_with_subscription(concurrent_limit=3)
+    run_id = enqueue(tenant_id, priority=1)
+    out, err = io.StringIO(), io.StringIO()
+
+    call_command(
+        "create_worker_token", "--username", "eu-pool", "--name", "eu", "--create", stdout=out, stderr=err
+    )
+
+    token = out.getvalue().strip()
+    account = User.objects.get(username="eu-pool")
+    assert (account.is_staff, account.has_usable_password()) == (False, False)
+    assert "not shown again" in err.getvalue()
+    claimed = claim(bearer(token), tenant_id=tenant_id)
+    assert claimed.status_code == 200
+    assert claimed.json()["run_id"] == run_id
