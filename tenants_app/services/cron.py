@@ -7,8 +7,9 @@ the config's IANA time zone; each matching wall time fires once, at an instant s
   02:00 to 03:00) fires once at the first valid instant after the gap: the moment the clocks jump
   (03:00 local). Several matches in the gap (`*/15 2 * * *`) fire once, together, at that instant.
 - A wall time that happens twice (fall back, e.g. 02:30 on the night Berlin goes from 03:00 back to
-  02:00) fires once, at its first occurrence (summer time). An hourly schedule therefore fires 24 times
-  on both days, not 23 and 25: one run per matching wall time, never two at one wall time.
+  02:00) fires once, at its first occurrence (summer time). An hourly schedule therefore fires 23 times
+  on the short day (its 02:00 and 03:00 are one instant) and 24 on the long one: never twice at one
+  wall time.
 
 croniter iterates naive wall times (no DST arithmetic of its own); this module maps them to UTC.
 """
