@@ -16,6 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 
+from tenants_app.api.permissions import is_read_only_staff
 from tenants_app.models import PlanName
 from tenants_app.portal.charts import pressure_bar_svg, usage_trend_svg
 from tenants_app.services.dashboard import (
@@ -88,7 +89,10 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         last_shown=board.offset + len(board.rows),
         plan_links=_plan_links(plan, flagged_only),
         flagged_link=_query({**filters, "flagged": "" if flagged_only else "1"}),
-        onboard_url=_optional_url("admin:portal-tenant-onboard"),
+        # Read-only staff would only get a 403 there.
+        onboard_url=None
+        if is_read_only_staff(request.user)
+        else _optional_url("admin:portal-tenant-onboard"),
     )
 
 

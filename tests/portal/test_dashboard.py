@@ -123,6 +123,7 @@ def test_it_links_each_tenant_to_its_detail_page_when_the_portal_has_one(
     html = superuser_client.get(DASHBOARD).content.decode()
 
     assert f'href="{reverse("admin:portal-tenant-detail", args=["linked"])}"' in html
+    assert f'href="{reverse("admin:portal-tenant-onboard")}"' in html
 
 
 def test_it_filters_by_plan_and_flag_and_pages(board: str, superuser_client: Client) -> None:
@@ -188,7 +189,10 @@ def test_it_lets_read_only_staff_see_both_pages_and_sends_others_to_the_login(
     seed([("watched", PlanName.STARTER, 2)])
     trend = reverse("admin:portal-tenant-usage", args=["watched"])
 
-    assert read_only_client.get(DASHBOARD).status_code == 200
+    seen = read_only_client.get(DASHBOARD)
+    assert seen.status_code == 200
+    assert "watched" in seen.content.decode()
+    assert reverse("admin:portal-tenant-onboard") not in seen.content.decode()  # it would answer 403
     assert read_only_client.get(trend).status_code == 200
     for client in (non_staff_client, anonymous_client):
         for url in (DASHBOARD, trend):
