@@ -29,7 +29,7 @@ from django.core import checks
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.core.paginator import Paginator
 from django.db import models
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, QueryDict
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect, QueryDict
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -266,6 +266,9 @@ class BigQueryModelAdmin(admin.ModelAdmin):
         denied = self._deny(request)
         if denied is not None:
             return denied
+        canonical = self._canonical_query(request.GET)
+        if canonical is not None:
+            return HttpResponseRedirect(f"{request.path}?{canonical.urlencode()}")
         repository, response = self._repository_or_prompt(request)
         if repository is None:
             return response  # type: ignore[return-value]
@@ -476,6 +479,23 @@ class BigQueryModelAdmin(admin.ModelAdmin):
         if isinstance(model_field, models.JSONField | models.BinaryField):  # RepeatedStringField too
             return None
         return model_field.name
+
+    def _canonical_query(self, params: QueryDict) -> QueryDict | None:
+        """`?tenant_id=x` as Django's admin takes it, spelled `?tenant_id__exact=x`; None if already so."""
+        aliases = [
+            name
+            for name in self._filter_names()
+            if name in params
+            and name != self.repository_parameter
+            and f"{name}__exact" in self._filter_params(name)
+        ]
+        if not aliases:
+            return None
+        canonical = params.copy()
+        for name in aliases:
+            value = canonical.pop(name)[-1]
+            canonical.setdefault(f"{name}__exact", value)
+        return canonical
 
     def _parse_query(self, params: QueryDict) -> _ListQuery:
         allowed = {SEARCH_VAR, ORDER_VAR, PAGE_VAR}

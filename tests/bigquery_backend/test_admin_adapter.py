@@ -417,3 +417,11 @@ def test_it_drops_secret_values_before_any_template_sees_the_row(admin_client: C
     assert row.payload is None
     assert row.notes is None
     assert row.name == "part 02"
+
+
+def test_it_redirects_a_bare_field_filter_to_its_exact_spelling(admin_client: Client, twelve: str) -> None:
+    response = admin_client.get(BASE, {"dataset": twelve, "kind": "GEAR", "widget_id": "w03", "o": "1"})
+
+    assert response.status_code == 302
+    assert response["Location"] == f"{BASE}?dataset={twelve}&o=1&kind__exact=GEAR&widget_id__exact=w03"
+    assert row_ids(admin_client.get(response["Location"]).content.decode()) == ["w03"]

@@ -434,3 +434,12 @@ def test_it_answers_503_with_a_clear_page_when_bigquery_is_unavailable(
         assert response.status_code == 503
         assert "BigQuery is unavailable right now" in html(response)
         assert "Traceback" not in html(response)
+
+
+def test_it_takes_a_tenant_filter_spelled_the_short_way(
+    superuser_client: Client, add_tenant: AddTenant
+) -> None:
+    response = superuser_client.get(changelist(AuditLogEntry, tenant_id="acme_corp"), follow=True)
+
+    assert response.redirect_chain == [(changelist(AuditLogEntry, tenant_id__exact="acme_corp"), 302)]
+    assert response.status_code == 200
