@@ -631,8 +631,9 @@ class BigQueryModelAdmin(admin.ModelAdmin):
     def _scrubbed(self, obj: M | None) -> M | None:
         """The row with its secret and bytes values dropped, so no template or error page can show them."""
         if obj is not None:
+            hidden = self.hidden_field_names()
             for model_field in self.opts.concrete_fields:
-                if model_field.name in self.hidden_field_names():
+                if model_field.name in hidden:
                     setattr(obj, model_field.attname, None)
         return obj
 

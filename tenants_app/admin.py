@@ -12,6 +12,7 @@ from bigquery_backend.admin import BigQueryModelAdmin, ObjectTool
 from bigquery_backend.repository import Repository
 from tenants_app.api.permissions import is_read_only_staff
 from tenants_app.models import (
+    AdminApiToken,
     AuditLogEntry,
     TenantApiKey,
     TenantCloudCredential,
@@ -358,3 +359,32 @@ class TenantDqResultAdmin(TenantDatasetAdmin):
     list_filter = ("overall_status", "ingestion_date")
     exact_filter_fields = ("pipeline_logging_id", "target_table", "dq_config_id")
     ordering = ("-executed_at",)
+
+
+# --- Django's own database ------------------------------------------------------------------------------
+@admin.register(AdminApiToken)
+class AdminApiTokenAdmin(admin.ModelAdmin):
+    """Staff API tokens, read-only: `create_admin_token` issues them and `revoke_admin_token` revokes them."""
+
+    list_display = ("token_prefix", "name", "user", "created_at", "expires_at", "last_used_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("token_prefix", "name", "user__username")
+    ordering = ("-created_at",)
+    # Only the hash is stored, and even that is not shown: it is all a lookup needs.
+    fields = ("token_prefix", "name", "user", "created_at", "expires_at", "last_used_at", "revoked_at")
+    readonly_fields = fields
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_active and request.user.is_staff)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self.has_view_permission(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

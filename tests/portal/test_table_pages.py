@@ -443,3 +443,24 @@ def test_it_takes_a_tenant_filter_spelled_the_short_way(
 
     assert response.redirect_chain == [(changelist(AuditLogEntry, tenant_id__exact="acme_corp"), 302)]
     assert response.status_code == 200
+
+
+def test_it_lists_staff_api_tokens_read_only_without_their_hashes(
+    superuser_client: Client, read_only_client: Client, superuser: object, portal_dataset: str
+) -> None:
+    from tenants_app.services.admin_tokens import admin_token_create
+
+    issued = admin_token_create(user=superuser, name="deploy script")  # type: ignore[arg-type]
+    url = reverse("admin:tenants_app_adminapitoken_changelist")
+
+    for client in (superuser_client, read_only_client):
+        listing = client.get(url)
+        row = client.get(reverse("admin:tenants_app_adminapitoken_change", args=[issued.token.pk]))
+        for response in (listing, row):
+            assert response.status_code == 200
+            page = html(response)
+            assert issued.token.token_prefix in page
+            assert issued.token.token_hash not in page
+            assert issued.plaintext not in page
+        assert 'name="_save"' not in html(row)
+    assert superuser_client.get(url + "add/").status_code == 403
