@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.urls import path
 
 from tenants_app.api import credentials, keys, me, onboarding, tenants
+from tenants_app.api import pipelines as pipeline_views
 from tenants_app.api import runs as run_views
 from tenants_app.api import subscriptions as subscription_views
 from tenants_app.api import worker as worker_views
@@ -48,6 +49,27 @@ def tenant_resources(prefix: str, name: str) -> list:
             name=f"{name}-subscription-preview",
         ),
         path(f"{prefix}usage", me.UsageApi.as_view(), name=f"{name}-usage"),
+        path(f"{prefix}pipelines", pipeline_views.PipelineConfigListApi.as_view(), name=f"{name}-pipelines"),
+        path(
+            f"{prefix}pipelines/<str:config_id>",
+            pipeline_views.PipelineConfigDetailApi.as_view(),
+            name=f"{name}-pipeline",
+        ),
+        path(
+            f"{prefix}pipelines/<str:config_id>/pause",
+            pipeline_views.PipelineConfigPauseApi.as_view(),
+            name=f"{name}-pipeline-pause",
+        ),
+        path(
+            f"{prefix}pipelines/<str:config_id>/resume",
+            pipeline_views.PipelineConfigResumeApi.as_view(),
+            name=f"{name}-pipeline-resume",
+        ),
+        path(
+            f"{prefix}pipelines/<str:config_id>/run",
+            pipeline_views.PipelineConfigRunNowApi.as_view(),
+            name=f"{name}-pipeline-run",
+        ),
         path(f"{prefix}runs", run_views.RunListApi.as_view(), name=f"{name}-runs"),
         path(f"{prefix}runs/<str:run_id>", run_views.RunDetailApi.as_view(), name=f"{name}-run"),
         path(
