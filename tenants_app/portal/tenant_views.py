@@ -28,7 +28,13 @@ from tenants_app.models import SubscriptionStatus, TenantApiKey, TenantCloudCred
 from tenants_app.portal import forms as portal_forms
 from tenants_app.portal.charts import usage_trend_svg
 from tenants_app.services import subscriptions
-from tenants_app.services.api_keys import IssuedApiKey, api_key_create, api_key_revoke, api_key_rotate
+from tenants_app.services.api_keys import (
+    IssuedApiKey,
+    api_key_create,
+    api_key_list,
+    api_key_revoke,
+    api_key_rotate,
+)
 from tenants_app.services.credentials import (
     credential_create,
     credential_deactivate,
@@ -127,7 +133,7 @@ def _is_inline(error: ServiceError) -> bool:
 
 
 def portal_page(view: View) -> View:
-    """Turn a missing tenant into a 404 page and an outage into a 503 page, never a traceback."""
+    """A missing tenant gets a 404 page, a refusal its status and reason, an outage a 503: no traceback."""
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -144,18 +150,39 @@ def portal_page(view: View) -> View:
                 hide_tenant_crumb=True,
                 message=exc.message,
             )
-        except (ServiceError, bq.BackendUnavailable, bq.NotFound, KmsUnavailable) as exc:
-            if isinstance(exc, ServiceError) and exc.status < 500:
-                raise
-            # The services log the cause; BigQuery's and KMS's own text stays out of the page.
-            logger.warning("portal page %s failed: %s", request.path, type(exc).__name__)
-            response = _render(
-                request, "portal/tenant_unavailable.html", status=503, title="Temporarily unavailable"
+        except ServiceError as exc:
+            if exc.status >= 500:
+                return _unavailable(request, exc)
+            # A refusal outside any form (the forms show theirs inline): its page says why.
+            return _render(
+                request,
+                "portal/tenant_not_found.html",
+                status=exc.status,
+                title="Not possible",
+                tenant_id=tenant_id,
+                message=exc.message,
             )
-            response["Retry-After"] = "5"
-            return response
+        except bq.InvalidInput:
+            return _render(
+                request,
+                "portal/tenant_not_found.html",
+                status=400,
+                title="Not possible",
+                tenant_id=tenant_id,
+                message="the request was refused as invalid",
+            )
+        except (bq.BackendUnavailable, bq.NotFound, KmsUnavailable) as exc:
+            return _unavailable(request, exc)
 
     return wrapper
+
+
+def _unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # The services log the cause; BigQuery's and KMS's own text stays out of the page.
+    logger.warning("portal page %s failed: %s", request.path, type(exc).__name__)
+    response = _render(request, "portal/tenant_unavailable.html", status=503, title="Temporarily unavailable")
+    response["Retry-After"] = "5"
+    return response
 
 
 def writer_required(view: View) -> View:
@@ -662,8 +689,6 @@ def tenant_key_create_view(request: HttpRequest, tenant_id: str) -> HttpResponse
 
 
 def _key(tenant_id: str, api_key_id: str) -> TenantApiKey:
-    from tenants_app.services.api_keys import api_key_list
-
     for row in api_key_list(tenant_id=tenant_id, include_revoked=True):
         if row.api_key_id == api_key_id:
             row.api_key_hash = ""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -418,6 +419,31 @@ def test_it_answers_503_with_a_page_when_kms_is_down(
     assert "Temporarily unavailable" in html(response)
     assert OPENAI_SECRET not in html(response)
     assert not central_repository(TenantCloudCredential).list(filters={"tenant_id": tenant_id})
+
+
+def test_it_answers_503_with_a_page_when_bigquery_is_down_during_the_wizard(
+    superuser_client: Client, portal_dataset: str, settings: object
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    settings.BIGQUERY_EMULATOR_HOST = f"http://127.0.0.1:{closed_port}"  # type: ignore[attr-defined]
+    settings.BIGQUERY_RETRY_DEADLINE_SECONDS = 0.5  # type: ignore[attr-defined]
+    settings.BIGQUERY_TIMEOUT_SECONDS = 0.5  # type: ignore[attr-defined]
+
+    response = superuser_client.post(
+        url("tenant-onboard"),
+        {
+            "tenant_id": new_tenant_id(),
+            "company_name": "Outage Ltd",
+            "admin_email": "a@b.example",
+            "plan": "STARTER",
+        },
+    )
+
+    assert response.status_code == 503
+    assert response["Retry-After"]
+    assert "Temporarily unavailable" in html(response)
 
 
 # --- roles and CSRF -------------------------------------------------------------------------------------
