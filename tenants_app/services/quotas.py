@@ -107,23 +107,29 @@ def subscription_require_active(
 
 
 def quota_admit(*, tenant_id: str, now: datetime | None = None) -> Admission:
-    """Reserve one run for the tenant (one conditional UPDATE), or QuotaExceeded / SubscriptionInactive."""
+    """Reserve one run for the tenant (one conditional UPDATE), or QuotaExceeded / SubscriptionInactive.
+
+    Two jobs when it admits: one read (subscription, tenant status, the day's row) and the UPDATE. The
+    figures returned are the row as read just before plus this run: exact unless other admissions or
+    releases of the same tenant ran in between, which only the UPDATE's conditions must get right.
+    """
     now = now or timezone.now()
     day = quota_day(now)
     with bigquery_errors_translated():
-        subscription, tenant_status = _subscription_and_tenant_status(tenant_id)
+        subscription, tenant_status, row = _admission_context(tenant_id, day)
         _check_allowed(tenant_id, subscription, tenant_status, OPERATION_RUN, day)
         limits = subscription_effective_limits(subscription=subscription)
         for _ in range(_ADMIT_ATTEMPTS):
-            if _reserve(tenant_id, day, limits, now):
-                row = _usage_row(tenant_id, day)
-                assert row is not None  # we just updated it; rows are only deleted past retention
-                return _admission(row, limits, now)
-            row = _usage_row(tenant_id, day)
             if row is None:
                 # First run of the day before the rollover made the row: create it (insert-if-absent,
-                # so concurrent first runs create it once) and try again.
+                # so concurrent first runs create it once) and read what it carried over.
                 usage_rows_start(day=day, tenant_id=tenant_id)
+                row = _usage_row(tenant_id, day)
+                continue
+            if _reserve(tenant_id, day, limits, now):
+                return _admission(row, limits)
+            row = _usage_row(tenant_id, day)
+            if row is None:
                 continue
             exceeded = _exceeded(row, limits, now)
             if exceeded is not None:
@@ -381,21 +387,44 @@ def usage_add_api_calls(*, counts: Mapping[tuple[str, date], int]) -> None:
 # --- internals --------------------------------------------------------------------------------------
 def _subscription_and_tenant_status(tenant_id: str) -> tuple[TenantSubscription, str | None]:
     """The newest subscription plus the tenant's profile status, in one query."""
+    subscription, tenant_status, _ = _admission_context(tenant_id, None)
+    return subscription, tenant_status
+
+
+def _admission_context(
+    tenant_id: str, day: date | None
+) -> tuple[TenantSubscription, str | None, TenantUsageQuota | None]:
+    """Newest subscription, profile status and (with `day`) that day's usage row: one query."""
     repository = central_repository(TenantSubscription)
+    usage = central_repository(TenantUsageQuota)
     profiles = central_repository(TenantProfile).table
-    columns = ", ".join(f"s.`{column.name}`" for column in repository.definition.columns)
+    columns = [f"s.`{column.name}`" for column in repository.definition.columns]
+    params: list[Any] = [bigquery.ScalarQueryParameter("tenant_id", "STRING", tenant_id)]
+    join = ""
+    if day is not None:
+        columns += [f"u.`{column.name}` AS `u__{column.name}`" for column in usage.definition.columns]
+        # The equality on tenant_id keeps it a valid BigQuery LEFT JOIN (it wants a field from each side).
+        join = f" LEFT JOIN {usage.table} AS u ON u.tenant_id = s.tenant_id AND u.usage_id = @usage_id"
+        params.append(bigquery.ScalarQueryParameter("usage_id", "STRING", usage_id_for(tenant_id, day)))
     sql = (
-        f"SELECT {columns}, (SELECT status FROM {profiles} WHERE tenant_id = @tenant_id LIMIT 1) "
-        f"AS _tenant_status FROM {repository.table} AS s WHERE s.tenant_id = @tenant_id "
+        f"SELECT {', '.join(columns)}, "
+        f"(SELECT status FROM {profiles} WHERE tenant_id = @tenant_id LIMIT 1) AS _tenant_status "
+        f"FROM {repository.table} AS s{join} WHERE s.tenant_id = @tenant_id "
         "ORDER BY s.created_at DESC, s.subscription_id LIMIT 1"
     )
-    params = [bigquery.ScalarQueryParameter("tenant_id", "STRING", tenant_id)]
     rows = repository.gateway.query(sql, params).rows
     if not rows:
         raise DoesNotExist(f"tenant {tenant_id!r} has no subscription")
-    row = rows[0]
-    values = {column.name: row.get(column.name) for column in repository.definition.columns}
-    return TenantSubscription(**values), row.get("_tenant_status")
+    found = rows[0]
+    subscription = TenantSubscription(
+        **{column.name: found.get(column.name) for column in repository.definition.columns}
+    )
+    row = None
+    if day is not None and found.get("u__usage_id") is not None:
+        row = TenantUsageQuota(
+            **{column.name: found.get(f"u__{column.name}") for column in usage.definition.columns}
+        )
+    return subscription, found.get("_tenant_status"), row
 
 
 def _check_allowed(
@@ -523,21 +552,24 @@ def _exceeded(row: TenantUsageQuota, limits: EffectiveLimits, now: datetime) -> 
     )
 
 
-def _admission(row: TenantUsageQuota, limits: EffectiveLimits, now: datetime) -> Admission:
+def _admission(before: TenantUsageQuota, limits: EffectiveLimits) -> Admission:
+    """The admission's figures: the row as read before the UPDATE, plus this run."""
+    numerator, denominator = WARNING_RATIO
+    run_today, run_month = before.pipelines_run_today + 1, before.pipelines_run_month + 1
     raised = []
-    # Our statement wrote `now` into the flag only if it crossed 80% with this run.
-    if row.daily_warning_at is not None and row.daily_warning_at == now:
+    # The same test as the UPDATE's: this run crossed 80% if the flag was empty and now qualifies.
+    if before.daily_warning_at is None and run_today * denominator >= limits.daily_limit * numerator:
         raised.append(DAILY)
-    if row.monthly_warning_at is not None and row.monthly_warning_at == now:
+    if before.monthly_warning_at is None and run_month * denominator >= limits.monthly_limit * numerator:
         raised.append(MONTHLY)
     if raised:
-        logger.info("tenant %s reached 80%% of its %s run limit", row.tenant_id, " and ".join(raised))
+        logger.info("tenant %s reached 80%% of its %s run limit", before.tenant_id, " and ".join(raised))
     return Admission(
-        tenant_id=row.tenant_id,
-        usage_date=row.usage_date,
-        pipelines_run_today=row.pipelines_run_today,
-        pipelines_run_month=row.pipelines_run_month,
-        concurrent_pipelines_running=row.concurrent_pipelines_running,
+        tenant_id=before.tenant_id,
+        usage_date=before.usage_date,
+        pipelines_run_today=run_today,
+        pipelines_run_month=run_month,
+        concurrent_pipelines_running=before.concurrent_pipelines_running + 1,
         daily_limit=limits.daily_limit,
         monthly_limit=limits.monthly_limit,
         concurrent_limit=limits.concurrent_limit,
