@@ -81,8 +81,14 @@ def test_it_onboards_changes_the_plan_issues_and_revokes_a_key_and_shows_it_all(
     new_key = page.locator("#issued-api-key").input_value()
     assert KEY_PATTERN.match(new_key)
     assert new_key != initial_key
-    page.get_by_role("link", name=re.compile(f"back to {tenant_id}")).click()
+    # Reloading the result page (the browser sends the form again) does not show a key again.
+    page.reload()
+    expect(page.locator(".messagelist .warning")).to_contain_text("shown only once")
+    expect(page.locator("#issued-api-key")).to_have_count(0)
+    assert new_key not in page.content()
+    page.goto(f"/admin/tenants/{tenant_id}/")
     key_row = page.locator("#tenant-keys tbody tr", has_text="journey-ci")
+    expect(key_row).to_have_count(1)  # the reload issued no second key
     expect(key_row).to_contain_text("active")
     assert new_key not in page.content()
     key_row.get_by_role("link", name="Revoke").click()
