@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import secrets
 import string
@@ -245,7 +246,10 @@ def run_claim(
             candidates = _claim_candidates(
                 now=now, tenant_id=tenant_id, exclude_tenants=excluded, exclude_runs=seen
             )
-            for candidate in candidates:
+            pending = list(candidates)
+            contended = False
+            while pending:
+                candidate = pending.pop(_next_candidate(pending, contended=contended))
                 entry = candidate.entry
                 seen.add(entry.run_id)
                 if entry.tenant_id in refusals:
@@ -270,6 +274,7 @@ def run_claim(
                     continue
                 if claimed is not None:
                     return claimed
+                contended = True
             if len(candidates) < CLAIM_BATCH:
                 break
     if tenant_id is not None and tenant_id in refusals:
@@ -661,6 +666,22 @@ def _claim_candidates(
         params.append(bigquery.ArrayQueryParameter("exclude_runs", "STRING", sorted(exclude_runs)))
     order = "ORDER BY q.priority, q.scheduled_time, q.run_id"
     return _select_candidates(" AND ".join(conditions), params, suffix=f"{order} LIMIT {CLAIM_BATCH}")
+
+
+def _next_candidate(pending: list[_Candidate], *, contended: bool) -> int:
+    """Which candidate to try next: the most urgent, or after a lost race a random one as urgent.
+
+    Without contention claims follow the order exactly. Once another worker won a race, every worker
+    that read the same list would otherwise race for the same next run too (each loser costing a
+    statement): spreading them over the runs of the top priority keeps the priority order (within
+    it, scheduled times may then be taken out of order, as concurrent claims are anyway) and turns
+    W workers' W*W lost races into about W.
+    """
+    if not contended:
+        return 0
+    top = pending[0].entry.priority
+    same = [index for index, candidate in enumerate(pending) if candidate.entry.priority == top]
+    return random.choice(same)  # noqa: S311 - spreads load, nothing secret depends on it
 
 
 def _try_claim(
