@@ -280,6 +280,7 @@ class BigQueryModelAdmin(admin.ModelAdmin):
                 order_by=query.order_by,
                 limit=self.list_per_page,
                 offset=(query.page_number - 1) * self.list_per_page,
+                fields=self._readable_fields(),
             )
         except BadQuery as exc:
             return self._error(request, str(exc), status=400, title="Bad filter or page")
@@ -314,7 +315,12 @@ class BigQueryModelAdmin(admin.ModelAdmin):
             return response  # type: ignore[return-value]
         key = unquote(object_id)
         try:
-            obj = self._scrubbed(repository.find(self.opts.pk.to_python(key)))
+            found = repository.list(
+                filters={self.opts.pk.name: self.opts.pk.to_python(key)},
+                limit=1,
+                fields=self._readable_fields(),
+            )
+            obj = self._scrubbed(found[0] if found else None)
         except ValidationError:
             obj = None
         except (BigQueryError, InvalidInput) as exc:
@@ -628,6 +634,11 @@ class BigQueryModelAdmin(admin.ModelAdmin):
         return [(value, str(label)) for value, label in (model_field.flatchoices if model_field else [])]
 
     # --- rendering ----------------------------------------------------------------------------------
+    def _readable_fields(self) -> list[str]:
+        """Every column but the hidden ones: secrets and bytes stay in BigQuery, never reach this process."""
+        hidden = self.hidden_field_names()
+        return [f.name for f in self.opts.concrete_fields if f.name not in hidden]
+
     def _scrubbed(self, obj: M | None) -> M | None:
         """The row with its secret and bytes values dropped, so no template or error page can show them."""
         if obj is not None:

@@ -215,10 +215,15 @@ class Repository(Generic[M]):
         order_by: Sequence[str] = (),
         limit: int | None = None,
         offset: int = 0,
+        fields: Sequence[str] | None = None,
     ) -> list[M]:
-        """Rows matching `filters` (Django-style lookups) and `search`, ordered, one page at a time."""
+        """Rows matching `filters` (Django-style lookups) and `search`, ordered, one page at a time.
+
+        `fields` reads only those columns (and the key); the others come back empty. Pages that must
+        never hold a secret leave its column in BigQuery this way.
+        """
         params = _Params()
-        sql = f"SELECT {self._select_list()} FROM {self.table}{self._where(filters, params, search)}"
+        sql = f"SELECT {self._select_list(fields)} FROM {self.table}{self._where(filters, params, search)}"
         sql += self._order_by(order_by)
         if limit is not None or offset:
             sql += f" LIMIT {params.add_int(self._check_limit(limit))}"
@@ -241,9 +246,12 @@ class Repository(Generic[M]):
         order_by: Sequence[str] = (),
         limit: int = 50,
         offset: int = 0,
+        fields: Sequence[str] | None = None,
     ) -> Page[M]:
         """One page plus the total: two jobs, whatever the table size."""
-        items = self.list(filters=filters, search=search, order_by=order_by, limit=limit, offset=offset)
+        items = self.list(
+            filters=filters, search=search, order_by=order_by, limit=limit, offset=offset, fields=fields
+        )
         total = self.count(filters=filters, search=search)
         return Page(items=items, total=total, limit=limit, offset=offset)
 
@@ -386,8 +394,11 @@ class Repository(Generic[M]):
         return self.gateway.query(sql, params.parameters).affected_rows or 0
 
     # --- SQL building -----------------------------------------------------------------------------
-    def _select_list(self) -> str:
-        return ", ".join(quote_column(c.name) for c in self.definition.columns)
+    def _select_list(self, fields: Sequence[str] | None = None) -> str:
+        if fields is None:
+            return ", ".join(quote_column(c.name) for c in self.definition.columns)
+        names = {self._column(name).name for name in fields} | {self.definition.key}
+        return ", ".join(quote_column(c.name) for c in self.definition.columns if c.name in names)
 
     def _column(self, name: str) -> Column:
         try:

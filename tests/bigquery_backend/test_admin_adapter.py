@@ -425,3 +425,32 @@ def test_it_redirects_a_bare_field_filter_to_its_exact_spelling(admin_client: Cl
     assert response.status_code == 302
     assert response["Location"] == f"{BASE}?dataset={twelve}&o=1&kind__exact=GEAR&widget_id__exact=w03"
     assert row_ids(admin_client.get(response["Location"]).content.decode()) == ["w03"]
+
+
+def test_it_never_reads_secret_or_bytes_columns_from_bigquery(admin_client: Client, twelve: str) -> None:
+    with get_gateway().count_jobs() as counter:
+        assert page_of(admin_client, twelve, q="gear")[0] == 200
+        assert admin_client.get(f"{BASE}w03/change/?dataset={twelve}").status_code == 200
+
+    selects = [sql for sql in counter.statements if "COUNT(*)" not in sql]
+    assert len(selects) == 2
+    for sql in selects:
+        assert "`name`" in sql
+        assert "`notes`" not in sql
+        assert "`payload`" not in sql
+
+
+def test_it_reads_only_the_fields_asked_for_plus_the_key(shared_widget_table: WidgetTableFactory) -> None:
+    repository = shared_widget_table(
+        make_widget("only", name="n", notes="kept out", payload=b"x", tags=["a"])
+    )
+
+    (row,) = repository.list(fields=["name", "tags"])
+    page = repository.page(fields=["quantity"])
+
+    assert (row.widget_id, row.name, row.tags) == ("only", "n", ["a"])
+    assert row.notes is None
+    assert row.payload is None
+    assert page.items[0].quantity == 1
+    assert page.items[0].name is None
+    assert page.total == 1
