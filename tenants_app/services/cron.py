@@ -32,8 +32,6 @@ MAX_CRON_LENGTH = 200
 NEVER_HORIZON = timedelta(days=5 * 366)
 # Random (`R`) and hashed (`H`) fields are croniter extensions whose slots are not reproducible.
 _NONDETERMINISTIC = re.compile(r"(?:^|[,/-])[RH](?:$|[,/(-])", re.IGNORECASE)
-# No zone moves its clock by more than this in one transition: wall-time searches start this early.
-_MAX_SHIFT = timedelta(hours=3)
 
 
 def cron_validate(expression: object) -> str:
@@ -91,10 +89,10 @@ def cron_iter(*, expression: str, timezone: str, after: datetime) -> Iterator[da
         raise ValueError("after must be timezone-aware")
     zone = _zone(timezone)
     after = after.astimezone(UTC)
-    # Start a little before `after` in wall time: wall times that map to instants after `after` may lie
-    # before its own wall time when clocks go back.
-    start = after.astimezone(zone).replace(tzinfo=None) - _MAX_SHIFT
-    walls = croniter(expression, start - timedelta(minutes=1), max_years_between_matches=5)
+    # Start early enough in wall time: when clocks go back, wall times before `after`'s own can map to
+    # instants after it. Zones without a change nearby (and UTC) start right at `after`'s wall time.
+    start = after.astimezone(zone).replace(tzinfo=None) - _shift(zone, after)
+    walls = croniter(expression, start, max_years_between_matches=5)
     previous = after
     while True:
         wall = walls.get_next(datetime)
@@ -108,11 +106,8 @@ def cron_prev(*, expression: str, timezone: str, before: datetime, count: int) -
     """The last `count` instants (UTC, increasing) at or before `before` at which the schedule fires."""
     zone = _zone(timezone)
     before = before.astimezone(UTC)
-    walls = croniter(
-        expression,
-        before.astimezone(zone).replace(tzinfo=None) + _MAX_SHIFT + timedelta(minutes=1),
-        max_years_between_matches=5,
-    )
+    start = before.astimezone(zone).replace(tzinfo=None) + _shift(zone, before) + timedelta(minutes=1)
+    walls = croniter(expression, start, max_years_between_matches=5)
     found: list[datetime] = []
     while len(found) < count:
         try:
@@ -143,6 +138,12 @@ def _instant(wall: datetime, zone: zoneinfo.ZoneInfo) -> datetime:
         else:
             low = middle
     return datetime.fromtimestamp(high, UTC)
+
+
+def _shift(zone: zoneinfo.ZoneInfo, instant: datetime) -> timedelta:
+    """How far UTC offsets within a day of `instant` differ: 0 away from any clock change."""
+    offsets = [(instant + timedelta(days=days)).astimezone(zone).utcoffset() for days in (-1, 0, 1)]
+    return max(offsets) - min(offsets)  # type: ignore[type-var, operator]
 
 
 @functools.cache

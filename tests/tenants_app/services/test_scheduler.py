@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -249,7 +250,8 @@ def test_it_does_not_enqueue_for_a_config_edited_after_it_was_read(add_configs: 
     from tenants_app.services import scheduler
 
     report = SchedulerReport(now=T0, dry_run=False, max_catch_up=3)
-    plan = scheduler._plan((stale, "ACTIVE", "ACTIVE", None), T0, 3, report)
+    due_slots = functools.partial(scheduler._due_slots, now=T0, max_catch_up=3)
+    plan = scheduler._plan((stale, "ACTIVE", "ACTIVE", None), T0, due_slots, report)
     assert plan is not None
     scheduler._claim_and_enqueue([plan], T0, report)
     assert runs_of(row.tenant_id) == []
