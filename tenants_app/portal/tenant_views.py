@@ -18,6 +18,7 @@ from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 from django.utils.cache import patch_cache_control
 
 from bigquery_backend import exceptions as bq
@@ -282,6 +283,7 @@ def tenant_detail_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
         is_suspended=profile.status == TenantStatus.SUSPENDED,
         is_closed=profile.status in {TenantStatus.CANCELLED, TenantStatus.DELETED},
         can_suspend=profile.status in {TenantStatus.ACTIVE, TenantStatus.TRIAL},
+        now=timezone.now(),
     )
 
 

@@ -294,3 +294,26 @@ def test_it_links_to_the_table_pages_filtered_by_this_tenant(
     keys_page = superuser_client.get(keys_link).content.decode()
     assert mine.api_key.row.key_prefix in keys_page
     assert other.api_key.row.key_prefix not in keys_page
+
+
+def test_it_marks_expired_keys_and_offers_no_operation_on_them(
+    superuser_client: Client, onboard: Onboard
+) -> None:
+    tenant_id = onboard().profile.tenant_id
+    issued = api_key_create(
+        tenant_id=tenant_id,
+        name="short-lived",
+        scopes=["tenant:read"],
+        created_by="user:t",
+        expires_at=timezone.now() + timedelta(days=1),
+    )
+    central_repository(TenantApiKey).update(
+        issued.row.api_key_id, {"expires_at": timezone.now() - timedelta(minutes=1)}
+    )
+
+    html = superuser_client.get(detail_url(tenant_id)).content.decode()
+
+    row = html[html.index(f'id="key-{issued.row.api_key_id}"') :].split("</tr>", 1)[0]
+    assert "expired" in row
+    assert "Rotate" not in row
+    assert "Revoke" not in row
