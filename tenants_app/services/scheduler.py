@@ -47,16 +47,18 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.utils import timezone
 from google.cloud import bigquery
 
+from bigquery_backend.exceptions import InvalidInput
 from bigquery_backend.identifiers import quote_column
 from bigquery_backend.repository import RowChange
 from tenants_app.models import (
@@ -83,6 +85,25 @@ MAX_RUN_ID_LENGTH = 128
 MAX_SLOTS_COUNTED = 1_000
 _SLOT_FORMAT = "%Y-%m-%dT%H:%MZ"
 _RUNNABLE_TENANT_STATUSES = (TenantStatus.ACTIVE, TenantStatus.TRIAL)
+# Real BigQuery fails a mutating DML that lost a conflict with another on the same table ("concurrent
+# update") after its own retries. Every statement here is conditional or insert-if-absent, so a failed
+# one changed nothing and running it again is safe; without this, a lost conflict would leave a claim
+# to be recovered only after the claim timeout.
+_CONFLICT_ATTEMPTS = 5
+T = TypeVar("T")
+
+
+def retry_on_conflict(statement: Callable[[], T], *, attempts: int = _CONFLICT_ATTEMPTS) -> T:
+    """Run `statement` (one safe-to-repeat DML call) again when BigQuery reports a concurrent update."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return statement()
+        except InvalidInput as exc:
+            if "concurrent update" not in str(exc).lower() or attempt == attempts:
+                raise
+            logger.info("scheduler statement lost a concurrent-update conflict; attempt %d", attempt + 1)
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
 
 
 def scheduled_run_id(config_id: str, slot: datetime) -> str:
@@ -179,9 +200,9 @@ def runs_enqueue(*, entries: Sequence[EnqueueEntry], now: datetime, claim_id: st
         "source.scheduled_time, source.priority, @now, source.config_id, 0)"
     )
     gateway = runs.gateway
-    inserted = gateway.query(runs_sql, params).affected_rows or 0
+    inserted = retry_on_conflict(lambda: gateway.query(runs_sql, params).affected_rows or 0)
     queue_params = [p for p in params if p.name not in {"config_ids", "slots", "max_retries"}]
-    gateway.query(queue_sql, queue_params)
+    retry_on_conflict(lambda: gateway.query(queue_sql, queue_params))
     return inserted
 
 
@@ -417,8 +438,10 @@ def _claim_and_enqueue(plans: list[_Plan], now: datetime, report: SchedulerRepor
         )
         for plan in plans
     ]
-    claimed = configs.update_many(
-        changes, shared={"scheduler_claim_id": claim_id, "scheduler_claimed_at": now}
+    claimed = retry_on_conflict(
+        lambda: configs.update_many(
+            changes, shared={"scheduler_claim_id": claim_id, "scheduler_claimed_at": now}
+        )
     )
     report.configs_lost += len(plans) - claimed
     entries = [
@@ -435,9 +458,11 @@ def _claim_and_enqueue(plans: list[_Plan], now: datetime, report: SchedulerRepor
             filters={"scheduler_claim_id": claim_id, "config_id__in": sorted(won)}, limit=len(plans)
         )
         won = {row.config_id for row in rows}
-    configs.update_where(
-        {"scheduler_pending_slots": None},
-        filters={"scheduler_claim_id": claim_id, "config_id__in": sorted(won)},
+    retry_on_conflict(
+        lambda: configs.update_where(
+            {"scheduler_pending_slots": None},
+            filters={"scheduler_claim_id": claim_id, "config_id__in": sorted(won)},
+        )
     )
     report.runs_enqueued += inserted
     for plan in plans:
