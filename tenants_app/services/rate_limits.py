@@ -27,13 +27,18 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
+from django.core.cache.backends.base import BaseCache
 
 from bigquery_backend.exceptions import BigQueryError
 from tenants_app.services.api_keys import bigquery_errors_translated
 from tenants_app.services.errors import RateLimited, ServiceError
 from tenants_app.services.quotas import usage_add_api_calls
-from tenants_app.services.subscriptions import EffectiveLimits, subscription_limits_cached
+from tenants_app.services.subscriptions import (
+    EffectiveLimits,
+    limits_cache_key,
+    subscription_limits_cached,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,27 +61,32 @@ class RateDecision:
 
 
 def rate_limit_check(*, tenant_id: str, now: float | None = None) -> RateDecision:
-    """Count one API call of the tenant, or raise RateLimited (429) when a window is full."""
+    """Count one API call of the tenant, or raise RateLimited (429) when a window is full.
+
+    Five cache operations on an admitted call (limits, two windows, the pending count, the flush
+    counter) and no BigQuery job once the tenant's limits are cached.
+    """
     now = time.time() if now is None else now
-    limits = _limits(tenant_id)
+    backend = caches[DEFAULT_CACHE_ALIAS]  # resolved once: the `cache` proxy costs a lookup per use
+    limits = _limits(backend, tenant_id)
     if limits is None:
         # Limits unknown for a moment (BigQuery unreachable): let calls through rather than add an
         # outage of our own; the call is still counted for the usage row.
-        api_call_recorder.record(tenant_id, now)
+        api_call_recorder.record(tenant_id, now, backend=backend)
         return RateDecision(tenant_id=tenant_id, minute_count=0, hour_count=0, limits=None)
-    counted: list[tuple[str, int]] = []
+    counted: list[str] = []
     counts: dict[str, int] = {}
     for window, seconds in _WINDOWS:
         allowed = limits.api_calls_per_minute if window == MINUTE else limits.api_calls_per_hour
         bucket = int(now // seconds)
         key = f"{_PREFIX}{tenant_id}:{window}:{bucket}"
-        value = _increment(key, ttl=seconds * 2)
-        counted.append((key, bucket))
+        value = _increment(backend, key, ttl=seconds * 2)
+        counted.append(key)
         counts[window] = value
         if value > allowed:
             # Refused calls do not count: give back what this call took in every window so far.
-            for taken, _ in counted:
-                _decrement(taken)
+            for taken in counted:
+                _decrement(backend, taken)
             retry_after = max(1, math.ceil((bucket + 1) * seconds - now))
             raise RateLimited(
                 f"API-call limit reached: {allowed} calls per {window}; retry in {retry_after} s",
@@ -84,7 +94,7 @@ def rate_limit_check(*, tenant_id: str, now: float | None = None) -> RateDecisio
                 limit=allowed,
                 retry_after=retry_after,
             )
-    api_call_recorder.record(tenant_id, now)
+    api_call_recorder.record(tenant_id, now, backend=backend)
     return RateDecision(
         tenant_id=tenant_id, minute_count=counts[MINUTE], hour_count=counts[HOUR], limits=limits
     )
@@ -103,20 +113,22 @@ class ApiCallRecorder:
         self._flush_lock = threading.Lock()
         # Keys this process incremented since it last flushed; the counts themselves are in the cache.
         self._seen: set[tuple[str, date]] = set()
+        self._first_pending: float | None = None
 
-    def record(self, tenant_id: str, now: float) -> None:
+    def record(self, tenant_id: str, now: float, *, backend: BaseCache | None = None) -> None:
         """Count one call; flush when the interval or the count threshold is reached."""
+        backend = backend or caches[DEFAULT_CACHE_ALIAS]
         day = datetime.fromtimestamp(now, tz=UTC).date()
-        _increment(_pending_key(tenant_id, day), ttl=_PENDING_TTL)
-        # The clock starts with the first unwritten call (kept in the cache, so clearing the cache
-        # also clears it): an idle process never flushes, a busy one at most once per interval.
-        cache.add(f"{_PREFIX}first-pending", now, _PENDING_TTL)
+        _increment(backend, _pending_key(tenant_id, day), ttl=_PENDING_TTL)
+        recorded = _increment(backend, f"{_PREFIX}recorded", ttl=_PENDING_TTL)
         with self._lock:
             self._seen.add((tenant_id, day))
-        due = _increment(f"{_PREFIX}recorded", ttl=_PENDING_TTL) >= settings.API_CALLS_FLUSH_COUNT
-        if not due:
-            first = cache.get(f"{_PREFIX}first-pending")
-            due = first is not None and now - float(first) >= settings.API_CALLS_FLUSH_SECONDS
+            if recorded == 1 or self._first_pending is None:
+                # The first call since the last flush (or since the cache was cleared) starts the clock:
+                # an idle process never flushes, a busy one at most once per interval.
+                self._first_pending = now
+            first = self._first_pending
+        due = recorded >= settings.API_CALLS_FLUSH_COUNT or now - first >= settings.API_CALLS_FLUSH_SECONDS
         if due and self._flush_lock.acquire(blocking=False):
             # One flush at a time per process; the others go on serving.
             try:
@@ -136,17 +148,20 @@ class ApiCallRecorder:
         """Forget which keys this process saw (tests; the counts live in the cache)."""
         with self._lock:
             self._seen.clear()
+            self._first_pending = None
 
     def _flush_locked(self) -> int:
+        backend = caches[DEFAULT_CACHE_ALIAS]
         with self._lock:
             seen, self._seen = self._seen, set()
-        cache.delete_many([f"{_PREFIX}first-pending", f"{_PREFIX}recorded"])
+            self._first_pending = None
+        backend.delete(f"{_PREFIX}recorded")
         taken: dict[tuple[str, date], int] = {}
         for tenant_id, day in seen:
             key = _pending_key(tenant_id, day)
-            value = cache.get(key)
+            value = backend.get(key)
             if value:
-                _decrement(key, int(value))
+                _decrement(backend, key, int(value))
                 taken[(tenant_id, day)] = int(value)
         if not taken:
             return 0
@@ -155,7 +170,7 @@ class ApiCallRecorder:
                 usage_add_api_calls(counts=taken)
         except BaseException:
             for (tenant_id, day), value in taken.items():
-                _increment(_pending_key(tenant_id, day), ttl=_PENDING_TTL, amount=value)
+                _increment(backend, _pending_key(tenant_id, day), ttl=_PENDING_TTL, amount=value)
             with self._lock:
                 self._seen |= set(taken)
             raise
@@ -166,15 +181,19 @@ api_call_recorder = ApiCallRecorder()
 
 
 # --- internals --------------------------------------------------------------------------------------
-def _limits(tenant_id: str) -> EffectiveLimits | None:
+def _limits(backend: BaseCache, tenant_id: str) -> EffectiveLimits | None:
     fallback_key = f"{_PREFIX}limits-unknown:{tenant_id}"
-    if cache.get(fallback_key):
+    # One cache round trip for both: the cached limits, or the note that they could not be read.
+    found = backend.get_many([limits_cache_key(tenant_id), fallback_key])
+    if limits_cache_key(tenant_id) in found:
+        return found[limits_cache_key(tenant_id)]
+    if found.get(fallback_key):
         return None
     try:
         return subscription_limits_cached(tenant_id=tenant_id)
     except (ServiceError, BigQueryError) as exc:
         logger.warning("API-call limits of tenant %s unknown (%s); not limiting for now", tenant_id, exc)
-        cache.set(fallback_key, True, _FALLBACK_TTL)
+        backend.set(fallback_key, True, _FALLBACK_TTL)
         return None
 
 
@@ -182,17 +201,17 @@ def _pending_key(tenant_id: str, day: date) -> str:
     return f"{_PREFIX}pending:{tenant_id}:{day:%Y%m%d}"
 
 
-def _increment(key: str, *, ttl: float, amount: int = 1) -> int:
+def _increment(backend: BaseCache, key: str, *, ttl: float, amount: int = 1) -> int:
     """Atomic add on a cache counter, created at `amount` when absent (incr alone fails on a miss)."""
     try:
-        return int(cache.incr(key, amount))
+        return int(backend.incr(key, amount))
     except ValueError:
-        if cache.add(key, amount, ttl):
+        if backend.add(key, amount, ttl):
             return amount
-        return int(cache.incr(key, amount))
+        return int(backend.incr(key, amount))
 
 
-def _decrement(key: str, amount: int = 1) -> None:
+def _decrement(backend: BaseCache, key: str, amount: int = 1) -> None:
     # A key that expired meanwhile has nothing to give back.
     with contextlib.suppress(ValueError):
-        cache.decr(key, amount)
+        backend.decr(key, amount)

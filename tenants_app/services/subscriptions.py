@@ -157,7 +157,7 @@ def subscription_effective_limits(
 
 def subscription_limits_cached(*, tenant_id: str) -> EffectiveLimits:
     """The effective limits from Django's cache (one BigQuery job per tenant per process and period)."""
-    key = _limits_cache_key(tenant_id)
+    key = limits_cache_key(tenant_id)
     limits = cache.get(key)
     if limits is None:
         limits = subscription_effective_limits(tenant_id=tenant_id)
@@ -167,7 +167,7 @@ def subscription_limits_cached(*, tenant_id: str) -> EffectiveLimits:
 
 def subscription_limits_forget(*, tenant_id: str) -> None:
     """Drop the cached limits (after a change): this process sees it at once, others within the period."""
-    cache.delete(_limits_cache_key(tenant_id))
+    cache.delete(limits_cache_key(tenant_id))
 
 
 def plan_limits(plan: Plan) -> EffectiveLimits:
@@ -481,7 +481,8 @@ def subscription_set_limits(
 
 
 # --- internals --------------------------------------------------------------------------------------
-def _limits_cache_key(tenant_id: str) -> str:
+def limits_cache_key(tenant_id: str) -> str:
+    """Where `subscription_limits_cached` keeps a tenant's limits (the rate limiter reads it directly)."""
     return f"cvg:limits:v1:{tenant_id}"
 
 
