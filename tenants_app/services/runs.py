@@ -478,7 +478,8 @@ def run_cancel(
         values: dict[str, Any] = {"state": RunState.CANCELLED, "lease_expires_at": None}
         if _dml_update(_queue(), values, filters) == 0:
             raise RunStateConflict(f"run {run_id} changed meanwhile; reload", errors={"state": ["Changed."]})
-        message = f"Cancelled by {actor}" + (f": {reason}" if reason else "")
+        # Who cancelled is in the audit log; the run row is shown to the tenant, who never sees staff names.
+        message = "Cancelled" + (f": {reason}" if reason else "")
         _dml_update(
             _scheduled_runs(),
             {"state": RunState.CANCELLED, "error_message": message},

@@ -177,6 +177,11 @@ def test_it_lets_staff_cancel_and_requeue_runs_and_audits_both(
 
     assert refused.status_code == 403
     assert (cancelled.status_code, cancelled.json()["state"]) == (200, RunState.CANCELLED)
+    assert cancelled.json()["error_message"] == "Cancelled: dup"
+    # The tenant sees that its run was cancelled, never which staff member did it.
+    seen_by_tenant = as_key(tenant_id, "pipelines:read").get(f"/api/v1/me/runs/{queued}")
+    assert seen_by_tenant.status_code == 200
+    assert "root" not in seen_by_tenant.content.decode()
     assert (conflict.status_code, conflict.json()["error"]["code"]) == (409, "run_state_conflict")
     assert (requeued.status_code, requeued.json()["state"], requeued.json()["retry_count"]) == (
         200,
@@ -184,7 +189,7 @@ def test_it_lets_staff_cancel_and_requeue_runs_and_audits_both(
         0,
     )
     trail = central_repository(AuditLogEntry).list(
-        filters={"tenant_id": tenant_id}, order_by=("occurred_at",)
+        filters={"tenant_id": tenant_id, "target_type": "run"}, order_by=("occurred_at",)
     )
     assert [(e.action, e.actor, e.target_id) for e in trail] == [
         ("run.cancel", "user:root", queued),
