@@ -83,6 +83,7 @@ SCHEDULER_ACTOR = "system:schedule_pipelines"
 MAX_RUN_ID_LENGTH = 128
 # Skipped slots of one config are counted up to this bound (a scheduler stopped for months).
 MAX_SLOTS_COUNTED = 1_000
+MAX_IDS_REPORTED = 50
 _SLOT_FORMAT = "%Y-%m-%dT%H:%MZ"
 _RUNNABLE_TENANT_STATUSES = (TenantStatus.ACTIVE, TenantStatus.TRIAL)
 # Real BigQuery fails a mutating DML that lost a conflict with another on the same table ("concurrent
@@ -237,7 +238,9 @@ class SchedulerReport:
             "configs_claimed": self.configs_claimed,
             "configs_lost": self.configs_lost,
             "configs_recovered": self.configs_recovered,
-            "configs_invalid": list(self.configs_invalid),
+            # The first ids only: a report (and its audit entry) stays small whatever the table holds.
+            "configs_invalid": self.configs_invalid[:MAX_IDS_REPORTED],
+            "configs_invalid_count": len(self.configs_invalid),
             "slots_claimed": self.slots_claimed,
             "slots_skipped": self.slots_skipped,
             "slots_skipped_inactive": self.slots_skipped_inactive,
@@ -280,7 +283,10 @@ def scheduler_run(
     )
     with bigquery_errors_translated():
         while True:
-            rows = _due_configs(now=now, stale_before=stale_before, after=after, limit=batch_size)
+            # One row more than a batch tells whether another batch follows, without a last empty read.
+            rows = _due_configs(now=now, stale_before=stale_before, after=after, limit=batch_size + 1)
+            more = len(rows) > batch_size
+            rows = rows[:batch_size]
             if not rows:
                 break
             report.batches += 1
@@ -292,7 +298,7 @@ def scheduler_run(
                 for plan in plans:
                     _count(report, plan)
             after = rows[-1][0].config_id
-            if len(rows) < batch_size:
+            if not more:
                 break
         if not dry_run and report.configs_claimed:
             audit_record(

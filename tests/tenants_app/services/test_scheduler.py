@@ -367,7 +367,16 @@ def test_it_issues_the_same_number_of_jobs_for_3_and_30_due_configs() -> None:
             configs.update_where({"is_active": False}, filters={"tenant_id": tenant_id})
             return counter.jobs
 
-        assert jobs_for(3) == jobs_for(30) <= 6
+        # Read, claim, insert runs, insert queue entries, confirm, and one audit entry.
+        assert jobs_for(3) == jobs_for(30) == 6
+
+        tenant_id = add_tenant()
+        configs = central_repository(TenantPipelineConfig)
+        configs.insert(*(config_row(tenant_id, i, next_run_time=T0 - timedelta(hours=1)) for i in range(7)))
+        with get_gateway().count_jobs() as counter:
+            report = scheduler_run(now=T0 + timedelta(minutes=1), batch_size=3)
+        assert (report.batches, report.configs_claimed, report.runs_enqueued) == (3, 7, 14)
+        assert counter.jobs == 3 * 5 + 1  # 5 statements per batch of 3, one audit entry
 
 
 def test_it_repeats_a_statement_that_lost_a_concurrent_update_conflict() -> None:
