@@ -29,8 +29,11 @@ slots stay in `scheduler_pending_slots`; once the claim is older than SCHEDULER_
 the next scheduler run claims the config again (compare-and-set on the old claim id, so one recoverer
 wins), enqueues the pending slots (plus any newly due) with the same deterministic run ids, and the
 insert-if-absent skips whatever the dead run had already written. A config with a live pending claim
-is left alone by other runs. Deleting a config between claim and enqueue drops its slots (the join
-finds no config), which is what deleting means. The one residual double fault: a scheduler stalled for
+is left alone by other runs. A lost response (the claim committed but the client timed out, and its
+retry then matched nothing) still enqueues: the enqueue statements look for our claim id, which the
+first attempt wrote. A statement that real BigQuery fails for a concurrent update is repeated
+(`retry_on_conflict`): each is conditional or insert-if-absent. Deleting a config between claim and
+enqueue drops its slots (the join finds no config), which is what deleting means. The one residual double fault: a scheduler stalled for
 longer than the claim timeout between claim and enqueue whose MERGE then overlaps a recoverer's on real
 BigQuery, where two insert-only MERGEs do not conflict; the timeout (10 minutes by default) is far
 above a scheduler run's duration.
