@@ -100,8 +100,13 @@ def quota_day(now: datetime | None = None) -> date:
 def subscription_require_active(
     *, tenant_id: str, operation: str = OPERATION_RUN, today: date | None = None
 ) -> TenantSubscription:
-    """The tenant's subscription if its state allows `operation`; else SubscriptionInactive (one job)."""
-    subscription, tenant_status = _subscription_and_tenant_status(tenant_id)
+    """The tenant's subscription if its state allows `operation` (one job).
+
+    Raises DoesNotExist (no tenant or subscription), TenantNotActive (suspended or offboarded tenant)
+    or SubscriptionInactive (see `plans.LIFECYCLE_RULES`; a trial past its end counts as EXPIRED).
+    """
+    with bigquery_errors_translated():
+        subscription, tenant_status = _subscription_and_tenant_status(tenant_id)
     _check_allowed(tenant_id, subscription, tenant_status, operation, today or quota_day())
     return subscription
 
