@@ -7,6 +7,7 @@ Each costs a constant number of BigQuery jobs: two for the dashboard, one for a 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, date, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -15,6 +16,7 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 
 from tenants_app.api.permissions import is_read_only_staff
 from tenants_app.models import PlanName
@@ -36,11 +38,18 @@ DEFAULT_TREND_DAYS = 30
 
 
 class DashboardFilterForm(forms.Form):
-    """The dashboard's query string: plan, flagged only, page (1-based, as Django's admin lists)."""
+    """The dashboard's query string: plan, flagged only, day, page (1-based, as Django's admin lists)."""
 
     plan = forms.ChoiceField(choices=[("", "All plans"), *PlanName.choices], required=False)
     flagged = forms.BooleanField(required=False, label="Over 80% only")
+    day = forms.DateField(required=False, input_formats=["%Y-%m-%d"], label="Day (YYYY-MM-DD, UTC)")
     p = forms.IntegerField(min_value=1, max_value=1_000_000, required=False, label="Page")
+
+    def clean_day(self) -> date | None:
+        day = self.cleaned_data["day"]
+        if day is not None and day > _today():
+            raise forms.ValidationError("That day has not come yet (days are UTC).")
+        return day
 
 
 class TrendFilterForm(forms.Form):
@@ -56,10 +65,11 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         return _render(request, "portal/dashboard.html", status=400, form=form, title="Quota dashboard")
     plan = form.cleaned_data["plan"] or None
     flagged_only = form.cleaned_data["flagged"]
+    day = form.cleaned_data["day"]
     page = form.cleaned_data["p"] or 1
     try:
         board = quota_dashboard(
-            plan=plan, flagged_only=flagged_only, limit=PER_PAGE, offset=(page - 1) * PER_PAGE
+            day=day, plan=plan, flagged_only=flagged_only, limit=PER_PAGE, offset=(page - 1) * PER_PAGE
         )
     except ValidationFailed as exc:
         for field, reasons in exc.errors.items():
@@ -72,7 +82,13 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         there = "is 1 page" if pages == 1 else f"are {pages} pages"
         form.add_error("p", f"Page {page} does not exist: there {there}.")
         return _render(request, "portal/dashboard.html", status=400, form=form, title="Quota dashboard")
-    filters = {"plan": plan or "", "flagged": "1" if flagged_only else ""}
+    # Links keep the other filters; a day is kept only when it is not today (the default).
+    today = _today()
+    filters = {
+        "plan": plan or "",
+        "flagged": "1" if flagged_only else "",
+        "day": board.day.isoformat() if board.day != today else "",
+    }
     return _render(
         request,
         "portal/dashboard.html",
@@ -87,8 +103,10 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         page_links=_page_links(page, pages, filters),
         first_shown=board.offset + 1 if board.rows else 0,
         last_shown=board.offset + len(board.rows),
-        plan_links=_plan_links(plan, flagged_only),
+        plan_links=_plan_links(plan, filters),
         flagged_link=_query({**filters, "flagged": "" if flagged_only else "1"}),
+        day_links=_day_links(board.day, today, filters),
+        day_word="today" if board.day == today else "that day",
         # Read-only staff would only get a 403 there.
         onboard_url=None
         if is_read_only_staff(request.user)
@@ -191,15 +209,27 @@ def _page_links(page: int, pages: int, filters: dict[str, str]) -> list[tuple[st
     return links
 
 
-def _plan_links(plan: str | None, flagged_only: bool) -> list[tuple[str, str, bool]]:
-    flagged = "1" if flagged_only else ""
+def _plan_links(plan: str | None, filters: dict[str, str]) -> list[tuple[str, str, bool]]:
     return [
-        ("All plans", _query({"flagged": flagged}), plan is None),
-        *(
-            (label, _query({"plan": value, "flagged": flagged}), plan == value)
-            for value, label in PlanName.choices
-        ),
+        ("All plans", _query({**filters, "plan": ""}), plan is None),
+        *((label, _query({**filters, "plan": value}), plan == value) for value, label in PlanName.choices),
     ]
+
+
+def _day_links(day: date, today: date, filters: dict[str, str]) -> list[tuple[str, str]]:
+    """Previous day, next day (never past today) and today, keeping the other filters."""
+    links = [("← Previous day", _query({**filters, "day": (day - timedelta(days=1)).isoformat()}))]
+    if day < today:
+        following = day + timedelta(days=1)
+        links.append(
+            ("Next day →", _query({**filters, "day": "" if following == today else following.isoformat()}))
+        )
+        links.append(("Today", _query({**filters, "day": ""})))
+    return links
+
+
+def _today() -> date:
+    return timezone.now().astimezone(UTC).date()
 
 
 def _query(values: dict[str, str]) -> str:

@@ -38,10 +38,10 @@ def board(central_dataset: str) -> str:
     return central_dataset
 
 
-def seed(tenants: list[tuple[str, str, int]], *, company: str | None = None) -> None:
-    """(tenant id, plan, runs today) each, with a subscription and today's usage row: three statements."""
+def seed(tenants: list[tuple[str, str, int]], *, company: str | None = None, days_ago: int = 0) -> None:
+    """(tenant id, plan, runs that day) each, with a subscription and a usage row: three statements."""
     now = timezone.now()
-    today = now.astimezone(UTC).date()
+    today = now.astimezone(UTC).date() - timedelta(days=days_ago)
     profiles, subscriptions, usage = [], [], []
     for tenant_id, plan, runs in tenants:
         limits = PLANS[plan]
@@ -219,6 +219,25 @@ def test_it_says_bigquery_is_unavailable_with_a_503(central_dataset: str, superu
     assert response.status_code == 503
     assert response["Retry-After"] == "5"
     assert "cannot be reached" in response.content.decode()
+
+
+def test_it_shows_another_day_and_refuses_one_to_come(board: str, superuser_client: Client) -> None:
+    seed([("yesterday_busy", PlanName.STARTER, 6)], days_ago=1)
+    yesterday = (timezone.now().astimezone(UTC).date() - timedelta(days=1)).isoformat()
+
+    today = superuser_client.get(DASHBOARD).content.decode()
+    then = superuser_client.get(DASHBOARD, {"day": yesterday}).content.decode()
+    future = superuser_client.get(DASHBOARD, {"day": "2999-01-01"})
+
+    assert rows(today) == [("yesterday_busy", False)]  # no run today; at most 6 of 180 this month
+    assert "0 / 6" in today
+    assert rows(then) == [("yesterday_busy", True)]
+    assert "6 / 6" in then
+    assert "Runs that day" in then
+    assert "Next day" in then
+    assert "Next day" not in today
+    assert future.status_code == 400
+    assert "not come yet" in future.content.decode()
 
 
 # --- trend ------------------------------------------------------------------------------------------
