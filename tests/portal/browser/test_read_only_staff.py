@@ -27,6 +27,11 @@ def test_it_shows_read_only_staff_the_pages_without_operation_buttons(
     expect(page.locator("#result_list tbody tr", has_text=tenant_id)).to_be_visible()
     expect(page.get_by_role("link", name=re.compile("Onboard a tenant", re.IGNORECASE))).to_have_count(0)
 
+    # The dashboard does not offer the wizard either.
+    page.goto("/admin/dashboard/")
+    expect(page.locator(f"#quota-tenants tr[data-tenant='{tenant_id}']")).to_be_visible()
+    expect(page.get_by_role("link", name="Onboard a tenant")).to_have_count(0)
+
     # Typing an operation's address is refused too.
     response = page.goto(f"/admin/tenants/{tenant_id}/suspend/")
     assert response is not None
