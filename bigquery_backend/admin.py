@@ -17,7 +17,6 @@ from functools import update_wrapper
 from typing import Any, TypeVar
 
 from django.contrib import admin
-from django.contrib.admin.templatetags.admin_list import _boolean_icon
 from django.contrib.admin.utils import (
     display_for_field,
     display_for_value,
@@ -808,9 +807,8 @@ class BigQueryModelAdmin(admin.ModelAdmin):
             attr = getattr(self, name, None)
             value = attr(obj) if callable(attr) else getattr(obj, name, None)
             value = value() if callable(value) else value
-            if getattr(attr, "boolean", False):
-                return _boolean_icon(value)
-            return display_for_value(value, self.get_empty_value_display())
+            boolean = bool(getattr(attr, "boolean", False))
+            return display_for_value(value, self.get_empty_value_display(), boolean=boolean)
         if model_field.name in self.hidden_field_names():
             return ""  # the checks refuse such declarations; this is the belt to their braces
         value = getattr(obj, model_field.attname)
