@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
@@ -202,7 +202,7 @@ def quota_dashboard(
         errors["limit"] = [f"Use 1 to {MAX_PAGE_SIZE}."]
     if not isinstance(offset, int) or offset < 0:
         errors["offset"] = ["Use 0 or more."]
-    if day is not None and not isinstance(day, date):
+    if day is not None and (not isinstance(day, date) or isinstance(day, datetime)):
         errors["day"] = ["Give a date."]
     if errors:
         raise ValidationFailed("invalid dashboard filter", errors=errors)

@@ -230,6 +230,7 @@ def test_it_filters_by_plan_and_flag_and_pages_with_the_matching_total(seed: See
         ({"limit": 201}, "limit"),
         ({"offset": -1}, "offset"),
         ({"day": "2026-03-14"}, "day"),
+        ({"day": NOON}, "day"),
     ],
 )
 def test_it_refuses_a_bad_filter_naming_the_field(arguments: dict, field: str) -> None:
