@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import socket
 from datetime import UTC, datetime, timedelta
@@ -261,7 +262,10 @@ def test_it_edits_the_profile(superuser_client: Client, onboard: Onboard) -> Non
 
 
 # --- API keys ----------------------------------------------------------------------------------------
-def test_it_creates_a_key_and_shows_it_once(superuser_client: Client, onboard: Onboard) -> None:
+def test_it_creates_a_key_and_shows_it_once(
+    superuser_client: Client, onboard: Onboard, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     tenant_id = onboard().profile.tenant_id
     form = superuser_client.get(url("tenant-key-create", tenant_id))
     data = {
@@ -276,6 +280,8 @@ def test_it_creates_a_key_and_shows_it_once(superuser_client: Client, onboard: O
     assert "no-store" in result["Cache-Control"]
     key = plaintext_on(html(result))
     assert api_key_verify(key=key).scopes == ("tenant:read", "pipelines:execute")
+    assert key not in caplog.text
+    assert not any(key in str(message) for message in result.context["messages"])
     detail = html(superuser_client.get(url("tenant-detail", tenant_id)))
     assert "CI runner" in detail
     assert key not in detail
