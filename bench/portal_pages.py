@@ -58,13 +58,12 @@ from tenants_app.repositories import central_repository  # noqa: E402
 from tenants_app.services.bootstrap import bigquery_bootstrap  # noqa: E402
 from tenants_app.services.onboarding import tenant_onboard  # noqa: E402
 
-DATASET = "bench_portal"
-DETAIL_TENANT = "bench_00000"  # onboarded through the service: the detail page's tenant, with its dataset
+DATASET_PREFIX = "bench_portal"
 # Rows per multi-row INSERT through Repository.insert: the emulator spends ~15-25 ms per VALUES row, so
 # 500 rows (the repository bench's batch) can pass the 30 s call timeout on a busy machine.
 INSERT_CHUNK = 100
 STREAM_CHUNK = 500  # rows per tabledata.insertAll request
-WARMUP = 1  # discarded requests per page and size (template loading, first queries)
+WARMUP = 1  # discarded rounds (template loading, first queries)
 SEEDED_TABLES = (TenantProfile, TenantSubscription, TenantUsageQuota, AuditLogEntry)
 SEED_COMPARISON_TABLES = (TenantProfile, TenantSubscription, TenantUsageQuota)
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
@@ -74,25 +73,39 @@ PLAN_NAMES = tuple(PLAN_LIMITS)
 
 @dataclass(frozen=True)
 class PortalPage:
-    """One measured page: a label, its URL name and arguments, and a text its HTML must contain."""
+    """One measured page: a label, its URL name, and a text its HTML must contain."""
 
     label: str
     url_name: str
-    args: tuple[str, ...] = ()
+    of_detail_tenant: bool = False  # the URL takes the size's onboarded tenant
     query: str = ""
-    expect: str = DETAIL_TENANT
+    expect: str = ""  # empty: the size's onboarded tenant id
 
 
 PAGES = (
     # Newest first: the onboarded tenant was created last, so it is on the first page at every size.
     PortalPage("tenant list", "admin:tenants_app_tenantprofile_changelist"),
-    PortalPage("tenant list, search", "admin:tenants_app_tenantprofile_changelist", query="?q=bench_0000"),
+    PortalPage(
+        "tenant list, search",
+        "admin:tenants_app_tenantprofile_changelist",
+        query="?q=bench_0000",
+        expect="bench_0000",
+    ),
     # Sorted by pressure: the onboarded tenant has no runs and may be on a later page; any tenant will do.
     PortalPage("quota dashboard", "admin:portal-dashboard", expect="bench_"),
     PortalPage("audit log", "admin:tenants_app_auditlogentry_changelist", expect="tenant.onboard"),
-    PortalPage("tenant detail", "admin:portal-tenant-detail", args=(DETAIL_TENANT,)),
-    PortalPage("tenant usage trend", "admin:portal-tenant-usage", args=(DETAIL_TENANT,)),
+    PortalPage("tenant detail", "admin:portal-tenant-detail", of_detail_tenant=True),
+    PortalPage("tenant usage trend", "admin:portal-tenant-usage", of_detail_tenant=True),
 )
+
+
+@dataclass(frozen=True)
+class World:
+    """One size's central dataset and the tenant onboarded in it for the detail and trend pages."""
+
+    size: int
+    dataset: str
+    detail_tenant: str
 
 
 @dataclass
@@ -340,32 +353,57 @@ def compare_seeders(gateway: BigQueryGateway, tenants: int, today: date) -> list
 
 
 # --- measuring ----------------------------------------------------------------------------------------
-def page_url(page: PortalPage) -> str | None:
+def page_url(page: PortalPage, world: World) -> str | None:
     try:
-        return reverse(page.url_name, args=page.args) + page.query
+        return (
+            reverse(page.url_name, args=[world.detail_tenant] if page.of_detail_tenant else []) + page.query
+        )
     except NoReverseMatch:
         return None
 
 
-def measure(client: Client, gateway: BigQueryGateway, page: PortalPage, repeat: int) -> Measurement:
-    """GET the page WARMUP + `repeat` times; keep the latency and the jobs of the measured ones."""
-    url = page_url(page)
-    if url is None:
-        return Measurement(missing="(no such page)")
-    result = Measurement()
+def measure_once(
+    client: Client, gateway: BigQueryGateway, page: PortalPage, world: World, url: str
+) -> tuple[float, int]:
+    """One GET of the page in `world`: its latency in ms and the BigQuery jobs it issued."""
+    with gateway.count_jobs() as counter:
+        started = time.perf_counter()
+        response = client.get(url)
+        elapsed = (time.perf_counter() - started) * 1000
+    if response.status_code != 200:
+        raise RuntimeError(f"{page.label} at {world.size}: GET {url} answered {response.status_code}")
+    expected = page.expect or world.detail_tenant
+    if expected not in response.content.decode():
+        raise RuntimeError(f"{page.label} at {world.size}: GET {url} does not show {expected!r}")
+    return elapsed, counter.jobs
+
+
+def measure(
+    client: Client, gateway: BigQueryGateway, worlds: Sequence[World], repeat: int
+) -> dict[tuple[str, int], Measurement]:
+    """Every page of every size, round-robin: WARMUP + `repeat` rounds, the size order rotating.
+
+    Round-robin, not size after size, so that a busy spell of the machine lands on every size instead of
+    making one size look slow.
+    """
+    results = {(page.label, world.size): Measurement() for page in PAGES for world in worlds}
+    urls = {(page.label, world.size): page_url(page, world) for page in PAGES for world in worlds}
+    for key, url in urls.items():
+        if url is None:
+            results[key].missing = "(no such page)"
     for index in range(WARMUP + repeat):
-        with gateway.count_jobs() as counter:
-            started = time.perf_counter()
-            response = client.get(url)
-            elapsed = (time.perf_counter() - started) * 1000
-        if response.status_code != 200:
-            raise RuntimeError(f"{page.label}: GET {url} answered {response.status_code}")
-        if page.expect not in response.content.decode():
-            raise RuntimeError(f"{page.label}: GET {url} does not show {page.expect!r}")
-        if index >= WARMUP:
-            result.samples.append(elapsed)
-            result.jobs.append(counter.jobs)
-    return result
+        shift = index % len(worlds)
+        for world in [*worlds[shift:], *worlds[:shift]]:
+            with override_settings(TENANTS_DATASET=world.dataset):
+                for page in PAGES:
+                    url = urls[(page.label, world.size)]
+                    if url is None:
+                        continue
+                    elapsed, jobs = measure_once(client, gateway, page, world, url)
+                    if index >= WARMUP:
+                        results[(page.label, world.size)].samples.append(elapsed)
+                        results[(page.label, world.size)].jobs.append(jobs)
+    return results
 
 
 def plural(count: int, noun: str) -> str:
@@ -453,8 +491,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def build_world(size: int, seeder: Seeder, today: date) -> tuple[World, float]:
+    """A bootstrapped central dataset with `size` tenants: one onboarded for real, the rest seeded in bulk."""
+    world = World(size=size, dataset=f"{DATASET_PREFIX}_{size}", detail_tenant=f"bench_detail_{size}")
+    with override_settings(TENANTS_DATASET=world.dataset):
+        bigquery_bootstrap()
+        # Its own dataset, key, subscription, usage row and audit entry: the detail and trend pages' tenant.
+        tenant_onboard(
+            tenant_id=world.detail_tenant,
+            company_name="Bench Detail Ltd",
+            admin_email="ops@bench-detail.example.com",
+            plan="PROFESSIONAL",
+            created_by="system:bench",
+        )
+        started = time.perf_counter()
+        for model in SEEDED_TABLES:
+            repo = central_repository(model)
+            # The audit log is seeded with the `select` seeder whatever --seed says: the streaming seeder
+            # does not handle its JSON columns, and one entry per tenant is only background.
+            (seed_with_select if model is AuditLogEntry else seeder)(repo, 1, size, today)
+        return world, time.perf_counter() - started
+
+
 def run(args: argparse.Namespace, gateway: BigQueryGateway) -> int:
-    """Set up Django's tables and a logged-in superuser, then seed and measure each size in turn."""
+    """Set up Django's tables and a logged-in superuser, build one dataset per size, measure round-robin."""
     today = timezone.now().date()
     setup_started = time.perf_counter()
     call_command("migrate", verbosity=0)
@@ -462,46 +522,30 @@ def run(args: argparse.Namespace, gateway: BigQueryGateway) -> int:
     user = User.objects.create_superuser("bench", "bench@example.com", "bench-password")
     client = Client()
     client.force_login(user)
-    bigquery_bootstrap()
-    # The detail page's tenant is onboarded for real (its own dataset, key, subscription, usage row, audit).
-    tenant_onboard(
-        tenant_id=DETAIL_TENANT,
-        company_name="Bench Detail Ltd",
-        admin_email="ops@bench-detail.example.com",
-        plan="PROFESSIONAL",
-        created_by="system:bench",
-    )
-    print(
-        f"Setup: migrate, bootstrap and one onboarded tenant in {time.perf_counter() - setup_started:.1f} s."
-    )
+    print(f"Setup: Django's tables and a superuser in {time.perf_counter() - setup_started:.1f} s.")
 
     if args.compare_seeding:
         print(f"Seeding {args.compare_seeding} tenants (profile, subscription, today's usage), each way:")
         for line in compare_seeders(gateway, args.compare_seeding, today):
             print(line)
 
-    seeder = SEEDERS[args.seed]
-    repos = [central_repository(model) for model in SEEDED_TABLES]
-    results: dict[tuple[str, int], Measurement] = {}
-    seeded = 1  # the onboarded tenant
+    worlds = []
     seeding_notes = []
     for size in args.sizes:
-        started = time.perf_counter()
-        for repo in repos:
-            # The audit log is seeded with the `select` seeder whatever --seed says: its JSON columns are
-            # not handled by the streaming seeder, and one entry per tenant is only background.
-            (seed_with_select if repo.model is AuditLogEntry else seeder)(repo, seeded, size, today)
-        seeding_notes.append(f"{size - seeded} tenants in {time.perf_counter() - started:.1f} s")
-        seeded = size
-        for page in PAGES:
-            results[(page.label, size)] = measure(client, gateway, page, args.repeat)
-        print(f"  measured at {size:,} tenants")
+        world, seconds = build_world(size, SEEDERS[args.seed], today)
+        worlds.append(world)
+        seeding_notes.append(f"{size - 1} tenants in {seconds:.1f} s")
+    results = measure(client, gateway, worlds, args.repeat)
 
     print()
-    print(f"Seeding for the pages ({SEEDER_NAMES[args.seed]}): {'; '.join(seeding_notes)}.")
     print(
-        f"Each cell: p50 of {args.repeat} GETs through Django's test client (after {WARMUP} warm-up), "
-        "logged in as a superuser, and the BigQuery jobs each GET issued (gateway.count_jobs())."
+        f"One central dataset per size, each with 1 onboarded tenant and the rest seeded "
+        f"({SEEDER_NAMES[args.seed]}): {'; '.join(seeding_notes)}."
+    )
+    print(
+        f"Each cell: p50 of {args.repeat} GETs through Django's test client, logged in as a superuser, and "
+        f"the BigQuery jobs each GET issued (gateway.count_jobs()); {WARMUP} warm-up round discarded; pages "
+        "and sizes taken round-robin."
     )
     print()
     print(render_table(args.sizes, results))
@@ -519,9 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     emulator = EmulatorProcess(home=BENCH_DIR / "home", log_path=BENCH_DIR / "emulator.log")
     try:
         emulator.start()
-        with override_settings(
-            BIGQUERY_EMULATOR_HOST=emulator.url, BIGQUERY_PROJECT=emulator.project, TENANTS_DATASET=DATASET
-        ):
+        with override_settings(BIGQUERY_EMULATOR_HOST=emulator.url, BIGQUERY_PROJECT=emulator.project):
             status = run(args, get_gateway())
     finally:
         emulator.stop()
