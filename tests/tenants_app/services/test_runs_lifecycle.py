@@ -296,3 +296,16 @@ def test_it_lists_runs_and_the_queue_with_filters_and_shows_a_runs_logs() -> Non
     assert [e.status for e in detail.executions] == ["SUCCEEDED"]
     with pytest.raises(ValidationFailed):
         run_list(tenant_id=tenant_id, state="DONE")
+
+
+def test_it_treats_a_completion_with_failed_as_final() -> None:
+    tenant_id, run_id = claimed_tenant(max_retries=3)
+
+    run = run_complete(run_id=run_id, worker_id="w1", status="FAILED", error="3 expectations failed", now=NOW)
+
+    assert (run.state, run.retry_count, run.error_message) == (RunState.FAILED, 0, "3 expectations failed")
+    assert entry(run_id).state == RunState.FAILED
+    assert run_claim(worker_id="w2", tenant_id=tenant_id, now=NOW + timedelta(hours=1)) is None
+    counters = usage(tenant_id, DAY)
+    assert counters is not None
+    assert (counters.pipelines_failed_today, counters.concurrent_pipelines_running) == (1, 0)
