@@ -33,10 +33,10 @@ is left alone by other runs. A lost response (the claim committed but the client
 retry then matched nothing) still enqueues: the enqueue statements look for our claim id, which the
 first attempt wrote. A statement that real BigQuery fails for a concurrent update is repeated
 (`retry_on_conflict`): each is conditional or insert-if-absent. Deleting a config between claim and
-enqueue drops its slots (the join finds no config), which is what deleting means. The one residual double fault: a scheduler stalled for
-longer than the claim timeout between claim and enqueue whose MERGE then overlaps a recoverer's on real
-BigQuery, where two insert-only MERGEs do not conflict; the timeout (10 minutes by default) is far
-above a scheduler run's duration.
+enqueue drops its slots (the join finds no config), which is what deleting means. The one residual
+double fault: a scheduler stalled for longer than the claim timeout between claim and enqueue whose
+MERGE then overlaps a recoverer's on real BigQuery, where two insert-only MERGEs do not conflict; the
+timeout (10 minutes by default) is far above a scheduler run's duration.
 
 Late schedulers catch up: at most `max_catch_up` missed slots per config are enqueued (the latest
 ones, as fresh data matters most), the older ones are skipped and counted, and `next_run_time` moves to
