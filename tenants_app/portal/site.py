@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
+from django.http import HttpRequest
 from django.urls import URLPattern, URLResolver
+
+from tenants_app.api.permissions import is_read_only_staff
 
 
 class PortalAdminSite(admin.AdminSite):
     site_header = "Convergence tenant administration"
     site_title = "Convergence admin"
     index_title = "Tenant administration"
+
+    def each_context(self, request: HttpRequest) -> dict[str, Any]:
+        """Django's context for every admin page, plus whether this user may change anything."""
+        context = super().each_context(request)
+        context["portal_can_change"] = request.user.is_active and not is_read_only_staff(request.user)
+        return context
 
     def get_urls(self) -> list[URLPattern | URLResolver]:
         # Our pages go first: Django's catch-all app_list pattern would otherwise swallow them.

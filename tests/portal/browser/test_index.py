@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from django.contrib.auth.models import User
 from playwright.sync_api import Page, expect
 
@@ -11,13 +10,6 @@ from tests.portal.browser.conftest import Login
 PORTAL_LINKS = ("Quota dashboard", "Onboard a tenant", "Tenants", "Audit log")
 
 
-# Known bugs of templates/admin/index.html when this was written, kept visible here until fixed; strict, so
-# the fix turns these into failures that say "remove the marker".
-@pytest.mark.xfail(
-    strict=True,
-    reason="Django's dashboard.css gives the index's table headers width: 100%, so the Portal module's "
-    "descriptions (white-space: normal) shrink to a letter per line; #portal-module th { width: auto; }",
-)
 def test_it_lays_out_the_portal_modules_links_and_descriptions_readably(
     page: Page, superuser: User, login: Login
 ) -> None:
@@ -35,10 +27,6 @@ def test_it_lays_out_the_portal_modules_links_and_descriptions_readably(
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the index's Portal module links to the onboarding wizard for read-only staff too, who get a 403",
-)
 def test_it_offers_read_only_staff_no_onboarding_on_the_home_page(
     page: Page, read_only_staff: User, login: Login
 ) -> None:
