@@ -404,3 +404,25 @@ def test_it_does_not_repeat_other_failures() -> None:
     with pytest.raises(InvalidInput):
         retry_on_conflict(statement)
     assert len(calls) == 1
+
+
+# --- daylight saving, end to end ---------------------------------------------------------------------------
+def test_it_enqueues_a_berlin_0230_once_across_spring_forward_and_fall_back(
+    add_configs: Callable[..., list],
+) -> None:
+    berlin = {"schedule_cron": "30 2 * * *", "timezone": "Europe/Berlin"}
+    (spring,) = add_configs(next_run_time=datetime(2026, 3, 28, 1, 30, tzinfo=UTC), **berlin)
+    scheduler_run(now=datetime(2026, 3, 29, 1, 5, tzinfo=UTC))  # 03:05 CEST, just after the jump
+    assert [run.scheduled_time for run in runs_of(spring.tenant_id)] == [
+        datetime(2026, 3, 28, 1, 30, tzinfo=UTC),  # 02:30 CET
+        datetime(2026, 3, 29, 1, 0, tzinfo=UTC),  # 02:30 does not exist: 03:00 CEST
+    ]
+    assert config(spring.config_id).next_run_time == datetime(2026, 3, 30, 0, 30, tzinfo=UTC)
+
+    (autumn,) = add_configs(next_run_time=datetime(2026, 10, 25, 0, 30, tzinfo=UTC), **berlin)
+    scheduler_run(now=datetime(2026, 10, 25, 0, 31, tzinfo=UTC))  # 02:31 CEST, first pass
+    scheduler_run(now=datetime(2026, 10, 25, 1, 40, tzinfo=UTC))  # 02:40 CET, the hour again
+    assert [run.scheduled_time for run in runs_of(autumn.tenant_id)] == [
+        datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
+    ]
+    assert config(autumn.config_id).next_run_time == datetime(2026, 10, 26, 1, 30, tzinfo=UTC)
