@@ -209,3 +209,15 @@ def test_it_runs_now_only_with_the_execute_scope_and_once_per_minute() -> None:
     assert (second.status_code, second.json()["created"]) == ((200, False) if same_run else (201, True))
     queue = central_repository(TenantPipelineExecutionQueue).list(filters={"config_id": config_id})
     assert run["run_id"] in {entry.run_id for entry in queue}
+
+
+def test_it_replays_a_create_sent_again_with_the_same_idempotency_key(api_as: ApiAs, superuser: User) -> None:
+    tenant_id = add_tenant()
+    client = api_as(superuser)
+    path = f"/api/v1/tenants/{tenant_id}/pipelines"
+    first = client.post(path, BODY, format="json", HTTP_IDEMPOTENCY_KEY="create-billing-1")
+    again = client.post(path, BODY, format="json", HTTP_IDEMPOTENCY_KEY="create-billing-1")
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["config_id"] == first.json()["config_id"]
+    assert client.get(path).json()["count"] == 1
