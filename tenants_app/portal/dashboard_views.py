@@ -32,6 +32,7 @@ from tenants_app.services.errors import DoesNotExist, ServiceUnavailable, Valida
 logger = logging.getLogger(__name__)
 
 PER_PAGE = 50
+EARLIEST_DAY = date(2000, 1, 1)
 BAR_WIDTH = 72  # px: three bars per row must fit beside the figures in the admin's content column
 TREND_PERIODS = (7, 30, 90)
 DEFAULT_TREND_DAYS = 30
@@ -49,6 +50,9 @@ class DashboardFilterForm(forms.Form):
         day = self.cleaned_data["day"]
         if day is not None and day > _today():
             raise forms.ValidationError("That day has not come yet (days are UTC).")
+        if day is not None and day < EARLIEST_DAY:
+            # Nothing is older than the product, and date.min has no previous day to link to.
+            raise forms.ValidationError(f"Choose a day from {EARLIEST_DAY.isoformat()} on.")
         return day
 
 

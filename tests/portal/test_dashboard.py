@@ -240,6 +240,16 @@ def test_it_shows_another_day_and_refuses_one_to_come(board: str, superuser_clie
     assert "not come yet" in future.content.decode()
 
 
+def test_it_refuses_a_day_before_the_earliest_with_a_400_not_a_500(
+    board: str, superuser_client: Client
+) -> None:
+    # date.min has no previous day: its "Previous day" link used to raise OverflowError.
+    response = superuser_client.get(DASHBOARD, {"day": "0001-01-01"})
+
+    assert response.status_code == 400
+    assert "2000-01-01" in response.content.decode()
+
+
 # --- trend ------------------------------------------------------------------------------------------
 def test_it_shows_a_tenants_30_day_chart_and_table_in_one_job(
     board: str, superuser_client: Client, gateway: BigQueryGateway
@@ -277,16 +287,17 @@ def test_it_answers_an_unknown_tenant_with_a_404_and_a_bad_period_with_a_400(
 
 # --- index ------------------------------------------------------------------------------------------
 def test_it_puts_a_portal_module_with_the_dashboard_first_on_the_admin_index(
-    board: str, read_only_client: Client
+    board: str, read_only_client: Client, superuser_client: Client
 ) -> None:
     html = read_only_client.get(reverse("admin:index")).content.decode()
+    writer_html = superuser_client.get(reverse("admin:index")).content.decode()
 
     # Before every app of the app list.
     assert html.index('id="portal-module"') < html.index('class="app-tenants_app module')
     assert f'href="{DASHBOARD}"' in html
-    for name in (
-        "admin:portal-tenant-onboard",
-        "admin:tenants_app_tenantprofile_changelist",
-        "admin:tenants_app_auditlogentry_changelist",
-    ):
+    for name in ("admin:tenants_app_tenantprofile_changelist", "admin:tenants_app_auditlogentry_changelist"):
         assert f'href="{reverse(name)}"' in html
+    # The wizard answers read-only staff with a 403, so only writers are offered it.
+    onboard = f'href="{reverse("admin:portal-tenant-onboard")}"'
+    assert onboard not in html
+    assert onboard in writer_html
