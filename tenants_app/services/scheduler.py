@@ -284,6 +284,7 @@ def scheduler_run(
     due_slots = functools.lru_cache(maxsize=10_000)(
         functools.partial(_due_slots, now=now, max_catch_up=max_catch_up)
     )
+    started = time.monotonic()
     with bigquery_errors_translated():
         while True:
             # One row more than a batch tells whether another batch follows, without a last empty read.
@@ -296,7 +297,11 @@ def scheduler_run(
             report.configs_due += len(rows)
             plans = [plan for row in rows if (plan := _plan(row, now, due_slots, report))]
             if not dry_run:
-                _claim_and_enqueue(plans, now, report)
+                # Each batch's claim is stamped when it is made (the run's clock plus the time spent so
+                # far): stamping a late batch with the run's start would make it look stale to another
+                # scheduler at once in a long run, which would then recover it mid-enqueue.
+                claimed_at = now + timedelta(seconds=time.monotonic() - started)
+                _claim_and_enqueue(plans, now, report, claimed_at=claimed_at)
             else:
                 for plan in plans:
                     _count(report, plan)
@@ -430,7 +435,9 @@ def _count(report: SchedulerReport, plan: _Plan) -> None:
     report.enqueued.extend((plan.config.config_id, slot) for slot in plan.slots)
 
 
-def _claim_and_enqueue(plans: list[_Plan], now: datetime, report: SchedulerReport) -> None:
+def _claim_and_enqueue(
+    plans: list[_Plan], now: datetime, report: SchedulerReport, *, claimed_at: datetime
+) -> None:
     if not plans:
         return
     configs = central_repository(TenantPipelineConfig)
@@ -449,7 +456,7 @@ def _claim_and_enqueue(plans: list[_Plan], now: datetime, report: SchedulerRepor
     ]
     claimed = retry_on_conflict(
         lambda: configs.update_many(
-            changes, shared={"scheduler_claim_id": claim_id, "scheduler_claimed_at": now}
+            changes, shared={"scheduler_claim_id": claim_id, "scheduler_claimed_at": claimed_at}
         )
     )
     report.configs_lost += len(plans) - claimed

@@ -226,6 +226,16 @@ def test_it_still_runs_pipelines_of_a_past_due_subscription(add_configs: Callabl
     assert len(runs_of(tenant_id)) == 1
 
 
+def test_it_stamps_each_batchs_claim_when_it_is_made_not_when_the_run_started(
+    add_configs: Callable[..., list],
+) -> None:
+    # A late batch stamped with the run's start would look stale to another scheduler at once.
+    first, second = add_configs(2)
+    scheduler_run(now=T0, batch_size=1)
+    stamps = sorted(config(row.config_id).scheduler_claimed_at for row in (first, second))
+    assert T0 < stamps[0] < stamps[1]
+
+
 def test_it_changes_nothing_on_a_dry_run(add_configs: Callable[..., list]) -> None:
     (row,) = add_configs()
     report = scheduler_run(now=T0 + timedelta(hours=1), dry_run=True)
@@ -255,7 +265,7 @@ def test_it_does_not_enqueue_for_a_config_edited_after_it_was_read(add_configs: 
     due_slots = functools.partial(scheduler._due_slots, now=T0, max_catch_up=3)
     plan = scheduler._plan((stale, "ACTIVE", "ACTIVE", None), T0, due_slots, report)
     assert plan is not None
-    scheduler._claim_and_enqueue([plan], T0, report)
+    scheduler._claim_and_enqueue([plan], T0, report, claimed_at=T0)
     assert runs_of(row.tenant_id) == []
     assert (report.configs_lost, report.configs_claimed) == (1, 0)
 
