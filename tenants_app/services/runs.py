@@ -8,14 +8,20 @@ cleanups, or a worker and a cleanup, exactly one wins; the scheduled run row fol
 
 Concurrent slots. A RUNNING entry with `usage_date` set holds one concurrent slot on that usage row
 (`quotas.quota_admit` at claim time). Whoever moves an entry out of RUNNING (complete, fail, cancel,
-lease expiry) releases that slot, once, because only that caller's compare-and-set matched. A claim
+lease expiry) releases that slot, once, because only that caller's compare-and-set matched; it releases
+straight after that compare-and-set, before the run row follows, so a failure on the run row leaves
+no slot behind (repeating the report or cancel repairs the run row, and never releases again). A claim
 admits AFTER winning its compare-and-set (so racing workers never count a run that did not start), and
-only then writes `usage_date`: a crash between the steps can leak a slot (too few runs admitted until
-the rollover or staff fix it), never free one that is still in use.
+only then writes `usage_date`, only while the entry is still its claim: if it was cancelled or taken
+over meanwhile, whoever moved it saw no slot, so the claim releases its own and is lost. A crash
+between the steps leaks a slot (too few runs admitted; the rollover copies the count to the next day,
+it does not recount it), never frees one that is still in use.
 
 Priority: 1 is the most urgent; claims take the lowest priority number first, then the earliest
 scheduled time. Leases: a claim holds the run for `lease_seconds`; heartbeats extend it; past it, the
-run is re-queued (consuming a retry) by the next claim that meets it or by `cleanup_orphaned_runs`.
+run is re-queued (consuming a retry) by the next claim that meets it, which then takes it, or by
+`cleanup_orphaned_runs`, after which other workers can claim it a minute later (`_REAP_HOLD`). Either
+moves an entry only as it read it (same attempt, same slot).
 Retries: `fail` re-queues with exponential backoff (`available_at`) while `retry_count < max_retries`,
 then marks the run FAILED. `complete` with FAILED is a final outcome (the pipeline ran and failed).
 
@@ -85,11 +91,15 @@ MAX_DQ_RESULTS = 200
 MAX_ERROR_LENGTH = 10_000
 MAX_JSON_BYTES = 64 * 1024  # run_metadata, each failed_expectations
 MAX_STEP_METADATA_BYTES = 16 * 1024
+MAX_JSON_DEPTH = 10  # as pipeline parameters; the secret check below walks it recursively
 MIN_LEASE_SECONDS = 10
 # Candidates read per claim query, and how many queries one claim may make when candidates are lost
 # to other workers or blocked by quota: bounded, so a claim never scans the queue.
 CLAIM_BATCH = 10
 CLAIM_ROUNDS = 3
+# How long an entry a cleanup moved back to the queue stays unclaimable by others: long enough for the
+# cleanup to read back which entries it moved (see _reap).
+_REAP_HOLD = timedelta(seconds=60)
 # Real BigQuery fails a mutating statement that lost a conflict on the same table with "concurrent
 # update"; our statements are conditional, so running one again is safe.
 _CONFLICT_ATTEMPTS = 5
@@ -380,8 +390,10 @@ def run_complete(
             if _already_finished(fresh.entry, worker_id=worker_id, attempt=attempt, states=(status,)):
                 return _finish_run_row(fresh, state=status, now=now, error=error, replay=True)
             raise LeaseLost(f"run {run_id} is no longer held by worker {worker_id}")
-        run = _finish_run_row(candidate, state=status, now=now, error=error, logging_id=logging_id)
+        # The slot first: if the run row's UPDATE fails, the worker's retry takes the replay path,
+        # which repairs the run row but (the entry being out of RUNNING) can never release again.
         _release(entry, succeeded=status == RunState.SUCCEEDED)
+        run = _finish_run_row(candidate, state=status, now=now, error=error, logging_id=logging_id)
     return run
 
 
@@ -410,7 +422,7 @@ def run_fail(
         if _already_finished(
             entry, worker_id=worker_id, attempt=attempt, states=(RunState.QUEUED, RunState.FAILED)
         ):
-            return _scheduled_runs().get(run_id)
+            return _fail_run_row_repaired(candidate, now=now, message=message)
         _require_lease(entry, worker_id=worker_id, attempt=attempt)
         retry = candidate.retry_count < candidate.max_retries
         state = RunState.QUEUED if retry else RunState.FAILED
@@ -428,17 +440,19 @@ def run_fail(
                 error=message,
             )
         if _dml_update(_queue(), values, _held_filters(entry, worker_id)) == 0:
-            fresh = _candidate(run_id, tenant_id).entry
+            fresh = _candidate(run_id, tenant_id)
             if _already_finished(
-                fresh, worker_id=worker_id, attempt=attempt, states=(RunState.QUEUED, RunState.FAILED)
+                fresh.entry, worker_id=worker_id, attempt=attempt, states=(RunState.QUEUED, RunState.FAILED)
             ):
-                return _scheduled_runs().get(run_id)
+                return _fail_run_row_repaired(fresh, now=now, message=message)
             raise LeaseLost(f"run {run_id} is no longer held by worker {worker_id}")
-        run_values: dict[str, Any] = {"state": state, "failed_at": now, "error_message": message}
-        if retry:
-            run_values["retry_count"] = candidate.retry_count + 1
-        _dml_update(_scheduled_runs(), run_values, {"run_id": run_id})
+        # The slot first, as in run_complete: a retry after a failed run-row UPDATE repairs the row.
         _release(entry, succeeded=False)
+        _dml_update(
+            _scheduled_runs(),
+            _failed_run_values(candidate, state=state, now=now, message=message),
+            {"run_id": run_id},
+        )
         return _scheduled_runs().get(run_id)
 
 
@@ -463,12 +477,18 @@ def pipeline_logging_id(run_id: str, attempt: int) -> str:
 def run_cancel(
     *, tenant_id: str, run_id: str, actor: str, reason: str = "", now: datetime | None = None
 ) -> TenantScheduledPipelineRun:
-    """Cancel a queued run, or a running one (its worker learns at its next heartbeat); audited."""
+    """Cancel a queued or running run (its worker learns at its next heartbeat); audited; retry-safe."""
     now = now or timezone.now()
     reason = _check_reason(reason)
     with bigquery_errors_translated():
         candidate = _candidate(run_id, tenant_id)
         entry = candidate.entry
+        # Who cancelled is in the audit log; the run row is shown to the tenant, who never sees staff names.
+        message = "Cancelled" + (f": {reason}" if reason else "")
+        if entry.state == RunState.CANCELLED:
+            finished = _cancel_finished(candidate, actor=actor, reason=reason, message=message)
+            if finished is not None:
+                return finished
         if entry.state not in (RunState.QUEUED, RunState.RUNNING):
             raise RunStateConflict(
                 f"run {run_id} is {entry.state}; only QUEUED or RUNNING runs can be cancelled",
@@ -478,15 +498,15 @@ def run_cancel(
         values: dict[str, Any] = {"state": RunState.CANCELLED, "lease_expires_at": None}
         if _dml_update(_queue(), values, filters) == 0:
             raise RunStateConflict(f"run {run_id} changed meanwhile; reload", errors={"state": ["Changed."]})
-        # Who cancelled is in the audit log; the run row is shown to the tenant, who never sees staff names.
-        message = "Cancelled" + (f": {reason}" if reason else "")
+        # The slot first: if the run row's UPDATE fails, a repeated cancel finishes the run row and
+        # the audit entry (see _cancel_finished), but could never release again.
+        if entry.state == RunState.RUNNING:
+            _release(entry, succeeded=None)
         _dml_update(
             _scheduled_runs(),
             {"state": RunState.CANCELLED, "error_message": message},
             {"run_id": run_id},
         )
-        if entry.state == RunState.RUNNING:
-            _release(entry, succeeded=None)
         audit_record(
             action="run.cancel",
             actor=actor,
@@ -527,6 +547,34 @@ def run_requeue(*, tenant_id: str, run_id: str, actor: str) -> TenantScheduledPi
             after={"state": RunState.QUEUED, "retry_count": 0},
         )
         return _scheduled_runs().get(run_id)
+
+
+def _cancel_finished(
+    candidate: _Candidate, *, actor: str, reason: str, message: str
+) -> TenantScheduledPipelineRun | None:
+    """Finish a cancel whose queue entry moved but whose run row did not (its UPDATE failed); or None."""
+    run_id = candidate.entry.run_id
+    run = _scheduled_runs().find(run_id)
+    if run is None or run.state not in (RunState.QUEUED, RunState.RUNNING):
+        return None
+    # Conditional, so of two repeats only one records the cancel.
+    repaired = _dml_update(
+        _scheduled_runs(),
+        {"state": RunState.CANCELLED, "error_message": message},
+        {"run_id": run_id, "state": run.state},
+    )
+    if repaired == 0:
+        return None
+    audit_record(
+        action="run.cancel",
+        actor=actor,
+        tenant_id=candidate.entry.tenant_id,
+        target_type="run",
+        target_id=run_id,
+        before={"state": run.state},
+        after={"state": RunState.CANCELLED, "reason": reason or None},
+    )
+    return _scheduled_runs().get(run_id)
 
 
 def runs_reap_orphaned(
@@ -727,7 +775,12 @@ def _try_claim(
             mine,
         )
         raise
-    _dml_update(_queue(), {"usage_date": admission.usage_date}, mine)
+    if _dml_update(_queue(), {"usage_date": admission.usage_date}, mine) == 0:
+        # Lost during admission: cancelled, or the lease ran out and another claim or cleanup took
+        # the run. Whoever moved it saw no slot recorded, so the slot just admitted is ours to free.
+        quota_release(tenant_id=entry.tenant_id, usage_date=admission.usage_date, succeeded=None)
+        _unblock_tenant(entry.tenant_id)
+        return None
     if candidate.has_run_row:
         _dml_update(
             _scheduled_runs(),
@@ -799,6 +852,19 @@ _ORPHANED = (
 )
 
 
+# Which claim of an entry a cleanup read: run, attempt and recorded slot. `#` cannot occur in the
+# last two parts, so different entries never share a version.
+_REAP_VERSION = (
+    "CONCAT(run_id, '#', IFNULL(CAST(attempt AS STRING), '-'), '#', IFNULL(CAST(usage_date AS STRING), '-'))"
+)
+
+
+def _reap_version(entry: TenantPipelineExecutionQueue) -> str:
+    attempt = "-" if entry.attempt is None else str(entry.attempt)
+    usage_date = "-" if entry.usage_date is None else entry.usage_date.isoformat()
+    return f"{entry.run_id}#{attempt}#{usage_date}"
+
+
 def _reap(candidates: Sequence[_Candidate], *, now: datetime, cutoff: datetime, actor: str) -> ReapReport:
     """Move orphaned RUNNING entries back to QUEUED (or FAILED), each by exactly one caller.
 
@@ -811,6 +877,9 @@ def _reap(candidates: Sequence[_Candidate], *, now: datetime, cutoff: datetime, 
         return report
     token = f"reaper:{uuid.uuid4().hex}"
     by_id = {c.entry.run_id: c for c in candidates}
+    # Each entry only as it was read (same claim, same slot): a cleanup that stalled after its read
+    # must not move a newer attempt and release the old attempt's slot for it.
+    versions = sorted(_reap_version(c.entry) for c in candidates)
     exhausted = [c.entry.run_id for c in candidates if c.retry_count >= c.max_retries]
     queue = _queue()
     params: list[Any] = [
@@ -822,11 +891,17 @@ def _reap(candidates: Sequence[_Candidate], *, now: datetime, cutoff: datetime, 
         bigquery.ScalarQueryParameter("failed", "STRING", RunState.FAILED),
         bigquery.ScalarQueryParameter("now", "TIMESTAMP", now),
         bigquery.ScalarQueryParameter("cutoff", "TIMESTAMP", cutoff),
+        bigquery.ArrayQueryParameter("versions", "STRING", versions),
+        bigquery.ScalarQueryParameter("available_at", "TIMESTAMP", now + _REAP_HOLD),
     ]
+    # Held back for _REAP_HOLD: a claim overwrites `lease_owner`, so one that took a moved entry
+    # before the read-back below would hide it from this caller (no release, retry or audit). The
+    # claim that reaps for itself does not check `available_at` and takes its entry at once.
     _dml(
         f"UPDATE {queue.table} SET state = IF(run_id IN UNNEST(@exhausted), @failed, @queued), "  # noqa: S608
-        "lease_owner = @token, lease_expires_at = NULL, heartbeat_at = NULL, available_at = @now "
-        f"WHERE run_id IN UNNEST(@ids) AND state = @running AND {_ORPHANED.format(alias='')}",
+        "lease_owner = @token, lease_expires_at = NULL, heartbeat_at = NULL, available_at = @available_at "
+        f"WHERE run_id IN UNNEST(@ids) AND {_REAP_VERSION} IN UNNEST(@versions) "
+        f"AND state = @running AND {_ORPHANED.format(alias='')}",
         params,
     )
     won = queue.list(filters={"lease_owner": token})
@@ -961,6 +1036,8 @@ def _finish_run_row(
         existing = runs.find(run_id)
         if existing is not None and existing.state == state:
             return existing
+        # The first report's run-row UPDATE failed after the entry moved: write it now.
+        logging_id = pipeline_logging_id(run_id, candidate.entry.attempt or 1)
     values: dict[str, Any] = {"state": state, "worker_id": candidate.entry.lease_owner}
     if logging_id is not None:
         values["pipeline_logging_id"] = logging_id
@@ -975,6 +1052,30 @@ def _finish_run_row(
     if found is None:
         raise DoesNotExist(f"run {run_id!r} has no scheduled-run row")
     return found
+
+
+def _failed_run_values(
+    candidate: _Candidate, *, state: str, now: datetime, message: str | None
+) -> dict[str, Any]:
+    """The run row after a failed attempt: re-queued (one more retry counted) or FAILED."""
+    values: dict[str, Any] = {"state": state, "failed_at": now, "error_message": message}
+    if state == RunState.QUEUED:
+        values["retry_count"] = candidate.retry_count + 1
+    return values
+
+
+def _fail_run_row_repaired(
+    candidate: _Candidate, *, now: datetime, message: str | None
+) -> TenantScheduledPipelineRun:
+    """A repeated failure report: the run row, brought up to date if its UPDATE failed the first time."""
+    runs = _scheduled_runs()
+    run = runs.get(candidate.entry.run_id)
+    if run.state == RunState.RUNNING:
+        # The entry left RUNNING but the row did not follow; its retry_count is still the old one.
+        values = _failed_run_values(candidate, state=candidate.entry.state, now=now, message=message)
+        _dml_update(runs, values, {"run_id": run.run_id, "state": RunState.RUNNING})
+        run = runs.get(run.run_id)
+    return run
 
 
 def _release(entry: TenantPipelineExecutionQueue, *, succeeded: bool | None) -> None:
@@ -1092,6 +1193,9 @@ def _check_json(errors: dict[str, list[str]], name: str, value: Any, *, max_byte
     """Worker-supplied JSON: size-limited, and refused when it carries something that looks secret."""
     if value is None:
         return None
+    if _nested_deeper_than(value, MAX_JSON_DEPTH):
+        errors[name] = [f"Nest at most {MAX_JSON_DEPTH} levels deep."]
+        return None
     try:
         encoded = json.dumps(value, sort_keys=True, default=str)
     except (TypeError, ValueError):
@@ -1108,6 +1212,23 @@ def _check_json(errors: dict[str, list[str]], name: str, value: Any, *, max_byte
         ]
         return None
     return value
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether objects and arrays nest more than `limit` deep; iterative, so any depth is safe to ask."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, Mapping):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _secret_paths(value: Any, path: str) -> list[str]:

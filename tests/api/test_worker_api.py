@@ -250,3 +250,20 @@ def test_it_issues_a_worker_token_for_a_new_worker_account_from_the_command(cent
     claimed = claim(bearer(token), tenant_id=tenant_id)
     assert claimed.status_code == 200
     assert claimed.json()["run_id"] == run_id
+
+
+def test_it_answers_400_for_run_metadata_nested_too_deep(central: str) -> None:
+    tenant_id = tenant_with_subscription(concurrent_limit=3)
+    bigquery_bootstrap(tenant_id=tenant_id)
+    run_id = enqueue(tenant_id)
+    client = tenant_key(tenant_id, *EXECUTE)
+    assert claim(client).status_code == 200
+    url = f"/api/v1/worker/runs/{run_id}/complete"
+
+    # Deep enough to exhaust Python's recursion limit in a recursive walk, shallow enough for the parser.
+    body = '{"worker_id": "w1", "status": "SUCCEEDED", "run_metadata": ' + "[" * 800 + "]" * 800 + "}"
+    deep = client.post(url, body, content_type="application/json")
+
+    assert deep.status_code == 400
+    assert deep.json()["error"]["fields"] == {"run_metadata": ["Nest at most 10 levels deep."]}
+    assert entry(run_id).state == RunState.RUNNING

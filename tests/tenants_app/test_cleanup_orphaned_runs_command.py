@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.management import call_command
@@ -15,8 +15,9 @@ from django.utils import timezone
 
 from tenants_app.models import AuditLogEntry, RunState, TenantPipelineExecutionQueue
 from tenants_app.repositories import central_repository
+from tenants_app.services import runs
 from tenants_app.services.bootstrap import bigquery_bootstrap
-from tenants_app.services.runs import run_claim
+from tenants_app.services.runs import run_claim, runs_reap_orphaned
 from tests.conftest import unique_name
 from tests.tenants_app.services.quota_factories import put_usage, tenant_with_subscription, usage
 from tests.tenants_app.services.run_factories import enqueue, entry, run_row
@@ -81,8 +82,8 @@ def test_it_requeues_runs_with_retries_left_and_fails_the_others() -> None:
             {"requeued": [retryable], "failed": [exhausted]},
         )
     ]
-    # The re-queued run is claimable again at once, by a live worker.
-    claimed = run_claim(worker_id="alive", tenant_id=tenant_id)
+    # The re-queued run is claimable again by a live worker, once the cleanup's short hold has passed.
+    claimed = run_claim(worker_id="alive", tenant_id=tenant_id, now=timezone.now() + timedelta(seconds=61))
     assert claimed is not None
     assert (claimed.run_id, claimed.attempt) == (retryable, 2)
 
@@ -158,3 +159,84 @@ def test_it_uses_the_timeout_for_runs_without_a_lease() -> None:
 def test_it_refuses_a_bad_timeout() -> None:
     with pytest.raises(CommandError, match="--timeout-minutes"):
         cleanup("--timeout-minutes", "0")
+
+
+# The races below call the service the command runs, at fixed times, to stop it at the exact window.
+NOW = datetime(2031, 3, 18, 12, 0, tzinfo=UTC)
+
+
+def test_it_keeps_the_runs_it_moved_when_a_claim_comes_right_after_its_update(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tenant_id = tenant_with_subscription(concurrent_limit=10)
+    run_id = enqueue(tenant_id)
+    assert run_claim(worker_id="dead-worker", tenant_id=tenant_id, lease_seconds=60, now=NOW) is not None
+    later = NOW + timedelta(minutes=5)
+    statement = runs._dml
+    interleaved: list[object] = []
+
+    def update_then_claim(sql: str, params: list[object]) -> int:
+        affected = statement(sql, params)
+        if not interleaved:
+            # Between the cleanup's UPDATE and its read-back of what it moved, a live worker claims.
+            interleaved.append("pending")
+            interleaved[0] = run_claim(
+                worker_id="alive", tenant_id=tenant_id, now=later + timedelta(seconds=1)
+            )
+        return affected
+
+    monkeypatch.setattr(runs, "_dml", update_then_claim)
+
+    report = runs_reap_orphaned(now=later)
+
+    assert interleaved == [None]  # the moved run waits until the cleanup has read it back
+    # (The module's other tests leave dead claims too: a cleanup at this time finds theirs as well.)
+    assert run_id in report.requeued
+    assert run_row(run_id).retry_count == 1
+    counters = usage(tenant_id, NOW.date())
+    assert counters is not None
+    assert counters.concurrent_pipelines_running == 0
+    trail = central_repository(AuditLogEntry).list(filters={"tenant_id": tenant_id})
+    assert [e.action for e in trail] == ["run.lease_expired"]
+    claimed = run_claim(worker_id="alive", tenant_id=tenant_id, now=later + timedelta(minutes=2))
+    assert claimed is not None
+    assert (claimed.run_id, claimed.attempt, claimed.retry_count) == (run_id, 2, 1)
+
+
+def test_it_leaves_a_newer_attempt_alone_after_stalling_between_its_read_and_its_update(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tenant_id = tenant_with_subscription(concurrent_limit=10)
+    run_id = enqueue(tenant_id)
+    assert run_claim(worker_id="dead-worker", tenant_id=tenant_id, lease_seconds=60, now=NOW) is not None
+    read = runs._orphan_candidates
+
+    def read_then_stall(**kwargs: object) -> object:
+        found = read(**kwargs)  # type: ignore[arg-type]
+        monkeypatch.setattr(runs, "_orphan_candidates", read)
+        # While this cleanup stalls, another one re-queues the run, and a second worker claims it and
+        # dies too: the stale cleanup read attempt 1 and must not move (or release for) attempt 2.
+        runs_reap_orphaned(now=NOW + timedelta(minutes=10))
+        second = run_claim(
+            worker_id="second", tenant_id=tenant_id, lease_seconds=60, now=NOW + timedelta(minutes=20)
+        )
+        assert second is not None
+        return found
+
+    monkeypatch.setattr(runs, "_orphan_candidates", read_then_stall)
+
+    stale = runs_reap_orphaned(now=NOW + timedelta(minutes=30))
+
+    assert run_id not in stale.requeued
+    held = entry(run_id)
+    assert (held.state, held.lease_owner, held.attempt) == (RunState.RUNNING, "second", 2)
+    assert run_row(run_id).retry_count == 1
+    counters = usage(tenant_id, NOW.date())
+    assert counters is not None
+    assert counters.concurrent_pipelines_running == 1
+    # The next cleanup moves attempt 2, releasing its slot once.
+    assert run_id in runs_reap_orphaned(now=NOW + timedelta(minutes=31)).requeued
+    assert run_row(run_id).retry_count == 2
+    counters = usage(tenant_id, NOW.date())
+    assert counters is not None
+    assert counters.concurrent_pipelines_running == 0

@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tenants_app.models import RunState
+from tenants_app.services import runs
 from tenants_app.services.errors import LeaseLost, QuotaExceeded, SubscriptionInactive
-from tenants_app.services.runs import run_claim, run_complete, run_heartbeat
+from tenants_app.services.runs import run_cancel, run_claim, run_complete, run_heartbeat
 from tests.tenants_app.services.quota_factories import put_usage, tenant_with_subscription, usage
 from tests.tenants_app.services.run_factories import enqueue, enqueue_many, entry, run_row
 
@@ -246,3 +247,52 @@ def test_it_skips_a_tenant_found_over_quota_until_one_of_its_runs_ends() -> None
     claimed = run_claim(worker_id="w2", now=NOW)
     assert claimed is not None
     assert claimed.run_id == held_back
+
+
+def test_it_gives_back_the_slot_when_the_run_is_cancelled_while_the_claim_is_admitted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tenant_id = tenant_with_subscription(concurrent_limit=3)
+    run_id = enqueue(tenant_id)
+    admit = runs.quota_admit
+
+    def cancel_then_admit(**kwargs: object) -> object:
+        # The window: the claim's compare-and-set won, its slot is not yet recorded on the entry, so
+        # the cancel has no slot to release.
+        run_cancel(tenant_id=tenant_id, run_id=run_id, actor="user:operator")
+        return admit(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runs, "quota_admit", cancel_then_admit)
+
+    assert run_claim(worker_id="w1", tenant_id=tenant_id, now=NOW) is None
+    assert (entry(run_id).state, run_row(run_id).state) == (RunState.CANCELLED, RunState.CANCELLED)
+    counters = usage(tenant_id, DAY)
+    assert counters is not None
+    assert counters.concurrent_pipelines_running == 0
+
+
+def test_it_gives_back_the_slot_when_the_run_is_taken_over_while_the_claim_is_admitted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tenant_id = tenant_with_subscription(concurrent_limit=3)
+    run_id = enqueue(tenant_id)
+    admit = runs.quota_admit
+    takeovers: list[object] = []
+
+    def stall_past_the_lease(**kwargs: object) -> object:
+        if not takeovers:
+            # The first claim's admission outlives its 10 s lease: another worker takes the run over.
+            takeovers.append(None)
+            takeovers[0] = run_claim(worker_id="w2", tenant_id=tenant_id, now=NOW + timedelta(seconds=11))
+        return admit(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runs, "quota_admit", stall_past_the_lease)
+
+    assert run_claim(worker_id="w1", tenant_id=tenant_id, lease_seconds=10, now=NOW) is None
+    assert takeovers[0] is not None
+    held = entry(run_id)
+    assert (held.state, held.lease_owner, held.attempt) == (RunState.RUNNING, "w2", 2)
+    counters = usage(tenant_id, DAY)
+    assert counters is not None
+    # Only the worker that holds the run holds a slot: the first claim gave its own back.
+    assert counters.concurrent_pipelines_running == 1

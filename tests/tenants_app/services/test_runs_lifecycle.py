@@ -7,11 +7,19 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bigquery_backend.client import get_gateway
+from bigquery_backend.exceptions import BackendUnavailable
 from tenants_app.models import AuditLogEntry, RunState, TenantDqResult, TenantPipelineRun, TenantStepLog
 from tenants_app.repositories import central_repository, tenant_repository
+from tenants_app.services import runs
 from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.datasets import central_dataset
-from tenants_app.services.errors import DoesNotExist, LeaseLost, RunStateConflict, ValidationFailed
+from tenants_app.services.errors import (
+    DoesNotExist,
+    LeaseLost,
+    RunStateConflict,
+    ServiceUnavailable,
+    ValidationFailed,
+)
 from tenants_app.services.runs import (
     pipeline_logging_id,
     queue_list,
@@ -309,3 +317,131 @@ def test_it_treats_a_completion_with_failed_as_final() -> None:
     counters = usage(tenant_id, DAY)
     assert counters is not None
     assert (counters.pipelines_failed_today, counters.concurrent_pipelines_running) == (1, 0)
+
+
+class _RunRowsFailingOnce:
+    """The scheduled-runs repository, whose first UPDATE fails as if BigQuery were briefly unavailable."""
+
+    def __init__(self, repository: object, failures: list[str]) -> None:
+        self._repository = repository
+        self._failures = failures
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._repository, name)
+
+    def update_where(self, values: object, *, filters: object) -> int:
+        if not self._failures:
+            self._failures.append("failed")
+            raise BackendUnavailable("BigQuery blip")
+        return self._repository.update_where(values, filters=filters)  # type: ignore[attr-defined]
+
+
+def fail_the_next_run_row_update(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """After the queue entry's compare-and-set won, the scheduled run's UPDATE fails (once)."""
+    failures: list[str] = []
+    rows = runs._scheduled_runs
+    monkeypatch.setattr(runs, "_scheduled_runs", lambda: _RunRowsFailingOnce(rows(), failures))
+    return failures
+
+
+def test_it_frees_the_slot_of_a_completion_whose_run_row_update_failed_and_repairs_it_on_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tenant_id, run_id = claimed_tenant()
+    failures = fail_the_next_run_row_update(monkeypatch)
+
+    with pytest.raises(ServiceUnavailable):
+        run_complete(run_id=run_id, worker_id="w1", status="SUCCEEDED", now=NOW)
+    assert failures == ["failed"]
+    counters = usage(tenant_id, DAY)
+    assert counters is not None
+    assert (counters.concurrent_pipelines_running, counters.pipelines_succeeded_today) == (0, 1)
+
+    run = run_complete(run_id=run_id, worker_id="w1", status="SUCCEEDED", now=NOW)
+
+    assert (run.state, run.pipeline_logging_id) == (RunState.SUCCEEDED, pipeline_logging_id(run_id, 1))
+    counters = usage(tenant_id, DAY)
+    assert counters is not None
+    assert (counters.concurrent_pipelines_running, counters.pipelines_succeeded_today) == (0, 1)
+
+
+def test_it_frees_the_slot_of_a_failure_whose_run_row_update_failed_and_repairs_it_on_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tenant_id, run_id = claimed_tenant(max_retries=3)
+    fail_the_next_run_row_update(monkeypatch)
+
+    with pytest.raises(ServiceUnavailable):
+        run_fail(run_id=run_id, worker_id="w1", error="upstream timeout", now=NOW)
+    counters = usage(tenant_id, DAY)
+    assert counters is not None
+    assert (counters.concurrent_pipelines_running, counters.pipelines_failed_today) == (0, 1)
+
+    run = run_fail(run_id=run_id, worker_id="w1", error="upstream timeout", now=NOW)
+    again = run_fail(run_id=run_id, worker_id="w1", error="upstream timeout", now=NOW)
+
+    assert (run.state, run.retry_count, run.error_message) == (RunState.QUEUED, 1, "upstream timeout")
+    assert (again.state, again.retry_count) == (RunState.QUEUED, 1)
+    counters = usage(tenant_id, DAY)
+    assert counters is not None
+    assert (counters.concurrent_pipelines_running, counters.pipelines_failed_today) == (0, 1)
+
+
+def test_it_frees_the_slot_of_a_cancel_whose_run_row_update_failed_and_finishes_it_on_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tenant_id, run_id = claimed_tenant()
+    fail_the_next_run_row_update(monkeypatch)
+
+    with pytest.raises(ServiceUnavailable):
+        run_cancel(tenant_id=tenant_id, run_id=run_id, actor="user:operator", reason="wrong day")
+    counters = usage(tenant_id, DAY)
+    assert counters is not None
+    assert counters.concurrent_pipelines_running == 0
+
+    run = run_cancel(tenant_id=tenant_id, run_id=run_id, actor="user:operator", reason="wrong day")
+
+    assert (run.state, run.error_message) == (RunState.CANCELLED, "Cancelled: wrong day")
+    trail = central_repository(AuditLogEntry).list(filters={"tenant_id": tenant_id, "action": "run.cancel"})
+    assert [(e.before_values, e.after_values) for e in trail] == [
+        ({"state": "RUNNING"}, {"state": "CANCELLED", "reason": "wrong day"})
+    ]
+    counters = usage(tenant_id, DAY)
+    assert counters is not None
+    assert counters.concurrent_pipelines_running == 0
+    with pytest.raises(RunStateConflict):
+        run_cancel(tenant_id=tenant_id, run_id=run_id, actor="user:operator")
+
+
+def nested(depth: int) -> object:
+    """A JSON document `depth` containers deep."""
+    value: object = {"rows": 1}
+    for level in range(depth - 1):
+        value = [value] if level % 2 else {"level": value}
+    return value
+
+
+def test_it_refuses_json_nested_too_deep_with_a_field_error() -> None:
+    tenant_id, run_id = claimed_tenant()
+    deep_step = steps()
+    deep_step[0]["metadata"] = nested(11)
+
+    with pytest.raises(ValidationFailed) as refused:
+        run_complete(
+            run_id=run_id,
+            worker_id="w1",
+            status="SUCCEEDED",
+            run_metadata=nested(800),
+            step_logs=deep_step,
+            now=NOW,
+        )
+
+    assert refused.value.errors == {
+        "run_metadata": ["Nest at most 10 levels deep."],
+        "step_logs[0].metadata": ["Nest at most 10 levels deep."],
+    }
+    assert entry(run_id).state == RunState.RUNNING
+    run = run_complete(run_id=run_id, worker_id="w1", status="SUCCEEDED", run_metadata=nested(10), now=NOW)
+    assert run.state == RunState.SUCCEEDED
+    execution = tenant_repository(TenantPipelineRun, tenant_id).get(pipeline_logging_id(run_id, 1))
+    assert execution.run_metadata == nested(10)
