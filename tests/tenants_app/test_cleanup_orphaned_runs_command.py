@@ -240,3 +240,50 @@ def test_it_leaves_a_newer_attempt_alone_after_stalling_between_its_read_and_its
     counters = usage(tenant_id, NOW.date())
     assert counters is not None
     assert counters.concurrent_pipelines_running == 0
+
+
+def test_it_leaves_a_claim_that_recorded_its_slot_after_the_cleanup_read_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tenant_id = tenant_with_subscription(concurrent_limit=10)
+    run_id = enqueue(tenant_id)
+    claimed_entry, cleanup_read = threading.Event(), threading.Event()
+    admit, read = runs.quota_admit, runs._orphan_candidates
+    claims: list[object] = []
+
+    def admit_once_the_cleanup_has_read(**kwargs: object) -> object:
+        claimed_entry.set()
+        cleanup_read.wait(timeout=300)
+        return admit(**kwargs)  # type: ignore[arg-type]
+
+    def read_then_let_the_claim_finish(**kwargs: object) -> object:
+        found = read(**kwargs)  # type: ignore[arg-type]
+        cleanup_read.set()
+        claimer.join(timeout=300)
+        return found
+
+    # A slow claim: its 10 s lease runs out during admission, while a cleanup reads its entry (no slot
+    # recorded yet); then the claim records its slot, and only then does the cleanup's UPDATE run.
+    claimer = threading.Thread(
+        target=lambda: claims.append(
+            run_claim(worker_id="slow", tenant_id=tenant_id, lease_seconds=10, now=NOW)
+        )
+    )
+    monkeypatch.setattr(runs, "quota_admit", admit_once_the_cleanup_has_read)
+    monkeypatch.setattr(runs, "_orphan_candidates", read_then_let_the_claim_finish)
+    claimer.start()
+    assert claimed_entry.wait(timeout=300)
+
+    report = runs_reap_orphaned(now=NOW + timedelta(minutes=1))
+
+    assert len(claims) == 1
+    assert claims[0] is not None
+    # Moving it now would leak the slot just recorded (the cleanup read none to release): left alone.
+    assert run_id not in report.requeued
+    held = entry(run_id)
+    assert (held.state, held.lease_owner, held.usage_date) == (RunState.RUNNING, "slow", NOW.date())
+    monkeypatch.setattr(runs, "_orphan_candidates", read)
+    assert run_id in runs_reap_orphaned(now=NOW + timedelta(minutes=2)).requeued
+    counters = usage(tenant_id, NOW.date())
+    assert counters is not None
+    assert counters.concurrent_pipelines_running == 0
