@@ -11,9 +11,10 @@ cluster-wide with a shared Redis cache (`CACHE_URL`), which is what production s
 Admitted calls are also added to the day's usage row (`total_api_calls_today`). That is batched:
 pending counts wait in the cache and one UPDATE for every tenant writes them, when
 API_CALLS_FLUSH_SECONDS passed since the first unwritten call or API_CALLS_FLUSH_COUNT calls wait, and
-when a gunicorn worker exits. Taking a count out of the cache is an atomic decrement, so concurrent
-flushes (other threads or processes sharing Redis) never write a call twice; a failed write puts the
-counts back.
+when a gunicorn worker exits. A flush reads a pending count and takes it with one atomic decrement
+by that amount; if another flush (a thread, or a process sharing Redis) took some of it in between,
+the counter goes below zero and the shortfall is given back, so a call is written once, never twice;
+a failed write puts the counts back.
 """
 
 from __future__ import annotations
@@ -158,11 +159,9 @@ class ApiCallRecorder:
         backend.delete(f"{_PREFIX}recorded")
         taken: dict[tuple[str, date], int] = {}
         for tenant_id, day in seen:
-            key = _pending_key(tenant_id, day)
-            value = backend.get(key)
-            if value:
-                _decrement(backend, key, int(value))
-                taken[(tenant_id, day)] = int(value)
+            amount = _take(backend, _pending_key(tenant_id, day))
+            if amount:
+                taken[(tenant_id, day)] = amount
         if not taken:
             return 0
         try:
@@ -209,6 +208,29 @@ def _increment(backend: BaseCache, key: str, *, ttl: float, amount: int = 1) -> 
         if backend.add(key, amount, ttl):
             return amount
         return int(backend.incr(key, amount))
+
+
+def _take(backend: BaseCache, key: str) -> int:
+    """Take a pending count out of the cache; what this caller took (0 if another flush had it).
+
+    Read then decrement in two steps: another flush (a thread, or a process sharing Redis) may take the
+    same count in between. The decrement is atomic, so a result below zero shows how much of what we
+    read was gone: give exactly that shortfall back and count only the rest.
+    """
+    value = backend.get(key)
+    amount = int(value) if value else 0
+    if amount <= 0:
+        # Nothing pending, or only another flush's shortfall not yet given back: nothing to take.
+        return 0
+    try:
+        left = int(backend.decr(key, amount))
+    except ValueError:
+        return 0  # expired meanwhile
+    if left >= 0:
+        return amount
+    shortfall = min(amount, -left)
+    _increment(backend, key, ttl=_PENDING_TTL, amount=shortfall)
+    return amount - shortfall
 
 
 def _decrement(backend: BaseCache, key: str, amount: int = 1) -> None:

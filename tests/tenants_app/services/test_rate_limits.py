@@ -7,11 +7,19 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from django.core.cache import caches
+from django.core.cache.backends.locmem import LocMemCache
 from django.test import override_settings
 
 from bigquery_backend.client import BigQueryGateway
 from tenants_app.services.errors import RateLimited, ServiceUnavailable
-from tenants_app.services.rate_limits import api_call_recorder, api_calls_flush, rate_limit_check
+from tenants_app.services.rate_limits import (
+    ApiCallRecorder,
+    _pending_key,
+    api_call_recorder,
+    api_calls_flush,
+    rate_limit_check,
+)
 from tenants_app.services.subscriptions import subscription_set_limits
 from tests.tenants_app.services.quota_factories import put_usage, tenant_with_subscription, usage
 
@@ -191,3 +199,55 @@ def test_it_lets_calls_through_while_the_limits_cannot_be_read() -> None:
         decisions = [rate_limit_check(tenant_id=tenant_id, now=T0 + offset) for offset in range(3)]
 
     assert all(decision.limits is None for decision in decisions)
+
+
+class ReadTogetherCache(LocMemCache):
+    """A local-memory cache whose reads of pending counts wait for each other while armed.
+
+    Two flushes (as in two processes sharing Redis) then both read a count before either takes it:
+    the interleaving that wrote calls twice when a flush read a count and then decremented by it.
+    """
+
+    barrier: threading.Barrier | None = None
+
+    def get(self, key, default=None, version=None):  # type: ignore[no-untyped-def]
+        value = super().get(key, default, version)
+        if self.barrier is not None and ":pending:" in key:
+            self.barrier.wait(timeout=30)
+        return value
+
+
+def test_it_writes_each_call_once_when_two_processes_flush_the_same_count() -> None:
+    tenant_id = tenant_with_subscription()
+    put_usage(tenant_id, DAY, total_api_calls_today=10)
+    first, second = ApiCallRecorder(), ApiCallRecorder()  # one per process, one shared cache
+    backend = f"{__name__}.ReadTogetherCache"
+    written: list[int] = []
+    lock = threading.Lock()
+
+    def flush(recorder: ApiCallRecorder) -> None:
+        count = recorder.flush()
+        with lock:
+            written.append(count)
+
+    with override_settings(CACHES={"default": {"BACKEND": backend, "LOCATION": "read-together"}}):
+        for _ in range(3):
+            first.record(tenant_id, T0)
+        for _ in range(2):
+            second.record(tenant_id, T0)
+        ReadTogetherCache.barrier = threading.Barrier(2)
+        try:
+            threads = [threading.Thread(target=flush, args=(recorder,)) for recorder in (first, second)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            ReadTogetherCache.barrier = None
+        left = caches["default"].get(_pending_key(tenant_id, DAY))
+
+    assert sorted(written) == [0, 5]
+    assert left == 0  # nothing left pending, nothing owed
+    row = usage(tenant_id, DAY)
+    assert row is not None
+    assert row.total_api_calls_today == 15
