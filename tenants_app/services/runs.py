@@ -785,7 +785,8 @@ def _try_claim(
         _dml_update(
             _scheduled_runs(),
             {"state": RunState.RUNNING, "started_at": now, "worker_id": worker_id},
-            {"run_id": entry.run_id},
+            # Never over a cancel that landed after our usage_date write: the cancel owns the row then.
+            {"run_id": entry.run_id, "state__in": [RunState.QUEUED, RunState.RUNNING]},
         )
     return ClaimedRun(
         run_id=entry.run_id,
