@@ -30,11 +30,9 @@ from tenants_app.kms import DecryptionFailed, KmsUnavailable, aad_for, get_kms
 from tenants_app.models import (
     CredentialType,
     Provider,
-    SubscriptionStatus,
     TenantCloudCredential,
     TenantProfile,
     TenantStatus,
-    TenantSubscription,
     ValidationStatus,
 )
 from tenants_app.repositories import central_repository
@@ -47,10 +45,13 @@ from tenants_app.services.errors import (
     PlanLimitReached,
     ServiceError,
     ServiceUnavailable,
+    SubscriptionInactive,
     TenantNotActive,
     ValidationFailed,
 )
-from tenants_app.services.plans import PLANS
+from tenants_app.services.plans import OPERATION_CONFIGURE
+from tenants_app.services.quotas import subscription_require_active
+from tenants_app.services.subscriptions import subscription_effective_limits
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,6 @@ FINGERPRINT_VERSION = "v1"
 FINGERPRINT_HEX_CHARS = 16
 
 TENANT_STATUSES_ALLOWED = (TenantStatus.ACTIVE, TenantStatus.TRIAL)
-SUBSCRIPTION_STATUSES_ALLOWED = (SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIAL)
 
 # Azure: a client secret is not sent to Azure's APIs; it is exchanged at Entra ID for OAuth 2.0 access
 # tokens (client-credentials grant). OAUTH tells a worker it must do that exchange first.
@@ -456,18 +456,17 @@ def _active_tenant(tenant_id: str) -> TenantProfile:
 
 
 def _max_providers(tenant_id: str) -> tuple[str, int]:
-    """(plan name, provider limit) of the tenant's current subscription."""
-    subscriptions = central_repository(TenantSubscription).list(
-        filters={"tenant_id": tenant_id, "status__in": list(SUBSCRIPTION_STATUSES_ALLOWED)},
-        order_by=("-created_at",),
-        limit=1,
-    )
-    if not subscriptions or subscriptions[0].plan_name not in PLANS:
+    """(plan name, provider limit in force) of the tenant: the plan's figure or a per-tenant override."""
+    try:
+        # The lifecycle rules decide (a trial past its last day counts as EXPIRED), one job.
+        subscription = subscription_require_active(tenant_id=tenant_id, operation=OPERATION_CONFIGURE)
+    except (SubscriptionInactive, DoesNotExist) as exc:
         raise PlanLimitReached(
-            f"tenant {tenant_id!r} has no active subscription: cloud credentials need an ACTIVE or TRIAL plan"
-        )
-    plan = PLANS[subscriptions[0].plan_name]
-    return plan.name, plan.max_providers
+            f"tenant {tenant_id!r} has no active subscription: cloud credentials need an ACTIVE or TRIAL "
+            f"plan ({exc.message})"
+        ) from exc
+    limits = subscription_effective_limits(subscription=subscription)
+    return limits.plan_name, limits.max_providers
 
 
 def _active_rows(tenant_id: str) -> list[TenantCloudCredential]:

@@ -10,9 +10,11 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 from pytest_django import Settings as SettingsWrapper
 
 from tenants_app import kms as kms_module
@@ -24,6 +26,7 @@ from tenants_app.models import (
     SubscriptionStatus,
     TenantCloudCredential,
     TenantStatus,
+    TenantSubscription,
     ValidationStatus,
 )
 from tenants_app.repositories import central_repository
@@ -50,6 +53,7 @@ from tenants_app.services.errors import (
     TenantNotActive,
     ValidationFailed,
 )
+from tenants_app.services.subscriptions import subscription_set_limits
 from tests.support.kms_fake import FakeCloudKms
 from tests.tenants_app.credentials.conftest import MakeTenant
 
@@ -476,6 +480,38 @@ def test_it_counts_a_trial_subscription(make_tenant: MakeTenant) -> None:
     trial = make_tenant(status=TenantStatus.TRIAL, subscription_status=SubscriptionStatus.TRIAL)
 
     assert create(trial, Provider.OPENAI).is_active is True
+
+
+def test_it_refuses_a_trial_past_its_last_day_as_expired(make_tenant: MakeTenant) -> None:
+    trial = make_tenant(status=TenantStatus.TRIAL, subscription_status=SubscriptionStatus.TRIAL)
+    yesterday = timezone.now().astimezone(UTC).date() - timedelta(days=1)
+    central_repository(TenantSubscription).update_where(
+        {"trial_end_date": yesterday}, filters={"tenant_id": trial}
+    )
+
+    with pytest.raises(PlanLimitReached, match="no active subscription") as excinfo:
+        create(trial, Provider.OPENAI)
+    assert "EXPIRED" in excinfo.value.message
+    assert rows_of(trial) == []
+
+
+def test_it_enforces_a_per_tenant_max_providers_override(make_tenant: MakeTenant) -> None:
+    narrow = make_tenant()  # STARTER: 3 providers, overridden down to 1
+    wide = make_tenant()  # STARTER: 3 providers, overridden up to 4
+    subscription_set_limits(tenant_id=narrow, actor="user:alice", max_providers=1)
+    subscription_set_limits(tenant_id=wide, actor="user:alice", max_providers=4)
+    create(narrow, Provider.GCP)
+    for provider in (Provider.GCP, Provider.AWS, Provider.AZURE, Provider.OPENAI):
+        create(wide, provider)
+
+    with pytest.raises(PlanLimitReached) as excinfo:
+        create(narrow, Provider.AWS)
+    assert "1 cloud providers" in excinfo.value.message
+    with pytest.raises(PlanLimitReached) as excinfo:
+        create(wide, Provider.ANTHROPIC)
+    assert "4 cloud providers" in excinfo.value.message
+    assert [row.provider for row in rows_of(narrow)] == ["GCP"]
+    assert len(rows_of(wide)) == 4
 
 
 # --- rotation ---------------------------------------------------------------------------------------
