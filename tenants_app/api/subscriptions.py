@@ -17,13 +17,11 @@ from tenants_app.services.plans import LIFECYCLE_RULES, OPERATIONS
 from tenants_app.services.subscriptions import (
     LIMIT_BOUNDS,
     LIMIT_FIELDS,
-    subscription_change_plan,
     subscription_change_plan_preview,
     subscription_effective_limits,
     subscription_effective_status,
     subscription_get,
-    subscription_set_limits,
-    subscription_set_status,
+    subscription_update,
 )
 
 
@@ -95,28 +93,24 @@ class SubscriptionApi(TenantScopedApi):
 
     @extend_schema(request=InputSerializer, responses=SubscriptionDetailSerializer)
     def patch(self, request: Request, tenant_id: str | None = None) -> Response:
-        """Change the plan (limits follow at once), then the status, then per-tenant limits; each audited."""
+        """Change the plan (limits follow at once), per-tenant limits, then the status; each audited.
+
+        The whole request is checked before the first write: a 400 changes nothing.
+        """
         if tenant_id is None:
             raise PermissionDenied("A tenant cannot change its own subscription; contact support.")
         changes = self.InputSerializer(data=request.data)
         changes.is_valid(raise_exception=True)
         data = changes.validated_data
-        actor = self.actor(request)
-        if "plan" in data:
-            subscription_change_plan(tenant_id=tenant_id, plan=data["plan"], actor=actor)
-        if "status" in data:
-            subscription_set_status(
-                tenant_id=tenant_id,
-                status=data["status"],
-                actor=actor,
-                trial_end_date=data.get("trial_end_date"),
-            )
-        limits = {name: data[name] for name in LIMIT_FIELDS if name in data}
-        if limits or data.get("reset_limits"):
-            subscription_set_limits(
-                tenant_id=tenant_id, actor=actor, reset=data.get("reset_limits", []), **limits
-            )
-        subscription = subscription_get(tenant_id=tenant_id)
+        subscription = subscription_update(
+            tenant_id=tenant_id,
+            actor=self.actor(request),
+            plan=data.get("plan"),
+            status=data.get("status"),
+            trial_end_date=data.get("trial_end_date"),
+            limits={name: data[name] for name in LIMIT_FIELDS if name in data},
+            reset=data.get("reset_limits", []),
+        )
         return Response(SubscriptionDetailSerializer(subscription_detail(subscription)).data)
 
 

@@ -240,48 +240,57 @@ def subscription_change_plan(*, tenant_id: str, plan: str, actor: str) -> Tenant
     with bigquery_errors_translated():
         subscription = subscription_get(tenant_id=tenant_id)
         _check_plan_changeable(subscription)
-        before = _limit_snapshot(subscription)
-        after = {
-            "plan_name": new_plan.name,
-            **{name: getattr(new_plan, name) for name in PIPELINE_LIMITS},
-            "max_pipelines_per_day": new_plan.daily_limit,
-            **dict.fromkeys(OPTIONAL_LIMITS),
-        }
-        changed = {name: value for name, value in after.items() if before.get(name) != value}
-        if changed:
-            now = timezone.now()
-            # Conditional on the plan we read: a concurrent change makes this match nothing.
-            matched = central_repository(TenantSubscription).update_where(
-                {**changed, "updated_at": now},
-                filters={
-                    "subscription_id": subscription.subscription_id,
-                    "plan_name": subscription.plan_name,
-                },
-            )
-            if matched == 0:
-                raise ValidationFailed(
-                    "the subscription changed meanwhile; reload", errors={"plan": ["Changed meanwhile."]}
-                )
-            for name, value in {**changed, "updated_at": now}.items():
-                setattr(subscription, name, value)
-        _sync_usage_limits(tenant_id, subscription)
-        central_repository(TenantProfile).update_where(
-            {"subscription_plan": new_plan.name, "updated_at": timezone.now()},
-            filters={"tenant_id": tenant_id, "subscription_plan__ne": new_plan.name},
-        )
-        subscription_limits_forget(tenant_id=tenant_id)
-        if changed:
-            old, new = audit_changes(before, _limit_snapshot(subscription))
-            audit_record(
-                action="subscription.plan_change",
-                actor=actor,
-                tenant_id=tenant_id,
-                target_type="subscription",
-                target_id=subscription.subscription_id,
-                before=old,
-                after=new,
-            )
+        _apply_plan(tenant_id, subscription, new_plan, actor)
     return subscription
+
+
+def _plan_values(plan: Plan) -> dict[str, Any]:
+    """The subscription columns a move to `plan` writes: its figures, overrides dropped."""
+    return {
+        "plan_name": plan.name,
+        **{name: getattr(plan, name) for name in PIPELINE_LIMITS},
+        "max_pipelines_per_day": plan.daily_limit,
+        **dict.fromkeys(OPTIONAL_LIMITS),
+    }
+
+
+def _apply_plan(tenant_id: str, subscription: TenantSubscription, new_plan: Plan, actor: str) -> None:
+    """Write a checked plan change (`subscription` as read, updated in place); audited if it changed."""
+    before = _limit_snapshot(subscription)
+    changed = {name: value for name, value in _plan_values(new_plan).items() if before.get(name) != value}
+    if changed:
+        now = timezone.now()
+        # Conditional on the plan we read: a concurrent change makes this match nothing.
+        matched = central_repository(TenantSubscription).update_where(
+            {**changed, "updated_at": now},
+            filters={
+                "subscription_id": subscription.subscription_id,
+                "plan_name": subscription.plan_name,
+            },
+        )
+        if matched == 0:
+            raise ValidationFailed(
+                "the subscription changed meanwhile; reload", errors={"plan": ["Changed meanwhile."]}
+            )
+        for name, value in {**changed, "updated_at": now}.items():
+            setattr(subscription, name, value)
+    _sync_usage_limits(tenant_id, subscription)
+    central_repository(TenantProfile).update_where(
+        {"subscription_plan": new_plan.name, "updated_at": timezone.now()},
+        filters={"tenant_id": tenant_id, "subscription_plan__ne": new_plan.name},
+    )
+    subscription_limits_forget(tenant_id=tenant_id)
+    if changed:
+        old, new = audit_changes(before, _limit_snapshot(subscription))
+        audit_record(
+            action="subscription.plan_change",
+            actor=actor,
+            tenant_id=tenant_id,
+            target_type="subscription",
+            target_id=subscription.subscription_id,
+            before=old,
+            after=new,
+        )
 
 
 # --- status -----------------------------------------------------------------------------------------
@@ -292,12 +301,23 @@ def subscription_set_status(
 
     The same state again is a no-op (200), except TRIAL with a new end date, which extends the trial.
     """
+    today = _today()
+    trial_end_date = _check_status_input(status, trial_end_date, today)
+    with bigquery_errors_translated():
+        subscription = subscription_get(tenant_id=tenant_id)
+        values = _status_values(subscription, status, trial_end_date, today)
+        if values:
+            _apply_status(tenant_id, subscription, values, actor)
+    return subscription
+
+
+def _check_status_input(status: str, trial_end_date: date | None, today: date) -> date | None:
+    """The status request on its own (no read): a known state; a trial end date only for TRIAL, in range."""
     if status not in SubscriptionStatus.values:
         raise ValidationFailed(
             f"unknown status {status!r}",
             errors={"status": [f"Choose one of {', '.join(SubscriptionStatus.values)}."]},
         )
-    today = _today()
     if trial_end_date is not None and status != SubscriptionStatus.TRIAL:
         raise ValidationFailed(
             "a trial end date needs status TRIAL", errors={"trial_end_date": ["Only with status TRIAL."]}
@@ -309,52 +329,63 @@ def subscription_set_status(
                 "invalid trial end date",
                 errors={"trial_end_date": [f"Use a day from today to {MAX_TRIAL_DAYS} days ahead."]},
             )
-    with bigquery_errors_translated():
-        subscription = subscription_get(tenant_id=tenant_id)
-        current = subscription_effective_status(subscription=subscription, today=today)
-        values: dict[str, Any] = {}
-        if status == current == subscription.status:
-            if status != SubscriptionStatus.TRIAL or trial_end_date == subscription.trial_end_date:
-                return subscription
-            values["trial_end_date"] = trial_end_date
-        else:
-            allowed = STATUS_TRANSITIONS.get(current, frozenset())
-            if status != current and status not in allowed:
-                targets = ", ".join(sorted(allowed)) or "none (final)"
-                raise ValidationFailed(
-                    f"cannot change a {current} subscription to {status}",
-                    errors={"status": [f"Subscription is {current}; allowed: {targets}."]},
-                )
-            values["status"] = status
-            if status == SubscriptionStatus.TRIAL:
-                values["trial_end_date"] = trial_end_date
-            if status == SubscriptionStatus.CANCELLED:
-                values["subscription_end_date"] = today
-        before = {name: getattr(subscription, name) for name in ("status", *values)}
-        values["updated_at"] = timezone.now()
-        # Conditional on the stored status we read: concurrent changes cannot both apply.
-        matched = central_repository(TenantSubscription).update_where(
-            values,
-            filters={"subscription_id": subscription.subscription_id, "status": subscription.status},
+    return trial_end_date
+
+
+def _status_values(
+    subscription: TenantSubscription, status: str, trial_end_date: date | None, today: date
+) -> dict[str, Any]:
+    """The columns a status change writes (empty: nothing to do); ValidationFailed if not allowed."""
+    current = subscription_effective_status(subscription=subscription, today=today)
+    values: dict[str, Any] = {}
+    if status == current == subscription.status:
+        if status != SubscriptionStatus.TRIAL or trial_end_date == subscription.trial_end_date:
+            return {}
+        values["trial_end_date"] = trial_end_date
+        return values
+    allowed = STATUS_TRANSITIONS.get(current, frozenset())
+    if status != current and status not in allowed:
+        targets = ", ".join(sorted(allowed)) or "none (final)"
+        raise ValidationFailed(
+            f"cannot change a {current} subscription to {status}",
+            errors={"status": [f"Subscription is {current}; allowed: {targets}."]},
         )
-        if matched == 0:
-            raise ValidationFailed(
-                "the subscription changed meanwhile; reload", errors={"status": ["Changed meanwhile."]}
-            )
-        for name, value in values.items():
-            setattr(subscription, name, value)
-        after = {name: getattr(subscription, name) for name in before}
-        old, new = audit_changes(before, after)
-        audit_record(
-            action="subscription.status_change",
-            actor=actor,
-            tenant_id=tenant_id,
-            target_type="subscription",
-            target_id=subscription.subscription_id,
-            before=old,
-            after=new,
+    values["status"] = status
+    if status == SubscriptionStatus.TRIAL:
+        values["trial_end_date"] = trial_end_date
+    if status == SubscriptionStatus.CANCELLED:
+        values["subscription_end_date"] = today
+    return values
+
+
+def _apply_status(
+    tenant_id: str, subscription: TenantSubscription, values: dict[str, Any], actor: str
+) -> None:
+    """Write checked status `values` (conditional on the status read, updated in place); audited."""
+    before = {name: getattr(subscription, name) for name in ("status", *values)}
+    values = {**values, "updated_at": timezone.now()}
+    # Conditional on the stored status we read: concurrent changes cannot both apply.
+    matched = central_repository(TenantSubscription).update_where(
+        values,
+        filters={"subscription_id": subscription.subscription_id, "status": subscription.status},
+    )
+    if matched == 0:
+        raise ValidationFailed(
+            "the subscription changed meanwhile; reload", errors={"status": ["Changed meanwhile."]}
         )
-    return subscription
+    for name, value in values.items():
+        setattr(subscription, name, value)
+    after = {name: getattr(subscription, name) for name in before}
+    old, new = audit_changes(before, after)
+    audit_record(
+        action="subscription.status_change",
+        actor=actor,
+        tenant_id=tenant_id,
+        target_type="subscription",
+        target_id=subscription.subscription_id,
+        before=old,
+        after=new,
+    )
 
 
 def subscription_expire_trials(*, today: date, actor: str, dry_run: bool = False) -> list[str]:
@@ -423,6 +454,23 @@ def subscription_set_limits(
         "api_calls_per_minute": api_calls_per_minute,
         "api_calls_per_hour": api_calls_per_hour,
     }
+    errors = _check_limit_input(given, reset)
+    if errors:
+        raise ValidationFailed("invalid limits", errors=errors)
+    with bigquery_errors_translated():
+        subscription = subscription_get(tenant_id=tenant_id)
+        _check_plan_changeable(subscription)
+        values, errors = _limit_values(subscription, given, reset)
+        if errors:
+            raise ValidationFailed("invalid limits", errors=errors)
+        _apply_limits(tenant_id, subscription, values, actor)
+    return subscription
+
+
+def _check_limit_input(
+    given: dict[str, int | None], reset: tuple[str, ...] | list[str]
+) -> dict[str, list[str]]:
+    """Errors of the limits on their own (no read): bounds, and names to reset."""
     errors: dict[str, list[str]] = {}
     for name, value in given.items():
         if value is None:
@@ -435,48 +483,121 @@ def subscription_set_limits(
             errors.setdefault("reset", []).append(f"{name!r} is not a limit; use {', '.join(LIMIT_FIELDS)}.")
         elif given.get(name) is not None:
             errors.setdefault(name, []).append("Give a value or reset it, not both.")
+    return errors
+
+
+def _limit_values(
+    subscription: TenantSubscription, given: dict[str, int | None], reset: tuple[str, ...] | list[str]
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """(columns to write, cross-field errors) for limits on `subscription` (its plan is the one reset to)."""
+    plan = plan_get(subscription.plan_name)
+    values: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
+    for name in reset:
+        values[name] = getattr(plan, name) if name in PIPELINE_LIMITS else None
+    # Cross-field rules on the limits as they will be.
+    errors: dict[str, list[str]] = {}
+    merged = subscription_effective_limits(subscription=_with(subscription, values))
+    if merged.monthly_limit < merged.daily_limit:
+        errors["monthly_limit"] = [f"Must be at least the daily limit ({merged.daily_limit})."]
+    if merged.api_calls_per_hour < merged.api_calls_per_minute:
+        errors["api_calls_per_hour"] = [
+            f"Must be at least the per-minute limit ({merged.api_calls_per_minute})."
+        ]
+    if "daily_limit" in values:
+        values["max_pipelines_per_day"] = values["daily_limit"]
+    return values, errors
+
+
+def _apply_limits(
+    tenant_id: str, subscription: TenantSubscription, values: dict[str, Any], actor: str
+) -> None:
+    """Write checked limit `values` (`subscription` updated in place); audited if anything changed."""
+    before = _limit_snapshot(subscription)
+    changed = {name: value for name, value in values.items() if before.get(name) != value}
+    if not changed:
+        return
+    changed["updated_at"] = timezone.now()
+    central_repository(TenantSubscription).update(subscription.subscription_id, changed)
+    for name, value in changed.items():
+        setattr(subscription, name, value)
+    if any(name in changed for name in PIPELINE_LIMITS):
+        _sync_usage_limits(tenant_id, subscription)
+    subscription_limits_forget(tenant_id=tenant_id)
+    old, new = audit_changes(before, _limit_snapshot(subscription))
+    audit_record(
+        action="subscription.limits_change",
+        actor=actor,
+        tenant_id=tenant_id,
+        target_type="subscription",
+        target_id=subscription.subscription_id,
+        before=old,
+        after=new,
+    )
+
+
+# --- several changes at once ------------------------------------------------------------------------
+def subscription_update(
+    *,
+    tenant_id: str,
+    actor: str,
+    plan: str | None = None,
+    status: str | None = None,
+    trial_end_date: date | None = None,
+    limits: dict[str, int] | None = None,
+    reset: tuple[str, ...] | list[str] = (),
+) -> TenantSubscription:
+    """Plan, per-tenant limits and status in one request: all checked first, so a refusal changes nothing.
+
+    Checked before the first write: the plan, the status (its transition from the state read, the
+    trial end date), the limits' bounds and their cross-field rules against the plan they will sit on
+    (a plan change drops overrides first, and `reset` goes back to the new plan's figures). Then written
+    in that order (plan, limits, status), each audited as when made alone. Not a transaction: a
+    concurrent change caught by a write's condition, or an outage between writes, can still leave the
+    earlier writes in place; the same request again finishes the job.
+    """
+    limits = dict(limits or {})
+    unknown = sorted(set(limits) - set(LIMIT_FIELDS))
+    if unknown:
+        raise ValidationFailed(
+            "unknown limits",
+            errors={"limits": [f"Not limits: {', '.join(unknown)}; use {', '.join(LIMIT_FIELDS)}."]},
+        )
+    given: dict[str, int | None] = {name: limits.get(name) for name in LIMIT_FIELDS}
+    today = _today()
+    new_plan = plan_get(plan) if plan is not None else None
+    errors = _check_limit_input(given, reset) if limits or reset else {}
+    if status is not None:
+        try:
+            trial_end_date = _check_status_input(status, trial_end_date, today)
+        except ValidationFailed as exc:
+            errors.update(exc.errors)
+    elif trial_end_date is not None:
+        errors["trial_end_date"] = ["Only with status TRIAL."]
     if errors:
-        raise ValidationFailed("invalid limits", errors=errors)
+        raise ValidationFailed("invalid subscription change", errors=errors)
     with bigquery_errors_translated():
         subscription = subscription_get(tenant_id=tenant_id)
-        _check_plan_changeable(subscription)
-        plan = plan_get(subscription.plan_name)
-        before = _limit_snapshot(subscription)
-        values: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
-        for name in reset:
-            values[name] = getattr(plan, name) if name in PIPELINE_LIMITS else None
-        # Cross-field rules on the limits as they will be.
-        merged = subscription_effective_limits(subscription=_with(subscription, values))
-        if merged.monthly_limit < merged.daily_limit:
-            errors["monthly_limit"] = [f"Must be at least the daily limit ({merged.daily_limit})."]
-        if merged.api_calls_per_hour < merged.api_calls_per_minute:
-            errors["api_calls_per_hour"] = [
-                f"Must be at least the per-minute limit ({merged.api_calls_per_minute})."
-            ]
+        if new_plan is not None or limits or reset:
+            _check_plan_changeable(subscription)
+        resulting = _with(subscription, _plan_values(new_plan)) if new_plan is not None else subscription
+        limit_values: dict[str, Any] = {}
+        if limits or reset:
+            limit_values, errors = _limit_values(resulting, given, reset)
+        status_values: dict[str, Any] = {}
+        if status is not None:
+            try:
+                status_values = _status_values(subscription, status, trial_end_date, today)
+            except ValidationFailed as exc:
+                errors.update(exc.errors)
         if errors:
-            raise ValidationFailed("invalid limits", errors=errors)
-        if "daily_limit" in values:
-            values["max_pipelines_per_day"] = values["daily_limit"]
-        changed = {name: value for name, value in values.items() if before.get(name) != value}
-        if not changed:
-            return subscription
-        changed["updated_at"] = timezone.now()
-        central_repository(TenantSubscription).update(subscription.subscription_id, changed)
-        for name, value in changed.items():
-            setattr(subscription, name, value)
-        if any(name in changed for name in PIPELINE_LIMITS):
-            _sync_usage_limits(tenant_id, subscription)
-        subscription_limits_forget(tenant_id=tenant_id)
-        old, new = audit_changes(before, _limit_snapshot(subscription))
-        audit_record(
-            action="subscription.limits_change",
-            actor=actor,
-            tenant_id=tenant_id,
-            target_type="subscription",
-            target_id=subscription.subscription_id,
-            before=old,
-            after=new,
-        )
+            raise ValidationFailed("invalid subscription change", errors=errors)
+        # Everything checked: now write.
+        if new_plan is not None:
+            _apply_plan(tenant_id, subscription, new_plan, actor)
+        if limit_values:
+            _apply_limits(tenant_id, subscription, limit_values, actor)
+        if status_values:
+            _apply_status(tenant_id, subscription, status_values, actor)
     return subscription
 
 

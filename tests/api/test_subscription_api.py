@@ -10,6 +10,8 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from tenants_app.api.errors import api_exception_handler
+from tenants_app.models import TenantProfile
+from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import api_key_create
 from tenants_app.services.audit import audit_list
 from tenants_app.services.bootstrap import bigquery_bootstrap
@@ -87,16 +89,64 @@ def test_it_applies_plan_status_and_limits_in_one_request(api_as: ApiAs, superus
     body = {"plan": "PROFESSIONAL", "status": "TRIAL", "trial_end_date": "2099-01-01", "daily_limit": 30}
     response = api_as(superuser).patch(url(tenant_id), body, format="json")
 
-    # 2099 is beyond the longest trial: the plan changed, the status did not, nothing after it ran.
+    # 2099 is beyond the longest trial: the whole request is refused before anything is written.
     assert response.status_code == 400
     assert "trial_end_date" in response.json()["error"]["fields"]
     stored = subscription_get(tenant_id=tenant_id)
-    assert (stored.plan_name, stored.status, stored.daily_limit) == ("PROFESSIONAL", "ACTIVE", 25)
+    assert (stored.plan_name, stored.status, stored.daily_limit) == ("STARTER", "ACTIVE", 6)
+    assert audit_list(tenant_id=tenant_id).items == []
 
     response = api_as(superuser).patch(url(tenant_id), {"status": "TRIAL", "daily_limit": 30}, format="json")
     assert response.status_code == 200
     assert (response.json()["status"], response.json()["daily_limit"]) == ("TRIAL", 30)
     assert response.json()["overridden"] == ["daily_limit"]
+
+
+@pytest.mark.parametrize(
+    ("plan", "body", "field"),
+    [
+        # ACTIVE cannot go to EXPIRED: the plan change in the same request must not happen either.
+        ("STARTER", {"plan": "SCALE", "status": "EXPIRED"}, "status"),
+        # 500 a day fits SCALE's 3,000 a month but not STARTER's 180, the plan the limit would sit on.
+        ("SCALE", {"plan": "STARTER", "daily_limit": 500}, "monthly_limit"),
+        ("SCALE", {"plan": "STARTER", "api_calls_per_minute": 2_000}, "api_calls_per_hour"),
+        ("STARTER", {"daily_limit": 30, "status": "TRIAL", "trial_end_date": "2020-01-01"}, "trial_end_date"),
+    ],
+)
+def test_it_changes_nothing_when_any_part_of_a_request_is_refused(
+    api_as: ApiAs, staff: User, plan: str, body: dict, field: str
+) -> None:
+    tenant_id = tenant_with_subscription(plan=plan)
+    before = subscription_get(tenant_id=tenant_id)
+
+    response = api_as(staff).patch(url(tenant_id), body, format="json")
+
+    assert response.status_code == 400
+    assert field in response.json()["error"]["fields"]
+    after = subscription_get(tenant_id=tenant_id)
+    names = ("plan_name", "status", "daily_limit", "monthly_limit", "api_calls_per_minute", "updated_at")
+    assert [getattr(after, name) for name in names] == [getattr(before, name) for name in names]
+    assert central_repository(TenantProfile).get(tenant_id).subscription_plan == plan
+    assert audit_list(tenant_id=tenant_id).items == []
+
+
+def test_it_applies_plan_limits_and_a_final_status_together(api_as: ApiAs, staff: User) -> None:
+    tenant_id = tenant_with_subscription(plan="STARTER")
+
+    body = {"plan": "SCALE", "daily_limit": 40, "status": "CANCELLED"}
+    response = api_as(staff).patch(url(tenant_id), body, format="json")
+
+    assert response.status_code == 200
+    stored = subscription_get(tenant_id=tenant_id)
+    assert (stored.plan_name, stored.daily_limit, stored.monthly_limit, stored.status) == (
+        "SCALE",
+        40,
+        3000,
+        "CANCELLED",
+    )
+    assert (response.json()["plan_name"], response.json()["status"]) == ("SCALE", "CANCELLED")
+    actions = sorted(entry.action for entry in audit_list(tenant_id=tenant_id).items)
+    assert actions == ["subscription.limits_change", "subscription.plan_change", "subscription.status_change"]
 
 
 def test_it_resets_limit_overrides(api_as: ApiAs, staff: User) -> None:

@@ -7,6 +7,7 @@ from datetime import date, timedelta
 import pytest
 from django.utils import timezone
 
+from bigquery_backend.client import BigQueryGateway
 from tenants_app.models import SubscriptionStatus, TenantCloudCredential, TenantProfile
 from tenants_app.repositories import central_repository
 from tenants_app.services.audit import audit_list
@@ -20,6 +21,7 @@ from tenants_app.services.subscriptions import (
     subscription_get,
     subscription_set_limits,
     subscription_set_status,
+    subscription_update,
 )
 from tests.tenants_app.services.quota_factories import put_usage, tenant_with_subscription, usage
 
@@ -310,3 +312,39 @@ def test_it_records_nothing_when_limits_do_not_change() -> None:
     subscription_set_limits(tenant_id=tenant_id, actor=ACTOR, daily_limit=6)
 
     assert entries(tenant_id, "subscription.limits_change") == []
+
+
+# --- several changes at once --------------------------------------------------------------------------
+def test_it_checks_a_whole_update_before_its_first_write(gateway: BigQueryGateway) -> None:
+    tenant_id = tenant_with_subscription(plan="SCALE")
+
+    with gateway.count_jobs() as refused, pytest.raises(ValidationFailed) as caught:
+        subscription_update(
+            tenant_id=tenant_id,
+            actor=ACTOR,
+            plan="STARTER",
+            status=SubscriptionStatus.EXPIRED,  # not allowed from ACTIVE
+            limits={"daily_limit": 500},  # above STARTER's 180 a month
+        )
+
+    assert set(caught.value.errors) == {"status", "monthly_limit"}
+    assert refused.jobs == 1  # the one read: nothing written
+    stored = subscription_get(tenant_id=tenant_id)
+    assert (stored.plan_name, stored.status, stored.daily_limit) == ("SCALE", "ACTIVE", 100)
+    assert audit_list(tenant_id=tenant_id).items == []
+
+
+def test_it_resets_limits_to_the_new_plans_figures_in_one_update() -> None:
+    tenant_id = tenant_with_subscription(plan="STARTER", daily_limit=3)
+
+    updated = subscription_update(
+        tenant_id=tenant_id,
+        actor=ACTOR,
+        plan="PROFESSIONAL",
+        limits={"concurrent_limit": 5},
+        reset=["daily_limit"],
+    )
+
+    stored = subscription_get(tenant_id=tenant_id)
+    assert (stored.plan_name, stored.daily_limit, stored.concurrent_limit) == ("PROFESSIONAL", 25, 5)
+    assert subscription_effective_limits(subscription=updated).overridden == ("concurrent_limit",)
