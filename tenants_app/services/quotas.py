@@ -9,13 +9,21 @@ No read-then-write: the reads around it only report figures or tell a full row f
 Carry-over between days (done when a day's row is created, here or by `roll_over_usage`):
 - `pipelines_run_month` (and `monthly_warning_at`) carry from the tenant's latest earlier row of the same
   month, and start at 0 on the 1st;
-- `concurrent_pipelines_running` carries from the latest earlier row whatever the month: runs still
-  running at midnight keep their slots on the new day.
+- `concurrent_pipelines_running` is counted, not copied: one slot per queue entry of the tenant that is
+  RUNNING with a `usage_date` (admitted on or before the day; see runs.py). Runs still running at
+  midnight keep their slots on the new day, and a slot leaked on an earlier row (say a worker crash
+  between the steps of a claim) is not carried forward: a new day's row is the safety net. Same
+  statement, same cost (a LEFT JOIN of one grouped subquery).
+  The one window: a claim sets RUNNING, admits, then writes `usage_date`. A row created in between
+  does not count that run, and the run's release later decrements the new row too (never below 0):
+  that day's figure errs LOW by one, so one run more than the concurrent limit may be admitted that
+  day, never a slot held for good. (Counting RUNNING entries without `usage_date` would err high: a
+  claim refused admission, or the claiming run itself when its admission creates the row.)
 
 A run belongs to the day it was admitted on (`Admission.usage_date`): its success or failure counts on that
 day's row even when it finishes after midnight, so each day's `run = succeeded + failed (+ released without
 outcome)` adds up. Its concurrent slot is released on that row AND on every later row of the tenant (which
-carried it over), never below 0.
+counted it), never below 0.
 
 Counter changes are not audited: they happen per run, and the runs themselves are the trail.
 """
@@ -35,7 +43,14 @@ from django.utils import timezone
 from google.cloud import bigquery
 
 from bigquery_backend.exceptions import InvalidInput
-from tenants_app.models import TenantProfile, TenantStatus, TenantSubscription, TenantUsageQuota
+from tenants_app.models import (
+    RunState,
+    TenantPipelineExecutionQueue,
+    TenantProfile,
+    TenantStatus,
+    TenantSubscription,
+    TenantUsageQuota,
+)
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import bigquery_errors_translated
 from tenants_app.services.errors import (
@@ -236,8 +251,9 @@ def _day_rows_source(
     tenant_ids: Sequence[str] | None = None,
     any_subscription_status: bool = False,
 ) -> tuple[str, list[Any]]:
-    """The SELECT of `day`'s new usage rows (limits, carried month total and slots) and its parameters."""
+    """The SELECT of `day`'s new usage rows (limits, month total carried, slots counted), its parameters."""
     usage = central_repository(TenantUsageQuota)
+    queue = central_repository(TenantPipelineExecutionQueue).table
     subscriptions = central_repository(TenantSubscription).table
     profiles = central_repository(TenantProfile).table
     month_start = day.replace(day=1)
@@ -249,6 +265,7 @@ def _day_rows_source(
         bigquery.ScalarQueryParameter("lookback", "DATE", lookback),
         bigquery.ArrayQueryParameter("tenant_statuses", "STRING", list(_WORKING_TENANT_STATUSES)),
         bigquery.ScalarQueryParameter("any_status", "BOOL", any_subscription_status),
+        bigquery.ScalarQueryParameter("running", "STRING", RunState.RUNNING),
     ]
     tenant_filter = ""
     if tenant_id is not None:
@@ -268,7 +285,7 @@ def _day_rows_source(
         "SELECT CONCAT(s.tenant_id, '_', @suffix) AS usage_id, s.tenant_id AS tenant_id, "
         "@day AS usage_date, "
         "IF(p.usage_date >= @month_start, COALESCE(p.pipelines_run_month, 0), 0) AS pipelines_run_month, "
-        "COALESCE(p.concurrent_pipelines_running, 0) AS concurrent_pipelines_running, "
+        "COALESCE(q.running, 0) AS concurrent_pipelines_running, "
         "IF(p.usage_date >= @month_start, p.monthly_warning_at, NULL) AS monthly_warning_at, "
         "s.daily_limit AS daily_limit, s.monthly_limit AS monthly_limit, "
         "s.concurrent_limit AS concurrent_limit "
@@ -276,11 +293,15 @@ def _day_rows_source(
         "ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY created_at DESC, subscription_id) AS rn "
         f"FROM {subscriptions} WHERE TRUE{tenant_filter}) AS s "
         f"JOIN {profiles} AS t ON t.tenant_id = s.tenant_id "
-        "LEFT JOIN (SELECT tenant_id, usage_date, pipelines_run_month, concurrent_pipelines_running, "
-        "monthly_warning_at, "
+        "LEFT JOIN (SELECT tenant_id, usage_date, pipelines_run_month, monthly_warning_at, "
         "ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY usage_date DESC) AS rn "
         f"FROM {usage.table} WHERE usage_date < @day AND usage_date >= @lookback{tenant_filter}) AS p "
         "ON p.tenant_id = s.tenant_id AND p.rn = 1 "
+        # Slots are counted, not copied: a RUNNING entry with a usage_date holds one (see runs.py), so a
+        # slot leaked on an earlier row is not carried into the new day.
+        "LEFT JOIN (SELECT tenant_id, COUNT(*) AS running "
+        f"FROM {queue} WHERE state = @running AND usage_date IS NOT NULL AND usage_date <= @day"
+        f"{tenant_filter} GROUP BY tenant_id) AS q ON q.tenant_id = s.tenant_id "
         f"WHERE s.rn = 1 {status_filter}"
         "AND t.status IN UNNEST(@tenant_statuses) "
         "AND (@any_status OR NOT (s.status = 'TRIAL' AND s.trial_end_date IS NOT NULL "

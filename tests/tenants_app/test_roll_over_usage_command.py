@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 import threading
-from datetime import date, timedelta
+import uuid
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.core.management import call_command
@@ -12,7 +13,13 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from bigquery_backend.client import BigQueryGateway
-from tenants_app.models import SubscriptionStatus, TenantStatus, TenantUsageQuota
+from tenants_app.models import (
+    RunState,
+    SubscriptionStatus,
+    TenantPipelineExecutionQueue,
+    TenantStatus,
+    TenantUsageQuota,
+)
 from tenants_app.repositories import central_repository
 from tenants_app.services.audit import audit_list
 from tenants_app.services.bootstrap import bigquery_bootstrap
@@ -38,6 +45,25 @@ def roll(*args: str) -> str:
 
 def rows_on(day: date) -> list[TenantUsageQuota]:
     return central_repository(TenantUsageQuota).list(filters={"usage_date": day}, order_by=("tenant_id",))
+
+
+def running(tenant_id: str, usage_date: date, count: int) -> None:
+    """Insert `count` RUNNING queue entries holding slots on `usage_date` (one DML)."""
+    central_repository(TenantPipelineExecutionQueue).insert(
+        *[
+            TenantPipelineExecutionQueue(
+                run_id=f"run_{uuid.uuid4().hex[:12]}",
+                tenant_id=tenant_id,
+                pipeline_id="gcp_cost_ingest",
+                state=RunState.RUNNING,
+                scheduled_time=datetime(2026, 2, 28, 23, tzinfo=UTC),
+                priority=5,
+                attempt=1,
+                usage_date=usage_date,
+            )
+            for _ in range(count)
+        ]
+    )
 
 
 def test_it_creates_a_row_for_every_tenant_allowed_to_run_and_no_other() -> None:
@@ -68,6 +94,7 @@ def test_it_resets_the_month_on_the_first_and_carries_running_slots() -> None:
         concurrent_pipelines_running=2,
         monthly_warning_at=timezone.now(),
     )
+    running(tenant_id, FEB_28, 2)
 
     roll("--date", "2026-03-01")
 
@@ -75,6 +102,21 @@ def test_it_resets_the_month_on_the_first_and_carries_running_slots() -> None:
     assert row is not None
     assert (row.pipelines_run_today, row.pipelines_run_month, row.concurrent_pipelines_running) == (0, 0, 2)
     assert row.monthly_warning_at is None
+
+
+def test_it_counts_running_slots_from_the_queue_so_a_leaked_slot_is_not_carried() -> None:
+    leaked = tenant_with_subscription(concurrent_limit=5)
+    busy = tenant_with_subscription(concurrent_limit=5)
+    put_usage(leaked, FEB_28, concurrent_pipelines_running=1)  # its run ended, the slot was never freed
+    put_usage(busy, FEB_28, concurrent_pipelines_running=1)
+    running(busy, FEB_28, 2)
+
+    roll("--date", "2026-03-01")
+
+    leaked_row, busy_row = usage(leaked, MARCH_1), usage(busy, MARCH_1)
+    assert leaked_row is not None
+    assert busy_row is not None
+    assert (leaked_row.concurrent_pipelines_running, busy_row.concurrent_pipelines_running) == (0, 2)
 
 
 def test_it_carries_the_month_total_and_its_warning_within_the_month() -> None:

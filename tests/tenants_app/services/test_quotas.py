@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from bigquery_backend.client import BigQueryGateway
-from tenants_app.models import SubscriptionStatus, TenantStatus
+from tenants_app.models import (
+    RunState,
+    SubscriptionStatus,
+    TenantPipelineExecutionQueue,
+    TenantStatus,
+)
+from tenants_app.repositories import central_repository
 from tenants_app.services.errors import (
     DoesNotExist,
     QuotaExceeded,
@@ -28,6 +35,25 @@ from tests.tenants_app.services.quota_factories import at, put_usage, tenant_wit
 pytestmark = pytest.mark.usefixtures("central")
 
 DAY = date(2031, 3, 18)
+
+
+def queue_entries(tenant_id: str, *entries: tuple[str, date | None]) -> None:
+    """Insert queue entries (state, usage_date) for the tenant in one DML, as claims leave them."""
+    central_repository(TenantPipelineExecutionQueue).insert(
+        *[
+            TenantPipelineExecutionQueue(
+                run_id=f"run_{uuid.uuid4().hex[:12]}",
+                tenant_id=tenant_id,
+                pipeline_id="gcp_cost_ingest",
+                state=state,
+                scheduled_time=datetime(2031, 1, 1, tzinfo=UTC),
+                priority=5,
+                attempt=1,
+                usage_date=usage_date,
+            )
+            for state, usage_date in entries
+        ]
+    )
 
 
 def race(count: int, action: Callable[[], object]) -> tuple[list[object], list[BaseException]]:
@@ -179,8 +205,9 @@ def test_it_sets_the_80_percent_warning_once(gateway: BigQueryGateway) -> None:
 def test_it_counts_a_run_finished_after_midnight_on_the_day_it_was_admitted() -> None:
     tenant_id = tenant_with_subscription(concurrent_limit=2)
     admission = quota_admit(tenant_id=tenant_id, now=at(DAY, 23, 50))
+    queue_entries(tenant_id, (RunState.RUNNING, admission.usage_date))  # its claim, still running
     next_day = DAY + timedelta(days=1)
-    # The next day's row carries the running slot.
+    # The next day's row counts the running slot.
     other = quota_admit(tenant_id=tenant_id, now=at(next_day, 0, 5))
     assert other.concurrent_pipelines_running == 2
 
@@ -231,6 +258,7 @@ def test_it_starts_the_month_total_again_on_the_first() -> None:
         pipelines_run_month=170,
         concurrent_pipelines_running=2,
     )
+    queue_entries(tenant_id, *[(RunState.RUNNING, date(2031, 1, 31))] * 2)
 
     february = quota_admit(tenant_id=tenant_id, now=at(date(2031, 2, 1), 0, 1))
 
@@ -322,3 +350,31 @@ def test_it_costs_one_dml_statement_per_admission(gateway: BigQueryGateway) -> N
     assert len(dml) == 1
     # One read (subscription, tenant status and the day's row together) and the UPDATE.
     assert counter.jobs == 2
+
+
+def test_it_counts_a_new_days_slots_from_the_queue_not_the_previous_row(gateway: BigQueryGateway) -> None:
+    leaked = tenant_with_subscription(concurrent_limit=5)
+    busy = tenant_with_subscription(concurrent_limit=5)
+    yesterday = DAY - timedelta(days=1)
+    put_usage(leaked, yesterday, concurrent_pipelines_running=1)  # a slot nobody holds any more
+    put_usage(busy, yesterday, concurrent_pipelines_running=0)
+    queue_entries(
+        busy,
+        (RunState.RUNNING, yesterday),
+        (RunState.RUNNING, DAY - timedelta(days=3)),  # a long run keeps its slot
+        (RunState.RUNNING, None),  # mid-claim, not admitted yet: its admission counts it
+        (RunState.RUNNING, DAY + timedelta(days=1)),  # admitted on a later day
+        (RunState.QUEUED, None),
+        (RunState.SUCCEEDED, yesterday),
+    )
+    queue_entries(leaked, (RunState.SUCCEEDED, yesterday), (RunState.CANCELLED, yesterday))
+
+    with gateway.count_jobs() as started:
+        usage_rows_start(day=DAY, tenant_ids=[leaked, busy])
+
+    assert started.jobs == 1
+    leaked_row, busy_row = usage(leaked, DAY), usage(busy, DAY)
+    assert leaked_row is not None
+    assert busy_row is not None
+    assert (leaked_row.concurrent_pipelines_running, busy_row.concurrent_pipelines_running) == (0, 2)
+    assert busy_row.max_concurrent_reached == 2
