@@ -14,8 +14,8 @@ no slot behind (repeating the report or cancel repairs the run row, and never re
 admits AFTER winning its compare-and-set (so racing workers never count a run that did not start), and
 only then writes `usage_date`, only while the entry is still its claim: if it was cancelled or taken
 over meanwhile, whoever moved it saw no slot, so the claim releases its own and is lost. A crash
-between the steps leaks a slot (too few runs admitted; the rollover copies the count to the next day,
-it does not recount it), never frees one that is still in use.
+between the steps leaks a slot (too few runs admitted until the next `roll_over_usage`, which counts a new
+day's slots from the queue's RUNNING entries), never frees one that is still in use.
 
 Priority: 1 is the most urgent; claims take the lowest priority number first, then the earliest
 scheduled time. Leases: a claim holds the run for `lease_seconds`; heartbeats extend it; past it, the

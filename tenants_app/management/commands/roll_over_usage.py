@@ -24,7 +24,8 @@ class Command(BaseCommand):
     help = (
         "Start a UTC day's usage: mark trials past their end date EXPIRED, create the day's usage row "
         "for every working tenant whose subscription allows runs (month totals carried within a month, "
-        "reset on the 1st; running slots carried over), and delete usage rows older than the retention. "
+        "reset on the 1st; running slots counted from the execution queue), and delete usage rows older "
+        "than the retention. "
         "A constant number of BigQuery statements whatever the number of tenants; safe to run twice or "
         "concurrently. Run it shortly after midnight UTC (runs create a missing row themselves anyway)."
     )
