@@ -11,7 +11,7 @@ import functools
 import logging
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from django import forms
 from django.contrib import admin, messages
@@ -43,7 +43,7 @@ from tenants_app.services.credentials import (
     credential_replace,
 )
 from tenants_app.services.errors import DoesNotExist, ServiceError
-from tenants_app.services.onboarding import tenant_onboard, tenant_onboard_validate
+from tenants_app.services.onboarding import OnboardingResult, tenant_onboard, tenant_onboard_validate
 from tenants_app.services.plans import PLANS
 from tenants_app.services.tenant_overview import tenant_overview
 from tenants_app.services.tenants import (
@@ -57,6 +57,7 @@ from tenants_app.services.tenants import (
 logger = logging.getLogger(__name__)
 
 View = Callable[..., HttpResponse]
+T = TypeVar("T")
 
 # One-time tokens of the forms whose result shows a new key: a reload (a re-POST) of that result page
 # finds its token spent and shows the tenant instead of a second key. Only tokens live in the session.
@@ -131,6 +132,30 @@ def _spend_token(request: HttpRequest, token: str) -> bool:
 def _is_inline(error: ServiceError) -> bool:
     """Errors the user can fix on the form; outages and missing objects get their own pages."""
     return error.status < 500 and not isinstance(error, DoesNotExist)
+
+
+def _apply(
+    form: forms.Form,
+    action: Callable[[], T],
+    on_success: Callable[[T], HttpResponse],
+    *,
+    fallback_field: str | None = None,
+) -> HttpResponse | None:
+    """Run a form's service call: the success response, or None with the fixable errors put on the form."""
+    try:
+        result = action()
+    except ServiceError as exc:
+        if not _is_inline(exc):
+            raise
+        portal_forms.add_service_errors(form, exc, fallback_field=fallback_field)
+        return None
+    return on_success(result)
+
+
+def _done(request: HttpRequest, tenant_id: str, message: str) -> HttpResponse:
+    """Flash a success message and go back to the tenant's page."""
+    messages.success(request, message)
+    return HttpResponseRedirect(_detail_url(tenant_id))
 
 
 def portal_page(view: View) -> View:
@@ -231,8 +256,10 @@ def _form_page(
 
 
 def _issued_page(
-    request: HttpRequest, *, tenant_id: str, issued: IssuedApiKey, title: str, note: str
+    request: HttpRequest, *, tenant_id: str, issued: IssuedApiKey, message: str, title: str, note: str
 ) -> HttpResponse:
+    """Flash a success message and show the new key, once."""
+    messages.success(request, message)
     response = _render(
         request,
         "portal/tenant_key_issued.html",
@@ -313,23 +340,21 @@ def tenant_onboard_view(request: HttpRequest) -> HttpResponse:
     data = form.cleaned_data
     if action == "commit":
         return _onboard_commit(request, form)
-    try:
-        tenant_onboard_validate(**data, created_by=actor_of(request))
-    except ServiceError as exc:
-        if not _is_inline(exc):
-            raise
-        portal_forms.add_service_errors(form, exc)
-        return _onboard_step1(request, form)
-    return _render(
-        request,
-        "portal/tenant_onboard_confirm.html",
-        title="Onboard a tenant: confirm",
-        step=2,
-        form=form,
-        data=data,
-        plan=PLANS[data["plan"]],
-        token=_issue_token(request),
+    response = _apply(
+        form,
+        lambda: tenant_onboard_validate(**data, created_by=actor_of(request)),
+        lambda _: _render(
+            request,
+            "portal/tenant_onboard_confirm.html",
+            title="Onboard a tenant: confirm",
+            step=2,
+            form=form,
+            data=data,
+            plan=PLANS[data["plan"]],
+            token=_issue_token(request),
+        ),
     )
+    return response if response is not None else _onboard_step1(request, form)
 
 
 def _onboard_step1(request: HttpRequest, form: portal_forms.OnboardForm) -> HttpResponse:
@@ -349,13 +374,16 @@ def _onboard_commit(request: HttpRequest, form: portal_forms.OnboardForm) -> Htt
         # A reload of the result page, or a second click: the key was shown once already.
         messages.warning(request, "This onboarding was already submitted; its key is shown only once.")
         return HttpResponseRedirect(_safe_detail_url(data["tenant_id"]))
-    try:
-        result = tenant_onboard(**data, created_by=actor_of(request))
-    except ServiceError as exc:
-        if not _is_inline(exc):
-            raise
-        portal_forms.add_service_errors(form, exc)
-        return _onboard_step1(request, form)
+    response = _apply(
+        form,
+        lambda: tenant_onboard(**data, created_by=actor_of(request)),
+        lambda result: _onboarded(request, result),
+    )
+    return response if response is not None else _onboard_step1(request, form)
+
+
+def _onboarded(request: HttpRequest, result: OnboardingResult) -> HttpResponse:
+    """The result of an onboarding: its key once, or the tenant's page if the key was shown before."""
     tenant_id = result.profile.tenant_id
     if result.api_key is None:
         messages.warning(
@@ -364,11 +392,11 @@ def _onboard_commit(request: HttpRequest, form: portal_forms.OnboardForm) -> Htt
             "Rotate it to get a new one.",
         )
         return HttpResponseRedirect(_detail_url(tenant_id))
-    messages.success(request, f"Tenant {tenant_id} was onboarded ({result.subscription.plan_name}).")
     return _issued_page(
         request,
         tenant_id=tenant_id,
         issued=result.api_key,
+        message=f"Tenant {tenant_id} was onboarded ({result.subscription.plan_name}).",
         title=f"Tenant {tenant_id} onboarded",
         note="This is the tenant's first API key. Give it to the tenant's admin now: it is shown only once.",
     )
@@ -393,15 +421,13 @@ def tenant_edit_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
     else:
         form = portal_forms.TenantEditForm(request.POST)
         if form.is_valid():
-            try:
-                tenant_update(tenant_id=tenant_id, actor=actor_of(request), **form.cleaned_data)
-            except ServiceError as exc:
-                if not _is_inline(exc):
-                    raise
-                portal_forms.add_service_errors(form, exc)
-            else:
-                messages.success(request, f"Tenant {tenant_id} was updated.")
-                return HttpResponseRedirect(_detail_url(tenant_id))
+            response = _apply(
+                form,
+                lambda: tenant_update(tenant_id=tenant_id, actor=actor_of(request), **form.cleaned_data),
+                lambda _: _done(request, tenant_id, f"Tenant {tenant_id} was updated."),
+            )
+            if response is not None:
+                return response
     return _form_page(
         request, tenant_id=tenant_id, title=f"Edit tenant {tenant_id}", form=form, submit="Save"
     )
@@ -425,15 +451,13 @@ def _lifecycle_view(
             messages.info(request, f"Tenant {tenant_id} is already {target}.")
             return HttpResponseRedirect(_detail_url(tenant_id))
         if request.method == "POST":
-            try:
-                service(tenant_id=tenant_id, actor=actor_of(request))
-            except ServiceError as exc:
-                if not _is_inline(exc):
-                    raise
-                portal_forms.add_service_errors(form, exc)
-            else:
-                messages.success(request, done.format(tenant_id=tenant_id))
-                return HttpResponseRedirect(_detail_url(tenant_id))
+            response = _apply(
+                form,
+                lambda: service(tenant_id=tenant_id, actor=actor_of(request)),
+                lambda _: _done(request, tenant_id, done.format(tenant_id=tenant_id)),
+            )
+            if response is not None:
+                return response
         return _form_page(
             request,
             tenant_id=tenant_id,
@@ -473,20 +497,15 @@ def tenant_offboard_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
     tenant_get(tenant_id=tenant_id)
     form = portal_forms.OffboardForm(request.POST if request.method == "POST" else None, tenant_id=tenant_id)
     if request.method == "POST" and form.is_valid():
-        try:
-            tenant_offboard(
-                tenant_id=tenant_id,
-                actor=actor_of(request),
-                purge_dataset=form.cleaned_data["purge_dataset"],
-            )
-        except ServiceError as exc:
-            if not _is_inline(exc):
-                raise
-            portal_forms.add_service_errors(form, exc)
-        else:
-            purged = " and its dataset deleted" if form.cleaned_data["purge_dataset"] else ""
-            messages.success(request, f"Tenant {tenant_id} was offboarded{purged}.")
-            return HttpResponseRedirect(_detail_url(tenant_id))
+        purge = form.cleaned_data["purge_dataset"]
+        purged = " and its dataset deleted" if purge else ""
+        response = _apply(
+            form,
+            lambda: tenant_offboard(tenant_id=tenant_id, actor=actor_of(request), purge_dataset=purge),
+            lambda _: _done(request, tenant_id, f"Tenant {tenant_id} was offboarded{purged}."),
+        )
+        if response is not None:
+            return response
     return _form_page(
         request,
         tenant_id=tenant_id,
@@ -512,29 +531,32 @@ def tenant_plan_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
     if action == "edit" or not form.is_valid():
         return _plan_form(request, tenant_id, form, current)
     plan = form.cleaned_data["plan"]
-    try:
-        if action == "confirm":
-            subscriptions.subscription_change_plan(tenant_id=tenant_id, plan=plan, actor=actor_of(request))
-        else:
-            preview = subscriptions.subscription_change_plan_preview(tenant_id=tenant_id, plan=plan)
-    except ServiceError as exc:
-        if not _is_inline(exc):
-            raise
-        portal_forms.add_service_errors(form, exc)
-        return _plan_form(request, tenant_id, form, current)
     if action == "confirm":
-        messages.success(request, f"Tenant {tenant_id} is now on {plan}; its limits changed at once.")
-        return HttpResponseRedirect(_detail_url(tenant_id))
-    return _render(
-        request,
-        "portal/tenant_plan_confirm.html",
-        title=f"Change the plan of {tenant_id} to {plan}?",
-        tenant_id=tenant_id,
-        form=form,
-        plan=plan,
-        preview=preview,
-        rows=_preview_rows(preview),
-    )
+        response = _apply(
+            form,
+            lambda: subscriptions.subscription_change_plan(
+                tenant_id=tenant_id, plan=plan, actor=actor_of(request)
+            ),
+            lambda _: _done(
+                request, tenant_id, f"Tenant {tenant_id} is now on {plan}; its limits changed at once."
+            ),
+        )
+    else:
+        response = _apply(
+            form,
+            lambda: subscriptions.subscription_change_plan_preview(tenant_id=tenant_id, plan=plan),
+            lambda preview: _render(
+                request,
+                "portal/tenant_plan_confirm.html",
+                title=f"Change the plan of {tenant_id} to {plan}?",
+                tenant_id=tenant_id,
+                form=form,
+                plan=plan,
+                preview=preview,
+                rows=_preview_rows(preview),
+            ),
+        )
+    return response if response is not None else _plan_form(request, tenant_id, form, current)
 
 
 def _plan_form(
@@ -589,17 +611,17 @@ def tenant_limits_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
             if not changed and not reset:
                 messages.info(request, f"The limits of {tenant_id} were left as they were.")
                 return HttpResponseRedirect(_detail_url(tenant_id))
-            try:
-                subscriptions.subscription_set_limits(
+            response = _apply(
+                form,
+                lambda: subscriptions.subscription_set_limits(
                     tenant_id=tenant_id, actor=actor_of(request), reset=reset, **changed
-                )
-            except ServiceError as exc:
-                if not _is_inline(exc):
-                    raise
-                portal_forms.add_service_errors(form, exc)
-            else:
-                messages.success(request, f"The limits of {tenant_id} were changed; they apply at once.")
-                return HttpResponseRedirect(_detail_url(tenant_id))
+                ),
+                lambda _: _done(
+                    request, tenant_id, f"The limits of {tenant_id} were changed; they apply at once."
+                ),
+            )
+            if response is not None:
+                return response
     overridden = ", ".join(LIMIT_LABELS.get(name, name) for name in limits.overridden) or "none"
     return _form_page(
         request,
@@ -624,22 +646,16 @@ def tenant_subscription_status_view(request: HttpRequest, tenant_id: str) -> Htt
         form = portal_forms.SubscriptionStatusForm(request.POST)
         if form.is_valid():
             status = form.cleaned_data["status"]
-            try:
-                subscriptions.subscription_set_status(
-                    tenant_id=tenant_id,
-                    status=status,
-                    actor=actor_of(request),
-                    trial_end_date=form.cleaned_data["trial_end_date"]
-                    if status == SubscriptionStatus.TRIAL
-                    else None,
-                )
-            except ServiceError as exc:
-                if not _is_inline(exc):
-                    raise
-                portal_forms.add_service_errors(form, exc)
-            else:
-                messages.success(request, f"The subscription of {tenant_id} is now {status}.")
-                return HttpResponseRedirect(_detail_url(tenant_id))
+            trial_end = form.cleaned_data["trial_end_date"] if status == SubscriptionStatus.TRIAL else None
+            response = _apply(
+                form,
+                lambda: subscriptions.subscription_set_status(
+                    tenant_id=tenant_id, status=status, actor=actor_of(request), trial_end_date=trial_end
+                ),
+                lambda _: _done(request, tenant_id, f"The subscription of {tenant_id} is now {status}."),
+            )
+            if response is not None:
+                return response
     return _form_page(
         request,
         tenant_id=tenant_id,
@@ -663,23 +679,22 @@ def tenant_key_create_view(request: HttpRequest, tenant_id: str) -> HttpResponse
             if not _spend_token(request, request.POST.get("token", "")):
                 messages.warning(request, "This key request was already submitted; a key is shown only once.")
                 return HttpResponseRedirect(_detail_url(tenant_id))
-            try:
-                issued = api_key_create(
+            response = _apply(
+                form,
+                lambda: api_key_create(
                     tenant_id=tenant_id, created_by=actor_of(request), **form.cleaned_data
-                )
-            except ServiceError as exc:
-                if not _is_inline(exc):
-                    raise
-                portal_forms.add_service_errors(form, exc)
-            else:
-                messages.success(request, f"API key {issued.row.key_prefix}… was created for {tenant_id}.")
-                return _issued_page(
+                ),
+                lambda issued: _issued_page(
                     request,
                     tenant_id=tenant_id,
                     issued=issued,
+                    message=f"API key {issued.row.key_prefix}… was created for {tenant_id}.",
                     title=f"New API key for {tenant_id}",
                     note="Copy the key now and hand it over securely: it is shown only once.",
-                )
+                ),
+            )
+            if response is not None:
+                return response
     return _form_page(
         request,
         tenant_id=tenant_id,
@@ -710,29 +725,26 @@ def tenant_key_rotate_view(request: HttpRequest, tenant_id: str, api_key_id: str
             if not _spend_token(request, request.POST.get("token", "")):
                 messages.warning(request, "This rotation was already submitted; a key is shown only once.")
                 return HttpResponseRedirect(_detail_url(tenant_id))
-            try:
-                issued = api_key_rotate(
+            response = _apply(
+                form,
+                lambda: api_key_rotate(
                     tenant_id=tenant_id,
                     api_key_id=api_key_id,
                     grace=GRACE_PERIODS[form.cleaned_data["grace"]],
                     rotated_by=actor_of(request),
-                )
-            except ServiceError as exc:
-                if not _is_inline(exc):
-                    raise
-                portal_forms.add_service_errors(form, exc)
-            else:
-                messages.success(
-                    request, f"API key {key.key_prefix}… was rotated to {issued.row.key_prefix}…."
-                )
-                return _issued_page(
+                ),
+                lambda issued: _issued_page(
                     request,
                     tenant_id=tenant_id,
                     issued=issued,
+                    message=f"API key {key.key_prefix}… was rotated to {issued.row.key_prefix}….",
                     title=f"Replacement for API key {key.name or key.api_key_id}",
                     note="Copy the new key now: it is shown only once. The old key works until the grace "
                     "period ends.",
-                )
+                ),
+            )
+            if response is not None:
+                return response
     return _form_page(
         request,
         tenant_id=tenant_id,
@@ -750,20 +762,18 @@ def tenant_key_revoke_view(request: HttpRequest, tenant_id: str, api_key_id: str
     key = _key(tenant_id, api_key_id)
     form = portal_forms.ApiKeyRevokeForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
-        try:
-            api_key_revoke(
+        response = _apply(
+            form,
+            lambda: api_key_revoke(
                 tenant_id=tenant_id,
                 api_key_id=api_key_id,
                 reason=form.cleaned_data["reason"],
                 revoked_by=actor_of(request),
-            )
-        except ServiceError as exc:
-            if not _is_inline(exc):
-                raise
-            portal_forms.add_service_errors(form, exc)
-        else:
-            messages.success(request, f"API key {key.key_prefix}… was revoked.")
-            return HttpResponseRedirect(_detail_url(tenant_id))
+            ),
+            lambda _: _done(request, tenant_id, f"API key {key.key_prefix}… was revoked."),
+        )
+        if response is not None:
+            return response
     return _form_page(
         request,
         tenant_id=tenant_id,
@@ -783,17 +793,18 @@ def tenant_credential_create_view(request: HttpRequest, tenant_id: str) -> HttpR
     tenant_get(tenant_id=tenant_id)
     form = portal_forms.CredentialCreateForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
-        try:
-            row = credential_create(tenant_id=tenant_id, created_by=actor_of(request), **form.cleaned_data)
-        except ServiceError as exc:
-            if not _is_inline(exc):
-                raise
-            portal_forms.add_service_errors(form, exc, fallback_field="payload")
-        else:
-            messages.success(
-                request, f"Credential {row.credential_name} ({row.provider}, {row.fingerprint}) was added."
-            )
-            return HttpResponseRedirect(_detail_url(tenant_id))
+        response = _apply(
+            form,
+            lambda: credential_create(tenant_id=tenant_id, created_by=actor_of(request), **form.cleaned_data),
+            lambda row: _done(
+                request,
+                tenant_id,
+                f"Credential {row.credential_name} ({row.provider}, {row.fingerprint}) was added.",
+            ),
+            fallback_field="payload",
+        )
+        if response is not None:
+            return response
     return _form_page(
         request, tenant_id=tenant_id, title=f"Add a cloud credential to {tenant_id}", form=form, submit="Add"
     )
@@ -811,23 +822,23 @@ def tenant_credential_replace_view(request: HttpRequest, tenant_id: str, credent
     row = _credential(tenant_id, credential_id)
     form = portal_forms.CredentialReplaceForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
-        try:
-            updated = credential_replace(
+        response = _apply(
+            form,
+            lambda: credential_replace(
                 tenant_id=tenant_id,
                 credential_id=credential_id,
                 payload=form.cleaned_data["payload"],
                 updated_by=actor_of(request),
-            )
-        except ServiceError as exc:
-            if not _is_inline(exc):
-                raise
-            portal_forms.add_service_errors(form, exc, fallback_field="payload")
-        else:
-            messages.success(
+            ),
+            lambda updated: _done(
                 request,
+                tenant_id,
                 f"Credential {updated.credential_name} was replaced (fingerprint {updated.fingerprint}).",
-            )
-            return HttpResponseRedirect(_detail_url(tenant_id))
+            ),
+            fallback_field="payload",
+        )
+        if response is not None:
+            return response
     return _form_page(
         request,
         tenant_id=tenant_id,
@@ -846,17 +857,17 @@ def tenant_credential_deactivate_view(
     row = _credential(tenant_id, credential_id)
     form = forms.Form(request.POST if request.method == "POST" else None)
     if request.method == "POST":
-        try:
-            credential_deactivate(
+        response = _apply(
+            form,
+            lambda: credential_deactivate(
                 tenant_id=tenant_id, credential_id=credential_id, updated_by=actor_of(request)
-            )
-        except ServiceError as exc:
-            if not _is_inline(exc):
-                raise
-            portal_forms.add_service_errors(form, exc)
-        else:
-            messages.success(request, f"Credential {row.credential_name} ({row.provider}) was deactivated.")
-            return HttpResponseRedirect(_detail_url(tenant_id))
+            ),
+            lambda _: _done(
+                request, tenant_id, f"Credential {row.credential_name} ({row.provider}) was deactivated."
+            ),
+        )
+        if response is not None:
+            return response
     return _form_page(
         request,
         tenant_id=tenant_id,
