@@ -6,13 +6,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.conf import settings as django_settings
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
 from tenants_app.models import PlanName, TenantProfile, TenantStatus
 from tenants_app.repositories import central_repository
 from tenants_app.services.bootstrap import bigquery_bootstrap
+from tests.support.people import create_read_only_staff, create_staff, create_superuser, insert_profile
 
 
 @pytest.fixture
@@ -26,21 +26,7 @@ def tenants_dataset(central_dataset: str) -> str:
 def add_profile(tenants_dataset: str) -> Callable[..., TenantProfile]:
     """Insert tenant profiles directly (onboarding has its own tests)."""
 
-    def add(tenant_id: str, **values: object) -> TenantProfile:
-        profile = TenantProfile(
-            tenant_id=tenant_id,
-            company_name=values.pop("company_name", f"{tenant_id} Ltd"),
-            admin_email=values.pop("admin_email", f"ops@{tenant_id.replace('_', '-')}.example.com"),
-            tenant_dataset_id=tenant_id,
-            status=values.pop("status", TenantStatus.ACTIVE),
-            subscription_plan=values.pop("subscription_plan", PlanName.STARTER),
-            created_at=values.pop("created_at", datetime(2026, 1, 1, tzinfo=UTC)),
-            **values,
-        )
-        central_repository(TenantProfile).insert(profile)
-        return profile
-
-    return add
+    return insert_profile
 
 
 @pytest.fixture
@@ -69,19 +55,17 @@ def add_profiles(add_profile: Callable[..., TenantProfile]) -> Callable[[int], l
 
 @pytest.fixture
 def superuser(db: None) -> User:
-    return User.objects.create_superuser("root", "root@example.com", "x")
+    return create_superuser()
 
 
 @pytest.fixture
 def staff(db: None) -> User:
-    return User.objects.create_user("operator", password="x", is_staff=True)
+    return create_staff()
 
 
 @pytest.fixture
 def read_only_staff(db: None) -> User:
-    user = User.objects.create_user("auditor", password="x", is_staff=True)
-    user.groups.add(Group.objects.get_or_create(name=django_settings.READ_ONLY_STAFF_GROUP)[0])
-    return user
+    return create_read_only_staff()
 
 
 @pytest.fixture

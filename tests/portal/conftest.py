@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 
 import pytest
-from django.conf import settings
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from django.test import Client, override_settings
 
-from tenants_app.models import PlanName, TenantProfile, TenantStatus
-from tenants_app.repositories import central_repository
+from tenants_app.models import TenantProfile
 from tenants_app.services.bootstrap import bigquery_bootstrap
 from tests.conftest import unique_name
+from tests.support.people import create_read_only_staff, create_staff, create_superuser, insert_profile
 
 AddTenant = Callable[..., TenantProfile]
 
@@ -41,38 +39,24 @@ def add_tenant(portal_dataset: str) -> AddTenant:
     """Insert a tenant profile directly (onboarding has its own tests); ids are unique per call."""
 
     def add(**values: object) -> TenantProfile:
-        tenant_id = str(values.pop("tenant_id", f"t_{uuid.uuid4().hex[:12]}"))
-        profile = TenantProfile(
-            tenant_id=tenant_id,
-            company_name=values.pop("company_name", f"{tenant_id} Ltd"),
-            admin_email=values.pop("admin_email", f"ops@{tenant_id.replace('_', '-')}.example.com"),
-            tenant_dataset_id=tenant_id,
-            status=values.pop("status", TenantStatus.ACTIVE),
-            subscription_plan=values.pop("subscription_plan", PlanName.STARTER),
-            created_at=values.pop("created_at", datetime(2026, 1, 1, tzinfo=UTC)),
-            **values,
-        )
-        central_repository(TenantProfile).insert(profile)
-        return profile
+        return insert_profile(str(values.pop("tenant_id", f"t_{uuid.uuid4().hex[:12]}")), **values)
 
     return add
 
 
 @pytest.fixture
 def superuser(db: None) -> User:
-    return User.objects.create_superuser("root", "root@example.com", "x")
+    return create_superuser()
 
 
 @pytest.fixture
 def staff_user(db: None) -> User:
-    return User.objects.create_user("operator", password="x", is_staff=True)
+    return create_staff()
 
 
 @pytest.fixture
 def read_only_user(db: None) -> User:
-    user = User.objects.create_user("auditor", password="x", is_staff=True)
-    user.groups.add(Group.objects.get_or_create(name=settings.READ_ONLY_STAFF_GROUP)[0])
-    return user
+    return create_read_only_staff()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from django.test import Client, override_settings
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from pytest_django import DjangoDbBlocker
@@ -24,6 +24,7 @@ from pytest_django.live_server_helper import LiveServer
 from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.onboarding import OnboardingResult, tenant_onboard
 from tests.conftest import unique_name
+from tests.support.people import create_read_only_staff, create_superuser
 
 CHROMIUM = "/usr/bin/chromium"
 # Headless in a container: no setuid sandbox as root, no GPU, /dev/shm is small, and no calls home
@@ -106,14 +107,12 @@ def page(context: BrowserContext) -> Page:
 
 @pytest.fixture
 def superuser(transactional_db: None) -> User:
-    return User.objects.create_superuser("root", "root@example.com", PASSWORD)
+    return create_superuser(PASSWORD)
 
 
 @pytest.fixture
 def read_only_staff(transactional_db: None) -> User:
-    user = User.objects.create_user("auditor", password=PASSWORD, is_staff=True)
-    user.groups.add(Group.objects.get_or_create(name=settings.READ_ONLY_STAFF_GROUP)[0])
-    return user
+    return create_read_only_staff(PASSWORD)
 
 
 @pytest.fixture

@@ -1,0 +1,45 @@
+"""Users and tenant rows that the API, portal and browser tests all start from."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.contrib.auth.models import Group, User
+
+from tenants_app.models import PlanName, TenantProfile, TenantStatus
+from tenants_app.repositories import central_repository
+
+# Test users' password: the tests log in with it, nothing else ever sees it.
+TEST_PASSWORD = "x"
+
+
+def create_superuser(password: str = TEST_PASSWORD) -> User:
+    return User.objects.create_superuser("root", "root@example.com", password)
+
+
+def create_staff(password: str = TEST_PASSWORD) -> User:
+    return User.objects.create_user("operator", password=password, is_staff=True)
+
+
+def create_read_only_staff(password: str = TEST_PASSWORD) -> User:
+    """Staff in the read-only group: they see everything and change nothing."""
+    user = User.objects.create_user("auditor", password=password, is_staff=True)
+    user.groups.add(Group.objects.get_or_create(name=settings.READ_ONLY_STAFF_GROUP)[0])
+    return user
+
+
+def insert_profile(tenant_id: str, **values: object) -> TenantProfile:
+    """Insert a tenant profile directly (one DML; onboarding has its own tests) and return it."""
+    profile = TenantProfile(
+        tenant_id=tenant_id,
+        company_name=values.pop("company_name", f"{tenant_id} Ltd"),
+        admin_email=values.pop("admin_email", f"ops@{tenant_id.replace('_', '-')}.example.com"),
+        tenant_dataset_id=tenant_id,
+        status=values.pop("status", TenantStatus.ACTIVE),
+        subscription_plan=values.pop("subscription_plan", PlanName.STARTER),
+        created_at=values.pop("created_at", datetime(2026, 1, 1, tzinfo=UTC)),
+        **values,
+    )
+    central_repository(TenantProfile).insert(profile)
+    return profile
