@@ -8,6 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from tenants_app.api.idempotency import idempotent
+from tenants_app.api.paging import page_body
 from tenants_app.api.runs import RunOutputSerializer
 from tenants_app.api.scoping import TenantScopedApi
 from tenants_app.models import Provider
@@ -101,8 +102,7 @@ class PipelineConfigListApi(TenantScopedApi):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         page = pipeline_config_list(tenant_id=self.tenant_id(), **filters.validated_data)
-        data = {"count": page.total, "limit": page.limit, "offset": page.offset, "results": page.items}
-        return Response(self.OutputSerializer(data).data)
+        return Response(self.OutputSerializer(page_body(page)).data)
 
     @extend_schema(request=InputSerializer, responses={201: PipelineConfigOutputSerializer})
     @idempotent

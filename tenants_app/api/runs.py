@@ -8,6 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from tenants_app.api.paging import page_body
 from tenants_app.api.scoping import TenantScopedApi
 from tenants_app.models import DataQualityStatus, RunState
 from tenants_app.services.runs import (
@@ -94,10 +95,6 @@ class DqResultOutputSerializer(serializers.Serializer):
     overall_status = serializers.ChoiceField(choices=DataQualityStatus.choices)
 
 
-def page_data(page: object, items: list) -> dict:
-    return {"count": page.total, "limit": page.limit, "offset": page.offset, "results": items}  # type: ignore[attr-defined]
-
-
 class RunListApi(TenantScopedApi):
     read_scope = "pipelines:read"
     write_scope = "pipelines:manage"
@@ -121,7 +118,7 @@ class RunListApi(TenantScopedApi):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         page = run_list(tenant_id=self.tenant_id(), **filters.validated_data)
-        return Response(self.OutputSerializer(page_data(page, page.items)).data)
+        return Response(self.OutputSerializer(page_body(page)).data)
 
 
 class RunDetailApi(TenantScopedApi):
@@ -191,4 +188,4 @@ class QueueListApi(APIView):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         page = queue_list(**filters.validated_data)
-        return Response(self.OutputSerializer(page_data(page, page.items)).data)
+        return Response(self.OutputSerializer(page_body(page)).data)

@@ -8,6 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from tenants_app.api.paging import page_body
 from tenants_app.models import PlanName, TenantStatus
 from tenants_app.services.tenants import (
     MAX_PAGE_SIZE,
@@ -50,8 +51,7 @@ class TenantListApi(APIView):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         page = tenant_list(**filters.validated_data)
-        data = {"count": page.total, "limit": page.limit, "offset": page.offset, "results": page.items}
-        return Response(self.OutputSerializer(data).data)
+        return Response(self.OutputSerializer(page_body(page)).data)
 
 
 class TenantDetailApi(APIView):
