@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import logging
 import os
 import re
+import secrets
 import stat
 import struct
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -64,6 +68,16 @@ class DecryptionFailed(KmsError):
     """The ciphertext does not authenticate: wrong key, tampered bytes or wrong AAD."""
 
 
+@dataclass(frozen=True)
+class Decrypted:
+    """A plaintext and the key version its ciphertext used, so re-encryption knows what to move."""
+
+    plaintext: bytes
+    # Local: the key id (hex). Cloud KMS names no version on decrypt, only whether it was the primary.
+    key_version: str
+    is_primary: bool
+
+
 # --- interface --------------------------------------------------------------------------------------
 class KeyManagementService(ABC):
     """Encrypts and decrypts small secrets, bound to their context by additional authenticated data."""
@@ -77,6 +91,18 @@ class KeyManagementService(ABC):
     @abstractmethod
     def decrypt(self, ciphertext: bytes, *, aad: bytes) -> bytes:
         """Return the plaintext, or raise DecryptionFailed / KmsUnavailable."""
+
+    @abstractmethod
+    def encrypt_detailed(self, plaintext: bytes, *, aad: bytes) -> tuple[bytes, str]:
+        """Like `encrypt`, plus the key version used (local: key id hex; Cloud KMS: version name)."""
+
+    @abstractmethod
+    def decrypt_detailed(self, ciphertext: bytes, *, aad: bytes) -> Decrypted:
+        """Like `decrypt`, plus which key version decrypted and whether it is the primary."""
+
+    def ciphertext_key_version(self, ciphertext: bytes) -> str | None:
+        """The key version a ciphertext names, read without decrypting; None where the format is opaque."""
+        return None
 
     @abstractmethod
     def check(self) -> None:
@@ -114,6 +140,8 @@ _HEADER = struct.Struct(">B4s")  # format version, key id
 NONCE_BYTES = 12
 TAG_BYTES = 16
 KEY_BYTES = 32
+# A ring holds the primary and the keys it replaced; 64 KiB is over a thousand of them.
+MAX_KEY_FILE_BYTES = 64 * 1024
 
 
 def key_id_of(key: bytes) -> bytes:
@@ -121,51 +149,91 @@ def key_id_of(key: bytes) -> bytes:
     return hashlib.sha256(key).digest()[:4]
 
 
+def local_ciphertext_key_id(ciphertext: bytes) -> str | None:
+    """The key id (hex) a local ciphertext names in its header, or None if it is not in our format."""
+    if len(ciphertext) < _HEADER.size + NONCE_BYTES + TAG_BYTES:
+        return None
+    version, key_id = _HEADER.unpack(bytes(ciphertext[: _HEADER.size]))
+    return key_id.hex() if version == FORMAT_VERSION else None
+
+
+@dataclass(frozen=True)
+class _LoadedRing:
+    # (inode, size, mtime, ctime) of the file the ring came from: a rotation replaces the file.
+    signature: tuple[int, int, int, int]
+    primary_id: bytes
+    aeads: dict[bytes, AESGCM]
+
+
 class LocalAesGcmKms(KeyManagementService):
-    """AES-256-GCM with a key file in DATA_DIR; the default for development and single-host setups."""
+    """AES-256-GCM with a key ring file in DATA_DIR; the default for development and single-host setups.
+
+    The file holds one base64 key per line: the first (the primary) encrypts, every one decrypts, so a
+    rotation (`manage.py rotate_local_kms_key`) breaks no stored ciphertext. A running process notices
+    a replaced file on its next call (one stat), so every worker encrypts with the new primary at once.
+    """
 
     backend = "local"
 
     def __init__(self, key_path: Path) -> None:
         self.key_path = key_path
         self._lock = threading.Lock()
-        self._aead: AESGCM | None = None
-        self._key_id = b""
+        self._loaded: _LoadedRing | None = None
 
     @property
     def key_id(self) -> bytes:
-        return self._load()[1]
+        """The primary key's id: the one new ciphertexts name."""
+        return self._ring().primary_id
+
+    @property
+    def key_ids(self) -> list[str]:
+        """Every key id in the ring (hex), primary first."""
+        ring = self._ring()
+        return [ring.primary_id.hex()] + [kid.hex() for kid in ring.aeads if kid != ring.primary_id]
 
     def encrypt(self, plaintext: bytes, *, aad: bytes) -> bytes:
+        return self.encrypt_detailed(plaintext, aad=aad)[0]
+
+    def encrypt_detailed(self, plaintext: bytes, *, aad: bytes) -> tuple[bytes, str]:
         _check_input(plaintext, aad, what="plaintext")
-        aead, key_id = self._load()
-        header = _HEADER.pack(FORMAT_VERSION, key_id)
+        ring = self._ring()
+        header = _HEADER.pack(FORMAT_VERSION, ring.primary_id)
         # Random 96-bit nonces are safe for far more messages than tenant secrets will ever reach.
         nonce = os.urandom(NONCE_BYTES)
         # The header is authenticated too, so version and key id cannot be swapped undetected.
-        return header + nonce + aead.encrypt(nonce, bytes(plaintext), header + bytes(aad))
+        sealed = ring.aeads[ring.primary_id].encrypt(nonce, bytes(plaintext), header + bytes(aad))
+        return header + nonce + sealed, ring.primary_id.hex()
 
     def decrypt(self, ciphertext: bytes, *, aad: bytes) -> bytes:
+        return self.decrypt_detailed(ciphertext, aad=aad).plaintext
+
+    def decrypt_detailed(self, ciphertext: bytes, *, aad: bytes) -> Decrypted:
         _check_input(ciphertext, aad, what="ciphertext")
-        aead, key_id = self._load()
+        ring = self._ring()
         if len(ciphertext) < _HEADER.size + NONCE_BYTES + TAG_BYTES:
             raise DecryptionFailed("ciphertext is too short to be ours")
         header = bytes(ciphertext[: _HEADER.size])
         version, found_key_id = _HEADER.unpack(header)
         if version != FORMAT_VERSION:
             raise DecryptionFailed(f"unknown ciphertext format version {version}")
-        if found_key_id != key_id:
+        aead = ring.aeads.get(found_key_id)
+        if aead is None:
             raise DecryptionFailed(
-                f"ciphertext was made with key {found_key_id.hex()}, the current key is {key_id.hex()}"
+                f"ciphertext was made with key {found_key_id.hex()}, which is not in the key ring "
+                f"(primary {ring.primary_id.hex()}, {len(ring.aeads)} keys)"
             )
         nonce = bytes(ciphertext[_HEADER.size : _HEADER.size + NONCE_BYTES])
         body = bytes(ciphertext[_HEADER.size + NONCE_BYTES :])
         try:
-            return aead.decrypt(nonce, body, header + bytes(aad))
+            plaintext = aead.decrypt(nonce, body, header + bytes(aad))
         except InvalidTag:
             raise DecryptionFailed(
                 "ciphertext does not authenticate: tampered bytes or wrong context (AAD)"
             ) from None
+        return Decrypted(plaintext, found_key_id.hex(), found_key_id == ring.primary_id)
+
+    def ciphertext_key_version(self, ciphertext: bytes) -> str | None:
+        return local_ciphertext_key_id(ciphertext)
 
     def check(self) -> None:
         probe = b"readiness probe"
@@ -173,18 +241,45 @@ class LocalAesGcmKms(KeyManagementService):
         if self.decrypt(self.encrypt(probe, aad=aad), aad=aad) != probe:
             raise KmsUnavailable("local KMS round trip returned different bytes")
 
-    def _load(self) -> tuple[AESGCM, bytes]:
-        if self._aead is None:
-            with self._lock:
-                if self._aead is None:
-                    key = load_or_create_local_key(self.key_path)
-                    self._key_id = key_id_of(key)
-                    self._aead = AESGCM(key)
-        return self._aead, self._key_id
+    def _ring(self) -> _LoadedRing:
+        loaded = self._loaded
+        if loaded is not None:
+            try:
+                current = _signature(os.stat(self.key_path))
+            except FileNotFoundError:
+                # Never create a new key here: it could not decrypt anything already stored.
+                raise KmsMisconfigured(
+                    f"the local KMS key {self.key_path} disappeared while in use; restore it from a backup"
+                ) from None
+            except OSError as exc:
+                raise KmsMisconfigured(
+                    f"cannot stat the local KMS key {self.key_path}: {exc.strerror}"
+                ) from exc
+            if current == loaded.signature:
+                return loaded
+        with self._lock:
+            if self._loaded is not loaded:
+                return self._loaded  # another thread reloaded meanwhile
+            if loaded is None:
+                keys, signature = load_or_create_local_key_ring(self.key_path)
+            else:
+                keys, signature = _read_key_file(self.key_path)
+            aeads = {key_id_of(key): AESGCM(key) for key in keys}
+            self._loaded = _LoadedRing(signature=signature, primary_id=key_id_of(keys[0]), aeads=aeads)
+            return self._loaded
+
+
+def _signature(info: os.stat_result) -> tuple[int, int, int, int]:
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def load_or_create_local_key(path: Path) -> bytes:
-    """Return the key stored at `path`, creating it (mode 0600) on first use."""
+    """Return the primary key stored at `path`, creating it (mode 0600) on first use."""
+    return load_or_create_local_key_ring(path)[0][0]
+
+
+def load_or_create_local_key_ring(path: Path) -> tuple[list[bytes], tuple[int, int, int, int]]:
+    """The keys at `path` (primary first) and the file's signature, creating one key on first use."""
     try:
         return _read_key_file(path)
     except FileNotFoundError:
@@ -197,7 +292,7 @@ def load_or_create_local_key(path: Path) -> bytes:
     return _read_key_file(path)
 
 
-def _read_key_file(path: Path) -> bytes:
+def _read_key_file(path: Path) -> tuple[list[bytes], tuple[int, int, int, int]]:
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -214,14 +309,104 @@ def _read_key_file(path: Path) -> bytes:
                 f"the local KMS key {path} is accessible to group or others (mode {mode:04o}); "
                 f"run: chmod 600 {path}"
             )
-        content = handle.read(1024)
+        content = handle.read(MAX_KEY_FILE_BYTES + 1)
+    if len(content) > MAX_KEY_FILE_BYTES:
+        raise KmsMisconfigured(f"the local KMS key {path} is larger than {MAX_KEY_FILE_BYTES} bytes")
+    keys = _parse_keys(path, content)
+    if len({key_id_of(key) for key in keys}) != len(keys):
+        raise KmsMisconfigured(f"the local KMS key {path} holds the same key (or key id) twice")
+    return keys, _signature(info)
+
+
+def _parse_keys(path: Path, content: bytes) -> list[bytes]:
+    keys = []
+    lines = [line.strip() for line in content.splitlines()]
+    for number, line in enumerate(lines, start=1):
+        if not line or line.startswith(b"#"):
+            continue
+        # Messages name the line, never its content: that is key material.
+        try:
+            key = base64.b64decode(line, validate=True)
+        except ValueError:
+            raise KmsMisconfigured(
+                f"the local KMS key {path} does not hold base64 text (line {number})"
+            ) from None
+        if len(key) != KEY_BYTES:
+            raise KmsMisconfigured(
+                f"the local KMS key {path} holds {len(key)} bytes on line {number}; AES-256 needs {KEY_BYTES}"
+            )
+        keys.append(key)
+    if not keys:
+        raise KmsMisconfigured(f"the local KMS key {path} holds 0 bytes; AES-256 needs {KEY_BYTES}")
+    return keys
+
+
+def _write_key_file(path: Path, keys: list[bytes]) -> None:
+    """Replace the ring atomically (mode 0600, fsynced): readers see the old file or the new one."""
+    content = b"".join(base64.b64encode(key) + b"\n" for key in keys)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        key = base64.b64decode(content.strip(), validate=True)
-    except ValueError:
-        raise KmsMisconfigured(f"the local KMS key {path} does not hold base64 text") from None
-    if len(key) != KEY_BYTES:
-        raise KmsMisconfigured(f"the local KMS key {path} holds {len(key)} bytes; AES-256 needs {KEY_BYTES}")
-    return key
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def _ring_file_lock(path: Path) -> Iterator[None]:
+    # Two rotations at once would each drop the other's new key: one at a time.
+    lock_path = path.with_name(f".{path.name}.lock")
+    fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def local_key_ring_ids(path: Path) -> list[str]:
+    """The ids (hex) of the keys at `path`, primary first; KmsMisconfigured if there is no usable file."""
+    try:
+        keys, _ = _read_key_file(path)
+    except FileNotFoundError:
+        raise KmsMisconfigured(
+            f"there is no local KMS key at {path} yet (it is created on first use)"
+        ) from None
+    return [key_id_of(key).hex() for key in keys]
+
+
+def local_key_rotate(path: Path) -> list[str]:
+    """Put a new random primary key first in the ring, keeping the others for decryption; returns the ids."""
+    with _ring_file_lock(path):
+        try:
+            keys, _ = _read_key_file(path)
+        except FileNotFoundError:
+            # Creating a ring here would hide a lost key file: stored secrets need the old key.
+            raise KmsMisconfigured(f"there is no local KMS key at {path} to rotate") from None
+        new_key = AESGCM.generate_key(bit_length=KEY_BYTES * 8)
+        _write_key_file(path, [new_key, *keys])
+    return [key_id_of(key).hex() for key in (new_key, *keys)]
+
+
+def local_key_retire(path: Path, key_ids: set[str]) -> list[str]:
+    """Drop the non-primary keys `key_ids` from the ring; returns the ids that remain."""
+    with _ring_file_lock(path):
+        keys, _ = _read_key_file(path)
+        if key_id_of(keys[0]).hex() in key_ids:
+            raise KmsMisconfigured("the primary key cannot be retired: rotate first")
+        kept = [key for key in keys if key_id_of(key).hex() not in key_ids]
+        if len(kept) != len(keys):
+            _write_key_file(path, kept)
+    return [key_id_of(key).hex() for key in kept]
 
 
 # --- Cloud KMS --------------------------------------------------------------------------------------
@@ -237,6 +422,11 @@ _PAYLOAD_LOGGERS = (
     "google.cloud.kms_v1.services.key_management_service.transports.rest",
     "google.auth.transport.requests",
 )
+
+
+# Labels for Cloud KMS ciphertexts, whose version is opaque to us until a decrypt says "primary" or not.
+PRIMARY_VERSION = "primary"
+OLDER_VERSION = "older version"
 
 
 class _IntegrityMismatch(Exception):
@@ -301,6 +491,9 @@ class CloudKms(KeyManagementService):
             raise KmsUnavailable(f"Cloud KMS credentials are missing or invalid: {_short(exc)}") from exc
 
     def encrypt(self, plaintext: bytes, *, aad: bytes) -> bytes:
+        return self.encrypt_detailed(plaintext, aad=aad)[0]
+
+    def encrypt_detailed(self, plaintext: bytes, *, aad: bytes) -> tuple[bytes, str]:
         _check_input(plaintext, aad, what="plaintext")
         request = {
             "name": self.key_name,
@@ -310,7 +503,7 @@ class CloudKms(KeyManagementService):
             "additional_authenticated_data_crc32c": crc32c(aad),
         }
 
-        def attempt(timeout: float) -> bytes:
+        def attempt(timeout: float) -> tuple[bytes, str]:
             response = self.client.encrypt(request=request, retry=None, timeout=timeout)
             if not response.verified_plaintext_crc32c:
                 raise _IntegrityMismatch("Cloud KMS did not verify the plaintext checksum")
@@ -319,11 +512,15 @@ class CloudKms(KeyManagementService):
             ciphertext = bytes(response.ciphertext)
             if response.ciphertext_crc32c is None or response.ciphertext_crc32c != crc32c(ciphertext):
                 raise _IntegrityMismatch("the ciphertext does not match its checksum")
-            return ciphertext
+            # The response names the key version that encrypted: the primary at that moment.
+            return ciphertext, str(response.name or self.key_name)
 
         return self._call("encrypt", attempt)
 
     def decrypt(self, ciphertext: bytes, *, aad: bytes) -> bytes:
+        return self.decrypt_detailed(ciphertext, aad=aad).plaintext
+
+    def decrypt_detailed(self, ciphertext: bytes, *, aad: bytes) -> Decrypted:
         _check_input(ciphertext, aad, what="ciphertext")
         request = {
             "name": self.key_name,
@@ -333,12 +530,14 @@ class CloudKms(KeyManagementService):
             "additional_authenticated_data_crc32c": crc32c(aad),
         }
 
-        def attempt(timeout: float) -> bytes:
+        def attempt(timeout: float) -> Decrypted:
             response = self.client.decrypt(request=request, retry=None, timeout=timeout)
             plaintext = bytes(response.plaintext)
             if response.plaintext_crc32c is None or response.plaintext_crc32c != crc32c(plaintext):
                 raise _IntegrityMismatch("the plaintext does not match its checksum")
-            return plaintext
+            # Cloud KMS finds the version from the ciphertext but only says whether it was the primary.
+            used_primary = bool(response.used_primary)
+            return Decrypted(plaintext, PRIMARY_VERSION if used_primary else OLDER_VERSION, used_primary)
 
         return self._call("decrypt", attempt)
 

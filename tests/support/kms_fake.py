@@ -1,4 +1,10 @@
-"""A loopback Cloud KMS fake speaking the REST subset the real client uses for encrypt and decrypt."""
+"""A loopback Cloud KMS fake speaking the REST subset the real client uses for encrypt and decrypt.
+
+Key versions behave like Cloud KMS's: each CryptoKey starts with version 1 as its primary, `rotate()`
+adds a version and makes it primary (`gcloud kms keys versions create --primary`), encrypt uses the
+primary, decrypt finds the version from the ciphertext and says whether it was the primary, and a
+disabled or destroyed version answers FAILED_PRECONDITION.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import hmac
 import json
 import os
 import re
+import struct
 import threading
 from collections import Counter
 from http import HTTPStatus
@@ -25,6 +32,11 @@ _PATH = re.compile(
     r"(?P<version>/cryptoKeyVersions/[^/:]+)?:(?P<method>encrypt|decrypt)$"
 )
 _NONCE_BYTES = 12
+# Our ciphertexts start with the version number, like Cloud KMS's opaque ones name their version.
+_VERSION = struct.Struct(">I")
+ENABLED = "ENABLED"
+DISABLED = "DISABLED"
+DESTROYED = "DESTROYED"
 
 # Each one breaks exactly one CRC32C-related promise the client must check.
 INTEGRITY_FAULTS = (
@@ -80,6 +92,9 @@ class FakeCloudKms:
         # What happened: attempts per method (failed ones included), and the parsed request bodies.
         self.calls: Counter[str] = Counter()
         self.requests: list[dict[str, Any]] = []
+        # Per CryptoKey name: the state of each version (index 0 is version 1) and the primary number.
+        self._versions: dict[str, list[str]] = {}
+        self._primary: dict[str, int] = {}
 
     # --- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> FakeCloudKms:
@@ -124,6 +139,39 @@ class FakeCloudKms:
 
     def key_name(self, key: str = "tenant-secrets") -> str:
         return f"projects/{self.project}/locations/{self.location}/keyRings/{self.key_ring}/cryptoKeys/{key}"
+
+    # --- key versions -------------------------------------------------------------------------------
+    def rotate(self, key: str = "tenant-secrets") -> int:
+        """Add a key version and make it primary; returns its number."""
+        key_name = self.key_name(key)
+        with self._lock:
+            states = self._states(key_name)
+            states.append(ENABLED)
+            self._primary[key_name] = len(states)
+            return len(states)
+
+    def primary_version(self, key: str = "tenant-secrets") -> int:
+        with self._lock:
+            self._states(self.key_name(key))
+            return self._primary[self.key_name(key)]
+
+    def set_version_state(self, version: int, state: str, key: str = "tenant-secrets") -> None:
+        """Enable, disable or destroy one version (what `gcloud kms keys versions disable` does)."""
+        if state not in {ENABLED, DISABLED, DESTROYED}:
+            raise ValueError(f"unknown key version state {state!r}")
+        with self._lock:
+            self._states(self.key_name(key))[version - 1] = state
+
+    def version_of(self, ciphertext: bytes) -> int:
+        """The version a ciphertext of this fake was made with (tests only: Cloud KMS's are opaque)."""
+        return int(_VERSION.unpack(ciphertext[: _VERSION.size])[0])
+
+    def _states(self, key_name: str) -> list[str]:
+        # Call with the lock held. A CryptoKey springs into existence with version 1 as its primary.
+        if key_name not in self._versions:
+            self._versions[key_name] = [ENABLED]
+            self._primary[key_name] = 1
+        return self._versions[key_name]
 
     # --- switches -----------------------------------------------------------------------------------
     def simulate_outage(self, on: bool = True) -> None:
@@ -172,15 +220,29 @@ class FakeCloudKms:
         verified_aad = self._verify(
             request, "additionalAuthenticatedDataCrc32c", "additional_authenticated_data_crc32c", aad
         )
+        with self._lock:
+            states = self._states(key_name)
+            if "/cryptoKeyVersions/" in name:
+                number = name.rsplit("/", 1)[1]
+                if not number.isdigit() or not 1 <= int(number) <= len(states):
+                    raise KmsFakeError(404, "NOT_FOUND", f"CryptoKeyVersion {name} not found.")
+                version = int(number)
+            else:
+                version = self._primary[key_name]
+            state = states[version - 1]
+        if state != ENABLED:
+            raise KmsFakeError(
+                400, "FAILED_PRECONDITION", f"{key_name}/cryptoKeyVersions/{version} is not enabled."
+            )
         nonce = os.urandom(_NONCE_BYTES)
-        ciphertext = nonce + AESGCM(self._key(key_name)).encrypt(nonce, plaintext, aad or None)
+        sealed = AESGCM(self._key(key_name, version)).encrypt(nonce, plaintext, aad or None)
+        ciphertext = _VERSION.pack(version) + nonce + sealed
         checksum = _crc(ciphertext)
         fault = self.integrity_fault
         if fault == "ciphertext_crc32c":
             ciphertext = bytes([ciphertext[0] ^ 0x01]) + ciphertext[1:]
-        version = name if "/cryptoKeyVersions/" in name else f"{name}/cryptoKeyVersions/1"
         return {
-            "name": version,
+            "name": f"{key_name}/cryptoKeyVersions/{version}",
             "ciphertext": _b64(ciphertext),
             "ciphertextCrc32c": checksum,
             "verifiedPlaintextCrc32c": verified_plaintext and fault != "verified_plaintext_crc32c",
@@ -196,9 +258,21 @@ class FakeCloudKms:
         self._verify(
             request, "additionalAuthenticatedDataCrc32c", "additional_authenticated_data_crc32c", aad
         )
+        head = _VERSION.size
+        version = self.version_of(ciphertext) if len(ciphertext) > head + _NONCE_BYTES else 0
+        with self._lock:
+            states = self._states(key_name)
+            state = states[version - 1] if 1 <= version <= len(states) else None
+            primary = self._primary[key_name]
+        if state in {DISABLED, DESTROYED}:
+            raise KmsFakeError(
+                400, "FAILED_PRECONDITION", f"{key_name}/cryptoKeyVersions/{version} is {state.lower()}."
+            )
         try:
-            plaintext = AESGCM(self._key(key_name)).decrypt(
-                ciphertext[:_NONCE_BYTES], ciphertext[_NONCE_BYTES:], aad or None
+            if state is None:
+                raise ValueError("no such version")
+            plaintext = AESGCM(self._key(key_name, version)).decrypt(
+                ciphertext[head : head + _NONCE_BYTES], ciphertext[head + _NONCE_BYTES :], aad or None
             )
         except (InvalidTag, ValueError):
             # Cloud KMS's own wording for a wrong key, wrong AAD or damaged ciphertext.
@@ -213,13 +287,15 @@ class FakeCloudKms:
         return {
             "plaintext": _b64(plaintext),
             "plaintextCrc32c": checksum,
-            "usedPrimary": True,
+            "usedPrimary": version == primary,
             "protectionLevel": 1,
         }
 
-    def _key(self, key_name: str) -> bytes:
-        # One AES key per CryptoKey name, so a ciphertext of one key fails with another.
-        return hmac.new(self._master, key_name.encode(), hashlib.sha256).digest()
+    def _key(self, key_name: str, version: int) -> bytes:
+        # One AES key per CryptoKey version, so a ciphertext of one key fails with another.
+        return hmac.new(
+            self._master, f"{key_name}/cryptoKeyVersions/{version}".encode(), hashlib.sha256
+        ).digest()
 
     @staticmethod
     def _field(request: dict[str, Any], camel: str, snake: str) -> bytes:
