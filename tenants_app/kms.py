@@ -104,6 +104,10 @@ class KeyManagementService(ABC):
         """The key version a ciphertext names, read without decrypting; None where the format is opaque."""
         return None
 
+    def primary_key_version(self) -> str | None:
+        """The key version new ciphertexts get, where it is known without a call (local only)."""
+        return None
+
     @abstractmethod
     def check(self) -> None:
         """Raise KmsUnavailable unless the backend can encrypt right now (for readiness probes)."""
@@ -234,6 +238,9 @@ class LocalAesGcmKms(KeyManagementService):
 
     def ciphertext_key_version(self, ciphertext: bytes) -> str | None:
         return local_ciphertext_key_id(ciphertext)
+
+    def primary_key_version(self) -> str | None:
+        return self._ring().primary_id.hex()
 
     def check(self) -> None:
         probe = b"readiness probe"
