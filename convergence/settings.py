@@ -7,6 +7,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from convergence.log_config import logging_config
 from convergence.secrets import read_or_create_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -219,10 +220,12 @@ if KMS_BACKEND not in {"local", "gcp"}:
 if KMS_BACKEND == "gcp" and not KMS_KEY_NAME:
     raise ImproperlyConfigured("KMS_BACKEND=gcp needs KMS_KEY_NAME (projects/.../cryptoKeys/...)")
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-}
+# --- Logging (convergence/log_config.py) ----------------------------------------------------------------
+# plain for a terminal; json (one object per line with request_id, tenant_id, actor) for a log shipper.
+# Every line goes through a filter that masks secrets; bodies-at-DEBUG loggers stay at INFO.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+try:
+    LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None

@@ -8,6 +8,7 @@ from django.contrib.auth.models import User
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+from tenants_app.log_context import bind_log_context
 from tenants_app.models import AdminApiToken
 from tenants_app.services.admin_tokens import TOKEN_PREFIX, admin_token_authenticate
 from tenants_app.services.api_keys import VerifiedApiKey, api_key_verify
@@ -47,6 +48,13 @@ class KeyRefused(exceptions.APIException):
         self.default_code = error.code
 
 
+class KeyNotAccepted(KeyRefused, exceptions.AuthenticationFailed):
+    """A 401 refusal (invalid, revoked, expired): as an AuthenticationFailed, DRF adds `WWW-Authenticate`.
+
+    RFC 9110 requires the header on every 401; a suspended tenant's 403 stays a plain KeyRefused.
+    """
+
+
 @dataclass(frozen=True)
 class TenantPrincipal:
     """The caller behind a tenant API key: never staff, only ever its own tenant."""
@@ -79,7 +87,8 @@ class TenantApiKeyAuthentication(authentication.BaseAuthentication):
         try:
             verified = api_key_verify(key=key.strip())
         except ServiceError as error:
-            raise KeyRefused(error) from None
+            raise (KeyNotAccepted if error.status == 401 else KeyRefused)(error) from None
+        bind_log_context(tenant_id=verified.tenant_id, actor=f"apikey:{verified.api_key_id}")
         principal = TenantPrincipal(
             tenant_id=verified.tenant_id, api_key_id=verified.api_key_id, scopes=verified.scopes
         )

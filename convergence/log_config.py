@@ -1,0 +1,253 @@
+"""Log lines to ship: plain or JSON (LOG_FORMAT), with request id, tenant id and actor, secrets masked.
+
+- `ContextFilter` copies the request's context (tenants_app.log_context) onto each record.
+- `RedactSecretsFilter` masks secrets in the message, its arguments, the exception text and the stack
+  before any formatter sees them: our API keys and admin tokens (`cvg_...`), PEM private-key blocks,
+  Authorization / X-API-Key / Cookie header values, bearer tokens, provider keys (`sk-...`) and the values
+  of secret-named fields (`"secret_access_key": "..."`, `password=...`). Services never log secrets; this
+  is the second line of defence for what a library or a future change might print.
+- `JsonFormatter` writes one JSON object per line: time (ISO 8601 UTC), level, logger, message,
+  request_id, tenant_id, actor, and exception / stack when any. Other `extra=` fields are left out on
+  purpose: google-auth and google-api-core put whole request and response bodies (KMS plaintext, base64)
+  in `extra` at DEBUG. Only the access line's own fields (ACCESS_FIELDS) are added.
+
+Nothing here imports Django models: settings configure logging before the apps are loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from tenants_app.log_context import FIELDS, current_log_context
+
+try:
+    # The detectors audit_genai_safety uses (AWS key ids, JWTs, GitHub and Slack tokens, URL passwords...)
+    # run after our own rules. Optional: logging must work even where that module cannot be imported.
+    from tenants_app.services.secret_patterns import redact_secrets as _shared_redact
+except ImportError:  # pragma: no cover - the module ships with the project
+    _shared_redact = None
+
+LOG_FORMATS = ("plain", "json")
+PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(tenant_id)s] %(message)s"
+# Fields of the middleware's access line (logger ACCESS_LOGGER), kept as JSON fields of their own.
+ACCESS_LOGGER = "convergence.access"
+ACCESS_FIELDS = ("method", "path", "status", "duration_ms")
+REDACTED = "[redacted]"
+# Loggers that write request or response bodies at DEBUG (KMS plaintext, base64): held at INFO even
+# when LOG_LEVEL=DEBUG. tenants_app/kms.py raises them too when it builds a client; this covers the
+# processes and the moments before that.
+PAYLOAD_LOGGERS = (
+    "google.cloud.kms_v1",
+    "google.auth.transport.requests",
+    "google.api_core.client_logging",
+)
+
+# Names of fields whose value is a secret; `_id`, `_prefix`... of such a name is an identifier, kept.
+_SENSITIVE_FIELD_NAME = (
+    r"[A-Za-z0-9_-]*?(?:secret|password|passwd|token|api[_-]?key|access[_-]?key|private[_-]?key"
+    r"|credentials?|payload|plaintext|signature)[A-Za-z0-9_-]*"
+)
+_NOT_SECRET_SUFFIX = re.compile(
+    r"(_id|_ids|_prefix|_name|_type|_count|_at|_fingerprint|_expires|_scopes|_status)$", re.IGNORECASE
+)
+_SECRET_FIELD = re.compile(
+    rf"(?P<name>{_SENSITIVE_FIELD_NAME})(?P<sep>\\?[\"']?\s*[:=]\s*)"
+    r"(?:(?P<quote>\\?[\"'])(?P<quoted>.*?)(?P=quote)|(?P<bare>[^\s&\"',;})\]\\]+))",
+    re.IGNORECASE,
+)
+# Ours: tenant keys `cvg_<env>_<40 base62>`, admin and worker tokens `cvg_admin_...` (also cut short).
+_OUR_KEY = re.compile(r"cvg_[a-z]{2,8}_[A-Za-z0-9]{12,}")
+# A whole PEM private-key block, escaped newlines or not; a block cut short is masked to the end.
+_PEM_BLOCK = re.compile(
+    r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY-----(?:.*?-----END[A-Z0-9 ]{0,40}PRIVATE KEY-----|.*)", re.DOTALL
+)
+_HEADER = re.compile(
+    r"(?P<name>authorization|proxy-authorization|x-api-key|cookie|set-cookie)"
+    r"(?P<sep>\\?[\"']?\s*[:=]\s*\\?[\"']?)(?P<value>[^\"'\r\n,;}\\]+)",
+    re.IGNORECASE,
+)
+_BEARER = re.compile(r"\b(?P<scheme>bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
+# Provider API keys that tenants store with us (OpenAI, Anthropic).
+_PROVIDER_KEY = re.compile(r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{16,}")
+
+
+def _mask_field(match: re.Match[str]) -> str:
+    name = match.group("name")
+    if _NOT_SECRET_SUFFIX.search(name):
+        return match.group(0)
+    if match.group("quote") is not None:
+        quote = match.group("quote")
+        return f"{name}{match.group('sep')}{quote}{REDACTED}{quote}"
+    return f"{name}{match.group('sep')}{REDACTED}"
+
+
+_RULES: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
+    (_PEM_BLOCK, "[redacted private key]"),
+    (_HEADER, rf"\g<name>\g<sep>{REDACTED}"),
+    (_SECRET_FIELD, _mask_field),
+    (_OUR_KEY, f"cvg_{REDACTED}"),
+    (_BEARER, rf"\g<scheme> {REDACTED}"),
+    (_PROVIDER_KEY, f"sk-{REDACTED}"),
+)
+
+
+def redact_secrets(text: str) -> str:
+    """`text` with everything that looks like a secret replaced by a marker."""
+    for pattern, replacement in _RULES:
+        text = pattern.sub(replacement, text)
+    if _shared_redact is not None:
+        text = _shared_redact(text, REDACTED)
+    return text
+
+
+class ContextFilter(logging.Filter):
+    """Put request_id, tenant_id and actor on every record ("-" when unknown, for the plain format)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = context_of(record)
+        for name in FIELDS:
+            if not getattr(record, name, None):
+                setattr(record, name, context.get(name) or "-")
+        return True
+
+
+def context_of(record: logging.LogRecord) -> Mapping[str, str]:
+    """The bound context; for a record about a finished request, the context that request ended with."""
+    # Django logs a 4xx or 5xx (`django.request`, with the request in `extra`) after the middleware
+    # has returned and its context has ended; the middleware leaves that context on the request.
+    context = current_log_context()
+    if context:
+        return context
+    request = getattr(record, "request", None)
+    ended_with = getattr(request, "log_context", None)
+    return ended_with if isinstance(ended_with, Mapping) else context
+
+
+class RedactSecretsFilter(logging.Filter):
+    """Mask secrets in the message with its arguments, the exception text and the stack, in place."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            self._redact(record)
+        except Exception:
+            # A filter that raises would break the caller's code; a line we cannot check is not shipped
+            # as it was, but its level and logger still say something happened.
+            record.msg, record.args = "[log line dropped: it could not be checked for secrets]", None
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+    def _redact(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: keep the raw parts, masked, rather than drop the line
+            message = f"{record.msg!s} {record.args!r}"
+        if record.name.startswith("django.db.backends") and hasattr(record, "sql"):
+            # Django logs each statement with its values filled in: password hashes, session data,
+            # encrypted idempotent replays. Keep the statement's shape, not its values.
+            message = _sql_without_values(record)
+            record.sql = message  # type: ignore[attr-defined]
+            record.params = None  # type: ignore[attr-defined]
+        masked = redact_secrets(message)
+        if masked != message or record.args:
+            # Format once and keep the result, so no handler formats the raw arguments again.
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_secrets(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact_secrets(record.stack_info)
+
+
+# A quoted SQL literal as SQLite (X'..') and PostgreSQL (E'..', '\\x..'::bytea) render bound values.
+_SQL_LITERAL = re.compile(r"(?:\b[xXeEbB])?'(?:[^']|'')*'")
+
+
+def _sql_without_values(record: logging.LogRecord) -> str:
+    sql = _SQL_LITERAL.sub("?", str(getattr(record, "sql", "")))
+    duration = getattr(record, "duration", 0.0)
+    return f"({duration:.3f}) {sql}; alias={getattr(record, 'alias', '')}"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for a log shipper; fields in a fixed order, secrets masked again."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        context = context_of(record)
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact_secrets(record.getMessage()),
+        }
+        for name in FIELDS:
+            value = getattr(record, name, None)
+            value = value if value and value != "-" else context.get(name)
+            entry[name] = redact_secrets(value) if value else None
+        for name in ACCESS_FIELDS:
+            if hasattr(record, name):
+                value = getattr(record, name)
+                entry[name] = redact_secrets(value) if isinstance(value, str) else value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = redact_secrets(record.exc_text)
+        if record.stack_info:
+            entry["stack"] = redact_secrets(self.formatStack(record.stack_info))
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class PlainFormatter(logging.Formatter):
+    """The terminal format with `[request_id tenant_id]`; the whole line masked once more."""
+
+    def __init__(self, fmt: str | None = None, datefmt: str | None = None, style: str = "%") -> None:
+        super().__init__(fmt or PLAIN_FORMAT, datefmt, style)  # type: ignore[arg-type]
+
+    def format(self, record: logging.LogRecord) -> str:
+        context = context_of(record)
+        for name in FIELDS:
+            if not getattr(record, name, None):
+                setattr(record, name, context.get(name) or "-")
+        return redact_secrets(super().format(record))
+
+
+def _level_number(level: str) -> int:
+    number = logging.getLevelName(level.upper())
+    if not isinstance(number, int):
+        raise ValueError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {level!r}")
+    return number
+
+
+def logging_config(*, log_format: str, level: str) -> dict[str, Any]:
+    """The LOGGING dict for settings: one console handler in `log_format`, root at `level`."""
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
+    level = level.upper()
+    _level_number(level)
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {
+            "context": {"()": "convergence.log_config.ContextFilter"},
+            "redact": {"()": "convergence.log_config.RedactSecretsFilter"},
+        },
+        "formatters": {
+            "plain": {"()": "convergence.log_config.PlainFormatter"},
+            "json": {"()": "convergence.log_config.JsonFormatter"},
+        },
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": log_format,
+                "filters": ["context", "redact"],
+            }
+        },
+        "root": {"handlers": ["console"], "level": level},
+        # Never below INFO, never more verbose than the root either.
+        "loggers": {name: {"level": max(level, "INFO", key=_level_number)} for name in PAYLOAD_LOGGERS},
+    }

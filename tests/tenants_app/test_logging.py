@@ -1,0 +1,256 @@
+"""Log lines: JSON or plain with request and tenant ids, one access line per request, secrets masked."""
+
+from __future__ import annotations
+
+import io
+import logging
+import secrets
+from datetime import datetime, timedelta
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management.base import BaseCommand
+from django.db import connection
+from rest_framework.test import APIClient
+
+from convergence.log_config import (
+    ContextFilter,
+    PlainFormatter,
+    RedactSecretsFilter,
+    logging_config,
+    redact_secrets,
+)
+from tenants_app.log_context import (
+    bind_log_context,
+    command_log_context,
+    current_log_context,
+    log_context,
+)
+from tests.support.log_capture import shipped_logs
+
+logger = logging.getLogger("tenants_app.tests.logging")
+
+
+def new_key() -> str:
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    return "cvg_live_" + "".join(secrets.choice(alphabet) for _ in range(40))
+
+
+def pem_block() -> str:
+    body = secrets.token_urlsafe(120).replace("-", "+").replace("_", "/")
+    return f"-----BEGIN PRIVATE KEY-----\n{body[:64]}\n{body[64:]}\n-----END PRIVATE KEY-----\n"
+
+
+# --- the redactor: planted secrets ------------------------------------------------------------------------
+def test_it_masks_a_planted_key_in_the_message_its_arguments_and_the_exception() -> None:
+    key = new_key()
+
+    with shipped_logs() as logs:
+        logger.info("issued %s for %s", key, "acme")
+        logger.warning(f"inline {key}")
+        try:
+            raise RuntimeError(f"refused {key}")
+        except RuntimeError:
+            logger.exception("could not verify")
+
+    # The raw capture sees the key: the check below would catch a leak.
+    assert logs.raw_text().count(key) == 3
+    assert key not in logs.text()
+    assert key[9:] not in logs.text()
+    entries = logs.entries()
+    assert [e["message"] for e in entries] == [
+        "issued cvg_[redacted] for acme",
+        "inline cvg_[redacted]",
+        "could not verify",
+    ]
+    assert "RuntimeError: refused cvg_[redacted]" in entries[2]["exception"]
+
+
+def test_it_masks_private_keys_headers_and_secret_named_fields_but_keeps_identifiers() -> None:
+    pem = pem_block()
+    aws_secret = secrets.token_urlsafe(30)
+    bearer = secrets.token_urlsafe(24)
+    api_key = new_key()
+    text = (
+        f"payload={{'private_key': {pem!r}, 'secret_access_key': '{aws_secret}', 'private_key_id': 'pk1'}} "
+        f'json={{"client_secret": "{aws_secret}", "key_prefix": "cvg_live_Ab12Cd", "api_key_id": "key_7"}} '
+        f"headers Authorization: Bearer {bearer} X-API-Key: {api_key} "
+        f"raw {pem} url /x?token={bearer}&page=2 sk-proj-{bearer}"
+    )
+
+    masked = redact_secrets(text)
+
+    for secret in (pem.splitlines()[1], pem.splitlines()[2], aws_secret, bearer, api_key[9:]):
+        assert secret not in masked
+    assert "BEGIN PRIVATE KEY" not in masked
+    assert '"key_prefix": "cvg_live_Ab12Cd"' in masked  # 6 characters: a display prefix, not a key
+    assert '"api_key_id": "key_7"' in masked
+    assert "&page=2" in masked
+
+
+def test_it_masks_a_pem_block_cut_short_to_the_end_of_the_line() -> None:
+    pem = pem_block()
+    cut = pem[:90]
+
+    masked = redact_secrets(f"bad key file: {cut}")
+
+    assert masked == "bad key file: [redacted private key]"
+
+
+def test_it_drops_a_line_it_cannot_check_rather_than_raise() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "%s %s", ("only one",), None)
+
+    assert RedactSecretsFilter().filter(record) is True
+    assert "only one" in record.getMessage()  # a bad format string: the raw parts, masked
+
+
+# --- JSON lines -----------------------------------------------------------------------------------------
+def test_it_writes_one_json_object_per_line_with_the_context() -> None:
+    with shipped_logs() as logs:
+        logger.info("outside")
+        with log_context(request_id="req-12345678", actor="user:root"):
+            bind_log_context(tenant_id="acme_corp")
+            logger.warning("inside %d", 42)
+        logger.info("after")
+
+    outside, inside, after = logs.entries()
+    assert inside == {
+        "time": inside["time"],
+        "level": "WARNING",
+        "logger": "tenants_app.tests.logging",
+        "message": "inside 42",
+        "request_id": "req-12345678",
+        "tenant_id": "acme_corp",
+        "actor": "user:root",
+    }
+    stamp = datetime.fromisoformat(inside["time"])
+    assert stamp.utcoffset() == timedelta(0)
+    assert outside["request_id"] is None
+    assert after["request_id"] is None
+    assert after["tenant_id"] is None
+
+
+def test_it_never_ships_request_or_response_bodies_given_as_extra() -> None:
+    secret = secrets.token_urlsafe(32)
+
+    with shipped_logs() as logs:
+        # What google-auth and google-api-core do at DEBUG: the body in `extra`, not in the message.
+        logging.getLogger("google.auth.transport.requests").debug(
+            "Making request...", extra={"httpRequest": {"method": "POST", "body": {"plaintext": secret}}}
+        )
+
+    (entry,) = logs.entries()
+    assert entry["message"] == "Making request..."
+    assert secret not in logs.text()
+
+
+@pytest.mark.django_db
+def test_it_logs_sql_statements_without_their_values() -> None:
+    needle = f"needle-{secrets.token_hex(12)}"
+    connection.force_debug_cursor = True
+    try:
+        with shipped_logs() as logs:
+            User.objects.filter(username=needle).exists()
+    finally:
+        connection.force_debug_cursor = False
+
+    assert needle in logs.raw_text()  # Django did log the value
+    assert needle not in logs.text()
+    assert any(
+        'FROM "auth_user"' in e["message"] for e in logs.entries() if e["logger"] == "django.db.backends"
+    )
+
+
+# --- plain lines and settings ---------------------------------------------------------------------------
+def test_it_writes_the_plain_format_with_request_and_tenant_ids() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(ContextFilter())
+    handler.addFilter(RedactSecretsFilter())
+    handler.setFormatter(PlainFormatter())
+    record_logger = logging.getLogger("tenants_app.tests.plain")
+    record_logger.addHandler(handler)
+    record_logger.propagate = False
+    try:
+        with log_context(request_id="req-abcdefgh", tenant_id="acme"):
+            record_logger.warning("key %s", new_key())
+        record_logger.warning("no request")
+    finally:
+        record_logger.removeHandler(handler)
+        record_logger.propagate = True
+
+    first, second = stream.getvalue().splitlines()
+    assert first.endswith("WARNING tenants_app.tests.plain [req-abcdefgh acme] key cvg_[redacted]")
+    assert second.endswith("[- -] no request")
+
+
+def test_it_refuses_an_unknown_format_or_level() -> None:
+    with pytest.raises(ValueError, match="LOG_FORMAT"):
+        logging_config(log_format="xml", level="INFO")
+    with pytest.raises(ValueError, match="LOG_LEVEL"):
+        logging_config(log_format="json", level="LOUD")
+    config = logging_config(log_format="json", level="warning")
+    assert config["root"]["level"] == "WARNING"
+    # Body-writing loggers never go below INFO, and never below the root either.
+    assert {c["level"] for c in config["loggers"].values()} == {"WARNING"}
+    assert {c["level"] for c in logging_config(log_format="plain", level="DEBUG")["loggers"].values()} == {
+        "INFO"
+    }
+
+
+# --- context --------------------------------------------------------------------------------------------
+def test_it_ends_what_was_bound_inside_a_context_with_it() -> None:
+    with log_context(request_id="req-one-1234"):
+        bind_log_context(tenant_id="acme", actor="apikey:k1")
+        inside = dict(current_log_context())
+
+    assert inside == {"request_id": "req-one-1234", "tenant_id": "acme", "actor": "apikey:k1"}
+    assert dict(current_log_context()) == {}
+
+
+def test_it_binds_only_plain_values() -> None:
+    with log_context(request_id="req-two-1234"):
+        bind_log_context(tenant_id="acme\n2026-01-01 ERROR forged line")
+        bind_log_context(actor="x" * 200)
+
+        assert dict(current_log_context()) == {"request_id": "req-two-1234"}
+
+
+def test_it_gives_a_command_run_its_actor_and_one_id() -> None:
+    seen: list[dict[str, str]] = []
+
+    class Command(BaseCommand):
+        @command_log_context
+        def handle(self, *args: object, **options: object) -> None:
+            seen.append(dict(current_log_context()))
+
+    Command().handle()
+    Command().handle()
+
+    assert [s["actor"] for s in seen] == ["system:test_logging"] * 2
+    assert seen[0]["request_id"].startswith("cmd-")
+    assert seen[0]["request_id"] != seen[1]["request_id"]
+    assert dict(current_log_context()) == {}
+
+
+# --- the middleware -------------------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_it_logs_one_access_line_with_the_urls_tenant_and_no_query_values() -> None:
+    key = new_key()
+
+    with shipped_logs() as logs:
+        response = APIClient().get(
+            f"/api/v1/tenants/acme_corp/keys?token={key}&page=2", HTTP_X_REQUEST_ID="req-from-client-1"
+        )
+
+    assert response.status_code in {401, 403}
+    assert response["X-Request-ID"] == "req-from-client-1"
+    entries = logs.entries()
+    (access,) = [e for e in entries if e["logger"] == "convergence.access"]
+    assert access["path"] == "/api/v1/tenants/acme_corp/keys?token&page"
+    assert (access["method"], access["status"]) == ("GET", response.status_code)
+    assert (access["request_id"], access["tenant_id"]) == ("req-from-client-1", "acme_corp")
+    assert isinstance(access["duration_ms"], float)
+    assert all(e["request_id"] == "req-from-client-1" for e in entries)
+    assert key not in logs.raw_text()
+    assert dict(current_log_context()) == {}
