@@ -1,4 +1,4 @@
-"""OpenAPI generation tweaks: security schemes for our authenticators and stable component names."""
+"""OpenAPI generation tweaks: security schemes, stable component names and the documented error responses."""
 
 from __future__ import annotations
 
@@ -7,6 +7,55 @@ from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    """The `error` object of every failure (tenants_app/api/errors.py)."""
+
+    code = serializers.CharField(help_text="Stable machine name, e.g. validation_failed, not_found.")
+    message = serializers.CharField(help_text="A sentence for people; never quotes a secret.")
+    fields = serializers.DictField(
+        child=serializers.JSONField(),
+        required=False,
+        help_text="400 only: each invalid field (nested for nested input) and the reasons.",
+    )
+    retry_after = serializers.IntegerField(required=False, help_text="429: seconds until a retry can pass.")
+    limit = serializers.JSONField(required=False, help_text="429: the limit reached (its name or its value).")
+    window = serializers.CharField(required=False, help_text="429 (rate limit): the window, e.g. minute.")
+    figures = serializers.DictField(
+        child=serializers.IntegerField(allow_null=True),
+        required=False,
+        help_text="429 (quota): the counts behind the refusal.",
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()
+
+
+# Failures any operation can answer with, besides what its view declares; 404 and 409 are added below
+# only where they can happen (a path parameter names something; a write meets the current state).
+ERROR_RESPONSES: dict[str, str] = {
+    "400": "Invalid input: `fields` names each field and the reason.",
+    "401": "No valid credentials: a missing, unknown, revoked or expired key or token.",
+    "403": "Not allowed: a missing scope, read-only staff, a suspended tenant or a plan limit.",
+    "404": "The tenant or the resource named in the path does not exist (or is not yours).",
+    "409": "Conflicts with the current state: it exists already, a concurrent change, a wrong run state.",
+    "429": "A rate limit or quota is reached: retry after `retry_after` seconds.",
+    "503": "BigQuery or the key management service is unavailable; nothing was changed, retry later.",
+}
+
+
+def error_response(description: str) -> OpenApiResponse:
+    """A view's own error status, with the error envelope as its body (for `extend_schema` responses)."""
+    return OpenApiResponse(ErrorSerializer, description=description)
+
+
+RETRY_AFTER_HEADER = {
+    "Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before a retry."}
+}
 
 
 class ApiSchema(SpectacularAutoSchema):
@@ -22,6 +71,28 @@ class ApiSchema(SpectacularAutoSchema):
         # The same view serves staff under /tenants/{id}/ and tenants under /me/.
         prefix = "me_" if "/api/v1/me" in self.path else ""
         return f"{prefix}{words}_{self.method.lower()}"
+
+    def get_operation(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        operation = super().get_operation(*args, **kwargs)
+        if operation is None:
+            return None
+        # Views declare their successes; the error envelope is the same everywhere, so it is declared once.
+        error_ref = self.resolve_serializer(ErrorSerializer, "response").ref
+        responses = operation.setdefault("responses", {})
+        for code in self._error_codes():
+            existing = responses.setdefault(code, {"description": ERROR_RESPONSES[code]})
+            existing.setdefault("content", {"application/json": {"schema": error_ref}})
+            if code in ("429", "503"):
+                existing.setdefault("headers", RETRY_AFTER_HEADER)
+        return operation
+
+    def _error_codes(self) -> list[str]:
+        codes = ["400", "401", "403", "429", "503"]
+        if "{" in self.path:
+            codes.append("404")
+        if self.method not in ("GET", "HEAD", "OPTIONS"):
+            codes.append("409")
+        return sorted(codes)
 
 
 class TenantApiKeyScheme(OpenApiAuthenticationExtension):

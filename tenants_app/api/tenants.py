@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tenants_app.api.paging import page_body
+from tenants_app.api.schema import error_response
 from tenants_app.models import PlanName, TenantStatus
 from tenants_app.services.tenants import (
     MAX_PAGE_SIZE,
@@ -54,16 +55,24 @@ class TenantListApi(APIView):
         return Response(self.OutputSerializer(page_body(page)).data)
 
 
+# `tenants/onboard` and `tenants/dryrun` are routes of their own (POST only), never tenant ids.
+RESERVED_PATH_RESPONSE = error_response(
+    "`onboard` and `dryrun` are not tenant ids: those paths take POST only."
+)
+
+
 class TenantDetailApi(APIView):
     class InputSerializer(serializers.Serializer):
         company_name = serializers.CharField(required=False, min_length=2, max_length=200)
         admin_email = serializers.EmailField(required=False)
 
-    @extend_schema(responses=TenantOutputSerializer)
+    @extend_schema(responses={200: TenantOutputSerializer, 405: RESERVED_PATH_RESPONSE})
     def get(self, request: Request, tenant_id: str) -> Response:
         return Response(TenantOutputSerializer(tenant_get(tenant_id=tenant_id)).data)
 
-    @extend_schema(request=InputSerializer, responses=TenantOutputSerializer)
+    @extend_schema(
+        request=InputSerializer, responses={200: TenantOutputSerializer, 405: RESERVED_PATH_RESPONSE}
+    )
     def patch(self, request: Request, tenant_id: str) -> Response:
         changes = self.InputSerializer(data=request.data)
         changes.is_valid(raise_exception=True)
