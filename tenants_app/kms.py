@@ -92,13 +92,14 @@ class KeyManagementService(ABC):
     def decrypt(self, ciphertext: bytes, *, aad: bytes) -> bytes:
         """Return the plaintext, or raise DecryptionFailed / KmsUnavailable."""
 
-    @abstractmethod
     def encrypt_detailed(self, plaintext: bytes, *, aad: bytes) -> tuple[bytes, str]:
         """Like `encrypt`, plus the key version used (local: key id hex; Cloud KMS: version name)."""
+        return self.encrypt(plaintext, aad=aad), self.backend
 
-    @abstractmethod
     def decrypt_detailed(self, ciphertext: bytes, *, aad: bytes) -> Decrypted:
         """Like `decrypt`, plus which key version decrypted and whether it is the primary."""
+        # A backend that cannot tell says "not the primary": re-encrypting then costs a write, never a key.
+        return Decrypted(self.decrypt(ciphertext, aad=aad), "unknown", False)
 
     def ciphertext_key_version(self, ciphertext: bytes) -> str | None:
         """The key version a ciphertext names, read without decrypting; None where the format is opaque."""
@@ -306,10 +307,12 @@ def _read_key_file(path: Path) -> tuple[list[bytes], tuple[int, int, int, int]]:
         raise
     except OSError as exc:
         raise KmsMisconfigured(f"cannot read the local KMS key {path}: {exc.strerror}") from exc
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        # Checked before fdopen, which refuses a directory with IsADirectoryError (a 500, not a 503).
+        os.close(fd)
+        raise KmsMisconfigured(f"the local KMS key {path} is not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise KmsMisconfigured(f"the local KMS key {path} is not a regular file")
         mode = stat.S_IMODE(info.st_mode)
         if mode & 0o077:
             raise KmsMisconfigured(

@@ -401,11 +401,13 @@ def _encrypt(canonical: bytes, *, tenant_id: str, credential_id: str) -> bytes:
     try:
         return get_kms().encrypt(canonical, aad=_aad(tenant_id, credential_id))
     except KmsUnavailable as exc:
-        # The KMS message names the backend and the failure, never the plaintext.
+        # The KMS message names the backend and the failure (a key file and what is wrong with it, for
+        # the operator), never the plaintext; the response says only "unavailable".
         logger.warning(
-            "credential encryption failed for tenant %s: %s",
+            "credential encryption failed for tenant %s: %s: %s",
             tenant_id,
             type(exc).__name__,
+            exc,
             extra={"tenant_id": tenant_id, "credential_id": credential_id},
         )
         raise ServiceUnavailable(

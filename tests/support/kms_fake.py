@@ -84,6 +84,7 @@ class FakeCloudKms:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
+        self._port = 0
         self._thread: threading.Thread | None = None
         # Switches tests flip while the server runs.
         self.fail_with: tuple[int, str] | None = None
@@ -98,9 +99,12 @@ class FakeCloudKms:
 
     # --- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> FakeCloudKms:
-        server = _Server(("127.0.0.1", 0), _Handler)
+        """Serve on loopback; after a `stop()` on the same port and with the same keys (a restart)."""
+        self._stopping.clear()
+        server = _Server(("127.0.0.1", self._port), _Handler)
         server.fake = self
         self._server = server
+        self._port = server.server_address[1]
         self._thread = threading.Thread(
             target=server.serve_forever, args=(0.05,), name="fake-cloud-kms", daemon=True
         )
