@@ -266,7 +266,7 @@ class LocalAesGcmKms(KeyManagementService):
             if current == loaded.signature:
                 return loaded
         with self._lock:
-            if self._loaded is not loaded:
+            if self._loaded is not None and self._loaded is not loaded:
                 return self._loaded  # another thread reloaded meanwhile
             if loaded is None:
                 keys, signature = load_or_create_local_key_ring(self.key_path)

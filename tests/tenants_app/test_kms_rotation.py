@@ -15,6 +15,7 @@ from pytest_django import Settings as SettingsWrapper
 from tenants_app.kms import (
     LOCAL_KEY_FILENAME,
     DecryptionFailed,
+    KmsMisconfigured,
     LocalAesGcmKms,
     aad_for,
     get_kms,
@@ -169,6 +170,35 @@ def test_it_refuses_a_ciphertext_whose_key_was_retired(data_dir: Path) -> None:
         kms.decrypt(old, aad=ROW_AAD)
 
 
+def test_it_reads_a_ring_with_comments_and_refuses_a_repeated_key(data_dir: Path) -> None:
+    path = data_dir / LOCAL_KEY_FILENAME
+    kms = get_kms()
+    ciphertext = kms.encrypt(SECRET, aad=ROW_AAD)
+    key_line = path.read_text().strip()
+    path.write_text(f"# primary first\n\n{key_line}\n")
+    assert LocalAesGcmKms(path).decrypt(ciphertext, aad=ROW_AAD) == SECRET
+
+    path.write_text(f"{key_line}\n{key_line}\n")
+
+    with pytest.raises(KmsMisconfigured, match="same key") as excinfo:
+        LocalAesGcmKms(path).encrypt(SECRET, aad=ROW_AAD)
+    assert key_line not in str(excinfo.value)
+
+
+@pytest.mark.django_db
+def test_it_refuses_to_retire_the_primary_or_a_key_not_in_the_ring(
+    rotation_central: str, data_dir: Path
+) -> None:
+    get_kms().check()
+    primary = local_key_ring_ids(data_dir / LOCAL_KEY_FILENAME)[0]
+
+    with pytest.raises(CommandError, match="is the primary"):
+        command("rotate_local_kms_key", "--retire", primary)
+    with pytest.raises(CommandError, match="is not in the ring"):
+        command("rotate_local_kms_key", "--retire", "deadbeef")
+    assert local_key_ring_ids(data_dir / LOCAL_KEY_FILENAME) == [primary]
+
+
 # --- re-encryption with the local backend -----------------------------------------------------------
 @pytest.mark.django_db
 def test_it_moves_every_ciphertext_to_the_new_key_and_only_then_retires_the_old_one(
@@ -217,6 +247,7 @@ def test_it_moves_every_ciphertext_to_the_new_key_and_only_then_retires_the_old_
     for secret in (payload_a["api_key"], payload_b["api_key"], issued.plaintext):
         assert secret not in out + dry
     assert "0 re-encrypted" in command("reencrypt_credentials"), "a second run finds nothing to do"
+    assert command("reencrypt_credentials", "--verbosity", "0") == ""
 
     retired = command("rotate_local_kms_key", "--retire-unused")
 
