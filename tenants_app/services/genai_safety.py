@@ -11,10 +11,11 @@
    strings where a column or field name makes a secret plausible (keys, configuration, free text).
 
 Findings name dataset, table, column (a path into JSON and records), the row's primary key and the
-kind; never the value. A fingerprint (first 8 hex of its sha256) tells repeated leaks apart and, for our
-own keys, finds the key to revoke (`api_key_id`). Cost: one API call to list each dataset's tables, and
-per table one metadata call and one query (BigQuery bills the sampled columns in full: LIMIT does not
-cut bytes scanned; TABLESAMPLE would, but it samples storage blocks, so a small table yields no rows).
+kind; never the value. A keyed fingerprint tells repeated leaks apart, and a leaked key of ours is looked
+up by its hash (one query) to name the `api_key_id` to revoke. Cost: one API call to list each dataset's
+tables, and per table one metadata call and one query (BigQuery bills the sampled columns in full: LIMIT
+does not cut bytes scanned; TABLESAMPLE would, but it samples storage blocks, so a small table yields
+no rows). Row keys that are themselves secrets, and secret-looking names, are shown by fingerprint.
 """
 
 from __future__ import annotations

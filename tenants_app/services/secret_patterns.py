@@ -9,7 +9,6 @@ Everything here is pure and fast (compiled regexes, linear scans), so it can run
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 import re
@@ -132,6 +131,8 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
         "password inside a URL",
     ),
 )
+
+_FINGERPRINT_SALT = "tenants_app.secret_patterns.fingerprint"
 
 # Candidates for the entropy check: runs of the alphabets of keys, tokens and base64.
 _ENTROPY_CANDIDATE = re.compile(r"[A-Za-z0-9+/_=-]{16,}")
@@ -273,11 +274,15 @@ def is_service_account_info(value: Mapping[str, Any]) -> bool:
 
 
 def fingerprint(value: str) -> str:
-    """First 8 hex of sha256: tells findings of the same secret apart without revealing it.
+    """8 hex of an HMAC keyed with SECRET_KEY: tells findings of the same secret apart, reveals nothing.
 
-    For our own keys it is also the start of `tenant_api_keys.api_key_hash`, which finds the key to revoke.
+    Keyed, not a plain hash: 32 bits of sha256 would let a reader of a report confirm a guessed weak
+    password offline. The same value gives the same fingerprint across runs of one deployment.
     """
-    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    from django.utils.crypto import salted_hmac
+
+    digest = salted_hmac(_FINGERPRINT_SALT, value.encode("utf-8", "surrogatepass"), algorithm="sha256")
+    return digest.hexdigest()[:8]
 
 
 def _service_account_span(text: str, start: int) -> tuple[int, int]:

@@ -7,6 +7,7 @@ import json
 import random
 import string
 import uuid
+from typing import Any
 
 import pytest
 
@@ -148,6 +149,12 @@ def test_it_recognises_a_parsed_service_account_key() -> None:
     assert not is_service_account_info({"type": "service_account", "client_email": "x@y"})
 
 
-def test_it_fingerprints_our_keys_as_the_start_of_their_stored_hash() -> None:
-    assert fingerprint(CVG_KEY) == hashlib.sha256(CVG_KEY.encode()).hexdigest()[:8]
-    assert CVG_KEY not in fingerprint(CVG_KEY)
+def test_it_fingerprints_a_secret_stably_with_a_keyed_hash(settings: Any) -> None:
+    first = fingerprint(CVG_KEY)
+
+    assert fingerprint(CVG_KEY) == first
+    assert fingerprint(ADMIN_TOKEN) != first
+    # Keyed: not the plain sha256, so a report's reader cannot test guesses offline.
+    assert first != hashlib.sha256(CVG_KEY.encode()).hexdigest()[:8]
+    settings.SECRET_KEY = "another-deployment-" + rand(40)
+    assert fingerprint(CVG_KEY) != first
