@@ -40,11 +40,13 @@ ACCESS_FIELDS = ("method", "path", "status", "duration_ms")
 REDACTED = "[redacted]"
 # Loggers that write request or response bodies at DEBUG (KMS plaintext, base64): held at INFO even
 # when LOG_LEVEL=DEBUG. tenants_app/kms.py raises them too when it builds a client; this covers the
-# processes and the moments before that.
+# processes and the moments before that. django.template's DEBUG lines ("Exception while resolving
+# variable") carry the whole template context, which holds a just-issued key on the page that shows it.
 PAYLOAD_LOGGERS = (
     "google.cloud.kms_v1",
     "google.auth.transport.requests",
     "google.api_core.client_logging",
+    "django.template",
 )
 
 # Names of fields whose value is a secret; `_id`, `_prefix`... of such a name is an identifier, kept.
@@ -55,9 +57,12 @@ _SENSITIVE_FIELD_NAME = (
 _NOT_SECRET_SUFFIX = re.compile(
     r"(_id|_ids|_prefix|_name|_type|_count|_at|_fingerprint|_expires|_scopes|_status)$", re.IGNORECASE
 )
+# `name: "value"` or `name = 'value'` (JSON, reprs), or `name=value` (query strings, keyword arguments);
+# not `name: value`, which is free text ("cryptoKeys/tenant-secrets:encrypt").
 _SECRET_FIELD = re.compile(
-    rf"(?P<name>{_SENSITIVE_FIELD_NAME})(?P<sep>\\?[\"']?\s*[:=]\s*)"
-    r"(?:(?P<quote>\\?[\"'])(?P<quoted>.*?)(?P=quote)|(?P<bare>[^\s&\"',;})\]\\]+))",
+    rf"(?P<name>{_SENSITIVE_FIELD_NAME})"
+    r"(?:(?P<sep>\\?[\"']?\s*[:=]\s*)(?P<quote>\\?[\"'])(?P<quoted>.*?)(?P=quote)"
+    r"|(?P<bare_sep>=)(?P<bare>[^\s&\"',;})\]\\]+))",
     re.IGNORECASE,
 )
 # Ours: tenant keys `cvg_<env>_<40 base62>`, admin and worker tokens `cvg_admin_...` (also cut short).
@@ -83,7 +88,7 @@ def _mask_field(match: re.Match[str]) -> str:
     if match.group("quote") is not None:
         quote = match.group("quote")
         return f"{name}{match.group('sep')}{quote}{REDACTED}{quote}"
-    return f"{name}{match.group('sep')}{REDACTED}"
+    return f"{name}={REDACTED}"
 
 
 _RULES: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
@@ -156,6 +161,11 @@ class RedactSecretsFilter(logging.Filter):
         if masked != message or record.args:
             # Format once and keep the result, so no handler formats the raw arguments again.
             record.msg, record.args = masked, None
+        if record.name.startswith("django.template") and record.exc_info:
+            # Even if someone sets it to DEBUG: VariableDoesNotExist's text is a dump of the context.
+            record.exc_text = (
+                f"{record.exc_info[0].__name__} (text not logged: it holds the template context)"
+            )
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
@@ -248,6 +258,12 @@ def logging_config(*, log_format: str, level: str) -> dict[str, Any]:
             }
         },
         "root": {"handlers": ["console"], "level": level},
-        # Never below INFO, never more verbose than the root either.
-        "loggers": {name: {"level": max(level, "INFO", key=_level_number)} for name in PAYLOAD_LOGGERS},
+        "loggers": {
+            # google-auth (and google-api-core) switch off propagation of the whole `google` tree on their
+            # first request unless that logger is configured: their warnings (BigQuery retries...) would
+            # then bypass this handler for logging's last resort, plain, unmasked, without request ids.
+            "google": {"level": level, "propagate": True},
+            # Never below INFO, never more verbose than the root either.
+            **{name: {"level": max(level, "INFO", key=_level_number)} for name in PAYLOAD_LOGGERS},
+        },
     }

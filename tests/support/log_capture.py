@@ -80,7 +80,8 @@ class ShippedLogs:
     main_thread: int = field(default_factory=threading.get_ident)
 
     def lines(self) -> list[str]:
-        return [line for line in self.stream.getvalue().splitlines() if line]
+        # "\n" only, as a log shipper splits: JSON leaves U+2028 and friends unescaped inside a line.
+        return [line for line in self.stream.getvalue().split("\n") if line]
 
     def entries(self) -> list[dict[str, Any]]:
         """Every shipped line parsed as JSON (a line that is not JSON fails the test here)."""
@@ -112,8 +113,9 @@ def shipped_logs() -> Iterator[ShippedLogs]:
         stream = io.StringIO()
         console.setStream(stream)  # type: ignore[attr-defined]
         raw = RawRecorder()
-        # First in line: it formats each record before the console handler's filters rewrite it.
-        root.handlers.insert(0, raw)
+        # First in line: it formats each record before the console handler's filters rewrite it. The
+        # handlers that were there (pytest's caplog) come last and so see what would be shipped.
+        root.handlers[:] = [raw, console, *(h for h in saved_handlers if h not in (raw, console))]
         for logger in loggers:
             logger.setLevel(logging.DEBUG)
             logger.disabled = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import logging.config
 import secrets
 from datetime import datetime, timedelta
 
@@ -11,9 +12,11 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand
 from django.db import connection
+from google.auth import _helpers as google_auth_helpers
 from rest_framework.test import APIClient
 
 from convergence.log_config import (
+    PAYLOAD_LOGGERS,
     ContextFilter,
     PlainFormatter,
     RedactSecretsFilter,
@@ -190,12 +193,32 @@ def test_it_refuses_an_unknown_format_or_level() -> None:
     with pytest.raises(ValueError, match="LOG_LEVEL"):
         logging_config(log_format="json", level="LOUD")
     config = logging_config(log_format="json", level="warning")
+    debug = logging_config(log_format="plain", level="DEBUG")
     assert config["root"]["level"] == "WARNING"
     # Body-writing loggers never go below INFO, and never below the root either.
-    assert {c["level"] for c in config["loggers"].values()} == {"WARNING"}
-    assert {c["level"] for c in logging_config(log_format="plain", level="DEBUG")["loggers"].values()} == {
-        "INFO"
-    }
+    assert {config["loggers"][name]["level"] for name in PAYLOAD_LOGGERS} == {"WARNING"}
+    assert {debug["loggers"][name]["level"] for name in PAYLOAD_LOGGERS} == {"INFO"}
+
+
+def test_it_keeps_google_libraries_from_switching_their_lines_away_from_our_handler() -> None:
+    root, google = logging.getLogger(), logging.getLogger("google")
+    saved = (list(root.handlers), root.level, google.level, google.propagate, list(google.handlers))
+    try:
+        google.setLevel(logging.NOTSET)
+        google.handlers.clear()
+        assert not google_auth_helpers._logger_configured(google)
+
+        logging.config.dictConfig(logging_config(log_format="json", level="INFO"))
+
+        # What google-auth checks before it sets `propagate = False` on the whole `google` tree.
+        assert google_auth_helpers._logger_configured(google)
+        assert google.propagate is True
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        google.setLevel(saved[2])
+        google.propagate = saved[3]
+        google.handlers[:] = saved[4]
 
 
 # --- context --------------------------------------------------------------------------------------------
