@@ -48,6 +48,8 @@ DEFAULT_SAMPLE_ROWS = 500
 MAX_SAMPLE_ROWS = 10_000
 # One leak copied into every row of a column is one problem: report the first rows, count the rest.
 MAX_FINDINGS_PER_COLUMN = 20
+# JSON levels walked one by one; anything deeper is checked as text (see _walk).
+MAX_WALK_DEPTH = 64
 _PROFILE_PAGE = 1_000
 
 # Checks (what a finding is about) and the schema kinds; value kinds are secret_patterns' kinds.
@@ -481,7 +483,7 @@ class _Hit:
     key_hash: str | None = None
 
 
-def _walk(value: Any, path: str, suspicious: bool) -> Iterator[_Hit]:
+def _walk(value: Any, path: str, suspicious: bool, depth: int = 0) -> Iterator[_Hit]:
     """Every secret in a value; JSON objects, arrays and records walked through, field names included."""
     if value is None or isinstance(value, bool | int | float):
         return
@@ -489,6 +491,11 @@ def _walk(value: Any, path: str, suspicious: bool) -> Iterator[_Hit]:
         value = bytes(value).decode("utf-8", "replace")
     if isinstance(value, str):
         yield from _text_hits(value, path, suspicious)
+        return
+    if depth >= MAX_WALK_DEPTH:
+        # BigQuery JSON nests up to 500 levels, deeper than Python recursion goes: below this depth
+        # the rest is checked as one text, at the path reached so far.
+        yield from _text_hits(json.dumps(value, default=str), f"{path}…", suspicious)
         return
     if isinstance(value, Mapping):
         if secret_patterns.is_service_account_info(value):
@@ -512,24 +519,28 @@ def _walk(value: Any, path: str, suspicious: bool) -> Iterator[_Hit]:
                 )
             else:
                 child = f"{path}.{key}"
-            inner = list(_walk(item, child, suspicious or secret_patterns.is_suspicious_name(key)))
+            inner = list(_walk(item, child, suspicious or secret_patterns.is_suspicious_name(key), depth + 1))
             yield from inner
-            if (
-                not inner
-                and secret_patterns.is_secret_field_name(key)
-                and isinstance(item, str)
-                and item.strip()
-            ):
+            if not inner and secret_patterns.is_secret_field_name(key) and _holds_something(item):
                 yield _Hit(
                     child,
                     secret_patterns.SECRET_NAMED_FIELD,
                     "JSON field named like a secret holds a value",
-                    secret_patterns.fingerprint(item),
+                    secret_patterns.fingerprint(
+                        item if isinstance(item, str) else json.dumps(item, sort_keys=True, default=str)
+                    ),
                 )
         return
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            yield from _walk(item, f"{path}[{index}]", suspicious)
+            yield from _walk(item, f"{path}[{index}]", suspicious, depth + 1)
+
+
+def _holds_something(value: Any) -> bool:
+    """A non-empty text, object or array: what a field named `password` or `credentials` must not hold."""
+    if isinstance(value, str):
+        return bool(value.strip())
+    return isinstance(value, Mapping | list | tuple) and bool(value)
 
 
 def _text_hits(text: str, path: str, suspicious: bool) -> Iterator[_Hit]:

@@ -20,6 +20,7 @@ from tenants_app.repositories import central_repository, tenant_repository
 from tenants_app.services import secret_patterns as sp
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
 from tenants_app.services.genai_safety import (
+    MAX_WALK_DEPTH,
     SECRET_NAMED_COLUMN,
     UNKNOWN_COLUMN,
     UNKNOWN_TABLE,
@@ -171,6 +172,13 @@ def step(logging_id: str, tenant_id: str, **values: Any) -> TenantStepLog:
     return TenantStepLog(**arguments)
 
 
+def nested(depth: int, leaf: dict[str, Any]) -> dict[str, Any]:
+    value = leaf
+    for _ in range(depth):
+        value = {"d": value}
+    return value
+
+
 def plant(tenant_id: str, api_key: str, gateway: BigQueryGateway) -> None:
     """One secret of each kind in a different table and column (written past the services' checks)."""
     tenant_repository(TenantPipelineRun, tenant_id).insert(
@@ -189,6 +197,7 @@ def plant(tenant_id: str, api_key: str, gateway: BigQueryGateway) -> None:
         step(
             "leak_step_field", tenant_id, metadata={"connection": {"host": "db", "db_password": DB_PASSWORD}}
         ),
+        step("leak_step_deep", tenant_id, metadata=nested(100, {"note": f"key {AWS_ID}"})),
         # Random-looking text: flagged in an error message, not in a status (where it is just odd).
         step("leak_step_noise", tenant_id, status=STATUS_NOISE, error_message=f"retry with {RANDOM_TOKEN}"),
     )
@@ -352,6 +361,17 @@ def test_it_finds_each_planted_secret_with_its_row_key(
     assert len(found[0].fingerprint or "") == 8
 
 
+def test_it_finds_a_secret_nested_deeper_than_it_walks_json(
+    planted: tuple[str, str, GenaiSafetyReport],
+) -> None:
+    _, _, report = planted
+
+    (finding,) = [f for f in report.findings if f.row_key == {"step_logging_id": "leak_step_deep"}]
+
+    assert finding.kind == sp.AWS_ACCESS_KEY_ID
+    assert finding.column == "metadata" + ".d" * MAX_WALK_DEPTH + "…"
+
+
 def test_it_reports_an_undeclared_table_and_column_and_a_secret_named_column(
     planted: tuple[str, str, GenaiSafetyReport],
 ) -> None:
@@ -380,6 +400,7 @@ def test_it_flags_no_ids_hashes_timestamps_or_statuses(planted: tuple[str, str, 
 
     planted_rows = {"leak_run_key", "leak_run_params", "leak_run_meta", "leak_run_aws", "exp_1"}
     planted_rows |= {"leak_step_aws", "leak_step_pem", "leak_step_field", "leak_step_noise", "leak_dq_sa"}
+    planted_rows |= {"leak_step_deep"}
     value_findings = [f for f in report.findings if f.row_key]
     stray = [
         f
