@@ -36,6 +36,7 @@ from tenants_app.models import (
 )
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import api_key_create
+from tenants_app.services.audit import audit_list
 from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.credentials import credential_create, credential_decrypt, credential_replace
 from tenants_app.services.key_rotation import STORE_CREDENTIALS, ciphertexts_reencrypt
@@ -246,6 +247,15 @@ def test_it_moves_every_ciphertext_to_the_new_key_and_only_then_retires_the_old_
     assert local_ciphertext_key_id(bytes(record.encrypted_response)) == new_id
     for secret in (payload_a["api_key"], payload_b["api_key"], issued.plaintext):
         assert secret not in out + dry
+    entries = audit_list(action="kms.reencrypt").items
+    assert len(entries) == 1
+    assert entries[0].actor == "system:reencrypt_credentials"
+    assert entries[0].target_id == new_id
+    assert entries[0].after_values["reencrypted"] == {
+        "cloud_accounts": 2,
+        "api_key_copies": 1,
+        "idempotent_responses": 1,
+    }
     assert "0 re-encrypted" in command("reencrypt_credentials"), "a second run finds nothing to do"
     assert command("reencrypt_credentials", "--verbosity", "0") == ""
 
