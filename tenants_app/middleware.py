@@ -12,6 +12,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 from django.utils.functional import SimpleLazyObject, empty
 
+from convergence.log_config import redact_secrets
 from tenants_app.log_context import bind_log_context, current_log_context, log_context
 from tenants_app.services.audit import audit_context
 
@@ -34,7 +35,7 @@ class RequestContextMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         offered = request.headers.get("X-Request-ID", "")
-        request_id = offered if REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+        request_id = offered if _acceptable_request_id(offered) else uuid.uuid4().hex
         request.request_id = request_id  # type: ignore[attr-defined]
         source = "portal" if request.path.startswith(PORTAL_PREFIX) else "api"
         started = time.monotonic()
@@ -62,6 +63,11 @@ class RequestContextMiddleware:
         tenant_id = view_kwargs.get("tenant_id")
         if isinstance(tenant_id, str):
             bind_log_context(tenant_id=tenant_id)
+
+
+def _acceptable_request_id(offered: str) -> bool:
+    # A key pasted into the wrong header would otherwise be echoed and kept in the audit log.
+    return bool(REQUEST_ID.fullmatch(offered)) and redact_secrets(offered) == offered
 
 
 def _log_access(request: HttpRequest, *, status: int, duration: float) -> None:

@@ -277,3 +277,15 @@ def test_it_logs_one_access_line_with_the_urls_tenant_and_no_query_values() -> N
     assert all(e["request_id"] == "req-from-client-1" for e in entries)
     assert key not in logs.raw_text()
     assert dict(current_log_context()) == {}
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_key_offered_as_the_request_id() -> None:
+    key = new_key()
+
+    with shipped_logs() as logs:
+        response = APIClient().get("/healthz", HTTP_X_REQUEST_ID=key)
+
+    assert response["X-Request-ID"] != key
+    assert len(response["X-Request-ID"]) == 32
+    assert {entry["request_id"] for entry in logs.entries()} == {response["X-Request-ID"]}
