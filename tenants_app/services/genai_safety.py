@@ -24,7 +24,8 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -46,6 +47,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SAMPLE_ROWS = 500
 MAX_SAMPLE_ROWS = 10_000
+# Tables read at a time. Each read is a round trip of ~0.5-2 s on BigQuery, so a project with many
+# tenants is scanned in a fraction of the sequential time (the emulator runs statements one by one).
+DEFAULT_WORKERS = 4
+MAX_WORKERS = 16
 # One leak copied into every row of a column is one problem: report the first rows, count the rest.
 MAX_FINDINGS_PER_COLUMN = 20
 # JSON levels walked one by one; anything deeper is checked as text (see _walk).
@@ -64,6 +69,7 @@ UNREADABLE_TABLE = "unreadable_table"
 _SCANNED_TYPES = frozenset({"STRING", "JSON", "BYTES", "RECORD", "STRUCT"})
 _KEY_TYPES = frozenset({"STRING", "INTEGER", "INT64"})
 _WHITESPACE = re.compile(r"\s+")
+_FINGERPRINT = re.compile(r"^[0-9a-f]{8}$")
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,8 @@ class GenaiSafetyReport:
     findings: list[Finding] = field(default_factory=list)
     # Datasets named by a profile that do not exist (a tenant being onboarded or deleted), with why.
     skipped: dict[str, str] = field(default_factory=dict)
+    # Findings whose fingerprint the caller reviewed and ignored: reported, but not failing the scan.
+    ignored: list[Finding] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -134,12 +142,14 @@ class GenaiSafetyReport:
             "skipped": self.skipped,
             "tables": [asdict(table) for table in self.tables],
             "findings": [asdict(finding) for finding in self.findings],
+            "ignored": [asdict(finding) for finding in self.ignored],
             "summary": {
                 "datasets": len(self.datasets),
                 "tables": len(self.tables),
                 "rows_sampled": sum(table.rows_sampled for table in self.tables),
                 "findings": len(self.findings),
                 "findings_not_listed": self.findings_not_listed,
+                "ignored": len(self.ignored),
                 "by_kind": self.counts(),
             },
         }
@@ -151,46 +161,94 @@ def genai_safety_scan(
     datasets: list[str] | None = None,
     all_datasets: bool = False,
     sample_rows: int = DEFAULT_SAMPLE_ROWS,
+    ignore_fingerprints: Collection[str] = (),
+    workers: int = DEFAULT_WORKERS,
     on_table: Callable[[TableScan, list[Finding]], None] | None = None,
     gateway: BigQueryGateway | None = None,
 ) -> GenaiSafetyReport:
-    """Scan tenant datasets' schemas and a sample of their values for secrets and undeclared columns."""
-    if (
-        isinstance(sample_rows, bool)
-        or not isinstance(sample_rows, int)
-        or not 1 <= sample_rows <= MAX_SAMPLE_ROWS
-    ):
-        raise ValidationFailed(
-            "invalid sample size", errors={"sample_rows": [f"A whole number from 1 to {MAX_SAMPLE_ROWS}."]}
-        )
+    """Scan tenant datasets' schemas and a sample of their values for secrets and undeclared columns.
+
+    Findings whose fingerprint is in `ignore_fingerprints` (reviewed false positives) are kept apart in
+    `report.ignored` and do not make the report unclean. `workers` tables are read at a time.
+    """
+    errors: dict[str, list[str]] = {}
+    if not _whole_number_in(sample_rows, 1, MAX_SAMPLE_ROWS):
+        errors["sample_rows"] = [f"A whole number from 1 to {MAX_SAMPLE_ROWS}."]
+    if not _whole_number_in(workers, 1, MAX_WORKERS):
+        errors["workers"] = [f"A whole number from 1 to {MAX_WORKERS}."]
+    ignored = set(ignore_fingerprints)
+    if any(not isinstance(f, str) or not _FINGERPRINT.fullmatch(f) for f in ignored):
+        errors["ignore_fingerprints"] = [
+            "Fingerprints are 8 lowercase hex characters, as the report prints them."
+        ]
+    if errors:
+        raise ValidationFailed("invalid scan options", errors=errors)
     gateway = gateway or get_gateway()
     targets = genai_safety_targets(
         tenant_ids=tenant_ids, datasets=datasets, all_datasets=all_datasets, gateway=gateway
     )
     report = GenaiSafetyReport(sample_rows=sample_rows, skipped=dict(targets.skipped))
-    with bigquery_errors_translated():
-        key_hashes: dict[int, str] = {}  # finding index -> sha256 of the key of ours it found
-        for dataset_id, tenant_id in targets.datasets.items():
-            try:
-                table_ids = sorted(gateway.list_table_ids(dataset_id))
-            except NotFound:
-                report.skipped[dataset_id] = "dataset not found"
-                continue
-            report.datasets.append(dataset_id)
-            for table_id in table_ids:
-                scan, findings, hashes = _scan_table(
-                    gateway, dataset_id, table_id, tenant_id=tenant_id, sample_rows=sample_rows
-                )
+    key_hashes: dict[int, str] = {}  # finding index -> sha256 of the key of ours it found
+    with (
+        bigquery_errors_translated(),
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="genai-safety") as pool,
+    ):
+        try:
+            listings = {d: pool.submit(_table_ids, gateway, d) for d in targets.datasets}
+            scans: list[Future[tuple[TableScan | None, list[Finding], dict[int, str]]]] = []
+            for dataset_id, tenant_id in targets.datasets.items():
+                table_ids = listings[dataset_id].result()
+                if table_ids is None:
+                    report.skipped[dataset_id] = "dataset not found"
+                    continue
+                report.datasets.append(dataset_id)
+                scans += [
+                    pool.submit(
+                        _scan_table,
+                        gateway,
+                        dataset_id,
+                        table_id,
+                        tenant_id=tenant_id,
+                        sample_rows=sample_rows,
+                    )
+                    for table_id in table_ids
+                ]
+            # Merged in submission order: the report reads the same whatever the number of workers.
+            for future in scans:
+                scan, findings, hashes = future.result()
                 if scan is None:
                     continue
-                start = len(report.findings)
                 report.tables.append(scan)
-                report.findings.extend(findings)
-                key_hashes.update({start + index: key_hash for index, key_hash in hashes.items()})
+                kept = []
+                for index, finding in enumerate(findings):
+                    if finding.fingerprint in ignored:
+                        report.ignored.append(finding)
+                        scan.findings -= 1
+                        continue
+                    if index in hashes:
+                        key_hashes[len(report.findings)] = hashes[index]
+                    report.findings.append(finding)
+                    kept.append(finding)
                 if on_table is not None:
-                    on_table(scan, findings)
+                    on_table(scan, kept)
+        except BaseException:
+            # Queued reads would each wait out the retry deadline against a BigQuery that is gone.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
         _name_leaked_keys(report, key_hashes)
     return report
+
+
+def _table_ids(gateway: BigQueryGateway, dataset_id: str) -> list[str] | None:
+    """The dataset's tables and views, sorted; None when the dataset does not exist."""
+    try:
+        return sorted(gateway.list_table_ids(dataset_id))
+    except NotFound:
+        return None
+
+
+def _whole_number_in(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,16 @@ def test_it_names_dataset_table_column_row_key_and_kind_and_exits_1(leaky: str) 
         assert secret not in out + str(error)
 
 
+def test_it_passes_when_every_finding_is_a_reviewed_fingerprint(leaky: str) -> None:
+    first, _ = audit_failing("--tenant", leaky, "--format", "json")
+    fingerprints = [f["fingerprint"] for f in json.loads(first)["findings"]]
+
+    out, _ = audit("--tenant", leaky, *(arg for fp in fingerprints for arg in ("--ignore", fp)))
+
+    assert "2 finding(s) ignored by fingerprint (--ignore):" in out
+    assert "Clean: no secrets and no undeclared tables or columns." in out
+
+
 def test_it_prints_the_report_as_json(leaky: str, clean: str) -> None:
     out, error = audit_failing("--tenant", leaky, "--tenant", clean, "--format", "json")
 
@@ -180,6 +190,7 @@ def test_it_lists_every_dataset_but_the_central_one_in_a_dry_run(
         (("--sample-rows", "0"), "sample_rows: A whole number from 1 to 10000."),
         (("--all-datasets", "--tenant", "x_tenant"), "all_datasets: Not together with tenants or datasets."),
         (("--dataset", "bad-name!"), "datasets: 'bad-name!' is not a dataset id."),
+        (("--workers", "0"), "workers: A whole number from 1 to 16."),
     ],
 )
 def test_it_exits_2_on_bad_arguments(central: str, args: tuple[str, ...], message: str) -> None:

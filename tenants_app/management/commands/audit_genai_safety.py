@@ -10,7 +10,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tenants_app.services.errors import DoesNotExist, ServiceUnavailable, ValidationFailed
 from tenants_app.services.genai_safety import (
     DEFAULT_SAMPLE_ROWS,
+    DEFAULT_WORKERS,
     MAX_SAMPLE_ROWS,
+    MAX_WORKERS,
     Finding,
     GenaiSafetyReport,
     TableScan,
@@ -55,6 +57,20 @@ class Command(BaseCommand):
             default=DEFAULT_SAMPLE_ROWS,
             help=f"rows read per table, newest first (1-{MAX_SAMPLE_ROWS}, default {DEFAULT_SAMPLE_ROWS})",
         )
+        parser.add_argument(
+            "--ignore",
+            metavar="FINGERPRINT",
+            action="append",
+            dest="ignore",
+            help="fingerprint of a reviewed false positive, as printed: listed, not failing (repeatable)",
+        )
+        parser.add_argument(
+            "--workers",
+            metavar="N",
+            type=int,
+            default=DEFAULT_WORKERS,
+            help=f"tables read at a time (1-{MAX_WORKERS}, default {DEFAULT_WORKERS})",
+        )
         parser.add_argument("--format", choices=("text", "json"), default="text", help="report format")
         parser.add_argument(
             "--dry-run", action="store_true", help="list the datasets that would be scanned; read no table"
@@ -74,7 +90,13 @@ class Command(BaseCommand):
                 self._print_targets(targets.datasets, targets.skipped, as_json=as_json)
                 return
             on_table = self._print_table if verbosity >= 2 and not as_json else None
-            report = genai_safety_scan(**selection, sample_rows=options["sample_rows"], on_table=on_table)
+            report = genai_safety_scan(
+                **selection,
+                sample_rows=options["sample_rows"],
+                ignore_fingerprints=options["ignore"] or (),
+                workers=options["workers"],
+                on_table=on_table,
+            )
         except DoesNotExist as exc:
             raise CommandError(exc.message, returncode=EXIT_USAGE) from None
         except ValidationFailed as exc:
@@ -141,6 +163,10 @@ class Command(BaseCommand):
                     "column(s), not listed"
                 )
             )
+        if report.ignored and verbosity >= 1:
+            self.stdout.write(f"{len(report.ignored)} finding(s) ignored by fingerprint (--ignore):")
+            for finding in report.ignored:
+                self.stdout.write(f"  {self._describe(finding)}")
         if verbosity >= 1:
             if report.clean:
                 self.stdout.write(

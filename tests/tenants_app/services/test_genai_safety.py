@@ -449,13 +449,46 @@ def test_it_never_scans_the_central_dataset(central: str) -> None:
     assert "central" in raised.value.errors["datasets"][0]
 
 
-# --- input ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("sample_rows", [0, -1, 10_001, True, "5"])
-def test_it_refuses_a_sample_size_out_of_range(sample_rows: Any) -> None:
-    with pytest.raises(ValidationFailed) as raised:
-        genai_safety_scan(sample_rows=sample_rows)
+def test_it_reports_the_same_whatever_the_number_of_workers(
+    planted: tuple[str, str, GenaiSafetyReport],
+) -> None:
+    tenant_id, _, report = planted
 
-    assert "sample_rows" in raised.value.errors
+    one_by_one = genai_safety_scan(tenant_ids=[tenant_id], workers=1)
+
+    assert one_by_one.findings == report.findings
+    assert [t.table for t in one_by_one.tables] == [t.table for t in report.tables]
+
+
+def test_it_sets_reviewed_findings_apart_by_fingerprint(planted: tuple[str, str, GenaiSafetyReport]) -> None:
+    tenant_id, _, report = planted
+    reviewed = located(report, "tenant_step_logs", "error_message", sp.HIGH_ENTROPY)[0]
+
+    rescanned = genai_safety_scan(tenant_ids=[tenant_id], ignore_fingerprints=[reviewed.fingerprint or ""])
+
+    assert rescanned.ignored == [reviewed]
+    assert reviewed not in rescanned.findings
+    assert len(rescanned.findings) == len(report.findings) - 1
+
+
+# --- input ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("sample_rows", 0),
+        ("sample_rows", 10_001),
+        ("sample_rows", True),
+        ("sample_rows", "5"),
+        ("workers", 0),
+        ("workers", 17),
+        ("ignore_fingerprints", ["not-hex!"]),
+    ],
+)
+def test_it_refuses_options_out_of_range(option: str, value: Any) -> None:
+    with pytest.raises(ValidationFailed) as raised:
+        genai_safety_scan(**{option: value})
+
+    assert list(raised.value.errors) == [option]
 
 
 def test_it_refuses_an_unknown_tenant(central: str) -> None:
