@@ -145,7 +145,9 @@ def _stored(store: str, *, tenant_id: str | None) -> Iterator[_Stored]:
                 )
             ]
             records = records.filter(principal__in=[f"apikey:{key_id}" for key_id in key_ids])
-        for record in records.only("pk", "principal", "key", "encrypted_response").iterator():
+        # Read whole before any write: SQLite gives a cursor no isolation from updates on its connection,
+        # and the records live one IDEMPOTENCY_TTL_SECONDS, so there are few.
+        for record in list(records.only("pk", "principal", "key", "encrypted_response")):
             # The AAD tenants_app.api.idempotency binds every stored response with.
             aad = aad_for("idempotency", record.principal, record.key)
             yield _Stored(store, record.pk, None, bytes(record.encrypted_response), aad)

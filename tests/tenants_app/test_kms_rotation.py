@@ -186,6 +186,16 @@ def test_it_reads_a_ring_with_comments_and_refuses_a_repeated_key(data_dir: Path
     assert key_line not in str(excinfo.value)
 
 
+def test_it_never_replaces_a_key_ring_that_disappeared_while_in_use(data_dir: Path) -> None:
+    kms = get_kms()
+    kms.encrypt(SECRET, aad=ROW_AAD)
+    (data_dir / LOCAL_KEY_FILENAME).unlink()
+
+    with pytest.raises(KmsMisconfigured, match="restore it from a backup"):
+        kms.encrypt(SECRET, aad=ROW_AAD)
+    assert not (data_dir / LOCAL_KEY_FILENAME).exists(), "a new key would not decrypt what is stored"
+
+
 @pytest.mark.django_db
 def test_it_refuses_to_retire_the_primary_or_a_key_not_in_the_ring(
     rotation_central: str, data_dir: Path
