@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -39,18 +38,11 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from tenants_app.kms import aad_for, get_kms
 from tenants_app.models import (
     PlanName,
-    Provider,
-    SubscriptionStatus,
     TenantApiKey,
-    TenantCloudCredential,
-    TenantPipelineConfig,
     TenantProfile,
     TenantStatus,
-    TenantSubscription,
-    ValidationStatus,
 )
 from tenants_app.repositories import central_repository
 from tenants_app.services.admin_tokens import admin_token_create
@@ -64,14 +56,18 @@ from tenants_app.services.api_keys import (
     hash_api_key,
 )
 from tenants_app.services.bootstrap import bigquery_bootstrap
-from tenants_app.services.credentials import AAD_TABLE, credential_validate
 from tenants_app.services.errors import ServiceError
-from tenants_app.services.onboarding import subscription_id_for
-from tenants_app.services.plans import PLANS
 from tenants_app.services.runs import worker_token_create
 from tenants_app.services.tenants import tenant_reactivate
 from tests.conftest import unique_name
 from tests.support.access_matrix import Row, matches, parse_matrix, route_shape
+from tests.support.matrix_tenants import (
+    CONFIG_BODY,
+    SECRET,
+    insert_configs,
+    insert_credentials,
+    insert_tenants,
+)
 from tests.tenants_app.services.run_factories import enqueue_many
 
 pytestmark = pytest.mark.django_db
@@ -163,13 +159,6 @@ TENANT_KEY_PRINCIPALS = ("key", "lacks", "revoked", "expired", "suspended")
 # What an allowed API write may answer: done, or refused for the invalid body / the resource's state.
 ALLOWED_WRITES = frozenset({200, 201, 204, 400, 409})
 
-SECRET = "sk-" + "Mx7" * 12
-CONFIG_BODY = {
-    "provider": "GCP",
-    "domain": "billing",
-    "pipeline_template": "gcp_cost_ingest",
-    "schedule_cron": "0 3 * * *",
-}
 # (valid body, deliberately invalid body) of each write; None: the endpoint takes no body.
 BODIES: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]] = {
     "POST /api/v1/tenants/onboard": (
@@ -245,104 +234,12 @@ class World:
     verified: dict[str, Any] = field(default_factory=dict)  # the keys' verification cache entries
 
 
-def _profiles_and_subscriptions(tenant_ids: list[str]) -> None:
-    """Active tenants on STARTER, each with its subscription (two DML for all)."""
-    now = timezone.now()
-    plan = PLANS[PlanName.STARTER]
-    central_repository(TenantProfile).insert(
-        *(
-            TenantProfile(
-                tenant_id=tenant_id,
-                company_name=f"{tenant_id} Ltd",
-                admin_email="ops@matrix.example",
-                tenant_dataset_id=tenant_id,
-                status=TenantStatus.ACTIVE,
-                subscription_plan=PlanName.STARTER,
-                created_at=now,
-            )
-            for tenant_id in tenant_ids
-        )
-    )
-    central_repository(TenantSubscription).insert(
-        *(
-            TenantSubscription(
-                subscription_id=subscription_id_for(tenant_id),
-                tenant_id=tenant_id,
-                plan_name=PlanName.STARTER,
-                status=SubscriptionStatus.ACTIVE,
-                daily_limit=plan.daily_limit,
-                monthly_limit=plan.monthly_limit,
-                concurrent_limit=plan.concurrent_limit,
-                max_pipelines_per_day=plan.daily_limit,
-                created_at=now,
-            )
-            for tenant_id in tenant_ids
-        )
-    )
-
-
-def _configs(tenant_ids: list[str]) -> dict[str, dict[str, str]]:
-    """Per tenant: an active config, a paused one and three to delete (one DML for all)."""
-    rows, ids = [], {}
-    for tenant_id in tenant_ids:
-        names = {
-            name: f"cfg_{name}_{uuid.uuid4().hex[:8]}"
-            for name in ("on", "paused", "doomed1", "doomed2", "doomed3")
-        }
-        ids[tenant_id] = names
-        rows += [
-            TenantPipelineConfig(
-                config_id=config_id,
-                tenant_id=tenant_id,
-                is_active=name != "paused",
-                next_run_time=timezone.now() + timedelta(days=1),
-                timezone="UTC",
-                priority=5,
-                created_at=timezone.now(),
-                created_by="test",
-                **CONFIG_BODY,
-            )
-            for name, config_id in names.items()
-        ]
-    central_repository(TenantPipelineConfig).insert(*rows)
-    return ids
-
-
-def _credentials(tenant_ids: list[str]) -> dict[str, tuple[str, str]]:
-    """Per tenant: (an active credential, a deactivated one), encrypted as the service does (one DML)."""
-    validated = credential_validate(provider=Provider.OPENAI, payload={"api_key": SECRET})
-    rows, ids = [], {}
-    for tenant_id in tenant_ids:
-        ids[tenant_id] = (f"cred_{uuid.uuid4().hex}", f"cred_{uuid.uuid4().hex}")
-        for credential_id, name in zip(ids[tenant_id], ("main", "old"), strict=True):
-            rows.append(
-                TenantCloudCredential(
-                    credential_id=credential_id,
-                    tenant_id=tenant_id,
-                    provider=Provider.OPENAI,
-                    encrypted_credentials=get_kms().encrypt(
-                        validated.canonical, aad=aad_for(AAD_TABLE, tenant_id, credential_id)
-                    ),
-                    created_by_user_id="test",
-                    updated_by_user_id="test",
-                    created_at=timezone.now(),
-                    credential_name=name,
-                    credential_type=validated.credential_type,
-                    fingerprint=validated.fingerprint,
-                    validation_status=ValidationStatus.VALID,
-                    is_active=name == "main",
-                )
-            )
-    central_repository(TenantCloudCredential).insert(*rows)
-    return ids
-
-
 def _build_world() -> World:
     """Rows are written in batches (one DML per table where the services allow): each DML copies a table."""
     a, b, s = (unique_name(prefix) for prefix in ("alpha", "beta", "sus"))
-    _profiles_and_subscriptions([a, b, s])
-    configs = _configs([a, b, s])
-    credentials = _credentials([a, b, s])
+    insert_tenants([a, b, s])
+    configs = insert_configs([a, b, s])
+    credentials = insert_credentials([a, b, s])
     runs = dict(zip([a, b, s], enqueue_many(a, [{"tenant_id": t} for t in (a, b, s)]), strict=True))
 
     def key(tenant_id: str, scopes: list[str]) -> IssuedApiKey:

@@ -3,12 +3,18 @@
 A matrix is a block of text, one row per line: `METHOD ROUTE [SCOPE] CELL CELL ...`, one cell per
 principal (the header line names them). A cell is what that principal gets:
 
-- `ok`: the access check passed. GET and HEAD must answer 200; a write may answer 2xx, or 400/409
-  from a deliberately invalid body or a refused state change (that is how the tests avoid changing
-  shared state while still proving the request got past authentication and permissions).
-- a number (`302`, `401`, `403`, `404`, ...): exactly that status.
+- `ok`: the access check passed. GET and HEAD must answer 200; a write may answer what its matrix
+  allows (the API: 2xx, or 400/409 from a deliberately invalid body or a refused state change; the
+  portal: the form again with its errors, or a redirect after the change). That is how the tests avoid
+  changing shared state while still proving the request got past authentication and permissions.
+- `login`: a redirect (302) to the portal's login page.
+- a number (`302`, `401`, `403`, `404`, `405`, ...): exactly that status.
 - `A/B`: the cell differs by tenant: `A` for the principal's own tenant, `B` for the other tenant's
   resource (e.g. `ok/404`: a tenant's key reaches its own run, and another tenant's run is not found).
+
+Route placeholders (`{run}`) name a tenant's resource, filled in for tenant A or B; those starting with
+`obj_` name something that belongs to no tenant in particular (a Django user, one table row), so such
+a route is one cell per principal.
 
 Lines starting with `#` and blank lines are ignored, so the table can carry comments.
 """
@@ -19,9 +25,12 @@ import re
 from dataclasses import dataclass
 
 ALLOWED = "ok"
+LOGIN = "login"
+LOGIN_URL = "/admin/login/"
 READ_METHODS = frozenset({"GET", "HEAD"})
 
 _PLACEHOLDER = re.compile(r"\{[^}]+\}")
+_TENANT_PLACEHOLDER = re.compile(r"\{(?!obj_)[^}]+\}")
 _CONVERTER = re.compile(r"<[^>]+>")
 
 
@@ -41,7 +50,7 @@ class Row:
     @property
     def per_tenant(self) -> bool:
         """Whether the route names a tenant or a tenant's resource (so tenant B is a separate cell)."""
-        return bool(_PLACEHOLDER.search(self.route))
+        return bool(_TENANT_PLACEHOLDER.search(self.route))
 
     def expected(self, principal: str, tenant: str) -> str:
         """The cell of `principal` for tenant "A" (its own) or "B" (the other one)."""
@@ -62,7 +71,7 @@ def parse_matrix(text: str, *, with_scope: bool) -> tuple[list[str], list[Row]]:
         cells = dict(zip(principals, words[fixed:], strict=True))
         for cell in cells.values():
             for part in cell.split("/"):
-                if part != ALLOWED and not part.isdigit():
+                if part not in (ALLOWED, LOGIN) and not part.isdigit():
                     raise ValueError(f"matrix row {words[0]} {words[1]}: unknown cell {cell!r}")
         scope = words[2] if with_scope and words[2] != "-" else None
         rows.append(Row(method=words[0], route=words[1], scope=scope, cells=cells))
@@ -75,8 +84,12 @@ def parse_matrix(text: str, *, with_scope: bool) -> tuple[list[str], list[Row]]:
     return principals, rows
 
 
-def matches(expected: str, *, method: str, status: int, allowed_writes: frozenset[int]) -> bool:
-    """Whether a response status satisfies a cell; `allowed_writes` is what an allowed write may answer."""
+def matches(
+    expected: str, *, method: str, status: int, location: str = "", allowed_writes: frozenset[int]
+) -> bool:
+    """Whether a response satisfies a cell; `allowed_writes` is what an allowed write may answer."""
+    if expected == LOGIN:
+        return status == 302 and location.startswith(LOGIN_URL)
     if expected != ALLOWED:
         return status == int(expected)
     if method in READ_METHODS:
