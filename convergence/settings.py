@@ -42,6 +42,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # CSP, Permissions-Policy and no-store on the API (tenants_app/security_headers.py).
+    "tenants_app.security_headers.SecurityHeadersMiddleware",
+    # An API body over API_MAX_BODY_BYTES is a 413 before anything reads it.
+    "tenants_app.api.parsers.ApiBodyLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -97,6 +101,37 @@ SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 X_FRAME_OPTIONS = "DENY"
 
+# --- HTTPS and browser hardening (tenants_app/security_headers.py adds CSP and Permissions-Policy) ---
+# Lax, not Strict: a link to the portal from a mail or chat must open logged in; every change is a POST,
+# which Lax never sends cross-site.
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+# The CSRF token travels in the forms; no script of ours reads the cookie.
+CSRF_COOKIE_HTTPONLY = True
+# An admin session ends this many seconds after login. Default: 12 hours (Django's is two weeks).
+SESSION_COOKIE_AGE = env.int("DJANGO_SESSION_COOKIE_AGE", default=12 * 3600)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# Strict-Transport-Security max-age; 0 sends none. Set it (31536000) only once HTTPS works everywhere.
+SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", default=False)
+# Redirect plain HTTP to HTTPS; health checks stay reachable over HTTP for load balancers.
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# Behind a proxy that terminates TLS and sets X-Forwarded-Proto (and strips it from clients).
+if env.bool("DJANGO_TRUST_X_FORWARDED_PROTO", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Failed portal logins per username and client address within the window, before the login form
+# refuses (HTTP 429) without checking the password; counted in the Django cache
+# (tenants_app/portal/login_throttle.py).
+LOGIN_RATE_LIMIT_ATTEMPTS = env.int("LOGIN_RATE_LIMIT_ATTEMPTS", default=5)
+LOGIN_RATE_LIMIT_WINDOW_SECONDS = env.int("LOGIN_RATE_LIMIT_WINDOW_SECONDS", default=900)
+if LOGIN_RATE_LIMIT_ATTEMPTS < 1 or LOGIN_RATE_LIMIT_WINDOW_SECONDS < 1:
+    raise ImproperlyConfigured("LOGIN_RATE_LIMIT_ATTEMPTS and LOGIN_RATE_LIMIT_WINDOW_SECONDS must be >= 1")
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "tenants_app.api.authentication.TenantApiKeyAuthentication",
@@ -117,6 +152,14 @@ REST_FRAMEWORK = {
     # ASCII-escaped JSON: an error that quotes a lone surrogate from the input must still render.
     "UNICODE_JSON": False,
 }
+
+# Largest API request body (tenants_app/api/parsers.py): a larger one is a 413 before it is read.
+# The largest legitimate body is a worker's completion report with many step logs. Default: 4 MiB.
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=4 * 1024 * 1024)
+# JSON nested deeper than this is a 400; the services allow 10 levels in parameters and metadata.
+API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32)
+# Django refuses larger bodies with its own HTML 400: never below the API's limit, which answers first.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, API_MAX_BODY_BYTES)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Convergence tenant API",

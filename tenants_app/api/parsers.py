@@ -1,18 +1,116 @@
-"""Request parsing hardened against inputs that make the standard parser raise instead of refuse."""
+"""Request parsing hardened against inputs that make the standard parser raise instead of refuse.
+
+Three limits, each answered with the API's error envelope instead of a 500 or Django's HTML page:
+- a body larger than API_MAX_BODY_BYTES is a 413, refused from its Content-Length before it is read
+  (ApiBodyLimitMiddleware; form and multipart bodies included, whose files would otherwise be spooled);
+- JSON nested deeper than API_MAX_JSON_DEPTH is a 400 (the standard parser recurses until RecursionError);
+- a lone surrogate ("\\ud800") in any JSON string or key is a 400 naming where it is. JSON may carry
+  one; no UTF-8 encoder accepts it, so BigQuery would refuse the statement after the service had
+  started writing. CharFields refuse them too, JSONFields (payload, parameters, metadata) did not.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from rest_framework.exceptions import ParseError
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from rest_framework import status
+from rest_framework.exceptions import APIException, ParseError, ValidationError
 from rest_framework.parsers import JSONParser
+
+API_PREFIX = "/api/"
+
+
+class RequestBodyTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "request_too_large"
+    default_detail = "The request body is too large."
+
+
+def body_too_large_message() -> str:
+    return f"The request body is larger than {settings.API_MAX_BODY_BYTES} bytes."
 
 
 class SafeJSONParser(JSONParser):
-    """DRF's JSON parser, with absurdly deep nesting answered as a 400 instead of a RecursionError."""
+    """DRF's JSON parser, with size, depth and lone surrogates answered as 4xx instead of a 500."""
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        request = (parser_context or {}).get("request")
+        declared = _content_length(request.META) if request is not None else 0
+        if declared > settings.API_MAX_BODY_BYTES:
+            # Normally the middleware answered already; this holds wherever the parser is used alone.
+            raise RequestBodyTooLarge(body_too_large_message())
         try:
-            return super().parse(stream, media_type, parser_context)
+            data = super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise ParseError("JSON parse error - nested too deeply") from None
+        problem = find_problem(data, max_depth=settings.API_MAX_JSON_DEPTH)
+        if problem is not None:
+            where, reason = problem
+            if where is None:
+                raise ParseError(f"JSON parse error - {reason}")
+            raise ValidationError({where: [reason]})
+        return data
+
+
+def find_problem(data: Any, *, max_depth: int) -> tuple[str | None, str] | None:
+    """The first (path, reason) in parsed JSON that nests too deeply or holds a lone surrogate.
+
+    Iterative, so a document at the recursion limit costs no stack. The path is the top-level field
+    name, then `.key` and `[index]` for what is inside it (for example `parameters.source[2]`).
+    """
+    stack: list[tuple[Any, str | None, int]] = [(data, None, 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > max_depth:
+            return None, f"nested more than {max_depth} levels deep"
+        if isinstance(value, str):
+            if not _is_unicode(value):
+                return path, "Holds a lone surrogate (for example \\ud800), which is not Unicode text."
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                child = key if path is None else f"{path}.{key}"
+                if not _is_unicode(key):
+                    return path or "non_field_errors", "Holds a key with a lone surrogate, not Unicode text."
+                stack.append((item, child, depth + 1))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                stack.append((item, f"{path or ''}[{index}]", depth + 1))
+    return None
+
+
+def _is_unicode(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _content_length(meta: dict[str, Any]) -> int:
+    try:
+        return max(0, int(meta.get("CONTENT_LENGTH") or 0))
+    except ValueError:
+        return 0
+
+
+class ApiBodyLimitMiddleware:
+    """Refuse an API request whose declared body exceeds API_MAX_BODY_BYTES with a 413, unread.
+
+    Before authentication on purpose: an anonymous caller cannot make a worker buffer megabytes.
+    A body without Content-Length (chunked) is read by Django as empty, so the header is the bound.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if (
+            request.path.startswith(API_PREFIX)
+            and _content_length(request.META) > settings.API_MAX_BODY_BYTES
+        ):
+            body = {"error": {"code": RequestBodyTooLarge.default_code, "message": body_too_large_message()}}
+            return JsonResponse(body, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        return self.get_response(request)

@@ -5,16 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, URLResolver
 
 from tenants_app.api.permissions import is_read_only_staff
+from tenants_app.portal.login_throttle import ThrottledAdminAuthenticationForm, throttled_response
 
 
 class PortalAdminSite(admin.AdminSite):
     site_header = "Convergence tenant administration"
     site_title = "Convergence admin"
     index_title = "Tenant administration"
+    # Failed logins per username and address are limited (tenants_app/portal/login_throttle.py).
+    login_form = ThrottledAdminAuthenticationForm
+
+    def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        """Django's admin login; a refusal for too many failures is a 429 with Retry-After."""
+        return throttled_response(super().login(request, extra_context))
 
     def each_context(self, request: HttpRequest) -> dict[str, Any]:
         """Django's context for every admin page, plus whether this user may change anything."""
