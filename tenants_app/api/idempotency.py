@@ -17,9 +17,12 @@ from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from bigquery_backend.exceptions import BackendUnavailable
 from tenants_app.api.errors import error_response
-from tenants_app.kms import DecryptionFailed, KmsError, aad_for, get_kms
+from tenants_app.kms import DecryptionFailed, KmsError, KmsUnavailable, aad_for, get_kms
 from tenants_app.models import IdempotencyRecord
+from tenants_app.services.errors import ServiceError
+from tenants_app.services.retries import retry_of_unknown_outcome
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +45,13 @@ def principal_of(request: Request) -> str:
 def _fingerprint(request: Request) -> str:
     body = json.dumps(request.data, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(f"{request.method} {request.path}\n{body}".encode()).hexdigest()
+
+
+# A request that failed with 503 (BigQuery or KMS down mid-way) may have done part or all of its work:
+# its record is kept in this state, so that the same request sent again is known as the retry of one
+# whose outcome is unknown (`is_retry_of_unknown_outcome`), and services can finish it, e.g. show again
+# the key a lost answer carried, instead of refusing a duplicate.
+UNKNOWN_OUTCOME = 503
 
 
 def idempotent(handler: Handler) -> Handler:
@@ -80,15 +90,27 @@ def idempotent(handler: Handler) -> Handler:
                     principal=principal, key=key, request_fingerprint=fingerprint
                 )
         except IntegrityError:
-            return _replay(principal, key, fingerprint, aad)
+            replayed, record = _replay(principal, key, fingerprint, aad)
+            if replayed is not None:
+                return replayed
+            retrying = True
+        else:
+            retrying = False
         try:
-            response = handler(view, request, *args, **kwargs)
+            with retry_of_unknown_outcome(retrying):
+                response = handler(view, request, *args, **kwargs)
+        except ServiceError as exc:
+            _forget_or_keep_unknown(record, exc.status)
+            raise
+        except (BackendUnavailable, KmsUnavailable):
+            _forget_or_keep_unknown(record, UNKNOWN_OUTCOME)
+            raise
         except BaseException:
             # Failures are not remembered: the client may retry the same request with the same key.
             record.delete()
             raise
         if not 200 <= response.status_code < 300:
-            record.delete()
+            _forget_or_keep_unknown(record, response.status_code)
             return response
         payload = json.dumps(response.data, default=str).encode()
         try:
@@ -106,28 +128,49 @@ def idempotent(handler: Handler) -> Handler:
     return wrapper
 
 
-def _replay(principal: str, key: str, fingerprint: str, aad: bytes) -> Response:
+def _forget_or_keep_unknown(record: IdempotencyRecord, status: int) -> None:
+    """A refused request is forgotten (the key is free again); an unavailable one is kept as unknown."""
+    if status != UNKNOWN_OUTCOME:
+        record.delete()
+        return
+    record.status_code = UNKNOWN_OUTCOME
+    record.encrypted_response = None
+    record.save(update_fields=["status_code", "encrypted_response"])
+
+
+def _replay(
+    principal: str, key: str, fingerprint: str, aad: bytes
+) -> tuple[Response, None] | tuple[None, IdempotencyRecord]:
+    """The answer for a repeated key, or (None, record) when the repeat is to run as a retry."""
     record = IdempotencyRecord.objects.filter(principal=principal, key=key).first()
     if record is None:
         # The first request failed and released the key between our insert and this read.
-        return error_response(409, "request_in_progress", "Retry the request.")
+        return error_response(409, "request_in_progress", "Retry the request."), None
     if record.request_fingerprint != fingerprint:
         return error_response(
             409, "idempotency_key_reused", "This Idempotency-Key was used for a different request."
+        ), None
+    if record.status_code == UNKNOWN_OUTCOME:
+        # Taken over by one retry at a time: the conditional UPDATE lets exactly one through.
+        taken = IdempotencyRecord.objects.filter(pk=record.pk, status_code=UNKNOWN_OUTCOME).update(
+            status_code=None, created_at=timezone.now()
         )
+        if taken:
+            record.status_code = None
+            return None, record
     if record.status_code is None or record.encrypted_response is None:
         response = error_response(
             409, "request_in_progress", "The first request with this key is still running."
         )
         response["Retry-After"] = "1"
-        return response
+        return response, None
     try:
         data = json.loads(get_kms().decrypt(bytes(record.encrypted_response), aad=aad))
     except DecryptionFailed:
         # The local key was replaced since: the stored response is lost, which is no client's fault.
         logger.error("idempotent response of %s can no longer be decrypted; dropped", principal)
         record.delete()
-        return error_response(409, "request_in_progress", "Retry the request.")
+        return error_response(409, "request_in_progress", "Retry the request."), None
     response = Response(data, status=record.status_code)
     response["Idempotent-Replayed"] = "true"
-    return response
+    return response, None

@@ -21,7 +21,7 @@ import string
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -31,11 +31,13 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
+from google.cloud import bigquery
 
 from bigquery_backend.exceptions import BackendUnavailable, BigQueryError, InvalidInput, NotFound
+from bigquery_backend.identifiers import quote_column
 from bigquery_backend.repository import Repository
 from tenants_app.kms import KmsUnavailable, aad_for, get_kms
-from tenants_app.models import TenantApiKey, TenantProfile, TenantStatus
+from tenants_app.models import AuditLogEntry, TenantApiKey, TenantProfile, TenantStatus
 from tenants_app.repositories import central_repository
 from tenants_app.services.audit import audit_record
 from tenants_app.services.errors import (
@@ -49,6 +51,7 @@ from tenants_app.services.errors import (
     TenantSuspended,
     ValidationFailed,
 )
+from tenants_app.services.retries import is_retry_of_unknown_outcome
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +91,8 @@ REASON_MAX_LENGTH = 500
 ACTOR_MAX_LENGTH = 254
 
 _CACHE_PREFIX = "cvg:api_key:v1:"
+# Namespace of replacement key ids (uuid5): fixed, so an id is the same in every process and release.
+_ROTATION_NAMESPACE = uuid.UUID("6f1c1f0e-4a43-5d27-9a53-3c1b8f5d2a10")
 _UNKNOWN = "unknown"
 _USABLE_TENANT_STATUSES = frozenset({TenantStatus.ACTIVE, TenantStatus.TRIAL})
 _CLOSED_TENANT_STATUSES = frozenset({TenantStatus.CANCELLED, TenantStatus.DELETED})
@@ -105,7 +110,9 @@ def bigquery_errors_translated() -> Iterator[None]:
         raise ValidationFailed("The request was refused as invalid.", errors=exc.errors) from exc
     except BackendUnavailable as exc:
         logger.warning("BigQuery is unavailable: %s", exc)
-        raise ServiceUnavailable("BigQuery is unavailable; nothing was changed, retry later.") from exc
+        # Not "nothing was changed": an outage between two writes leaves the first, and the same
+        # request sent again finishes the job (every multi-step service is written to allow that).
+        raise ServiceUnavailable("BigQuery is unavailable; send the same request again later.") from exc
     except NotFound as exc:
         # Row lookups return None, so NotFound here means a missing table or dataset: a deployment
         # that was not bootstrapped, never something the caller did.
@@ -224,6 +231,11 @@ def api_key_list(*, tenant_id: str, include_revoked: bool = False) -> list[Tenan
     return rows
 
 
+def replacement_key_id(*, tenant_id: str, api_key_id: str) -> str:
+    """The id a rotation of this key gives its replacement: one per key, so a retried rotation finds it."""
+    return uuid.uuid5(_ROTATION_NAMESPACE, f"{tenant_id}/{api_key_id}").hex
+
+
 def api_key_rotate(
     *,
     tenant_id: str,
@@ -231,11 +243,20 @@ def api_key_rotate(
     grace: timedelta,
     rotated_by: str,
     grantable_scopes: Collection[str] | None = None,
+    resume: bool | None = None,
 ) -> IssuedApiKey:
     """Issue a replacement with the same name and scopes; the old key works for `grace` more.
 
     `grantable_scopes` (a tenant key's own) bounds what the rotation may hand out; None for staff.
+    Safe to retry after a failure at any step: the replacement has an id derived from the old key
+    (`replacement_key_id`), so a retry replaces an orphan left by a failed attempt instead of adding a
+    second key, and a rotation is made once. `resume` is for a retry of the same caller's request that
+    failed with the outcome unknown (default: `retries.is_retry_of_unknown_outcome()`, which the API
+    sets for a repeated Idempotency-Key): if that request did rotate the key, its replacement is shown
+    again instead of a refusal "already rotated".
     """
+    if resume is None:
+        resume = is_retry_of_unknown_outcome()
     errors: dict[str, list[str]] = {}
     if grace not in ROTATION_GRACE_PERIODS:
         allowed = ", ".join(_describe(period) for period in ROTATION_GRACE_PERIODS)
@@ -244,12 +265,18 @@ def api_key_rotate(
     if errors:
         raise ValidationFailed(_summary(errors), errors=errors)
 
+    replacement_id = replacement_key_id(tenant_id=tenant_id, api_key_id=api_key_id)
     with bigquery_errors_translated():
         profile = _usable_profile(tenant_id)
         old = _tenant_key(tenant_id, api_key_id)
         if grantable_scopes is not None and not set(old.scopes) <= set(grantable_scopes):
             missing = ", ".join(sorted(set(old.scopes) - set(grantable_scopes)))
             raise ScopeNotHeld(f"This API key cannot rotate a key with scopes it does not hold: {missing}.")
+        if old.replaced_by_key_id == replacement_id:
+            # Rotated already: maybe by this very request, whose answer was lost.
+            finished = _finish_lost_rotation(old, rotated_by=clean_rotated_by, grace=grace, resume=resume)
+            if finished is not None:
+                return finished
         now = timezone.now()
         if not old.is_active or old.revoked_at is not None:
             raise ValidationFailed(
@@ -265,15 +292,11 @@ def api_key_rotate(
                 f"API key {api_key_id} has expired",
                 errors={"api_key_id": ["Expired keys cannot be rotated."]},
             )
-        issued = _issue(
+        issued = _issue_replacement(
+            old,
             tenant_id=profile.tenant_id,
-            api_key_id=uuid.uuid4().hex,
-            name=old.name or "Rotated key",
-            scopes=list(old.scopes),
+            replacement_id=replacement_id,
             created_by=clean_rotated_by,
-            # Rotation replaces the secret, not the policy: an expiry date carries over.
-            expires_at=old.expires_at,
-            if_absent=False,
         )
         values: dict[str, Any] = {"replaced_by_key_id": issued.row.api_key_id}
         if grace == timedelta(0):
@@ -287,46 +310,17 @@ def api_key_rotate(
         else:
             ends = now + grace
             values["expires_at"] = ends if old.expires_at is None else min(old.expires_at, ends)
-        try:
-            # Conditional on "still active and not rotated": of two concurrent rotations, one wins.
-            changed = _keys().update_where(
-                values,
-                filters={
-                    "api_key_id": api_key_id,
-                    "tenant_id": tenant_id,
-                    "is_active": True,
-                    "replaced_by_key_id__isnull": True,
-                },
-            )
-        except BigQueryError:
-            _discard(issued.row)
-            raise
-        if changed == 0:
+        # Conditional on "still active, not rotated, and the replacement still holds OUR key": of two
+        # concurrent rotations one wins, and the winner's key is the one stored. A BigQuery error here
+        # leaves the outcome unknown: the replacement stays (a retry finds it), never deleted blindly.
+        if _link_replacement(old, issued.row, values) == 0:
             _discard(issued.row)
             raise ValidationFailed(
                 f"API key {api_key_id} was rotated or revoked meanwhile",
                 errors={"api_key_id": ["Rotated or revoked by a concurrent request."]},
             )
     cache.delete(_cache_key(old.api_key_hash))
-    audit_record(
-        action="api_key.rotate",
-        actor=clean_rotated_by,
-        tenant_id=tenant_id,
-        target_type="api_key",
-        target_id=api_key_id,
-        before={
-            "is_active": old.is_active,
-            "expires_at": old.expires_at,
-            "replaced_by_key_id": old.replaced_by_key_id,
-        },
-        after={
-            "is_active": values.get("is_active", old.is_active),
-            "expires_at": values.get("expires_at", old.expires_at),
-            "replaced_by_key_id": issued.row.api_key_id,
-            "grace": _describe(grace),
-            "replacement": api_key_audit_data(issued.row),
-        },
-    )
+    _audit_rotation(old, issued.row, rotated_by=clean_rotated_by, grace=grace, values=values)
     logger.info(
         "API key %s of tenant %s rotated to %s by %s (grace %s)",
         api_key_id,
@@ -336,6 +330,157 @@ def api_key_rotate(
         _describe(grace),
     )
     return issued
+
+
+def _issue_replacement(
+    old: TenantApiKey, *, tenant_id: str, replacement_id: str, created_by: str
+) -> IssuedApiKey:
+    """Store a new key under the replacement id; an orphan of a failed attempt there is replaced."""
+    arguments: dict[str, Any] = {
+        "tenant_id": tenant_id,
+        "api_key_id": replacement_id,
+        "name": old.name or "Rotated key",
+        "scopes": list(old.scopes),
+        "created_by": created_by,
+        # Rotation replaces the secret, not the policy: an expiry date carries over.
+        "expires_at": old.expires_at,
+        "if_absent": True,
+    }
+    try:
+        return _issue(**arguments)
+    except AlreadyExists:
+        pass
+    # A row is there while the old key is not linked to it: an attempt that failed before linking
+    # (nobody ever saw its key), or one still running. Deleting it makes a running attempt's link
+    # fail (its key is no longer stored), so exactly one of the two wins either way.
+    _delete_unlinked_replacement(old, replacement_id)
+    try:
+        return _issue(**arguments)
+    except AlreadyExists:
+        raise ValidationFailed(
+            f"API key {old.api_key_id} is being rotated by another request",
+            errors={"api_key_id": ["Rotated by a concurrent request; reload."]},
+        ) from None
+
+
+def _delete_unlinked_replacement(old: TenantApiKey, replacement_id: str) -> int:
+    """Delete the replacement row unless the old key already points to it (one DML)."""
+    table = _keys().table
+    sql = (
+        f"DELETE FROM {table} WHERE api_key_id = @replacement AND tenant_id = @tenant "  # noqa: S608
+        f"AND NOT EXISTS (SELECT 1 FROM {table} WHERE api_key_id = @old "
+        "AND replaced_by_key_id IS NOT NULL)"
+    )
+    return _dml(
+        sql,
+        [
+            bigquery.ScalarQueryParameter("replacement", "STRING", replacement_id),
+            bigquery.ScalarQueryParameter("tenant", "STRING", old.tenant_id),
+            bigquery.ScalarQueryParameter("old", "STRING", old.api_key_id),
+        ],
+    )
+
+
+def _link_replacement(old: TenantApiKey, replacement: TenantApiKey, values: Mapping[str, Any]) -> int:
+    """The rotation's commit: one conditional UPDATE of the old key; 1 if it won, 0 otherwise."""
+    table = _keys().table
+    types = {
+        "replaced_by_key_id": "STRING",
+        "is_active": "BOOL",
+        "expires_at": "TIMESTAMP",
+        "revoked_at": "TIMESTAMP",
+        "revoked_by": "STRING",
+        "revoked_reason": "STRING",
+    }
+    parameters = [
+        bigquery.ScalarQueryParameter(f"v_{name}", types[name], value) for name, value in values.items()
+    ]
+    assignments = ", ".join(f"{quote_column(name)} = @v_{name}" for name in values)
+    sql = (
+        f"UPDATE {table} SET {assignments} WHERE api_key_id = @old AND tenant_id = @tenant "  # noqa: S608
+        "AND is_active AND replaced_by_key_id IS NULL "
+        f"AND EXISTS (SELECT 1 FROM {table} WHERE api_key_id = @replacement AND api_key_hash = @hash)"
+    )
+    parameters += [
+        bigquery.ScalarQueryParameter("old", "STRING", old.api_key_id),
+        bigquery.ScalarQueryParameter("tenant", "STRING", old.tenant_id),
+        bigquery.ScalarQueryParameter("replacement", "STRING", replacement.api_key_id),
+        bigquery.ScalarQueryParameter("hash", "STRING", replacement.api_key_hash),
+    ]
+    return _dml(sql, parameters)
+
+
+def _finish_lost_rotation(
+    old: TenantApiKey, *, rotated_by: str, grace: timedelta, resume: bool
+) -> IssuedApiKey | None:
+    """A rotation whose answer was lost: its audit entry written if missing; its key if `resume`."""
+    replacement = _keys().find(old.replaced_by_key_id)
+    if replacement is None:
+        return None
+    if _audit_missing(action="api_key.rotate", tenant_id=old.tenant_id, target_id=old.api_key_id):
+        values = {"replaced_by_key_id": replacement.api_key_id, "expires_at": old.expires_at}
+        if not old.is_active:
+            values["is_active"] = False
+        before = _replace_key(old, is_active=True, replaced_by_key_id=None)
+        _audit_rotation(before, replacement, rotated_by=rotated_by, grace=grace, values=values)
+    # Shown again only to the caller whose own request made it, before anyone used it.
+    if not resume or replacement.created_by != rotated_by or replacement.last_used_at is not None:
+        return None
+    if not replacement.is_active or replacement.encrypted_api_key is None:
+        return None
+    try:
+        plaintext = get_kms().decrypt(
+            bytes(replacement.encrypted_api_key),
+            aad=aad_for("tenant_api_keys", replacement.tenant_id, replacement.api_key_id),
+        )
+    except KmsUnavailable as exc:
+        raise ServiceUnavailable("KMS is unavailable; retry later.") from exc
+    replacement.encrypted_api_key = None
+    logger.info(
+        "API key %s: the lost answer of its rotation is shown again to %s", old.api_key_id, rotated_by
+    )
+    return IssuedApiKey(row=replacement, plaintext=plaintext.decode("ascii"))
+
+
+def _audit_rotation(
+    old: TenantApiKey, new: TenantApiKey, *, rotated_by: str, grace: timedelta, values: Mapping[str, Any]
+) -> None:
+    audit_record(
+        action="api_key.rotate",
+        actor=rotated_by,
+        tenant_id=old.tenant_id,
+        target_type="api_key",
+        target_id=old.api_key_id,
+        before={
+            "is_active": old.is_active,
+            "expires_at": old.expires_at,
+            "replaced_by_key_id": old.replaced_by_key_id,
+        },
+        after={
+            "is_active": values.get("is_active", old.is_active),
+            "expires_at": values.get("expires_at", old.expires_at),
+            "replaced_by_key_id": new.api_key_id,
+            "grace": _describe(grace),
+            "replacement": api_key_audit_data(new),
+        },
+    )
+
+
+def _audit_missing(*, action: str, tenant_id: str, target_id: str) -> bool:
+    """No audit entry for this change yet (one job; only on the retry of a failed request)."""
+    filters = {"action": action, "tenant_id": tenant_id, "target_id": target_id}
+    return central_repository(AuditLogEntry).count(filters=filters) == 0
+
+
+def _replace_key(row: TenantApiKey, **values: Any) -> TenantApiKey:
+    copy = TenantApiKey(**{f.attname: getattr(row, f.attname) for f in row._meta.concrete_fields})
+    for name, value in values.items():
+        setattr(copy, name, value)
+    return copy
+
+
+def _dml(sql: str, parameters: list[Any]) -> int:
+    return _keys().gateway.query(sql, parameters).affected_rows or 0
 
 
 def api_key_revoke(*, tenant_id: str, api_key_id: str, reason: str, revoked_by: str) -> TenantApiKey:
@@ -491,9 +636,9 @@ def _issue(
 
 
 def _discard(row: TenantApiKey) -> None:
-    """Best-effort removal of a just-issued key whose rotation failed: nobody will ever see it."""
+    """Best-effort removal of a just-issued key whose rotation lost: only if it still holds our key."""
     try:
-        _keys().delete(row.api_key_id)
+        _keys().delete_where(filters={"api_key_id": row.api_key_id, "api_key_hash": row.api_key_hash})
     except BigQueryError:
         logger.exception("could not remove the orphan API key %s; revoke it by hand", row.api_key_id)
 
