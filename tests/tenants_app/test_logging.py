@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import connection
 from google.auth import _helpers as google_auth_helpers
@@ -29,6 +30,7 @@ from tenants_app.log_context import (
     current_log_context,
     log_context,
 )
+from tenants_app.services.bootstrap import bigquery_bootstrap
 from tests.support.log_capture import shipped_logs
 
 logger = logging.getLogger("tenants_app.tests.logging")
@@ -289,3 +291,16 @@ def test_it_refuses_a_key_offered_as_the_request_id() -> None:
     assert response["X-Request-ID"] != key
     assert len(response["X-Request-ID"]) == 32
     assert {entry["request_id"] for entry in logs.entries()} == {response["X-Request-ID"]}
+
+
+def test_it_tags_a_commands_lines_with_its_actor_and_run_id(central_dataset: str) -> None:
+    bigquery_bootstrap()
+
+    with shipped_logs() as logs:
+        call_command("cleanup_orphaned_runs", stdout=io.StringIO())
+
+    entries = logs.entries()
+    assert entries  # its BigQuery calls log at DEBUG at least
+    assert {entry["actor"] for entry in entries} == {"system:cleanup_orphaned_runs"}
+    (run_id,) = {entry["request_id"] for entry in entries}
+    assert run_id.startswith("cmd-")

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from bigquery_backend.exceptions import BigQueryError
+from tenants_app.log_context import command_log_context
 from tenants_app.services.errors import ServiceError
 from tenants_app.services.runs import runs_reap_orphaned
 
@@ -31,6 +32,7 @@ class Command(BaseCommand):
         parser.add_argument("--limit", type=int, default=1000, help="at most this many runs per call")
         parser.add_argument("--dry-run", action="store_true", help="list what would be done; change nothing")
 
+    @command_log_context
     def handle(self, *args: Any, **options: Any) -> None:
         minutes = options["timeout_minutes"]
         if minutes is not None and minutes < 1:

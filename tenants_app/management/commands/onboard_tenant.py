@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from bigquery_backend.exceptions import BigQueryError
+from tenants_app.log_context import command_log_context
 from tenants_app.services.errors import ServiceError, ValidationFailed
 from tenants_app.services.onboarding import OnboardingResult, tenant_onboard, tenant_onboard_validate
 from tenants_app.services.plans import PLANS
@@ -37,6 +38,7 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="validate and check; change nothing")
         parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
+    @command_log_context
     def handle(self, *args: Any, **options: Any) -> None:
         request = {
             "tenant_id": options["tenant_id"],

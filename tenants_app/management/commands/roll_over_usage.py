@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from bigquery_backend.exceptions import BigQueryError
+from tenants_app.log_context import command_log_context
 from tenants_app.services.errors import ServiceError
 from tenants_app.services.quotas import MIN_RETENTION_DAYS, usage_roll_over
 
@@ -41,6 +42,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--dry-run", action="store_true", help="say what would be done; change nothing")
 
+    @command_log_context
     def handle(self, *args: Any, **options: Any) -> None:
         verbosity: int = options["verbosity"]
         try:

@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.dateparse import parse_datetime
 
+from tenants_app.log_context import command_log_context
 from tenants_app.services.errors import ServiceError
 from tenants_app.services.scheduler import SchedulerReport, scheduler_run
 
@@ -42,6 +43,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    @command_log_context
     def handle(self, *args: Any, **options: Any) -> None:
         now = _aware(options["now"]) if options["now"] else None
         max_catch_up = options["max_catch_up"]
