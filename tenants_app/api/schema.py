@@ -35,14 +35,16 @@ class ErrorSerializer(serializers.Serializer):
     error = ErrorDetailSerializer()
 
 
-# Failures any operation can answer with, besides what its view declares; 404 and 409 are added below
-# only where they can happen (a path parameter names something; a write meets the current state).
+# Failures any operation can answer with, besides what its view declares; 404, 409 and 415 are added
+# only where they can happen (a path parameter names something; a write meets the current state; a
+# request body is read).
 ERROR_RESPONSES: dict[str, str] = {
     "400": "Invalid input: `fields` names each field and the reason.",
     "401": "No valid credentials: a missing, unknown, revoked or expired key or token.",
     "403": "Not allowed: a missing scope, read-only staff, a suspended tenant or a plan limit.",
     "404": "The tenant or the resource named in the path does not exist (or is not yours).",
     "409": "Conflicts with the current state: it exists already, a concurrent change, a wrong run state.",
+    "415": "The body's media type is not accepted, or the body cannot be read as that type.",
     "429": "A rate limit or quota is reached: retry after `retry_after` seconds.",
     "503": "BigQuery or the key management service is unavailable; nothing was changed, retry later.",
 }
@@ -79,19 +81,21 @@ class ApiSchema(SpectacularAutoSchema):
         # Views declare their successes; the error envelope is the same everywhere, so it is declared once.
         error_ref = self.resolve_serializer(ErrorSerializer, "response").ref
         responses = operation.setdefault("responses", {})
-        for code in self._error_codes():
+        for code in self._error_codes(operation):
             existing = responses.setdefault(code, {"description": ERROR_RESPONSES[code]})
             existing.setdefault("content", {"application/json": {"schema": error_ref}})
             if code in ("429", "503"):
                 existing.setdefault("headers", RETRY_AFTER_HEADER)
         return operation
 
-    def _error_codes(self) -> list[str]:
+    def _error_codes(self, operation: dict[str, Any]) -> list[str]:
         codes = ["400", "401", "403", "429", "503"]
         if "{" in self.path:
             codes.append("404")
         if self.method not in ("GET", "HEAD", "OPTIONS"):
             codes.append("409")
+        if "requestBody" in operation:
+            codes.append("415")
         return sorted(codes)
 
 

@@ -38,6 +38,8 @@ def test_it_documents_the_error_envelope_on_every_operation(schema: dict[str, An
             expected.add("404")
         if method != "GET":
             expected.add("409")
+        if "requestBody" in operation:
+            expected.add("415")
         for code in expected:
             response = operation["responses"].get(code, {})
             if response.get("content", {}).get("application/json", {}).get("schema") != ERROR_REF:
@@ -45,6 +47,22 @@ def test_it_documents_the_error_envelope_on_every_operation(schema: dict[str, An
 
     assert len(operations(schema)) > 60
     assert missing == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("content_type", ["", "text/plain"])
+def test_it_answers_415_in_the_error_envelope_for_a_body_of_no_or_another_media_type(
+    schema: dict[str, Any], api_as: ApiAs, superuser: User, content_type: str
+) -> None:
+    # Found by fuzzing: a body whose Content-Type went missing is refused as an unsupported media type.
+    response = api_as(superuser).generic(
+        "POST", "/api/v1/tenants/dryrun", b"tenant_id=acme", content_type=content_type
+    )
+
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+    documented = schema["paths"]["/api/v1/tenants/dryrun"]["post"]["responses"]["415"]
+    assert documented["content"]["application/json"]["schema"] == ERROR_REF
 
 
 def test_it_describes_the_error_body_with_its_429_details(schema: dict[str, Any]) -> None:
