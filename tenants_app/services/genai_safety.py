@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
+from functools import cache
 from typing import Any
 
 from google.cloud import bigquery
@@ -355,15 +356,12 @@ def _project_datasets(gateway: BigQueryGateway) -> list[str]:
 
 
 # --- one table --------------------------------------------------------------------------------------
-_DECLARED_TABLES: dict[str, TableDefinition] = {}
-_DECLARED_VIEWS: dict[str, TableDefinition] = {}
-
-
+@cache
 def _declared() -> tuple[dict[str, TableDefinition], dict[str, TableDefinition]]:
-    if not _DECLARED_TABLES:
-        _DECLARED_TABLES.update({table_definition(m).name: table_definition(m) for m in TENANT_MODELS})
-        _DECLARED_VIEWS.update({table_definition(m).name: table_definition(m) for m in VIEW_MODELS})
-    return _DECLARED_TABLES, _DECLARED_VIEWS
+    """The tables and views a tenant dataset may hold, by name (built once, whole, before any use)."""
+    tables = {table_definition(m).name: table_definition(m) for m in TENANT_MODELS}
+    views = {table_definition(m).name: table_definition(m) for m in VIEW_MODELS}
+    return tables, views
 
 
 def _scan_table(
@@ -396,7 +394,9 @@ def _scan_table(
         return None, [], {}  # dropped between listing and reading
     table_type = str(live.table_type or "TABLE")
     is_view = table_type == "VIEW"
-    definition = (views if is_view else tables).get(table_id)
+    # Ours are plain tables and views: a materialized view, external table or snapshot is never ours,
+    # whatever its name.
+    definition = {"TABLE": tables, "VIEW": views}.get(table_type, {}).get(table_id)
     scan = TableScan(dataset=dataset_id, table=name, table_type=table_type, declared=definition is not None)
     schema = list(live.schema)
     unreadable: list[Finding] = []
@@ -482,7 +482,7 @@ def _schema_findings(
         )
 
     if definition is None:
-        what = "view" if live.table_type == "VIEW" else "table"
+        what = str(live.table_type or "TABLE").lower().replace("_", " ")
         add(UNKNOWN_TABLE, None, f"{what} not declared for tenant datasets (tenants_app/models.py)")
     declared = set(definition.column_names) if definition is not None else set()
     for path in _column_paths(schema):
