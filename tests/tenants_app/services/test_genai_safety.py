@@ -18,6 +18,7 @@ from bigquery_backend.schema import Column, table_definition
 from tenants_app.models import TenantDqResult, TenantPipelineConfig, TenantPipelineRun, TenantStepLog
 from tenants_app.repositories import central_repository, tenant_repository
 from tenants_app.services import secret_patterns as sp
+from tenants_app.services.datasets import central_dataset
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
 from tenants_app.services.genai_safety import (
     MAX_WALK_DEPTH,
@@ -251,6 +252,10 @@ def plant(tenant_id: str, api_key: str, gateway: BigQueryGateway) -> None:
             bigquery.ScalarQueryParameter("github", "STRING", GITHUB_TOKEN),
         ],
     )
+    # A view nobody declared, onto the central keys table (hashes and encrypted copies).
+    peek = bigquery.Table(gateway.table_ref(tenant_id, "keys_peek"))
+    peek.view_query = f"SELECT * FROM `{gateway.table_ref(central_dataset(), 'tenant_api_keys')}`"
+    gateway.create_table(peek)
     # A column nobody declared, named like a secret.
     definition = table_definition(TenantStepLog)
     provisioning.add_columns(gateway, tenant_id, definition, [Column("api_token", "STRING", "NULLABLE")])
@@ -372,7 +377,7 @@ def test_it_finds_a_secret_nested_deeper_than_it_walks_json(
     assert finding.column == "metadata" + ".d" * MAX_WALK_DEPTH + "…"
 
 
-def test_it_reports_an_undeclared_table_and_column_and_a_secret_named_column(
+def test_it_reports_undeclared_tables_views_and_columns_and_secret_named_columns(
     planted: tuple[str, str, GenaiSafetyReport],
 ) -> None:
     _, _, report = planted
@@ -380,6 +385,9 @@ def test_it_reports_an_undeclared_table_and_column_and_a_secret_named_column(
     assert located(report, "exports_scratch", None, UNKNOWN_TABLE)
     assert located(report, "tenant_step_logs", "api_token", UNKNOWN_COLUMN)
     assert located(report, "tenant_step_logs", "api_token", SECRET_NAMED_COLUMN)
+    assert located(report, "keys_peek", None, UNKNOWN_TABLE)
+    assert located(report, "keys_peek", "api_key_hash", SECRET_NAMED_COLUMN)
+    assert located(report, "keys_peek", "encrypted_api_key", SECRET_NAMED_COLUMN)
     # The declared views still run onboarding's query.
     assert not [f for f in report.findings if f.kind == VIEW_CHANGED]
     assert not report.clean
