@@ -577,7 +577,11 @@ def _walk(value: Any, path: str, suspicious: bool, depth: int = 0) -> Iterator[_
                 )
             else:
                 child = f"{path}.{key}"
-            inner = list(_walk(item, child, suspicious or secret_patterns.is_suspicious_name(key), depth + 1))
+            # Below a suspicious field everything is, except ids, counts and times (`job_id`).
+            child_suspicious = secret_patterns.is_suspicious_name(key) or (
+                suspicious and not secret_patterns.is_plain_name(key)
+            )
+            inner = list(_walk(item, child, child_suspicious, depth + 1))
             yield from inner
             if not inner and secret_patterns.is_secret_field_name(key) and _holds_something(item):
                 yield _Hit(

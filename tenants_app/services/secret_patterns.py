@@ -180,12 +180,18 @@ _SECRET_COLUMN_NAME = re.compile(
 )
 # Names of columns and fields where a random-looking value is suspicious: keys, tokens, configuration,
 # parameters, and free text a person or program may paste anything into.
-_SUSPICIOUS_NAME = re.compile(
-    r"key|token|secret|auth|pass|pwd|cred|config|param|setting|option|env|header|cookie|session|"
-    r"signature|cert|conn|dsn|url|uri|error|message|msg|log|detail|description|note|comment|text|"
-    r"metadata|payload|body|query|command|args|arguments|expectation",
-    re.IGNORECASE,
-)
+# Word stems of column and field names where a random-looking value is suspicious: keys, tokens,
+# configuration and parameters, and free text a person or a program may paste anything into. Matched at
+# the start of each snake_case or camelCase word, so `monkey` or `context` do not count.
+_SUSPICIOUS_STEMS: tuple[str, ...] = (
+    "key", "apikey", "token", "secret", "auth", "pass", "pwd", "cred", "config", "conf", "param", "setting",
+    "option", "env", "header", "cookie", "session", "signature", "sig", "cert", "conn", "dsn", "url", "uri",
+    "error", "err", "exception", "message", "msg", "log", "detail", "description", "note", "comment", "text",
+    "meta", "payload", "body", "query", "command", "cmd", "args", "kwargs", "arguments", "expectation",
+    "response", "request", "output", "stdout", "stderr", "trace",
+)  # fmt: skip
+# Names ending so hold ids, counts or timestamps, whatever comes before (`pipeline_logging_id`).
+_PLAIN_NAME_ENDINGS: frozenset[str] = frozenset({"id", "ids", "at", "time", "date", "count", "ms", "index"})
 
 
 @dataclass(frozen=True)
@@ -289,7 +295,14 @@ def is_secret_column_name(name: str) -> bool:
 
 def is_suspicious_name(name: str) -> bool:
     """Whether a column or field name makes a random-looking value suspicious (keys, config, free text)."""
-    return bool(_SUSPICIOUS_NAME.search(name))
+    if is_plain_name(name):
+        return False
+    return any(word.startswith(_SUSPICIOUS_STEMS) for word in _snake(name).split("_"))
+
+
+def is_plain_name(name: str) -> bool:
+    """Whether a name says its value is an id, a count or a time (`job_id`, `created_at`), not free text."""
+    return _snake(name).rsplit("_", 1)[-1] in _PLAIN_NAME_ENDINGS
 
 
 def is_service_account_info(value: Mapping[str, Any]) -> bool:

@@ -200,7 +200,13 @@ def plant(tenant_id: str, api_key: str, gateway: BigQueryGateway) -> None:
         ),
         step("leak_step_deep", tenant_id, metadata=nested(100, {"note": f"key {AWS_ID}"})),
         # Random-looking text: flagged in an error message, not in a status (where it is just odd).
-        step("leak_step_noise", tenant_id, status=STATUS_NOISE, error_message=f"retry with {RANDOM_TOKEN}"),
+        step(
+            "leak_step_noise",
+            tenant_id,
+            status=STATUS_NOISE,
+            error_message=f"retry with {RANDOM_TOKEN}",
+            metadata={"job_id": STATUS_NOISE, "attempt": 2},
+        ),
     )
     tenant_repository(TenantDqResult, tenant_id).insert(
         TenantDqResult(
@@ -403,7 +409,9 @@ def test_it_names_the_api_key_to_revoke_when_one_of_ours_leaked(
     assert finding.api_key_id == initial_api_key_id(tenant_id)
 
 
-def test_it_flags_no_ids_hashes_timestamps_or_statuses(planted: tuple[str, str, GenaiSafetyReport]) -> None:
+def test_it_flags_no_ids_hashes_timestamps_statuses_or_id_fields_of_free_text(
+    planted: tuple[str, str, GenaiSafetyReport],
+) -> None:
     _, _, report = planted
 
     planted_rows = {"leak_run_key", "leak_run_params", "leak_run_meta", "leak_run_aws", "exp_1"}
@@ -416,7 +424,7 @@ def test_it_flags_no_ids_hashes_timestamps_or_statuses(planted: tuple[str, str, 
         if not set(f.row_key.values()) & planted_rows and "leak_cfg" not in str(f.row_key)
     ]
     assert stray == []
-    assert not [f for f in report.findings if f.column == "status"]
+    assert not [f for f in report.findings if f.column in {"status", "metadata.job_id"}]
 
 
 def test_it_never_repeats_a_secret_in_its_report(planted: tuple[str, str, GenaiSafetyReport]) -> None:

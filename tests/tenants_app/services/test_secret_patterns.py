@@ -16,9 +16,11 @@ from tenants_app.services.secret_patterns import (
     find_high_entropy,
     find_secrets,
     fingerprint,
+    is_plain_name,
     is_secret_column_name,
     is_secret_field_name,
     is_service_account_info,
+    is_suspicious_name,
     redact_secrets,
 )
 
@@ -142,6 +144,23 @@ def test_it_tells_secret_names_from_names_that_only_mention_one() -> None:
     assert not any(is_secret_field_name(n) for n in ("secret_name", "token_budget", "key_column", "author"))
     assert all(is_secret_column_name(n) for n in ("user_password", "auth_token", "api_key", "credentials"))
     assert not any(is_secret_column_name(n) for n in ("pipeline_logging_id", "author", "status", "metadata"))
+
+
+def test_it_tells_names_of_free_text_and_configuration_from_ids_and_times() -> None:
+    suspicious = (
+        "error_message",
+        "run_metadata",
+        "parameters",
+        "failed_expectations",
+        "authToken",
+        "headers",
+    )
+    plain = ("status", "pipeline_logging_id", "api_key_id", "created_at", "monkey", "context", "step_name")
+
+    assert [n for n in suspicious if not is_suspicious_name(n)] == []
+    assert [n for n in plain if is_suspicious_name(n)] == []
+    assert [n for n in ("job_id", "startedAt", "row_count") if not is_plain_name(n)] == []
+    assert not is_plain_name("token")
 
 
 def test_it_recognises_a_parsed_service_account_key() -> None:
