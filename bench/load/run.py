@@ -58,11 +58,18 @@ class Setup:
     worker_class: str
     cache: str  # "locmem" or "redis"
     last_used_flush: float | None = None  # API_KEY_LAST_USED_FLUSH_SECONDS; None keeps the default
+    single_clients: bool = False  # one client of each kind instead of the configured counts
 
     @property
     def label(self) -> str:
         flush = f", flush {self.last_used_flush:g}s" if self.last_used_flush is not None else ""
-        return f"{self.worker_class}/{self.cache}{flush}"
+        single = ", 1 client each" if self.single_clients else ""
+        return f"{self.worker_class}/{self.cache}{flush}{single}"
+
+    def clients(self, args: argparse.Namespace) -> tuple[int, int, int, int]:
+        """Tenant API, admin API, portal and write clients."""
+        counts = (args.api_clients, args.admin_clients, args.portal_clients, args.write_clients)
+        return tuple(min(count, 1) for count in counts) if self.single_clients else counts  # type: ignore[return-value]
 
 
 # --- environment and seeding (in this process, through the services) ---------------------------------
@@ -336,8 +343,8 @@ def tail(path: Path, lines: int = 30) -> str:
 @contextmanager
 def gunicorn(
     setup: Setup, args: argparse.Namespace, work: Path, cache_url: str | None, flush_log: Path
-) -> Iterator[tuple[str, float]]:
-    """gunicorn serving convergence.wsgi on a free loopback port; yields its base URL and time to ready."""
+) -> Iterator[tuple[str, float, int]]:
+    """gunicorn serving convergence.wsgi on a free loopback port; yields its URL, time to ready and pid."""
     port = free_port()
     environment = dict(os.environ)
     if cache_url:
@@ -363,7 +370,7 @@ def gunicorn(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        yield url, wait_ready(url, process, log)
+        yield url, wait_ready(url, process, log), process.pid
     finally:
         stop(process, "gunicorn")
         # Server-side errors (500 tracebacks, worker timeouts) are in its log: show them, not only counts.
@@ -377,17 +384,20 @@ def gunicorn(
             print("    " + tail(log, 15).replace("\n", "\n    "))
 
 
-def drive(setup: Setup, args: argparse.Namespace, work: Path, scenario: dict[str, Any]) -> dict[str, Any]:
+def drive(
+    setup: Setup, args: argparse.Namespace, work: Path, scenario: dict[str, Any], emulator_pid: int
+) -> dict[str, Any]:
     """One setup: (redis,) gunicorn, readiness, the driver subprocess; returns the driver's figures."""
     print(
         f"\n=== {setup.label}: {args.workers} workers"
         + (f" x {args.threads} threads" if setup.worker_class == "gthread" else "")
     )
+    api, admin, portal, write = setup.clients(args)
     flush_log = work / "flushes.jsonl"
     flush_log.unlink(missing_ok=True)
     with (
         redis_server(work) if setup.cache == "redis" else _nothing() as cache_url,
-        gunicorn(setup, args, work, cache_url, flush_log) as (url, ready_seconds),
+        gunicorn(setup, args, work, cache_url, flush_log) as (url, ready_seconds, gunicorn_pid),
     ):
         print(f"  gunicorn ready (/readyz 200) in {ready_seconds:.1f} s at {url}")
         scenario_path = work / "scenario.json"
@@ -398,18 +408,66 @@ def drive(setup: Setup, args: argparse.Namespace, work: Path, scenario: dict[str
         command = [
                 sys.executable, str(DRIVER), "--scenario", str(scenario_path),
                 "--duration", str(args.duration), "--warmup", str(args.warmup),
-                "--api-clients", str(args.api_clients), "--admin-clients", str(args.admin_clients),
-                "--portal-clients", str(args.portal_clients), "--write-clients", str(args.write_clients),
+                "--api-clients", str(api), "--admin-clients", str(admin),
+                "--portal-clients", str(portal), "--write-clients", str(write),
                 "--json-out", str(out),
             ]  # fmt: skip
+        before = cpu_snapshot(emulator_pid, gunicorn_pid)
         completed = subprocess.run(command, cwd=ROOT, check=False)  # noqa: S603 - our own script
+        after = cpu_snapshot(emulator_pid, gunicorn_pid)
     if not out.exists():
         raise RuntimeError(f"the driver failed without figures (exit {completed.returncode})")
     result = json.loads(out.read_text())
     result["exit"] = completed.returncode
     result["flushes"] = flushes_in(flush_log, *result["window"])
     print(f"  inline flushes in the measured window: {describe_flushes(result['flushes'])}")
+    requests = result["total"]["requests"] + result["warmup_requests"]
+    result["cpu_ms"] = {
+        name: (after[name] - before[name]) * 1000 / requests if requests else 0.0 for name in before
+    }
+    print(
+        "  CPU time per request (warm-up included; CPU time, so other load on the machine does not add): "
+        + ", ".join(f"{name} {value:.0f} ms" for name, value in result["cpu_ms"].items())
+    )
     return result
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children still alive (Linux /proc); 0 elsewhere."""
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for candidate in [pid, *children_of(pid)]:
+        try:
+            fields = Path(f"/proc/{candidate}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14 and 15)
+    return total
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of `pid` (gunicorn's workers)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*/stat") if Path("/proc").is_dir() else []:
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:  # ppid (field 4)
+            found.append(int(entry.parent.name))
+    return found
+
+
+def cpu_snapshot(emulator_pid: int, gunicorn_pid: int) -> dict[str, float]:
+    """CPU seconds so far of the emulator, of gunicorn (master and workers), and of waited children."""
+    import resource
+
+    return {
+        "emulator": cpu_seconds(emulator_pid),
+        "gunicorn": cpu_seconds(gunicorn_pid),
+        # The driver, once waited for (nothing else this process waits for runs in between).
+        "driver": sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2]),
+    }
 
 
 def flushes_in(path: Path, start: float, end: float) -> dict[str, list[float]]:
@@ -474,6 +532,9 @@ def side_by_side(results: dict[str, dict[str, Any]]) -> str:
             if any(cell != "-" for cell in cells):
                 lines.append(f"{group + ' ' + unit:<26}" + "".join(f"{cell:>{width + 2}}" for cell in cells))
         lines.append("")
+    for name in ("emulator", "gunicorn", "driver"):
+        cells = [f"{result['cpu_ms'][name]:.0f}" for result in results.values()]
+        lines.append(f"{'CPU ms/req ' + name:<26}" + "".join(f"{cell:>{width + 2}}" for cell in cells))
     for name, label in (("last_used_at", "last_used_at flushes"), ("api_calls", "API-call count flushes")):
         cells = []
         for result in results.values():
@@ -521,9 +582,40 @@ def interpret(
         + (" (zero: the acceptance bar holds)." if not total_errors else ": see above.")
     )
     best = max(results, key=lambda label: results[label]["total"]["rps"])
-    notes.append(f"- Highest throughput: {best}, {results[best]['total']['rps']:.1f} req/s in total.")
+    notes.append(
+        f"- Highest throughput: {best}, {results[best]['total']['rps']:.1f} req/s in total (differences "
+        "between setups are within the run-to-run noise unless the machine was otherwise idle; see the "
+        "load average)."
+    )
     by_label = {setup.label: setup for setup in setups}
+    for label, result in results.items():
+        if by_label[label].single_clients:
+            continue
+        cpu = result["cpu_ms"]
+        if cpu["emulator"] > 0 and cpu["gunicorn"] > 0:
+            total = sum(cpu.values())
+            cores = os.cpu_count() or 1
+            notes.append(
+                f"- CPU ({label}): per request the emulator spent {cpu['emulator']:.0f} ms, gunicorn "
+                f"{cpu['gunicorn']:.0f} ms, the driver {cpu['driver']:.0f} ms. The emulator is one process "
+                f"running one statement at a time, so this mix tops out near {1000 / cpu['emulator']:.0f} "
+                f"req/s on it, and near {1000 * cores / total:.0f} req/s on {cores} otherwise idle cores; "
+                f"measured {result['total']['rps']:.1f} req/s with the machine shared (see load average)."
+            )
+        break
     probes = [label for label in results if by_label[label].last_used_flush is not None]
+    singles = [label for label in results if by_label[label].single_clients]
+    for single in singles:
+        base = Setup(by_label[single].worker_class, by_label[single].cache).label
+        if base not in results:
+            continue
+        alone, loaded = results[single]["total"], results[base]["total"]
+        notes.append(
+            f"- Queueing: with one client of each kind ({single}) requests took p50 {alone['p50']:.0f} ms "
+            f"at {alone['rps']:.1f} req/s; with all clients ({base}) p50 {loaded['p50']:.0f} ms at "
+            f"{loaded['rps']:.1f} req/s. The emulator runs one statement at a time, so more clients mostly "
+            "wait longer: latency under load is queueing for it, not work done per request."
+        )
     for probe in probes:
         base = Setup(by_label[probe].worker_class, by_label[probe].cache).label
         if base not in results:
@@ -550,7 +642,10 @@ def interpret(
             f"worker's first is due {default_flush():g} s after it starts): {changes}; "
             f"{before['rps']:.1f} -> {after['rps']:.1f} req/s (the machine's load moves these as much)."
         )
-    first = results[setups[0].label]["categories"].get("tenant API")
+    main_label = next(
+        (setup.label for setup in setups if setup.label in results and not setup.single_clients), ""
+    )
+    first = results[main_label]["categories"].get("tenant API") if main_label else None
     if first:
         per_flush = first["rps"] / workers * default_flush()
         share = 100 / per_flush if per_flush else 100.0
@@ -559,7 +654,7 @@ def interpret(
             f"- At the default {default_flush():g} s, one tenant-key request per worker per "
             f"{default_flush():g} s pays the last_used_at UPDATE inline ({costs['last_used_at']:.0f} ms "
             f"on the idle emulator; a DML job's latency, about a second or more, on BigQuery). At "
-            f"{setups[0].label}'s {first['rps']:.1f} tenant-key req/s over {workers} workers that is 1 "
+            f"{main_label}'s {first['rps']:.1f} tenant-key req/s over {workers} workers that is 1 "
             f"request in {per_flush:.0f} ({share:.2f}%, {where}); a worker serving over 100 tenant-key "
             f"requests a minute keeps it out of p99. The API-call count flush "
             f"({costs['api_calls']:.0f} ms idle) works the same way, due {api_calls_flush():g} s after "
@@ -629,6 +724,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="SECONDS",
         help="one more run (first worker class, locmem), API_KEY_LAST_USED_FLUSH_SECONDS=SECONDS; 0 skips",
     )
+    parser.add_argument(
+        "--single-baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="first one run (first worker class, locmem) with one client of each kind (default on)",
+    )
     parser.add_argument("--tenants", type=int, default=4, help="tenants onboarded (default 4)")
     parser.add_argument("--api-clients", type=int, default=6, help="tenant-key API clients (default 6)")
     parser.add_argument("--admin-clients", type=int, default=2, help="admin-token API clients (default 2)")
@@ -658,6 +759,9 @@ def plan_setups(args: argparse.Namespace) -> tuple[list[Setup], str]:
     setups = [Setup(worker_class, cache) for cache in caches for worker_class in args.worker_classes]
     if args.flush_probe and "locmem" in caches:
         setups.append(Setup(args.worker_classes[0], "locmem", last_used_flush=args.flush_probe))
+    if args.single_baseline and "locmem" in caches:
+        # First, so that a machine that gets busier during the run does not flatter it.
+        setups.insert(0, Setup(args.worker_classes[0], "locmem", single_clients=True))
     return setups, skipped
 
 
@@ -698,7 +802,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{costs['api_calls']:.0f} ms."
         )
         for setup in setups:
-            results[setup.label] = drive(setup, args, work, scenario)
+            assert emulator.process is not None  # started above
+            results[setup.label] = drive(setup, args, work, scenario, emulator.process.pid)
     finally:
         emulator.stop()
         shutil.rmtree(work, ignore_errors=True)
