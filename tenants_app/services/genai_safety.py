@@ -237,6 +237,17 @@ def genai_safety_scan(
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         _name_leaked_keys(report, key_hashes)
+    # Counts and kinds only: a finding's location is safe to log, but one line per run is enough to alert on.
+    logger.log(
+        logging.INFO if report.clean else logging.WARNING,
+        "genai safety scan: %d dataset(s), %d table(s), %d row(s) sampled, %d finding(s) %s, %d ignored",
+        len(report.datasets),
+        len(report.tables),
+        sum(table.rows_sampled for table in report.tables),
+        len(report.findings) + report.findings_not_listed,
+        report.counts(),
+        len(report.ignored),
+    )
     return report
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import string
 import uuid
@@ -434,6 +435,21 @@ def test_it_never_repeats_a_secret_in_its_report(planted: tuple[str, str, GenaiS
 
     for secret in (*ALL_SECRETS, api_key, api_key[-20:], STATUS_NOISE[:0] or AWS_SECRET[:16]):
         assert secret not in text
+
+
+def test_it_logs_one_summary_and_no_secret(
+    planted: tuple[str, str, GenaiSafetyReport], caplog: pytest.LogCaptureFixture
+) -> None:
+    tenant_id, api_key, report = planted
+
+    with caplog.at_level(logging.DEBUG):
+        genai_safety_scan(tenant_ids=[tenant_id])
+
+    summaries = [r for r in caplog.records if r.getMessage().startswith("genai safety scan:")]
+    assert [r.levelno for r in summaries] == [logging.WARNING]
+    assert f"{len(report.findings)} finding(s)" in summaries[0].getMessage()
+    for secret in (*ALL_SECRETS, api_key):
+        assert secret not in caplog.text
 
 
 def test_it_finds_a_dataset_no_profile_names_only_with_all_datasets_and_scans_it_when_named(
