@@ -50,9 +50,11 @@ PAYLOAD_LOGGERS = (
 )
 
 # Names of fields whose value is a secret; `_id`, `_prefix`... of such a name is an identifier, kept.
+# Tried only where a name starts (the look-behind), and only if the name holds one of the words (the
+# look-ahead stays inside the name): without both the search is quadratic in the line's length.
 _SENSITIVE_FIELD_NAME = (
-    r"[A-Za-z0-9_-]*?(?:secret|password|passwd|token|api[_-]?key|access[_-]?key|private[_-]?key"
-    r"|credentials?|payload|plaintext|signature)[A-Za-z0-9_-]*"
+    r"(?<![A-Za-z0-9_-])(?=[A-Za-z0-9_-]*?(?:secret|password|passwd|token|api[_-]?key|access[_-]?key"
+    r"|private[_-]?key|credential|payload|plaintext|signature))[A-Za-z0-9_-]+"
 )
 _NOT_SECRET_SUFFIX = re.compile(
     r"(_id|_ids|_prefix|_name|_type|_count|_at|_fingerprint|_expires|_scopes|_status)$", re.IGNORECASE
@@ -91,20 +93,47 @@ def _mask_field(match: re.Match[str]) -> str:
     return f"{name}={REDACTED}"
 
 
-_RULES: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
-    (_PEM_BLOCK, "[redacted private key]"),
-    (_HEADER, rf"\g<name>\g<sep>{REDACTED}"),
-    (_SECRET_FIELD, _mask_field),
-    (_OUR_KEY, f"cvg_{REDACTED}"),
-    (_BEARER, rf"\g<scheme> {REDACTED}"),
-    (_PROVIDER_KEY, f"sk-{REDACTED}"),
+Replacement = str | Callable[[re.Match[str]], str]
+# Each rule runs only if one of its trigger words is in the lowercased line: most lines hold none,
+# and a few `in` checks cost far less than the regular expressions (bench/log_lines.py).
+_RULES: tuple[tuple[re.Pattern[str], Replacement, tuple[str, ...]], ...] = (
+    (_PEM_BLOCK, "[redacted private key]", ("private key",)),
+    (_HEADER, rf"\g<name>\g<sep>{REDACTED}", ("authorization", "x-api-key", "cookie")),
+    (
+        _SECRET_FIELD,
+        _mask_field,
+        (
+            "secret",
+            "password",
+            "passwd",
+            "token",
+            "apikey",
+            "api_key",
+            "api-key",
+            "accesskey",
+            "access_key",
+            "access-key",
+            "privatekey",
+            "private_key",
+            "private-key",
+            "credential",
+            "payload",
+            "plaintext",
+            "signature",
+        ),
+    ),
+    (_OUR_KEY, f"cvg_{REDACTED}", ("cvg_",)),
+    (_BEARER, rf"\g<scheme> {REDACTED}", ("bearer", "basic")),
+    (_PROVIDER_KEY, f"sk-{REDACTED}", ("sk-",)),
 )
 
 
 def redact_secrets(text: str) -> str:
     """`text` with everything that looks like a secret replaced by a marker."""
-    for pattern, replacement in _RULES:
-        text = pattern.sub(replacement, text)
+    lowered = text.lower()
+    for pattern, replacement, triggers in _RULES:
+        if any(map(lowered.__contains__, triggers)):
+            text = pattern.sub(replacement, text)
     if _shared_redact is not None:
         text = _shared_redact(text, REDACTED)
     return text
@@ -144,6 +173,7 @@ class RedactSecretsFilter(logging.Filter):
             # as it was, but its level and logger still say something happened.
             record.msg, record.args = "[log line dropped: it could not be checked for secrets]", None
             record.exc_info, record.exc_text, record.stack_info = None, None, None
+            record.secrets_masked = True  # type: ignore[attr-defined]
         return True
 
     def _redact(self, record: logging.LogRecord) -> None:
@@ -172,6 +202,7 @@ class RedactSecretsFilter(logging.Filter):
             record.exc_text = redact_secrets(record.exc_text)
         if record.stack_info:
             record.stack_info = redact_secrets(record.stack_info)
+        record.secrets_masked = True  # type: ignore[attr-defined]
 
 
 # A quoted SQL literal as SQLite (X'..') and PostgreSQL (E'..', '\\x..'::bytea) render bound values.
@@ -184,6 +215,11 @@ def _sql_without_values(record: logging.LogRecord) -> str:
     return f"({duration:.3f}) {sql}; alias={getattr(record, 'alias', '')}"
 
 
+def masked(record: logging.LogRecord, text: str) -> str:
+    """`text` of `record` masked, unless RedactSecretsFilter already did it (once per line is enough)."""
+    return text if getattr(record, "secrets_masked", False) else redact_secrets(text)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, for a log shipper; fields in a fixed order, secrets masked again."""
 
@@ -193,12 +229,15 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": redact_secrets(record.getMessage()),
+            "message": masked(record, record.getMessage()),
         }
         for name in FIELDS:
             value = getattr(record, name, None)
-            value = value if value and value != "-" else context.get(name)
-            entry[name] = redact_secrets(value) if value else None
+            if not value or value == "-":
+                value = context.get(name)  # checked when it was bound (tenants_app.log_context)
+            elif value != context.get(name):
+                value = redact_secrets(str(value))  # given as `extra=`: not checked yet
+            entry[name] = value or None
         for name in ACCESS_FIELDS:
             if hasattr(record, name):
                 value = getattr(record, name)
@@ -206,9 +245,9 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
-            entry["exception"] = redact_secrets(record.exc_text)
+            entry["exception"] = masked(record, record.exc_text)
         if record.stack_info:
-            entry["stack"] = redact_secrets(self.formatStack(record.stack_info))
+            entry["stack"] = masked(record, self.formatStack(record.stack_info))
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
@@ -223,7 +262,7 @@ class PlainFormatter(logging.Formatter):
         for name in FIELDS:
             if not getattr(record, name, None):
                 setattr(record, name, context.get(name) or "-")
-        return redact_secrets(super().format(record))
+        return masked(record, super().format(record))
 
 
 def _level_number(level: str) -> int:

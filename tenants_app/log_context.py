@@ -22,6 +22,11 @@ FIELDS = ("request_id", "tenant_id", "actor")
 # Values come from URLs and headers: only short plain ones are kept, so a line cannot be forged
 # (newlines) or carry a secret through a context field.
 _PLAIN_VALUE = re.compile(r"^[A-Za-z0-9._:@+-]{1,128}$")
+# Tokens a plain value can still be (a key pasted as a tenant id in a URL): never bound, so the
+# formatters need not mask context fields on every line.
+_SECRET_LOOKING = re.compile(
+    r"cvg_[a-z]{2,8}_[A-Za-z0-9]{12,}|sk-[A-Za-z0-9_-]{16,}|(?:AKIA|ASIA)[A-Z0-9]{16}"
+)
 
 _EMPTY: Mapping[str, str] = {}
 _context: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("log_context", default=_EMPTY)
@@ -33,7 +38,11 @@ def _cleaned(fields: Mapping[str, str | None]) -> dict[str, str]:
     unknown = set(fields) - set(FIELDS)
     if unknown:
         raise TypeError(f"unknown log context fields: {sorted(unknown)}")
-    return {name: value for name, value in fields.items() if value and _PLAIN_VALUE.fullmatch(value)}
+    return {
+        name: value
+        for name, value in fields.items()
+        if value and _PLAIN_VALUE.fullmatch(value) and not _SECRET_LOOKING.search(value)
+    }
 
 
 def bind_log_context(

@@ -237,6 +237,7 @@ def test_it_binds_only_plain_values() -> None:
     with log_context(request_id="req-two-1234"):
         bind_log_context(tenant_id="acme\n2026-01-01 ERROR forged line")
         bind_log_context(actor="x" * 200)
+        bind_log_context(tenant_id=new_key())
 
         assert dict(current_log_context()) == {"request_id": "req-two-1234"}
 
