@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group, User
+from django.contrib.sessions.models import Session
 from django.core.cache import cache
 from django.test import Client, override_settings
 from django.urls import URLPattern, URLResolver, get_resolver
@@ -231,6 +232,7 @@ class World:
     keys: dict[str, str]  # principal -> plaintext API key; "lacks:<scope>" -> key without that scope
     tokens: dict[str, str]  # principal -> plaintext bearer token
     session_users: dict[str, User]
+    clients: dict[str, APIClient] = field(default_factory=dict)  # one per credential, reused by every row
     verified: dict[str, Any] = field(default_factory=dict)  # the keys' verification cache entries
 
 
@@ -319,8 +321,12 @@ def world(django_db_setup: None, django_db_blocker: Any) -> Iterator[World]:
         # Users are committed (module scope), so they are deleted again at the end.
         with django_db_blocker.unblock():
             built.tokens, built.session_users = _people()
+            built.clients = _clients(built)
         yield built
         with django_db_blocker.unblock():
+            Session.objects.filter(
+                session_key__in=[client.session.session_key for client in built.clients.values()]
+            ).delete()
             User.objects.filter(username__startswith="matrix-").delete()
 
 
@@ -342,17 +348,25 @@ def _keys_verified_once(_fresh_cache: None, world: World) -> None:
     cache.set_many(world.verified, timeout=None)
 
 
+def _clients(world: World) -> dict[str, APIClient]:
+    """A client per credential (a test client loads the middleware once, so each is built once)."""
+    clients = {"anon": APIClient()}
+    for name, key in world.keys.items():
+        clients[name] = APIClient()
+        clients[name].credentials(HTTP_X_API_KEY=key)
+    for name, token in world.tokens.items():
+        clients[name] = APIClient()
+        clients[name].credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    for name, user in world.session_users.items():
+        clients[name] = APIClient()
+        clients[name].force_login(user)
+    return clients
+
+
 def client_for(world: World, principal: str, row: Row) -> APIClient:
-    client = APIClient()
     if principal == "lacks":
-        client.credentials(HTTP_X_API_KEY=world.keys[f"lacks:{row.scope or 'tenant:read'}"])
-    elif principal in world.keys:
-        client.credentials(HTTP_X_API_KEY=world.keys[principal])
-    elif principal in world.tokens:
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {world.tokens[principal]}")
-    elif principal in world.session_users:
-        client.force_login(world.session_users[principal])
-    return client
+        return world.clients[f"lacks:{row.scope or 'tenant:read'}"]
+    return world.clients[principal]
 
 
 def tenant_of(world: World, principal: str, column: str) -> TenantWorld:

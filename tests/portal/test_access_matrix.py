@@ -18,7 +18,7 @@ tests/support/access_matrix.py). The rules it encodes:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -27,6 +27,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth.models import Group, User
 from django.contrib.contenttypes.models import ContentType
+from django.contrib.sessions.models import Session
 from django.test import Client, override_settings
 from django.urls import URLPattern, URLResolver
 from django.urls.resolvers import RegexPattern
@@ -212,6 +213,7 @@ class World:
     tenants: dict[str, dict[str, str]]  # "A"/"B" -> placeholder -> id
     objects: dict[str, str]  # obj_... placeholder -> id
     users: dict[str, User | None]  # principal -> the user logged in (None: anonymous)
+    clients: dict[str, Client] = field(default_factory=dict)  # one per user, reused by every row
 
 
 def _build_tenants() -> tuple[dict[str, dict[str, str]], dict[str, str]]:
@@ -278,8 +280,13 @@ def world(django_db_setup: None, django_db_blocker: Any) -> Iterator[World]:
         # Users are committed (module scope), so they are deleted again at the end.
         with django_db_blocker.unblock():
             users = _build_people(objects)
-        yield World(tenants=tenants, objects=objects, users=users)
+            built = World(tenants=tenants, objects=objects, users=users)
+            built.clients = {principal: new_client(built, principal) for principal in users}
+        yield built
         with django_db_blocker.unblock():
+            Session.objects.filter(
+                session_key__in=[client.session.session_key for client in built.clients.values()]
+            ).delete()
             User.objects.filter(username__startswith="matrix-").delete()
             Group.objects.filter(name="matrix-group").delete()
 
@@ -292,7 +299,14 @@ RESTORE: dict[str, Callable[[str], object]] = {
 }
 
 
-def client_for(world: World, principal: str) -> Client:
+def client_for(world: World, principal: str, row: Row | None = None) -> Client:
+    """The principal's client; a fresh one for logging out, which ends the session it is sent with."""
+    if row is not None and row.route == "/admin/logout/":
+        return new_client(world, principal)
+    return world.clients[principal]
+
+
+def new_client(world: World, principal: str) -> Client:
     client = Client()
     user = world.users[principal]
     if user is not None:
@@ -308,7 +322,7 @@ def test_it_answers_every_user_as_the_matrix_says(row: Row, world: World) -> Non
             expected = row.expected(principal, column)
             tenant = world.tenants[column]
             path = row.route.format(**tenant, **world.objects)
-            client = client_for(world, principal)
+            client = client_for(world, principal, row)
             # An empty form: invalid wherever the form has a required field (see the module docstring).
             response = client.post(path, {}) if row.method == "POST" else client.get(path)
             status, location = response.status_code, response.get("Location", "")
