@@ -41,6 +41,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the request id and log context cover every other middleware, and the access line every response.
+    "tenants_app.middleware.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # CSP, Permissions-Policy and no-store on the API (tenants_app/security_headers.py).
     "tenants_app.security_headers.SecurityHeadersMiddleware",

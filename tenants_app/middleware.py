@@ -27,8 +27,12 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 access_logger = logging.getLogger("convergence.access")
 
 
-class RequestContextMiddleware:
-    """Tag each request with an id (X-Request-ID), log context and an audit source (portal or api)."""
+class RequestLogMiddleware:
+    """Outermost: the request id (X-Request-ID), the log context of all the request does, its access line.
+
+    First in MIDDLEWARE, so the other middlewares' lines (a session saved after the view, a 413 for an
+    oversized body) carry the request id too, and every response gets the header.
+    """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -37,10 +41,9 @@ class RequestContextMiddleware:
         offered = request.headers.get("X-Request-ID", "")
         request_id = offered if _acceptable_request_id(offered) else uuid.uuid4().hex
         request.request_id = request_id  # type: ignore[attr-defined]
-        source = "portal" if request.path.startswith(PORTAL_PREFIX) else "api"
         started = time.monotonic()
         status = 500  # what the client gets if the view raises past Django's own handling
-        with log_context(request_id=request_id), audit_context(source=source, request_id=request_id):
+        with log_context(request_id=request_id):
             try:
                 response = self.get_response(request)
                 status = response.status_code
@@ -51,6 +54,27 @@ class RequestContextMiddleware:
                 request.log_context = current_log_context()  # type: ignore[attr-defined]
         response["X-Request-ID"] = request_id
         return response
+
+
+class RequestContextMiddleware:
+    """Where audited changes come from (portal for /admin/, else api), and the URL's tenant for the logs.
+
+    Last in MIDDLEWARE, where URL arguments are known (process_view). Without RequestLogMiddleware in
+    front it does that one's work too.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if getattr(request, "request_id", None) is None:
+            return RequestLogMiddleware(self._audited)(request)
+        return self._audited(request)
+
+    def _audited(self, request: HttpRequest) -> HttpResponse:
+        source = "portal" if request.path.startswith(PORTAL_PREFIX) else "api"
+        with audit_context(source=source, request_id=request.request_id):  # type: ignore[attr-defined]
+            return self.get_response(request)
 
     def process_view(
         self,

@@ -7,6 +7,7 @@ import logging
 import logging.config
 import secrets
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -305,3 +306,27 @@ def test_it_tags_a_commands_lines_with_its_actor_and_run_id(central_dataset: str
     assert {entry["actor"] for entry in entries} == {"system:cleanup_orphaned_runs"}
     (run_id,) = {entry["request_id"] for entry in entries}
     assert run_id.startswith("cmd-")
+
+
+@pytest.mark.django_db
+def test_it_tags_a_response_made_before_the_view_by_another_middleware(settings: Any) -> None:
+    settings.API_MAX_BODY_BYTES = 100
+
+    with shipped_logs() as logs:
+        response = APIClient().post("/api/v1/me/keys", {"name": "x" * 200}, format="json")
+
+    assert response.status_code == 413
+    (access,) = [e for e in logs.entries() if e["logger"] == "convergence.access"]
+    assert (access["status"], access["request_id"]) == (413, response["X-Request-ID"])
+
+
+@pytest.mark.django_db
+def test_it_still_tags_requests_without_the_outer_middleware(settings: Any) -> None:
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if not m.endswith("RequestLogMiddleware")]
+
+    with shipped_logs() as logs:
+        response = APIClient().get("/api/v1/tenants/acme_corp/keys", HTTP_X_REQUEST_ID="req-inner-only")
+
+    assert response["X-Request-ID"] == "req-inner-only"
+    (access,) = [e for e in logs.entries() if e["logger"] == "convergence.access"]
+    assert (access["request_id"], access["tenant_id"]) == ("req-inner-only", "acme_corp")
