@@ -75,84 +75,84 @@ pytestmark = pytest.mark.django_db
 
 # Columns: anonymous; tenant A's key with every scope; A's key with every scope but the row's SCOPE
 # (rows without a scope: every scope but tenant:read); A's revoked key; A's expired key; the key of a
-# suspended tenant (its own tenant is "A" for it); read-only staff by session and by admin token; a
-# superuser's admin token; a pipeline worker's token.
+# suspended tenant (its own tenant is "A" for it); a logged-in portal user who is not staff; read-only
+# staff by session and by admin token; a superuser's admin token; a pipeline worker's token.
 API_MATRIX = """
-METHOD ROUTE                                            SCOPE              anon key    lacks revoked expired suspended ro_session ro_token superuser worker
+METHOD ROUTE                                            SCOPE              anon key    lacks revoked expired suspended customer ro_session ro_token superuser worker
 # public: probes and the API contract (a bad credential is still refused on the DRF views)
-GET    /healthz                                         -                  ok   ok     ok    ok      ok      ok        ok         ok       ok        ok
-GET    /readyz                                          -                  ok   ok     ok    ok      ok      ok        ok         ok       ok        ok
-GET    /api/schema/                                     -                  ok   ok     ok    401     401     403       ok         ok       ok        401
-GET    /api/docs/                                       -                  ok   ok     ok    401     401     403       ok         ok       ok        401
+GET    /healthz                                         -                  ok   ok     ok    ok      ok      ok        ok       ok         ok       ok        ok
+GET    /readyz                                          -                  ok   ok     ok    ok      ok      ok        ok       ok         ok       ok        ok
+GET    /api/schema/                                     -                  ok   ok     ok    401     401     403       ok       ok         ok       ok        401
+GET    /api/docs/                                       -                  ok   ok     ok    401     401     403       ok       ok         ok       ok        401
 # staff only, across tenants
-GET    /api/v1/tenants                                  -                  401  403    403   401     401     403       ok         ok       ok        401
-POST   /api/v1/tenants/onboard                          -                  401  403    403   401     401     403       403        403      ok        401
-POST   /api/v1/tenants/dryrun                           -                  401  403    403   401     401     403       403        403      ok        401
-GET    /api/v1/queue                                    -                  401  403    403   401     401     403       ok         ok       ok        401
+GET    /api/v1/tenants                                  -                  401  403    403   401     401     403       403      ok         ok       ok        401
+POST   /api/v1/tenants/onboard                          -                  401  403    403   401     401     403       403      403        403      ok        401
+POST   /api/v1/tenants/dryrun                           -                  401  403    403   401     401     403       403      403        403      ok        401
+GET    /api/v1/queue                                    -                  401  403    403   401     401     403       403      ok         ok       ok        401
 # staff only, one tenant by id
-GET    /api/v1/tenants/{t}                              -                  401  403    403   401     401     403       ok         ok       ok        401
-PATCH  /api/v1/tenants/{t}                              -                  401  403    403   401     401     403       403        403      ok        401
-POST   /api/v1/tenants/{t}/suspend                      -                  401  403    403   401     401     403       403        403      ok        401
-POST   /api/v1/tenants/{t}/reactivate                   -                  401  403    403   401     401     403       403        403      ok        401
-POST   /api/v1/tenants/{t}/offboard                     -                  401  403    403   401     401     403       403        403      ok        401
-GET    /api/v1/tenants/{t}/keys                         -                  401  403    403   401     401     403       ok         ok       ok        401
-POST   /api/v1/tenants/{t}/keys                         -                  401  403    403   401     401     403       403        403      ok        401
-POST   /api/v1/tenants/{t}/keys/{key}/rotate            -                  401  403    403   401     401     403       403        403      ok        401
-POST   /api/v1/tenants/{t}/keys/{key}/revoke            -                  401  403    403   401     401     403       403        403      ok        401
-GET    /api/v1/tenants/{t}/credentials                  -                  401  403    403   401     401     403       ok         ok       ok        401
-POST   /api/v1/tenants/{t}/credentials                  -                  401  403    403   401     401     403       403        403      ok        401
-GET    /api/v1/tenants/{t}/credentials/{cred}           -                  401  403    403   401     401     403       ok         ok       ok        401
-POST   /api/v1/tenants/{t}/credentials/{cred}/replace   -                  401  403    403   401     401     403       403        403      ok        401
-POST   /api/v1/tenants/{t}/credentials/{cred_off}/deactivate -             401  403    403   401     401     403       403        403      ok        401
-GET    /api/v1/tenants/{t}/subscription                 -                  401  403    403   401     401     403       ok         ok       ok        401
-PATCH  /api/v1/tenants/{t}/subscription                 -                  401  403    403   401     401     403       403        403      ok        401
-POST   /api/v1/tenants/{t}/subscription/preview         -                  401  403    403   401     401     403       403        403      ok        401
-GET    /api/v1/tenants/{t}/usage                        -                  401  403    403   401     401     403       ok         ok       ok        401
-GET    /api/v1/tenants/{t}/pipelines                    -                  401  403    403   401     401     403       ok         ok       ok        401
-POST   /api/v1/tenants/{t}/pipelines                    -                  401  403    403   401     401     403       403        403      ok        401
-GET    /api/v1/tenants/{t}/pipelines/{cfg}              -                  401  403    403   401     401     403       ok         ok       ok        401
-PATCH  /api/v1/tenants/{t}/pipelines/{cfg}              -                  401  403    403   401     401     403       403        403      ok        401
-DELETE /api/v1/tenants/{t}/pipelines/{cfg_doomed}       -                  401  403    403   401     401     403       403        403      ok        401
-POST   /api/v1/tenants/{t}/pipelines/{cfg_paused}/pause -                  401  403    403   401     401     403       403        403      ok        401
-POST   /api/v1/tenants/{t}/pipelines/{cfg}/resume       -                  401  403    403   401     401     403       403        403      ok        401
-POST   /api/v1/tenants/{t}/pipelines/{cfg}/run          -                  401  403    403   401     401     403       403        403      ok        401
-GET    /api/v1/tenants/{t}/runs                         -                  401  403    403   401     401     403       ok         ok       ok        401
-GET    /api/v1/tenants/{t}/runs/{run}                   -                  401  403    403   401     401     403       ok         ok       ok        401
-POST   /api/v1/tenants/{t}/runs/{run}/cancel            -                  401  403    403   401     401     403       403        403      ok        401
-POST   /api/v1/tenants/{t}/runs/{run}/requeue           -                  401  403    403   401     401     403       403        403      ok        401
+GET    /api/v1/tenants/{t}                              -                  401  403    403   401     401     403       403      ok         ok       ok        401
+PATCH  /api/v1/tenants/{t}                              -                  401  403    403   401     401     403       403      403        403      ok        401
+POST   /api/v1/tenants/{t}/suspend                      -                  401  403    403   401     401     403       403      403        403      ok        401
+POST   /api/v1/tenants/{t}/reactivate                   -                  401  403    403   401     401     403       403      403        403      ok        401
+POST   /api/v1/tenants/{t}/offboard                     -                  401  403    403   401     401     403       403      403        403      ok        401
+GET    /api/v1/tenants/{t}/keys                         -                  401  403    403   401     401     403       403      ok         ok       ok        401
+POST   /api/v1/tenants/{t}/keys                         -                  401  403    403   401     401     403       403      403        403      ok        401
+POST   /api/v1/tenants/{t}/keys/{key}/rotate            -                  401  403    403   401     401     403       403      403        403      ok        401
+POST   /api/v1/tenants/{t}/keys/{key}/revoke            -                  401  403    403   401     401     403       403      403        403      ok        401
+GET    /api/v1/tenants/{t}/credentials                  -                  401  403    403   401     401     403       403      ok         ok       ok        401
+POST   /api/v1/tenants/{t}/credentials                  -                  401  403    403   401     401     403       403      403        403      ok        401
+GET    /api/v1/tenants/{t}/credentials/{cred}           -                  401  403    403   401     401     403       403      ok         ok       ok        401
+POST   /api/v1/tenants/{t}/credentials/{cred}/replace   -                  401  403    403   401     401     403       403      403        403      ok        401
+POST   /api/v1/tenants/{t}/credentials/{cred_off}/deactivate -             401  403    403   401     401     403       403      403        403      ok        401
+GET    /api/v1/tenants/{t}/subscription                 -                  401  403    403   401     401     403       403      ok         ok       ok        401
+PATCH  /api/v1/tenants/{t}/subscription                 -                  401  403    403   401     401     403       403      403        403      ok        401
+POST   /api/v1/tenants/{t}/subscription/preview         -                  401  403    403   401     401     403       403      403        403      ok        401
+GET    /api/v1/tenants/{t}/usage                        -                  401  403    403   401     401     403       403      ok         ok       ok        401
+GET    /api/v1/tenants/{t}/pipelines                    -                  401  403    403   401     401     403       403      ok         ok       ok        401
+POST   /api/v1/tenants/{t}/pipelines                    -                  401  403    403   401     401     403       403      403        403      ok        401
+GET    /api/v1/tenants/{t}/pipelines/{cfg}              -                  401  403    403   401     401     403       403      ok         ok       ok        401
+PATCH  /api/v1/tenants/{t}/pipelines/{cfg}              -                  401  403    403   401     401     403       403      403        403      ok        401
+DELETE /api/v1/tenants/{t}/pipelines/{cfg_doomed}       -                  401  403    403   401     401     403       403      403        403      ok        401
+POST   /api/v1/tenants/{t}/pipelines/{cfg_paused}/pause -                  401  403    403   401     401     403       403      403        403      ok        401
+POST   /api/v1/tenants/{t}/pipelines/{cfg}/resume       -                  401  403    403   401     401     403       403      403        403      ok        401
+POST   /api/v1/tenants/{t}/pipelines/{cfg}/run          -                  401  403    403   401     401     403       403      403        403      ok        401
+GET    /api/v1/tenants/{t}/runs                         -                  401  403    403   401     401     403       403      ok         ok       ok        401
+GET    /api/v1/tenants/{t}/runs/{run}                   -                  401  403    403   401     401     403       403      ok         ok       ok        401
+POST   /api/v1/tenants/{t}/runs/{run}/cancel            -                  401  403    403   401     401     403       403      403        403      ok        401
+POST   /api/v1/tenants/{t}/runs/{run}/requeue           -                  401  403    403   401     401     403       403      403        403      ok        401
 # a tenant's own key, its own tenant only: another tenant's resource is a 404
-GET    /api/v1/me                                       tenant:read        401  ok     403   401     401     403       403        403      403       401
-GET    /api/v1/me/keys                                  tenant:read        401  ok     403   401     401     403       403        403      403       401
-POST   /api/v1/me/keys                                  keys:manage        401  ok     403   401     401     403       403        403      403       401
-POST   /api/v1/me/keys/{key}/rotate                     keys:manage        401  ok/404 403   401     401     403       403        403      403       401
-POST   /api/v1/me/keys/{key}/revoke                     keys:manage        401  ok/404 403   401     401     403       403        403      403       401
-GET    /api/v1/me/credentials                           tenant:read        401  ok     403   401     401     403       403        403      403       401
-POST   /api/v1/me/credentials                           credentials:manage 401  ok     403   401     401     403       403        403      403       401
-GET    /api/v1/me/credentials/{cred}                    tenant:read        401  ok/404 403   401     401     403       403        403      403       401
-POST   /api/v1/me/credentials/{cred}/replace            credentials:manage 401  ok/404 403   401     401     403       403        403      403       401
-POST   /api/v1/me/credentials/{cred_off}/deactivate     credentials:manage 401  ok/404 403   401     401     403       403        403      403       401
-GET    /api/v1/me/subscription                          tenant:read        401  ok     403   401     401     403       403        403      403       401
-PATCH  /api/v1/me/subscription                          tenant:read        401  403    403   401     401     403       403        403      403       401
-POST   /api/v1/me/subscription/preview                  tenant:read        401  403    403   401     401     403       403        403      403       401
-GET    /api/v1/me/usage                                 tenant:read        401  ok     403   401     401     403       403        403      403       401
-GET    /api/v1/me/pipelines                             pipelines:read     401  ok     403   401     401     403       403        403      403       401
-POST   /api/v1/me/pipelines                             pipelines:manage   401  ok     403   401     401     403       403        403      403       401
-GET    /api/v1/me/pipelines/{cfg}                       pipelines:read     401  ok/404 403   401     401     403       403        403      403       401
-PATCH  /api/v1/me/pipelines/{cfg}                       pipelines:manage   401  ok/404 403   401     401     403       403        403      403       401
-DELETE /api/v1/me/pipelines/{cfg_doomed}                pipelines:manage   401  ok/404 403   401     401     403       403        403      403       401
-POST   /api/v1/me/pipelines/{cfg_paused}/pause          pipelines:manage   401  ok/404 403   401     401     403       403        403      403       401
-POST   /api/v1/me/pipelines/{cfg}/resume                pipelines:manage   401  ok/404 403   401     401     403       403        403      403       401
-POST   /api/v1/me/pipelines/{cfg}/run                   pipelines:execute  401  ok/404 403   401     401     403       403        403      403       401
-GET    /api/v1/me/runs                                  pipelines:read     401  ok     403   401     401     403       403        403      403       401
-GET    /api/v1/me/runs/{run}                            pipelines:read     401  ok/404 403   401     401     403       403        403      403       401
-POST   /api/v1/me/runs/{run}/cancel                     pipelines:manage   401  ok/404 403   401     401     403       403        403      403       401
-POST   /api/v1/me/runs/{run}/requeue                    pipelines:manage   401  ok/404 403   401     401     403       403        403      403       401
+GET    /api/v1/me                                       tenant:read        401  ok     403   401     401     403       403      403        403      403       401
+GET    /api/v1/me/keys                                  tenant:read        401  ok     403   401     401     403       403      403        403      403       401
+POST   /api/v1/me/keys                                  keys:manage        401  ok     403   401     401     403       403      403        403      403       401
+POST   /api/v1/me/keys/{key}/rotate                     keys:manage        401  ok/404 403   401     401     403       403      403        403      403       401
+POST   /api/v1/me/keys/{key}/revoke                     keys:manage        401  ok/404 403   401     401     403       403      403        403      403       401
+GET    /api/v1/me/credentials                           tenant:read        401  ok     403   401     401     403       403      403        403      403       401
+POST   /api/v1/me/credentials                           credentials:manage 401  ok     403   401     401     403       403      403        403      403       401
+GET    /api/v1/me/credentials/{cred}                    tenant:read        401  ok/404 403   401     401     403       403      403        403      403       401
+POST   /api/v1/me/credentials/{cred}/replace            credentials:manage 401  ok/404 403   401     401     403       403      403        403      403       401
+POST   /api/v1/me/credentials/{cred_off}/deactivate     credentials:manage 401  ok/404 403   401     401     403       403      403        403      403       401
+GET    /api/v1/me/subscription                          tenant:read        401  ok     403   401     401     403       403      403        403      403       401
+PATCH  /api/v1/me/subscription                          tenant:read        401  403    403   401     401     403       403      403        403      403       401
+POST   /api/v1/me/subscription/preview                  tenant:read        401  403    403   401     401     403       403      403        403      403       401
+GET    /api/v1/me/usage                                 tenant:read        401  ok     403   401     401     403       403      403        403      403       401
+GET    /api/v1/me/pipelines                             pipelines:read     401  ok     403   401     401     403       403      403        403      403       401
+POST   /api/v1/me/pipelines                             pipelines:manage   401  ok     403   401     401     403       403      403        403      403       401
+GET    /api/v1/me/pipelines/{cfg}                       pipelines:read     401  ok/404 403   401     401     403       403      403        403      403       401
+PATCH  /api/v1/me/pipelines/{cfg}                       pipelines:manage   401  ok/404 403   401     401     403       403      403        403      403       401
+DELETE /api/v1/me/pipelines/{cfg_doomed}                pipelines:manage   401  ok/404 403   401     401     403       403      403        403      403       401
+POST   /api/v1/me/pipelines/{cfg_paused}/pause          pipelines:manage   401  ok/404 403   401     401     403       403      403        403      403       401
+POST   /api/v1/me/pipelines/{cfg}/resume                pipelines:manage   401  ok/404 403   401     401     403       403      403        403      403       401
+POST   /api/v1/me/pipelines/{cfg}/run                   pipelines:execute  401  ok/404 403   401     401     403       403      403        403      403       401
+GET    /api/v1/me/runs                                  pipelines:read     401  ok     403   401     401     403       403      403        403      403       401
+GET    /api/v1/me/runs/{run}                            pipelines:read     401  ok/404 403   401     401     403       403      403        403      403       401
+POST   /api/v1/me/runs/{run}/cancel                     pipelines:manage   401  ok/404 403   401     401     403       403      403        403      403       401
+POST   /api/v1/me/runs/{run}/requeue                    pipelines:manage   401  ok/404 403   401     401     403       403      403        403      403       401
 # pipeline workers: a tenant key with pipelines:execute (own runs only), or a worker token (every
 # tenant; a superuser's token counts as a worker's). Sessions and other staff tokens are not accepted.
-POST   /api/v1/worker/claim                             pipelines:execute  401  ok     403   401     401     403       401        401      ok        ok
-POST   /api/v1/worker/runs/{run}/heartbeat              pipelines:execute  401  ok/404 403   401     401     403       401        401      ok        ok
-POST   /api/v1/worker/runs/{run}/complete               pipelines:execute  401  ok/404 403   401     401     403       401        401      ok        ok
-POST   /api/v1/worker/runs/{run}/fail                   pipelines:execute  401  ok/404 403   401     401     403       401        401      ok        ok
+POST   /api/v1/worker/claim                             pipelines:execute  401  ok     403   401     401     403       401      401        401      ok        ok
+POST   /api/v1/worker/runs/{run}/heartbeat              pipelines:execute  401  ok/404 403   401     401     403       401      401        401      ok        ok
+POST   /api/v1/worker/runs/{run}/complete               pipelines:execute  401  ok/404 403   401     401     403       401      401        401      ok        ok
+POST   /api/v1/worker/runs/{run}/fail                   pipelines:execute  401  ok/404 403   401     401     403       401      401        401      ok        ok
 """
 
 PRINCIPALS, ROWS = parse_matrix(API_MATRIX, with_scope=True)
@@ -290,7 +290,8 @@ def _build_world() -> World:
 
 
 def _people() -> tuple[dict[str, str], dict[str, User]]:
-    """Read-only staff, a superuser and a pipeline worker, with their tokens (Django's own database)."""
+    """A portal user who is not staff, read-only staff, a superuser and a pipeline worker (Django's database)."""
+    customer = User.objects.create_user("matrix-customer")
     read_only = User.objects.create_user("matrix-auditor", is_staff=True)
     read_only.groups.add(Group.objects.get_or_create(name=settings.READ_ONLY_STAFF_GROUP)[0])
     root = User.objects.create_superuser("matrix-root", "root@matrix.example", None)
@@ -301,7 +302,7 @@ def _people() -> tuple[dict[str, str], dict[str, User]]:
         "superuser": admin_token_create(user=root, name="matrix").plaintext,
         "worker": worker_token_create(user=worker, name="matrix").plaintext,
     }
-    return tokens, {"ro_session": read_only}
+    return tokens, {"customer": customer, "ro_session": read_only}
 
 
 @pytest.fixture(scope="module")
@@ -512,13 +513,17 @@ def test_it_refuses_a_tenant_key_a_missing_tenant_exactly_like_another_tenant(wo
     assert bodies[0] == bodies[1]
 
 
-def test_it_refuses_anonymous_options_on_every_private_url() -> None:
-    """OPTIONS describes an endpoint; DRF checks access first, so the description is no way around it."""
-    public = {route_shape(row.route) for row in ROWS if row.cells["anon"] == "ok"}
-    paths = {row.route: row for row in ROWS if route_shape(row.route) not in public}
-
-    refused = {
-        route: APIClient().options(route.replace("{", "").replace("}", "")).status_code for route in paths
+def test_it_refuses_anonymous_options_and_head_on_every_private_url() -> None:
+    """OPTIONS describes an endpoint and HEAD runs GET: DRF checks access first, so neither is a way around."""
+    client = APIClient()
+    private = [row for row in ROWS if row.cells["anon"] != "ok"]
+    calls = {("OPTIONS", row.route) for row in private} | {
+        ("HEAD", row.route) for row in private if row.method == "GET"
     }
 
-    assert set(refused.values()) == {401}
+    answers = {
+        (method, route): client.generic(method, route.replace("{", "").replace("}", "")).status_code
+        for method, route in sorted(calls)
+    }
+
+    assert {call: status for call, status in answers.items() if status != 401} == {}
