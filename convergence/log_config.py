@@ -54,7 +54,7 @@ PAYLOAD_LOGGERS = (
 # look-ahead stays inside the name): without both the search is quadratic in the line's length.
 _SENSITIVE_FIELD_NAME = (
     r"(?<![A-Za-z0-9_-])(?=[A-Za-z0-9_-]*?(?:secret|password|passwd|token|api[_-]?key|access[_-]?key"
-    r"|private[_-]?key|credential|payload|plaintext|signature))[A-Za-z0-9_-]+"
+    r"|private[_-]?key|credential|payload|plaintext|signature|sessionid))[A-Za-z0-9_-]+"
 )
 _NOT_SECRET_SUFFIX = re.compile(
     r"(_id|_ids|_prefix|_name|_type|_count|_at|_fingerprint|_expires|_scopes|_status)$", re.IGNORECASE
@@ -75,7 +75,8 @@ _PEM_BLOCK = re.compile(
 )
 _HEADER = re.compile(
     r"(?P<name>authorization|proxy-authorization|x-api-key|cookie|set-cookie)"
-    r"(?P<sep>\\?[\"']?\s*[:=]\s*\\?[\"']?)(?P<value>[^\"'\r\n,;}\\]+)",
+    # `;` goes on: a Cookie header's later cookies are masked with the first.
+    r"(?P<sep>\\?[\"']?\s*[:=]\s*\\?[\"']?)(?P<value>[^\"'\r\n,}\\]+)",
     re.IGNORECASE,
 )
 _BEARER = re.compile(r"\b(?P<scheme>bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
@@ -120,6 +121,7 @@ _RULES: tuple[tuple[re.Pattern[str], Replacement, tuple[str, ...]], ...] = (
             "payload",
             "plaintext",
             "signature",
+            "sessionid",
         ),
     ),
     (_OUR_KEY, f"cvg_{REDACTED}", ("cvg_",)),

@@ -81,7 +81,8 @@ def test_it_masks_private_keys_headers_and_secret_named_fields_but_keeps_identif
         f"payload={{'private_key': {pem!r}, 'secret_access_key': '{aws_secret}', 'private_key_id': 'pk1'}} "
         f'json={{"client_secret": "{aws_secret}", "key_prefix": "cvg_live_Ab12Cd", "api_key_id": "key_7"}} '
         f"headers Authorization: Bearer {bearer} X-API-Key: {api_key} "
-        f"raw {pem} url /x?token={bearer}&page=2 sk-proj-{bearer}"
+        f"raw {pem} url /x?token={bearer}&page=2 sk-proj-{bearer}\n"
+        f"{{'HTTP_COOKIE': 'theme=dark; sessionid={aws_secret}', 'HTTP_X_API_KEY': '{api_key}'}}"
     )
 
     masked = redact_secrets(text)
