@@ -72,8 +72,9 @@ PLANTED = [
 
 # What tenant tables legitimately hold: ids, hashes, timestamps, names, paths, prose.
 LEGIT = [
-    uuid.uuid4().hex,
-    str(uuid.uuid4()),
+    # Seeded, not uuid4(): parametrized ids must be the same in every pytest-xdist worker.
+    uuid.UUID(int=RANDOM.getrandbits(128), version=4).hex,
+    str(uuid.UUID(int=RANDOM.getrandbits(128), version=4)),
     hashlib.sha256(b"x").hexdigest(),
     "run_3f9c0a1b2c3d_a1",
     "run_3f9c0a1b2c3d_a1_s0",
