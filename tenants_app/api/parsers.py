@@ -46,39 +46,45 @@ class SafeJSONParser(JSONParser):
             data = super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise ParseError("JSON parse error - nested too deeply") from None
-        problem = find_problem(data, max_depth=settings.API_MAX_JSON_DEPTH)
-        if problem is not None:
-            where, reason = problem
-            if where is None:
-                raise ParseError(f"JSON parse error - {reason}")
-            raise ValidationError({where: [reason]})
+        too_deep, surrogates = find_problems(data, max_depth=settings.API_MAX_JSON_DEPTH)
+        if too_deep:
+            raise ParseError(f"JSON parse error - nested more than {settings.API_MAX_JSON_DEPTH} levels deep")
+        if surrogates:
+            raise ValidationError(surrogates)
         return data
 
 
-def find_problem(data: Any, *, max_depth: int) -> tuple[str | None, str] | None:
-    """The first (path, reason) in parsed JSON that nests too deeply or holds a lone surrogate.
+SURROGATE_MESSAGE = "Holds a lone surrogate (for example \\ud800), which is not Unicode text."
+MAX_REPORTED = 20
 
-    Iterative, so a document at the recursion limit costs no stack. The path is the top-level field
-    name, then `.key` and `[index]` for what is inside it (for example `parameters.source[2]`).
+
+def find_problems(data: Any, *, max_depth: int) -> tuple[bool, dict[str, list[str]]]:
+    """Whether parsed JSON nests deeper than `max_depth`, and where it holds lone surrogates.
+
+    Iterative, so a document at the recursion limit costs no stack. A place is the top-level field
+    name, then `.key` and `[index]` for what is inside it (for example `parameters.source[2]`); at most
+    MAX_REPORTED places are named.
     """
+    found: dict[str, list[str]] = {}
     stack: list[tuple[Any, str | None, int]] = [(data, None, 0)]
     while stack:
         value, path, depth = stack.pop()
         if depth > max_depth:
-            return None, f"nested more than {max_depth} levels deep"
+            return True, {}
         if isinstance(value, str):
-            if not _is_unicode(value):
-                return path, "Holds a lone surrogate (for example \\ud800), which is not Unicode text."
+            if not _is_unicode(value) and len(found) < MAX_REPORTED:
+                found[path or "non_field_errors"] = [SURROGATE_MESSAGE]
         elif isinstance(value, dict):
             for key, item in value.items():
-                child = key if path is None else f"{path}.{key}"
                 if not _is_unicode(key):
-                    return path or "non_field_errors", "Holds a key with a lone surrogate, not Unicode text."
-                stack.append((item, child, depth + 1))
+                    # The key itself cannot be named: name the document that holds it.
+                    found.setdefault(path or "non_field_errors", [SURROGATE_MESSAGE])
+                    continue
+                stack.append((item, key if path is None else f"{path}.{key}", depth + 1))
         elif isinstance(value, list):
             for index, item in enumerate(value):
                 stack.append((item, f"{path or ''}[{index}]", depth + 1))
-    return None
+    return False, found
 
 
 def _is_unicode(value: str) -> bool:

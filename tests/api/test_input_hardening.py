@@ -498,6 +498,59 @@ def test_it_stores_hostile_text_verbatim_or_refuses_it_naming_the_field(world: W
         assert any(contains(data, text) for data in seen), (name, text_path, "not returned verbatim")
 
 
+# Ids that exist nowhere: every view checks its input before it looks anything up, so these requests
+# end at validation (and a slip past it finds nothing to change).
+NOWHERE = {
+    "new_tenant": "h6_nobody",
+    "other_tenant": "h6_nobody",
+    "api_key_id": "key_nowhere",
+    "credential_id": "cred_nowhere",
+    "config_id": "cfg_nowhere",
+    "run_id": "run_nowhere",
+}
+BAD_TEXT = {"nul": "a\x00b", "lone-surrogate": "a\ud800b"}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_it_refuses_nul_and_lone_surrogates_in_every_text_field_naming_each(world: World, name: str) -> None:
+    case = CASES[name]
+    ids = {"tenant_id": world.tenant_id, **NOWHERE}
+    client = world.tenant_key if case.as_tenant_key else world.staff
+    path = case.path.format(**ids)
+    serializer = (case.input_serializer or case.view.InputSerializer)()
+    base = fill(json.loads(json.dumps(case.body)), ids)
+    fields = [p for p in text_fields(serializer) if get_at(base, p[:-1]) is not None or len(p) == 1]
+    plain = [p for p in fields if not isinstance(field_at(serializer, p), serializers.JSONField)]
+    documents = [p for p in fields if p not in plain]
+
+    for kind, bad in BAD_TEXT.items():
+        if plain:
+            # All plain text fields at once: the serializer names every one of them in one answer.
+            body = json.loads(json.dumps(base))
+            for text_path in plain:
+                listed = isinstance(field_at(serializer, text_path), serializers.ListField)
+                set_at(body, text_path, [bad] if listed else bad)
+            response = client.generic(
+                case.method.upper(), path, json.dumps(body), content_type="application/json"
+            )
+            assert response.status_code == 400, (name, kind, response.content[:300])
+            named = list(error_paths(response.json()["error"].get("fields", {})))
+            missing = [p for p in plain if not any(names(p, n) for n in named)]
+            assert missing == [], (name, kind, response.json())
+        if kind != "lone-surrogate":
+            continue  # NUL inside a JSON document is data (stored verbatim: see the parameters test)
+        for text_path in documents:
+            # Inside a JSON document: the parser finds it before anything else and names where.
+            body = json.loads(json.dumps(base))
+            set_at(body, text_path, {"note": bad})
+            response = client.generic(
+                case.method.upper(), path, json.dumps(body), content_type="application/json"
+            )
+            assert response.status_code == 400, (name, text_path, response.content[:300])
+            where = ".".join(map(str, text_path)).replace(".0.", "[0].") + ".note"
+            assert list(response.json()["error"]["fields"]) == [where], (name, response.json())
+
+
 def test_it_covers_every_write_endpoint() -> None:
     """A write view with an InputSerializer that has no case above fails here."""
     covered = {case.view for case in CASES.values()}
