@@ -211,6 +211,15 @@ def test_it_exits_3_with_a_clear_error_when_bigquery_is_unavailable(central: str
     assert str(error).startswith("BigQuery is unavailable, nothing was scanned (BigQuery is unavailable:")
 
 
+def test_it_exits_3_and_says_so_when_the_central_dataset_was_never_bootstrapped(settings: Any) -> None:
+    settings.TENANTS_DATASET = unique_name("missing")
+
+    _, error = audit_failing()
+
+    assert error.returncode == 3
+    assert str(error).startswith("the central dataset is not ready (has bootstrap_bigquery run?)")
+
+
 def test_it_exits_1_from_the_command_line_without_a_traceback(
     leaky: str, central: str, tmp_path: Path
 ) -> None:

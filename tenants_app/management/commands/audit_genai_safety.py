@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from bigquery_backend.exceptions import NotFound
 from tenants_app.services.errors import DoesNotExist, ServiceUnavailable, ValidationFailed
 from tenants_app.services.genai_safety import (
     DEFAULT_SAMPLE_ROWS,
@@ -104,9 +105,12 @@ class Command(BaseCommand):
             raise CommandError(f"{exc.message}: {details}", returncode=EXIT_USAGE) from None
         except ServiceUnavailable as exc:
             cause = f" ({exc.__cause__})" if exc.__cause__ else ""
-            raise CommandError(
-                f"BigQuery is unavailable, nothing was scanned{cause}", returncode=EXIT_UNAVAILABLE
-            ) from None
+            if isinstance(exc.__cause__, NotFound):
+                # The profiles table itself is missing: a deployment that was never bootstrapped.
+                message = f"the central dataset is not ready (has bootstrap_bigquery run?){cause}"
+            else:
+                message = f"BigQuery is unavailable, nothing was scanned{cause}"
+            raise CommandError(message, returncode=EXIT_UNAVAILABLE) from None
 
         if as_json:
             self.stdout.write(json.dumps(report.as_dict(), indent=2, sort_keys=True))
