@@ -39,6 +39,7 @@ WRITES = "writes"
 CATEGORIES = (TENANT_API, ADMIN_API, PORTAL, WRITES)
 TIMEOUT_SECONDS = 120.0  # gunicorn's own timeout (convergence/gunicorn_conf.py) answers first
 ERROR_SAMPLES = 8
+MEASURING = "MEASURING"  # printed alone on a line when the warm-up ends (run.py watches for it)
 _CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
 
@@ -372,6 +373,9 @@ def run_clients(clients: Sequence[Client], clock: Clock, warmup: float, duration
     threads = [threading.Thread(target=guarded(client.run), daemon=True) for client in clients]
     for thread in threads:
         thread.start()
+    # Tell run.py the warm-up is over, so it counts the servers' CPU time from here.
+    time.sleep(max(0.0, clock.measure_from - time.perf_counter()))
+    print(MEASURING, flush=True)
     for thread in threads:
         thread.join()
     if failures:

@@ -26,7 +26,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from bigquery_backend.emulator import EmulatorProcess, free_port  # noqa: E402 - stdlib only, no Django
 
 DRIVER = Path(__file__).resolve().parent / "driver.py"
+MEASURING = "MEASURING"  # the driver's line when its warm-up ends
 PROBE_CONFIG = Path(__file__).resolve().parent / "gunicorn_probe.py"
 ACTOR = "system:bench_load"
 STAFF_USERNAME = "loadstaff"
@@ -212,15 +214,26 @@ def flush_costs(tenants: Sequence[dict[str, Any]]) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in timings.items()}
 
 
-def jobs_per_request(scenario: dict[str, Any]) -> dict[str, int]:
-    """BigQuery jobs each request kind issues, in this process through Django's test client.
+@dataclass(frozen=True)
+class Profile:
+    """One request kind served alone, in-process: its BigQuery jobs and median costs."""
 
-    The emulator runs one statement at a time, so the server's throughput here is about one over
-    (jobs per request x time per job); the jobs also carry over to BigQuery, where each costs a job's
-    latency. Taken on a second pass, with the key, limits and existence caches warm as in a busy worker.
+    jobs: int
+    wall_ms: float
+    django_ms: float  # CPU time of this process (Django, DRF, the BigQuery client)
+    emulator_ms: float  # CPU time of the emulator process
+
+
+def serial_profile(scenario: dict[str, Any], emulator_pid: int, repeat: int) -> dict[str, Profile]:
+    """Each request kind, one at a time, through Django's test client in this process: jobs and CPU.
+
+    No HTTP and no concurrency: what one request costs the server and the emulator, which no other
+    load on the machine inflates (CPU time, not wall time). The jobs also carry over to BigQuery, where
+    each costs a job's latency. One pass first fills the caches (key, limits, templates), as in a busy
+    worker; then `repeat` measured passes.
     """
     from django.contrib.auth.models import User
-    from django.test import Client
+    from django.test import Client, override_settings
 
     from bigquery_backend.client import get_gateway
 
@@ -232,48 +245,78 @@ def jobs_per_request(scenario: dict[str, Any]) -> dict[str, int]:
     as_admin = Client(HTTP_HOST="127.0.0.1", HTTP_AUTHORIZATION=f"Bearer {scenario['admin_token']}")
     as_staff = Client(HTTP_HOST="127.0.0.1")
     as_staff.force_login(User.objects.get(username=STAFF_USERNAME))
-    reads: list[tuple[str, Client, str, int]] = [
-        ("GET /me", as_tenant, "/api/v1/me", 200),
-        ("GET /me/keys", as_tenant, "/api/v1/me/keys", 200),
-        ("GET /me/usage", as_tenant, "/api/v1/me/usage", 200),
-        ("GET /me/pipelines", as_tenant, "/api/v1/me/pipelines", 200),
-        ("GET /me/runs", as_tenant, "/api/v1/me/runs", 200),
-        ("GET /tenants", as_admin, "/api/v1/tenants?limit=50", 200),
-        ("GET /tenants/{id}", as_admin, f"/api/v1/tenants/{tenant_id}", 200),
-        ("GET admin index", as_staff, portal["index"], 200),
-        ("GET tenant list", as_staff, portal["tenant_list"], 200),
-        ("GET tenant detail", as_staff, portal["tenant_detail"].replace("TENANT_ID", tenant_id), 200),
-        ("GET quota dashboard", as_staff, portal["dashboard"], 200),
+    issued: list[str] = []
+
+    def get(client: Client, path: str) -> Callable[[], Any]:
+        return lambda: client.get(path)
+
+    def post(path: str | Callable[[], str], body: dict[str, Any]) -> Callable[[], Any]:
+        return lambda: as_tenant.post(
+            path() if callable(path) else path, body, content_type="application/json"
+        )
+
+    calls: list[tuple[str, Callable[[], Any], int]] = [
+        ("GET /me", get(as_tenant, "/api/v1/me"), 200),
+        ("GET /me/keys", get(as_tenant, "/api/v1/me/keys"), 200),
+        ("GET /me/usage", get(as_tenant, "/api/v1/me/usage"), 200),
+        ("GET /me/pipelines", get(as_tenant, "/api/v1/me/pipelines"), 200),
+        ("GET /me/runs", get(as_tenant, "/api/v1/me/runs"), 200),
+        ("GET /tenants", get(as_admin, "/api/v1/tenants?limit=50"), 200),
+        ("GET /tenants/{id}", get(as_admin, f"/api/v1/tenants/{tenant_id}"), 200),
+        ("GET admin index", get(as_staff, portal["index"]), 200),
+        ("GET tenant list", get(as_staff, portal["tenant_list"]), 200),
+        ("GET tenant detail", get(as_staff, portal["tenant_detail"].replace("TENANT_ID", tenant_id)), 200),
+        ("GET quota dashboard", get(as_staff, portal["dashboard"]), 200),
+        ("POST pipeline pause", post(f"{config}/pause", {}), 200),
+        ("POST pipeline resume", post(f"{config}/resume", {}), 200),
+        (
+            "POST key create",
+            post("/api/v1/me/keys", {"name": "serial probe", "scopes": ["tenant:read"]}),
+            201,
+        ),
+        ("POST key revoke", post(lambda: f"/api/v1/me/keys/{issued[-1]}/revoke", {"reason": "probe"}), 200),
     ]
     gateway = get_gateway()
-    jobs: dict[str, int] = {}
-    for _ in range(2):  # the first pass fills the caches
-        for kind, client, path, expect in reads:
+    samples: dict[str, list[tuple[int, float, float, float]]] = {kind: [] for kind, _, _ in calls}
+    # No bookkeeping flush inside a measured request (flush_costs times those on their own).
+    quiet = override_settings(API_KEY_LAST_USED_FLUSH_SECONDS=1e9, API_CALLS_FLUSH_SECONDS=1e9)
+    with quiet:
+        _serial_passes(calls, samples, gateway, emulator_pid, repeat, issued)
+    return {
+        kind: Profile(
+            jobs=Counter(s[0] for s in values).most_common(1)[0][0],
+            wall_ms=statistics.median(s[1] for s in values),
+            django_ms=statistics.median(s[2] for s in values),
+            emulator_ms=statistics.median(s[3] for s in values),
+        )
+        for kind, values in samples.items()
+    }
+
+
+def _serial_passes(
+    calls: Sequence[tuple[str, Callable[[], Any], int]],
+    samples: dict[str, list[tuple[int, float, float, float]]],
+    gateway: Any,
+    emulator_pid: int,
+    repeat: int,
+    issued: list[str],
+) -> None:
+    for index in range(1 + repeat):
+        for kind, call, expect in calls:
+            emulator_before = cpu_seconds(emulator_pid)
+            cpu_before = time.process_time()
+            started = time.perf_counter()
             with gateway.count_jobs() as counter:
-                answer = client.get(path)
+                answer = call()
+            wall = time.perf_counter() - started
+            cpu = time.process_time() - cpu_before
+            emulator = cpu_seconds(emulator_pid) - emulator_before
             if answer.status_code != expect:
-                raise RuntimeError(f"{kind}: GET {path} answered {answer.status_code} in-process")
-            jobs[kind] = counter.jobs
-        writes = [
-            ("POST pipeline pause", f"{config}/pause", {}, 200),
-            ("POST pipeline resume", f"{config}/resume", {}, 200),
-            ("POST key create", "/api/v1/me/keys", {"name": "jobs probe", "scopes": ["tenant:read"]}, 201),
-        ]
-        for kind, path, body, expect in writes:
-            with gateway.count_jobs() as counter:
-                answer = as_tenant.post(path, body, content_type="application/json")
-            if answer.status_code != expect:
-                raise RuntimeError(f"{kind}: POST {path} answered {answer.status_code} in-process")
-            jobs[kind] = counter.jobs
-        key_id = answer.json()["key"]["api_key_id"]
-        with gateway.count_jobs() as counter:
-            answer = as_tenant.post(
-                f"/api/v1/me/keys/{key_id}/revoke", {"reason": "jobs probe"}, content_type="application/json"
-            )
-        if answer.status_code != 200:
-            raise RuntimeError(f"POST key revoke answered {answer.status_code} in-process")
-        jobs["POST key revoke"] = counter.jobs
-    return jobs
+                raise RuntimeError(f"{kind} answered {answer.status_code} in-process, expected {expect}")
+            if kind == "POST key create":
+                issued.append(answer.json()["key"]["api_key_id"])
+            if index:
+                samples[kind].append((counter.jobs, wall * 1000, cpu * 1000, emulator * 1000))
 
 
 # --- processes ----------------------------------------------------------------------------------------
@@ -412,21 +455,39 @@ def drive(
                 "--portal-clients", str(portal), "--write-clients", str(write),
                 "--json-out", str(out),
             ]  # fmt: skip
-        before = cpu_snapshot(emulator_pid, gunicorn_pid)
-        completed = subprocess.run(command, cwd=ROOT, check=False)  # noqa: S603 - our own script
-        after = cpu_snapshot(emulator_pid, gunicorn_pid)
+        # The driver prints MEASURING when its warm-up ends: CPU is counted from there, so the workers'
+        # first requests (imports, templates, clients) and the logins are left out, like their latencies.
+        children_before = children_cpu()
+        driver = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, bufsize=1)  # noqa: S603
+        assert driver.stdout is not None
+        before: dict[str, float] | None = None
+        for line in driver.stdout:
+            if line.strip() == MEASURING and before is None:
+                before = {
+                    "emulator": cpu_seconds(emulator_pid),
+                    "gunicorn": cpu_seconds(gunicorn_pid),
+                    "driver": cpu_seconds(driver.pid),
+                }
+                continue
+            print(line, end="")
+        returncode = driver.wait()
+        after = {
+            "emulator": cpu_seconds(emulator_pid),
+            "gunicorn": cpu_seconds(gunicorn_pid),
+            "driver": children_cpu() - children_before,
+        }
     if not out.exists():
-        raise RuntimeError(f"the driver failed without figures (exit {completed.returncode})")
+        raise RuntimeError(f"the driver failed without figures (exit {returncode})")
     result = json.loads(out.read_text())
-    result["exit"] = completed.returncode
+    result["exit"] = returncode
     result["flushes"] = flushes_in(flush_log, *result["window"])
     print(f"  inline flushes in the measured window: {describe_flushes(result['flushes'])}")
-    requests = result["total"]["requests"] + result["warmup_requests"]
+    requests = result["total"]["requests"]
     result["cpu_ms"] = {
-        name: (after[name] - before[name]) * 1000 / requests if requests else 0.0 for name in before
+        name: (after[name] - before[name]) * 1000 / requests if requests and before else 0.0 for name in after
     }
     print(
-        "  CPU time per request (warm-up included; CPU time, so other load on the machine does not add): "
+        "  CPU time per measured request (CPU time: other load on the machine does not add to it): "
         + ", ".join(f"{name} {value:.0f} ms" for name, value in result["cpu_ms"].items())
     )
     return result
@@ -458,16 +519,12 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-def cpu_snapshot(emulator_pid: int, gunicorn_pid: int) -> dict[str, float]:
-    """CPU seconds so far of the emulator, of gunicorn (master and workers), and of waited children."""
+def children_cpu() -> float:
+    """CPU seconds of this process's children that were waited for (the driver, once it exits)."""
     import resource
 
-    return {
-        "emulator": cpu_seconds(emulator_pid),
-        "gunicorn": cpu_seconds(gunicorn_pid),
-        # The driver, once waited for (nothing else this process waits for runs in between).
-        "driver": sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2]),
-    }
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def flushes_in(path: Path, start: float, end: float) -> dict[str, list[float]]:
@@ -544,21 +601,31 @@ def side_by_side(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines).rstrip()
 
 
-def per_kind(results: dict[str, dict[str, Any]], jobs: dict[str, int]) -> str:
-    """One line per request kind: its BigQuery jobs, then p50 / p99 ms in each setup."""
+def render_profile(profiles: dict[str, Profile]) -> str:
+    """The serial in-process table: jobs, wall time and CPU of Django and of the emulator per request."""
+    lines = [f"{'kind':<22}{'jobs':>5}{'wall ms':>9}{'Django CPU ms':>15}{'emulator CPU ms':>17}"]
+    lines.append("-" * len(lines[0]))
+    for kind, p in profiles.items():
+        lines.append(f"{kind:<22}{p.jobs:>5}{p.wall_ms:>9.0f}{p.django_ms:>15.0f}{p.emulator_ms:>17.0f}")
+    return "\n".join(lines)
+
+
+def per_kind(results: dict[str, dict[str, Any]], profiles: dict[str, Profile]) -> str:
+    """One line per request kind: its jobs and serial wall time, then p50 / p99 ms under each setup."""
     labels = list(results)
-    kinds = list(jobs) + sorted({k for r in results.values() for k in r["kinds"]} - set(jobs))
+    kinds = list(profiles) + sorted({k for r in results.values() for k in r["kinds"]} - set(profiles))
     width = max(16, *(len(label) for label in labels))
-    lines = [f"{'kind':<22}{'jobs':>5}" + "".join(f"{label:>{width + 2}}" for label in labels)]
-    lines.append(f"{'':<27}" + "".join(f"{'p50 / p99 ms':>{width + 2}}" for _ in labels))
+    lines = [f"{'kind':<22}{'jobs':>5}{'alone':>7}" + "".join(f"{label:>{width + 2}}" for label in labels)]
+    lines.append(f"{'':<27}{'ms':>7}" + "".join(f"{'p50 / p99 ms':>{width + 2}}" for _ in labels))
     lines.append("-" * len(lines[0]))
     for kind in kinds:
         cells = []
         for label in labels:
             stats = results[label]["kinds"].get(kind)
             cells.append(f"{stats['p50']:.0f} / {stats['p99']:.0f}" if stats else "-")
-        count = str(jobs[kind]) if kind in jobs else "-"
-        lines.append(f"{kind:<22}{count:>5}" + "".join(f"{cell:>{width + 2}}" for cell in cells))
+        profile = profiles.get(kind)
+        count, alone = (str(profile.jobs), f"{profile.wall_ms:.0f}") if profile else ("-", "-")
+        lines.append(f"{kind:<22}{count:>5}{alone:>7}" + "".join(f"{cell:>{width + 2}}" for cell in cells))
     return "\n".join(lines)
 
 
@@ -730,6 +797,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=True,
         help="first one run (first worker class, locmem) with one client of each kind (default on)",
     )
+    parser.add_argument(
+        "--serial-repeat", type=int, default=5, help="measured in-process passes over every kind (default 5)"
+    )
     parser.add_argument("--tenants", type=int, default=4, help="tenants onboarded (default 4)")
     parser.add_argument("--api-clients", type=int, default=6, help="tenant-key API clients (default 6)")
     parser.add_argument("--admin-clients", type=int, default=2, help="admin-token API clients (default 2)")
@@ -740,7 +810,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--worker-classes: sync and/or gthread")
     if not set(args.caches) <= {"locmem", "redis"} or not args.caches:
         parser.error("--caches: locmem and/or redis")
-    if args.tenants < 1 or args.workers < 1 or args.threads < 1 or args.duration <= 0 or args.flush_probe < 0:
+    if (
+        min(args.tenants, args.workers, args.threads, args.serial_repeat) < 1
+        or args.duration <= 0
+        or args.flush_probe < 0
+    ):
         parser.error(
             "--tenants, --workers, --threads and --duration must be positive, --flush-probe 0 or more"
         )
@@ -790,19 +864,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             "admin token."
         )
         costs = flush_costs(scenario["tenants"])
-        jobs = jobs_per_request(scenario)
+        assert emulator.process is not None  # started above
+        profiles = serial_profile(scenario, emulator.process.pid, args.serial_repeat)
         print(
-            "BigQuery jobs per request (in-process, caches warm): "
-            + ", ".join(f"{kind} {count}" for kind, count in jobs.items())
-            + "."
+            f"\nEach request kind alone, in-process through Django's test client (no HTTP, no concurrency; "
+            f"median of {args.serial_repeat} after a pass that fills the caches):\n"
         )
+        print(render_profile(profiles))
+        print()
         print(
             f"Inline bookkeeping writes on the idle emulator (median of {FLUSH_REPEATS}, {args.tenants} "
             f"pending): last_used_at flush {costs['last_used_at']:.0f} ms, API-call count flush "
             f"{costs['api_calls']:.0f} ms."
         )
         for setup in setups:
-            assert emulator.process is not None  # started above
             results[setup.label] = drive(setup, args, work, scenario, emulator.process.pid)
     finally:
         emulator.stop()
@@ -810,10 +885,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print("\nSide by side (measured window only):\n")
     print(side_by_side(results))
-    print(
-        "\nPer request kind: BigQuery jobs per request (in-process, caches warm) and latency in each setup:\n"
-    )
-    print(per_kind(results, jobs))
+    print("\nPer request kind: BigQuery jobs, time alone (in-process) and latency under each setup:\n")
+    print(per_kind(results, profiles))
     print("\nInterpretation")
     for note in interpret(results, setups, costs, args.workers):
         print(note)
