@@ -1,0 +1,107 @@
+"""Schemathesis fuzzes the API against its own OpenAPI schema, as staff and as a tenant (issue 6, item 1).
+
+Every response must be non-5xx, with a documented status code, content type, headers and body. Both
+runs go through Django's WSGI app in process against the real emulator, in a world seeded through the
+services (tests/support/fuzz.py), and a few examples per operation and generation mode keep this file
+within the suite's budget; `bench/fuzz_api.py` is the longer run.
+
+Nothing is excluded: destructive operations are aimed where they cannot end a run. The staff run's
+suspend, reactivate and offboard name a sacrificial tenant, not the one its other path parameters
+name; the tenant run authenticates as a tenant of its own, untouched by the staff run, and its key
+operations (rotate, revoke) name a spare key, never the key it authenticates with. API rate limits are
+off for both runs: a 429 is documented, but after the first one every request would be refused
+unread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import schemathesis
+from django.test import override_settings
+
+from tenants_app.services.bootstrap import bigquery_bootstrap
+from tests.conftest import unique_name
+from tests.support.fuzz import (
+    FuzzWorld,
+    OperationReport,
+    SeededTenant,
+    admin_token_headers,
+    fuzz_operation,
+    in_process_requests,
+    load_schema,
+    real_path_parameters,
+    seed_world,
+    tenant_key_headers,
+)
+
+pytestmark = pytest.mark.django_db
+
+# Examples per operation and generation mode (positive, negative): the suite's share; the bench runs more.
+MAX_EXAMPLES = 2
+# Each run fuzzes the operations its credentials are for; the other side's answer every request with
+# the same 403 (the access-control matrix tests those), and bench/fuzz_api.py fuzzes them all with both.
+STAFF_PATHS = ("/api/v1/tenants", "/api/v1/queue", "/api/v1/worker/")
+TENANT_PATHS = ("/api/v1/me", "/api/v1/worker/")
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[FuzzWorld]:
+    """One bootstrapped central dataset and the seeded tenants, for both runs."""
+    with override_settings(TENANTS_DATASET=unique_name("tenants"), API_RATE_LIMITS_ENABLED=False):
+        bigquery_bootstrap()
+        yield seed_world(unique_name("fz"))
+
+
+@pytest.fixture(scope="module")
+def schema() -> schemathesis.BaseSchema:
+    return load_schema()
+
+
+def fuzz_all(
+    schema: schemathesis.BaseSchema,
+    world: FuzzWorld,
+    seeded: SeededTenant,
+    headers: dict[str, str],
+    paths: tuple[str, ...],
+) -> list[OperationReport]:
+    reports = []
+    with in_process_requests():
+        for result in schema.get_all_operations():
+            operation = result.ok()
+            if not operation.path.startswith(paths):
+                continue
+            reports.append(
+                fuzz_operation(
+                    operation,
+                    headers=headers,
+                    real_parameters=real_path_parameters(world, seeded, operation),
+                    max_examples=MAX_EXAMPLES,
+                )
+            )
+    return reports
+
+
+def failures_of(reports: list[OperationReport]) -> str:
+    return "\n\n".join(
+        f"{report.label}: {kind} x{count}\n{report.samples[kind]}"
+        for report in reports
+        for kind, count in report.failures.items()
+    )
+
+
+def test_it_answers_staff_within_the_schema(schema: schemathesis.BaseSchema, world: FuzzWorld) -> None:
+    reports = fuzz_all(schema, world, world.staff_target, admin_token_headers(), STAFF_PATHS)
+
+    assert len(reports) >= 38
+    assert sum(report.examples for report in reports) >= len(reports) * MAX_EXAMPLES
+    assert failures_of(reports) == ""
+
+
+def test_it_answers_a_tenant_key_within_the_schema(schema: schemathesis.BaseSchema, world: FuzzWorld) -> None:
+    reports = fuzz_all(schema, world, world.tenant, tenant_key_headers(world), TENANT_PATHS)
+
+    assert len(reports) >= 30
+    assert sum(report.examples for report in reports) >= len(reports) * MAX_EXAMPLES
+    assert failures_of(reports) == ""
