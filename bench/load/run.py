@@ -2,11 +2,12 @@
 
 Starts its own BigQuery emulator, seeds tenants (keys with every scope, a credential, pipeline schedules,
 queued and finished runs) and a staff superuser with an admin token in a temporary SQLite database and
-DATA_DIR, then for each setup (worker class x cache, and a `last_used_at` flush probe) starts gunicorn,
-waits for /readyz, runs the driver for --duration seconds and stops gunicorn. With `redis-server` on PATH
-(and the `redis` extra installed) each setup also runs with CACHE_URL pointing at a redis-server it starts
-on a free port without persistence. Prints every run's table, then the setups side by side; exits 1 if
-any request failed.
+DATA_DIR, and times each request kind alone in-process (BigQuery jobs, Django and emulator CPU). Then, for
+each setup (a one-client-of-each baseline, worker class x cache, and a `last_used_at` flush probe), starts
+gunicorn, waits for /readyz, runs the driver for --duration seconds and stops gunicorn. With
+`redis-server` on PATH (and the `redis` extra installed) the worker classes also run with CACHE_URL
+pointing at a redis-server it starts on a free port without persistence. Prints every run's table, then
+the setups side by side; exits 1 if any request failed.
 """
 
 from __future__ import annotations
@@ -71,7 +72,10 @@ class Setup:
     def clients(self, args: argparse.Namespace) -> tuple[int, int, int, int]:
         """Tenant API, admin API, portal and write clients."""
         counts = (args.api_clients, args.admin_clients, args.portal_clients, args.write_clients)
-        return tuple(min(count, 1) for count in counts) if self.single_clients else counts  # type: ignore[return-value]
+        if not self.single_clients:
+            return counts
+        api, admin, portal, write = (min(count, 1) for count in counts)
+        return api, admin, portal, write
 
 
 # --- environment and seeding (in this process, through the services) ---------------------------------
@@ -82,16 +86,25 @@ def prepare_environment(work: Path, emulator: EmulatorProcess) -> None:
     os.environ["KMS_BACKEND"] = "local"
     os.environ["BIGQUERY_EMULATOR_HOST"] = emulator.url
     os.environ["BIGQUERY_PROJECT"] = emulator.project
-    # Onboarding logs at INFO, and gunicorn's workers would log every warning-free request: keep it quiet.
+    # The services log at INFO (onboarding, flushes): keep the report readable; warnings still show.
     os.environ["LOG_LEVEL"] = "WARNING"
     os.environ["DJANGO_SETTINGS_MODULE"] = "convergence.settings"
-    for name in ("CACHE_URL", "API_KEY_LAST_USED_FLUSH_SECONDS", "API_RATE_LIMITS_ENABLED"):
-        os.environ.pop(name, None)  # each setup sets its own; an inherited value would skew the run
+    inherited = (
+        "CACHE_URL",
+        "API_KEY_LAST_USED_FLUSH_SECONDS",
+        "API_RATE_LIMITS_ENABLED",
+        "API_CALLS_FLUSH_SECONDS",
+        "API_CALLS_FLUSH_COUNT",
+    )
+    for name in inherited:
+        os.environ.pop(
+            name, None
+        )  # production defaults unless a setup sets one; a shell's value would skew it
     # whitenoise warns at every worker start when STATIC_ROOT is missing; pages need no static files here.
     (work / "staticfiles").mkdir()
 
 
-def seed(*, tenants: int, base_url_placeholder: str) -> dict[str, Any]:
+def seed(*, tenants: int) -> dict[str, Any]:
     """Django's tables, a superuser and admin token, the central dataset, and `tenants` busy tenants."""
     import django
 
@@ -169,7 +182,7 @@ def seed(*, tenants: int, base_url_placeholder: str) -> dict[str, Any]:
             }
         )
     return {
-        "base_url": base_url_placeholder,
+        "base_url": "",  # each run's gunicorn port, filled in by drive()
         "tenants": seeded,
         "admin_token": token.plaintext,
         "staff": {"username": STAFF_USERNAME, "password": password},
@@ -856,7 +869,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         emulator.start()
         seeding = time.perf_counter()
-        scenario = seed(tenants=args.tenants, base_url_placeholder="")
+        scenario = seed(tenants=args.tenants)
         print(
             f"Seeded in {time.perf_counter() - seeding:.1f} s: {args.tenants} SCALE tenants (key with every "
             f"scope, an OPENAI credential, 3 schedules, 1 finished and 1 queued run each; API-call limits "
