@@ -105,3 +105,28 @@ def test_it_answers_a_tenant_key_within_the_schema(schema: schemathesis.BaseSche
     assert len(reports) >= 30
     assert sum(report.examples for report in reports) >= len(reports) * MAX_EXAMPLES
     assert failures_of(reports) == ""
+
+
+def test_it_reports_statuses_and_bodies_the_schema_does_not_describe(world: FuzzWorld) -> None:
+    # The checks bite: the same fuzzing against a schema that lost a status and gained a required field.
+    schema = load_schema()
+    paths = schema.raw_schema["paths"]
+    del paths["/api/v1/tenants/{tenant_id}"]["get"]["responses"]["404"]
+    paths["/api/v1/tenants"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] = {
+        "type": "object",
+        "required": ["not_in_any_response"],
+    }
+    headers = admin_token_headers()
+
+    with in_process_requests():
+        unknown_tenant = fuzz_operation(
+            schema["/api/v1/tenants/{tenant_id}"]["GET"], headers=headers, real_parameters={}, max_examples=2
+        )
+        listing = fuzz_operation(
+            schema["/api/v1/tenants"]["GET"], headers=headers, real_parameters={}, max_examples=2
+        )
+
+    assert unknown_tenant.statuses[404] >= 1
+    assert set(unknown_tenant.failures) == {"Undocumented status code"}
+    assert listing.statuses[200] >= 1
+    assert "Response violates schema" in listing.failures
