@@ -718,7 +718,7 @@ def test_it_refuses_undecodable_json_with_400(world: World, body: bytes) -> None
 
 def test_it_treats_hostile_text_in_query_and_path_as_data(world: World) -> None:
     staff = world.staff
-    for search in ["' OR 1=1 --", '"; DROP TABLE tenant_profiles; --', "`x`", "{{ 7*7 }}", "%", "_", "\\"]:
+    for search in ["' OR 1=1 --", '"; DROP TABLE tenant_profiles; -- `x`', "%", "_\\"]:
         listing = staff.get("/api/v1/tenants", {"search": search, "limit": 200})
         assert listing.status_code == 200, search
         # Matched as literal text (rows that hold it, if any), never as SQL or a LIKE wildcard.
