@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -37,6 +37,7 @@ from django.core.cache import cache
 from django.test import Client, override_settings
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
+from django.utils.crypto import get_random_string
 from rest_framework.test import APIClient
 
 from tenants_app.models import (
@@ -302,7 +303,7 @@ def _people() -> tuple[dict[str, str], dict[str, User]]:
         "superuser": admin_token_create(user=root, name="matrix").plaintext,
         "worker": worker_token_create(user=worker, name="matrix").plaintext,
     }
-    return tokens, {"customer": customer, "ro_session": read_only}
+    return tokens, {"customer": customer, "ro_session": read_only, "superuser_session": root}
 
 
 @pytest.fixture(scope="module")
@@ -331,7 +332,7 @@ def world(django_db_setup: None, django_db_blocker: Any) -> Iterator[World]:
             User.objects.filter(username__startswith="matrix-").delete()
 
 
-def _verification_entries(keys: Iterable[str]) -> dict[str, Any]:
+def _verification_entries(keys: Collection[str]) -> dict[str, Any]:
     """What verifying each key leaves in the cache (refused keys are cached too, with their status)."""
     for key in keys:
         with contextlib.suppress(ServiceError):
@@ -527,3 +528,20 @@ def test_it_refuses_anonymous_options_and_head_on_every_private_url() -> None:
     }
 
     assert {call: status for call, status in answers.items() if status != 401} == {}
+
+
+def test_it_refuses_a_staff_sessions_write_without_the_csrf_token(world: World) -> None:
+    """A session is a browser's credential: its writes need Django's CSRF token, an API key's do not."""
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(world.session_users["superuser_session"])
+    path = f"/api/v1/tenants/{world.tenants['A'].tenant_id}/keys"
+
+    without = client.post(path, {}, format="json")
+    # What a portal page gives the browser: the CSRF cookie, and the same secret for the header.
+    token = get_random_string(32)
+    client.cookies[settings.CSRF_COOKIE_NAME] = token
+    with_token = client.post(path, {}, format="json", HTTP_X_CSRFTOKEN=token)
+
+    assert without.status_code == 403
+    assert "CSRF" in without.json()["error"]["message"]
+    assert with_token.status_code == 400  # past the checks: the empty body is refused as invalid
