@@ -9,15 +9,18 @@ The rules it encodes:
   tenant keys and worker tokens only). It carries `WWW-Authenticate`.
 - 403: valid credentials without the right: a tenant key outside /me/ and the worker API, or lacking the
   endpoint's scope; a key of a suspended tenant (403, not 401: the key is fine, "talk to us"); staff on
-  /me/ (staff have no tenant of their own); read-only staff writing; a tenant changing its subscription.
+  /me/ (staff have no tenant of their own); a portal user who is not staff; read-only staff writing; a
+  tenant changing its subscription.
 - 404: another tenant's resource named through /me/ or the worker API. A tenant key only ever looks
   inside its own tenant, so tenant B's run is exactly as absent as a run that never existed: the answer
   cannot reveal that it exists. Under /tenants/{id}/ a tenant key is refused (403) before the id is
   looked at, so there too B's tenant and a missing tenant look the same (both checked below).
 
 Allowed writes are sent a deliberately invalid body (or aimed at a resource whose state makes them a
-no-op) so that the module's shared tenants stay as they are; denied and 404 cells get a valid body, so a
-broken check shows up as a success instead of hiding behind a validation error.
+no-op) so that the module's shared tenants stay as they are; the exceptions are a delete (each consumes
+a config of its own), suspend (undone at once) and run now (adds this minute's run). Denied and 404
+cells get a valid body, so a broken check shows up as a success instead of hiding behind a validation
+error.
 """
 
 from __future__ import annotations

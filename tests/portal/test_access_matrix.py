@@ -11,7 +11,10 @@ tests/support/access_matrix.py). The rules it encodes:
   have (403), and API tokens are listed and shown but never added, changed or deleted (403).
 - Superusers get every page; their operation POSTs carry an invalid form (200, the form again with
   its errors) or are aimed at a resource whose state makes them a no-op (302 back with a message), so
-  the module's tenants stay as they are. Suspending is undone at once (RESTORE).
+  the module's tenants stay as they are. Suspending is undone at once (RESTORE); run now adds this
+  minute's run.
+- Passwords: every staff member may change their own (Django's password_change page), which is no
+  tenant operation; only superusers change other users' passwords.
 - Staff see every tenant: tenant B's pages answer exactly as tenant A's.
 """
 
