@@ -46,7 +46,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # CSP, Permissions-Policy and no-store on the API (tenants_app/security_headers.py).
     "tenants_app.security_headers.SecurityHeadersMiddleware",
-    # An API body over API_MAX_BODY_BYTES is a 413 before anything reads it.
+    # A body over API_MAX_BODY_BYTES (API) or DATA_UPLOAD_MAX_MEMORY_SIZE (portal) is a 413, unread.
     "tenants_app.api.parsers.ApiBodyLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -160,7 +160,8 @@ REST_FRAMEWORK = {
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=4 * 1024 * 1024)
 # JSON nested deeper than this is a 400; the services allow 10 levels in parameters and metadata.
 API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32)
-# Django refuses larger bodies with its own HTML 400: never below the API's limit, which answers first.
+# Django refuses larger form bodies with its own HTML 400: never below the API's limit, which answers
+# first. Portal requests over it (multipart files included) are a 413 before they are read.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, API_MAX_BODY_BYTES)
 
 SPECTACULAR_SETTINGS = {

@@ -2,7 +2,8 @@
 
 Three limits, each answered with the API's error envelope instead of a 500 or Django's HTML page:
 - a body larger than API_MAX_BODY_BYTES is a 413, refused from its Content-Length before it is read
-  (ApiBodyLimitMiddleware; form and multipart bodies included, whose files would otherwise be spooled);
+  (ApiBodyLimitMiddleware; form and multipart bodies included, whose files would otherwise be spooled;
+  the portal's limit there is DATA_UPLOAD_MAX_MEMORY_SIZE);
 - JSON nested deeper than API_MAX_JSON_DEPTH is a 400 (the standard parser recurses until RecursionError);
 - a lone surrogate ("\\ud800") in any JSON string or key is a 400 naming where it is. JSON may carry
   one; no UTF-8 encoder accepts it, so BigQuery would refuse the statement after the service had
@@ -103,9 +104,12 @@ def _content_length(meta: dict[str, Any]) -> int:
 
 
 class ApiBodyLimitMiddleware:
-    """Refuse an API request whose declared body exceeds API_MAX_BODY_BYTES with a 413, unread.
+    """Refuse a request whose declared body is over the limit with a 413, before anything reads it.
 
-    Before authentication on purpose: an anonymous caller cannot make a worker buffer megabytes.
+    API: API_MAX_BODY_BYTES, answered with the error envelope, before authentication on purpose (an
+    anonymous caller cannot make a worker buffer megabytes). Portal: DATA_UPLOAD_MAX_MEMORY_SIZE, which
+    Django applies to form fields only; files in a multipart body would otherwise be spooled to disk
+    by the CSRF check of any form, the login page's included, before anyone is authenticated.
     A body without Content-Length (chunked) is read by Django as empty, so the header is the bound.
     """
 
@@ -113,10 +117,20 @@ class ApiBodyLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if (
-            request.path.startswith(API_PREFIX)
-            and _content_length(request.META) > settings.API_MAX_BODY_BYTES
+        declared = _content_length(request.META)
+        if request.path.startswith(API_PREFIX):
+            if declared > settings.API_MAX_BODY_BYTES:
+                body = {
+                    "error": {"code": RequestBodyTooLarge.default_code, "message": body_too_large_message()}
+                }
+                return JsonResponse(body, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        elif (
+            settings.DATA_UPLOAD_MAX_MEMORY_SIZE is not None
+            and declared > settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         ):
-            body = {"error": {"code": RequestBodyTooLarge.default_code, "message": body_too_large_message()}}
-            return JsonResponse(body, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+            return HttpResponse(
+                "Request body too large.\n",
+                status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                content_type="text/plain",
+            )
         return self.get_response(request)

@@ -202,6 +202,22 @@ def test_it_sends_hsts_over_https_when_configured(settings: Any, db: None) -> No
     assert "Strict-Transport-Security" not in plain  # never over plain HTTP, as the RFC says
 
 
+def test_it_refuses_an_oversized_portal_body_before_reading_it(settings: Any, db: None) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    client = Client(enforce_csrf_checks=True)
+    client.get("/admin/login/")
+    token = client.cookies["csrftoken"].value
+    upload = io.BytesIO(b"x" * 20_000)
+    upload.name = "big.bin"
+
+    # A file part is not counted by Django's own limit: without ours it would be spooled to disk.
+    refused = client.post("/admin/login/", {"csrfmiddlewaretoken": token, "file": upload})
+    small = client.post("/admin/login/", {"csrfmiddlewaretoken": token, "username": "x", "password": "y"})
+
+    assert refused.status_code == 413
+    assert small.status_code == 200
+
+
 # --- cookies ---------------------------------------------------------------------------------------------
 def login_through_the_form(client: Client, username: str = "root") -> Any:
     page = client.get("/admin/login/")
