@@ -424,6 +424,14 @@ def _json(body: dict[str, Any] | None) -> str:
     return json.dumps(body) if body is not None else ""
 
 
+def _error_code(response: Any) -> str | None:
+    """The `error.code` of the API's one error body, or None when the body is something else."""
+    try:
+        return response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 @pytest.mark.parametrize("row", ROWS, ids=lambda row: row.name)
 def test_it_answers_every_caller_as_the_matrix_says(row: Row, world: World) -> None:
     failures = []
@@ -436,6 +444,8 @@ def test_it_answers_every_caller_as_the_matrix_says(row: Row, world: World) -> N
                 problem = f"expected {expected}, got {status}"
             elif status == 401 and not response.has_header("WWW-Authenticate"):
                 problem = "401 without WWW-Authenticate"
+            elif status in (401, 403, 404) and row.route.startswith("/api/v1/") and not _error_code(response):
+                problem = f"{status} without the error envelope"
             elif (
                 principal in TENANT_KEY_PRINCIPALS
                 and world.tenants["B"].tenant_id in response.content.decode()
