@@ -522,6 +522,7 @@ def test_it_renders_injection_strings_entered_in_portal_forms_escaped(
         portal("tenant-key-create", tenant_id), {"name": HOSTILE, "scopes": ["tenant:read"]}, follow=True
     )
     assert (edited.status_code, issued.status_code) == (302, 200)
+    assert "no-store" in issued["Cache-Control"]  # the page shows the new key, once
     assert central_repository(TenantProfile).get(tenant_id).company_name == HOSTILE  # stored verbatim
 
     pages = {
