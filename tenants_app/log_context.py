@@ -15,8 +15,9 @@ import functools
 import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 FIELDS = ("request_id", "tenant_id", "actor")
 # Values come from URLs and headers: only short plain ones are kept, so a line cannot be forged
@@ -32,6 +33,8 @@ _EMPTY: Mapping[str, str] = {}
 _context: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("log_context", default=_EMPTY)
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
+Params = ParamSpec("Params")
+Result = TypeVar("Result")
 
 
 def _cleaned(fields: Mapping[str, str | None]) -> dict[str, str]:
@@ -86,3 +89,17 @@ def command_log_context(handle: Handler) -> Handler:
             return handle(self, *args, **options)
 
     return wrapper  # type: ignore[return-value]
+
+
+class ContextThreadPoolExecutor(ThreadPoolExecutor):
+    """A ThreadPoolExecutor whose tasks run in a copy of the submitter's context.
+
+    A plain pool's threads start with an empty context: their lines (BigQuery calls, services) would
+    lose the request id, tenant and actor, and changes they audit the request's source.
+    """
+
+    def submit(
+        self, fn: Callable[Params, Result], /, *args: Params.args, **kwargs: Params.kwargs
+    ) -> Future[Result]:
+        context = contextvars.copy_context()
+        return super().submit(context.run, fn, *args, **kwargs)  # type: ignore[arg-type]

@@ -87,6 +87,9 @@ class RequestContextMiddleware:
         tenant_id = view_kwargs.get("tenant_id")
         if isinstance(tenant_id, str):
             bind_log_context(tenant_id=tenant_id)
+        if request.path.startswith(PORTAL_PREFIX):
+            # The admin site loads the session user for its login check right after this anyway.
+            bind_log_context(actor=_actor_of(request, load=True))
 
 
 def _acceptable_request_id(offered: str) -> bool:
@@ -122,10 +125,10 @@ def loggable_path(request: HttpRequest) -> str:
     return path
 
 
-def _actor_of(request: HttpRequest) -> str | None:
-    """`user:<name>` or `apikey:<id>` if authentication already ran; never loads a session for it."""
+def _actor_of(request: HttpRequest, *, load: bool = False) -> str | None:
+    """`user:<name>` or `apikey:<id>` if authentication already ran (or `load`: the session's user)."""
     user = request.__dict__.get("user")
-    if user is None or (isinstance(user, SimpleLazyObject) and user._wrapped is empty):
+    if user is None or (not load and isinstance(user, SimpleLazyObject) and user._wrapped is empty):
         return None
     if not getattr(user, "is_authenticated", False):
         return None

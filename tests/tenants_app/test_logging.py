@@ -6,6 +6,8 @@ import io
 import logging
 import logging.config
 import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,6 +16,7 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import connection
+from django.test import Client
 from google.auth import _helpers as google_auth_helpers
 from rest_framework.test import APIClient
 
@@ -26,6 +29,7 @@ from convergence.log_config import (
     redact_secrets,
 )
 from tenants_app.log_context import (
+    ContextThreadPoolExecutor,
     bind_log_context,
     command_log_context,
     current_log_context,
@@ -331,3 +335,44 @@ def test_it_still_tags_requests_without_the_outer_middleware(settings: Any) -> N
     assert response["X-Request-ID"] == "req-inner-only"
     (access,) = [e for e in logs.entries() if e["logger"] == "convergence.access"]
     assert (access["request_id"], access["tenant_id"]) == ("req-inner-only", "acme_corp")
+
+
+@pytest.mark.django_db
+def test_it_names_the_portal_user_on_the_lines_a_portal_view_writes(central_dataset: str) -> None:
+    client = Client()
+    client.force_login(User.objects.create_superuser("root", "root@example.com", "x"))
+    connection.force_debug_cursor = True
+    try:
+        with shipped_logs() as logs:
+            # A tenant page: its BigQuery lookup logs (urllib3) after the login check.
+            client.get("/admin/tenants/t_nobody_here/")
+    finally:
+        connection.force_debug_cursor = False
+
+    entries = logs.entries()
+    loaded = next(i for i, e in enumerate(entries) if '"auth_user"' in e["message"])
+    main = threading.get_ident()
+    during_view = [
+        e
+        for e, raw in zip(entries[loaded + 1 :], logs.raw.lines[loaded + 1 :], strict=True)
+        if e["logger"] != "convergence.access" and raw.thread == main
+    ]
+    assert during_view
+    assert {e["actor"] for e in during_view} == {"user:root"}
+    assert {e["tenant_id"] for e in during_view} == {"t_nobody_here"}
+
+
+def test_it_runs_pool_tasks_in_the_submitters_context() -> None:
+    def seen() -> dict[str, str]:
+        logger.info("in a pool thread")
+        return dict(current_log_context())
+
+    with shipped_logs() as logs, log_context(request_id="req-pool-1234", tenant_id="acme"):
+        with ContextThreadPoolExecutor(max_workers=2) as pool:
+            inside = [pool.submit(seen) for _ in range(3)]
+        with ThreadPoolExecutor(max_workers=1) as plain:
+            outside = plain.submit(seen)
+
+    assert [f.result() for f in inside] == [{"request_id": "req-pool-1234", "tenant_id": "acme"}] * 3
+    assert outside.result() == {}  # what a plain pool does: why the context one exists
+    assert [e["request_id"] for e in logs.entries()] == ["req-pool-1234"] * 3 + [None]
