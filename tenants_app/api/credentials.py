@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -39,6 +39,10 @@ def metadata(row: object) -> dict[str, object]:
     return CredentialOutputSerializer(credential_metadata(row)).data  # type: ignore[arg-type]
 
 
+# An OpenAI key's shape with a placeholder value: what the docs show, and what the fuzzing sends.
+PLACEHOLDER_OPENAI_PAYLOAD = {"api_key": "sk-proj-EXAMPLE-EXAMPLE-EXAMPLE-EXAMPLE"}
+
+
 class CredentialListApi(TenantScopedApi):
     write_scope = "credentials:manage"
 
@@ -57,7 +61,17 @@ class CredentialListApi(TenantScopedApi):
         rows = credential_list(tenant_id=self.tenant_id(), **filters.validated_data)
         return Response([metadata(row) for row in rows])
 
-    @extend_schema(request=InputSerializer, responses={201: CredentialOutputSerializer})
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: CredentialOutputSerializer},
+        examples=[
+            OpenApiExample(
+                "An OpenAI key",
+                value={"provider": "OPENAI", "name": "analytics", "payload": PLACEHOLDER_OPENAI_PAYLOAD},
+                request_only=True,
+            )
+        ],
+    )
     @idempotent
     def post(self, request: Request, tenant_id: str | None = None) -> Response:
         data = self.InputSerializer(data=request.data)
@@ -80,7 +94,15 @@ class CredentialReplaceApi(TenantScopedApi):
     class InputSerializer(serializers.Serializer):
         payload = serializers.JSONField()
 
-    @extend_schema(request=InputSerializer, responses=CredentialOutputSerializer)
+    @extend_schema(
+        request=InputSerializer,
+        responses=CredentialOutputSerializer,
+        examples=[
+            OpenApiExample(
+                "A new OpenAI key", value={"payload": PLACEHOLDER_OPENAI_PAYLOAD}, request_only=True
+            )
+        ],
+    )
     def post(self, request: Request, credential_id: str, tenant_id: str | None = None) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
@@ -79,7 +79,15 @@ class ApiKeyListApi(TenantScopedApi):
         keys = api_key_list(tenant_id=self.tenant_id(), **filters.validated_data)
         return Response(ApiKeyOutputSerializer(keys, many=True).data)
 
-    @extend_schema(request=InputSerializer, responses={201: IssuedApiKeyOutputSerializer})
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: IssuedApiKeyOutputSerializer},
+        examples=[
+            OpenApiExample(
+                "A read-only key", value={"name": "dashboards", "scopes": ["tenant:read"]}, request_only=True
+            )
+        ],
+    )
     @idempotent
     def post(self, request: Request, tenant_id: str | None = None) -> Response:
         data = self.InputSerializer(data=request.data)
@@ -104,7 +112,11 @@ class ApiKeyRotateApi(TenantScopedApi):
             choices=list(GRACE_PERIODS), help_text="How long the old key keeps working: 0, 1h, 24h or 7d."
         )
 
-    @extend_schema(request=InputSerializer, responses={201: IssuedApiKeyOutputSerializer})
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: IssuedApiKeyOutputSerializer},
+        examples=[OpenApiExample("An hour's grace", value={"grace": "1h"}, request_only=True)],
+    )
     @idempotent
     def post(self, request: Request, api_key_id: str, tenant_id: str | None = None) -> Response:
         data = self.InputSerializer(data=request.data)
@@ -125,7 +137,13 @@ class ApiKeyRevokeApi(TenantScopedApi):
     class InputSerializer(serializers.Serializer):
         reason = serializers.CharField(max_length=500)
 
-    @extend_schema(request=InputSerializer, responses=ApiKeyOutputSerializer)
+    @extend_schema(
+        request=InputSerializer,
+        responses=ApiKeyOutputSerializer,
+        examples=[
+            OpenApiExample("A leaked key", value={"reason": "Pasted into a ticket"}, request_only=True)
+        ],
+    )
     def post(self, request: Request, api_key_id: str, tenant_id: str | None = None) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

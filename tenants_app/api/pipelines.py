@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -104,7 +104,24 @@ class PipelineConfigListApi(TenantScopedApi):
         page = pipeline_config_list(tenant_id=self.tenant_id(), **filters.validated_data)
         return Response(self.OutputSerializer(page_body(page)).data)
 
-    @extend_schema(request=InputSerializer, responses={201: PipelineConfigOutputSerializer})
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: PipelineConfigOutputSerializer},
+        examples=[
+            OpenApiExample(
+                "Nightly costs",
+                value={
+                    "provider": "GCP",
+                    "domain": "billing",
+                    "pipeline_template": "daily_costs",
+                    "schedule_cron": "30 2 * * *",
+                    "timezone": "Europe/Berlin",
+                    "priority": 5,
+                },
+                request_only=True,
+            )
+        ],
+    )
     @idempotent
     def post(self, request: Request, tenant_id: str | None = None) -> Response:
         data = self.InputSerializer(data=request.data)
@@ -138,7 +155,15 @@ class PipelineConfigDetailApi(TenantScopedApi):
         config = pipeline_config_get(tenant_id=self.tenant_id(), config_id=config_id)
         return Response(PipelineConfigOutputSerializer(config).data)
 
-    @extend_schema(request=InputSerializer, responses=PipelineConfigOutputSerializer)
+    @extend_schema(
+        request=InputSerializer,
+        responses=PipelineConfigOutputSerializer,
+        examples=[
+            OpenApiExample(
+                "A later slot", value={"schedule_cron": "0 4 * * 1-5", "priority": 3}, request_only=True
+            )
+        ],
+    )
     def patch(self, request: Request, config_id: str, tenant_id: str | None = None) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

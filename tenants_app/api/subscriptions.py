@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
@@ -91,7 +91,17 @@ class SubscriptionApi(TenantScopedApi):
         subscription = subscription_get(tenant_id=self.tenant_id())
         return Response(SubscriptionDetailSerializer(subscription_detail(subscription)).data)
 
-    @extend_schema(request=InputSerializer, responses=SubscriptionDetailSerializer)
+    @extend_schema(
+        request=InputSerializer,
+        responses=SubscriptionDetailSerializer,
+        examples=[
+            OpenApiExample(
+                "An upgrade with a higher daily limit",
+                value={"plan": "PROFESSIONAL", "daily_limit": 60},
+                request_only=True,
+            )
+        ],
+    )
     def patch(self, request: Request, tenant_id: str | None = None) -> Response:
         """Change the plan (limits follow at once), per-tenant limits, then the status; each audited.
 

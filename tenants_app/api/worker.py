@@ -11,7 +11,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import authentication, exceptions, serializers, status
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
@@ -37,6 +37,11 @@ from tenants_app.services.runs import (
 )
 
 EXECUTE_SCOPE = "pipelines:execute"
+
+
+def _example(name: str, value: dict[str, Any]) -> list[OpenApiExample]:
+    """One request that passes: what the docs show, and what the fuzzing sends besides generated ones."""
+    return [OpenApiExample(name, value=value, request_only=True)]
 
 
 class WorkerTokenAuthentication(authentication.BaseAuthentication):
@@ -143,6 +148,7 @@ class WorkerClaimApi(WorkerApi):
             204: OpenApiResponse(description="Nothing to claim now."),
             429: OpenApiResponse(description="A tenant key's runs are all held back by its quota."),
         },
+        examples=_example("A worker's claim", {"worker_id": "worker-1", "lease_seconds": 300}),
     )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
@@ -170,7 +176,11 @@ class WorkerHeartbeatApi(WorkerApi):
         attempt = serializers.IntegerField(required=False, min_value=1)
         lease_seconds = serializers.IntegerField(required=False)
 
-    @extend_schema(request=InputSerializer, responses=LeaseOutputSerializer)
+    @extend_schema(
+        request=InputSerializer,
+        responses=LeaseOutputSerializer,
+        examples=_example("Still working", {"worker_id": "worker-1", "attempt": 1}),
+    )
     def post(self, request: Request, run_id: str) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -217,7 +227,11 @@ class WorkerCompleteApi(WorkerApi):
         run_metadata = serializers.JSONField(required=False, allow_null=True)
         error = serializers.CharField(required=False, allow_null=True, max_length=MAX_ERROR_LENGTH)
 
-    @extend_schema(request=InputSerializer, responses=RunStateOutputSerializer)
+    @extend_schema(
+        request=InputSerializer,
+        responses=RunStateOutputSerializer,
+        examples=_example("Done", {"worker_id": "worker-1", "attempt": 1, "status": "SUCCEEDED"}),
+    )
     def post(self, request: Request, run_id: str) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -231,7 +245,11 @@ class WorkerFailApi(WorkerApi):
         attempt = serializers.IntegerField(required=False, min_value=1)
         error = serializers.CharField(max_length=MAX_ERROR_LENGTH)
 
-    @extend_schema(request=InputSerializer, responses=RunStateOutputSerializer)
+    @extend_schema(
+        request=InputSerializer,
+        responses=RunStateOutputSerializer,
+        examples=_example("A retryable error", {"worker_id": "worker-1", "error": "Upstream timed out"}),
+    )
     def post(self, request: Request, run_id: str) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

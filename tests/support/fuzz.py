@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -238,7 +238,6 @@ def fuzz_operation(
     report = OperationReport(label=operation.label)
     started = time.perf_counter()
     settings = hypothesis.settings(
-        max_examples=max_examples,
         deadline=None,
         # Repeatable in CI: the same cases on every run (the seeded world differs only in its ids).
         derandomize=True,
@@ -251,37 +250,56 @@ def fuzz_operation(
         # Only path parameters, and those are free strings: no request is invalid, and Hypothesis would
         # spend seconds looking for one before giving up.
         modes = tuple(mode for mode in modes if mode is GenerationMode.POSITIVE)
-    for mode in modes:
-
-        @settings
-        @hypothesis.given(case=operation.as_strategy(generation_mode=mode), data=st.data())
-        def send(case: schemathesis.Case, data: st.DataObject) -> None:
-            for name in list(case.path_parameters or {}):
-                if name in real_parameters and data.draw(st.booleans(), label=f"real {name}"):
-                    case.path_parameters[name] = real_parameters[name]
-            report.examples += 1
-            try:
-                response = case.call(headers=headers)
-            except Exception as error:  # a crash in the app is exactly what we look for
-                report.record_failure(f"exception {type(error).__name__}", f"{error}\n{_curl(case, headers)}")
-                return
-            report.statuses[response.status_code] += 1
-            try:
-                case.validate_response(response, checks=CHECKS, headers=headers)
-            except FailureGroup as group:
-                for failure in group.exceptions:
-                    report.record_failure(failure.title, _describe(failure, case, response, headers))
-            except Failure as failure:
-                report.record_failure(failure.title, _describe(failure, case, response, headers))
-
+    # The schema's request examples first (one request each: they pass the serializers, so they reach
+    # the services), then generated requests per mode.
+    runs: list[tuple[st.SearchStrategy[schemathesis.Case], int, GenerationMode | None]] = [
+        (strategy, 1, None) for strategy in operation.schema.get_strategies_from_examples(operation)
+    ]
+    runs += [(operation.as_strategy(generation_mode=mode), max_examples, mode) for mode in modes]
+    for strategy, examples, mode in runs:
+        send = _sender(report, strategy, headers, real_parameters, always_real=mode is None)
         try:
-            send()
+            hypothesis.settings(settings, max_examples=examples)(send)()
         except hypothesis.errors.Unsatisfiable:
             # Nothing to negate: an operation without parameters or body has no invalid request.
-            if mode is GenerationMode.POSITIVE:
+            if mode is not GenerationMode.NEGATIVE:
                 raise
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _sender(
+    report: OperationReport,
+    strategy: st.SearchStrategy[schemathesis.Case],
+    headers: dict[str, str],
+    real_parameters: dict[str, str],
+    *,
+    always_real: bool,
+) -> Callable[[], None]:
+    """A Hypothesis test that sends each case drawn from `strategy` and records what came back."""
+
+    @hypothesis.given(case=strategy, data=st.data())
+    def send(case: schemathesis.Case, data: st.DataObject) -> None:
+        for name in list(case.path_parameters or {}):
+            # An example is meant to pass: it always names real resources.
+            if name in real_parameters and (always_real or data.draw(st.booleans(), label=name)):
+                case.path_parameters[name] = real_parameters[name]
+        report.examples += 1
+        try:
+            response = case.call(headers=headers)
+        except Exception as error:  # a crash in the app is exactly what we look for
+            report.record_failure(f"exception {type(error).__name__}", f"{error}\n{_curl(case, headers)}")
+            return
+        report.statuses[response.status_code] += 1
+        try:
+            case.validate_response(response, checks=CHECKS, headers=headers)
+        except FailureGroup as group:
+            for failure in group.exceptions:
+                report.record_failure(failure.title, _describe(failure, case, response, headers))
+        except Failure as failure:
+            report.record_failure(failure.title, _describe(failure, case, response, headers))
+
+    return send
 
 
 def _describe(failure: Failure, case: schemathesis.Case, response: Any, headers: dict[str, str]) -> str:
