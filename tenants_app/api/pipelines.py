@@ -15,6 +15,8 @@ from tenants_app.models import Provider
 from tenants_app.services.pipelines import (
     DEFAULT_PRIORITY,
     MAX_PAGE_SIZE,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
     pipeline_config_create,
     pipeline_config_delete,
     pipeline_config_get,
@@ -64,7 +66,10 @@ class _ConfigFields(serializers.Serializer):
     parameters = serializers.JSONField(
         allow_null=True, help_text="A JSON object (at most 16 KiB), no secrets."
     )
-    priority = serializers.IntegerField(help_text=PRIORITY_HELP)
+    # The bounds are the service's; here they put minimum/maximum into the schema (found by fuzzing).
+    priority = serializers.IntegerField(
+        min_value=MIN_PRIORITY, max_value=MAX_PRIORITY, help_text=PRIORITY_HELP
+    )
     is_active = serializers.BooleanField()
 
 
@@ -94,7 +99,13 @@ class PipelineConfigListApi(TenantScopedApi):
     class InputSerializer(_ConfigFields):
         timezone = serializers.CharField(max_length=64, default="UTC", help_text="IANA name; default UTC.")
         parameters = serializers.JSONField(required=False, allow_null=True, default=None)
-        priority = serializers.IntegerField(required=False, default=DEFAULT_PRIORITY, help_text=PRIORITY_HELP)
+        priority = serializers.IntegerField(
+            required=False,
+            default=DEFAULT_PRIORITY,
+            min_value=MIN_PRIORITY,
+            max_value=MAX_PRIORITY,
+            help_text=PRIORITY_HELP,
+        )
         is_active = serializers.BooleanField(required=False, default=True)
 
     @extend_schema(parameters=[FilterSerializer], responses=OutputSerializer)
@@ -147,7 +158,9 @@ class PipelineConfigDetailApi(TenantScopedApi):
         parameters = serializers.JSONField(
             required=False, allow_null=True, help_text="A JSON object, or null."
         )
-        priority = serializers.IntegerField(required=False, help_text=PRIORITY_HELP)
+        priority = serializers.IntegerField(
+            required=False, min_value=MIN_PRIORITY, max_value=MAX_PRIORITY, help_text=PRIORITY_HELP
+        )
         is_active = serializers.BooleanField(required=False)
 
     @extend_schema(responses=PipelineConfigOutputSerializer)

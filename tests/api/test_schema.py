@@ -93,3 +93,10 @@ def test_it_answers_405_in_the_error_envelope_for_a_reserved_tenant_path(
     assert response.json()["error"]["code"] == "method_not_allowed"
     documented = schema["paths"]["/api/v1/tenants/{tenant_id}"][method]["responses"]
     assert documented["405"]["content"]["application/json"]["schema"] == ERROR_REF
+
+
+@pytest.mark.parametrize("component", ["PipelineConfigListInput", "PatchedPipelineConfigDetailInput"])
+def test_it_documents_the_bounds_of_a_pipeline_priority(schema: dict[str, Any], component: str) -> None:
+    priority = schema["components"]["schemas"][component]["properties"]["priority"]
+
+    assert (priority["minimum"], priority["maximum"]) == (1, 10)
