@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 TENANT_API = "tenant API"
 ADMIN_API = "admin API"
@@ -62,6 +64,7 @@ class ClientLog:
 
     samples: list[Sample] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)  # GETs resent after a dropped keep-alive connection
 
 
 class Client:
@@ -76,6 +79,14 @@ class Client:
         self.clock = clock
         self.rng = random.Random(index)
         self.session = requests.Session()
+        # Like a browser, resend a GET once when a reused keep-alive connection was closed by the server
+        # just as the request went out (gthread closes idle connections after gunicorn's `keepalive`,
+        # 2 s): that race is not the server failing. Such retries are counted and reported; POSTs are
+        # never resent.
+        retry = Retry(
+            total=1, connect=1, read=1, status=0, other=0, allowed_methods={"GET"}, backoff_factor=0
+        )
+        self.session.mount("http://", HTTPAdapter(max_retries=retry))
         self.log = ClientLog()
 
     def setup(self) -> None:
@@ -104,10 +115,13 @@ class Client:
                 method, self.base + path, timeout=TIMEOUT_SECONDS, allow_redirects=False, **kwargs
             )
             body = response.text  # read the whole body inside the measured time
+            retries = getattr(response.raw, "retries", None)
+            if retries is not None and retries.history:
+                self.log.retried.extend(f"{kind}: {error.error!r}"[:200] for error in retries.history)
             outcome = str(response.status_code)
             ok = response.status_code == expect and (not contains or contains in body)
         except requests.RequestException as exc:
-            body = ""
+            body = f"{type(exc).__name__}: {exc}"
             outcome = type(exc).__name__
             ok = False
         elapsed = (time.perf_counter() - started) * 1000
@@ -422,6 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "portal": args.portal_clients,
         "write": args.write_clients,
     }
+    result["retried"] = [r for c in clients for r in c.log.retried]
     result["slowest"] = [
         {"kind": s.kind, "at_s": round(s.started, 2), "ms": round(s.latency_ms, 1), "outcome": s.outcome}
         for s in sorted((s for s in samples if not s.warmup), key=lambda s: -s.latency_ms)[:10]
@@ -437,6 +452,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"warm-up errors: {result['warmup_error_outcomes']}")
     for failure in result["failures"]:
         print(f"  failure: {failure}")
+    if result["retried"]:
+        print(f"  {len(result['retried'])} GET(s) resent once after a dropped keep-alive connection, e.g.")
+        for retried in result["retried"][:3]:
+            print(f"    {retried}")
     if args.json_out:
         args.json_out.write_text(json.dumps(result, indent=1))
     return 1 if errors else 0

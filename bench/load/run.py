@@ -619,6 +619,8 @@ def side_by_side(results: dict[str, dict[str, Any]]) -> str:
             values = result["flushes"].get(name, [])
             cells.append(f"{len(values)} x {statistics.median(values):.0f} ms" if values else "0")
         lines.append(f"{label:<26}" + "".join(f"{cell:>{width + 2}}" for cell in cells))
+    cells = [str(len(result.get("retried", []))) for result in results.values()]
+    lines.append(f"{'GETs resent (keep-alive)':<26}" + "".join(f"{cell:>{width + 2}}" for cell in cells))
     return "\n".join(lines).rstrip()
 
 
