@@ -1,11 +1,13 @@
 """Log lines to ship: plain or JSON (LOG_FORMAT), with request id, tenant id and actor, secrets masked.
 
 - `ContextFilter` copies the request's context (tenants_app.log_context) onto each record.
-- `RedactSecretsFilter` masks secrets in the message, its arguments, the exception text and the stack
-  before any formatter sees them: our API keys and admin tokens (`cvg_...`), PEM private-key blocks,
-  Authorization / X-API-Key / Cookie header values, bearer tokens, provider keys (`sk-...`) and the values
-  of secret-named fields (`"secret_access_key": "..."`, `password=...`). Services never log secrets; this
-  is the second line of defence for what a library or a future change might print.
+- `RedactSecretsFilter` works out, once per record, the message (with its arguments), exception text and
+  stack with secrets masked, and our formatters write those; the record stays as logged for other
+  handlers. Masked: our API keys and admin tokens (`cvg_...`), PEM private-key blocks, Authorization /
+  X-API-Key / Cookie header values, bearer tokens, provider keys (`sk-...`), the values of secret-named
+  fields (`"secret_access_key": "..."`, `password=...`), SQL values, Django's template-context dumps.
+  Services never log secrets; this is the second line of defence for what a library or a future change
+  might print.
 - `JsonFormatter` writes one JSON object per line: time (ISO 8601 UTC), level, logger, message,
   request_id, tenant_id, actor, and exception / stack when any. Other `extra=` fields are left out on
   purpose: google-auth and google-api-core put whole request and response bodies (KMS plaintext, base64)
@@ -165,46 +167,57 @@ def context_of(record: logging.LogRecord) -> Mapping[str, str]:
 
 
 class RedactSecretsFilter(logging.Filter):
-    """Mask secrets in the message with its arguments, the exception text and the stack, in place."""
+    """Work out the record's masked message (with its arguments), exception text and stack, once.
+
+    The record itself is left as it is: our formatters write the masked copies, and other handlers
+    (pytest's caplog, whatever an operator adds) still see what the code really logged, so a test can
+    catch code that tries to log a secret even though these lines would never ship it.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            self._redact(record)
-        except Exception:
-            # A filter that raises would break the caller's code; a line we cannot check is not shipped
-            # as it was, but its level and logger still say something happened.
-            record.msg, record.args = "[log line dropped: it could not be checked for secrets]", None
-            record.exc_info, record.exc_text, record.stack_info = None, None, None
-            record.secrets_masked = True  # type: ignore[attr-defined]
+        masked_parts(record)
         return True
 
-    def _redact(self, record: logging.LogRecord) -> None:
+
+_MASKED = "_masked_parts"
+
+
+def masked_parts(record: logging.LogRecord) -> tuple[str, str | None, str | None]:
+    """The record's message, exception text and stack with secrets masked (computed once per record)."""
+    parts = record.__dict__.get(_MASKED)
+    if parts is None:
         try:
-            message = record.getMessage()
-        except Exception:  # a broken format string: keep the raw parts, masked, rather than drop the line
-            message = f"{record.msg!s} {record.args!r}"
-        if record.name.startswith("django.db.backends") and hasattr(record, "sql"):
-            # Django logs each statement with its values filled in: password hashes, session data,
-            # encrypted idempotent replays. Keep the statement's shape, not its values.
-            message = _sql_without_values(record)
-            record.sql = message  # type: ignore[attr-defined]
-            record.params = None  # type: ignore[attr-defined]
-        masked = redact_secrets(message)
-        if masked != message or record.args:
-            # Format once and keep the result, so no handler formats the raw arguments again.
-            record.msg, record.args = masked, None
-        if record.name.startswith("django.template") and record.exc_info:
+            parts = _mask(record)
+        except Exception:
+            # A line we cannot check is not shipped as it was; its level and logger still say something
+            # happened. Raising here would break the code that logged.
+            parts = ("[log line dropped: it could not be checked for secrets]", None, None)
+        record.__dict__[_MASKED] = parts
+    return parts
+
+
+def _mask(record: logging.LogRecord) -> tuple[str, str | None, str | None]:
+    try:
+        message = record.getMessage()
+    except Exception:  # a broken format string: keep the raw parts, masked, rather than drop the line
+        message = f"{record.msg!s} {record.args!r}"
+    if record.name.startswith("django.db.backends") and hasattr(record, "sql"):
+        # Django logs each statement with its values filled in: password hashes, session data,
+        # encrypted idempotent replays. Keep the statement's shape, not its values.
+        message = _sql_without_values(record)
+    exc_text = record.exc_text
+    if record.exc_info:
+        if record.name.startswith("django.template"):
             # Even if someone sets it to DEBUG: VariableDoesNotExist's text is a dump of the context.
-            record.exc_text = (
-                f"{record.exc_info[0].__name__} (text not logged: it holds the template context)"
-            )
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact_secrets(record.exc_text)
-        if record.stack_info:
-            record.stack_info = redact_secrets(record.stack_info)
-        record.secrets_masked = True  # type: ignore[attr-defined]
+            exc_text = f"{record.exc_info[0].__name__} (text not logged: it holds the template context)"
+        elif not exc_text:
+            exc_text = logging.Formatter().formatException(record.exc_info)
+    stack = record.stack_info
+    return (
+        redact_secrets(message),
+        redact_secrets(exc_text) if exc_text else None,
+        redact_secrets(stack) if stack else None,
+    )
 
 
 # A quoted SQL literal as SQLite (X'..') and PostgreSQL (E'..', '\\x..'::bytea) render bound values.
@@ -217,21 +230,17 @@ def _sql_without_values(record: logging.LogRecord) -> str:
     return f"({duration:.3f}) {sql}; alias={getattr(record, 'alias', '')}"
 
 
-def masked(record: logging.LogRecord, text: str) -> str:
-    """`text` of `record` masked, unless RedactSecretsFilter already did it (once per line is enough)."""
-    return text if getattr(record, "secrets_masked", False) else redact_secrets(text)
-
-
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for a log shipper; fields in a fixed order, secrets masked again."""
+    """One JSON object per line, for a log shipper; fields in a fixed order, secrets masked."""
 
     def format(self, record: logging.LogRecord) -> str:
         context = context_of(record)
+        message, exc_text, stack = masked_parts(record)
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": masked(record, record.getMessage()),
+            "message": message,
         }
         for name in FIELDS:
             value = getattr(record, name, None)
@@ -244,27 +253,38 @@ class JsonFormatter(logging.Formatter):
             if hasattr(record, name):
                 value = getattr(record, name)
                 entry[name] = redact_secrets(value) if isinstance(value, str) else value
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self.formatException(record.exc_info)
-        if record.exc_text:
-            entry["exception"] = masked(record, record.exc_text)
-        if record.stack_info:
-            entry["stack"] = masked(record, self.formatStack(record.stack_info))
+        if exc_text:
+            entry["exception"] = exc_text
+        if stack:
+            entry["stack"] = self.formatStack(stack)
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 class PlainFormatter(logging.Formatter):
-    """The terminal format with `[request_id tenant_id]`; the whole line masked once more."""
+    """The terminal format with `[request_id tenant_id]`, written from a masked copy of the record."""
 
     def __init__(self, fmt: str | None = None, datefmt: str | None = None, style: str = "%") -> None:
         super().__init__(fmt or PLAIN_FORMAT, datefmt, style)  # type: ignore[arg-type]
 
     def format(self, record: logging.LogRecord) -> str:
         context = context_of(record)
+        message, exc_text, stack = masked_parts(record)
+        copy = logging.makeLogRecord(record.__dict__)
+        copy.msg, copy.args, copy.exc_info, copy.exc_text, copy.stack_info = (
+            message,
+            None,
+            None,
+            exc_text,
+            stack,
+        )
         for name in FIELDS:
-            if not getattr(record, name, None):
-                setattr(record, name, context.get(name) or "-")
-        return masked(record, super().format(record))
+            value = getattr(record, name, None)
+            if not value or value == "-":
+                value = context.get(name)
+            elif value != context.get(name):
+                value = redact_secrets(str(value))
+            setattr(copy, name, value or "-")
+        return super().format(copy)
 
 
 def _level_number(level: str) -> int:

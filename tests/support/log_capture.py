@@ -50,7 +50,7 @@ class RawLine:
 
 
 class RawRecorder(logging.Handler):
-    """Keeps each record's own text, formatted before the console handler's filters mask it."""
+    """Keeps each record's own text: message with arguments, exception and stack, unmasked."""
 
     def __init__(self) -> None:
         super().__init__(level=logging.NOTSET)
@@ -113,8 +113,8 @@ def shipped_logs() -> Iterator[ShippedLogs]:
         stream = io.StringIO()
         console.setStream(stream)  # type: ignore[attr-defined]
         raw = RawRecorder()
-        # First in line: it formats each record before the console handler's filters rewrite it. The
-        # handlers that were there (pytest's caplog) come last and so see what would be shipped.
+        # The raw recorder, then the console handler (what would be shipped), then what was there before
+        # (pytest's caplog): the filters leave records as logged, so every handler sees the same record.
         root.handlers[:] = [raw, console, *(h for h in saved_handlers if h not in (raw, console))]
         for logger in loggers:
             logger.setLevel(logging.DEBUG)

@@ -26,6 +26,7 @@ from convergence.log_config import (
     PlainFormatter,
     RedactSecretsFilter,
     logging_config,
+    masked_parts,
     redact_secrets,
 )
 from tenants_app.log_context import (
@@ -109,10 +110,27 @@ def test_it_masks_a_pem_block_cut_short_to_the_end_of_the_line() -> None:
 
 
 def test_it_drops_a_line_it_cannot_check_rather_than_raise() -> None:
-    record = logging.LogRecord("x", logging.INFO, __file__, 1, "%s %s", ("only one",), None)
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
 
-    assert RedactSecretsFilter().filter(record) is True
-    assert "only one" in record.getMessage()  # a bad format string: the raw parts, masked
+    bad_format = logging.LogRecord("x", logging.INFO, __file__, 1, "%s %s", ("only one",), None)
+    unprintable = logging.LogRecord("x", logging.INFO, __file__, 1, Unprintable(), None, None)
+
+    assert RedactSecretsFilter().filter(bad_format) is True
+    assert RedactSecretsFilter().filter(unprintable) is True
+    assert "only one" in masked_parts(bad_format)[0]  # the raw parts, masked
+    assert masked_parts(unprintable)[0].startswith("[log line dropped")
+
+
+def test_it_leaves_the_record_as_logged_for_other_handlers() -> None:
+    key = new_key()
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "issued %s", (key,), None)
+
+    RedactSecretsFilter().filter(record)
+
+    assert record.getMessage() == f"issued {key}"
+    assert masked_parts(record)[0] == "issued cvg_[redacted]"
 
 
 # --- JSON lines -----------------------------------------------------------------------------------------
