@@ -74,6 +74,14 @@ class ApiSchema(SpectacularAutoSchema):
         prefix = "me_" if "/api/v1/me" in self.path else ""
         return f"{prefix}{words}_{self.method.lower()}"
 
+    def get_auth(self) -> list[dict[str, Any]]:
+        """Each path's real callers: every authenticator runs everywhere, but /me is for tenant keys only."""
+        auth = super().get_auth()
+        if "/api/v1/worker/" in self.path:
+            return auth
+        callers = {"TenantApiKey"} if "/api/v1/me" in self.path else {"AdminToken", "cookieAuth"}
+        return [requirement for requirement in auth if set(requirement) <= callers]
+
     def get_operation(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
         operation = super().get_operation(*args, **kwargs)
         if operation is None:

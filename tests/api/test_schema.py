@@ -100,3 +100,14 @@ def test_it_documents_the_bounds_of_a_pipeline_priority(schema: dict[str, Any], 
     priority = schema["components"]["schemas"][component]["properties"]["priority"]
 
     assert (priority["minimum"], priority["maximum"]) == (1, 10)
+
+
+def test_it_documents_who_may_call_each_path(schema: dict[str, Any]) -> None:
+    callers = {(path.split("/")[3], str(operation["security"])) for _, path, operation in operations(schema)}
+
+    assert callers == {
+        ("me", "[{'TenantApiKey': []}]"),
+        ("tenants", "[{'AdminToken': []}, {'cookieAuth': []}]"),
+        ("queue", "[{'AdminToken': []}, {'cookieAuth': []}]"),
+        ("worker", "[{'TenantApiKey': []}, {'WorkerToken': []}]"),
+    }
