@@ -320,7 +320,7 @@ def api_key_rotate(
                 errors={"api_key_id": ["Rotated or revoked by a concurrent request."]},
             )
     cache.delete(_cache_key(old.api_key_hash))
-    _audit_rotation(old, issued.row, rotated_by=clean_rotated_by, grace=grace, values=values)
+    _audit_rotation(old, issued.row, rotated_by=clean_rotated_by, grace=_describe(grace), values=values)
     logger.info(
         "API key %s of tenant %s rotated to %s by %s (grace %s)",
         api_key_id,
@@ -422,7 +422,9 @@ def _finish_lost_rotation(
         if not old.is_active:
             values["is_active"] = False
         before = _replace_key(old, is_active=True, replaced_by_key_id=None)
-        _audit_rotation(before, replacement, rotated_by=rotated_by, grace=grace, values=values)
+        # Recorded as made by whoever made it, with the grace it was given unknown to this request.
+        actor = replacement.created_by or rotated_by
+        _audit_rotation(before, replacement, rotated_by=actor, grace="unknown", values=values)
     # Shown again only to the caller whose own request made it, before anyone used it.
     if not resume or replacement.created_by != rotated_by or replacement.last_used_at is not None:
         return None
@@ -443,7 +445,7 @@ def _finish_lost_rotation(
 
 
 def _audit_rotation(
-    old: TenantApiKey, new: TenantApiKey, *, rotated_by: str, grace: timedelta, values: Mapping[str, Any]
+    old: TenantApiKey, new: TenantApiKey, *, rotated_by: str, grace: str, values: Mapping[str, Any]
 ) -> None:
     audit_record(
         action="api_key.rotate",
@@ -460,7 +462,7 @@ def _audit_rotation(
             "is_active": values.get("is_active", old.is_active),
             "expires_at": values.get("expires_at", old.expires_at),
             "replaced_by_key_id": new.api_key_id,
-            "grace": _describe(grace),
+            "grace": grace,
             "replacement": api_key_audit_data(new),
         },
     )

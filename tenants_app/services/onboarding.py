@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date
 
 from django.conf import settings
@@ -27,7 +27,9 @@ from bigquery_backend.exceptions import Conflict, InvalidIdentifier, NotFound
 from bigquery_backend.identifiers import quote_column, quote_table
 from bigquery_backend.models import BigQueryModel
 from bigquery_backend.schema import table_definition
+from tenants_app.kms import KmsUnavailable, aad_for, get_kms
 from tenants_app.models import (
+    AuditLogEntry,
     SubscriptionStatus,
     TenantApiKey,
     TenantPipelineConfig,
@@ -49,6 +51,7 @@ from tenants_app.services.bootstrap import CREATED, EXISTS, bigquery_bootstrap
 from tenants_app.services.datasets import central_dataset, tenant_dataset, tenant_dataset_labels
 from tenants_app.services.errors import AlreadyExists, ServiceUnavailable, ValidationFailed
 from tenants_app.services.plans import Plan, plan_get
+from tenants_app.services.retries import is_retry_of_unknown_outcome
 
 logger = logging.getLogger(__name__)
 
@@ -317,7 +320,14 @@ def _preflight(request: _Request) -> TenantProfile | None:
         initial_key = central_repository(TenantApiKey).list(
             filters={"api_key_id": initial_api_key_id(tenant_id), "tenant_id": tenant_id}, limit=1
         )
-        if initial_key:
+        if initial_key and is_retry_of_unknown_outcome():
+            # The same caller repeats a request that failed with its outcome unknown: the run goes
+            # through (every step finds its work done) and the key step decides what to show.
+            _check_same_request(profile, request)
+        elif initial_key:
+            # The initial key's answer may have been lost after it was stored: the onboarding is
+            # complete but for its audit entry, which this repeat writes if it is missing.
+            _audit_onboarding_if_missing(request, profile, initial_key[0])
             raise AlreadyExists(
                 f"tenant {tenant_id} already exists (status {profile.status}); "
                 f"to replace a lost initial key, rotate API key {initial_api_key_id(tenant_id)}",
@@ -509,34 +519,80 @@ class _Run:
             )
         except AlreadyExists:
             self.api_key_already_issued = True
+            self.api_key = _lost_initial_key(self.request)
+            assert self.profile is not None
+            row = central_repository(TenantApiKey).find(initial_api_key_id(self.request.tenant_id))
+            if row is not None:
+                _audit_onboarding_if_missing(self.request, self.profile, row)
             return False
-        self.record_onboarding()
+        assert self.profile is not None
+        _audit_onboarding(self.request, self.profile, self.api_key.row, resumed=self.resumed)
         return True
 
-    def record_onboarding(self) -> None:
-        """The one tenant.onboard entry: written by the run that issued the initial key, so once."""
-        assert self.profile is not None
-        assert self.api_key is not None
-        key = self.api_key.row
-        audit_record(
-            action="tenant.onboard",
-            actor=self.request.created_by,
-            tenant_id=self.request.tenant_id,
-            target_type="tenant",
-            target_id=self.request.tenant_id,
-            after={
-                "tenant_id": self.profile.tenant_id,
-                "company_name": self.profile.company_name,
-                "admin_email": self.profile.admin_email,
-                "status": self.profile.status,
-                "plan": self.request.plan.name,
-                "dataset_id": self.request.dataset_id,
-                "initial_api_key_id": key.api_key_id,
-                "initial_key_prefix": key.key_prefix,
-                "initial_key_scopes": list(key.scopes or ()),
-                "resumed": self.resumed,
-            },
+
+def _audit_onboarding(request: _Request, profile: TenantProfile, key: TenantApiKey, *, resumed: bool) -> None:
+    """The one tenant.onboard entry: written by the run that issued the initial key, so once."""
+    audit_record(
+        action="tenant.onboard",
+        actor=request.created_by,
+        tenant_id=request.tenant_id,
+        target_type="tenant",
+        target_id=request.tenant_id,
+        after={
+            "tenant_id": profile.tenant_id,
+            "company_name": profile.company_name,
+            "admin_email": profile.admin_email,
+            "status": profile.status,
+            "plan": request.plan.name,
+            "dataset_id": request.dataset_id,
+            "initial_api_key_id": key.api_key_id,
+            "initial_key_prefix": key.key_prefix,
+            "initial_key_scopes": list(key.scopes or ()),
+            "resumed": resumed,
+        },
+    )
+
+
+def _audit_onboarding_if_missing(request: _Request, profile: TenantProfile, key: TenantApiKey) -> None:
+    """The entry of a run whose key landed but whose answer (and entry) were lost (one job)."""
+    if central_repository(AuditLogEntry).count(
+        filters={"action": "tenant.onboard", "tenant_id": request.tenant_id}
+    ):
+        return
+    # In the name of whoever issued the key: a repeat by someone else only finishes their record.
+    made_by = replace(request, created_by=key.created_by) if key.created_by else request
+    _audit_onboarding(made_by, profile, key, resumed=True)
+
+
+def _lost_initial_key(request: _Request) -> IssuedApiKey | None:
+    """The initial key again, for the same caller's retry of a request whose answer was lost; else None.
+
+    Only inside `retries.retry_of_unknown_outcome` (a repeated Idempotency-Key after a 503), only to
+    the actor who created it, and only while it was never used: nobody can have seen it but the
+    request that failed.
+    """
+    if not is_retry_of_unknown_outcome():
+        return None
+    row = central_repository(TenantApiKey).find(initial_api_key_id(request.tenant_id))
+    if (
+        row is None
+        or row.created_by != request.created_by
+        or row.last_used_at is not None
+        or not row.is_active
+        or row.encrypted_api_key is None
+    ):
+        return None
+    try:
+        plaintext = get_kms().decrypt(
+            bytes(row.encrypted_api_key), aad=aad_for("tenant_api_keys", row.tenant_id, row.api_key_id)
         )
+    except KmsUnavailable as exc:
+        raise ServiceUnavailable("KMS is unavailable; retry later.") from exc
+    row.encrypted_api_key = None
+    logger.info(
+        "tenant %s: the initial key of a lost answer is shown again to %s", row.tenant_id, request.created_by
+    )
+    return IssuedApiKey(row=row, plaintext=plaintext.decode("ascii"))
 
 
 def tenant_view_query(project: str, model: type[BigQueryModel], tenant_id: str) -> str:

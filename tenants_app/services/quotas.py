@@ -190,6 +190,39 @@ def quota_release(*, tenant_id: str, usage_date: date, succeeded: bool | None) -
         logger.warning("no usage row of tenant %s on or after %s to release a run on", tenant_id, usage_date)
 
 
+def quota_release_if_leaked(*, tenant_id: str, usage_date: date, succeeded: bool | None) -> bool:
+    """Release a finished run's slot if the usage row counts more running runs than the queue holds.
+
+    For the repeat of a worker report whose first attempt moved the queue entry out of RUNNING but
+    failed before its release landed (BigQuery went away between the two statements): the entry
+    cannot tell whether the release happened, the counts can. One read, plus the release when due.
+    A claim between its admission and writing its entry's `usage_date` is not in the queue's count
+    yet, so in that window this may free a slot early (one run too many admitted for a while);
+    without it the slot stayed taken until the next rollover.
+    """
+    usage = central_repository(TenantUsageQuota)
+    queue = central_repository(TenantPipelineExecutionQueue)
+    sql = (
+        "SELECT u.concurrent_pipelines_running AS counted, "
+        f"(SELECT COUNT(*) FROM {queue.table} AS q WHERE q.tenant_id = @tenant_id "
+        "AND q.state = @running AND q.usage_date IS NOT NULL) AS holding "
+        f"FROM {usage.table} AS u WHERE u.tenant_id = @tenant_id AND u.usage_date >= @usage_date "
+        "ORDER BY u.usage_date DESC LIMIT 1"
+    )
+    params = [
+        bigquery.ScalarQueryParameter("tenant_id", "STRING", tenant_id),
+        bigquery.ScalarQueryParameter("usage_date", "DATE", usage_date),
+        bigquery.ScalarQueryParameter("running", "STRING", RunState.RUNNING),
+    ]
+    with bigquery_errors_translated():
+        rows = usage.gateway.query(sql, params).rows
+    if not rows or int(rows[0]["counted"] or 0) <= int(rows[0]["holding"] or 0):
+        return False
+    logger.warning("tenant %s: releasing the slot of a run whose first report failed mid-way", tenant_id)
+    quota_release(tenant_id=tenant_id, usage_date=usage_date, succeeded=succeeded)
+    return True
+
+
 def usage_rows_start(
     *,
     day: date,

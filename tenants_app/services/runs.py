@@ -15,7 +15,11 @@ admits AFTER winning its compare-and-set (so racing workers never count a run th
 only then writes `usage_date`, only while the entry is still its claim: if it was cancelled or taken
 over meanwhile, whoever moved it saw no slot, so the claim releases its own and is lost. A crash
 between the steps leaks a slot (too few runs admitted until the next `roll_over_usage`, which counts a new
-day's slots from the queue's RUNNING entries), never frees one that is still in use.
+day's slots from the queue's RUNNING entries), never frees one that is still in use. A report or its
+repeat cannot know whether an earlier attempt's release landed: the repeat compares the usage row's
+count with the queue's RUNNING entries and releases once if the row counts more
+(`quotas.quota_release_if_leaked`), so an outage between the compare-and-set and the release does
+not leak the slot.
 
 Priority: 1 is the most urgent; claims take the lowest priority number first, then the earliest
 scheduled time. Leases: a claim holds the run for `lease_seconds`; heartbeats extend it; past it, the
@@ -78,7 +82,7 @@ from tenants_app.services.errors import (
     ServiceUnavailable,
     ValidationFailed,
 )
-from tenants_app.services.quotas import quota_admit, quota_release
+from tenants_app.services.quotas import quota_admit, quota_release, quota_release_if_leaked
 
 logger = logging.getLogger(__name__)
 
@@ -361,6 +365,7 @@ def run_complete(
         candidate = _candidate(run_id, tenant_id)
         entry = candidate.entry
         if _already_finished(entry, worker_id=worker_id, attempt=attempt, states=(status,)):
+            _release_if_leaked(entry, succeeded=status == RunState.SUCCEEDED)
             return _finish_run_row(candidate, state=status, now=now, error=error, replay=True)
         _require_lease(entry, worker_id=worker_id, attempt=attempt)
         number = entry.attempt or 1
@@ -422,6 +427,7 @@ def run_fail(
         if _already_finished(
             entry, worker_id=worker_id, attempt=attempt, states=(RunState.QUEUED, RunState.FAILED)
         ):
+            _release_if_leaked(entry, succeeded=False)
             return _fail_run_row_repaired(candidate, now=now, message=message)
         _require_lease(entry, worker_id=worker_id, attempt=attempt)
         retry = candidate.retry_count < candidate.max_retries
@@ -1084,6 +1090,15 @@ def _release(entry: TenantPipelineExecutionQueue, *, succeeded: bool | None) -> 
         return
     quota_release(tenant_id=entry.tenant_id, usage_date=entry.usage_date, succeeded=succeeded)
     _unblock_tenant(entry.tenant_id)
+
+
+def _release_if_leaked(entry: TenantPipelineExecutionQueue, *, succeeded: bool | None) -> None:
+    """On a repeated report: the release the first report may not have made (it failed after its
+    compare-and-set), if the counts show a slot still taken (quotas.quota_release_if_leaked)."""
+    if entry.usage_date is None:
+        return
+    if quota_release_if_leaked(tenant_id=entry.tenant_id, usage_date=entry.usage_date, succeeded=succeeded):
+        _unblock_tenant(entry.tenant_id)
 
 
 def _check_step_logs(errors: dict[str, list[str]], items: Sequence[Mapping[str, Any]]) -> list[TenantStepLog]:

@@ -64,6 +64,13 @@ LIMIT_BOUNDS: dict[str, tuple[int, int]] = {
     "api_calls_per_hour": (1, 6_000_000),
 }
 MAX_TRIAL_DAYS = 366
+# Audit actions of the writes that set `updated_at` on a subscription.
+SUBSCRIPTION_ACTIONS = (
+    "subscription.plan_change",
+    "subscription.limits_change",
+    "subscription.status_change",
+    "subscription.trial_expire",
+)
 
 
 @dataclass(frozen=True)
@@ -291,6 +298,34 @@ def _apply_plan(tenant_id: str, subscription: TenantSubscription, new_plan: Plan
             before=old,
             after=new,
         )
+    elif _last_change_unrecorded(subscription):
+        # The same change again after one that failed past its first write (BigQuery went away, or
+        # its answer was lost): that request wrote the plan but never its entry. The values before
+        # it are gone; the entry says what the subscription is now, and that a retry finished it.
+        audit_record(
+            action="subscription.plan_change",
+            actor=actor,
+            tenant_id=tenant_id,
+            target_type="subscription",
+            target_id=subscription.subscription_id,
+            before=None,
+            after={**audit_redact(_limit_snapshot(subscription)), "finished_by_retry": True},
+        )
+
+
+def _last_change_unrecorded(subscription: TenantSubscription) -> bool:
+    """The subscription's last write has no audit entry (one job; only when a request changes nothing)."""
+    if subscription.updated_at is None:
+        return False
+    recorded = central_repository(AuditLogEntry).count(
+        filters={
+            "tenant_id": subscription.tenant_id,
+            "target_id": subscription.subscription_id,
+            "action__in": list(SUBSCRIPTION_ACTIONS),
+            "occurred_at__gte": subscription.updated_at,
+        }
+    )
+    return recorded == 0
 
 
 # --- status -----------------------------------------------------------------------------------------

@@ -6,7 +6,10 @@ emulator, except those an armed fault catches:
 - `DROP`: the connection is closed without an answer, as when the emulator is stopped or crashed;
 - `ERROR_503` / `ERROR_500`: an error answer, as from an emulator (or BigQuery front end) failing;
 - `SLOW`: the request IS forwarded (a write lands) but the answer is held past the client's timeout
-  and then dropped: the client gives up on a change that happened, the nastiest case.
+  and then dropped: the client gives up on a change that happened, the nastiest case;
+- `LOST`: the same without the wait: the first caught request is forwarded and its answer dropped at
+  once, later ones are dropped unforwarded (the connection died after the write, then BigQuery was
+  gone). Cheap enough to run at every write; SLOW shows the timeout path does the same.
 
 A fault catches the `at`-th request matching its predicate (counted from when it was armed) and, unless
 `once`, every matching request after it, until `heal()`: an outage, during which the client's own
@@ -39,6 +42,7 @@ class Fault(enum.Enum):
     ERROR_503 = "503"
     ERROR_500 = "500"
     SLOW = "slow"
+    LOST = "lost"
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,8 @@ class BigQueryFaultProxy:
                 armed.seen += 1
                 if armed.seen == armed.at or (armed.seen > armed.at and not armed.once):
                     fault = armed.kind
+                    if fault is Fault.LOST and armed.fired > 0:
+                        fault = Fault.DROP  # only the first one lands
                     armed.fired += 1
             request = ProxiedRequest(number=number, method=method, path=path, body=body, fault=fault)
             self._log.append(request)
@@ -235,6 +241,9 @@ class BigQueryFaultProxy:
                 if request.fault is Fault.SLOW:
                     # The emulator did the work; the answer arrives after the client stopped waiting.
                     proxy._stopping.wait(proxy.slow_seconds)
+                    self._drop()
+                    return
+                if request.fault is Fault.LOST:
                     self._drop()
                     return
                 self._answer(status, reason, response_headers, data)
