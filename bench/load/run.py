@@ -661,7 +661,11 @@ def pick(result: dict[str, Any], group: str) -> dict[str, Any] | None:
 
 
 def interpret(
-    results: dict[str, dict[str, Any]], setups: Sequence[Setup], costs: dict[str, float], workers: int
+    results: dict[str, dict[str, Any]],
+    setups: Sequence[Setup],
+    costs: dict[str, float],
+    workers: int,
+    profiles: dict[str, Profile],
 ) -> list[str]:
     """Sentences computed from this run's figures."""
     notes = []
@@ -693,6 +697,20 @@ def interpret(
                 f"measured {result['total']['rps']:.1f} req/s with the machine shared (see load average)."
             )
         break
+    ratios = []
+    for label, result in results.items():
+        # The emulator's CPU per request if each request cost what it costs alone (serial profile),
+        # weighted by this run's mix, against what it spent under this run's concurrency.
+        counted = {k: v["requests"] for k, v in result["kinds"].items() if k in profiles}
+        measured = result["cpu_ms"]["emulator"]
+        if counted and measured:
+            alone = sum(profiles[k].emulator_ms * n for k, n in counted.items()) / result["total"]["requests"]
+            ratios.append(f"{label} {measured:.0f} vs {alone:.0f} ms ({measured / alone:.1f}x)")
+    if ratios:
+        notes.append(
+            "- Emulator CPU per request under each run's concurrency vs the same mix of requests each "
+            "served alone (serial table): " + "; ".join(ratios) + "."
+        )
     probes = [label for label in results if by_label[label].last_used_flush is not None]
     singles = [label for label in results if by_label[label].single_clients]
     for single in singles:
@@ -911,7 +929,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\nPer request kind: BigQuery jobs, time alone (in-process) and latency under each setup:\n")
     print(per_kind(results, profiles))
     print("\nInterpretation")
-    for note in interpret(results, setups, costs, args.workers):
+    for note in interpret(results, setups, costs, args.workers, profiles):
         print(note)
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     print(f"\nTotal wall time {time.perf_counter() - started:.1f} s; load average at the end {load}.")
