@@ -21,6 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from importlib.metadata import version
@@ -41,6 +42,8 @@ import django  # noqa: E402
 
 django.setup()
 logging.disable(logging.CRITICAL)
+# Requests go to the WSGI app, which serves no static files here (no collectstatic): WhiteNoise says so once.
+warnings.filterwarnings("ignore", message="No directory at")
 
 from django.core.management import call_command  # noqa: E402
 from django.test import override_settings  # noqa: E402
@@ -106,6 +109,8 @@ def print_table(scheme: str, reports: list[OperationReport], seconds: float) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    # Each auth scheme's table as soon as it is done, also when the output goes to a file.
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     started = time.perf_counter()
     emulator = EmulatorProcess(home=BENCH_DIR / "home", log_path=BENCH_DIR / "emulator.log")
     totals: Counter[str] = Counter()
