@@ -2,15 +2,17 @@
 
 Every response must be non-5xx, with a documented status code, content type, headers and body. Both
 runs go through Django's WSGI app in process against the real emulator, in a world seeded through the
-services (tests/support/fuzz.py), and a few examples per operation and generation mode keep this file
-within the suite's budget; `bench/fuzz_api.py` is the longer run.
+services (tests/support/fuzz.py). Per operation: each request example of the schema once (with real
+path parameters, so the writes reach the services), then a few generated requests per generation mode
+(positive, negative), each path parameter either generated or real. That keeps this file within the
+suite's budget; `bench/fuzz_api.py` is the longer run, over every operation with both credentials.
 
 Nothing is excluded: destructive operations are aimed where they cannot end a run. The staff run's
 suspend, reactivate and offboard name a sacrificial tenant, not the one its other path parameters
-name; the tenant run authenticates as a tenant of its own, untouched by the staff run, and its key
-operations (rotate, revoke) name a spare key, never the key it authenticates with. API rate limits are
-off for both runs: a 429 is documented, but after the first one every request would be refused
-unread.
+name; revoke, deactivate and delete name a second key, credential and config kept for them; the tenant
+run authenticates as a tenant of its own, untouched by the staff run, and no path parameter ever names
+the key it authenticates with. API rate limits are off for both runs: a 429 is documented, but after
+the first one every request would be refused unread.
 """
 
 from __future__ import annotations
