@@ -70,9 +70,11 @@ class Command(BaseCommand):
             self._print(report)
         undecryptable = sum(report.undecryptable.values())
         if undecryptable:
+            where = ", ".join(f"{n} in {store}" for store, n in sorted(report.undecryptable.items()) if n)
             raise CommandError(
-                f"{undecryptable} ciphertext(s) do not decrypt for their row and keep their old key: "
-                "replace those credentials (their ids are in the log) before retiring the old key."
+                f"{undecryptable} ciphertext(s) do not decrypt for their row and keep their old key "
+                f"({where}; row ids in the log): replace those credentials, rotate or revoke those API "
+                "keys; idempotent responses expire by themselves."
             )
 
     def _print(self, report: ReencryptReport) -> None:
