@@ -65,8 +65,8 @@ class Setup:
 
     @property
     def label(self) -> str:
-        flush = f", flush {self.last_used_flush:g}s" if self.last_used_flush is not None else ""
-        single = ", 1 client each" if self.single_clients else ""
+        flush = f" flush {self.last_used_flush:g}s" if self.last_used_flush is not None else ""
+        single = " 1 each" if self.single_clients else ""
         return f"{self.worker_class}/{self.cache}{flush}{single}"
 
     def clients(self, args: argparse.Namespace) -> tuple[int, int, int, int]:
@@ -583,7 +583,7 @@ def _nothing() -> Iterator[None]:
 def side_by_side(results: dict[str, dict[str, Any]]) -> str:
     """One column per setup; per category (and reads, writes, total) req/s, p50, p95, p99 and errors."""
     labels = list(results)
-    width = max(16, *(len(label) for label in labels))
+    width = max(14, *(len(label) for label in labels))
     lines = [f"{'':<26}" + "".join(f"{label:>{width + 2}}" for label in labels)]
     lines.append("-" * len(lines[0]))
     groups = ["tenant API", "admin API", "portal", "reads", "writes", "TOTAL"]
@@ -637,7 +637,7 @@ def per_kind(results: dict[str, dict[str, Any]], profiles: dict[str, Profile]) -
     """One line per request kind: its jobs and serial wall time, then p50 / p99 ms under each setup."""
     labels = list(results)
     kinds = list(profiles) + sorted({k for r in results.values() for k in r["kinds"]} - set(profiles))
-    width = max(16, *(len(label) for label in labels))
+    width = max(14, *(len(label) for label in labels))
     lines = [f"{'kind':<22}{'jobs':>5}{'alone':>7}" + "".join(f"{label:>{width + 2}}" for label in labels)]
     lines.append(f"{'':<27}{'ms':>7}" + "".join(f"{'p50 / p99 ms':>{width + 2}}" for _ in labels))
     lines.append("-" * len(lines[0]))
@@ -841,6 +841,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--serial-repeat", type=int, default=5, help="measured in-process passes over every kind (default 5)"
     )
+    parser.add_argument("--json-out", type=Path, help="also write every run's figures here as JSON")
     parser.add_argument("--tenants", type=int, default=4, help="tenants onboarded (default 4)")
     parser.add_argument("--api-clients", type=int, default=6, help="tenant-key API clients (default 6)")
     parser.add_argument("--admin-clients", type=int, default=2, help="admin-token API clients (default 2)")
@@ -924,6 +925,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         emulator.stop()
         shutil.rmtree(work, ignore_errors=True)
 
+    if args.json_out:
+        args.json_out.write_text(
+            json.dumps(
+                {"runs": results, "serial": {k: vars(p) for k, p in profiles.items()}, "flush_costs": costs}
+            )
+        )
     print("\nSide by side (measured window only):\n")
     print(side_by_side(results))
     print("\nPer request kind: BigQuery jobs, time alone (in-process) and latency under each setup:\n")
