@@ -59,7 +59,6 @@ echo
     --config python:convergence.gunicorn_conf \
     --bind "$BIND" \
     --workers 2 \
-    --access-logfile - \
     --graceful-timeout 10 &
 gunicorn_pid=$!
 trap 'kill -TERM "$gunicorn_pid" 2>/dev/null || true' INT TERM HUP

@@ -9,7 +9,6 @@ the number of tenants.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -20,6 +19,7 @@ from google.cloud import bigquery
 from bigquery_backend.client import QueryParameter, get_gateway
 from bigquery_backend.identifiers import quote_table
 from bigquery_backend.schema import table_definition
+from tenants_app.log_context import ContextThreadPoolExecutor
 from tenants_app.models import PlanName, TenantProfile, TenantStatus, TenantSubscription, TenantUsageQuota
 from tenants_app.services.api_keys import bigquery_errors_translated
 from tenants_app.services.datasets import central_dataset
@@ -233,7 +233,7 @@ def quota_dashboard(
     # The two statements are independent: side by side, the page waits for the slower one only.
     with (
         bigquery_errors_translated(),
-        ThreadPoolExecutor(max_workers=2, thread_name_prefix="quota-dashboard") as pool,
+        ContextThreadPoolExecutor(max_workers=2, thread_name_prefix="quota-dashboard") as pool,
     ):
         page_job = pool.submit(gateway.query, page_sql, page_parameters)
         totals_job = pool.submit(gateway.query, totals_sql, parameters)

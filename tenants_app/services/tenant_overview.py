@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 from django.utils import timezone
 
 from bigquery_backend.exceptions import InvalidIdentifier, NotFound
+from tenants_app.log_context import ContextThreadPoolExecutor
 from tenants_app.models import (
     TenantApiKey,
     TenantCloudCredential,
@@ -201,7 +201,7 @@ def tenant_overview(
 
 def _run_all(reads: dict[str, Callable[[], Any]]) -> dict[str, Any]:
     """Run the reads concurrently; the first error (in declaration order) is raised."""
-    with ThreadPoolExecutor(max_workers=_POOL_SIZE, thread_name_prefix="tenant-overview") as pool:
+    with ContextThreadPoolExecutor(max_workers=_POOL_SIZE, thread_name_prefix="tenant-overview") as pool:
         futures = {name: pool.submit(read) for name, read in reads.items()}
         return {name: future.result() for name, future in futures.items()}
 
