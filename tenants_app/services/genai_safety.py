@@ -25,7 +25,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from typing import Any
@@ -36,6 +36,7 @@ from bigquery_backend.client import BigQueryGateway, get_gateway, map_error
 from bigquery_backend.exceptions import BackendUnavailable, BigQueryError, InvalidIdentifier, NotFound
 from bigquery_backend.identifiers import check_column, check_dataset, quote_column, quote_table
 from bigquery_backend.schema import TableDefinition, table_definition
+from tenants_app.log_context import ContextThreadPoolExecutor
 from tenants_app.models import TENANT_MODELS, TenantApiKey, TenantProfile
 from tenants_app.repositories import central_repository
 from tenants_app.services import secret_patterns
@@ -192,7 +193,8 @@ def genai_safety_scan(
     key_hashes: dict[int, str] = {}  # finding index -> sha256 of the key of ours it found
     with (
         bigquery_errors_translated(),
-        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="genai-safety") as pool,
+        # The pool's lines (BigQuery calls) keep the caller's log context: request id, actor.
+        ContextThreadPoolExecutor(max_workers=workers, thread_name_prefix="genai-safety") as pool,
     ):
         try:
             listings = {d: pool.submit(_table_ids, gateway, d) for d in targets.datasets}

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from bigquery_backend.exceptions import NotFound
+from tenants_app.log_context import command_log_context
 from tenants_app.services.errors import DoesNotExist, ServiceUnavailable, ValidationFailed
 from tenants_app.services.genai_safety import (
     DEFAULT_SAMPLE_ROWS,
@@ -77,6 +78,7 @@ class Command(BaseCommand):
             "--dry-run", action="store_true", help="list the datasets that would be scanned; read no table"
         )
 
+    @command_log_context
     def handle(self, *args: Any, **options: Any) -> None:
         as_json = options["format"] == "json"
         verbosity: int = options["verbosity"]
