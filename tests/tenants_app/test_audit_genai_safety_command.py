@@ -28,6 +28,7 @@ from bigquery_backend.emulator import free_port
 from tenants_app.models import TenantProfile, TenantStepLog
 from tenants_app.repositories import central_repository, tenant_repository
 from tenants_app.services.bootstrap import bigquery_bootstrap
+from tenants_app.services.genai_safety import MAX_FINDINGS_PER_COLUMN
 from tests.conftest import unique_name
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -135,6 +136,16 @@ def test_it_passes_when_every_finding_is_a_reviewed_fingerprint(leaky: str) -> N
 
     assert "2 finding(s) ignored by fingerprint (--ignore):" in out
     assert "Clean: no secrets and no undeclared tables or columns." in out
+
+
+def test_it_lists_the_first_rows_of_a_leak_repeated_down_a_column_and_counts_the_rest(central: str) -> None:
+    tenant = tenant_with_dataset(*(f"AccessDenied for {AWS_ID}" for _ in range(MAX_FINDINGS_PER_COLUMN + 5)))
+
+    out, error = audit_failing("--tenant", tenant)
+
+    assert out.count("aws_access_key_id: ") == MAX_FINDINGS_PER_COLUMN
+    assert "... and 5 more finding(s) of the same kind in the same column(s), not listed" in out
+    assert f"{MAX_FINDINGS_PER_COLUMN + 5} finding(s) in tenant datasets" in str(error)
 
 
 def test_it_prints_the_report_as_json(leaky: str, clean: str) -> None:

@@ -180,7 +180,7 @@ class Command(BaseCommand):
                 )
             else:
                 counts = ", ".join(f"{kind} {count}" for kind, count in report.counts().items())
-                self.stdout.write(f"{len(report.findings)} finding(s): {counts}.")
+                self.stdout.write(f"{len(report.findings)} finding(s) listed: {counts}.")
 
     @staticmethod
     def _describe(finding: Finding) -> str:
