@@ -158,8 +158,6 @@ REST_FRAMEWORK = {
 # Largest API request body (tenants_app/api/parsers.py): a larger one is a 413 before it is read.
 # The largest legitimate body is a worker's completion report with many step logs. Default: 4 MiB.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=4 * 1024 * 1024)
-# JSON nested deeper than this is a 400; the services allow 10 levels in parameters and metadata.
-API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32)
 # Django refuses larger form bodies with its own HTML 400: never below the API's limit, which answers
 # first. Portal requests over it (multipart files included) are a 413 before they are read.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, API_MAX_BODY_BYTES)

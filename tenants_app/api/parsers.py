@@ -4,7 +4,8 @@ Three limits, each answered with the API's error envelope instead of a 500 or Dj
 - a body larger than API_MAX_BODY_BYTES is a 413, refused from its Content-Length before it is read
   (ApiBodyLimitMiddleware; form and multipart bodies included, whose files would otherwise be spooled;
   the portal's limit there is DATA_UPLOAD_MAX_MEMORY_SIZE);
-- JSON nested deeper than API_MAX_JSON_DEPTH is a 400 (the standard parser recurses until RecursionError);
+- JSON nested beyond what Python's parser can recurse into is a 400, not a RecursionError. No tighter
+  cap here: each service limits its JSON fields (10 levels) and names the field, a better answer;
 - a lone surrogate ("\\ud800") in any JSON string or key is a 400 naming where it is. JSON may carry
   one; no UTF-8 encoder accepts it, so BigQuery would refuse the statement after the service had
   started writing. CharFields refuse them too, JSONFields (payload, parameters, metadata) did not.
@@ -47,9 +48,7 @@ class SafeJSONParser(JSONParser):
             data = super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise ParseError("JSON parse error - nested too deeply") from None
-        too_deep, surrogates = find_problems(data, max_depth=settings.API_MAX_JSON_DEPTH)
-        if too_deep:
-            raise ParseError(f"JSON parse error - nested more than {settings.API_MAX_JSON_DEPTH} levels deep")
+        surrogates = lone_surrogates(data)
         if surrogates:
             raise ValidationError(surrogates)
         return data
@@ -59,19 +58,17 @@ SURROGATE_MESSAGE = "Holds a lone surrogate (for example \\ud800), which is not 
 MAX_REPORTED = 20
 
 
-def find_problems(data: Any, *, max_depth: int) -> tuple[bool, dict[str, list[str]]]:
-    """Whether parsed JSON nests deeper than `max_depth`, and where it holds lone surrogates.
+def lone_surrogates(data: Any) -> dict[str, list[str]]:
+    """Where parsed JSON holds lone surrogates, as error fields.
 
-    Iterative, so a document at the recursion limit costs no stack. A place is the top-level field
-    name, then `.key` and `[index]` for what is inside it (for example `parameters.source[2]`); at most
-    MAX_REPORTED places are named.
+    Iterative, so a document at the parser's recursion limit costs no stack. A place is the top-level
+    field name, then `.key` and `[index]` for what is inside it (for example `parameters.source[2]`);
+    at most MAX_REPORTED places are named.
     """
     found: dict[str, list[str]] = {}
-    stack: list[tuple[Any, str | None, int]] = [(data, None, 0)]
+    stack: list[tuple[Any, str | None]] = [(data, None)]
     while stack:
-        value, path, depth = stack.pop()
-        if depth > max_depth:
-            return True, {}
+        value, path = stack.pop()
         if isinstance(value, str):
             if not _is_unicode(value) and len(found) < MAX_REPORTED:
                 found[path or "non_field_errors"] = [SURROGATE_MESSAGE]
@@ -81,11 +78,11 @@ def find_problems(data: Any, *, max_depth: int) -> tuple[bool, dict[str, list[st
                     # The key itself cannot be named: name the document that holds it.
                     found.setdefault(path or "non_field_errors", [SURROGATE_MESSAGE])
                     continue
-                stack.append((item, key if path is None else f"{path}.{key}", depth + 1))
+                stack.append((item, key if path is None else f"{path}.{key}"))
         elif isinstance(value, list):
             for index, item in enumerate(value):
-                stack.append((item, f"{path or ''}[{index}]", depth + 1))
-    return False, found
+                stack.append((item, f"{path or ''}[{index}]"))
+    return found
 
 
 def _is_unicode(value: str) -> bool:

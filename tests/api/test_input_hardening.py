@@ -619,7 +619,7 @@ def test_it_refuses_too_many_form_fields_with_the_envelope(world: World) -> None
     assert response.json()["error"]["code"] == "validation_failed"
 
 
-@pytest.mark.parametrize("depth", [33, 100_000])
+@pytest.mark.parametrize("depth", [11, 850, 100_000])
 def test_it_refuses_deeply_nested_json_with_400(world: World, depth: int) -> None:
     document = "[" * depth + "]" * depth
     body = PIPELINE_PREFIX + f'"parameters": {{"a": {document}}}}}'
@@ -627,7 +627,13 @@ def test_it_refuses_deeply_nested_json_with_400(world: World, depth: int) -> Non
     response = post_raw(world.staff, f"/api/v1/tenants/{world.tenant_id}/pipelines", body.encode())
 
     assert response.status_code == 400
-    assert "nested" in response.json()["error"]["message"]
+    error = response.json()["error"]
+    if depth < 800:
+        # What Python's parser can read, the service checks and names (10 levels at most).
+        assert error["fields"] == {"parameters": ["Nest at most 10 levels deep."]}
+    else:
+        # Around Python's recursion limit the parser gives up: a 400 too, never a RecursionError.
+        assert error["code"] in {"parse_error", "validation_failed"}
 
 
 def test_it_accepts_json_nested_as_deep_as_the_services_allow(world: World) -> None:
