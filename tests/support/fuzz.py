@@ -184,7 +184,8 @@ def load_schema() -> schemathesis.BaseSchema:
             }
         }
     )
-    return schemathesis.openapi.from_wsgi("/api/schema/", WSGIHandler(), config=config)
+    with in_process_requests():
+        return schemathesis.openapi.from_wsgi("/api/schema/", WSGIHandler(), config=config)
 
 
 def real_path_parameters(world: FuzzWorld, seeded: SeededTenant, operation: APIOperation) -> dict[str, str]:
