@@ -35,7 +35,7 @@ class ErrorSerializer(serializers.Serializer):
     error = ErrorDetailSerializer()
 
 
-# Failures any operation can answer with, besides what its view declares; 404, 409 and 415 are added
+# Failures any operation can answer with, besides what its view declares; 404, 409, 413 and 415 are added
 # only where they can happen (a path parameter names something; a write meets the current state; a
 # request body is read).
 ERROR_RESPONSES: dict[str, str] = {
@@ -44,6 +44,7 @@ ERROR_RESPONSES: dict[str, str] = {
     "403": "Not allowed: a missing scope, read-only staff, a suspended tenant or a plan limit.",
     "404": "The tenant or the resource named in the path does not exist (or is not yours).",
     "409": "Conflicts with the current state: it exists already, a concurrent change, a wrong run state.",
+    "413": "The request body is over the API's size limit; nothing was read.",
     "415": "The body's media type is not accepted, or the body cannot be read as that type.",
     "429": "A rate limit or quota is reached: retry after `retry_after` seconds.",
     "503": "BigQuery or the key management service is unavailable; nothing was changed, retry later.",
@@ -103,7 +104,7 @@ class ApiSchema(SpectacularAutoSchema):
         if self.method not in ("GET", "HEAD", "OPTIONS"):
             codes.append("409")
         if "requestBody" in operation:
-            codes.append("415")
+            codes += ["413", "415"]
         return sorted(codes)
 
 

@@ -39,7 +39,7 @@ def test_it_documents_the_error_envelope_on_every_operation(schema: dict[str, An
         if method != "GET":
             expected.add("409")
         if "requestBody" in operation:
-            expected.add("415")
+            expected |= {"413", "415"}
         for code in expected:
             response = operation["responses"].get(code, {})
             if response.get("content", {}).get("application/json", {}).get("schema") != ERROR_REF:
@@ -62,6 +62,20 @@ def test_it_answers_415_in_the_error_envelope_for_a_body_of_no_or_another_media_
     assert response.status_code == 415
     assert response.json()["error"]["code"] == "unsupported_media_type"
     documented = schema["paths"]["/api/v1/tenants/dryrun"]["post"]["responses"]["415"]
+    assert documented["content"]["application/json"]["schema"] == ERROR_REF
+
+
+@pytest.mark.django_db
+def test_it_documents_the_413_of_a_body_over_the_limit(
+    schema: dict[str, Any], api_as: ApiAs, superuser: User, settings: Any
+) -> None:
+    settings.API_MAX_BODY_BYTES = 100
+
+    response = api_as(superuser).post("/api/v1/tenants/dryrun", {"company_name": "x" * 200}, format="json")
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+    documented = schema["paths"]["/api/v1/tenants/dryrun"]["post"]["responses"]["413"]
     assert documented["content"]["application/json"]["schema"] == ERROR_REF
 
 
