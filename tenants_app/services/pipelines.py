@@ -32,6 +32,7 @@ from tenants_app.services.errors import DoesNotExist, ValidationFailed
 from tenants_app.services.plans import OPERATION_CONFIGURE, OPERATION_RUN
 from tenants_app.services.quotas import subscription_require_active
 from tenants_app.services.scheduler import EnqueueEntry, manual_run_id, runs_enqueue
+from tenants_app.services.secret_patterns import find_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -395,28 +396,31 @@ def _parameters(value: Any) -> dict[str, Any] | None:
     if secret is not None:
         raise _field_error(
             "parameters",
-            f"'{secret}' looks like a secret: parameters are copied into runs that the tenant's GenAI tools "
-            "can read. Store secrets as cloud credentials instead.",
+            f"'{secret}' names or holds a secret: parameters are copied into runs that the tenant's "
+            "GenAI tools can read. Store secrets as cloud credentials instead.",
         )
     return value
 
 
-def _secret_key(value: Any, *, depth: int) -> str | None:
-    """The first key anywhere in `value` that names a secret (or raise for too deep a document)."""
+def _secret_key(value: Any, *, depth: int, name: str = "parameters") -> str | None:
+    """The first key anywhere in `value` that names or holds a secret (or raise for too deep a document)."""
     if depth > MAX_PARAMETERS_DEPTH:
         raise _field_error("parameters", f"Nest at most {MAX_PARAMETERS_DEPTH} levels deep.")
     if isinstance(value, dict):
         for key, item in value.items():
             if SECRET_PARAMETER.search(str(key)):
                 return str(key)
-            found = _secret_key(item, depth=depth + 1)
+            found = _secret_key(item, depth=depth + 1, name=str(key))
             if found is not None:
                 return found
     elif isinstance(value, list):
         for item in value:
-            found = _secret_key(item, depth=depth + 1)
+            found = _secret_key(item, depth=depth + 1, name=name)
             if found is not None:
                 return found
+    # A harmless name can still hold a secret: a DSN with its password, a bearer header, a key.
+    elif isinstance(value, str) and find_secrets(value):
+        return name
     return None
 
 

@@ -83,6 +83,7 @@ from tenants_app.services.errors import (
     ValidationFailed,
 )
 from tenants_app.services.quotas import quota_admit, quota_release, quota_release_if_leaked
+from tenants_app.services.secret_patterns import find_secrets, redact_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -1259,7 +1260,7 @@ def _secret_paths(value: Any, path: str) -> list[str]:
         return found
     if isinstance(value, list | tuple):
         return [p for index, item in enumerate(value) for p in _secret_paths(item, f"{path}[{index}]")]
-    if isinstance(value, str) and _SECRET_LOOKING_VALUE.search(value):
+    if isinstance(value, str) and (_SECRET_LOOKING_VALUE.search(value) or find_secrets(value)):
         return [path]
     return []
 
@@ -1268,7 +1269,9 @@ def _redacted(text: str | None) -> str | None:
     """Error text from a worker, with anything that looks like a secret replaced."""
     if text is None:
         return None
-    return _SECRET_LOOKING_VALUE.sub("[redacted]", str(text))[:MAX_ERROR_LENGTH]
+    # Worker errors quote connection strings, headers and tracebacks: the shared detectors (bearer
+    # tokens, JWTs, URL passwords, service-account JSON...) go further than our own key pattern.
+    return redact_secrets(_SECRET_LOOKING_VALUE.sub("[redacted]", str(text)))[:MAX_ERROR_LENGTH]
 
 
 # --- internals: rows and checks ---------------------------------------------------------------------

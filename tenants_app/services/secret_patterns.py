@@ -66,7 +66,12 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], str, tuple[str, ...]], ...] = (
     ),
     (
         PRIVATE_KEY,
-        re.compile(r"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----"),
+        # The whole block, body included, up to its END line (or the end of a text cut short): the
+        # body is the secret, so redaction must not stop at the header.
+        re.compile(
+            r"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----"
+            r"(?:[\s\S]*?-----END (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=:\s\\-]*)"
+        ),
         "PEM/OpenSSH/PGP private-key block",
         ("private key",),
     ),

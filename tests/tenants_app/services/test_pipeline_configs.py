@@ -103,6 +103,32 @@ def test_it_refuses_invalid_fields_naming_each(values: dict[str, Any], field: st
     assert pipeline_config_list(tenant_id=tenant_id).total == 0
 
 
+@pytest.mark.parametrize(
+    ("parameters", "named"),
+    [
+        ({"dsn": "postgres://etl:hunter2-pass@db.example.com/warehouse"}, "dsn"),
+        (
+            {"auth": {"header": "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlLXZhbHVl"}},
+            "header",
+        ),
+        ({"hosts": ["ok.example.com", "AKIAIOSFODNN7EXAMPLE"]}, "hosts"),
+    ],
+)
+def test_it_refuses_parameter_values_holding_a_secret_under_a_harmless_name(
+    parameters: dict[str, Any], named: str
+) -> None:
+    # Parameters reach the tenant's GenAI-visible dataset: a DSN's password is as bad as a "password" key.
+    tenant_id = add_tenant()
+    with pytest.raises(ValidationFailed) as raised:
+        create(tenant_id, parameters=parameters)
+    message = str(raised.value.errors["parameters"])
+    assert f"'{named}'" in message
+    assert "hunter2" not in message
+    assert "AKIA" not in message
+    assert "eyJ" not in message
+    assert pipeline_config_list(tenant_id=tenant_id).total == 0
+
+
 def test_it_names_every_invalid_field_at_once() -> None:
     with pytest.raises(ValidationFailed) as raised:
         create(add_tenant(), schedule_cron="bad", timezone_name="Nowhere", priority=99)

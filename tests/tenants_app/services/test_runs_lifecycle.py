@@ -173,6 +173,22 @@ def test_it_refuses_invalid_or_secret_looking_completions_and_writes_nothing() -
     assert tenant_repository(TenantStepLog, tenant_id).list() == []
 
 
+def test_it_redacts_connection_strings_and_bearer_tokens_from_a_workers_error() -> None:
+    # The error text is copied into the tenant's GenAI-visible run row.
+    _, run_id = claimed_tenant(max_retries=0)
+    error = (
+        "connect postgres://etl:hunter2-pass@db.example.com/x failed; "
+        "sent Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlLXZhbHVl"
+    )
+
+    failed = run_fail(run_id=run_id, worker_id="w1", error=error, now=NOW)
+
+    assert failed.error_message is not None
+    assert "connect postgres://etl:" in failed.error_message
+    assert "hunter2" not in failed.error_message
+    assert "eyJ" not in failed.error_message
+
+
 def test_it_retries_a_failed_attempt_with_exponential_backoff_then_fails_it(settings: object) -> None:
     settings.PIPELINE_RETRY_BACKOFF_SECONDS = 60  # type: ignore[attr-defined]
     settings.PIPELINE_RETRY_BACKOFF_MAX_SECONDS = 3600  # type: ignore[attr-defined]

@@ -53,7 +53,7 @@ PLANTED = [
     (f"fetch failed for key {AWS_ID} in eu-west-1", sp.AWS_ACCESS_KEY_ID, AWS_ID),
     (f"aws_secret_access_key = {AWS_SECRET}", sp.AWS_SECRET_ACCESS_KEY, AWS_SECRET),
     (f'{{"SecretAccessKey": "{AWS_SECRET}"}}', sp.AWS_SECRET_ACCESS_KEY, AWS_SECRET),
-    (f"loaded key:\n{PEM}", sp.PRIVATE_KEY, "-----BEGIN RSA PRIVATE KEY-----"),
+    (f"loaded key:\n{PEM}", sp.PRIVATE_KEY, PEM),
     (json.dumps(SERVICE_ACCOUNT), sp.GCP_SERVICE_ACCOUNT, json.dumps(SERVICE_ACCOUNT)),
     (f"GET /v1 -H 'Authorization: Bearer {rand(32)}'", sp.AUTHORIZATION_HEADER, None),
     (f"retrying with bearer {rand(24)}", sp.BEARER_TOKEN, None),
@@ -178,3 +178,14 @@ def test_it_fingerprints_a_secret_stably_with_a_keyed_hash(settings: Any) -> Non
     assert first != hashlib.sha256(CVG_KEY.encode()).hexdigest()[:8]
     settings.SECRET_KEY = "another-deployment-" + rand(40)
     assert fingerprint(CVG_KEY) != first
+
+
+def test_it_redacts_a_private_key_block_body_and_all_even_when_cut_short() -> None:
+    # The body is the secret: masking the BEGIN line alone would leave the key readable.
+    body = "MIIEow" + rand(60)
+    whole = f"boom {PEM} done"
+    cut = "boom -----BEGIN " + f"PRIVATE KEY-----\n{body}"
+
+    assert sp.redact_secrets(whole) == "boom [redacted] done"
+    assert body not in sp.redact_secrets(cut)
+    assert sp.redact_secrets(cut).startswith("boom [redacted]")
