@@ -22,8 +22,18 @@ _BACKEND_ERRORS: tuple[tuple[type[Exception], int, str, str], ...] = (
     (bq.InvalidInput, 400, "validation_failed", "The request was refused as invalid."),
     (bq.NotFound, 404, "not_found", "Not found."),
     (bq.Conflict, 409, "conflict", "A concurrent change got there first; retry the request."),
-    (bq.BackendUnavailable, 503, "unavailable", "BigQuery is unavailable; nothing was changed, retry later."),
-    (KmsUnavailable, 503, "unavailable", "The key management service is unavailable; nothing was stored."),
+    (
+        bq.BackendUnavailable,
+        503,
+        "unavailable",
+        "BigQuery is unavailable; send the same request again later.",
+    ),
+    (
+        KmsUnavailable,
+        503,
+        "unavailable",
+        "The key management service is unavailable; send the same request again later.",
+    ),
 )
 
 

@@ -47,7 +47,7 @@ ERROR_RESPONSES: dict[str, str] = {
     "413": "The request body is over the API's size limit; nothing was read.",
     "415": "The body's media type is not accepted, or the body cannot be read as that type.",
     "429": "A rate limit or quota is reached: retry after `retry_after` seconds.",
-    "503": "BigQuery or the key management service is unavailable; nothing was changed, retry later.",
+    "503": "BigQuery or KMS is unavailable; the request may be partly done: send the same one again later.",
 }
 
 

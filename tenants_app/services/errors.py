@@ -40,7 +40,7 @@ class PlanLimitReached(ServiceError):
 
 
 class ServiceUnavailable(ServiceError):
-    """BigQuery or KMS cannot be reached: the request failed and nothing was stored."""
+    """BigQuery or KMS cannot be reached: the request may be partly done; sent again, it finishes."""
 
     status = 503
     code = "unavailable"
