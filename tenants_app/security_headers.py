@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
-from django.urls import NoReverseMatch, reverse
 
 
 def _policy(**directives: str) -> str:
@@ -29,18 +28,6 @@ _COMMON = {
 PAGE_POLICY = _policy(
     default_src="'self'",
     script_src="'self'",
-    style_src="'self' 'unsafe-inline'",
-    img_src="'self' data:",
-    font_src="'self'",
-    connect_src="'self'",
-    **_COMMON,
-)
-
-# Swagger UI (/api/docs/): drf-spectacular starts it with an inline <script> of its template, so that
-# one page, which shows no data (the schema is fetched from /api/schema/), also allows inline script.
-DOCS_POLICY = _policy(
-    default_src="'self'",
-    script_src="'self' 'unsafe-inline'",
     style_src="'self' 'unsafe-inline'",
     img_src="'self' data:",
     font_src="'self'",
@@ -72,17 +59,8 @@ PERMISSIONS_POLICY = ", ".join(
 API_PREFIX = "/api/v1/"
 
 
-def _docs_path() -> str | None:
-    try:
-        return reverse("api-docs")
-    except NoReverseMatch:
-        return None
-
-
 def content_security_policy(path: str) -> str:
     """The policy for a response to `path`."""
-    if path == _docs_path():
-        return DOCS_POLICY
     if path.startswith(API_PREFIX):
         return API_POLICY
     return PAGE_POLICY

@@ -23,7 +23,7 @@ from django.urls.resolvers import RegexPattern, RoutePattern
 
 from tenants_app.models import AuditLogEntry, TenantPipelineConfig, TenantProfile
 from tenants_app.repositories import central_repository
-from tenants_app.security_headers import API_POLICY, DOCS_POLICY, PAGE_POLICY
+from tenants_app.security_headers import API_POLICY, PAGE_POLICY
 from tenants_app.services.api_keys import api_key_create
 from tenants_app.services.credentials import credential_create
 from tests.support.people import TEST_PASSWORD
@@ -85,18 +85,21 @@ def test_it_sends_a_deny_everything_policy_and_no_store_on_api_responses(anonymo
     assert "Content-Security-Policy" in health
 
 
-def test_it_relaxes_script_src_for_the_swagger_ui_page_only(anonymous_client: Client) -> None:
+def test_it_serves_swagger_ui_under_the_portals_policy_without_inline_script(
+    anonymous_client: Client,
+) -> None:
     docs = anonymous_client.get("/api/docs/")
     page = parse(docs.content.decode())
 
     assert docs.status_code == 200
-    assert docs["Content-Security-Policy"] == DOCS_POLICY
-    assert directives(DOCS_POLICY)["frame-ancestors"] == "'none'"
-    # Why the relaxation exists: drf-spectacular's template starts Swagger UI with an inline script.
-    assert page.inline_scripts, "Swagger UI no longer needs inline script: drop DOCS_POLICY"
-    # Its assets come from our own static files (drf-spectacular-sidecar), which 'self' allows.
+    assert docs["Content-Security-Policy"] == PAGE_POLICY
+    # The start-up script is a file of the split view, not inline: 'self' allows it, no relaxation.
+    assert not page.inline_scripts
     assert page.external_urls
     assert all(same_origin(url) for url in page.external_urls)
+    script = anonymous_client.get("/api/docs/", {"script": ""})
+    assert script.status_code == 200
+    assert "SwaggerUIBundle" in script.content.decode()
 
 
 class PageAudit(HTMLParser):
