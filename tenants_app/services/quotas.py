@@ -164,6 +164,30 @@ def quota_release(*, tenant_id: str, usage_date: date, succeeded: bool | None) -
     The caller guarantees once per run through its own state change (RUNNING -> anything): a second
     call would count the outcome twice. The slot counter is still clamped at 0 on every row.
     """
+    if _release(tenant_id=tenant_id, usage_date=usage_date, succeeded=succeeded, only_if_leaked=False) == 0:
+        # Past retention, or never created (a run admitted by another system): nothing to release.
+        logger.warning("no usage row of tenant %s on or after %s to release a run on", tenant_id, usage_date)
+
+
+def quota_release_if_leaked(*, tenant_id: str, usage_date: date, succeeded: bool | None) -> bool:
+    """Release a finished run's slot if the usage row counts more running runs than the queue holds.
+
+    For the repeat of a worker report whose first attempt moved the queue entry out of RUNNING but
+    failed before its release landed (BigQuery went away between the two statements): the entry
+    cannot tell whether the release happened, the counts can. The comparison is the UPDATE's own
+    condition, not a read before it, so two repeats racing release (and count the outcome) once.
+    A claim between its admission and writing its entry's `usage_date` is not in the queue's count
+    yet, so in that window this may free a slot early (one run too many admitted for a while);
+    without it the slot stayed taken until the next rollover.
+    """
+    if _release(tenant_id=tenant_id, usage_date=usage_date, succeeded=succeeded, only_if_leaked=True) == 0:
+        return False
+    logger.warning("tenant %s: released the slot of a run whose first report failed mid-way", tenant_id)
+    return True
+
+
+def _release(*, tenant_id: str, usage_date: date, succeeded: bool | None, only_if_leaked: bool) -> int:
+    """The release UPDATE; with `only_if_leaked`, only rows counting more running runs than the queue."""
     repository = central_repository(TenantUsageQuota)
     params: list[Any] = [
         bigquery.ScalarQueryParameter("tenant_id", "STRING", tenant_id),
@@ -177,50 +201,23 @@ def quota_release(*, tenant_id: str, usage_date: date, succeeded: bool | None) -
         )
     elif succeeded is False:
         outcome = "pipelines_failed_today = pipelines_failed_today + IF(usage_date = @usage_date, 1, 0), "
+    leaked = ""
+    if only_if_leaked:
+        queue = central_repository(TenantPipelineExecutionQueue)
+        leaked = (
+            " AND concurrent_pipelines_running > "
+            f"(SELECT COUNT(*) FROM {queue.table} AS q WHERE q.tenant_id = @tenant_id "
+            "AND q.state = @running AND q.usage_date IS NOT NULL)"
+        )
+        params.append(bigquery.ScalarQueryParameter("running", "STRING", RunState.RUNNING))
     sql = (
         f"UPDATE {repository.table} SET {outcome}"
         "concurrent_pipelines_running = GREATEST(concurrent_pipelines_running - 1, 0), "
         "last_pipeline_completed_at = @now, last_updated = @now "
-        "WHERE tenant_id = @tenant_id AND usage_date >= @usage_date"
+        f"WHERE tenant_id = @tenant_id AND usage_date >= @usage_date{leaked}"
     )
     with bigquery_errors_translated():
-        matched = _run_dml(sql, params)
-    if matched == 0:
-        # Past retention, or never created (a run admitted by another system): nothing to release.
-        logger.warning("no usage row of tenant %s on or after %s to release a run on", tenant_id, usage_date)
-
-
-def quota_release_if_leaked(*, tenant_id: str, usage_date: date, succeeded: bool | None) -> bool:
-    """Release a finished run's slot if the usage row counts more running runs than the queue holds.
-
-    For the repeat of a worker report whose first attempt moved the queue entry out of RUNNING but
-    failed before its release landed (BigQuery went away between the two statements): the entry
-    cannot tell whether the release happened, the counts can. One read, plus the release when due.
-    A claim between its admission and writing its entry's `usage_date` is not in the queue's count
-    yet, so in that window this may free a slot early (one run too many admitted for a while);
-    without it the slot stayed taken until the next rollover.
-    """
-    usage = central_repository(TenantUsageQuota)
-    queue = central_repository(TenantPipelineExecutionQueue)
-    sql = (
-        "SELECT u.concurrent_pipelines_running AS counted, "
-        f"(SELECT COUNT(*) FROM {queue.table} AS q WHERE q.tenant_id = @tenant_id "
-        "AND q.state = @running AND q.usage_date IS NOT NULL) AS holding "
-        f"FROM {usage.table} AS u WHERE u.tenant_id = @tenant_id AND u.usage_date >= @usage_date "
-        "ORDER BY u.usage_date DESC LIMIT 1"
-    )
-    params = [
-        bigquery.ScalarQueryParameter("tenant_id", "STRING", tenant_id),
-        bigquery.ScalarQueryParameter("usage_date", "DATE", usage_date),
-        bigquery.ScalarQueryParameter("running", "STRING", RunState.RUNNING),
-    ]
-    with bigquery_errors_translated():
-        rows = usage.gateway.query(sql, params).rows
-    if not rows or int(rows[0]["counted"] or 0) <= int(rows[0]["holding"] or 0):
-        return False
-    logger.warning("tenant %s: releasing the slot of a run whose first report failed mid-way", tenant_id)
-    quota_release(tenant_id=tenant_id, usage_date=usage_date, succeeded=succeeded)
-    return True
+        return _run_dml(sql, params)
 
 
 def usage_rows_start(

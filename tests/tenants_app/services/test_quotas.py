@@ -27,6 +27,7 @@ from tenants_app.services.quotas import (
     CONCURRENT_RETRY_AFTER_SECONDS,
     quota_admit,
     quota_release,
+    quota_release_if_leaked,
     subscription_require_active,
     usage_rows_start,
 )
@@ -247,6 +248,32 @@ def test_it_never_releases_below_zero_and_counts_no_outcome_for_none() -> None:
         0,
         0,
     )
+
+
+def test_it_releases_a_leaked_slot_once_when_repeated_reports_race() -> None:
+    # A slot counted with no RUNNING entry in the queue: a first report moved its run out of RUNNING and
+    # failed before releasing. Racing repeats of that report must free it, and count the outcome, once.
+    tenant_id = tenant_with_subscription()
+    admission = quota_admit(tenant_id=tenant_id, now=at(DAY))
+    released: list[bool] = []
+    start = threading.Barrier(4)
+
+    def repeat() -> None:
+        start.wait()
+        released.append(
+            quota_release_if_leaked(tenant_id=tenant_id, usage_date=admission.usage_date, succeeded=True)
+        )
+
+    threads = [threading.Thread(target=repeat) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    row = usage(tenant_id, DAY)
+    assert row is not None
+    assert sorted(released) == [False, False, False, True]
+    assert (row.concurrent_pipelines_running, row.pipelines_succeeded_today) == (0, 1)
 
 
 def test_it_starts_the_month_total_again_on_the_first() -> None:
