@@ -384,8 +384,10 @@ def test_it_deletes_no_api_token_through_the_changelists_actions(principal: str,
     """The token list answers a POST (Django's actions), but offers no action that deletes."""
     token_id = world.objects["obj_token"]
 
+    # "post": "yes" is the confirmation page's answer: without it Django only renders that page.
     response = client_for(world, principal).post(
-        "/admin/tenants_app/adminapitoken/", {"action": "delete_selected", "_selected_action": [token_id]}
+        "/admin/tenants_app/adminapitoken/",
+        {"action": "delete_selected", "_selected_action": [token_id], "post": "yes"},
     )
 
     assert response.status_code in (200, 302)
