@@ -22,7 +22,7 @@ from tenants_app.api.errors import error_response
 from tenants_app.kms import DecryptionFailed, KmsError, KmsUnavailable, aad_for, get_kms
 from tenants_app.models import IdempotencyRecord
 from tenants_app.services.errors import ServiceError
-from tenants_app.services.retries import retry_of_unknown_outcome
+from tenants_app.services.retries import request_seed, retry_of_unknown_outcome
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,13 @@ def principal_of(request: Request) -> str:
 def _fingerprint(request: Request) -> str:
     body = json.dumps(request.data, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(f"{request.method} {request.path}\n{body}".encode()).hexdigest()
+
+
+def _seed(principal: str, key: str, fingerprint: str) -> str:
+    """What ids of rows this request creates derive from: caller, key, method, path and body."""
+    # The fingerprint covers method, path and body: the same key reused for another body (only
+    # possible once its record has expired) then creates new rows rather than finding old ones.
+    return hashlib.sha256(f"{principal}\n{key}\n{fingerprint}".encode()).hexdigest()
 
 
 # A request that failed with 503 (BigQuery or KMS down mid-way) may have done part or all of its work:
@@ -97,7 +104,9 @@ def idempotent(handler: Handler) -> Handler:
         else:
             retrying = False
         try:
-            with retry_of_unknown_outcome(retrying):
+            # The first attempt and its retries derive the same ids for the rows they create
+            # (`retries.stable_id`), so a retry after a lost answer finds the row instead of adding one.
+            with retry_of_unknown_outcome(retrying), request_seed(_seed(principal, key, fingerprint)):
                 response = handler(view, request, *args, **kwargs)
         except ServiceError as exc:
             _forget_or_keep_unknown(record, exc.status)

@@ -51,7 +51,7 @@ from tenants_app.services.errors import (
     TenantSuspended,
     ValidationFailed,
 )
-from tenants_app.services.retries import is_retry_of_unknown_outcome
+from tenants_app.services.retries import has_request_seed, is_retry_of_unknown_outcome, stable_id
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,9 @@ def api_key_create(
     """Issue a key for a tenant that exists and is not closed; the plaintext is in the result only.
 
     Audited as api_key.create, except with `record_audit=False`, which onboarding uses: its one
-    tenant.onboard entry names the initial key.
+    tenant.onboard entry names the initial key. Without `api_key_id` the id is `retries.stable_id`:
+    the retry of an API request whose insert landed but whose answer was lost (same Idempotency-Key)
+    finds that key and shows it again to the same caller if nobody used it, instead of a second key.
     """
     errors: dict[str, list[str]] = {}
     clean_name = _check_text(errors, "name", name, max_length=NAME_MAX_LENGTH)
@@ -175,18 +177,40 @@ def api_key_create(
     if errors:
         raise ValidationFailed(_summary(errors), errors=errors)
 
+    derived = api_key_id is None
+    chosen_id = api_key_id or stable_id("api_key")
     with bigquery_errors_translated():
         profile = _usable_profile(tenant_id)
-        issued = _issue(
-            tenant_id=profile.tenant_id,
-            api_key_id=api_key_id or uuid.uuid4().hex,
-            name=clean_name,
-            scopes=clean_scopes,
-            created_by=clean_created_by,
-            expires_at=expires_at,
-            # A caller-chosen id makes the call idempotent: insert only if absent (one MERGE).
-            if_absent=api_key_id is not None,
-        )
+        try:
+            issued = _issue(
+                tenant_id=profile.tenant_id,
+                api_key_id=chosen_id,
+                name=clean_name,
+                scopes=clean_scopes,
+                created_by=clean_created_by,
+                expires_at=expires_at,
+                # A caller-chosen or request-derived id makes the call idempotent: insert only if
+                # absent (one MERGE). A random id cannot collide: a plain INSERT, as cheap.
+                if_absent=not derived or has_request_seed(),
+            )
+        except AlreadyExists:
+            if not derived:
+                raise
+            issued = _finish_lost_create(
+                tenant_id=profile.tenant_id, api_key_id=chosen_id, created_by=clean_created_by
+            )
+            if record_audit and _audit_missing(
+                action="api_key.create", tenant_id=issued.row.tenant_id, target_id=chosen_id
+            ):
+                audit_record(
+                    action="api_key.create",
+                    actor=clean_created_by,
+                    tenant_id=issued.row.tenant_id,
+                    target_type="api_key",
+                    target_id=chosen_id,
+                    after=api_key_audit_data(issued.row),
+                )
+            return issued
     logger.info(
         "API key %s (%s) issued for tenant %s by %s",
         issued.row.api_key_id,
@@ -204,6 +228,36 @@ def api_key_create(
             after=api_key_audit_data(issued.row),
         )
     return issued
+
+
+def _finish_lost_create(*, tenant_id: str, api_key_id: str, created_by: str) -> IssuedApiKey:
+    """The key a lost answer carried, shown again to its creator if still unused; else AlreadyExists."""
+    refused = AlreadyExists(f"API key {api_key_id} already exists; its key cannot be shown again")
+    if not is_retry_of_unknown_outcome():
+        raise refused
+    row = _keys().find(api_key_id)
+    # Shown again only to the caller whose own failed request made it, before anyone used, rotated
+    # or revoked it: anything else means the key has a life of its own and stays unseen.
+    if (
+        row is None
+        or row.tenant_id != tenant_id
+        or row.created_by != created_by
+        or row.last_used_at is not None
+        or not row.is_active
+        or row.revoked_at is not None
+        or row.replaced_by_key_id
+        or row.encrypted_api_key is None
+    ):
+        raise refused
+    try:
+        plaintext = get_kms().decrypt(
+            bytes(row.encrypted_api_key), aad=aad_for("tenant_api_keys", row.tenant_id, row.api_key_id)
+        )
+    except KmsUnavailable as exc:
+        raise ServiceUnavailable("KMS is unavailable; retry later.") from exc
+    row.encrypted_api_key = None
+    logger.info("API key %s: the lost answer of its creation is shown again to %s", api_key_id, created_by)
+    return IssuedApiKey(row=row, plaintext=plaintext.decode("ascii"))
 
 
 def api_key_audit_data(row: TenantApiKey) -> dict[str, Any]:
@@ -272,6 +326,10 @@ def api_key_rotate(
         if grantable_scopes is not None and not set(old.scopes) <= set(grantable_scopes):
             missing = ", ".join(sorted(set(old.scopes) - set(grantable_scopes)))
             raise ScopeNotHeld(f"This API key cannot rotate a key with scopes it does not hold: {missing}.")
+        if old.replaced_by_key_id:
+            # Linked already (maybe by a request whose answer was lost, before it cleared the
+            # cache): its cached verification must not outlive the rotation on any path out of here.
+            cache.delete(_cache_key(old.api_key_hash))
         if old.replaced_by_key_id == replacement_id:
             # Rotated already: maybe by this very request, whose answer was lost.
             finished = _finish_lost_rotation(old, rotated_by=clean_rotated_by, grace=grace, resume=resume)
@@ -313,7 +371,16 @@ def api_key_rotate(
         # Conditional on "still active, not rotated, and the replacement still holds OUR key": of two
         # concurrent rotations one wins, and the winner's key is the one stored. A BigQuery error here
         # leaves the outcome unknown: the replacement stays (a retry finds it), never deleted blindly.
-        if _link_replacement(old, issued.row, values) == 0:
+        try:
+            linked = _link_replacement(old, issued.row, values)
+        except BaseException:
+            # The UPDATE may have landed with its answer lost: drop the cached verification anyway.
+            cache.delete(_cache_key(old.api_key_hash))
+            raise
+        if linked == 0:
+            # Rotated or revoked by a concurrent request, which clears the cache too; so do we, for
+            # the entry this request may have cached meanwhile.
+            cache.delete(_cache_key(old.api_key_hash))
             _discard(issued.row)
             raise ValidationFailed(
                 f"API key {api_key_id} was rotated or revoked meanwhile",

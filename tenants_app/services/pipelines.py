@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,14 +22,21 @@ from typing import Any
 from django.utils import timezone
 
 from bigquery_backend.repository import Page
-from tenants_app.models import Provider, RunState, TenantPipelineConfig, TenantScheduledPipelineRun
+from tenants_app.models import (
+    AuditLogEntry,
+    Provider,
+    RunState,
+    TenantPipelineConfig,
+    TenantScheduledPipelineRun,
+)
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import bigquery_errors_translated
 from tenants_app.services.audit import audit_changes, audit_record, audit_snapshot
 from tenants_app.services.cron import cron_next, cron_validate, timezone_validate
-from tenants_app.services.errors import DoesNotExist, ValidationFailed
+from tenants_app.services.errors import AlreadyExists, DoesNotExist, ValidationFailed
 from tenants_app.services.plans import OPERATION_CONFIGURE, OPERATION_RUN
 from tenants_app.services.quotas import subscription_require_active
+from tenants_app.services.retries import has_request_seed, is_retry_of_unknown_outcome, stable_id
 from tenants_app.services.scheduler import EnqueueEntry, manual_run_id, runs_enqueue
 from tenants_app.services.secret_patterns import find_secrets
 
@@ -128,7 +134,11 @@ def pipeline_config_create(
     actor: str,
     now: datetime | None = None,
 ) -> TenantPipelineConfig:
-    """Validate and store a new config with its first `next_run_time` (audited)."""
+    """Validate and store a new config with its first `next_run_time` (audited).
+
+    The id comes from `retries.stable_id`: the retry of an API request whose insert landed but whose
+    answer was lost (same Idempotency-Key) returns that config instead of scheduling a second one.
+    """
     now = now or timezone.now()
     values = _validated(
         {
@@ -145,14 +155,18 @@ def pipeline_config_create(
     with bigquery_errors_translated():
         subscription_require_active(tenant_id=tenant_id, operation=OPERATION_CONFIGURE)
         config = TenantPipelineConfig(
-            config_id=f"{tenant_id}_{uuid.uuid4().hex[:16]}",
+            config_id=f"{tenant_id}_{stable_id('pipeline_config')[:16]}",
             tenant_id=tenant_id,
             next_run_time=_next_run_time(values, now) if values["is_active"] else None,
             created_at=now,
             created_by=actor,
             **values,
         )
-        _repository().insert(config)
+        if not has_request_seed():
+            _repository().insert(config)  # a random id cannot collide: a plain INSERT
+        elif _repository().upsert(config, update_fields=[]) == 0:
+            # Insert if absent (one MERGE): the row exists, made by this request's lost first attempt.
+            return _finish_lost_create(config, actor=actor)
         audit_record(
             action="pipeline_config.create",
             actor=actor,
@@ -163,6 +177,31 @@ def pipeline_config_create(
         )
     logger.info("pipeline config %s created for tenant %s", config.config_id, tenant_id)
     return config
+
+
+def _finish_lost_create(config: TenantPipelineConfig, *, actor: str) -> TenantPipelineConfig:
+    """The config a lost answer carried, with its missing audit entry; AlreadyExists if not a retry."""
+    refused = AlreadyExists(f"pipeline config {config.config_id} already exists")
+    if not is_retry_of_unknown_outcome():
+        raise refused
+    rows = _repository().list(filters={"config_id": config.config_id, "tenant_id": config.tenant_id}, limit=1)
+    if not rows or rows[0].created_by != actor:
+        raise refused
+    existing = rows[0]
+    audited = {
+        "action": "pipeline_config.create",
+        "tenant_id": config.tenant_id,
+        "target_id": config.config_id,
+    }
+    if central_repository(AuditLogEntry).count(filters=audited) == 0:
+        audit_record(
+            actor=actor,
+            target_type="pipeline_config",
+            after=audit_snapshot(existing, fields=AUDITED_FIELDS),
+            **audited,
+        )
+    logger.info("pipeline config %s: the lost answer of its creation is returned again", config.config_id)
+    return existing
 
 
 def pipeline_config_update(
