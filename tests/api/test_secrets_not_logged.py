@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import secrets
 import threading
@@ -43,6 +42,7 @@ from tenants_app.services.runs import worker_token_create
 from tests.conftest import unique_name
 from tests.support.kms_fake import FakeCloudKms
 from tests.support.log_capture import ShippedLogs, shipped_logs
+from tests.support.payloads import aws_payload, gcp_payload
 from tests.support.people import create_superuser
 
 pytestmark = pytest.mark.django_db
@@ -60,29 +60,6 @@ def central() -> Iterator[str]:
     with override_settings(TENANTS_DATASET=name):
         bigquery_bootstrap()
         yield name
-
-
-def gcp_payload() -> dict[str, str]:
-    body = base64.b64encode(os.urandom(600)).decode()
-    lines = "\n".join(body[i : i + 64] for i in range(0, len(body), 64))
-    return {
-        "type": "service_account",
-        "project_id": "acme-analytics",
-        "private_key_id": secrets.token_hex(20),
-        "private_key": f"-----BEGIN PRIVATE KEY-----\n{lines}\n-----END PRIVATE KEY-----\n",
-        "client_email": "pipelines@acme-analytics.iam.gserviceaccount.com",
-        "client_id": "113456789012345678901",
-        "token_uri": "https://oauth2.googleapis.com/token",
-    }
-
-
-def aws_payload() -> dict[str, str]:
-    return {
-        "access_key_id": "AKIA"
-        + "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") for _ in range(16)),
-        "secret_access_key": base64.b64encode(os.urandom(30)).decode(),
-        "region": "eu-west-1",
-    }
 
 
 @dataclass(frozen=True)

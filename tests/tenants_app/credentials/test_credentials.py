@@ -55,36 +55,13 @@ from tenants_app.services.errors import (
 )
 from tenants_app.services.subscriptions import subscription_set_limits
 from tests.support.kms_fake import FakeCloudKms
+from tests.support.payloads import aws_payload, gcp_payload
 from tests.tenants_app.credentials.conftest import MakeTenant
 
 USER = "alice@example.com"
 
 
 # --- payloads: fresh random secrets each time, so every test checks values nobody else uses ----------
-def gcp_payload() -> dict[str, str]:
-    body = base64.b64encode(os.urandom(600)).decode()
-    lines = "\n".join(body[i : i + 64] for i in range(0, len(body), 64))
-    return {
-        "type": "service_account",
-        "project_id": "acme-analytics",
-        "private_key_id": secrets.token_hex(20),
-        "private_key": f"-----BEGIN PRIVATE KEY-----\n{lines}\n-----END PRIVATE KEY-----\n",
-        "client_email": "pipelines@acme-analytics.iam.gserviceaccount.com",
-        "client_id": "113456789012345678901",
-        "auth_uri": "https://accounts.google.com/o/oauth2/auth",
-        "token_uri": "https://oauth2.googleapis.com/token",
-    }
-
-
-def aws_payload() -> dict[str, str]:
-    return {
-        "access_key_id": "AKIA"
-        + "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") for _ in range(16)),
-        "secret_access_key": base64.b64encode(os.urandom(30)).decode(),
-        "region": "eu-west-1",
-    }
-
-
 def azure_payload() -> dict[str, str]:
     return {
         "tenant_id": "0f3a1c2e-6b7d-4e8f-9a0b-1c2d3e4f5a6b",

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import json
 import logging
-import secrets
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -42,6 +41,7 @@ from tenants_app.services.tenants import (
     tenant_suspend,
     tenant_update,
 )
+from tests.support.payloads import aws_payload
 from tests.tenants_app.services.conftest import MakeTenant
 
 STAFF = "user:alice"
@@ -74,15 +74,6 @@ def tenant(make_tenant: MakeTenant) -> str:
 def entries(tenant_id: str) -> list[AuditLogEntry]:
     """The tenant's audit entries, oldest first."""
     return list(reversed(audit_list(tenant_id=tenant_id, limit=200).items))
-
-
-def aws_payload() -> dict[str, str]:
-    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-    return {
-        "access_key_id": "AKIA" + "".join(secrets.choice(alphabet) for _ in range(16)),
-        "secret_access_key": base64.b64encode(secrets.token_bytes(30)).decode(),
-        "region": "eu-west-1",
-    }
 
 
 def new_tenant_id() -> str:
