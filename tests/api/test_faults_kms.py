@@ -25,19 +25,16 @@ from tenants_app.kms import LOCAL_KEY_FILENAME, get_kms, reset_kms
 from tenants_app.models import (
     CENTRAL,
     PlanName,
-    SubscriptionStatus,
     TenantApiKey,
     TenantCloudCredential,
     TenantProfile,
-    TenantSubscription,
 )
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import DEFAULT_API_KEY_SCOPES, api_key_create
 from tenants_app.services.bootstrap import bigquery_bootstrap
-from tenants_app.services.plans import PLANS
 from tests.conftest import unique_name
 from tests.support.kms_fake import FakeCloudKms
-from tests.support.people import insert_profile
+from tests.support.people import insert_profile, insert_subscription
 
 pytestmark = pytest.mark.django_db
 
@@ -91,18 +88,7 @@ def tenant(central: str) -> Tenant:
     which needs no KMS)."""
     tenant_id = unique_name("kmsfault")
     insert_profile(tenant_id, subscription_plan=PlanName.SCALE)
-    limits = PLANS[PlanName.SCALE]
-    central_repository(TenantSubscription).insert(
-        TenantSubscription(
-            subscription_id=f"sub_{tenant_id}",
-            tenant_id=tenant_id,
-            plan_name=PlanName.SCALE,
-            status=SubscriptionStatus.ACTIVE,
-            daily_limit=limits.daily_limit,
-            monthly_limit=limits.monthly_limit,
-            concurrent_limit=limits.concurrent_limit,
-        )
-    )
+    insert_subscription(tenant_id, PlanName.SCALE)
     issued = api_key_create(tenant_id=tenant_id, name="ops", scopes=DEFAULT_API_KEY_SCOPES, created_by="test")
     return Tenant(tenant_id, issued.plaintext)
 

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 
-from tenants_app.models import PlanName, TenantProfile, TenantStatus
+from tenants_app.models import PlanName, SubscriptionStatus, TenantProfile, TenantStatus, TenantSubscription
 from tenants_app.repositories import central_repository
+from tenants_app.services.plans import PLANS
 
 # Test users' password: the tests log in with it, nothing else ever sees it.
 TEST_PASSWORD = "x"
@@ -43,3 +44,20 @@ def insert_profile(tenant_id: str, **values: object) -> TenantProfile:
     )
     central_repository(TenantProfile).insert(profile)
     return profile
+
+
+def insert_subscription(tenant_id: str, plan: str = PlanName.SCALE, **values: object) -> TenantSubscription:
+    """Insert an ACTIVE subscription with the plan's limits directly (one DML) and return it."""
+    limits = PLANS[plan]
+    subscription = TenantSubscription(
+        subscription_id=values.pop("subscription_id", f"sub_{tenant_id}"),
+        tenant_id=tenant_id,
+        plan_name=plan,
+        status=values.pop("status", SubscriptionStatus.ACTIVE),
+        daily_limit=limits.daily_limit,
+        monthly_limit=limits.monthly_limit,
+        concurrent_limit=limits.concurrent_limit,
+        **values,
+    )
+    central_repository(TenantSubscription).insert(subscription)
+    return subscription

@@ -27,12 +27,10 @@ from tenants_app.models import (
     IdempotencyRecord,
     PlanName,
     Provider,
-    SubscriptionStatus,
     TenantApiKey,
     TenantCloudCredential,
     TenantProfile,
     TenantStatus,
-    TenantSubscription,
 )
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import api_key_create
@@ -40,9 +38,9 @@ from tenants_app.services.audit import audit_list
 from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.credentials import credential_create, credential_decrypt, credential_replace
 from tenants_app.services.key_rotation import STORE_CREDENTIALS, ciphertexts_reencrypt
-from tenants_app.services.plans import PLANS
 from tests.conftest import unique_name
 from tests.support.kms_fake import DISABLED, FakeCloudKms
+from tests.support.people import insert_subscription
 
 USER = "user:rotator"
 SECRET = b"a secret worth keeping"
@@ -85,18 +83,7 @@ def make_tenant() -> str:
             subscription_plan=PlanName.SCALE,
         )
     )
-    limits = PLANS[PlanName.SCALE]
-    central_repository(TenantSubscription).insert(
-        TenantSubscription(
-            subscription_id=f"sub_{uuid.uuid4().hex}",
-            tenant_id=tenant_id,
-            plan_name=PlanName.SCALE,
-            status=SubscriptionStatus.ACTIVE,
-            daily_limit=limits.daily_limit,
-            monthly_limit=limits.monthly_limit,
-            concurrent_limit=limits.concurrent_limit,
-        )
-    )
+    insert_subscription(tenant_id, PlanName.SCALE)
     return tenant_id
 
 
