@@ -13,6 +13,7 @@ from django.test import override_settings
 from bigquery_backend.client import BigQueryGateway, get_gateway
 from bigquery_backend.emulator import EmulatorProcess
 from tenants_app.services.api_keys import last_used_recorder
+from tenants_app.services.bootstrap import bigquery_bootstrap
 
 
 @pytest.fixture(scope="session")
@@ -77,3 +78,12 @@ def central_dataset(settings: pytest.FixtureRequest) -> str:
     name = unique_name("tenants")
     settings.TENANTS_DATASET = name  # type: ignore[attr-defined]
     return name
+
+
+@pytest.fixture(scope="module")
+def central() -> Iterator[str]:
+    """A bootstrapped central dataset shared by one module's tests (each test uses tenants of its own)."""
+    name = unique_name("tenants")
+    with override_settings(TENANTS_DATASET=name):
+        bigquery_bootstrap()
+        yield name

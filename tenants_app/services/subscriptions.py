@@ -289,28 +289,38 @@ def _apply_plan(tenant_id: str, subscription: TenantSubscription, new_plan: Plan
     subscription_limits_forget(tenant_id=tenant_id)
     if changed:
         old, new = audit_changes(before, _limit_snapshot(subscription))
-        audit_record(
-            action="subscription.plan_change",
-            actor=actor,
-            tenant_id=tenant_id,
-            target_type="subscription",
-            target_id=subscription.subscription_id,
-            before=old,
-            after=new,
-        )
+        _audit_subscription("subscription.plan_change", actor, subscription, before=old, after=new)
     elif _last_change_unrecorded(subscription):
         # The same change again after one that failed past its first write (BigQuery went away, or
         # its answer was lost): that request wrote the plan but never its entry. The values before
         # it are gone; the entry says what the subscription is now, and that a retry finished it.
-        audit_record(
-            action="subscription.plan_change",
-            actor=actor,
-            tenant_id=tenant_id,
-            target_type="subscription",
-            target_id=subscription.subscription_id,
+        _audit_subscription(
+            "subscription.plan_change",
+            actor,
+            subscription,
             before=None,
             after={**audit_redact(_limit_snapshot(subscription)), "finished_by_retry": True},
         )
+
+
+def _audit_subscription(
+    action: str,
+    actor: str,
+    subscription: TenantSubscription,
+    *,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> None:
+    """Record one change of `subscription` (one DML)."""
+    audit_record(
+        action=action,
+        actor=actor,
+        tenant_id=subscription.tenant_id,
+        target_type="subscription",
+        target_id=subscription.subscription_id,
+        before=before,
+        after=after,
+    )
 
 
 def _last_change_unrecorded(subscription: TenantSubscription) -> bool:
@@ -412,15 +422,7 @@ def _apply_status(
         setattr(subscription, name, value)
     after = {name: getattr(subscription, name) for name in before}
     old, new = audit_changes(before, after)
-    audit_record(
-        action="subscription.status_change",
-        actor=actor,
-        tenant_id=tenant_id,
-        target_type="subscription",
-        target_id=subscription.subscription_id,
-        before=old,
-        after=new,
-    )
+    _audit_subscription("subscription.status_change", actor, subscription, before=old, after=new)
 
 
 def subscription_expire_trials(*, today: date, actor: str, dry_run: bool = False) -> list[str]:
@@ -559,15 +561,7 @@ def _apply_limits(
         _sync_usage_limits(tenant_id, subscription)
     subscription_limits_forget(tenant_id=tenant_id)
     old, new = audit_changes(before, _limit_snapshot(subscription))
-    audit_record(
-        action="subscription.limits_change",
-        actor=actor,
-        tenant_id=tenant_id,
-        target_type="subscription",
-        target_id=subscription.subscription_id,
-        before=old,
-        after=new,
-    )
+    _audit_subscription("subscription.limits_change", actor, subscription, before=old, after=new)
 
 
 # --- several changes at once ------------------------------------------------------------------------

@@ -64,7 +64,6 @@ from tenants_app.services.onboarding import subscription_id_for, usage_id_for
 from tenants_app.services.plans import PLANS
 from tenants_app.services.quotas import usage_rows_start
 from tenants_app.services.runs import pipeline_logging_id, worker_token_create
-from tests.conftest import unique_name
 from tests.support.bigquery_faults import BigQueryFaultProxy, Fault, ProxiedRequest
 from tests.support.people import create_superuser
 
@@ -90,15 +89,6 @@ def proxy(bigquery_emulator: EmulatorProcess) -> Iterator[BigQueryFaultProxy]:
     proxy = BigQueryFaultProxy(bigquery_emulator.url, slow_seconds=SLOW_SECONDS).start()
     yield proxy
     proxy.stop()
-
-
-@pytest.fixture(scope="module")
-def central() -> Iterator[str]:
-    """One bootstrapped central dataset for the module: each case works on tenants of its own."""
-    name = unique_name("tenants")
-    with override_settings(TENANTS_DATASET=name):
-        bigquery_bootstrap()
-        yield name
 
 
 @pytest.fixture

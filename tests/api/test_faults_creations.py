@@ -26,10 +26,8 @@ from tenants_app.services.api_keys import (
     api_key_verify,
     hash_api_key,
 )
-from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.errors import ValidationFailed
 from tests.api.test_faults_bigquery import SLOW_SECONDS, new_tenants, short_bounds, writes_to
-from tests.conftest import unique_name
 from tests.support.bigquery_faults import BigQueryFaultProxy, Fault
 from tests.support.people import create_superuser
 
@@ -53,11 +51,8 @@ def proxy(bigquery_emulator: EmulatorProcess) -> Iterator[BigQueryFaultProxy]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def central() -> Iterator[str]:
-    name = unique_name("tenants")
-    with override_settings(TENANTS_DATASET=name):
-        bigquery_bootstrap()
-        yield name
+def _central(central: str) -> str:
+    return central
 
 
 @pytest.fixture

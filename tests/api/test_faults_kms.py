@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from django.apps import apps
 from django.contrib.auth.models import User
-from django.test import override_settings
 from pytest_django import Settings as SettingsWrapper
 from rest_framework.test import APIClient
 
@@ -31,7 +30,6 @@ from tenants_app.models import (
 )
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import DEFAULT_API_KEY_SCOPES, api_key_create
-from tenants_app.services.bootstrap import bigquery_bootstrap
 from tests.conftest import unique_name
 from tests.support.kms_fake import FakeCloudKms
 from tests.support.people import insert_profile, insert_subscription
@@ -74,14 +72,6 @@ class Kms:
 
 
 # --- fixtures ---------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def central() -> Iterator[str]:
-    name = unique_name("tenants")
-    with override_settings(TENANTS_DATASET=name):
-        bigquery_bootstrap()
-        yield name
-
-
 @pytest.fixture(scope="module")
 def tenant(central: str) -> Tenant:
     """A SCALE tenant inserted directly, with a key issued under the local backend (verified by hash,

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.test import override_settings
 from django.urls import get_resolver, resolve
 from django.utils import timezone
 from rest_framework import serializers
@@ -27,11 +26,9 @@ from tenants_app.api import credentials, keys, onboarding, pipelines, runs, subs
 from tenants_app.models import TenantPipelineConfig, TenantProfile
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import API_KEY_SCOPES, api_key_create
-from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.credentials import credential_create
 from tenants_app.services.onboarding import tenant_onboard
 from tenants_app.services.runs import run_claim
-from tests.conftest import unique_name
 from tests.tenants_app.services.run_factories import enqueue
 from tests.tenants_app.services.schedules import config_row
 
@@ -405,14 +402,6 @@ def other_tenant() -> str:
         )
     )
     return tenant_id
-
-
-@pytest.fixture(scope="module")
-def central() -> Iterator[str]:
-    name = unique_name("tenants")
-    with override_settings(TENANTS_DATASET=name):
-        bigquery_bootstrap()
-        yield name
 
 
 @pytest.fixture(scope="module")

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.test import override_settings
 from rest_framework.test import APIClient
 
 from tenants_app.models import SubscriptionStatus, TenantPipelineExecutionQueue
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import api_key_create
-from tenants_app.services.bootstrap import bigquery_bootstrap
-from tests.conftest import unique_name
 from tests.tenants_app.services.schedules import add_tenant
 
 pytestmark = pytest.mark.django_db
@@ -32,11 +29,8 @@ BODY = {
 
 
 @pytest.fixture(scope="module", autouse=True)
-def central() -> Iterator[str]:
-    name = unique_name("tenants")
-    with override_settings(TENANTS_DATASET=name):
-        bigquery_bootstrap()
-        yield name
+def _central(central: str) -> str:
+    return central
 
 
 def as_key(tenant_id: str, *scopes: str) -> APIClient:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
 from django.contrib.auth.models import User
-from django.test import override_settings
 from rest_framework.test import APIClient
 
 from tenants_app.models import AuditLogEntry, RunState
@@ -15,7 +14,6 @@ from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import api_key_create
 from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.runs import run_claim, run_complete, run_fail
-from tests.conftest import unique_name
 from tests.tenants_app.services.quota_factories import tenant_with_subscription
 from tests.tenants_app.services.run_factories import enqueue
 
@@ -23,14 +21,6 @@ pytestmark = pytest.mark.django_db
 
 ApiAs = Callable[[User | None], APIClient]
 NOW = datetime(2031, 3, 18, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def central() -> Iterator[str]:
-    name = unique_name("tenants")
-    with override_settings(TENANTS_DATASET=name):
-        bigquery_bootstrap()
-        yield name
 
 
 def as_key(tenant_id: str, *scopes: str) -> APIClient:

@@ -15,7 +15,6 @@ import json
 import re
 import secrets
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -37,7 +36,6 @@ from tenants_app.models import (
 )
 from tenants_app.repositories import central_repository
 from tenants_app.services.admin_tokens import admin_token_create
-from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.runs import worker_token_create
 from tests.conftest import unique_name
 from tests.support.kms_fake import FakeCloudKms
@@ -52,14 +50,6 @@ PIECE = 16
 # Django's loggers whose raw text holds secrets by design (template contexts, SQL values): LOGGING keeps
 # them at INFO, the filter masks them, and the shipped lines are checked; their raw text is not.
 UNSHIPPED_RAW = ("django.template", "django.db")
-
-
-@pytest.fixture(scope="module")
-def central() -> Iterator[str]:
-    name = unique_name("tenants")
-    with override_settings(TENANTS_DATASET=name):
-        bigquery_bootstrap()
-        yield name
 
 
 @dataclass(frozen=True)

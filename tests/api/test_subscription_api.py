@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from django.contrib.auth.models import User
-from django.test import override_settings
 from rest_framework.test import APIClient
 
 from tenants_app.api.errors import api_exception_handler
@@ -14,10 +13,8 @@ from tenants_app.models import TenantProfile
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import api_key_create
 from tenants_app.services.audit import audit_list
-from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.errors import QuotaExceeded
 from tenants_app.services.subscriptions import subscription_get
-from tests.conftest import unique_name
 from tests.tenants_app.services.quota_factories import tenant_with_subscription
 
 pytestmark = pytest.mark.django_db
@@ -26,12 +23,8 @@ ApiAs = Callable[[User | None], APIClient]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def central() -> Iterator[str]:
-    """One bootstrapped central dataset for the module; each test makes its own tenants."""
-    name = unique_name("tenants")
-    with override_settings(TENANTS_DATASET=name):
-        bigquery_bootstrap()
-        yield name
+def _central(central: str) -> str:
+    return central
 
 
 def url(tenant_id: str, suffix: str = "") -> str:

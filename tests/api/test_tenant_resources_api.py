@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import User
-from django.test import override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -20,7 +19,6 @@ from tenants_app.api.idempotency import STALE_AFTER
 from tenants_app.models import IdempotencyRecord, TenantApiKey, TenantCloudCredential, TenantProfile
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import api_key_create
-from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.onboarding import tenant_onboard
 from tests.conftest import unique_name
 from tests.support.kms_fake import FakeCloudKms
@@ -36,15 +34,6 @@ ANTHROPIC_SECRET = "sk-ant-" + "Yx8" * 12
 class Tenant:
     tenant_id: str
     key: str  # the initial key: every scope but pipelines:execute
-
-
-@pytest.fixture(scope="module")
-def central() -> Iterator[str]:
-    """One bootstrapped central dataset for this module; tests that change state use tenants of their own."""
-    name = unique_name("tenants")
-    with override_settings(TENANTS_DATASET=name):
-        bigquery_bootstrap()
-        yield name
 
 
 def onboard(prefix: str) -> Tenant:

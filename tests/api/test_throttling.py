@@ -10,10 +10,8 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from tenants_app.services.api_keys import api_key_create
-from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.rate_limits import api_call_recorder, api_calls_flush
 from tenants_app.services.subscriptions import usage_list
-from tests.conftest import unique_name
 from tests.tenants_app.services.quota_factories import tenant_with_subscription
 
 pytestmark = pytest.mark.django_db
@@ -22,11 +20,8 @@ ApiAs = Callable[[User | None], APIClient]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def central() -> Iterator[str]:
-    name = unique_name("tenants")
-    with override_settings(TENANTS_DATASET=name):
-        bigquery_bootstrap()
-        yield name
+def _central(central: str) -> str:
+    return central
 
 
 @pytest.fixture(autouse=True)

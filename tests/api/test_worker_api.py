@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth.models import Group, User
-from django.test import override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -18,21 +16,12 @@ from tenants_app.services.admin_tokens import admin_token_create, admin_token_re
 from tenants_app.services.api_keys import api_key_create
 from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.runs import pipeline_logging_id, worker_token_create
-from tests.conftest import unique_name
 from tests.tenants_app.services.quota_factories import tenant_with_subscription
 from tests.tenants_app.services.run_factories import enqueue, entry
 
 pytestmark = pytest.mark.django_db
 
 EXECUTE = ("pipelines:execute",)
-
-
-@pytest.fixture(scope="module")
-def central() -> Iterator[str]:
-    name = unique_name("tenants")
-    with override_settings(TENANTS_DATASET=name):
-        bigquery_bootstrap()
-        yield name
 
 
 @pytest.fixture

@@ -4,32 +4,19 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.test import override_settings
 from django.utils import timezone
 
 from tenants_app.models import AuditLogEntry, RunState, TenantPipelineExecutionQueue
 from tenants_app.repositories import central_repository
 from tenants_app.services import runs
-from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.runs import run_claim, runs_reap_orphaned
-from tests.conftest import unique_name
 from tests.tenants_app.services.quota_factories import put_usage, tenant_with_subscription, usage
 from tests.tenants_app.services.run_factories import enqueue, entry, run_row
-
-
-@pytest.fixture(scope="module")
-def central() -> Iterator[str]:
-    name = unique_name("tenants")
-    with override_settings(TENANTS_DATASET=name):
-        bigquery_bootstrap()
-        yield name
-
 
 pytestmark = pytest.mark.usefixtures("central")
 

@@ -5,28 +5,18 @@ from __future__ import annotations
 import io
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.test import override_settings
 
 from tenants_app.models import TenantPipelineConfig, TenantScheduledPipelineRun
 from tenants_app.repositories import central_repository
-from tenants_app.services.bootstrap import bigquery_bootstrap
-from tests.conftest import unique_name
 from tests.tenants_app.services.schedules import T0, add_tenant, config_row
 
-
-@pytest.fixture(scope="module", autouse=True)
-def central() -> Iterator[str]:
-    name = unique_name("tenants")
-    with override_settings(TENANTS_DATASET=name):
-        bigquery_bootstrap()
-        yield name
+pytestmark = pytest.mark.usefixtures("central")
 
 
 def schedule(*args: str) -> str:

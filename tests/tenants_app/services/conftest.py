@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from django.test import override_settings
 from django.utils import timezone
 
 from tenants_app.models import TenantProfile, TenantStatus
 from tenants_app.repositories import central_repository
-from tenants_app.services.bootstrap import bigquery_bootstrap
-from tests.conftest import unique_name
 
 MakeTenant = Callable[..., str]
-
-
-@pytest.fixture(scope="module")
-def central() -> Iterator[str]:
-    """A bootstrapped central dataset shared by one module's tests (each test uses its own tenants)."""
-    name = unique_name("tenants")
-    with override_settings(TENANTS_DATASET=name):
-        bigquery_bootstrap()
-        yield name
 
 
 @pytest.fixture(scope="module")
