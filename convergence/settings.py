@@ -7,6 +7,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from convergence.cache import embedded_cache
 from convergence.log_config import logging_config
 from convergence.secrets import read_or_create_secret
 
@@ -80,7 +81,15 @@ TEMPLATES = [
 DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'portal.sqlite3'}")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://convergence")}
+# The default cache is shared by every process on this machine: diskcache keeps it in SQLite files in the
+# data directory, with atomic increments. A revocation, a rate-limit count or a failed login seen by one
+# gunicorn worker is then seen by all of them at once; a per-process cache (locmem) let revoked keys work
+# on the other workers for API_KEY_CACHE_SECONDS and multiplied every limit by the number of workers.
+# Several machines need a cache server: CACHE_URL=redis://host:6379/0 (see docs on production).
+CACHE_URL = env.str("CACHE_URL", default="")
+CACHES = {
+    "default": environ.Env.cache_url_config(CACHE_URL) if CACHE_URL else embedded_cache(DATA_DIR / "cache")
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -12,6 +12,7 @@ from django.test import override_settings
 
 from bigquery_backend.client import BigQueryGateway, get_gateway
 from bigquery_backend.emulator import EmulatorProcess
+from convergence.cache import embedded_cache
 from tenants_app.services.api_keys import last_used_recorder
 from tenants_app.services.bootstrap import bigquery_bootstrap
 
@@ -31,9 +32,13 @@ def _use_emulator(
     bigquery_emulator: EmulatorProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[None]:
     """Point every test at the session's emulator, with short bounds so a failure fails fast."""
+    data_dir = tmp_path_factory.mktemp("data")
     with override_settings(
         # Key files (local KMS, admin password) of tests never land in the repository's var/.
-        DATA_DIR=tmp_path_factory.mktemp("data"),
+        DATA_DIR=data_dir,
+        # The product's default cache, in this session's own directory: each xdist worker clears its own
+        # between tests, never the other's (they would share the repository's var/cache otherwise).
+        CACHES={"default": embedded_cache(data_dir / "cache")},
         BIGQUERY_EMULATOR_HOST=bigquery_emulator.url,
         BIGQUERY_PROJECT=bigquery_emulator.project,
         BIGQUERY_TIMEOUT_SECONDS=30.0,
