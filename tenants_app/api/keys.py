@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
@@ -16,6 +16,7 @@ from tenants_app.services.api_keys import (
     API_KEY_SCOPES,
     DEFAULT_API_KEY_SCOPES,
     IssuedApiKey,
+    VerifiedApiKey,
     api_key_create,
     api_key_list,
     api_key_revoke,
@@ -52,6 +53,12 @@ class IssuedApiKeyOutputSerializer(serializers.Serializer):
     key = ApiKeyOutputSerializer()
 
 
+def creator_expiry(request: Request) -> datetime | None:
+    """The calling tenant key's own expiry, which bounds the keys it issues; None for staff."""
+    verified = request.auth
+    return verified.expires_at if isinstance(verified, VerifiedApiKey) else None
+
+
 def issued_response(issued: IssuedApiKey) -> Response:
     data = IssuedApiKeyOutputSerializer({"api_key": issued.plaintext, "key": issued.row}).data
     return Response(data, status=status.HTTP_201_CREATED)
@@ -70,7 +77,12 @@ class ApiKeyListApi(TenantScopedApi):
             required=False,
             help_text="Default: all but pipelines:execute; for a tenant key, only those it holds.",
         )
-        expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+        expires_at = serializers.DateTimeField(
+            required=False,
+            allow_null=True,
+            default=None,
+            help_text="Default: never; for a tenant key, its own expiry, which is also the latest allowed.",
+        )
 
     @extend_schema(parameters=[FilterSerializer], responses=ApiKeyOutputSerializer(many=True))
     def get(self, request: Request, tenant_id: str | None = None) -> Response:
@@ -100,7 +112,12 @@ class ApiKeyListApi(TenantScopedApi):
             # A tenant key may hand out only what it holds: keys:manage is no way to pipelines:execute.
             missing = ", ".join(sorted(set(values["scopes"]) - set(held)))
             raise PermissionDenied(f"This API key cannot grant scopes it does not hold: {missing}.")
-        issued = api_key_create(tenant_id=self.tenant_id(), created_by=self.actor(request), **values)
+        issued = api_key_create(
+            tenant_id=self.tenant_id(),
+            created_by=self.actor(request),
+            max_expires_at=creator_expiry(request),
+            **values,
+        )
         return issued_response(issued)
 
 
@@ -127,6 +144,7 @@ class ApiKeyRotateApi(TenantScopedApi):
             grace=GRACE_PERIODS[data.validated_data["grace"]],
             rotated_by=self.actor(request),
             grantable_scopes=getattr(request.user, "scopes", None),
+            max_expires_at=creator_expiry(request),
         )
         return issued_response(issued)
 

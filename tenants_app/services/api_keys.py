@@ -153,10 +153,14 @@ def api_key_create(
     scopes: Sequence[str],
     created_by: str,
     expires_at: datetime | None = None,
+    max_expires_at: datetime | None = None,
     api_key_id: str | None = None,
     record_audit: bool = True,
 ) -> IssuedApiKey:
     """Issue a key for a tenant that exists and is not closed; the plaintext is in the result only.
+
+    `max_expires_at` is the creating key's own expiry (None for staff, or a key that never expires):
+    the new key expires then when no `expires_at` is given, and a later one is ScopeNotHeld.
 
     Audited as api_key.create, except with `record_audit=False`, which onboarding uses: its one
     tenant.onboard entry names the initial key. Without `api_key_id` the id is `retries.stable_id`:
@@ -176,6 +180,7 @@ def api_key_create(
         errors["api_key_id"] = ["Use 1-128 letters, digits, '_' or '-'."]
     if errors:
         raise ValidationFailed(_summary(errors), errors=errors)
+    expires_at = _within_creator_expiry(expires_at, max_expires_at, refuse_later=True)
 
     derived = api_key_id is None
     chosen_id = api_key_id or stable_id("api_key")
@@ -297,11 +302,14 @@ def api_key_rotate(
     grace: timedelta,
     rotated_by: str,
     grantable_scopes: Collection[str] | None = None,
+    max_expires_at: datetime | None = None,
     resume: bool | None = None,
 ) -> IssuedApiKey:
     """Issue a replacement with the same name and scopes; the old key works for `grace` more.
 
     `grantable_scopes` (a tenant key's own) bounds what the rotation may hand out; None for staff.
+    `max_expires_at` (a tenant key's own expiry; None for staff) bounds the replacement's expiry: it
+    keeps the old key's, brought forward to the rotating key's when that is earlier.
     Safe to retry after a failure at any step: the replacement has an id derived from the old key
     (`replacement_key_id`), so a retry replaces an orphan left by a failed attempt instead of adding a
     second key, and a rotation is made once. `resume` is for a retry of the same caller's request that
@@ -355,6 +363,7 @@ def api_key_rotate(
             tenant_id=profile.tenant_id,
             replacement_id=replacement_id,
             created_by=clean_rotated_by,
+            expires_at=_within_creator_expiry(old.expires_at, max_expires_at, refuse_later=False),
         )
         values: dict[str, Any] = {"replaced_by_key_id": issued.row.api_key_id}
         if grace == timedelta(0):
@@ -400,7 +409,7 @@ def api_key_rotate(
 
 
 def _issue_replacement(
-    old: TenantApiKey, *, tenant_id: str, replacement_id: str, created_by: str
+    old: TenantApiKey, *, tenant_id: str, replacement_id: str, created_by: str, expires_at: datetime | None
 ) -> IssuedApiKey:
     """Store a new key under the replacement id; an orphan of a failed attempt there is replaced."""
     arguments: dict[str, Any] = {
@@ -409,8 +418,8 @@ def _issue_replacement(
         "name": old.name or "Rotated key",
         "scopes": list(old.scopes),
         "created_by": created_by,
-        # Rotation replaces the secret, not the policy: an expiry date carries over.
-        "expires_at": old.expires_at,
+        # Rotation replaces the secret, not the policy: an expiry date carries over (or comes forward).
+        "expires_at": expires_at,
         "if_absent": True,
     }
     try:
@@ -852,6 +861,27 @@ def _check_scopes(errors: dict[str, list[str]], scopes: object) -> list[str]:
         errors["scopes"] = ["Choose at least one scope."]
     # Catalogue order and no duplicates, whatever order they came in.
     return [scope for scope in API_KEY_SCOPES if scope in scopes]
+
+
+def _within_creator_expiry(
+    expires_at: datetime | None, creator_expires_at: datetime | None, *, refuse_later: bool
+) -> datetime | None:
+    """The new key's expiry, never after its creator's: a key must not outlive the key that made it.
+
+    Like scopes (a key grants only what it holds), a later expiry is refused as ScopeNotHeld when the
+    caller asked for it (`refuse_later`); one the caller did not choose (a rotation's carried-over
+    expiry, or none) is brought forward to the creator's.
+    """
+    if creator_expires_at is None:
+        return expires_at
+    if expires_at is not None and expires_at <= creator_expires_at:
+        return expires_at
+    if expires_at is not None and refuse_later:
+        raise ScopeNotHeld(
+            "This API key cannot grant a key that outlives it: expires_at must be no later than "
+            f"its own expiry, {creator_expires_at.isoformat()}."
+        )
+    return creator_expires_at
 
 
 def _summary(errors: dict[str, list[str]]) -> str:
