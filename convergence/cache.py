@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from diskcache import DjangoCache
+
 # SQLite busy timeout per operation. Writes (set, delete, incr) retry past it, so a revocation's delete is
 # never skipped; a read that times out is a miss, which costs a BigQuery lookup, never a wrong answer.
 _BUSY_TIMEOUT_SECONDS = 0.1
@@ -18,10 +20,23 @@ _BUSY_TIMEOUT_SECONDS = 0.1
 _SIZE_LIMIT_BYTES = 256 * 1024 * 1024
 
 
+class SharedDiskCache(DjangoCache):
+    """diskcache's Django backend, keeping its SQLite connections across requests.
+
+    Django closes every cache at the end of each request. For diskcache that closes the thread's SQLite
+    connections, and the last connection to close checkpoints the write-ahead log to disk: a write then
+    cost about 10 ms instead of 0.05-0.08 ms (bench/cache_backends.py). The connections are per thread,
+    so keeping them open shares nothing between requests that could leak; they close with their thread.
+    """
+
+    def close(self, **kwargs: Any) -> None:
+        """Nothing to release at the end of a request (see the class docstring)."""
+
+
 def embedded_cache(directory: Path) -> dict[str, Any]:
     """CACHES entry for the machine-wide diskcache store in `directory`."""
     return {
-        "BACKEND": "diskcache.DjangoCache",
+        "BACKEND": "convergence.cache.SharedDiskCache",
         "LOCATION": str(directory),
         # Shards spread concurrent writers over separate SQLite files (each file has one writer at a time).
         "SHARDS": 4,
