@@ -20,20 +20,20 @@ through a healthy proxy to learn how many requests it makes, then fail each of t
 from __future__ import annotations
 
 import enum
-import http.client
-import json
-import socket
-import struct
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
 
-# Hop-by-hop headers are the proxy's own business on each side (RFC 9110 7.6.1).
-_HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
+from tests.support.bigquery_proxy import (
+    Exchange,
+    LoopbackProxy,
+    concurrent_update_body,
+    is_job_request,
+    job_statement,
+    path_project,
+    statement_table,
+    too_many_dml_body,
 )
 
 
@@ -43,6 +43,9 @@ class Fault(enum.Enum):
     ERROR_500 = "500"
     SLOW = "slow"
     LOST = "lost"
+    # BigQuery's own refusals of a statement, answered with its real error body, nothing forwarded.
+    TOO_MANY_DML = "too_many_dml"
+    CONCURRENT_UPDATE = "concurrent_update"
 
 
 @dataclass(frozen=True)
@@ -58,20 +61,12 @@ class ProxiedRequest:
     @property
     def is_job(self) -> bool:
         """A query (jobs.query or jobs.insert), as opposed to a metadata call or a job poll."""
-        return self.method == "POST" and (self.path.split("?")[0].endswith(("/queries", "/jobs")))
+        return is_job_request(self.method, self.path)
 
     @property
     def statement(self) -> str:
         """The SQL of a query request ('' for anything else)."""
-        if not self.is_job or not self.body:
-            return ""
-        try:
-            payload = json.loads(self.body)
-        except ValueError:
-            return ""
-        # jobs.query has it at the top; jobs.insert inside the job's configuration.
-        query = payload.get("query") or payload.get("configuration", {}).get("query", {}).get("query")
-        return str(query or "").strip()
+        return job_statement(self.method, self.path, self.body)
 
 
 Predicate = Callable[[ProxiedRequest], bool]
@@ -83,47 +78,40 @@ class _Armed:
     at: int
     once: bool
     match: Predicate | None
+    times: int | None = None
     seen: int = 0
     fired: int = 0
 
 
-class BigQueryFaultProxy:
+class BigQueryFaultProxy(LoopbackProxy):
     """A threaded HTTP/1.1 proxy on 127.0.0.1 in front of `upstream` (the emulator's URL)."""
 
     def __init__(self, upstream: str, *, slow_seconds: float) -> None:
-        target = urlsplit(upstream)
-        self.upstream_host = target.hostname or "127.0.0.1"
-        self.upstream_port = target.port or 80
+        super().__init__(upstream)
         self.slow_seconds = slow_seconds
         self._lock = threading.Lock()
         self._armed: _Armed | None = None
         self._log: list[ProxiedRequest] = []
-        self._stopping = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     def start(self) -> BigQueryFaultProxy:
-        self._thread.start()
+        super().start()
         return self
 
-    def stop(self) -> None:
-        self._stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
-
     # --- faults ---------------------------------------------------------------------------------
-    def fail(self, kind: Fault, *, at: int = 1, once: bool = False, match: Predicate | None = None) -> None:
-        """Fail the `at`-th matching request from now (and every later one unless `once`)."""
+    def fail(
+        self,
+        kind: Fault,
+        *,
+        at: int = 1,
+        once: bool = False,
+        match: Predicate | None = None,
+        times: int | None = None,
+    ) -> None:
+        """Fail the `at`-th matching request from now (and every later one unless `once`, at most `times`)."""
         if at < 1:
             raise ValueError("at counts from 1")
         with self._lock:
-            self._armed = _Armed(kind=kind, at=at, once=once, match=match)
+            self._armed = _Armed(kind=kind, at=at, once=once, match=match, times=times)
 
     def heal(self) -> None:
         """Pass every request again (the emulator is back)."""
@@ -165,7 +153,8 @@ class BigQueryFaultProxy:
             armed = self._armed
             if armed is not None and (armed.match is None or armed.match(probe)):
                 armed.seen += 1
-                if armed.seen == armed.at or (armed.seen > armed.at and not armed.once):
+                spent = armed.times is not None and armed.fired >= armed.times
+                if not spent and (armed.seen == armed.at or (armed.seen > armed.at and not armed.once)):
                     fault = armed.kind
                     if fault is Fault.LOST and armed.fired > 0:
                         fault = Fault.DROP  # only the first one lands
@@ -174,80 +163,28 @@ class BigQueryFaultProxy:
             self._log.append(request)
             return request
 
-    def _forward(
-        self, method: str, path: str, headers: list[tuple[str, str]], body: bytes
-    ) -> tuple[int, str, list[tuple[str, str]], bytes]:
-        connection = http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=120)
-        try:
-            connection.request(method, path, body=body or None, headers=dict(headers))
-            response = connection.getresponse()
-            data = response.read()
-            return response.status, response.reason, response.getheaders(), data
-        finally:
-            connection.close()
-
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass  # quiet: the request log is `proxy.requests`
-
-            def _body(self) -> bytes:
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    chunks = []
-                    while True:
-                        size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                        if size == 0:
-                            self.rfile.readline()
-                            return b"".join(chunks)
-                        chunks.append(self.rfile.read(size))
-                        self.rfile.readline()
-                length = int(self.headers.get("Content-Length") or 0)
-                return self.rfile.read(length) if length else b""
-
-            def _drop(self) -> None:
-                # RST instead of FIN where possible: the client sees a dead peer, not a clean close.
-                with suppress(OSError):
-                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                self.close_connection = True
-
-            def _answer(self, status: int, reason: str, headers: list[tuple[str, str]], data: bytes) -> None:
-                self.send_response(status, reason)
-                for name, value in headers:
-                    if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _handle(self) -> None:
-                body = self._body()
-                request = proxy._decide(self.command, self.path, body)
-                if request.fault is Fault.DROP:
-                    self._drop()
-                    return
-                if request.fault in (Fault.ERROR_503, Fault.ERROR_500):
-                    status = 503 if request.fault is Fault.ERROR_503 else 500
-                    message = b'{"error": {"code": %d, "message": "injected fault", "errors": []}}' % status
-                    self._answer(status, "Injected", [("Content-Type", "application/json")], message)
-                    return
-                headers = [(k, v) for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP]
-                status, reason, response_headers, data = proxy._forward(
-                    self.command, self.path, headers, body
-                )
-                if request.fault is Fault.SLOW:
-                    # The emulator did the work; the answer arrives after the client stopped waiting.
-                    proxy._stopping.wait(proxy.slow_seconds)
-                    self._drop()
-                    return
-                if request.fault is Fault.LOST:
-                    self._drop()
-                    return
-                self._answer(status, reason, response_headers, data)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
-
-        return Handler
+    def handle(self, exchange: Exchange) -> None:
+        request = self._decide(exchange.method, exchange.path, exchange.body)
+        if request.fault is Fault.DROP:
+            exchange.drop()
+            return
+        if request.fault in (Fault.ERROR_503, Fault.ERROR_500):
+            status = 503 if request.fault is Fault.ERROR_503 else 500
+            message = b'{"error": {"code": %d, "message": "injected fault", "errors": []}}' % status
+            exchange.answer(status, "Injected", [("Content-Type", "application/json")], message)
+            return
+        if request.fault in (Fault.TOO_MANY_DML, Fault.CONCURRENT_UPDATE):
+            table = statement_table(request.statement, project=path_project(request.path))
+            refusal = too_many_dml_body(table, 20) if request.fault is Fault.TOO_MANY_DML else None
+            exchange.answer_json(400, refusal or concurrent_update_body(table))
+            return
+        answer = exchange.forward()
+        if request.fault is Fault.SLOW:
+            # The emulator did the work; the answer arrives after the client stopped waiting.
+            self._stopping.wait(self.slow_seconds)
+            exchange.drop()
+            return
+        if request.fault is Fault.LOST:
+            exchange.drop()
+            return
+        exchange.answer(*answer)
