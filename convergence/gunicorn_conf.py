@@ -4,10 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+# Threads, not sync workers: a sync worker serves one connection at a time, so two clients that send
+# half their headers and stall held both workers, and /healthz went unanswered until the timeout
+# (tests/api/test_slow_clients.py). A gthread worker waits for a new connection's first bytes in its
+# poller and serves each request in one of `threads` threads, so a stalled client holds one thread at
+# most. Requests spend their time waiting on BigQuery, not on the CPU, which threads suit. In production
+# a buffering proxy (nginx) in front still reads whole requests first; see the operations docs.
+worker_class = "gthread"
+threads = 8
 # A request may make several bounded BigQuery calls (each up to BIGQUERY_RETRY_DEADLINE_SECONDS):
-# gunicorn's default 30 s would kill the worker first and answer a bare 500 instead of our 503.
+# gunicorn's default 30 s would kill the worker first and answer a bare 500 instead of our 503. A
+# gthread worker's main loop keeps notifying the arbiter while its threads work, so this bounds a hung
+# worker, not one long request.
 timeout = 120
 graceful_timeout = 10
+# Idle keep-alive connections are closed after this long: each one costs a socket, not a thread.
+keepalive = 5
 
 
 def worker_exit(server: Any, worker: Any) -> None:
