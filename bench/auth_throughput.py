@@ -6,6 +6,7 @@ import argparse
 import io
 import json
 import math
+import multiprocessing
 import os
 import platform
 import shutil
@@ -55,12 +56,16 @@ from tenants_app.repositories import central_repository  # noqa: E402
 from tenants_app.services.api_keys import (  # noqa: E402
     KEY_PREFIX,
     RANDOM_LENGTH,
+    api_key_create,
     api_key_environment,
+    api_key_revoke,
     api_key_usage_flush,
+    api_key_verify,
     hash_api_key,
     last_used_recorder,
 )
 from tenants_app.services.bootstrap import bigquery_bootstrap  # noqa: E402
+from tenants_app.services.errors import ApiKeyRevoked  # noqa: E402
 from tenants_app.services.onboarding import tenant_onboard  # noqa: E402
 
 WARMUP_SECONDS = 0.5  # per variant, excluded from the figures: first lookups, connections, code paths
@@ -419,10 +424,59 @@ def interpret(
         f"{len(settings.MIDDLEWARE)} middleware, a DRF APIView rendering {json.dumps(OK_BODY)} as JSON. "
         "(a) and (b) authenticate X-API-Key with IsAuthenticated; (c) has no authentication class and "
         "HasAPIKey (`Authorization: Api-Key ...`, sha512, one SELECT by unique prefix on SQLite per request, "
-        "persistent connection). The cache is the project's default, in-process locmem; with Redis each hit "
-        "adds a network round trip."
+        "persistent connection). The cache is the project's default: diskcache in the data directory, "
+        "shared by every process of the machine (an SQLite read per hit); with Redis each hit is a network "
+        "round trip."
     )
     return notes
+
+
+# --- revocation delay across 2 processes -------------------------------------------------------------
+PROBE_SECONDS = 10.0  # the watcher gives up this long after the revocation (a per-process cache: 60 s)
+
+
+def watch_until_refused(key: str, emulator_url: str, project: str, ready: Any, result: Any) -> None:
+    """Second process: verify `key` (cached after the first time) until it is refused; report when."""
+    with override_settings(BIGQUERY_EMULATOR_HOST=emulator_url, BIGQUERY_PROJECT=project):
+        api_key_verify(key=key)  # warm: this process's verification is now in the cache
+        ready.set()
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                api_key_verify(key=key)
+            except ApiKeyRevoked:
+                result.put(time.time())
+                return
+        result.put(None)
+
+
+def revocation_delay(tenant_id: str, emulator_url: str, project: str) -> tuple[float | None, float]:
+    """(seconds from the revocation's return until another process refuses the key, the revocation's own
+    seconds); the other process had verified the key before, so only the shared cache can tell it."""
+    issued = api_key_create(tenant_id=tenant_id, name="probe", scopes=["tenant:read"], created_by="bench")
+    api_key_verify(key=issued.plaintext)
+    context = multiprocessing.get_context("spawn")
+    ready, result = context.Event(), context.Queue()
+    os.environ["BENCH_AUTH_DIR"] = str(settings.BENCH_DIR)
+    watcher = context.Process(
+        target=watch_until_refused, args=(issued.plaintext, emulator_url, project, ready, result)
+    )
+    watcher.start()
+    try:
+        if not ready.wait(timeout=120):
+            raise RuntimeError("the watching process did not start")
+        started = time.time()
+        api_key_revoke(
+            tenant_id=tenant_id, api_key_id=issued.row.api_key_id, reason="probe", revoked_by="bench"
+        )
+        returned = time.time()
+        refused_at = result.get(timeout=PROBE_SECONDS + 60)
+    finally:
+        watcher.join(timeout=10)
+        if watcher.is_alive():
+            watcher.kill()
+    delay = None if refused_at is None else max(0.0, refused_at - returned)
+    return delay, returned - started
 
 
 def versions() -> str:
@@ -516,6 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             with gateway.count_jobs() as counter:
                 keys = api_key_usage_flush()
             flushed_at_end = (counter.jobs, keys)
+            delay, revoke_seconds = revocation_delay(TENANT_ID, emulator.url, emulator.project)
     except BaseException:
         log = bench_dir / "emulator.log"
         if log.exists():
@@ -543,6 +598,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("Interpretation")
     for note in interpret(cached, lookup, peer, flushed_at_end=flushed_at_end):
         print(note)
+    seen = "never within the probe" if delay is None else f"{delay * 1000:.1f} ms"
+    print(
+        f"Revocation across 2 processes ({settings.CACHES['default']['BACKEND']}): another process that had "
+        f"verified the key refused it {seen} after the revocation returned (the revocation itself took "
+        f"{revoke_seconds:.2f} s); with a per-process cache it kept working for up to "
+        f"API_KEY_CACHE_SECONDS ({settings.API_KEY_CACHE_SECONDS:g} s)."
+    )
     print(f"\nTotal wall time {time.perf_counter() - started:.1f} s; load average at the end {load}.")
     return 0
 
