@@ -128,6 +128,14 @@ class SubscriptionInactive(ServiceError):
     code = "subscription_inactive"
 
 
+class SubscriptionCancelled(ServiceError):
+    """The subscription is CANCELLED (its tenant offboarded, or cancelled by staff): final, so no plan,
+    limit or status change applies any more; a returning customer is onboarded again."""
+
+    status = 409
+    code = "subscription_cancelled"
+
+
 class QuotaExceeded(ServiceError):
     """A pipeline-run limit is reached: `limit` names it, `figures` has the counts, `retry_after` seconds."""
 

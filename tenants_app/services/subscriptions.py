@@ -40,7 +40,7 @@ from tenants_app.services.audit import (
     audit_redact,
     current_audit_context,
 )
-from tenants_app.services.errors import DoesNotExist, ValidationFailed
+from tenants_app.services.errors import DoesNotExist, SubscriptionCancelled, ValidationFailed
 from tenants_app.services.onboarding import usage_id_for
 from tenants_app.services.plans import (
     STATUS_TRANSITIONS,
@@ -190,7 +190,7 @@ def subscription_change_plan_preview(*, tenant_id: str, plan: str) -> PlanChange
         subscription = subscription_get(tenant_id=tenant_id)
         usage = central_repository(TenantUsageQuota).find(usage_id_for(tenant_id, _today()))
         credentials = central_repository(TenantCloudCredential).list(filters={"tenant_id": tenant_id})
-    _check_plan_changeable(subscription)
+    _check_not_cancelled(subscription)
     before = subscription_effective_limits(subscription=subscription)
     after = plan_limits(new_plan)
     changes = {
@@ -246,7 +246,7 @@ def subscription_change_plan(*, tenant_id: str, plan: str, actor: str) -> Tenant
     new_plan = plan_get(plan)
     with bigquery_errors_translated():
         subscription = subscription_get(tenant_id=tenant_id)
-        _check_plan_changeable(subscription)
+        _check_not_cancelled(subscription)
         _apply_plan(tenant_id, subscription, new_plan, actor)
     return subscription
 
@@ -382,6 +382,8 @@ def _status_values(
 ) -> dict[str, Any]:
     """The columns a status change writes (empty: nothing to do); ValidationFailed if not allowed."""
     current = subscription_effective_status(subscription=subscription, today=today)
+    if status != SubscriptionStatus.CANCELLED:
+        _check_not_cancelled(subscription)
     values: dict[str, Any] = {}
     if status == current == subscription.status:
         if status != SubscriptionStatus.TRIAL or trial_end_date == subscription.trial_end_date:
@@ -423,6 +425,28 @@ def _apply_status(
     after = {name: getattr(subscription, name) for name in before}
     old, new = audit_changes(before, after)
     _audit_subscription("subscription.status_change", actor, subscription, before=old, after=new)
+
+
+def subscription_cancel(*, tenant_id: str, actor: str) -> TenantSubscription | None:
+    """Cancel the tenant's subscription for good (offboarding); audited; None if it never had one.
+
+    Idempotent: a cancelled one stays as it is, except that the repeat of a cancellation whose answer
+    was lost after its UPDATE landed records the entry that request could not.
+    """
+    with bigquery_errors_translated():
+        rows = central_repository(TenantSubscription).list(
+            filters={"tenant_id": tenant_id}, order_by=("-created_at",), limit=1
+        )
+        if not rows:
+            return None
+        subscription = rows[0]
+        if subscription.status != SubscriptionStatus.CANCELLED:
+            values = _status_values(subscription, SubscriptionStatus.CANCELLED, None, _today())
+            _apply_status(tenant_id, subscription, values, actor)
+        elif _last_change_unrecorded(subscription):
+            after = {"status": subscription.status, "finished_by_retry": True}
+            _audit_subscription("subscription.status_change", actor, subscription, before=None, after=after)
+    return subscription
 
 
 def subscription_expire_trials(*, today: date, actor: str, dry_run: bool = False) -> list[str]:
@@ -496,7 +520,7 @@ def subscription_set_limits(
         raise ValidationFailed("invalid limits", errors=errors)
     with bigquery_errors_translated():
         subscription = subscription_get(tenant_id=tenant_id)
-        _check_plan_changeable(subscription)
+        _check_not_cancelled(subscription)
         values, errors = _limit_values(subscription, given, reset)
         if errors:
             raise ValidationFailed("invalid limits", errors=errors)
@@ -607,7 +631,7 @@ def subscription_update(
     with bigquery_errors_translated():
         subscription = subscription_get(tenant_id=tenant_id)
         if new_plan is not None or limits or reset:
-            _check_plan_changeable(subscription)
+            _check_not_cancelled(subscription)
         resulting = _with(subscription, _plan_values(new_plan)) if new_plan is not None else subscription
         limit_values: dict[str, Any] = {}
         if limits or reset:
@@ -668,11 +692,12 @@ def _today() -> date:
     return timezone.now().astimezone(UTC).date()
 
 
-def _check_plan_changeable(subscription: TenantSubscription) -> None:
+def _check_not_cancelled(subscription: TenantSubscription) -> None:
+    # A 409, not a 400: nothing in the request is wrong, the subscription's state refuses every change.
     if subscription.status == SubscriptionStatus.CANCELLED:
-        raise ValidationFailed(
-            "a cancelled subscription cannot change",
-            errors={"status": ["Subscription is CANCELLED (final)."]},
+        raise SubscriptionCancelled(
+            "The subscription is CANCELLED, which is final (its tenant was offboarded or it was "
+            "cancelled): its plan, limits and status no longer change; onboard the customer again."
         )
 
 

@@ -17,6 +17,7 @@ from tenants_app.services.audit import audit_changes, audit_record
 from tenants_app.services.datasets import tenant_dataset
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
 from tenants_app.services.onboarding import tenant_views_unauthorize
+from tenants_app.services.subscriptions import subscription_cancel
 
 TENANT_SEARCH_FIELDS = ("tenant_id", "company_name", "admin_email")
 MAX_PAGE_SIZE = 200
@@ -173,7 +174,8 @@ def tenant_reactivate(*, tenant_id: str, actor: str) -> TenantProfile:
 
 
 def tenant_offboard(*, tenant_id: str, actor: str, purge_dataset: bool = False) -> TenantProfile:
-    """Cancel the tenant: keys and credentials deactivated; its dataset kept unless `purge_dataset`."""
+    """Cancel the tenant: keys revoked (at once), credentials deactivated, subscription cancelled; its
+    dataset kept unless `purge_dataset`. Each step is safe to repeat, so sending it again finishes it."""
     allowed = set(TenantStatus.values) - OFFBOARDED
     profile, previous = _transition(
         tenant_id, allowed_from=allowed, to=TenantStatus.CANCELLED, verb="offboard"
@@ -183,10 +185,15 @@ def tenant_offboard(*, tenant_id: str, actor: str, purge_dataset: bool = False) 
         {"is_active": False, "revoked_at": now, "revoked_reason": "tenant offboarded"},
         filters={"tenant_id": tenant_id, "is_active": True},
     )
+    # Again after the UPDATE: a request verifying a key between the status change and the revocation
+    # cached it as not revoked; nothing may outlive the revocation.
+    api_key_cache_invalidate(tenant_id=tenant_id)
     # No is_active condition here: rows from the original system have it NULL and are live too.
     credentials_deactivated = central_repository(TenantCloudCredential).update_where(
         {"is_active": False, "updated_at": now}, filters={"tenant_id": tenant_id}
     )
+    # Audited on its own (subscription.status_change): nothing runs or is configured any more.
+    subscription_cancel(tenant_id=tenant_id, actor=actor)
     if purge_dataset:
         tenant_views_unauthorize(tenant_id=tenant_id)
         get_gateway().delete_dataset(tenant_dataset(tenant_id), delete_contents=True)

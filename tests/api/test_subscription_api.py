@@ -177,12 +177,24 @@ def test_it_answers_400_naming_the_field(api_as: ApiAs, staff: User, body: dict,
 
 
 def test_it_refuses_a_transition_the_lifecycle_does_not_allow(api_as: ApiAs, staff: User) -> None:
-    tenant_id = tenant_with_subscription(status="CANCELLED")
+    tenant_id = tenant_with_subscription(status="SUSPENDED")
 
-    response = api_as(staff).patch(url(tenant_id), {"status": "ACTIVE"}, format="json")
+    response = api_as(staff).patch(url(tenant_id), {"status": "PAST_DUE"}, format="json")
 
     assert response.status_code == 400
-    assert "final" in response.json()["error"]["fields"]["status"][0]
+    assert "allowed: ACTIVE, CANCELLED" in response.json()["error"]["fields"]["status"][0]
+
+
+def test_it_answers_409_to_any_change_of_a_cancelled_subscription(api_as: ApiAs, staff: User) -> None:
+    tenant_id = tenant_with_subscription(status="CANCELLED")
+
+    reactivation = api_as(staff).patch(url(tenant_id), {"status": "ACTIVE"}, format="json")
+    again = api_as(staff).patch(url(tenant_id), {"status": "CANCELLED"}, format="json")
+
+    assert reactivation.status_code == 409
+    assert reactivation.json()["error"]["code"] == "subscription_cancelled"
+    assert "final" in reactivation.json()["error"]["message"]
+    assert (again.status_code, again.json()["status"]) == (200, "CANCELLED")
 
 
 def test_it_refuses_changes_from_read_only_staff(api_as: ApiAs, read_only_staff: User) -> None:

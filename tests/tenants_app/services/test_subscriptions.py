@@ -8,13 +8,14 @@ import pytest
 from django.utils import timezone
 
 from bigquery_backend.client import BigQueryGateway
-from tenants_app.models import SubscriptionStatus, TenantCloudCredential, TenantProfile
+from tenants_app.models import SubscriptionStatus, TenantCloudCredential, TenantProfile, TenantSubscription
 from tenants_app.repositories import central_repository
 from tenants_app.services.audit import audit_list
-from tenants_app.services.errors import QuotaExceeded, ValidationFailed
+from tenants_app.services.errors import QuotaExceeded, SubscriptionCancelled, ValidationFailed
 from tenants_app.services.plans import PLANS, TRIAL_DAYS, status_allows
 from tenants_app.services.quotas import quota_admit
 from tenants_app.services.subscriptions import (
+    subscription_cancel,
     subscription_change_plan,
     subscription_change_plan_preview,
     subscription_effective_limits,
@@ -158,9 +159,8 @@ def test_it_refuses_an_unknown_plan_and_a_cancelled_subscription() -> None:
     with pytest.raises(ValidationFailed) as unknown:
         subscription_change_plan(tenant_id=tenant_id, plan="GOLD", actor=ACTOR)
     assert "plan" in unknown.value.errors
-    with pytest.raises(ValidationFailed) as cancelled:
+    with pytest.raises(SubscriptionCancelled):
         subscription_change_plan(tenant_id=tenant_id, plan="SCALE", actor=ACTOR)
-    assert "status" in cancelled.value.errors
 
 
 # --- status ---------------------------------------------------------------------------------------------
@@ -193,8 +193,39 @@ def test_it_keeps_cancelled_final() -> None:
     cancelled = subscription_set_status(tenant_id=tenant_id, status="CANCELLED", actor=ACTOR)
     assert cancelled.subscription_end_date == today()
 
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(SubscriptionCancelled):
         subscription_set_status(tenant_id=tenant_id, status="ACTIVE", actor=ACTOR)
+
+
+def test_it_cancels_for_an_offboarding_once_and_records_it_once() -> None:
+    tenant_id = tenant_with_subscription(status=SubscriptionStatus.PAST_DUE)
+
+    first = subscription_cancel(tenant_id=tenant_id, actor=ACTOR)
+    again = subscription_cancel(tenant_id=tenant_id, actor=ACTOR)
+
+    assert first is not None
+    assert again is not None
+    assert (again.status, again.subscription_end_date) == ("CANCELLED", today())
+    recorded = entries(tenant_id, "subscription.status_change")
+    assert [(e.actor, e.before_values["status"], e.after_values["status"]) for e in recorded] == [
+        (ACTOR, "PAST_DUE", "CANCELLED")
+    ]
+    assert subscription_cancel(tenant_id="t_never_subscribed", actor=ACTOR) is None
+
+
+def test_it_records_a_cancellation_whose_answer_was_lost_when_it_is_repeated() -> None:
+    tenant_id = tenant_with_subscription()
+    # As left by a cancellation whose UPDATE landed while its answer (and so its audit entry) was lost.
+    central_repository(TenantSubscription).update_where(
+        {"status": SubscriptionStatus.CANCELLED, "updated_at": timezone.now()},
+        filters={"tenant_id": tenant_id},
+    )
+
+    subscription_cancel(tenant_id=tenant_id, actor=ACTOR)
+    subscription_cancel(tenant_id=tenant_id, actor=ACTOR)
+
+    recorded = entries(tenant_id, "subscription.status_change")
+    assert [e.after_values for e in recorded] == [{"status": "CANCELLED", "finished_by_retry": True}]
 
 
 def test_it_starts_a_trial_with_the_default_length_and_extends_it() -> None:
