@@ -9,7 +9,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from convergence.cache import embedded_cache
 from convergence.log_config import logging_config
-from convergence.secrets import read_or_create_secret
+from convergence.secrets import make_private_dir, private_files_only, read_or_create_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -17,7 +17,13 @@ env = environ.Env()
 # A local .env is a convenience for development; real deployments set the environment.
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
+# Here, before the first file is created (the secret key below): every entry point imports the settings
+# before it creates anything (manage.py, gunicorn's workers through wsgi.py, pytest-django, scripts that
+# call django.setup()), so the whole data directory and what is added to it later is owner-only;
+# manage.py or wsgi.py alone would each miss the others.
+private_files_only()
 DATA_DIR = Path(env.str("DATA_DIR", default=str(BASE_DIR / "var"))).resolve()
+make_private_dir(DATA_DIR)
 
 # When no key is configured we generate one per data directory instead of shipping a
 # well-known default: sessions then survive restarts without anyone typing a secret.
@@ -105,6 +111,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "staticfiles"
+# Django's storages chmod every file they save (collectstatic's copies too) to this, whatever the umask
+# (its default is 0644): owner-only like the rest of the data directory; WhiteNoise reads them as the owner.
+FILE_UPLOAD_PERMISSIONS = 0o600
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
 SESSION_COOKIE_HTTPONLY = True
@@ -203,8 +212,8 @@ TENANT_DATASET_TEMPLATE = env.str("TENANT_DATASET_TEMPLATE", default="{tenant_id
 # --- API keys and onboarding --------------------------------------------------------------------
 # Environment named in every API key (cvg_<env>_...): a test key never works in production.
 API_KEY_ENVIRONMENT = env.str("API_KEY_ENVIRONMENT", default="live")
-# Verified keys are cached this long: the bound for a revocation or suspension to reach other
-# processes (immediate everywhere with a shared Redis cache).
+# Verified keys are cached this long. Revocation, rotation, suspension and offboarding remove the entries
+# from the shared cache at once; this bounds only a change made by hand in BigQuery.
 API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=60.0)
 # Unknown keys are remembered this long, so a flood of bad keys costs no BigQuery jobs.
 API_KEY_NEGATIVE_CACHE_SECONDS = env.float("API_KEY_NEGATIVE_CACHE_SECONDS", default=10.0)
@@ -222,7 +231,7 @@ if USAGE_RETENTION_DAYS < 32:
     # A month's total carries from the previous row of the same month: keep at least a month.
     raise ImproperlyConfigured("USAGE_RETENTION_DAYS must be at least 32")
 # Per-tenant API-call limits (per minute and per hour, from the plan or an override) for tenant keys,
-# counted in the Django cache: per process with locmem, cluster-wide with a shared Redis cache.
+# counted in the Django cache: machine-wide with the default cache, cluster-wide with Redis.
 API_RATE_LIMITS_ENABLED = env.bool("API_RATE_LIMITS_ENABLED", default=True)
 # How long a tenant's limits are cached: the bound for a limit change to reach other processes.
 API_RATE_LIMIT_CACHE_SECONDS = env.float("API_RATE_LIMIT_CACHE_SECONDS", default=60.0)

@@ -1,6 +1,6 @@
 """Portal login rate limiting: too many failed logins per username and client address are refused.
 
-Counted in the Django cache: per process with locmem, cluster-wide with a shared Redis cache. The
+Counted in the Django cache: machine-wide with the default cache, cluster-wide with Redis. The
 window is fixed, starting at the first failure; a success resets it. Once the limit is reached the
 login form refuses (HTTP 429) without checking the password, so guessing on stops costing anything
 but also stops telling the guesser anything. Unknown usernames are counted like known ones, so the
@@ -62,7 +62,7 @@ def record_failure(username: str, address: str) -> int:
         cache.set(f"{key}:since", time.time(), timeout=window)
         return 1
     try:
-        # incr keeps the key's expiry (locmem and Redis): the window does not slide with each failure.
+        # incr keeps the key's expiry (diskcache and Redis): the window does not slide with each failure.
         return int(cache.incr(key))
     except ValueError:
         # Expired between add and incr: this failure starts a new window.

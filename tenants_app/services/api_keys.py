@@ -4,11 +4,11 @@ A key is `cvg_{env}_{40 base62 chars}` (about 238 random bits), shown exactly on
 sha256 hex (lookups go by hash), a display prefix and a KMS-encrypted copy; never the key itself.
 
 Verification is served from Django's cache, keyed by the hash, after the first lookup: a hit costs zero
-BigQuery jobs. The entry lives API_KEY_CACHE_SECONDS (default 60), which is the documented bound for a
-revocation, rotation or tenant status change to reach *other* processes when the cache is per process
-(locmem); in this process, and in every process sharing a Redis cache, revocation deletes the entry at
-once. Unknown keys are cached as such for API_KEY_NEGATIVE_CACHE_SECONDS (default 10), so a flood of bad
-keys does not become a flood of BigQuery jobs.
+BigQuery jobs. Revocation, rotation and tenant status changes delete the entries, and the cache is
+shared by every process (diskcache on one machine, Redis across machines), so they take effect at once
+everywhere; API_KEY_CACHE_SECONDS (default 60) bounds only a change made behind the services' back.
+Unknown keys are cached as such for API_KEY_NEGATIVE_CACHE_SECONDS (default 10), so a flood of bad keys
+does not become a flood of BigQuery jobs.
 """
 
 from __future__ import annotations

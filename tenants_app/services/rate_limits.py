@@ -5,8 +5,8 @@ learns exactly when a window reopens (`Retry-After`). The price of fixed windows
 window's edge can reach twice the limit over a few seconds; the hourly window bounds it. Refused calls
 are not counted, so a client that backs off is not punished for the calls it was refused.
 
-Counts are per process with the default locmem cache (each gunicorn worker allows the full rate), and
-cluster-wide with a shared Redis cache (`CACHE_URL`), which is what production should use.
+Counts are shared by every process of the machine with the default cache (diskcache, whose increments are
+atomic across processes), and cluster-wide with a shared Redis cache (`CACHE_URL`).
 
 Admitted calls are also added to the day's usage row (`total_api_calls_today`). That is batched:
 pending counts wait in the cache and one UPDATE for every tenant writes them, when
