@@ -82,7 +82,11 @@ def prepare_home(home: Path) -> Path:
 
 
 class EmulatorProcess:
-    """One bqemulator server on loopback: started, waited for, stopped."""
+    """One bqemulator server on loopback: started, waited for, stopped.
+
+    Its files (HOME, `data_dir`, the log) get the modes of the caller's umask, which the server inherits:
+    the project's settings make it owner-only, and `main` does the same when run on its own.
+    """
 
     def __init__(
         self,
@@ -197,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=9050)
     parser.add_argument("--project", default=DEFAULT_PROJECT)
     args = parser.parse_args(argv)
+    # Owner-only files for this process and the server it starts (which inherits the umask): the storage
+    # holds whatever rows clients write, which is no business of other local accounts. Set here, not
+    # taken from the project's settings: this module runs on its own and depends on no project code.
+    os.umask(0o077)
 
     root: Path = args.data_dir.resolve()
     pidfile = root / "emulator.pid"

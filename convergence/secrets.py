@@ -1,4 +1,4 @@
-"""Secrets that are generated once on first start and kept in the data directory."""
+"""The private data directory, and the secrets generated once on first start and kept in it."""
 
 from __future__ import annotations
 
@@ -6,10 +6,30 @@ import os
 import secrets
 from pathlib import Path
 
+# Owner-only: the data directory holds sessions, keys and passwords, which no other local account may
+# read (one copied an admin session id out of a 0644 SQLite file). Group and others get no bits at all.
+PRIVATE_UMASK = 0o077
+PRIVATE_DIR_MODE = 0o700
+
+
+def private_files_only() -> None:
+    """From now on, every file and directory this process (and its children) creates is owner-only."""
+    # A umask rather than a mode at each creation: SQLite and its -journal/-wal files, collectstatic, the
+    # cache and the emulator create files through code we do not control, and what is added later is
+    # covered without anyone remembering to.
+    os.umask(PRIVATE_UMASK)
+
+
+def make_private_dir(path: Path) -> None:
+    """Create `path` (mode 0700) and missing parents unless it exists; an existing one is left as it is."""
+    # The explicit mode keeps the directory private even in a process that never set the umask; an
+    # existing directory is not chmod-ed: the system check (convergence/checks.py) reports it instead.
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+
 
 def publish_private_file(path: Path, content: bytes) -> None:
     """Create `path` (mode 0600) with `content` unless it exists; racing writers leave exactly one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     # O_EXCL on a private temp file, then link(2) to the final name: link fails if the name exists,
     # and unlike O_EXCL on the final name a racing reader never sees a half-written file.
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")

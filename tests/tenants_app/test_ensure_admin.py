@@ -9,6 +9,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
+from tests.support.file_modes import shell_umask
+
 if TYPE_CHECKING:
     # Only the type checker needs it, and only recent pytest-django releases export it.
     from pytest_django import Settings
@@ -109,3 +111,14 @@ def test_it_prints_nothing_at_verbosity_zero(data_dir: Path) -> None:
 
     assert out.getvalue() == ""
     assert (data_dir / "admin-password").exists()
+
+
+@pytest.mark.django_db
+def test_it_creates_a_missing_data_dir_0700_under_a_shell_umask(settings: Settings, tmp_path: Path) -> None:
+    settings.DATA_DIR = tmp_path / "var"
+
+    with shell_umask():
+        run()
+
+    assert stat.S_IMODE((tmp_path / "var").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "var" / "admin-password").stat().st_mode) == 0o600

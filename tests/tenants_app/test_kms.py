@@ -29,6 +29,7 @@ from tenants_app.kms import (
     get_kms,
     reset_kms,
 )
+from tests.support.file_modes import shell_umask
 from tests.support.kms_fake import INTEGRITY_FAULTS, FakeCloudKms
 
 SECRET = b'{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----sekrit-42"}'
@@ -108,6 +109,16 @@ def test_it_creates_the_key_file_0600_once_and_reuses_it(tmp_path: Path) -> None
     assert LocalAesGcmKms(key_path).decrypt(ciphertext, aad=ROW_AAD) == SECRET
     assert key_path.read_bytes() == content
     assert [p.name for p in key_path.parent.iterdir()] == ["kms-local.key"], "no temp files left behind"
+
+
+def test_it_creates_a_missing_data_dir_0700_for_the_key_under_a_shell_umask(tmp_path: Path) -> None:
+    key_path = tmp_path / "var" / "kms-local.key"
+
+    with shell_umask():
+        LocalAesGcmKms(key_path).encrypt(SECRET, aad=ROW_AAD)
+
+    assert stat.S_IMODE(key_path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
 
 
 def test_it_creates_exactly_one_key_when_many_workers_start_at_once(tmp_path: Path) -> None:

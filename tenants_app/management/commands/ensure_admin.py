@@ -12,6 +12,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, transaction
 
+from convergence.secrets import make_private_dir
+
 DEFAULT_USERNAME = "admin"
 PASSWORD_FILE_NAME = "admin-password"  # noqa: S105 - a file name, not a password
 
@@ -23,7 +25,7 @@ def password_file() -> Path:
 
 def write_secret_file(path: Path, value: str) -> None:
     """Write `value` to a new file that only the owner can read."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     # O_EXCL with the mode given at creation: the password is never readable by others, not even
     # for the instant between a create and a chmod, and a planted file or symlink is never followed.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
