@@ -24,6 +24,10 @@ export DATA_DIR
 export BIGQUERY_EMULATOR_HOST="http://127.0.0.1:${EMULATOR_PORT}"
 emulator_dir="$DATA_DIR/bigquery"
 
+# Before anything starts: refuse a data directory other local accounts can read; the check
+# (convergence.E001) names the paths and the chmod that fixes them.
+"$python" manage.py check
+
 stop_emulator() {
     "$python" -m bigquery_backend.emulator stop --data-dir "$emulator_dir" || true
 }

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.core import checks
 
 
 class TenantsAppConfig(AppConfig):
@@ -10,6 +11,10 @@ class TenantsAppConfig(AppConfig):
     def ready(self) -> None:
         # Registers the OpenAPI security schemes of our authenticators.
         import tenants_app.api.schema  # noqa: F401
+        from convergence.checks import check_data_dir_private
         from tenants_app.kms import connect_setting_signals
 
         connect_setting_signals()
+        # Registered here because the project package `convergence` is no app of its own: `check`,
+        # `runserver` and `migrate` then refuse a data directory that other local accounts can read.
+        checks.register(check_data_dir_private, checks.Tags.security)
