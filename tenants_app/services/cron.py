@@ -21,6 +21,7 @@ import re
 import zoneinfo
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
 
@@ -69,11 +70,16 @@ def cron_validate(expression: object) -> str:
 
 
 def timezone_validate(name: object) -> str:
-    """The IANA time-zone name, or ValidationFailed on `timezone`."""
+    """The IANA time-zone name (`_zone_names`), or ValidationFailed on `timezone`."""
     if not isinstance(name, str) or name not in _zone_names():
         raise ValidationFailed(
             "invalid time zone",
-            errors={"timezone": ["Use an IANA time-zone name such as 'Europe/Berlin' or 'UTC'."]},
+            errors={
+                "timezone": [
+                    "Use an IANA time-zone name such as 'Europe/Berlin' or 'UTC' (not 'localtime', "
+                    "'Factory', a file path or a posix/ or right/ name)."
+                ]
+            },
         )
     return name
 
@@ -148,16 +154,20 @@ def _shift(zone: zoneinfo.ZoneInfo, instant: datetime) -> timedelta:
 
 @functools.cache
 def _zone_names() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    """The zones of the `tzdata` package (a dependency): one catalogue on every host.
+
+    Not `zoneinfo.available_timezones()`, which also walks the host's own zone files: there
+    `localtime` is the machine's system zone, so a schedule in it would fire at different instants on
+    different hosts. `Factory` is tzdata's placeholder for "zone unknown" (UTC, shown as -00): no place.
+    """
+    listed = resources.files("tzdata").joinpath("zones").read_text(encoding="utf-8").split()
+    return frozenset(listed) - {"Factory"}
 
 
 def _zone(name: str) -> zoneinfo.ZoneInfo:
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValidationFailed(
-            "invalid time zone", errors={"timezone": [f"Unknown time zone {name!r}."]}
-        ) from None
+    # The same rule as input validation: a stored name from before it (`localtime`) is unusable, and
+    # the scheduler reports its config as invalid instead of firing it at a host-dependent instant.
+    return zoneinfo.ZoneInfo(timezone_validate(name))
 
 
 def _bad_cron(reason: str) -> ValidationFailed:

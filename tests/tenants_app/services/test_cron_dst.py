@@ -161,3 +161,27 @@ def test_it_refuses_unknown_time_zones(name: object) -> None:
     with pytest.raises(ValidationFailed) as raised:
         timezone_validate(name)
     assert list(raised.value.errors) == ["timezone"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "localtime",  # the host's own system zone: each scheduler host would read the cron differently
+        "Factory",  # tzdata's "zone unknown" placeholder
+        "posixrules",
+        "posix/Europe/Paris",
+        "right/UTC",
+        "/usr/share/zoneinfo/Europe/Paris",
+        "Europe/../Europe/Paris",
+        "zone.tab",
+    ],
+)
+def test_it_refuses_names_that_are_host_files_or_no_place(name: str) -> None:
+    with pytest.raises(ValidationFailed) as raised:
+        timezone_validate(name)
+    with pytest.raises(ValidationFailed) as when_scheduling:
+        cron_next(expression="0 3 * * *", timezone=name, after=utc(2026, 1, 1))
+
+    assert list(raised.value.errors) == ["timezone"]
+    assert "localtime" in raised.value.errors["timezone"][0]
+    assert list(when_scheduling.value.errors) == ["timezone"]
