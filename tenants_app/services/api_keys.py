@@ -21,7 +21,7 @@ import string
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -90,7 +90,8 @@ NAME_MAX_LENGTH = 100
 REASON_MAX_LENGTH = 500
 ACTOR_MAX_LENGTH = 254
 
-_CACHE_PREFIX = "cvg:api_key:v1:"
+# v2: entries are {"entry", "fresh_until"}; a v1 entry of a process still running older code is never read.
+_CACHE_PREFIX = "cvg:api_key:v2:"
 # Namespace of replacement key ids (uuid5): fixed, so an id is the same in every process and release.
 _ROTATION_NAMESPACE = uuid.UUID("6f1c1f0e-4a43-5d27-9a53-3c1b8f5d2a10")
 _UNKNOWN = "unknown"
@@ -599,29 +600,25 @@ def api_key_revoke(*, tenant_id: str, api_key_id: str, reason: str, revoked_by: 
     return row
 
 
-def api_key_verify(*, key: str) -> VerifiedApiKey:
-    """Who `key` belongs to, from the cache when possible; ApiKeyInvalid/Revoked/Expired, TenantSuspended."""
+def api_key_verify(*, key: str, now: datetime | None = None) -> VerifiedApiKey:
+    """Who `key` belongs to, from the cache when possible; ApiKeyInvalid/Revoked/Expired, TenantSuspended.
+
+    `now` (default: the current time) is the clock that judges the key's expiry and the cached entry's age.
+    """
     match = _KEY_PATTERN.fullmatch(key) if isinstance(key, str) and len(key) <= _MAX_KEY_LENGTH else None
     if match is None:
         raise ApiKeyInvalid("API key is malformed")
     if match["env"] != api_key_environment():
         raise ApiKeyInvalid(f"API key was issued for another environment ({match['env']})")
-    key_hash = hash_api_key(key)
-    cache_key = _cache_key(key_hash)
-    entry = cache.get(cache_key)
-    if entry is None:
-        entry = _lookup(key_hash)
-        if entry == _UNKNOWN:
-            cache.set(cache_key, entry, settings.API_KEY_NEGATIVE_CACHE_SECONDS)
-        else:
-            cache.set(cache_key, entry, settings.API_KEY_CACHE_SECONDS)
+    now = timezone.now() if now is None else now
+    entry = _verification_entry(hash_api_key(key), now)
     if entry == _UNKNOWN:
         raise ApiKeyInvalid("API key is not valid")
     # Checked on every call, cached or not: an expiry takes effect to the second.
     if entry["revoked"]:
         raise ApiKeyRevoked("API key has been revoked")
     expires_at: datetime | None = entry["expires_at"]
-    if expires_at is not None and expires_at <= timezone.now():
+    if expires_at is not None and expires_at <= now:
         raise ApiKeyExpired("API key has expired")
     if entry["tenant_status"] not in _USABLE_TENANT_STATUSES:
         status = str(entry["tenant_status"]).lower()
@@ -727,6 +724,21 @@ def _cache_key(key_hash: str) -> str:
     return f"{_CACHE_PREFIX}{key_hash}"
 
 
+def _verification_entry(key_hash: str, now: datetime) -> dict[str, Any] | str:
+    """The key's entry (see `_lookup`): from the cache while fresh at `now`, else looked up and cached."""
+    cache_key = _cache_key(key_hash)
+    cached = cache.get(cache_key)
+    # The entry carries its own deadline, judged by the caller's clock: the backend's TTL runs on the
+    # backend's clock, which nothing can move (a test would have to sleep through it).
+    if cached is not None and cached["fresh_until"] > now:
+        return cached["entry"]
+    entry = _lookup(key_hash)
+    unknown = entry == _UNKNOWN
+    seconds = settings.API_KEY_NEGATIVE_CACHE_SECONDS if unknown else settings.API_KEY_CACHE_SECONDS
+    cache.set(cache_key, {"entry": entry, "fresh_until": now + timedelta(seconds=seconds)}, seconds)
+    return entry
+
+
 def _lookup(key_hash: str) -> dict[str, Any] | str:
     """Key row plus its tenant's status, as a cache entry (two jobs), or `_UNKNOWN` (one job)."""
     with bigquery_errors_translated():
@@ -757,20 +769,22 @@ class LastUsedRecorder:
     the request. The precision of `last_used_at` is therefore the flush interval.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        # Monotonic, so a wall-clock jump never delays or hastens a flush; tests swap in a clock they move.
+        self.clock = clock
         self._lock = threading.Lock()
         self._pending: set[str] = set()
-        self._last_flush = time.monotonic()
+        self._last_flush = clock()
 
     def record(self, api_key_id: str) -> None:
         """Remember a use; flush when the interval (API_KEY_LAST_USED_FLUSH_SECONDS) has elapsed."""
         interval = settings.API_KEY_LAST_USED_FLUSH_SECONDS
         with self._lock:
             self._pending.add(api_key_id)
-            due = time.monotonic() - self._last_flush >= interval
+            due = self.clock() - self._last_flush >= interval
             if due:
                 # Claimed under the lock: of many concurrent requests, exactly one flushes.
-                self._last_flush = time.monotonic()
+                self._last_flush = self.clock()
         if due:
             try:
                 self.flush()
@@ -782,7 +796,7 @@ class LastUsedRecorder:
         """Write every pending id now; on failure they stay pending and the error propagates."""
         with self._lock:
             ids, self._pending = self._pending, set()
-            self._last_flush = time.monotonic()
+            self._last_flush = self.clock()
         if not ids:
             return 0
         try:
@@ -800,7 +814,7 @@ class LastUsedRecorder:
         """Forget pending ids and restart the interval (tests; a fresh process starts this way)."""
         with self._lock:
             self._pending.clear()
-            self._last_flush = time.monotonic()
+            self._last_flush = self.clock()
 
     @property
     def pending(self) -> frozenset[str]:

@@ -43,11 +43,16 @@ from django.utils import timezone
 from django.utils.crypto import get_random_string
 from rest_framework.test import APIClient
 
+from bigquery_backend.models import BigQueryModel
 from tenants_app.models import (
     PlanName,
     TenantApiKey,
+    TenantCloudCredential,
+    TenantPipelineConfig,
+    TenantPipelineExecutionQueue,
     TenantProfile,
     TenantStatus,
+    TenantUsageQuota,
 )
 from tenants_app.repositories import central_repository
 from tenants_app.services.admin_tokens import admin_token_create
@@ -73,6 +78,7 @@ from tests.support.matrix_tenants import (
     insert_credentials,
     insert_tenants,
 )
+from tests.support.tenant_rows import changes, snapshot
 from tests.tenants_app.services.run_factories import enqueue_many
 
 pytestmark = pytest.mark.django_db
@@ -319,6 +325,8 @@ def world(django_db_setup: None, django_db_blocker: Any) -> Iterator[World]:
         API_RATE_LIMITS_ENABLED=False,
         # No `last_used_at` write in the middle of a row.
         API_KEY_LAST_USED_FLUSH_SECONDS=3600.0,
+        # The verifications cached once for the module (see _keys_verified_once) stay fresh all along.
+        API_KEY_CACHE_SECONDS=3600.0,
     ):
         bigquery_bootstrap()
         built = _build_world()
@@ -432,16 +440,40 @@ def _error_code(response: Any) -> str | None:
         return None
 
 
+# The central tables holding what a route's placeholder names ({cred} and {cred_off}, every {cfg...}): a
+# run now adds a queue entry for the config, a finished or failed run frees its tenant's usage slot.
+TABLES_NAMED: dict[str, tuple[type[BigQueryModel], ...]] = {
+    "{key}": (TenantApiKey,),
+    "{cred": (TenantCloudCredential,),
+    "{cfg": (TenantPipelineConfig, TenantPipelineExecutionQueue),
+    "{run}": (TenantPipelineExecutionQueue, TenantUsageQuota),
+}
+
+
+def tables_left_alone(row: Row, expected: str) -> tuple[type[BigQueryModel], ...]:
+    """Where a write answered 404 (another tenant's resource) must have changed nothing."""
+    if row.method == "GET" or expected != "404":
+        return ()
+    named = [model for part, models in TABLES_NAMED.items() if part in row.route for model in models]
+    return tuple(dict.fromkeys(named))
+
+
 @pytest.mark.parametrize("row", ROWS, ids=lambda row: row.name)
 def test_it_answers_every_caller_as_the_matrix_says(row: Row, world: World) -> None:
     failures = []
+    other = world.tenants["B"].tenant_id
     for principal in PRINCIPALS:
         for column in ("A", "B") if row.per_tenant else ("A",):
+            watched = tables_left_alone(row, row.expected(principal, column))
+            before = snapshot(other, *watched)
             expected, response = call(world, row, principal, column)
             status = response.status_code
             problem = None
+            changed = changes(before, snapshot(other, *watched)) if watched else []
             if not matches(expected, method=row.method, status=status, allowed_writes=ALLOWED_WRITES):
                 problem = f"expected {expected}, got {status}"
+            elif changed:
+                problem = f"{status}, yet tenant B's rows changed: {'; '.join(changed)}"
             elif status == 401 and not response.has_header("WWW-Authenticate"):
                 problem = "401 without WWW-Authenticate"
             elif status in (401, 403, 404) and row.route.startswith("/api/v1/") and not _error_code(response):

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import logging
 import re
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -32,6 +31,7 @@ from tenants_app.services.api_keys import (
     api_key_rotate,
     api_key_usage_flush,
     api_key_verify,
+    last_used_recorder,
 )
 from tenants_app.services.errors import (
     AlreadyExists,
@@ -244,16 +244,18 @@ def test_it_caches_an_unknown_key_as_unknown_by_its_hash(central: str, gateway: 
 def test_it_forgets_an_unknown_key_after_the_negative_ttl(
     central: str, gateway: BigQueryGateway, settings: SettingsWrapper
 ) -> None:
-    settings.API_KEY_NEGATIVE_CACHE_SECONDS = 1
+    settings.API_KEY_NEGATIVE_CACHE_SECONDS = 10
     bogus = "cvg_live_" + "Y" * 40
+    start = timezone.now()
     with pytest.raises(ApiKeyInvalid):
-        api_key_verify(key=bogus)
-    time.sleep(1.1)
+        api_key_verify(key=bogus, now=start)
 
-    with gateway.count_jobs() as counter, pytest.raises(ApiKeyInvalid):
-        api_key_verify(key=bogus)
+    with gateway.count_jobs() as within, pytest.raises(ApiKeyInvalid):
+        api_key_verify(key=bogus, now=start + timedelta(seconds=9.9))
+    with gateway.count_jobs() as after, pytest.raises(ApiKeyInvalid):
+        api_key_verify(key=bogus, now=start + timedelta(seconds=10))
 
-    assert counter.jobs == 1
+    assert (within.jobs, after.jobs) == (0, 1)
 
 
 def test_it_keeps_the_key_out_of_cached_values(tenant: str) -> None:
@@ -269,13 +271,17 @@ def test_it_keeps_the_key_out_of_cached_values(tenant: str) -> None:
 
 
 def test_it_refuses_an_expired_key_even_from_the_cache(tenant: str, gateway: BigQueryGateway) -> None:
-    issued = issue(tenant, expires_at=timezone.now() + timedelta(seconds=1.5))
+    # Well inside API_KEY_CACHE_SECONDS (60): the entry cached now is still fresh at the expiry.
+    expires_at = timezone.now() + timedelta(seconds=30)
+    issued = issue(tenant, expires_at=expires_at)
     api_key_verify(key=issued.plaintext)
-    time.sleep(max(0.0, (issued.row.expires_at - timezone.now()).total_seconds()) + 0.05)
 
-    with gateway.count_jobs() as counter, pytest.raises(ApiKeyExpired) as failure:
-        api_key_verify(key=issued.plaintext)
+    with gateway.count_jobs() as counter:
+        last = api_key_verify(key=issued.plaintext, now=expires_at - timedelta(microseconds=1))
+        with pytest.raises(ApiKeyExpired) as failure:
+            api_key_verify(key=issued.plaintext, now=expires_at)
 
+    assert last.api_key_id == issued.row.api_key_id
     assert counter.jobs == 0
     assert failure.value.status == 401
 
@@ -463,16 +469,39 @@ def test_it_records_last_use_of_many_verifications_with_one_dml(
     assert api_key_usage_flush() == 0
 
 
+class SteppedClock:
+    """A monotonic clock that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __call__(self) -> float:
+        return self.seconds
+
+    def advance(self, seconds: float) -> None:
+        self.seconds += seconds
+
+
+@pytest.fixture
+def recorder_clock(monkeypatch: pytest.MonkeyPatch) -> SteppedClock:
+    """The clock of the `last_used_at` flush interval, moved by the test instead of slept through."""
+    clock = SteppedClock()
+    monkeypatch.setattr(last_used_recorder, "clock", clock)
+    last_used_recorder.reset()  # the interval starts on this clock
+    return clock
+
+
 def test_it_flushes_last_use_from_verify_once_the_interval_has_elapsed(
-    tenant: str, gateway: BigQueryGateway, settings: SettingsWrapper
+    tenant: str, gateway: BigQueryGateway, settings: SettingsWrapper, recorder_clock: SteppedClock
 ) -> None:
-    settings.API_KEY_LAST_USED_FLUSH_SECONDS = 0.5
+    settings.API_KEY_LAST_USED_FLUSH_SECONDS = 60
     issued = issue(tenant)
     api_key_verify(key=issued.plaintext)
 
+    recorder_clock.advance(59.9)
     with gateway.count_jobs() as early:
         api_key_verify(key=issued.plaintext)
-    time.sleep(0.55)
+    recorder_clock.advance(0.1)
     with gateway.count_jobs() as due:
         api_key_verify(key=issued.plaintext)
 
