@@ -9,9 +9,10 @@ import pytest
 from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
-from tenants_app.models import SubscriptionStatus, TenantPipelineExecutionQueue
+from tenants_app.models import SubscriptionStatus, TenantPipelineConfig, TenantPipelineExecutionQueue
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import api_key_create
+from tests.support.tenant_rows import rows_left_alone
 from tests.tenants_app.services.schedules import add_tenant
 
 pytestmark = pytest.mark.django_db
@@ -175,10 +176,16 @@ def test_it_hides_another_tenants_config_from_a_tenant_key(api_as: ApiAs, superu
     owner, intruder = add_tenant(), add_tenant()
     config_id = create_as_staff(api_as(superuser), owner)["config_id"]
     client = as_key(intruder, "pipelines:read", "pipelines:manage", "pipelines:execute")
-    assert client.get(f"/api/v1/me/pipelines/{config_id}").status_code == 404
-    assert client.post(f"/api/v1/me/pipelines/{config_id}/pause").status_code == 404
-    assert client.post(f"/api/v1/me/pipelines/{config_id}/run").status_code == 404
-    assert client.delete(f"/api/v1/me/pipelines/{config_id}").status_code == 404
+    # A run now would add a queue entry for the owner, the rest would change or delete its config.
+    with rows_left_alone(owner, TenantPipelineConfig, TenantPipelineExecutionQueue):
+        assert client.get(f"/api/v1/me/pipelines/{config_id}").status_code == 404
+        assert (
+            client.patch(f"/api/v1/me/pipelines/{config_id}", {"priority": 1}, format="json").status_code
+            == 404
+        )
+        assert client.post(f"/api/v1/me/pipelines/{config_id}/pause").status_code == 404
+        assert client.post(f"/api/v1/me/pipelines/{config_id}/run").status_code == 404
+        assert client.delete(f"/api/v1/me/pipelines/{config_id}").status_code == 404
 
 
 def test_it_runs_now_only_with_the_execute_scope_and_once_per_minute() -> None:

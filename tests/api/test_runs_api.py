@@ -9,11 +9,12 @@ import pytest
 from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
-from tenants_app.models import AuditLogEntry, RunState
+from tenants_app.models import AuditLogEntry, RunState, TenantPipelineExecutionQueue
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import api_key_create
 from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.runs import run_claim, run_complete, run_fail
+from tests.support.tenant_rows import rows_left_alone
 from tests.tenants_app.services.quota_factories import tenant_with_subscription
 from tests.tenants_app.services.run_factories import enqueue
 
@@ -132,6 +133,18 @@ def test_it_lets_a_tenant_cancel_its_own_queued_run_with_the_manage_scope(centra
 
     assert response.status_code == 200
     assert response.json()["state"] == RunState.CANCELLED
+
+
+def test_it_answers_404_when_a_tenant_cancels_or_requeues_another_tenants_run(central: str) -> None:
+    owner = tenant_with_subscription()
+    run_id = enqueue(owner)
+    intruder = as_key(tenant_with_subscription(), "pipelines:read", "pipelines:manage")
+
+    with rows_left_alone(owner, TenantPipelineExecutionQueue):
+        cancel = intruder.post(f"/api/v1/me/runs/{run_id}/cancel", {"reason": "mine"}, format="json")
+        requeue = intruder.post(f"/api/v1/me/runs/{run_id}/requeue", format="json")
+
+    assert (cancel.status_code, requeue.status_code) == (404, 404)
 
 
 def test_it_lists_the_queue_for_staff_in_claim_order(api_as: ApiAs, staff: User, central: str) -> None:

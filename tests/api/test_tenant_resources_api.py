@@ -22,6 +22,7 @@ from tenants_app.services.api_keys import api_key_create
 from tenants_app.services.onboarding import tenant_onboard
 from tests.conftest import unique_name
 from tests.support.kms_fake import FakeCloudKms
+from tests.support.tenant_rows import rows_left_alone
 
 pytestmark = pytest.mark.django_db
 
@@ -215,8 +216,9 @@ def test_it_answers_404_when_a_tenant_reaches_for_another_tenants_key(
     )
     client = as_tenant(tenant_a.key)
 
-    revoke = client.post(f"/api/v1/me/keys/{b_key_id}/revoke", {"reason": "mine now"}, format="json")
-    rotate = client.post(f"/api/v1/me/keys/{b_key_id}/rotate", {"grace": "0"}, format="json")
+    with rows_left_alone(tenant_b.tenant_id, TenantApiKey):
+        revoke = client.post(f"/api/v1/me/keys/{b_key_id}/revoke", {"reason": "mine now"}, format="json")
+        rotate = client.post(f"/api/v1/me/keys/{b_key_id}/rotate", {"grace": "0"}, format="json")
 
     assert (revoke.status_code, rotate.status_code) == (404, 404)
     assert as_tenant(tenant_b.key).get("/api/v1/me").status_code == 200
@@ -362,8 +364,13 @@ def test_it_answers_404_for_another_tenants_credential(tenant_a: Tenant, tenant_
     path = f"/api/v1/me/credentials/{created['credential_id']}"
     thief = as_tenant(tenant_a.key)
 
-    assert thief.get(path).status_code == 404
-    assert thief.post(f"{path}/deactivate").status_code == 404
+    with rows_left_alone(tenant_b.tenant_id, TenantCloudCredential):
+        assert thief.get(path).status_code == 404
+        assert thief.post(f"{path}/deactivate").status_code == 404
+        # A valid payload: a broken ownership check would show as a replacement, not a 400.
+        body = {"payload": {"api_key": OPENAI_SECRET[:-3] + "Rr5"}}
+        replace = thief.post(f"{path}/replace", body, format="json")
+    assert replace.status_code == 404
     assert central_repository(TenantCloudCredential).get(created["credential_id"]).is_active is True
 
 

@@ -10,12 +10,13 @@ from django.contrib.auth.models import Group, User
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from tenants_app.models import RunState, TenantStepLog
+from tenants_app.models import RunState, TenantPipelineExecutionQueue, TenantStepLog, TenantUsageQuota
 from tenants_app.repositories import tenant_repository
 from tenants_app.services.admin_tokens import admin_token_create, admin_token_revoke
 from tenants_app.services.api_keys import api_key_create
 from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.runs import pipeline_logging_id, worker_token_create
+from tests.support.tenant_rows import rows_left_alone
 from tests.tenants_app.services.quota_factories import tenant_with_subscription
 from tests.tenants_app.services.run_factories import enqueue, entry
 
@@ -91,10 +92,12 @@ def test_it_answers_404_for_another_tenants_run(central: str) -> None:
     assert claim(tenant_key(owner, *EXECUTE)).status_code == 200
     stranger = tenant_key(tenant_with_subscription(), *EXECUTE)
 
-    for action in ("heartbeat", "fail", "complete"):
-        body = {"worker_id": "w1", "status": "SUCCEEDED", "error": "x"}
-        response = stranger.post(f"/api/v1/worker/runs/{run_id}/{action}", body, format="json")
-        assert response.status_code == 404, action
+    # The run's queue entry and the owner's usage row (a finished run frees its slot there).
+    with rows_left_alone(owner, TenantPipelineExecutionQueue, TenantUsageQuota):
+        for action in ("heartbeat", "fail", "complete"):
+            body = {"worker_id": "w1", "status": "SUCCEEDED", "error": "x"}
+            response = stranger.post(f"/api/v1/worker/runs/{run_id}/{action}", body, format="json")
+            assert response.status_code == 404, action
 
 
 def test_it_lets_a_worker_token_drain_every_tenant_and_report_runs(central: str, worker_user: User) -> None:
