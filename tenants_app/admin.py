@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.utils import quote
 from django.http import HttpRequest, QueryDict
 from django.urls import NoReverseMatch, reverse
 
@@ -49,7 +50,7 @@ def _changelist(model: type[Any], **params: str) -> str:
 def tenant_url(tenant_id: str) -> str:
     """The tenant's page: the tenant detail page, else its profile row."""
     return _reverse_or_none("admin:portal-tenant-detail", tenant_id) or reverse(
-        "admin:tenants_app_tenantprofile_change", args=[tenant_id]
+        "admin:tenants_app_tenantprofile_change", args=[quote(tenant_id)]
     )
 
 
@@ -95,7 +96,8 @@ class TenantDatasetAdmin(PortalTableAdmin):
 
     def get_cell_url(self, request: HttpRequest, obj: Any, field_name: str) -> str | None:
         if field_name == "pipeline_logging_id" and self.model is not TenantPipelineRun:
-            run = reverse("admin:tenants_app_tenantpipelinerun_change", args=[obj.pipeline_logging_id])
+            # Quoted like every row link: the run page unquotes its key ("_40" would read "@").
+            run = reverse("admin:tenants_app_tenantpipelinerun_change", args=[quote(obj.pipeline_logging_id)])
             return f"{run}?{QueryDict.fromkeys(['tenant_id'], obj.tenant_id).urlencode()}"
         return super().get_cell_url(request, obj, field_name)
 
