@@ -18,3 +18,10 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
 ]
+
+# Under /api/ every error is the API's JSON envelope, even where no API view answers (an unknown
+# path, a crash): these dispatch on the path, and the portal keeps Django's HTML pages.
+handler400 = "tenants_app.api.errors.bad_request"
+handler403 = "tenants_app.api.errors.permission_denied"
+handler404 = "tenants_app.api.errors.page_not_found"
+handler500 = "tenants_app.api.errors.server_error"

@@ -6,7 +6,10 @@ import logging
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions as drf_exceptions
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
@@ -37,12 +40,17 @@ _BACKEND_ERRORS: tuple[tuple[type[Exception], int, str, str], ...] = (
 )
 
 
-def error_response(status: int, code: str, message: str, fields: dict[str, Any] | None = None) -> Response:
-    """The error body every API failure uses."""
+def error_body(code: str, message: str, fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`{"error": {code, message, fields?}}`: the one shape of every API failure."""
     body: dict[str, Any] = {"code": code, "message": message}
     if fields:
         body["fields"] = fields
-    response = Response({"error": body}, status=status)
+    return {"error": body}
+
+
+def error_response(status: int, code: str, message: str, fields: dict[str, Any] | None = None) -> Response:
+    """The error body every API failure uses."""
+    response = Response(error_body(code, message, fields), status=status)
     if status == 503:
         # Outages here are short (a restart, a failover): tell clients when to come back.
         response["Retry-After"] = "5"
@@ -64,7 +72,18 @@ def _add_retry_details(response: Response, exc: ServiceError) -> None:
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """Map service, backend and DRF exceptions to one error shape; never a 500 for bad input."""
+    """Map service, backend and DRF exceptions to one error shape, in JSON; never a 500 for bad input."""
+    response = _error_for(exc, context)
+    request = context.get("request")
+    if response is not None and request is not None:
+        # A view that renders HTML or YAML (Swagger UI, the schema) still fails in JSON: DRF renders
+        # the response with the request's renderer, so that is the one to set.
+        request.accepted_renderer = JSONRenderer()
+        request.accepted_media_type = JSONRenderer.media_type
+    return response
+
+
+def _error_for(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ServiceError):
         response = error_response(exc.status, exc.code, exc.message, exc.errors or None)
         _add_retry_details(response, exc)
@@ -90,3 +109,41 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         if response.status_code == 503:
             response["Retry-After"] = "5"
     return response
+
+
+# --- Django's own error pages (convergence/urls.py handler400/403/404/500) ----------------------------
+# What no API view answers (an unknown path, a crash outside DRF's handler) reaches Django's error
+# handlers: under /api/ they answer in the API's envelope, as JSON; the portal keeps its HTML pages.
+API_PATH_PREFIX = "/api/"
+
+
+def is_api_path(request: HttpRequest) -> bool:
+    """Whether the request is for the API (`/api/...`), whose clients read JSON, never HTML."""
+    path = request.path_info
+    return path == API_PATH_PREFIX.rstrip("/") or path.startswith(API_PATH_PREFIX)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if is_api_path(request):
+        return JsonResponse(error_body("bad_request", "The request was refused as malformed."), status=400)
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if is_api_path(request):
+        return JsonResponse(error_body("permission_denied", "Not allowed."), status=403)
+    return defaults.permission_denied(request, exception)
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if is_api_path(request):
+        # Never echo the path: it is the caller's text, and may carry what it should not.
+        return JsonResponse(error_body("not_found", "No API endpoint at this path."), status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if is_api_path(request):
+        # The exception is in the ERROR log (django.request); the client gets no detail of it.
+        return JsonResponse(error_body("server_error", "A server error occurred."), status=500)
+    return defaults.server_error(request)
