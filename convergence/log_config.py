@@ -3,11 +3,11 @@
 - `ContextFilter` copies the request's context (tenants_app.log_context) onto each record.
 - `RedactSecretsFilter` works out, once per record, the message (with its arguments), exception text and
   stack with secrets masked, and our formatters write those; the record stays as logged for other
-  handlers. Masked: our API keys and admin tokens (`cvg_...`), PEM private-key blocks, Authorization /
-  X-API-Key / Cookie header values, bearer tokens, provider keys (`sk-...`), the values of secret-named
-  fields (`"secret_access_key": "..."`, `password=...`), SQL values, Django's template-context dumps.
-  Services never log secrets; this is the second line of defence for what a library or a future change
-  might print.
+  handlers. Masked: whatever `tenants_app.secrets.redact_secrets` finds (our API keys and admin tokens,
+  PEM private-key blocks, Authorization / X-API-Key / Cookie header values, bearer tokens, provider and
+  cloud keys, the values of secret-named fields such as `"secret_access_key": "..."` or `password=...`),
+  SQL values, Django's template-context dumps. Services never log secrets; this is the second line of
+  defence for what a library or a future change might print.
 - `JsonFormatter` writes one JSON object per line: time (ISO 8601 UTC), level, logger, message,
   request_id, tenant_id, actor, and exception / stack when any. Other `extra=` fields are left out on
   purpose: google-auth and google-api-core put whole request and response bodies (KMS plaintext, base64)
@@ -21,25 +21,18 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from tenants_app.log_context import FIELDS, current_log_context
-
-try:
-    # The detectors audit_genai_safety uses (AWS key ids, JWTs, GitHub and Slack tokens, URL passwords...)
-    # run after our own rules. Optional: logging must work even where that module cannot be imported.
-    from tenants_app.services.secret_patterns import redact_secrets as _shared_redact
-except ImportError:  # pragma: no cover - the module ships with the project
-    _shared_redact = None
+from tenants_app.secrets import redact_secrets
 
 LOG_FORMATS = ("plain", "json")
 PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(tenant_id)s] %(message)s"
 # Fields of the middleware's access line (logger ACCESS_LOGGER), kept as JSON fields of their own.
 ACCESS_LOGGER = "convergence.access"
 ACCESS_FIELDS = ("method", "path", "status", "duration_ms")
-REDACTED = "[redacted]"
 # Loggers that write request or response bodies at DEBUG (KMS plaintext, base64): held at INFO even
 # when LOG_LEVEL=DEBUG. tenants_app/kms.py raises them too when it builds a client; this covers the
 # processes and the moments before that. django.template's DEBUG lines ("Exception while resolving
@@ -50,97 +43,6 @@ PAYLOAD_LOGGERS = (
     "google.api_core.client_logging",
     "django.template",
 )
-
-# Names of fields whose value is a secret; `_id`, `_prefix`... of such a name is an identifier, kept.
-# Tried only where a name starts (the look-behind), and only if the name holds one of the words (the
-# look-ahead stays inside the name): without both the search is quadratic in the line's length.
-_SENSITIVE_FIELD_NAME = (
-    r"(?<![A-Za-z0-9_-])(?=[A-Za-z0-9_-]*?(?:secret|password|passwd|token|api[_-]?key|access[_-]?key"
-    r"|private[_-]?key|credential|payload|plaintext|signature|sessionid))[A-Za-z0-9_-]+"
-)
-_NOT_SECRET_SUFFIX = re.compile(
-    r"(_id|_ids|_prefix|_name|_type|_count|_at|_fingerprint|_expires|_scopes|_status)$", re.IGNORECASE
-)
-# `name: "value"` or `name = 'value'` (JSON, reprs), or `name=value` (query strings, keyword arguments);
-# not `name: value`, which is free text ("cryptoKeys/tenant-secrets:encrypt").
-_SECRET_FIELD = re.compile(
-    rf"(?P<name>{_SENSITIVE_FIELD_NAME})"
-    r"(?:(?P<sep>\\?[\"']?\s*[:=]\s*)(?P<quote>\\?[\"'])(?P<quoted>.*?)(?P=quote)"
-    r"|(?P<bare_sep>=)(?P<bare>[^\s&\"',;})\]\\]+))",
-    re.IGNORECASE,
-)
-# Ours: tenant keys `cvg_<env>_<40 base62>`, admin and worker tokens `cvg_admin_...` (also cut short).
-_OUR_KEY = re.compile(r"cvg_[a-z]{2,8}_[A-Za-z0-9]{12,}")
-# A whole PEM private-key block, escaped newlines or not; a block cut short is masked to the end.
-_PEM_BLOCK = re.compile(
-    r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY-----(?:.*?-----END[A-Z0-9 ]{0,40}PRIVATE KEY-----|.*)", re.DOTALL
-)
-_HEADER = re.compile(
-    r"(?P<name>authorization|proxy-authorization|x-api-key|cookie|set-cookie)"
-    # `;` goes on: a Cookie header's later cookies are masked with the first.
-    r"(?P<sep>\\?[\"']?\s*[:=]\s*\\?[\"']?)(?P<value>[^\"'\r\n,}\\]+)",
-    re.IGNORECASE,
-)
-_BEARER = re.compile(r"\b(?P<scheme>bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
-# Provider API keys that tenants store with us (OpenAI, Anthropic).
-_PROVIDER_KEY = re.compile(r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{16,}")
-
-
-def _mask_field(match: re.Match[str]) -> str:
-    name = match.group("name")
-    if _NOT_SECRET_SUFFIX.search(name):
-        return match.group(0)
-    if match.group("quote") is not None:
-        quote = match.group("quote")
-        return f"{name}{match.group('sep')}{quote}{REDACTED}{quote}"
-    return f"{name}={REDACTED}"
-
-
-Replacement = str | Callable[[re.Match[str]], str]
-# Each rule runs only if one of its trigger words is in the lowercased line: most lines hold none,
-# and a few `in` checks cost far less than the regular expressions (bench/log_lines.py).
-_RULES: tuple[tuple[re.Pattern[str], Replacement, tuple[str, ...]], ...] = (
-    (_PEM_BLOCK, "[redacted private key]", ("private key",)),
-    (_HEADER, rf"\g<name>\g<sep>{REDACTED}", ("authorization", "x-api-key", "cookie")),
-    (
-        _SECRET_FIELD,
-        _mask_field,
-        (
-            "secret",
-            "password",
-            "passwd",
-            "token",
-            "apikey",
-            "api_key",
-            "api-key",
-            "accesskey",
-            "access_key",
-            "access-key",
-            "privatekey",
-            "private_key",
-            "private-key",
-            "credential",
-            "payload",
-            "plaintext",
-            "signature",
-            "sessionid",
-        ),
-    ),
-    (_OUR_KEY, f"cvg_{REDACTED}", ("cvg_",)),
-    (_BEARER, rf"\g<scheme> {REDACTED}", ("bearer", "basic")),
-    (_PROVIDER_KEY, f"sk-{REDACTED}", ("sk-",)),
-)
-
-
-def redact_secrets(text: str) -> str:
-    """`text` with everything that looks like a secret replaced by a marker."""
-    lowered = text.lower()
-    for pattern, replacement, triggers in _RULES:
-        if any(map(lowered.__contains__, triggers)):
-            text = pattern.sub(replacement, text)
-    if _shared_redact is not None:
-        text = _shared_redact(text, REDACTED)
-    return text
 
 
 class ContextFilter(logging.Filter):

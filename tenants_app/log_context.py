@@ -19,15 +19,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
+from tenants_app.secrets import find_secrets
+
 FIELDS = ("request_id", "tenant_id", "actor")
 # Values come from URLs and headers: only short plain ones are kept, so a line cannot be forged
 # (newlines) or carry a secret through a context field.
 _PLAIN_VALUE = re.compile(r"^[A-Za-z0-9._:@+-]{1,128}$")
-# Tokens a plain value can still be (a key pasted as a tenant id in a URL): never bound, so the
-# formatters need not mask context fields on every line.
-_SECRET_LOOKING = re.compile(
-    r"cvg_[a-z]{2,8}_[A-Za-z0-9]{12,}|sk-[A-Za-z0-9_-]{16,}|(?:AKIA|ASIA)[A-Z0-9]{16}"
-)
 
 _EMPTY: Mapping[str, str] = {}
 _context: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("log_context", default=_EMPTY)
@@ -44,7 +41,9 @@ def _cleaned(fields: Mapping[str, str | None]) -> dict[str, str]:
     return {
         name: value
         for name, value in fields.items()
-        if value and _PLAIN_VALUE.fullmatch(value) and not _SECRET_LOOKING.search(value)
+        # A plain value can still be a secret (a key pasted as a tenant id in a URL): never bound, so
+        # the formatters need not mask context fields on every line.
+        if value and _PLAIN_VALUE.fullmatch(value) and not find_secrets(value)
     }
 
 

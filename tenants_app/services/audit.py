@@ -19,7 +19,6 @@ import contextvars
 import datetime
 import json
 import logging
-import re
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -34,22 +33,13 @@ from bigquery_backend.exceptions import BigQueryError
 from bigquery_backend.repository import Page
 from tenants_app.models import AuditLogEntry
 from tenants_app.repositories import central_repository
+from tenants_app.secrets import redact_value
 from tenants_app.services.errors import ValidationFailed
 
 logger = logging.getLogger(__name__)
 
 SOURCES = ("portal", "api", "command")
 MAX_PAGE_SIZE = 200
-REDACTED = "[redacted]"
-# Column and field names that hold secrets or their derivatives: never copied into the trail,
-# even hashed or encrypted (a hash of a short secret can be brute-forced offline).
-SECRET_NAME = re.compile(
-    r"(^|_)(secret|password|passwd|token|private_key|payload|credentials?|plaintext)($|_)"
-    r"|^encrypted_|_hash$|^api_key$|^key$",
-    re.IGNORECASE,
-)
-# Values that look like one of our API keys, wherever they appear.
-SECRET_VALUE = re.compile(r"cvg_[a-z]+_[A-Za-z0-9]{20,}")
 
 
 @dataclass(frozen=True)
@@ -93,19 +83,15 @@ def actor_type_of(actor: str) -> str:
 
 
 def audit_redact(value: Any) -> Any:
-    """A JSON-safe copy of `value` without secrets: secret-named keys and bytes are dropped."""
-    if isinstance(value, Mapping):
-        return {
-            str(key): audit_redact(item)
-            for key, item in value.items()
-            if not SECRET_NAME.search(str(key)) and not isinstance(item, bytes | bytearray | memoryview)
-        }
-    if isinstance(value, list | tuple | set | frozenset):
-        return [audit_redact(item) for item in value]
-    if isinstance(value, bytes | bytearray | memoryview):
-        return REDACTED
-    if isinstance(value, str):
-        return SECRET_VALUE.sub(REDACTED, value)
+    """A JSON-safe copy of `value` without secrets (tenants_app.secrets.redact_value).
+
+    Names that hold a secret or something derived from it (`*_hash`, `encrypted_*`, `payload`) are
+    dropped even hashed or encrypted: a hash of a short secret can be brute-forced offline.
+    """
+    return redact_value(value, leaf=_json_safe)
+
+
+def _json_safe(value: Any) -> Any:
     if isinstance(value, datetime.datetime | datetime.date):
         return value.isoformat()
     if isinstance(value, Decimal):

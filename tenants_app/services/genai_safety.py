@@ -7,7 +7,7 @@
    its declared columns, no column is named like a secret, and a view still runs onboarding's query.
 2. Values: a bounded sample (the newest `sample_rows` rows when the table is partitioned) of every
    STRING, JSON, BYTES, RECORD and REPEATED column, strings nested in JSON and records included, for
-   the secrets of `secret_patterns.find_secrets`, JSON fields named like a secret, and random-looking
+   the secrets of `tenants_app.secrets.find_secrets`, JSON fields named like a secret, and random-looking
    strings where a column or field name makes a secret plausible (keys, configuration, free text).
 
 Findings name dataset, table, column (a path into JSON and records), the row's primary key and the
@@ -39,7 +39,19 @@ from bigquery_backend.schema import TableDefinition, table_definition
 from tenants_app.log_context import ContextThreadPoolExecutor
 from tenants_app.models import TENANT_MODELS, TenantApiKey, TenantProfile
 from tenants_app.repositories import central_repository
-from tenants_app.services import secret_patterns
+from tenants_app.secrets import (
+    CONVERGENCE_KEY,
+    GCP_SERVICE_ACCOUNT,
+    SECRET_NAMED_FIELD,
+    find_high_entropy,
+    find_secrets,
+    is_plain_name,
+    is_secret_name,
+    is_sensitive_name,
+    is_service_account_info,
+    is_suspicious_name,
+)
+from tenants_app.secrets import fingerprint as fingerprint_of
 from tenants_app.services.api_keys import bigquery_errors_translated, hash_api_key
 from tenants_app.services.datasets import central_dataset
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
@@ -59,7 +71,7 @@ MAX_FINDINGS_PER_COLUMN = 20
 MAX_WALK_DEPTH = 64
 _PROFILE_PAGE = 1_000
 
-# Checks (what a finding is about) and the schema kinds; value kinds are secret_patterns' kinds.
+# Checks (what a finding is about) and the schema kinds; value kinds are tenants_app.secrets' kinds.
 SCHEMA = "schema"
 VALUES = "values"
 UNKNOWN_TABLE = "unknown_table"
@@ -501,7 +513,7 @@ def _schema_findings(
     for path in _column_paths(schema):
         if definition is not None and path not in declared:
             add(UNKNOWN_COLUMN, _safe_name(path), "column not declared for this table")
-        if secret_patterns.is_secret_column_name(path):
+        if is_sensitive_name(path):
             add(SECRET_NAMED_COLUMN, _safe_name(path), "column named like a secret")
     # BigQuery always returns a view's query; the emulator returns none, so there is nothing to compare
     # (its columns are still checked above, which catches a view onto another table).
@@ -569,13 +581,13 @@ def _walk(value: Any, path: str, suspicious: bool, depth: int = 0) -> Iterator[_
         yield from _text_hits(json.dumps(value, default=str), f"{path}…", suspicious)
         return
     if isinstance(value, Mapping):
-        if secret_patterns.is_service_account_info(value):
+        if is_service_account_info(value):
             text = json.dumps(value, sort_keys=True, default=str)
             yield _Hit(
                 path,
-                secret_patterns.GCP_SERVICE_ACCOUNT,
+                GCP_SERVICE_ACCOUNT,
                 "GCP service-account key JSON (type service_account with private_key)",
-                secret_patterns.fingerprint(text),
+                fingerprint_of(text),
             )
             return
         for raw_key, item in value.items():
@@ -591,17 +603,15 @@ def _walk(value: Any, path: str, suspicious: bool, depth: int = 0) -> Iterator[_
             else:
                 child = f"{path}.{key}"
             # Below a suspicious field everything is, except ids, counts and times (`job_id`).
-            child_suspicious = secret_patterns.is_suspicious_name(key) or (
-                suspicious and not secret_patterns.is_plain_name(key)
-            )
+            child_suspicious = is_suspicious_name(key) or (suspicious and not is_plain_name(key))
             inner = list(_walk(item, child, child_suspicious, depth + 1))
             yield from inner
-            if not inner and secret_patterns.is_secret_field_name(key) and _holds_something(item):
+            if not inner and is_secret_name(key) and _holds_something(item):
                 yield _Hit(
                     child,
-                    secret_patterns.SECRET_NAMED_FIELD,
+                    SECRET_NAMED_FIELD,
                     "JSON field named like a secret holds a value",
-                    secret_patterns.fingerprint(
+                    fingerprint_of(
                         item if isinstance(item, str) else json.dumps(item, sort_keys=True, default=str)
                     ),
                 )
@@ -619,17 +629,13 @@ def _holds_something(value: Any) -> bool:
 
 
 def _text_hits(text: str, path: str, suspicious: bool) -> Iterator[_Hit]:
-    matches = secret_patterns.find_secrets(text)
+    matches = find_secrets(text)
     if not matches and suspicious:
-        matches = secret_patterns.find_high_entropy(text)
+        matches = find_high_entropy(text)
     for match in matches:
         secret = text[match.start : match.end]
-        key_hash = (
-            hash_api_key(secret)
-            if match.kind == secret_patterns.CONVERGENCE_KEY and secret.isascii()
-            else None
-        )
-        yield _Hit(path, match.kind, match.reason, secret_patterns.fingerprint(secret), key_hash)
+        key_hash = hash_api_key(secret) if match.kind == CONVERGENCE_KEY and secret.isascii() else None
+        yield _Hit(path, match.kind, match.reason, fingerprint_of(secret), key_hash)
 
 
 def _name_leaked_keys(report: GenaiSafetyReport, key_hashes: dict[int, str]) -> None:
@@ -652,7 +658,7 @@ def _scanned(schema_field: bigquery.SchemaField) -> bool:
 
 
 def _suspicious(name: str) -> bool:
-    return secret_patterns.is_suspicious_name(name)
+    return is_suspicious_name(name)
 
 
 def _quotable(name: str) -> bool:
@@ -684,9 +690,9 @@ def _row_key(row: Mapping[str, Any], key_column: str | None) -> dict[str, str] |
         return None
     value = row.get(key_column)
     text = "" if value is None else str(value)
-    if secret_patterns.find_secrets(text):
+    if find_secrets(text):
         # The key itself is a secret: name it by fingerprint only.
-        return {key_column: f"<redacted {secret_patterns.fingerprint(text)}>"}
+        return {key_column: f"<redacted {fingerprint_of(text)}>"}
     return {key_column: text[:200]}
 
 
@@ -700,8 +706,8 @@ def _column_paths(schema: Sequence[bigquery.SchemaField], prefix: str = "") -> I
 
 def _safe_name(name: str) -> str:
     """A table or column name for the report, unless the name itself carries a secret."""
-    if secret_patterns.find_secrets(name):
-        return f"<name {secret_patterns.fingerprint(name)}>"
+    if find_secrets(name):
+        return f"<name {fingerprint_of(name)}>"
     return name
 
 

@@ -30,6 +30,7 @@ from tenants_app.models import (
     TenantScheduledPipelineRun,
 )
 from tenants_app.repositories import central_repository
+from tenants_app.secrets import find_secret_paths
 from tenants_app.services.api_keys import bigquery_errors_translated
 from tenants_app.services.audit import audit_changes, audit_record, audit_snapshot
 from tenants_app.services.cron import cron_next, cron_validate, timezone_validate
@@ -38,7 +39,6 @@ from tenants_app.services.plans import OPERATION_CONFIGURE, OPERATION_RUN
 from tenants_app.services.quotas import subscription_require_active
 from tenants_app.services.retries import has_request_seed, is_retry_of_unknown_outcome, stable_id
 from tenants_app.services.scheduler import EnqueueEntry, manual_run_id, runs_enqueue
-from tenants_app.services.secret_patterns import find_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +49,6 @@ MAX_PARAMETERS_DEPTH = 10
 MAX_TEXT_LENGTH = 200
 # Templates name code the workers run: a conservative identifier, never free text.
 TEMPLATE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,199}$")
-# Runs and their parameters are copied into the tenant's GenAI-visible dataset: no secrets in them.
-SECRET_PARAMETER = re.compile(
-    r"(^|[_-])(secret|password|passwd|token|private[_-]?key|api[_-]?key|credentials?)($|[_-])", re.IGNORECASE
-)
 EDITABLE_FIELDS = (
     "provider",
     "domain",
@@ -431,36 +427,25 @@ def _parameters(value: Any) -> dict[str, Any] | None:
         raise _field_error("parameters", "Use plain JSON values (no NaN or Infinity).") from None
     if len(encoded.encode("utf-8", errors="surrogatepass")) > MAX_PARAMETERS_BYTES:
         raise _field_error("parameters", f"Use at most {MAX_PARAMETERS_BYTES // 1024} KiB of JSON.")
-    secret = _secret_key(value, depth=0)
-    if secret is not None:
+    _check_depth(value, depth=0)
+    # Runs and their parameters are copied into the tenant's GenAI-visible dataset: no secrets in them,
+    # under a secret's name (`dbPassword`) or a harmless one (a DSN's password, a bearer header, a key).
+    found = find_secret_paths(value, "parameters")
+    if found:
         raise _field_error(
             "parameters",
-            f"'{secret}' names or holds a secret: parameters are copied into runs that the tenant's "
+            f"'{found[0].key}' names or holds a secret: parameters are copied into runs that the tenant's "
             "GenAI tools can read. Store secrets as cloud credentials instead.",
         )
     return value
 
 
-def _secret_key(value: Any, *, depth: int, name: str = "parameters") -> str | None:
-    """The first key anywhere in `value` that names or holds a secret (or raise for too deep a document)."""
+def _check_depth(value: Any, *, depth: int) -> None:
     if depth > MAX_PARAMETERS_DEPTH:
         raise _field_error("parameters", f"Nest at most {MAX_PARAMETERS_DEPTH} levels deep.")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if SECRET_PARAMETER.search(str(key)):
-                return str(key)
-            found = _secret_key(item, depth=depth + 1, name=str(key))
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for item in value:
-            found = _secret_key(item, depth=depth + 1, name=name)
-            if found is not None:
-                return found
-    # A harmless name can still hold a secret: a DSN with its password, a bearer header, a key.
-    elif isinstance(value, str) and find_secrets(value):
-        return name
-    return None
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for item in children:
+        _check_depth(item, depth=depth + 1)
 
 
 _VALIDATORS: dict[str, Any] = {

@@ -71,9 +71,10 @@ from tenants_app.models import (
     TenantStepLog,
 )
 from tenants_app.repositories import central_repository, tenant_repository
+from tenants_app.secrets import find_secret_paths, redact_secrets
 from tenants_app.services.admin_tokens import TOKEN_PREFIX, IssuedAdminToken, token_hash
 from tenants_app.services.api_keys import bigquery_errors_translated
-from tenants_app.services.audit import SECRET_VALUE, audit_record, audit_redact
+from tenants_app.services.audit import audit_record, audit_redact
 from tenants_app.services.errors import (
     DoesNotExist,
     LeaseLost,
@@ -83,7 +84,6 @@ from tenants_app.services.errors import (
     ValidationFailed,
 )
 from tenants_app.services.quotas import quota_admit, quota_release, quota_release_if_leaked
-from tenants_app.services.secret_patterns import find_secrets, redact_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -112,17 +112,6 @@ _WORKER_ID = re.compile(r"^[A-Za-z0-9._:@/-]{1,200}$")
 _RUN_ID_MAX = 128
 _BLOCKED_CACHE_KEY = "cvg:runs:quota_blocked:v1"
 _TOKEN_ALPHABET = string.ascii_letters + string.digits
-# Worker-written JSON lands in the tenant's dataset, which GenAI tools may read: keys that name a
-# secret and values that look like one are refused (the worker gets a 400 naming the field).
-_SECRET_KEY_NAME = re.compile(
-    r"pass(word|wd|phrase)|secret|private_?key|api_?key|access_?key|credential|"
-    r"(^|_)(auth|access|refresh|bearer|id|session)_?token($|_)|^token$|^authorization$",
-    re.IGNORECASE,
-)
-_SECRET_LOOKING_VALUE = re.compile(
-    SECRET_VALUE.pattern
-    + r"|-----BEGIN [A-Z ]*PRIVATE KEY-----|\b(AKIA|ASIA)[A-Z0-9]{16}\b|\bsk-[A-Za-z0-9_-]{20,}"
-)
 
 
 # --- results ----------------------------------------------------------------------------------------
@@ -1221,11 +1210,13 @@ def _check_json(errors: dict[str, list[str]], name: str, value: Any, *, max_byte
     if len(encoded.encode()) > max_bytes:
         errors[name] = [f"At most {max_bytes // 1024} KiB of JSON."]
         return None
-    found = _secret_paths(value, name)
+    # It lands in the tenant's dataset, which GenAI tools may read: keys that name a secret and values
+    # that look like one are refused (the worker gets a 400 naming the field).
+    found = find_secret_paths(value, name)
     if found:
         errors[name] = [
             "Looks like it holds a secret (tenant datasets are readable by GenAI tools): "
-            + ", ".join(found[:5])
+            + ", ".join(secret.path for secret in found[:5])
         ]
         return None
     return value
@@ -1248,30 +1239,13 @@ def _nested_deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
-def _secret_paths(value: Any, path: str) -> list[str]:
-    if isinstance(value, Mapping):
-        found = []
-        for key, item in value.items():
-            child = f"{path}.{key}"
-            if _SECRET_KEY_NAME.search(str(key)):
-                found.append(child)
-            else:
-                found.extend(_secret_paths(item, child))
-        return found
-    if isinstance(value, list | tuple):
-        return [p for index, item in enumerate(value) for p in _secret_paths(item, f"{path}[{index}]")]
-    if isinstance(value, str) and (_SECRET_LOOKING_VALUE.search(value) or find_secrets(value)):
-        return [path]
-    return []
-
-
 def _redacted(text: str | None) -> str | None:
     """Error text from a worker, with anything that looks like a secret replaced."""
     if text is None:
         return None
-    # Worker errors quote connection strings, headers and tracebacks: the shared detectors (bearer
-    # tokens, JWTs, URL passwords, service-account JSON...) go further than our own key pattern.
-    return redact_secrets(_SECRET_LOOKING_VALUE.sub("[redacted]", str(text)))[:MAX_ERROR_LENGTH]
+    # Worker errors quote connection strings, headers and tracebacks (bearer tokens, JWTs, URL
+    # passwords, service-account JSON...).
+    return redact_secrets(str(text))[:MAX_ERROR_LENGTH]
 
 
 # --- internals: rows and checks ---------------------------------------------------------------------

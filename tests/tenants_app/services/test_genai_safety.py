@@ -18,7 +18,7 @@ from bigquery_backend.client import BigQueryGateway, get_gateway
 from bigquery_backend.schema import Column, table_definition
 from tenants_app.models import TenantDqResult, TenantPipelineConfig, TenantPipelineRun, TenantStepLog
 from tenants_app.repositories import central_repository, tenant_repository
-from tenants_app.services import secret_patterns as sp
+from tenants_app import secrets as sp
 from tenants_app.services.datasets import central_dataset
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
 from tenants_app.services.genai_safety import (

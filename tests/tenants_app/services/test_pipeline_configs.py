@@ -106,9 +106,9 @@ def test_it_refuses_invalid_fields_naming_each(values: dict[str, Any], field: st
 @pytest.mark.parametrize(
     ("parameters", "named"),
     [
-        ({"dsn": "postgres://etl:hunter2-pass@db.example.com/warehouse"}, "dsn"),
+        ({"warehouse": "postgres://etl:hunter2-pass@db.example.com/warehouse"}, "warehouse"),
         (
-            {"auth": {"header": "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlLXZhbHVl"}},
+            {"http": {"header": "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlLXZhbHVl"}},
             "header",
         ),
         ({"hosts": ["ok.example.com", "AKIAIOSFODNN7EXAMPLE"]}, "hosts"),
