@@ -10,7 +10,8 @@ from bigquery_backend.exceptions import InvalidIdentifier
 from bigquery_backend.identifiers import check_dataset
 from tenants_app.models import CENTRAL, TENANT
 
-# The original system's pattern; it also names the tenant's dataset, so nothing else is allowed.
+# The original system's pattern (the only one: onboarding also wants lowercase for a new tenant); it also
+# names the tenant's dataset, so nothing else is allowed.
 TENANT_ID_PATTERN = re.compile(r"^[a-zA-Z0-9_]{3,50}$")
 
 CENTRAL_DATASET_LABELS = {"protection": "protected", "genai_access": "denied", "managed_by": "convergence"}

@@ -11,7 +11,6 @@ onboarding (a repeat then gets AlreadyExists).
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date
@@ -48,7 +47,12 @@ from tenants_app.services.api_keys import (
 )
 from tenants_app.services.audit import audit_record
 from tenants_app.services.bootstrap import CREATED, EXISTS, bigquery_bootstrap
-from tenants_app.services.datasets import central_dataset, tenant_dataset, tenant_dataset_labels
+from tenants_app.services.datasets import (
+    TENANT_ID_PATTERN,
+    central_dataset,
+    tenant_dataset,
+    tenant_dataset_labels,
+)
 from tenants_app.services.errors import AlreadyExists, ServiceUnavailable, ValidationFailed
 from tenants_app.services.plans import Plan, plan_get
 from tenants_app.services.retries import is_retry_of_unknown_outcome
@@ -65,9 +69,6 @@ READER_ACCESS = "reader_access"
 API_KEY = "api_key"
 ONBOARDING_STEPS: tuple[str, ...] = (PROFILE, SUBSCRIPTION, USAGE, DATASET, VIEWS, READER_ACCESS, API_KEY)
 
-# Stricter than the original pattern (lowercase only): the id names a dataset, a label value and the
-# literal inside the tenant's views, and must be one spelling per tenant.
-TENANT_ID_PATTERN = re.compile(r"^[a-z0-9_]{3,50}$")
 # Names that would shadow a dataset, an API path or a role; the central dataset's name is added at run time.
 RESERVED_TENANT_IDS: frozenset[str] = frozenset(
     {
@@ -230,7 +231,13 @@ def _clean(*, tenant_id: str, company_name: str, admin_email: str, plan: str, cr
     errors: dict[str, list[str]] = {}
 
     dataset_id = ""
-    if not isinstance(tenant_id, str) or not TENANT_ID_PATTERN.fullmatch(tenant_id):
+    # The original pattern (datasets.TENANT_ID_PATTERN), in lowercase only for a new tenant: the id
+    # names a dataset, a label value and the literal inside the tenant's views, one spelling per tenant.
+    if (
+        not isinstance(tenant_id, str)
+        or not TENANT_ID_PATTERN.fullmatch(tenant_id)
+        or tenant_id != tenant_id.lower()
+    ):
         errors["tenant_id"] = ["Use 3-50 lowercase letters, digits or underscores."]
     elif tenant_id.startswith("_"):
         # BigQuery hides datasets whose name starts with an underscore.
@@ -598,8 +605,8 @@ def _lost_initial_key(request: _Request) -> IssuedApiKey | None:
 def tenant_view_query(project: str, model: type[BigQueryModel], tenant_id: str) -> str:
     """SQL of the tenant's read-only view over its own rows of a central table."""
     # A view body cannot take query parameters, so the tenant id is embedded as a literal. That is
-    # safe only because it matched ^[a-z0-9_]{3,50}$ (no quote or backslash can reach the SQL): checked
-    # again here so that no other caller can skip it.
+    # safe only because it matches TENANT_ID_PATTERN (letters, digits, `_`: no quote or backslash can
+    # reach the SQL): checked again here so that no other caller can skip it.
     if not TENANT_ID_PATTERN.fullmatch(tenant_id):
         raise ValidationFailed(f"tenant id {tenant_id!r} cannot be used in a view")
     definition = table_definition(model)
