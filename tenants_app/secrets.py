@@ -1,21 +1,19 @@
 """What is a secret: the one place that decides it, for names and for values.
 
-Names: `is_secret_name` splits a field, column, parameter or header name into words (camelCase,
-PascalCase, snake_case, kebab-case, SCREAMING_CASE, dotted) and looks for a word or compound of the
-vocabulary below (`dbPassword`, `tokens`, `connection_strings`, `x-api-key`, `AWS_SECRET_ACCESS_KEY`).
-A term followed by a word that says what the value is *about* (`token_count`, `password_changed_at`,
-`api_key_id`, `secret_name`) names no secret. `is_sensitive_name` adds what is derived from a secret
-(`*_hash`, `encrypted_*`, `payload`, `plaintext`): never copied into an audit entry or a log line.
+Names: `is_secret_name` splits a name into words (camelCase, PascalCase, snake, kebab, SCREAMING, dotted)
+and looks for a word or compound of the vocabulary below (`dbPassword`, `tokens`, `connection_strings`,
+`x-api-key`); a term followed by a word saying what the value is *about* (`token_count`, `api_key_id`,
+`password_changed_at`) names no secret. `is_sensitive_name` adds what is derived from one (`*_hash`,
+`encrypted_*`, `payload`): never copied into an audit entry or a log line.
 
-Values: `find_secrets(text)` finds well-formed secrets anywhere (our keys and tokens, private-key blocks,
-cloud and provider keys, credential headers, JWTs, passwords in URLs, values of secret-named fields) and
-says what it found (kind and span), never the secret itself. `find_high_entropy(text)` finds
-random-looking strings: noisier, for where a secret is plausible. `redact_secrets(text)` masks what
-`find_secrets` finds. For JSON-like values: `find_secret_paths` (what pipeline parameters and run
-results are refused for) and `redact_value` (what the audit log keeps).
+Values: `find_secrets(text)` finds well-formed secrets (our keys and tokens, private-key blocks, cloud and
+provider keys, credential headers, JWTs, URL passwords, values of secret-named fields) by kind and span,
+never copying them; `find_high_entropy` finds random-looking strings, for where a secret is plausible;
+`redact_secrets` masks what `find_secrets` finds. JSON-like values: `find_secret_paths` (why pipeline
+parameters and run results are refused) and `redact_value` (what the audit log keeps).
 
-Pure and fast (compiled regexes, linear scans), and no Django import at module level: logging uses this
-module while settings load, on every record.
+Pure and fast (compiled regexes, linear scans), no Django import at module level: logging uses it while
+settings load, on every record.
 """
 
 from __future__ import annotations
@@ -489,12 +487,12 @@ def looks_random(token: str) -> bool:
     upper case; words, CamelCase names and paths change class rarely (a random base62 string changes
     on ~62% of characters); short repetitive strings have low entropy.
     """
-    if not _mixed_classes(token):
+    classes = [_char_class(c) for c in token]
+    if not {0, 1, 2} <= set(classes):
         return False
     threshold = ENTROPY_THRESHOLD_SHORT if len(token) < 32 else ENTROPY_THRESHOLD
     if shannon_entropy(token) < threshold:
         return False
-    classes = [_char_class(c) for c in token]
     changes = sum(1 for a, b in itertools.pairwise(classes) if a != b)
     return changes / (len(token) - 1) >= MIN_CLASS_CHANGE_RATIO
 
@@ -601,19 +599,6 @@ def _service_account_span(text: str, start: int) -> tuple[int, int]:
     return origin, min(len(text), start + 16_000)
 
 
-def _mixed_classes(token: str) -> bool:
-    return (
-        any(c.isupper() for c in token)
-        and any(c.islower() for c in token)
-        and any(c.isdigit() for c in token)
-    )
-
-
 def _char_class(char: str) -> int:
-    if char.isupper():
-        return 0
-    if char.islower():
-        return 1
-    if char.isdigit():
-        return 2
-    return 3
+    """0 upper case, 1 lower case, 2 digit, 3 anything else."""
+    return 0 if char.isupper() else 1 if char.islower() else 2 if char.isdigit() else 3
