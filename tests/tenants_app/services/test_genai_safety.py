@@ -16,9 +16,9 @@ from google.cloud import bigquery
 from bigquery_backend import provisioning
 from bigquery_backend.client import BigQueryGateway, get_gateway
 from bigquery_backend.schema import Column, table_definition
+from tenants_app import secrets as sp
 from tenants_app.models import TenantDqResult, TenantPipelineConfig, TenantPipelineRun, TenantStepLog
 from tenants_app.repositories import central_repository, tenant_repository
-from tenants_app import secrets as sp
 from tenants_app.services.datasets import central_dataset
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
 from tenants_app.services.genai_safety import (
