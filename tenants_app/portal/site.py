@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.http import HttpRequest, HttpResponse
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from tenants_app.api.permissions import is_read_only_staff
 from tenants_app.portal.login_throttle import ThrottledAdminAuthenticationForm, throttled_response
@@ -21,6 +23,7 @@ class PortalAdminSite(admin.AdminSite):
 
     def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         """Django's admin login; a refusal for too many failures is a 429 with Retry-After."""
+        _replace_unsafe_next(request, reverse("admin:index", current_app=self.name))
         return throttled_response(super().login(request, extra_context))
 
     def each_context(self, request: HttpRequest) -> dict[str, Any]:
@@ -40,3 +43,21 @@ class PortalAdminSite(admin.AdminSite):
             *urls_pipelines.get_urls(self),
             *super().get_urls(),
         ]
+
+
+def _replace_unsafe_next(request: HttpRequest, fallback: str) -> None:
+    """An unsafe `next` (another host or scheme, or empty) becomes `fallback`, in GET and POST.
+
+    Django's login would drop it and send the user to LOGIN_REDIRECT_URL (`/accounts/profile/`), a
+    page this portal does not have; a safe `next` is kept, and Django checks it again itself.
+    """
+    for method in ("GET", "POST"):
+        data = getattr(request, method)
+        target = data.get(REDIRECT_FIELD_NAME)
+        if target is None or url_has_allowed_host_and_scheme(
+            target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
+            continue
+        data = data.copy()
+        data[REDIRECT_FIELD_NAME] = fallback
+        setattr(request, method, data)
