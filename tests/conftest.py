@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.cache import cache
@@ -15,6 +17,7 @@ from bigquery_backend.emulator import EmulatorProcess
 from convergence.cache import embedded_cache
 from tenants_app.services.api_keys import last_used_recorder
 from tenants_app.services.bootstrap import bigquery_bootstrap
+from tests.support.bigquery_realism import BigQueryRealismProxy, realism_proxy
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +63,23 @@ def _fresh_cache() -> Iterator[None]:
 @pytest.fixture
 def gateway() -> BigQueryGateway:
     return get_gateway()
+
+
+@pytest.fixture
+def realistic_bigquery(bigquery_emulator: EmulatorProcess) -> Iterator[Callable[..., BigQueryRealismProxy]]:
+    """Starts a BigQuery realism proxy (tests/support/bigquery_realism.py) and points the app at it.
+
+    `realistic_bigquery(scale=0.1, conflict_probability=0.2, ...)` takes `BigQueryRealismProxy`'s
+    options; the app's gateway talks through it until the test ends.
+    """
+    with ExitStack() as stack:
+
+        def start(**options: Any) -> BigQueryRealismProxy:
+            proxy = stack.enter_context(realism_proxy(bigquery_emulator.url, **options))
+            stack.enter_context(override_settings(BIGQUERY_EMULATOR_HOST=proxy.url))
+            return proxy
+
+        yield start
 
 
 def unique_name(prefix: str) -> str:
