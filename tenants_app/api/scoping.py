@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tenants_app.api.permissions import StaffOrTenantScope
+from tenants_app.services.actors import ACTOR_FIELDS, actor_masked
 from tenants_app.services.tenants import tenant_get
 
 
@@ -48,16 +49,13 @@ class TenantScopedApi(APIView):
         return f"user:{user.get_username()}"
 
 
-ACTOR_FIELDS = frozenset({"created_by", "updated_by", "revoked_by"})
-
-
 def _mask_staff(data: Any) -> Any:
-    """Replace `user:<name>` actors with `staff` anywhere in a response body."""
+    """Mask staff actors (`actors.actor_masked`) anywhere in a response body."""
     if isinstance(data, list):
         return [_mask_staff(item) for item in data]
     if isinstance(data, dict):
         return {
-            key: "staff" if key in ACTOR_FIELDS and str(value).startswith("user:") else _mask_staff(value)
+            key: actor_masked(value) if key in ACTOR_FIELDS else _mask_staff(value)
             for key, value in data.items()
         }
     return data

@@ -39,6 +39,7 @@ from tenants_app.models import (
     TenantUsageQuota,
 )
 from tenants_app.repositories import central_repository
+from tenants_app.services.actors import ACTOR_FIELDS, actor_masked_sql
 from tenants_app.services.api_keys import (
     DEFAULT_API_KEY_SCOPES,
     IssuedApiKey,
@@ -611,8 +612,11 @@ def tenant_view_query(project: str, model: type[BigQueryModel], tenant_id: str) 
         raise ValidationFailed(f"tenant id {tenant_id!r} cannot be used in a view")
     definition = table_definition(model)
     # Columns listed, not `*`: a column added to the central table later stays out of the tenant's
-    # view until somebody decides it belongs there.
-    columns = ", ".join(quote_column(name) for name in definition.column_names)
+    # view until somebody decides it belongs there. Actors are masked as the API masks them.
+    columns = ", ".join(
+        actor_masked_sql(name) if name in ACTOR_FIELDS else quote_column(name)
+        for name in definition.column_names
+    )
     table = quote_table(project, central_dataset(), definition.name)
     return f"SELECT {columns} FROM {table} WHERE `tenant_id` = '{tenant_id}'"  # noqa: S608
 

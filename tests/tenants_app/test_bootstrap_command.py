@@ -15,7 +15,15 @@ from bigquery_backend.client import BigQueryGateway
 from bigquery_backend.emulator import free_port
 from bigquery_backend.exceptions import NotFound
 from bigquery_backend.schema import table_definition
-from tenants_app.models import CENTRAL_MODELS, TENANT_MODELS, TenantProfile, TenantUsageQuota
+from tenants_app.models import (
+    CENTRAL_MODELS,
+    TENANT_MODELS,
+    TenantPipelineConfig,
+    TenantProfile,
+    TenantUsageQuota,
+)
+from tenants_app.repositories import central_repository
+from tenants_app.services.onboarding import tenant_onboard
 from tests.conftest import unique_name
 
 
@@ -230,3 +238,43 @@ def test_it_fails_with_a_clear_error_when_credentials_are_missing(
 
     with pytest.raises(CommandError, match="credentials"):
         bootstrap()
+
+
+def test_it_brings_an_existing_tenants_views_up_to_the_current_query(
+    central_dataset: str, gateway: BigQueryGateway
+) -> None:
+    bootstrap()
+    tenant_id = unique_name("views")
+    tenant_onboard(
+        tenant_id=tenant_id,
+        company_name="Views Ltd",
+        admin_email="ops@views.example",
+        plan="STARTER",
+        created_by="t",
+    )
+    central_repository(TenantPipelineConfig).insert(
+        TenantPipelineConfig(
+            config_id=f"{tenant_id}_cfg",
+            tenant_id=tenant_id,
+            provider="GCP",
+            domain="billing",
+            pipeline_template="daily_costs",
+            schedule_cron="0 3 * * *",
+            created_by="user:admin",
+        )
+    )
+    # The view as an onboarding made it before actors were masked.
+    view = gateway.get_table(tenant_id, "tenant_pipeline_configs")
+    view.view_query = f"SELECT * FROM `{gateway.project}.{central_dataset}.tenant_pipeline_configs`"
+    gateway.update_table(view, ["view_query"])
+
+    planned = bootstrap_json("--dry-run")["views"]
+    output = bootstrap("--verbosity", "2")
+
+    assert "tenant_pipeline_configs" in planned[tenant_id]
+    assert "Replaced the query of" in output
+    assert tenant_id in output
+    rows = gateway.query(
+        f"SELECT created_by FROM `{gateway.project}.{tenant_id}.tenant_pipeline_configs`"
+    ).rows
+    assert [row["created_by"] for row in rows] == ["staff"]

@@ -9,12 +9,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from bigquery_backend.exceptions import BigQueryError, InvalidInput
 from tenants_app.services.bootstrap import CREATED, DRIFT, EXISTS, UPDATED, TableReport, bigquery_bootstrap
+from tenants_app.services.tenant_views import tenant_views_refresh, tenant_views_refresh_all
 
 
 class Command(BaseCommand):
     help = (
         "Create the central tenants dataset and its tables (or, with --tenant, one tenant's dataset), "
-        "check live schemas against the models, and report drift. Safe to run again at any time."
+        "check live schemas against the models, and report drift; bring existing tenants' views up to "
+        "the current query. Safe to run again at any time."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -39,13 +41,14 @@ class Command(BaseCommand):
                 update_schema=options["update_schema"],
                 on_table=on_table,
             )
+            views = self._refresh_views(options["tenant"], dry_run=options["dry_run"])
         except InvalidInput as exc:
             raise CommandError(str(exc)) from None
         except BigQueryError as exc:
             raise CommandError(f"BigQuery: {exc}") from None
 
         if as_json:
-            self.stdout.write(json.dumps(report.as_dict(), indent=2, sort_keys=True))
+            self.stdout.write(json.dumps({**report.as_dict(), "views": views}, indent=2, sort_keys=True))
         elif verbosity >= 1:
             prefix = "Dry run: would create" if report.dry_run else "Created"
             created = report.count(f"would_{CREATED}") if report.dry_run else report.count(CREATED)
@@ -57,11 +60,24 @@ class Command(BaseCommand):
                 f"{prefix} {created} table(s); {report.count(EXISTS)} already existed; "
                 f"{updated} updated; {report.count(DRIFT)} with drift. Dataset: {datasets}."
             )
+            verb = "Would replace" if report.dry_run else "Replaced"
+            count = sum(len(names) for names in views.values())
+            self.stdout.write(f"{verb} the query of {count} view(s) of {len(views)} tenant(s).")
+            for tenant_id, names in views.items() if verbosity >= 2 else ():
+                self.stdout.write(f"  {tenant_id}: {', '.join(names)}")
         if report.has_drift and not options["allow_drift"]:
             raise CommandError(
                 "schema drift found (see above); --update-schema adds missing NULLABLE columns, "
                 "--allow-drift accepts the rest"
             )
+
+    @staticmethod
+    def _refresh_views(tenant_id: str | None, *, dry_run: bool) -> dict[str, list[str]]:
+        """Views whose query changed since their tenant was onboarded: tenant id -> view names."""
+        if tenant_id is None:
+            return tenant_views_refresh_all(dry_run=dry_run)
+        names = tenant_views_refresh(tenant_id=tenant_id, dry_run=dry_run)
+        return {tenant_id: names} if names else {}
 
     def _print_table(self, table: TableReport) -> None:
         name = f"{table.dataset}.{table.table}"
