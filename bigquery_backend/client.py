@@ -1,24 +1,47 @@
-"""The one BigQuery client: lazily created, cached, bounded, counted, with errors mapped."""
+"""The one BigQuery client: lazily created, cached, bounded, counted, retried by one policy, errors mapped.
+
+The retry policy (`is_retryable_refusal`, `refusal_retry`): a statement BigQuery refused or aborted
+before it changed anything (too many DML statements queued on the table, a concurrent-update abort, a
+rate limit, a backend or internal error, a 5xx) is run again, with exponential backoff and jitter,
+until BIGQUERY_RETRY_DEADLINE_SECONDS; then `Busy`, which the API answers 503 with Retry-After. Caller
+errors are never retried. A statement whose outcome is unknown (its answer timed out or was lost) is
+never started again as a new job: statements that may change data run as jobs with ids of our own, so
+the library's re-send of the same jobs.insert finds the existing job (BigQuery answers 409) and the
+gateway waits for that job instead of running the DML twice. Reads go through jobs.query, one round
+trip, and are safe to send again.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import requests.exceptions
 from django.conf import settings
 from google.api_core import exceptions as google_exceptions
+from google.api_core import retry as api_retry
 from google.api_core.client_options import ClientOptions
 from google.auth import exceptions as auth_exceptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
-from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY, DEFAULT_RETRY
+from google.cloud.bigquery.retry import DEFAULT_RETRY
 
-from bigquery_backend.exceptions import BackendUnavailable, BigQueryError, Conflict, InvalidInput, NotFound
+from bigquery_backend.exceptions import (
+    BackendUnavailable,
+    BigQueryError,
+    Busy,
+    Conflict,
+    InvalidInput,
+    NotFound,
+)
 from bigquery_backend.identifiers import check_dataset, check_project, check_table
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -62,7 +85,9 @@ class BigQueryGateway:
         # The library defaults retry for up to 10 minutes (and a 500 from the emulator triggers
         # exactly that), so every call gets the same bounded policy.
         self.retry = DEFAULT_RETRY.with_timeout(retry_deadline)
-        self.job_retry = DEFAULT_JOB_RETRY.with_timeout(retry_deadline)
+        self.job_retry = refusal_retry(retry_deadline)
+        # After a 409 on our own job id the job exists, but a lookup may not see it for a moment.
+        self._job_lookup_retry = self.retry.with_predicate(_job_appears_or_transient)
         self._counter_lock = threading.Lock()
         self._counters: list[JobCounter] = [JobCounter(record_statements=False)]
 
@@ -99,29 +124,75 @@ class BigQueryGateway:
         """Run one parameterized statement as one job and return its rows and affected-row count."""
         config = bigquery.QueryJobConfig(query_parameters=list(parameters))
         self._record(job=sql)
+        if is_read_only(sql):
+            return self._call(lambda: self._read(sql, config))
+        return self._call(lambda: self._write(sql, config))
 
-        def run() -> QueryResult:
-            # query_and_wait uses jobs.query: one round trip for short statements instead of
-            # insert + poll + fetch (bench/repository_latency.py compares both).
-            rows = self.client.query_and_wait(
+    def _read(self, sql: str, config: bigquery.QueryJobConfig) -> QueryResult:
+        # query_and_wait uses jobs.query: one round trip for short statements instead of insert + poll +
+        # fetch (bench/repository_latency.py compares both). A read is safe to send again.
+        rows = self.client.query_and_wait(
+            sql,
+            job_config=config,
+            location=self.location,
+            api_timeout=self.timeout,
+            wait_timeout=self.timeout,
+            retry=self.retry,
+            job_retry=self.job_retry,
+        )
+        if not rows.schema and rows.num_dml_affected_rows is None and rows.job_id:
+            # No result columns: a failed statement whose jobs.query answer carried the failure only in
+            # `errors`, which the library ignores (the emulator answers so; BigQuery answers 4xx). The
+            # job's own status is authoritative.
+            self._raise_if_failed(rows.job_id)
+        return QueryResult(rows=[dict(row.items()) for row in rows], affected_rows=rows.num_dml_affected_rows)
+
+    def _write(self, sql: str, config: bigquery.QueryJobConfig) -> QueryResult:
+        """A statement that may change data: jobs of our own ids, again only after a refusal."""
+        job_ids = _JobIds()
+        return self.job_retry(lambda: self._run_job(sql, config, job_ids))()
+
+    def _run_job(self, sql: str, config: bigquery.QueryJobConfig, job_ids: _JobIds) -> QueryResult:
+        job_id = job_ids.current
+        try:
+            job = self._insert_job(sql, config, job_id)
+        except google_exceptions.ClientError:
+            # A 4xx: BigQuery did not start this job (or failed it at once). A retry is a new job; after
+            # a 5xx or a lost answer the same id is sent again, since the job may exist.
+            job_ids.advance()
+            raise
+        try:
+            rows = job.result(timeout=self.timeout, retry=self.retry, job_retry=None)
+        except Exception as exc:
+            if job.error_result is None:
+                # Its polls failed, not the job: it may have run, so it is never started again.
+                raise BackendUnavailable(
+                    f"BigQuery did not report the outcome of job {job_id}: {_short_message(exc)}"
+                ) from exc
+            job_ids.advance()
+            raise
+        return QueryResult(rows=[dict(row.items()) for row in rows], affected_rows=job.num_dml_affected_rows)
+
+    def _insert_job(self, sql: str, config: bigquery.QueryJobConfig, job_id: str) -> bigquery.QueryJob:
+        try:
+            # The library re-sends the same jobs.insert (same id) after a timeout or a 5xx.
+            return self.client.query(
                 sql,
                 job_config=config,
+                job_id=job_id,
                 location=self.location,
-                api_timeout=self.timeout,
-                wait_timeout=self.timeout,
+                timeout=self.timeout,
                 retry=self.retry,
-                job_retry=self.job_retry,
+                job_retry=None,
             )
-            if not rows.schema and rows.num_dml_affected_rows is None and rows.job_id:
-                # Neither result columns nor a DML count: DDL, or a failed statement whose jobs.query
-                # answer carried the failure only in `errors`, which the library ignores (the
-                # emulator answers so; BigQuery answers 4xx). The job's own status is authoritative.
-                self._raise_if_failed(rows.job_id)
-            return QueryResult(
-                rows=[dict(row.items()) for row in rows], affected_rows=rows.num_dml_affected_rows
+        except google_exceptions.Conflict:
+            # Our id exists: an earlier send of this very attempt reached BigQuery and only its answer was
+            # lost. That job is the statement; wait for it rather than run the DML a second time.
+            self._record()
+            job = self.client.get_job(
+                job_id, location=self.location, retry=self._job_lookup_retry, timeout=self.timeout
             )
-
-        return self._call(run)
+            return cast(bigquery.QueryJob, job)  # the id is of a query job: ours
 
     def _raise_if_failed(self, job_id: str) -> None:
         self._record()
@@ -219,9 +290,116 @@ class BigQueryGateway:
             raise map_error(exc) from exc
 
 
+# --- the retry policy ------------------------------------------------------------------------------
+# Reasons (`errors[].reason`) and message parts of refusals: BigQuery did not run the statement, or
+# aborted it before it changed anything, so running it again is safe and soon succeeds. Sources:
+# google.cloud.bigquery.retry (the library's own retryable reasons), the DML concurrency limits
+# (https://cloud.google.com/bigquery/docs/data-manipulation-language: "Too many DML statements
+# outstanding against table ..., limit is 20", reason resourcesExceeded) and concurrent-update aborts
+# (https://cloud.google.com/bigquery/docs/troubleshoot-queries, reason invalidQuery). Both of those
+# come with HTTP 400 and reasons that other, genuine errors share, hence the messages.
+_REFUSAL_REASONS = frozenset(
+    {
+        "rateLimitExceeded",
+        "jobRateLimitExceeded",
+        "backendError",
+        "jobBackendError",
+        "internalError",
+        "jobInternalError",
+        "badGateway",
+    }
+)
+_REFUSAL_MESSAGES = ("too many dml statements outstanding", "due to concurrent update")
+BACKOFF_INITIAL_SECONDS = 0.25
+BACKOFF_MAXIMUM_SECONDS = 4.0
+# What a Busy tells the caller: a table's DML queue drains, and a rate limit reopens, within seconds.
+BUSY_RETRY_AFTER_SECONDS = 5
+# The library's own rule for transient API errors (timeouts, 5xx, rate limits).
+_TRANSIENT = DEFAULT_RETRY._predicate
+
+
+def is_refusal(reason: str | None, message: str | None) -> bool:
+    """True for a refusal (module docstring) given a BigQuery error's reason and message."""
+    text = (message or "").lower()
+    return reason in _REFUSAL_REASONS or any(part in text for part in _REFUSAL_MESSAGES)
+
+
+def is_retryable_refusal(exc: BaseException) -> bool:
+    """True when `exc` (or what a RetryError gave up on) is a refusal: the statement did not run."""
+    exc = _innermost(exc)
+    if not isinstance(exc, google_exceptions.GoogleAPICallError):
+        return False
+    errors = [error for error in exc.errors or [] if isinstance(error, dict)]
+    if any(error.get("reason") for error in errors):
+        # A failed job's status is mapped to an HTTP class by the library (unknown reasons to 500):
+        # its reason says more than that class.
+        return any(is_refusal(error.get("reason"), error.get("message")) for error in errors)
+    # A 504 is a timeout (outcome unknown) and a 501 a caller error, not refusals.
+    unknown_or_caller = google_exceptions.DeadlineExceeded | google_exceptions.MethodNotImplemented
+    if isinstance(exc, google_exceptions.ServerError) and not isinstance(exc, unknown_or_caller):
+        return True
+    return isinstance(exc, google_exceptions.TooManyRequests) or is_refusal(None, exc.message)
+
+
+def refusal_retry(deadline: float) -> api_retry.Retry:
+    """The one retry of refused statements: exponential backoff with full jitter, within `deadline`."""
+    return api_retry.Retry(
+        predicate=is_retryable_refusal,
+        initial=BACKOFF_INITIAL_SECONDS,
+        maximum=BACKOFF_MAXIMUM_SECONDS,
+        multiplier=2.0,
+        timeout=deadline,
+        on_error=_log_refusal,
+    )
+
+
+def _log_refusal(exc: BaseException) -> None:
+    # The reason only: BigQuery's message can quote the statement.
+    cause = _innermost(exc)
+    reasons = [str(e.get("reason")) for e in getattr(cause, "errors", None) or [] if isinstance(e, dict)]
+    logger.info("BigQuery refused a statement (%s); retrying", ", ".join(reasons) or type(cause).__name__)
+
+
+def _job_appears_or_transient(exc: BaseException) -> bool:
+    return isinstance(exc, google_exceptions.NotFound) or bool(_TRANSIENT(exc))
+
+
+def is_read_only(sql: str) -> bool:
+    """A SELECT (or WITH ... SELECT): sending it twice changes nothing."""
+    words = sql.lstrip("( \n\t").split(None, 1)
+    return bool(words) and words[0].upper() in ("SELECT", "WITH")
+
+
+class _JobIds:
+    """Job ids of one statement's attempts: a re-send reuses the attempt's id, a new attempt gets the next."""
+
+    def __init__(self) -> None:
+        self._base = f"cvg_{uuid.uuid4().hex}"
+        self._attempt = 1
+
+    @property
+    def current(self) -> str:
+        return f"{self._base}_{self._attempt}"
+
+    def advance(self) -> None:
+        self._attempt += 1
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    # job_retry wraps the API call's retry: the error underneath both.
+    while isinstance(exc, google_exceptions.RetryError) and exc.cause is not None:
+        exc = exc.cause
+    return exc
+
+
 def map_error(exc: Exception) -> BigQueryError:
     """Translate a google-cloud / transport exception into one of ours, keeping the message."""
     message = _short_message(exc)
+    if is_retryable_refusal(exc):
+        refusal = _short_message(_innermost(exc))  # type: ignore[arg-type]
+        return Busy(
+            f"BigQuery refused the statement for now: {refusal}", retry_after=BUSY_RETRY_AFTER_SECONDS
+        )
     if isinstance(exc, google_exceptions.NotFound):
         return NotFound(message)
     if isinstance(exc, google_exceptions.Conflict | google_exceptions.PreconditionFailed):
@@ -264,19 +442,20 @@ _JOB_ERROR_REASONS: dict[str, type[BigQueryError]] = {
 
 def map_job_error(error_result: dict[str, Any]) -> BigQueryError:
     """Translate a failed job's `errorResult` into one of our exceptions."""
+    message = str(error_result.get("message") or error_result.get("reason") or "job failed")
+    if is_refusal(error_result.get("reason"), message):
+        return Busy(
+            f"BigQuery refused the statement for now: {message}", retry_after=BUSY_RETRY_AFTER_SECONDS
+        )
     error_class = _JOB_ERROR_REASONS.get(str(error_result.get("reason")), BigQueryError)
-    return error_class(str(error_result.get("message") or error_result.get("reason") or "job failed"))
+    return error_class(message)
 
 
 def _short_message(exc: Exception) -> str:
     if isinstance(exc, google_exceptions.GoogleAPICallError):
         return str(exc.message).split("\n", 1)[0]
     if isinstance(exc, google_exceptions.RetryError) and exc.cause is not None:
-        cause = exc.cause
-        # job_retry wraps the API call's retry: name the error underneath both.
-        while isinstance(cause, google_exceptions.RetryError) and cause.cause is not None:
-            cause = cause.cause
-        return f"gave up retrying: {type(cause).__name__}"
+        return f"gave up retrying: {type(_innermost(exc)).__name__}"
     return str(exc).split("\n", 1)[0]
 
 

@@ -29,3 +29,15 @@ class InvalidIdentifier(InvalidInput):
 
 class BackendUnavailable(BigQueryError):
     """BigQuery could not be reached, timed out, or refused our credentials."""
+
+
+class Busy(BackendUnavailable):
+    """BigQuery kept refusing a statement it did not run (too many DML statements queued on the table, a
+    concurrent-update abort, a rate limit, a backend error) until the gateway's retry deadline passed.
+
+    Sending the same request again later succeeds; `retry_after` is how many seconds to wait first.
+    """
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
