@@ -312,8 +312,9 @@ _REFUSAL_REASONS = frozenset(
 _REFUSAL_MESSAGES = ("too many dml statements outstanding", "due to concurrent update")
 BACKOFF_INITIAL_SECONDS = 0.25
 BACKOFF_MAXIMUM_SECONDS = 4.0
-# What a Busy tells the caller: a table's DML queue drains, and a rate limit reopens, within seconds.
-BUSY_RETRY_AFTER_SECONDS = 5
+# What a Busy tells the caller: a table's DML queue drains, and a rate limit reopens, within seconds
+# (sooner than an outage, whose 503 says 5).
+BUSY_RETRY_AFTER_SECONDS = 3
 # The library's own rule for transient API errors (timeouts, 5xx, rate limits).
 _TRANSIENT = DEFAULT_RETRY._predicate
 

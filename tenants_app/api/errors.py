@@ -26,6 +26,13 @@ _BACKEND_ERRORS: tuple[tuple[type[Exception], int, str, str], ...] = (
     (bq.NotFound, 404, "not_found", "Not found."),
     (bq.Conflict, 409, "conflict", "A concurrent change got there first; retry the request."),
     (
+        # Before BackendUnavailable, its base: BigQuery kept refusing a statement it never ran.
+        bq.Busy,
+        503,
+        "unavailable",
+        "BigQuery is busy with other changes to the same data; send the same request again later.",
+    ),
+    (
         bq.BackendUnavailable,
         503,
         "unavailable",
@@ -71,6 +78,17 @@ def _add_retry_details(response: Response, exc: ServiceError) -> None:
             body[name] = value
 
 
+def _add_busy_hint(response: Response, exc: BaseException) -> None:
+    """A 503 from BigQuery's refusals (bq.Busy, raised as such or under a service's ServiceUnavailable)
+    says when to come back: the gateway's hint, not the outage default."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, bq.Busy):
+            response["Retry-After"] = str(max(1, int(seen.retry_after)))
+            return
+        seen = seen.__cause__ or seen.__context__
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Map service, backend and DRF exceptions to one error shape, in JSON; never a 500 for bad input."""
     response = _error_for(exc, context)
@@ -87,13 +105,17 @@ def _error_for(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ServiceError):
         response = error_response(exc.status, exc.code, exc.message, exc.errors or None)
         _add_retry_details(response, exc)
+        if exc.status == 503:
+            _add_busy_hint(response, exc)
         return response
     if isinstance(exc, bq.InvalidInput) and exc.errors:
         return error_response(400, "validation_failed", "Some fields are invalid.", exc.errors)
     for error_class, status, code, message in _BACKEND_ERRORS:
         if isinstance(exc, error_class):
             logger.warning("api request failed: %s (%s)", code, type(exc).__name__)
-            return error_response(status, code, message)
+            response = error_response(status, code, message)
+            _add_busy_hint(response, exc)
+            return response
     if isinstance(exc, RequestDataTooBig):
         # Django's own body limit (DATA_UPLOAD_MAX_MEMORY_SIZE), met while DRF reads the body.
         return error_response(413, "request_too_large", "The request body is too large.")
