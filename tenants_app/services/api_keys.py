@@ -91,7 +91,7 @@ REASON_MAX_LENGTH = 500
 ACTOR_MAX_LENGTH = 254
 
 # v2: entries are {"entry", "fresh_until"}; a v1 entry of a process still running older code is never read.
-_CACHE_PREFIX = "cvg:api_key:v2:"
+_CACHE_PREFIX = "cvg:api_key:v3:"
 # Namespace of replacement key ids (uuid5): fixed, so an id is the same in every process and release.
 _ROTATION_NAMESPACE = uuid.UUID("6f1c1f0e-4a43-5d27-9a53-3c1b8f5d2a10")
 _UNKNOWN = "unknown"
@@ -338,7 +338,7 @@ def api_key_rotate(
         if old.replaced_by_key_id:
             # Linked already (maybe by a request whose answer was lost, before it cleared the
             # cache): its cached verification must not outlive the rotation on any path out of here.
-            cache.delete(_cache_key(old.api_key_hash))
+            _forget_key(old.api_key_hash)
         if old.replaced_by_key_id == replacement_id:
             # Rotated already: maybe by this very request, whose answer was lost.
             finished = _finish_lost_rotation(old, rotated_by=clean_rotated_by, grace=grace, resume=resume)
@@ -385,18 +385,18 @@ def api_key_rotate(
             linked = _link_replacement(old, issued.row, values)
         except BaseException:
             # The UPDATE may have landed with its answer lost: drop the cached verification anyway.
-            cache.delete(_cache_key(old.api_key_hash))
+            _forget_key(old.api_key_hash)
             raise
         if linked == 0:
             # Rotated or revoked by a concurrent request, which clears the cache too; so do we, for
             # the entry this request may have cached meanwhile.
-            cache.delete(_cache_key(old.api_key_hash))
+            _forget_key(old.api_key_hash)
             _discard(issued.row)
             raise ValidationFailed(
                 f"API key {api_key_id} was rotated or revoked meanwhile",
                 errors={"api_key_id": ["Rotated or revoked by a concurrent request."]},
             )
-    cache.delete(_cache_key(old.api_key_hash))
+    _forget_key(old.api_key_hash)
     _audit_rotation(old, issued.row, rotated_by=clean_rotated_by, grace=_describe(grace), values=values)
     logger.info(
         "API key %s of tenant %s rotated to %s by %s (grace %s)",
@@ -574,7 +574,7 @@ def api_key_revoke(*, tenant_id: str, api_key_id: str, reason: str, revoked_by: 
         row = _tenant_key(tenant_id, api_key_id)
         if not row.is_active:
             # Already revoked: keep the first reason and who gave it.
-            cache.delete(_cache_key(row.api_key_hash))
+            _forget_key(row.api_key_hash)
             return row
         now = timezone.now()
         values = {
@@ -584,7 +584,7 @@ def api_key_revoke(*, tenant_id: str, api_key_id: str, reason: str, revoked_by: 
             "revoked_reason": clean_reason,
         }
         _keys().update_where(values, filters={"api_key_id": api_key_id, "tenant_id": tenant_id})
-    cache.delete(_cache_key(row.api_key_hash))
+    _forget_key(row.api_key_hash)
     for name, value in values.items():
         setattr(row, name, value)
     audit_record(
@@ -632,12 +632,13 @@ def api_key_verify(*, key: str, now: datetime | None = None) -> VerifiedApiKey:
     )
 
 
-def api_key_cache_invalidate(*, tenant_id: str) -> int:
-    """Drop the cached verification of every key of a tenant (after a status change); one job."""
-    with bigquery_errors_translated():
-        rows = _keys().list(filters={"tenant_id": tenant_id})
-    cache.delete_many([_cache_key(row.api_key_hash) for row in rows])
-    return len(rows)
+def api_key_cache_invalidate(*, tenant_id: str) -> None:
+    """Make every cached verification of the tenant's keys stale (after a status change); no job.
+
+    Call it after the change is written to BigQuery: a verification that read the tenant before the
+    change was written is then stale at once, whichever process cached it and whenever it lands.
+    """
+    _bump(_tenant_generation_key(tenant_id))
 
 
 def api_key_usage_flush() -> int:
@@ -724,35 +725,85 @@ def _cache_key(key_hash: str) -> str:
     return f"{_CACHE_PREFIX}{key_hash}"
 
 
+# Why generations rather than deleting entries: a verification that read BigQuery just before a
+# revocation (or a suspension) and cached its answer just after would otherwise put back a stale "valid"
+# for API_KEY_CACHE_SECONDS. Each entry records the key's and the tenant's generation counters as they
+# were BEFORE its BigQuery reads; a change bumps the counter AFTER its BigQuery write, so any entry whose
+# reads could have missed the change carries an older generation and is never used. Counters are atomic
+# increments in the shared cache, so this holds across processes and machines.
+def _key_generation_key(key_hash: str) -> str:
+    return f"{_CACHE_PREFIX}gen:{key_hash}"
+
+
+def _tenant_generation_key(tenant_id: str) -> str:
+    return f"{_CACHE_PREFIX}tenant-gen:{tenant_id}"
+
+
+def _bump(generation_key: str) -> None:
+    # No expiry: a counter that vanished would read 0 again and could revive an entry written under 0.
+    try:
+        cache.incr(generation_key)
+    except ValueError:
+        if not cache.add(generation_key, 1, timeout=None):
+            cache.incr(generation_key)
+
+
+def _forget_key(key_hash: str) -> None:
+    """The key changed (revoked, rotated): every cached verification of it is stale from now on."""
+    _bump(_key_generation_key(key_hash))
+    cache.delete(_cache_key(key_hash))
+
+
 def _verification_entry(key_hash: str, now: datetime) -> dict[str, Any] | str:
-    """The key's entry (see `_lookup`): from the cache while fresh at `now`, else looked up and cached."""
-    cache_key = _cache_key(key_hash)
-    cached = cache.get(cache_key)
+    """The key's entry (see `_lookup`): from the cache while fresh and current, else looked up and cached.
+
+    Two cache reads on a hit (the entry with its key's generation, then the tenant's generation).
+    """
+    cache_key, key_generation_key = _cache_key(key_hash), _key_generation_key(key_hash)
+    found = cache.get_many([cache_key, key_generation_key])
+    key_generation = found.get(key_generation_key, 0)
+    cached = found.get(cache_key)
     # The entry carries its own deadline, judged by the caller's clock: the backend's TTL runs on the
     # backend's clock, which nothing can move (a test would have to sleep through it).
-    if cached is not None and cached["fresh_until"] > now:
-        return cached["entry"]
-    entry = _lookup(key_hash)
+    if cached is not None and cached["fresh_until"] > now and cached["key_generation"] == key_generation:
+        tenant_id = cached["tenant_id"]
+        if tenant_id is None or cached["tenant_generation"] == cache.get(
+            _tenant_generation_key(tenant_id), 0
+        ):
+            return cached["entry"]
+    entry, tenant_id, tenant_generation = _lookup(key_hash)
     unknown = entry == _UNKNOWN
     seconds = settings.API_KEY_NEGATIVE_CACHE_SECONDS if unknown else settings.API_KEY_CACHE_SECONDS
-    cache.set(cache_key, {"entry": entry, "fresh_until": now + timedelta(seconds=seconds)}, seconds)
+    cache.set(
+        cache_key,
+        {
+            "entry": entry,
+            "fresh_until": now + timedelta(seconds=seconds),
+            "key_generation": key_generation,
+            "tenant_id": tenant_id,
+            "tenant_generation": tenant_generation,
+        },
+        seconds,
+    )
     return entry
 
 
-def _lookup(key_hash: str) -> dict[str, Any] | str:
-    """Key row plus its tenant's status, as a cache entry (two jobs), or `_UNKNOWN` (one job)."""
+def _lookup(key_hash: str) -> tuple[dict[str, Any] | str, str | None, int]:
+    """(key row plus its tenant's status as a cache entry, its tenant, the tenant's generation read before
+    the profile) in two jobs; or (`_UNKNOWN`, None, 0) in one."""
     with bigquery_errors_translated():
         rows = _keys().list(filters={"api_key_hash": key_hash}, limit=2)
         if len(rows) != 1:
             if rows:
                 # ~238 random bits make a collision impossible in practice; refuse rather than guess.
                 logger.error("%d API key rows share one hash; refusing them", len(rows))
-            return _UNKNOWN
+            return _UNKNOWN, None, 0
         row = rows[0]
+        tenant_generation = cache.get(_tenant_generation_key(row.tenant_id), 0)
         profile = central_repository(TenantProfile).find(row.tenant_id)
     if profile is None:
-        return _UNKNOWN
-    return {
+        return _UNKNOWN, None, 0
+    entry = {
         "tenant_id": row.tenant_id,
         "api_key_id": row.api_key_id,
         "scopes": list(row.scopes),
@@ -760,6 +811,7 @@ def _lookup(key_hash: str) -> dict[str, Any] | str:
         "revoked": not row.is_active or row.revoked_at is not None,
         "tenant_status": profile.status,
     }
+    return entry, row.tenant_id, tenant_generation
 
 
 class LastUsedRecorder:

@@ -135,8 +135,7 @@ def _transition(
             f"tenant {tenant_id!r} changed meanwhile; reload", errors={"status": ["Changed meanwhile."]}
         )
     profile.status, profile.updated_at = to, changed
-    # Cached key verifications carry the tenant status: drop them so this process sees the change
-    # at once (other processes within API_KEY_CACHE_SECONDS).
+    # Cached key verifications carry the tenant status: make them stale in every process at once.
     api_key_cache_invalidate(tenant_id=tenant_id)
     return profile, previous
 

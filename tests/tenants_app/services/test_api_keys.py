@@ -6,16 +6,20 @@ import base64
 import hashlib
 import logging
 import re
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.core.cache import cache
+from django.test import override_settings
 from django.utils import timezone
 from pytest_django import Settings as SettingsWrapper
 
 from bigquery_backend.client import BigQueryGateway
+from bigquery_backend.emulator import EmulatorProcess
 from tenants_app.kms import aad_for, get_kms
 from tenants_app.models import TenantApiKey, TenantProfile, TenantStatus
 from tenants_app.repositories import central_repository
@@ -43,6 +47,8 @@ from tenants_app.services.errors import (
     TenantSuspended,
     ValidationFailed,
 )
+from tenants_app.services.tenants import tenant_suspend
+from tests.support.bigquery_proxy import Exchange, LoopbackProxy
 from tests.support.kms_fake import FakeCloudKms
 from tests.tenants_app.services.conftest import MakeTenant
 
@@ -294,9 +300,11 @@ def test_it_refuses_keys_of_a_suspended_tenant_once_the_cache_entry_is_gone(
     api_key_verify(key=issued.plaintext)
     central_repository(TenantProfile).update(tenant, {"status": TenantStatus.SUSPENDED})
 
-    # Until the entry expires (API_KEY_CACHE_SECONDS) the cached status stands: the documented bound.
+    # Changed behind the services' back: until the entry expires (API_KEY_CACHE_SECONDS) it stands.
     assert api_key_verify(key=issued.plaintext).tenant_id == tenant
-    assert api_key_cache_invalidate(tenant_id=tenant) == 1
+    with gateway.count_jobs() as counter:
+        api_key_cache_invalidate(tenant_id=tenant)
+    assert counter.jobs == 0
     with pytest.raises(TenantSuspended) as failure:
         api_key_verify(key=issued.plaintext)
     cache.clear()
@@ -305,6 +313,55 @@ def test_it_refuses_keys_of_a_suspended_tenant_once_the_cache_entry_is_gone(
 
     assert failure.value.status == 403
     assert "suspended" in failure.value.message
+
+
+class ProfileReadGate(LoopbackProxy):
+    """Relays everything, but holds the answer to the first read of a tenant profile until opened: the
+    read itself has run, so its reader goes on with what was true before."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self.reached, self.opened = threading.Event(), threading.Event()
+
+    def handle(self, exchange: Exchange) -> None:
+        statement = exchange.statement
+        if statement.startswith("SELECT") and "tenant_profiles" in statement and not self.reached.is_set():
+            answer = exchange.forward()
+            self.reached.set()
+            self.opened.wait(60)
+            exchange.answer(*answer)
+            return
+        exchange.relay()
+
+
+@pytest.mark.parametrize("change", ["revoke", "suspend"])
+def test_it_never_caches_a_verification_that_read_bigquery_before_a_revocation_or_suspension(
+    tenant: str, bigquery_emulator: EmulatorProcess, change: str
+) -> None:
+    issued = issue(tenant)
+    gate = ProfileReadGate(bigquery_emulator.url).start()
+    verifying = ThreadPoolExecutor(max_workers=1)
+    try:
+        with override_settings(BIGQUERY_EMULATOR_HOST=gate.url):
+            # This verification has read the key row and the profile (active), not yet cached them...
+            started = verifying.submit(api_key_verify, key=issued.plaintext)
+            assert gate.reached.wait(60)
+            # ...while the key is revoked or the tenant suspended; then it caches what it read.
+            if change == "revoke":
+                api_key_revoke(
+                    tenant_id=tenant, api_key_id=issued.row.api_key_id, reason="leak", revoked_by="t"
+                )
+            else:
+                tenant_suspend(tenant_id=tenant, actor="user:root")
+            gate.opened.set()
+            started.result(timeout=60)  # it began before the change: whatever it answered stands
+            refused = ApiKeyRevoked if change == "revoke" else TenantSuspended
+            with pytest.raises(refused):
+                api_key_verify(key=issued.plaintext)
+    finally:
+        gate.opened.set()
+        verifying.shutdown()
+        gate.stop()
 
 
 # --- revoke -----------------------------------------------------------------------------------------
