@@ -29,9 +29,13 @@ the emulator, each worked around in portable code elsewhere and noted here so th
 - Concurrent statements are serialized: one uvicorn event loop runs each statement synchronously on a
   single DuckDB connection, so a conditional UPDATE is atomic and concurrent ones never conflict (the
   quota race tests pass for that reason and because the statement is atomic on BigQuery too). BigQuery
-  instead may fail a mutating DML that lost a conflict on the same partition ("concurrent update");
-  `tenants_app.services.quotas` retries those. The emulator never produces that error, so the retry
-  path is not exercised here.
+  instead may fail a mutating DML that lost a conflict on the same partition ("concurrent update"),
+  and refuses DML beyond 2 running and 20 queued per table; the gateway's retry policy
+  (`client.is_retryable_refusal`) runs those again. The emulator produces neither: the realism proxy
+  of the tests (tests/support/bigquery_realism.py) adds them, with BigQuery's latency.
+- A jobs.insert with a job id that exists runs the statement again (BigQuery answers 409): the gateway
+  relies on that 409 to wait for a DML whose answer was lost instead of running it twice; the realism
+  proxy answers it as BigQuery does.
 """
 
 from __future__ import annotations

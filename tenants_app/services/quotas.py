@@ -31,7 +31,6 @@ Counter changes are not audited: they happen per run, and the runs themselves ar
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -42,7 +41,6 @@ from django.core.cache import cache
 from django.utils import timezone
 from google.cloud import bigquery
 
-from bigquery_backend.exceptions import InvalidInput
 from tenants_app.models import (
     RunState,
     TenantPipelineExecutionQueue,
@@ -79,10 +77,6 @@ CONCURRENT_RETRY_AFTER_SECONDS = 30
 WARNING_RATIO = (4, 5)  # 80%: warn when used * 5 >= limit * 4 (integers, no float rounding)
 # Tenants whose profile lets them work at all; the subscription's state then decides what they may do.
 _WORKING_TENANT_STATUSES = (TenantStatus.ACTIVE, TenantStatus.TRIAL)
-# Real BigQuery retries a mutating DML that lost a conflict on the same partition up to 3 times itself,
-# then fails it with "Could not serialize access to table ... due to concurrent update". Our conditional
-# statements are safe to run again (a failed statement changed nothing), so we retry a few more times.
-_CONFLICT_ATTEMPTS = 5
 _ADMIT_ATTEMPTS = 4
 # API-call counts per UPDATE: a CASE arm per tenant keeps the statement small enough to send and read.
 _API_CALLS_CHUNK = 200
@@ -533,17 +527,13 @@ def _reserve(tenant_id: str, day: date, limits: EffectiveLimits, now: datetime) 
 
 
 def _run_dml(sql: str, params: list[Any]) -> int:
-    """Run one DML statement, again when real BigQuery reports a concurrent-update conflict."""
+    """Run one DML statement; the rows it matched.
+
+    A concurrent-update abort (real BigQuery, when another statement changed the same table) is
+    retried by the gateway's policy: our conditional statements are safe to run again.
+    """
     gateway = central_repository(TenantUsageQuota).gateway
-    for attempt in range(1, _CONFLICT_ATTEMPTS + 1):
-        try:
-            return gateway.query(sql, params).affected_rows or 0
-        except InvalidInput as exc:
-            if "concurrent update" not in str(exc).lower() or attempt == _CONFLICT_ATTEMPTS:
-                raise
-            logger.info("usage update lost a concurrent-update conflict; attempt %d", attempt + 1)
-            time.sleep(0.2 * attempt)
-    raise AssertionError("unreachable")
+    return gateway.query(sql, params).affected_rows or 0
 
 
 def _exists_key(dataset: str, tenant_id: str, day: date) -> str:

@@ -31,8 +31,8 @@ wins), enqueues the pending slots (plus any newly due) with the same determinist
 insert-if-absent skips whatever the dead run had already written. A config with a live pending claim
 is left alone by other runs. A lost response (the claim committed but the client timed out, and its
 retry then matched nothing) still enqueues: the enqueue statements look for our claim id, which the
-first attempt wrote. A statement that real BigQuery fails for a concurrent update is repeated
-(`retry_on_conflict`): each is conditional or insert-if-absent. Deleting a config between claim and
+first attempt wrote. A statement that real BigQuery fails for a concurrent update is repeated by the
+gateway's retry policy: each is conditional or insert-if-absent. Deleting a config between claim and
 enqueue drops its slots (the join finds no config), which is what deleting means. The one residual
 double fault: a scheduler stalled for longer than the claim timeout between claim and enqueue whose
 MERGE then overlaps a recoverer's on real BigQuery, where two insert-only MERGEs do not conflict; the
@@ -55,13 +55,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 from google.cloud import bigquery
 
-from bigquery_backend.exceptions import InvalidInput
 from bigquery_backend.identifiers import quote_column
 from bigquery_backend.repository import RowChange
 from tenants_app.models import (
@@ -89,25 +88,6 @@ MAX_SLOTS_COUNTED = 1_000
 MAX_IDS_REPORTED = 50
 _SLOT_FORMAT = "%Y-%m-%dT%H:%MZ"
 _RUNNABLE_TENANT_STATUSES = (TenantStatus.ACTIVE, TenantStatus.TRIAL)
-# Real BigQuery fails a mutating DML that lost a conflict with another on the same table ("concurrent
-# update") after its own retries. Every statement here is conditional or insert-if-absent, so a failed
-# one changed nothing and running it again is safe; without this, a lost conflict would leave a claim
-# to be recovered only after the claim timeout.
-_CONFLICT_ATTEMPTS = 5
-T = TypeVar("T")
-
-
-def retry_on_conflict(statement: Callable[[], T], *, attempts: int = _CONFLICT_ATTEMPTS) -> T:
-    """Run `statement` (one safe-to-repeat DML call) again when BigQuery reports a concurrent update."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return statement()
-        except InvalidInput as exc:
-            if "concurrent update" not in str(exc).lower() or attempt == attempts:
-                raise
-            logger.info("scheduler statement lost a concurrent-update conflict; attempt %d", attempt + 1)
-            time.sleep(0.2 * attempt)
-    raise AssertionError("unreachable")
 
 
 def scheduled_run_id(config_id: str, slot: datetime) -> str:
@@ -204,9 +184,9 @@ def runs_enqueue(*, entries: Sequence[EnqueueEntry], now: datetime, claim_id: st
         "source.scheduled_time, source.priority, @now, source.config_id, 0)"
     )
     gateway = runs.gateway
-    inserted = retry_on_conflict(lambda: gateway.query(runs_sql, params).affected_rows or 0)
+    inserted = gateway.query(runs_sql, params).affected_rows or 0
     queue_params = [p for p in params if p.name not in {"config_ids", "slots", "max_retries"}]
-    retry_on_conflict(lambda: gateway.query(queue_sql, queue_params))
+    gateway.query(queue_sql, queue_params)
     return inserted
 
 
@@ -454,10 +434,8 @@ def _claim_and_enqueue(
         )
         for plan in plans
     ]
-    claimed = retry_on_conflict(
-        lambda: configs.update_many(
-            changes, shared={"scheduler_claim_id": claim_id, "scheduler_claimed_at": claimed_at}
-        )
+    claimed = configs.update_many(
+        changes, shared={"scheduler_claim_id": claim_id, "scheduler_claimed_at": claimed_at}
     )
     report.configs_lost += len(plans) - claimed
     entries = [
@@ -474,11 +452,9 @@ def _claim_and_enqueue(
             filters={"scheduler_claim_id": claim_id, "config_id__in": sorted(won)}, limit=len(plans)
         )
         won = {row.config_id for row in rows}
-    retry_on_conflict(
-        lambda: configs.update_where(
-            {"scheduler_pending_slots": None},
-            filters={"scheduler_claim_id": claim_id, "config_id__in": sorted(won)},
-        )
+    configs.update_where(
+        {"scheduler_pending_slots": None},
+        filters={"scheduler_claim_id": claim_id, "config_id__in": sorted(won)},
     )
     report.runs_enqueued += inserted
     for plan in plans:

@@ -12,7 +12,6 @@ import pytest
 from django.test import override_settings
 
 from bigquery_backend.client import get_gateway
-from bigquery_backend.exceptions import InvalidInput
 from tenants_app.models import (
     SubscriptionStatus,
     TenantPipelineConfig,
@@ -28,7 +27,6 @@ from tenants_app.services.scheduler import (
     decode_slots,
     encode_slots,
     manual_run_id,
-    retry_on_conflict,
     runs_enqueue,
     scheduled_run_id,
     scheduler_run,
@@ -387,33 +385,6 @@ def test_it_issues_the_same_number_of_jobs_for_3_and_30_due_configs() -> None:
             report = scheduler_run(now=T0 + timedelta(minutes=1), batch_size=3)
         assert (report.batches, report.configs_claimed, report.runs_enqueued) == (3, 7, 14)
         assert counter.jobs == 3 * 5 + 1  # 5 statements per batch of 3, one audit entry
-
-
-def test_it_repeats_a_statement_that_lost_a_concurrent_update_conflict() -> None:
-    # Real BigQuery fails the loser of two conflicting DML statements; the emulator serialises them, so
-    # the failure is raised here the way the gateway reports it.
-    calls: list[int] = []
-
-    def statement() -> int:
-        calls.append(1)
-        if len(calls) < 3:
-            raise InvalidInput("Could not serialize access to table t due to concurrent update")
-        return 7
-
-    assert retry_on_conflict(statement) == 7
-    assert len(calls) == 3
-
-
-def test_it_does_not_repeat_other_failures() -> None:
-    calls: list[int] = []
-
-    def statement() -> int:
-        calls.append(1)
-        raise InvalidInput("Syntax error")
-
-    with pytest.raises(InvalidInput):
-        retry_on_conflict(statement)
-    assert len(calls) == 1
 
 
 # --- daylight saving, end to end ---------------------------------------------------------------------------
