@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from tenants_app.api.scoping import TenantScopedApi
 from tenants_app.api.tenants import TenantOutputSerializer
 from tenants_app.services.subscriptions import MAX_USAGE_DAYS, subscription_get, usage_list
-from tenants_app.services.tenants import tenant_get
+from tenants_app.services.tenants import tenant_get_cached
 
 
 class MeApi(TenantScopedApi):
@@ -22,7 +22,9 @@ class MeApi(TenantScopedApi):
     @extend_schema(responses=OutputSerializer)
     def get(self, request: Request) -> Response:
         principal = request.user
-        data = {"tenant": tenant_get(tenant_id=self.tenant_id()), "api_key_id": principal.api_key_id}
+        # From the cache, like the key check before it: polling /me costs no BigQuery job.
+        tenant = tenant_get_cached(tenant_id=self.tenant_id())
+        data = {"tenant": tenant, "api_key_id": principal.api_key_id}
         data["scopes"] = list(principal.scopes)
         return Response(self.OutputSerializer(data).data)
 

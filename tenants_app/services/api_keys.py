@@ -51,6 +51,7 @@ from tenants_app.services.errors import (
     TenantSuspended,
     ValidationFailed,
 )
+from tenants_app.services.generations import bump, generation, generations, key_subject, tenant_subject
 from tenants_app.services.retries import has_request_seed, is_retry_of_unknown_outcome, stable_id
 
 logger = logging.getLogger(__name__)
@@ -638,7 +639,7 @@ def api_key_cache_invalidate(*, tenant_id: str) -> None:
     Call it after the change is written to BigQuery: a verification that read the tenant before the
     change was written is then stale at once, whichever process cached it and whenever it lands.
     """
-    _bump(_tenant_generation_key(tenant_id))
+    bump(tenant_subject(tenant_id))
 
 
 def api_key_usage_flush() -> int:
@@ -725,51 +726,27 @@ def _cache_key(key_hash: str) -> str:
     return f"{_CACHE_PREFIX}{key_hash}"
 
 
-# Why generations rather than deleting entries: a verification that read BigQuery just before a
-# revocation (or a suspension) and cached its answer just after would otherwise put back a stale "valid"
-# for API_KEY_CACHE_SECONDS. Each entry records the key's and the tenant's generation counters as they
-# were BEFORE its BigQuery reads; a change bumps the counter AFTER its BigQuery write, so any entry whose
-# reads could have missed the change carries an older generation and is never used. Counters are atomic
-# increments in the shared cache, so this holds across processes and machines.
-def _key_generation_key(key_hash: str) -> str:
-    return f"{_CACHE_PREFIX}gen:{key_hash}"
-
-
-def _tenant_generation_key(tenant_id: str) -> str:
-    return f"{_CACHE_PREFIX}tenant-gen:{tenant_id}"
-
-
-def _bump(generation_key: str) -> None:
-    # No expiry: a counter that vanished would read 0 again and could revive an entry written under 0.
-    try:
-        cache.incr(generation_key)
-    except ValueError:
-        if not cache.add(generation_key, 1, timeout=None):
-            cache.incr(generation_key)
-
-
 def _forget_key(key_hash: str) -> None:
     """The key changed (revoked, rotated): every cached verification of it is stale from now on."""
-    _bump(_key_generation_key(key_hash))
+    bump(key_subject(key_hash))
     cache.delete(_cache_key(key_hash))
 
 
 def _verification_entry(key_hash: str, now: datetime) -> dict[str, Any] | str:
     """The key's entry (see `_lookup`): from the cache while fresh and current, else looked up and cached.
 
-    Two cache reads on a hit (the entry with its key's generation, then the tenant's generation).
+    Two cache reads on a hit: the entry with its key's generation, then its tenant's generation
+    (tenants_app/services/generations.py says why generations, not deletes).
     """
-    cache_key, key_generation_key = _cache_key(key_hash), _key_generation_key(key_hash)
-    found = cache.get_many([cache_key, key_generation_key])
-    key_generation = found.get(key_generation_key, 0)
+    cache_key, subject = _cache_key(key_hash), key_subject(key_hash)
+    current, found = generations([subject], also=[cache_key])
+    key_generation = current[subject]
     cached = found.get(cache_key)
     # The entry carries its own deadline, judged by the caller's clock: the backend's TTL runs on the
     # backend's clock, which nothing can move (a test would have to sleep through it).
     if cached is not None and cached["fresh_until"] > now and cached["key_generation"] == key_generation:
         tenant_id = cached["tenant_id"]
-        if tenant_id is None or cached["tenant_generation"] == cache.get(
-            _tenant_generation_key(tenant_id), 0
-        ):
+        if tenant_id is None or cached["tenant_generation"] == generation(tenant_subject(tenant_id)):
             return cached["entry"]
     entry, tenant_id, tenant_generation = _lookup(key_hash)
     unknown = entry == _UNKNOWN
@@ -799,7 +776,7 @@ def _lookup(key_hash: str) -> tuple[dict[str, Any] | str, str | None, int]:
                 logger.error("%d API key rows share one hash; refusing them", len(rows))
             return _UNKNOWN, None, 0
         row = rows[0]
-        tenant_generation = cache.get(_tenant_generation_key(row.tenant_id), 0)
+        tenant_generation = generation(tenant_subject(row.tenant_id))
         profile = central_repository(TenantProfile).find(row.tenant_id)
     if profile is None:
         return _UNKNOWN, None, 0

@@ -41,6 +41,7 @@ from tenants_app.services.audit import (
     current_audit_context,
 )
 from tenants_app.services.errors import DoesNotExist, SubscriptionCancelled, ValidationFailed
+from tenants_app.services.generations import bump, tenant_subject
 from tenants_app.services.onboarding import usage_id_for
 from tenants_app.services.plans import (
     STATUS_TRANSITIONS,
@@ -286,6 +287,7 @@ def _apply_plan(tenant_id: str, subscription: TenantSubscription, new_plan: Plan
         {"subscription_plan": new_plan.name, "updated_at": timezone.now()},
         filters={"tenant_id": tenant_id, "subscription_plan__ne": new_plan.name},
     )
+    bump(tenant_subject(tenant_id))  # the profile names the plan: cached profiles are stale
     subscription_limits_forget(tenant_id=tenant_id)
     if changed:
         old, new = audit_changes(before, _limit_snapshot(subscription))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.utils import timezone
@@ -16,6 +18,7 @@ from tenants_app.services.api_keys import api_key_cache_invalidate
 from tenants_app.services.audit import audit_changes, audit_record
 from tenants_app.services.datasets import tenant_dataset
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
+from tenants_app.services.generations import bump, generations, tenant_subject
 from tenants_app.services.onboarding import tenant_views_unauthorize
 from tenants_app.services.subscriptions import subscription_cancel
 
@@ -24,6 +27,8 @@ MAX_PAGE_SIZE = 200
 # Which states each transition may start from: anything else is a 409-free, clear 400.
 SUSPENDABLE = {TenantStatus.ACTIVE, TenantStatus.TRIAL}
 OFFBOARDED = {TenantStatus.CANCELLED, TenantStatus.DELETED}
+
+_PROFILE_CACHE_PREFIX = "cvg:tenant-profile:v1:"
 
 
 def tenant_list(
@@ -66,6 +71,21 @@ def tenant_get(*, tenant_id: str) -> TenantProfile:
     return profile
 
 
+def tenant_get_cached(*, tenant_id: str) -> TenantProfile:
+    """`tenant_get` served from the shared cache: no BigQuery job while fresh (API_KEY_CACHE_SECONDS),
+    and stale in every process at once after a change made through the services, which bump the
+    tenant's generation (generations.py)."""
+    name = f"{_PROFILE_CACHE_PREFIX}{tenant_id}"
+    current, found = generations([tenant_subject(tenant_id)], also=[name])
+    cached = found.get(name)
+    if cached is not None and cached["generation"] == current[tenant_subject(tenant_id)]:
+        return cached["profile"]
+    profile = tenant_get(tenant_id=tenant_id)
+    entry = {"generation": current[tenant_subject(tenant_id)], "profile": profile}
+    cache.set(name, entry, settings.API_KEY_CACHE_SECONDS)
+    return profile
+
+
 def tenant_update(
     *, tenant_id: str, actor: str, company_name: str | None = None, admin_email: str | None = None
 ) -> TenantProfile:
@@ -92,6 +112,7 @@ def tenant_update(
         return profile
     values["updated_at"] = timezone.now()
     central_repository(TenantProfile).update(tenant_id, values)
+    bump(tenant_subject(tenant_id))
     for name, value in values.items():
         setattr(profile, name, value)
     audit_record(
