@@ -41,7 +41,6 @@ import random
 import re
 import secrets
 import string
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -56,7 +55,6 @@ from django.core.cache import cache
 from django.utils import timezone
 from google.cloud import bigquery
 
-from bigquery_backend.exceptions import InvalidInput
 from bigquery_backend.exceptions import NotFound as BackendNotFound
 from bigquery_backend.identifiers import quote_column
 from bigquery_backend.repository import Page, Repository
@@ -105,9 +103,6 @@ CLAIM_ROUNDS = 3
 # How long an entry a cleanup moved back to the queue stays unclaimable by others: long enough for the
 # cleanup to read back which entries it moved (see _reap).
 _REAP_HOLD = timedelta(seconds=60)
-# Real BigQuery fails a mutating statement that lost a conflict on the same table with "concurrent
-# update"; our statements are conditional, so running one again is safe.
-_CONFLICT_ATTEMPTS = 5
 _WORKER_ID = re.compile(r"^[A-Za-z0-9._:@/-]{1,200}$")
 _RUN_ID_MAX = 128
 _BLOCKED_CACHE_KEY = "cvg:runs:quota_blocked:v1"
@@ -1352,27 +1347,14 @@ def _raise_not_held(*, run_id: str, tenant_id: str | None, worker_id: str) -> No
     raise LeaseLost(f"run {run_id} is not held by worker {worker_id} (it is {entry.state})")
 
 
+# A statement real BigQuery aborted for a concurrent update is run again by the gateway's retry
+# policy: ours are conditional, so that is safe.
 def _dml_update(repository: Repository[Any], values: Mapping[str, Any], filters: Mapping[str, Any]) -> int:
-    for attempt in range(1, _CONFLICT_ATTEMPTS + 1):
-        try:
-            return repository.update_where(values, filters=filters)
-        except InvalidInput as exc:
-            if "concurrent update" not in str(exc).lower() or attempt == _CONFLICT_ATTEMPTS:
-                raise
-            time.sleep(0.2 * attempt)
-    raise AssertionError("unreachable")
+    return repository.update_where(values, filters=filters)
 
 
 def _dml(sql: str, params: list[Any]) -> int:
-    gateway = _queue().gateway
-    for attempt in range(1, _CONFLICT_ATTEMPTS + 1):
-        try:
-            return gateway.query(sql, params).affected_rows or 0
-        except InvalidInput as exc:
-            if "concurrent update" not in str(exc).lower() or attempt == _CONFLICT_ATTEMPTS:
-                raise
-            time.sleep(0.2 * attempt)
-    raise AssertionError("unreachable")
+    return _queue().gateway.query(sql, params).affected_rows or 0
 
 
 def _check_worker_id(worker_id: str) -> str:
