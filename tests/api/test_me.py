@@ -6,27 +6,18 @@ import pytest
 from rest_framework.test import APIClient
 
 from bigquery_backend.client import BigQueryGateway
-from tenants_app.services.onboarding import tenant_onboard
 from tenants_app.services.subscriptions import subscription_change_plan
 from tenants_app.services.tenants import tenant_update
-from tests.conftest import unique_name
+from tests.support.people import onboard_tenant
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def tenant(central: str) -> tuple[str, APIClient]:
-    tenant_id = unique_name("me")
-    result = tenant_onboard(
-        tenant_id=tenant_id,
-        company_name="Me Ltd",
-        admin_email="me@example.com",
-        plan="STARTER",
-        created_by="t",
-    )
-    assert result.api_key is not None
+    tenant_id, key = onboard_tenant("me")
     client = APIClient()
-    client.credentials(HTTP_X_API_KEY=result.api_key.plaintext)
+    client.credentials(HTTP_X_API_KEY=key)
     return tenant_id, client
 
 
@@ -46,7 +37,7 @@ def test_it_answers_me_from_the_cache_without_a_job(
 
 def test_it_shows_a_profile_change_at_once(tenant: tuple[str, APIClient]) -> None:
     tenant_id, client = tenant
-    assert client.get("/api/v1/me").json()["tenant"]["company_name"] == "Me Ltd"
+    assert client.get("/api/v1/me").json()["tenant"]["company_name"] == "me Inc"
 
     tenant_update(tenant_id=tenant_id, actor="user:root", company_name="Renamed Ltd")
 

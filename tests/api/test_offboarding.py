@@ -14,10 +14,9 @@ from rest_framework.test import APIClient
 from bigquery_backend.emulator import EmulatorProcess
 from tenants_app.models import AuditLogEntry, TenantProfile, TenantStatus
 from tenants_app.repositories import central_repository
-from tenants_app.services.onboarding import tenant_onboard
 from tenants_app.services.tenants import tenant_offboard
-from tests.conftest import unique_name
 from tests.support.bigquery_proxy import Exchange, LoopbackProxy
+from tests.support.people import onboard_tenant
 
 pytestmark = pytest.mark.django_db
 
@@ -26,17 +25,9 @@ ApiAs = Callable[[User | None], APIClient]
 
 def onboarded(prefix: str) -> tuple[str, APIClient]:
     """A freshly onboarded tenant and a client holding its initial key."""
-    tenant_id = unique_name(prefix)
-    result = tenant_onboard(
-        tenant_id=tenant_id,
-        company_name=f"{prefix} Inc",
-        admin_email="ops@example.com",
-        plan="STARTER",
-        created_by="test",
-    )
-    assert result.api_key is not None
+    tenant_id, key = onboard_tenant(prefix)
     client = APIClient()
-    client.credentials(HTTP_X_API_KEY=result.api_key.plaintext)
+    client.credentials(HTTP_X_API_KEY=key)
     return tenant_id, client
 
 

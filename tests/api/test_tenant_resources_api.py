@@ -19,9 +19,9 @@ from tenants_app.api.idempotency import STALE_AFTER
 from tenants_app.models import IdempotencyRecord, TenantApiKey, TenantCloudCredential, TenantProfile
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import api_key_create
-from tenants_app.services.onboarding import tenant_onboard
 from tests.conftest import unique_name
 from tests.support.kms_fake import FakeCloudKms
+from tests.support.people import onboard_tenant
 from tests.support.tenant_rows import rows_left_alone
 
 pytestmark = pytest.mark.django_db
@@ -38,16 +38,7 @@ class Tenant:
 
 
 def onboard(prefix: str) -> Tenant:
-    tenant_id = unique_name(prefix)
-    result = tenant_onboard(
-        tenant_id=tenant_id,
-        company_name=f"{prefix} Inc",
-        admin_email="ops@example.com",
-        plan="STARTER",
-        created_by="test",
-    )
-    assert result.api_key is not None
-    return Tenant(tenant_id, result.api_key.plaintext)
+    return Tenant(*onboard_tenant(prefix))
 
 
 @pytest.fixture(scope="module")

@@ -61,3 +61,20 @@ def insert_subscription(tenant_id: str, plan: str = PlanName.SCALE, **values: ob
     )
     central_repository(TenantSubscription).insert(subscription)
     return subscription
+
+
+def onboard_tenant(prefix: str, *, plan: str = PlanName.STARTER) -> tuple[str, str]:
+    """A tenant onboarded through the service (dataset, rows, initial key): its id and initial key."""
+    from tenants_app.services.onboarding import tenant_onboard  # services load the app registry
+    from tests.conftest import unique_name
+
+    tenant_id = unique_name(prefix)
+    result = tenant_onboard(
+        tenant_id=tenant_id,
+        company_name=f"{prefix} Inc",
+        admin_email="ops@example.com",
+        plan=plan,
+        created_by="test",
+    )
+    assert result.api_key is not None
+    return tenant_id, result.api_key.plaintext
