@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 
 from tenants_app.api.authentication import TenantApiKeyAuthentication
 from tenants_app.models import AdminApiToken, RunState
-from tenants_app.services.admin_tokens import TOKEN_PREFIX
+from tenants_app.services.admin_tokens import TOKEN_PREFIX, is_pipeline_worker, worker_token_authenticate
 from tenants_app.services.runs import (
     COMPLETION_STATES,
     MAX_DQ_RESULTS,
@@ -28,12 +28,10 @@ from tenants_app.services.runs import (
     MAX_STEP_LOGS,
     STEP_STATES,
     ClaimedRun,
-    is_pipeline_worker,
     run_claim,
     run_complete,
     run_fail,
     run_heartbeat,
-    worker_token_authenticate,
 )
 
 EXECUTE_SCOPE = "pipelines:execute"

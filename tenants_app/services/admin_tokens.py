@@ -1,4 +1,8 @@
-"""Admin API tokens: per staff member, shown once, stored as a sha256 hash."""
+"""Admin API tokens (per staff member) and pipeline worker tokens: shown once, stored as a sha256 hash.
+
+Both kinds share one format and one table (admin_token_revoke revokes either); what a token may do
+is decided by its user: a non-staff worker's token is refused everywhere but the worker API.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import string
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.utils import timezone
 
@@ -37,6 +42,15 @@ def token_hash(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
+def _new_plaintext() -> str:
+    return TOKEN_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(40))
+
+
+def _display_prefix(plaintext: str) -> str:
+    """What lists show to tell tokens apart: the public prefix and 6 random characters."""
+    return plaintext[: len(TOKEN_PREFIX) + 6]
+
+
 def admin_token_create(
     *, user: User, name: str, expires_at: datetime | None = None, actor: str | None = None
 ) -> IssuedAdminToken:
@@ -50,12 +64,12 @@ def admin_token_create(
         errors["expires_at"] = ["Must be in the future."]
     if errors:
         raise ValidationFailed("cannot issue the token", errors=errors)
-    plaintext = TOKEN_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(40))
+    plaintext = _new_plaintext()
     token = AdminApiToken.objects.create(
         user=user,
         name=name.strip(),
         token_hash=token_hash(plaintext),
-        token_prefix=plaintext[: len(TOKEN_PREFIX) + 6],
+        token_prefix=_display_prefix(plaintext),
         expires_at=expires_at,
     )
     # Tokens live in Django's database, but the trail of who holds admin access is the audit log.
@@ -81,6 +95,15 @@ def _audit_data(token: AdminApiToken) -> dict[str, object]:
 
 def admin_token_authenticate(*, plaintext: str) -> AdminApiToken | None:
     """The live token for this plaintext, or None (unknown, revoked, expired, or user no longer staff)."""
+    token = _live_token(plaintext)
+    if token is None or not token.user.is_active or not token.user.is_staff:
+        return None
+    _note_use(token)
+    return token
+
+
+def _live_token(plaintext: str) -> AdminApiToken | None:
+    """The unrevoked, unexpired token for this plaintext (of any user), or None."""
     if not plaintext.startswith(TOKEN_PREFIX):
         return None
     token = (
@@ -88,14 +111,15 @@ def admin_token_authenticate(*, plaintext: str) -> AdminApiToken | None:
         .filter(token_hash=token_hash(plaintext), revoked_at__isnull=True)
         .first()
     )
+    if token is None or (token.expires_at is not None and token.expires_at <= timezone.now()):
+        return None
+    return token
+
+
+def _note_use(token: AdminApiToken) -> None:
     now = timezone.now()
-    if token is None or (token.expires_at is not None and token.expires_at <= now):
-        return None
-    if not token.user.is_active or not token.user.is_staff:
-        return None
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
         AdminApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-    return token
 
 
 def admin_token_revoke(*, token_id: int, user: User | None = None, actor: str | None = None) -> None:
@@ -115,3 +139,42 @@ def admin_token_revoke(*, token_id: int, user: User | None = None, actor: str | 
         before={**_audit_data(token), "revoked_at": None},
         after={"revoked_at": now},
     )
+
+
+# --- pipeline worker tokens -------------------------------------------------------------------------
+def is_pipeline_worker(user: object) -> bool:
+    """Active members of PIPELINE_WORKERS_GROUP (and superusers) may drain every tenant's queue."""
+    if not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", False):
+        return False
+    if getattr(user, "is_superuser", False):
+        return True
+    groups = getattr(user, "groups", None)
+    return groups is not None and groups.filter(name=settings.PIPELINE_WORKERS_GROUP).exists()
+
+
+def worker_token_create(*, user: User, name: str) -> IssuedAdminToken:
+    """Issue a token (shown once) for a pipeline worker account, which need not be staff."""
+    errors: dict[str, list[str]] = {}
+    if not is_pipeline_worker(user):
+        errors["user"] = [f"Only active members of the {settings.PIPELINE_WORKERS_GROUP!r} group."]
+    if not 1 <= len(name.strip()) <= 100:
+        errors["name"] = ["Use 1 to 100 characters."]
+    if errors:
+        raise ValidationFailed("cannot issue the worker token", errors=errors)
+    plaintext = _new_plaintext()
+    token = AdminApiToken.objects.create(
+        user=user,
+        name=name.strip(),
+        token_hash=token_hash(plaintext),
+        token_prefix=_display_prefix(plaintext),
+    )
+    return IssuedAdminToken(token=token, plaintext=plaintext)
+
+
+def worker_token_authenticate(*, plaintext: str) -> AdminApiToken | None:
+    """The live token of a pipeline worker for this plaintext, or None."""
+    token = _live_token(plaintext)
+    if token is None or not is_pipeline_worker(token.user):
+        return None
+    _note_use(token)
+    return token

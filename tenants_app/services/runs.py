@@ -39,8 +39,6 @@ import json
 import logging
 import random
 import re
-import secrets
-import string
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -50,7 +48,6 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.utils import timezone
 from google.cloud import bigquery
@@ -59,7 +56,6 @@ from bigquery_backend.exceptions import NotFound as BackendNotFound
 from bigquery_backend.identifiers import quote_column
 from bigquery_backend.repository import Page, Repository
 from tenants_app.models import (
-    AdminApiToken,
     DataQualityStatus,
     RunState,
     TenantDqResult,
@@ -70,7 +66,6 @@ from tenants_app.models import (
 )
 from tenants_app.repositories import central_repository, tenant_repository
 from tenants_app.secrets import find_secret_paths, redact_secrets
-from tenants_app.services.admin_tokens import TOKEN_PREFIX, IssuedAdminToken, token_hash
 from tenants_app.services.api_keys import bigquery_errors_translated
 from tenants_app.services.audit import audit_record, audit_redact
 from tenants_app.services.errors import (
@@ -106,7 +101,6 @@ _REAP_HOLD = timedelta(seconds=60)
 _WORKER_ID = re.compile(r"^[A-Za-z0-9._:@/-]{1,200}$")
 _RUN_ID_MAX = 128
 _BLOCKED_CACHE_KEY = "cvg:runs:quota_blocked:v1"
-_TOKEN_ALPHABET = string.ascii_letters + string.digits
 
 
 # --- results ----------------------------------------------------------------------------------------
@@ -168,57 +162,6 @@ class _Candidate:
     max_retries: int
     parameters: Any
     has_run_row: bool
-
-
-# --- worker tokens ----------------------------------------------------------------------------------
-def is_pipeline_worker(user: object) -> bool:
-    """Active members of PIPELINE_WORKERS_GROUP (and superusers) may drain every tenant's queue."""
-    if not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", False):
-        return False
-    if getattr(user, "is_superuser", False):
-        return True
-    groups = getattr(user, "groups", None)
-    return groups is not None and groups.filter(name=settings.PIPELINE_WORKERS_GROUP).exists()
-
-
-def worker_token_create(*, user: User, name: str) -> IssuedAdminToken:
-    """Issue a token (shown once) for a pipeline worker account, which need not be staff."""
-    errors: dict[str, list[str]] = {}
-    if not is_pipeline_worker(user):
-        errors["user"] = [f"Only active members of the {settings.PIPELINE_WORKERS_GROUP!r} group."]
-    if not 1 <= len(name.strip()) <= 100:
-        errors["name"] = ["Use 1 to 100 characters."]
-    if errors:
-        raise ValidationFailed("cannot issue the worker token", errors=errors)
-    # Same format and storage as admin tokens (revoke_admin_token revokes both); what it may do is
-    # decided by its user: a non-staff worker's token is refused everywhere but the worker API.
-    plaintext = TOKEN_PREFIX + "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(40))
-    token = AdminApiToken.objects.create(
-        user=user,
-        name=name.strip(),
-        token_hash=token_hash(plaintext),
-        token_prefix=plaintext[: len(TOKEN_PREFIX) + 6],
-    )
-    return IssuedAdminToken(token=token, plaintext=plaintext)
-
-
-def worker_token_authenticate(*, plaintext: str) -> AdminApiToken | None:
-    """The live token of a pipeline worker for this plaintext, or None."""
-    if not plaintext.startswith(TOKEN_PREFIX):
-        return None
-    token = (
-        AdminApiToken.objects.select_related("user")
-        .filter(token_hash=token_hash(plaintext), revoked_at__isnull=True)
-        .first()
-    )
-    now = timezone.now()
-    if token is None or (token.expires_at is not None and token.expires_at <= now):
-        return None
-    if not is_pipeline_worker(token.user):
-        return None
-    if token.last_used_at is None or now - token.last_used_at >= timedelta(minutes=1):
-        AdminApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-    return token
 
 
 # --- worker protocol --------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ from tenants_app.models import (
     TenantUsageQuota,
 )
 from tenants_app.repositories import central_repository
-from tenants_app.services.admin_tokens import admin_token_create
+from tenants_app.services.admin_tokens import admin_token_create, worker_token_create
 from tenants_app.services.api_keys import (
     API_KEY_SCOPES,
     IssuedApiKey,
@@ -67,7 +67,6 @@ from tenants_app.services.api_keys import (
 )
 from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.errors import ServiceError
-from tenants_app.services.runs import worker_token_create
 from tenants_app.services.tenants import tenant_reactivate
 from tests.conftest import unique_name
 from tests.support.access_matrix import Row, matches, parse_matrix, route_shape

@@ -57,13 +57,14 @@ from tenants_app.models import (
     TenantUsageQuota,
 )
 from tenants_app.repositories import central_repository, tenant_repository
+from tenants_app.services.admin_tokens import worker_token_create
 from tenants_app.services.api_keys import api_key_create, hash_api_key
 from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.datasets import central_dataset
 from tenants_app.services.onboarding import subscription_id_for, usage_id_for
 from tenants_app.services.plans import PLANS
 from tenants_app.services.quotas import usage_rows_start
-from tenants_app.services.runs import pipeline_logging_id, worker_token_create
+from tenants_app.services.runs import pipeline_logging_id
 from tests.support.bigquery_faults import BigQueryFaultProxy, Fault, ProxiedRequest
 from tests.support.people import create_superuser
 

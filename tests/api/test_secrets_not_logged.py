@@ -35,8 +35,7 @@ from tenants_app.models import (
     TenantCloudCredential,
 )
 from tenants_app.repositories import central_repository
-from tenants_app.services.admin_tokens import admin_token_create
-from tenants_app.services.runs import worker_token_create
+from tenants_app.services.admin_tokens import admin_token_create, worker_token_create
 from tests.conftest import unique_name
 from tests.support.kms_fake import FakeCloudKms
 from tests.support.log_capture import ShippedLogs, shipped_logs

@@ -8,8 +8,8 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from tenants_app.services.admin_tokens import worker_token_create
 from tenants_app.services.errors import ValidationFailed
-from tenants_app.services.runs import worker_token_create
 
 
 class Command(BaseCommand):
