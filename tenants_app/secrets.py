@@ -12,6 +12,9 @@ never copying them; `find_high_entropy` finds random-looking strings, for where 
 `redact_secrets` masks what `find_secrets` finds. JSON-like values: `find_secret_paths` (why pipeline
 parameters and run results are refused) and `redact_value` (what the audit log keeps).
 
+The shapes of keys (ours, AWS, OpenAI, Anthropic, PEM markers) live in `secret_shapes`, where the issuers
+and credential validators read them too: the detectors below add only boundaries and cut-short variants.
+
 Pure and fast (compiled regexes, linear scans), no Django import at module level: logging uses it while
 settings load, on every record.
 """
@@ -27,6 +30,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from tenants_app import secret_shapes as shapes
 
 REDACTED = "[redacted]"
 
@@ -204,6 +209,22 @@ def _names_the_secret(words: tuple[str, ...], end: int) -> bool:
 # Token boundaries: a key glued into a longer token of the same alphabet is a different string.
 _B = r"(?<![A-Za-z0-9_])"
 _E = r"(?![A-Za-z0-9_])"
+# The shapes of keys, with the boundaries and cut-short variants a text needs. Our keys cut short to 12
+# random characters still narrow a search a lot; the display prefix (6 of them) is no secret.
+_OUR_KEY = rf"{shapes.OUR_KEY_PREFIX}_{shapes.OUR_KEY_ENV}_[{shapes.OUR_KEY_ALPHABET}]{{12,}}"
+_PEM_BEGIN = shapes.pem_marker("BEGIN", shapes.PEM_PRIVATE_KEY_LABEL)
+_PEM_END = shapes.pem_marker("END", shapes.PEM_PRIVATE_KEY_LABEL)
+_AWS_ID_PREFIXES = shapes.AWS_ACCESS_KEY_ID_PREFIXES + shapes.AWS_OTHER_ID_PREFIXES
+_AWS_ID = rf"(?<![A-Z0-9])(?:{'|'.join(_AWS_ID_PREFIXES)}){shapes.AWS_ID_BODY}(?![A-Z0-9])"
+_AWS_ALPHABET = shapes.AWS_SECRET_ALPHABET
+_AWS_SECRET = (
+    rf"(?<![{_AWS_ALPHABET}])(?P<value>[{_AWS_ALPHABET}]{{{shapes.AWS_SECRET_LENGTH}}})(?![{_AWS_ALPHABET}=])"
+)
+# The Anthropic shape is an OpenAI one too; both are named so that neither can drift from the detector.
+_LLM_KEY = (
+    rf"(?<![{shapes.LLM_KEY_ALPHABET}])"
+    rf"(?:{shapes.ANTHROPIC_KEY_SHAPE.pattern}|{shapes.OPENAI_KEY_SHAPE.pattern})"
+)
 # Lowercase pieces every sensitive name contains (checked by a test against the vocabulary above).
 NAME_NEEDLES: tuple[str, ...] = (
     "pass", "pw", "secret", "token", "cred", "auth", "bearer", "cookie", "dsn", "signature", "key",
@@ -241,12 +262,12 @@ def _names_a_sensitive_field(match: re.Match[str]) -> bool:
 # Earlier detectors win where findings overlap (the more specific kind is reported).
 _DETECTORS: tuple[_Detector, ...] = (
     # `cvg_{env}_{40 base62}` (tenant keys, api_keys.py) and `cvg_admin_{40}` (admin and worker tokens,
-    # admin_tokens.py), also cut short to 12+ characters; the 6-character display prefix is no secret.
+    # admin_tokens.py), also cut short.
     _Detector(
         CONVERGENCE_KEY,
-        re.compile(r"cvg_[a-z]{2,8}_[A-Za-z0-9]{12,}"),
+        re.compile(_OUR_KEY),
         "Convergence API key or admin token (cvg_ prefix)",
-        ("cvg_",),
+        (f"{shapes.OUR_KEY_PREFIX}_",),
     ),
     # Before the private-key block it contains: the whole key file is the finding.
     _Detector(
@@ -262,27 +283,21 @@ _DETECTORS: tuple[_Detector, ...] = (
     # newlines included): the body is the secret, so redaction must not stop at the header.
     _Detector(
         PRIVATE_KEY,
-        re.compile(
-            r"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----"
-            r"(?:[\s\S]*?-----END (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=:\s\\-]*)"
-        ),
+        re.compile(rf"{_PEM_BEGIN}(?:[\s\S]*?{_PEM_END}|[A-Za-z0-9+/=:\s\\-]*)"),
         "PEM/OpenSSH/PGP private-key block",
         ("private key",),
     ),
     _Detector(
         AWS_ACCESS_KEY_ID,
-        re.compile(
-            r"(?<![A-Z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Z0-9])"
-        ),
+        re.compile(_AWS_ID),
         "AWS access key id",
-        ("akia", "asia", "agpa", "aida", "aroa", "aipa", "anpa", "anva", "abia", "acca"),
+        tuple(prefix.lower() for prefix in _AWS_ID_PREFIXES),
     ),
     # 40 base64 characters alone may be a hash or an id: trusted only next to the key's name.
     _Detector(
         AWS_SECRET_ACCESS_KEY,
         re.compile(
-            r"(?i:aws)?_?(?i:secret)_?(?i:access)?_?(?i:key)(?:_id)?[\"']?\s*[:=]\s*[\"']?"
-            r"(?<![A-Za-z0-9/+])(?P<value>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"
+            r"(?i:aws)?_?(?i:secret)_?(?i:access)?_?(?i:key)(?:_id)?[\"']?\s*[:=]\s*[\"']?" + _AWS_SECRET
         ),
         "AWS secret access key next to its name",
         ("secret",),
@@ -337,7 +352,7 @@ _DETECTORS: tuple[_Detector, ...] = (
     # OpenAI (`sk-`, `sk-proj-`) and Anthropic (`sk-ant-`) keys: both are providers tenants configure.
     _Detector(
         LLM_API_KEY,
-        re.compile(r"(?<![A-Za-z0-9_-])sk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,}"),
+        re.compile(_LLM_KEY),
         "OpenAI or Anthropic API key (sk- prefix)",
         ("sk-",),
     ),

@@ -17,10 +17,11 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from tenants_app.models import AdminApiToken
+from tenants_app.secret_shapes import ADMIN_TOKEN_PREFIX
 from tenants_app.services.audit import audit_record
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
 
-TOKEN_PREFIX = "cvg_admin_"  # noqa: S105 - a public prefix, not a secret
+TOKEN_PREFIX = ADMIN_TOKEN_PREFIX  # the shape of our keys with env `admin` (secret_shapes)
 _ALPHABET = string.ascii_letters + string.digits
 # last_used_at is for humans ("is this token still in use?"): one write a minute is plenty.
 LAST_USED_RESOLUTION = timedelta(minutes=1)

@@ -36,6 +36,7 @@ from google.cloud import bigquery
 from bigquery_backend.exceptions import BackendUnavailable, BigQueryError, InvalidInput, NotFound
 from bigquery_backend.identifiers import quote_column
 from bigquery_backend.repository import Repository
+from tenants_app import secret_shapes
 from tenants_app.kms import KmsUnavailable, aad_for, get_kms
 from tenants_app.models import AuditLogEntry, TenantApiKey, TenantProfile, TenantStatus
 from tenants_app.repositories import central_repository
@@ -78,12 +79,13 @@ ROTATION_GRACE_PERIODS: tuple[timedelta, ...] = (
     timedelta(days=7),
 )
 
-KEY_PREFIX = "cvg"
-RANDOM_LENGTH = 40
+# The key's shape is written once (secret_shapes): what we issue and accept is what the log masking finds.
+KEY_PREFIX = secret_shapes.OUR_KEY_PREFIX
+RANDOM_LENGTH = secret_shapes.OUR_KEY_RANDOM_LENGTH
 DISPLAY_RANDOM_CHARS = 6
 _BASE62 = string.ascii_letters + string.digits
 _ENVIRONMENT_PATTERN = re.compile(r"^[a-z]{2,8}$")
-_KEY_PATTERN = re.compile(rf"^{KEY_PREFIX}_(?P<env>[a-z]{{2,8}})_(?P<random>[A-Za-z0-9]{{{RANDOM_LENGTH}}})$")
+_KEY_PATTERN = secret_shapes.OUR_KEY_SHAPE
 _KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _MAX_KEY_LENGTH = 64  # longer input is never a key: refuse it before hashing or matching
 

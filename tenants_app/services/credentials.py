@@ -26,6 +26,7 @@ from typing import Any
 from django.utils import timezone
 
 from bigquery_backend.repository import Repository
+from tenants_app import secret_shapes
 from tenants_app.kms import DecryptionFailed, KmsUnavailable, aad_for, get_kms
 from tenants_app.models import (
     CredentialType,
@@ -83,17 +84,18 @@ CREDENTIAL_TYPES: dict[str, str] = {
 }
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_AWS_ACCESS_KEY_ID = re.compile(r"^(AKIA|ASIA)[A-Z0-9]{16}$")
-_AWS_SECRET = re.compile(r"^[A-Za-z0-9/+=]{40}$")
+# The shapes of secrets are written once (secret_shapes), so what we accept the detectors also find.
+_AWS_ACCESS_KEY_ID = secret_shapes.AWS_ACCESS_KEY_ID_SHAPE
+_AWS_SECRET = secret_shapes.AWS_SECRET_ACCESS_KEY_SHAPE
 _AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$")
-_OPENAI_KEY = re.compile(r"^sk-[A-Za-z0-9_-]{20,}$")
-_ANTHROPIC_KEY = re.compile(r"^sk-ant-[A-Za-z0-9_-]{20,}$")
+_OPENAI_KEY = secret_shapes.OPENAI_KEY_SHAPE
+_ANTHROPIC_KEY = secret_shapes.ANTHROPIC_KEY_SHAPE
 # Project ids, optionally domain-scoped ("example.com:my-project").
 _GCP_PROJECT_ID = re.compile(r"^([a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _GCP_PRIVATE_KEY_ID = re.compile(r"^[A-Za-z0-9]{8,128}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_PEM_BEGIN = "-----BEGIN PRIVATE KEY-----"
-_PEM_END = "-----END PRIVATE KEY-----"
+_PEM_BEGIN = secret_shapes.PEM_PRIVATE_KEY_BEGIN
+_PEM_END = secret_shapes.PEM_PRIVATE_KEY_END
 # Only field names like these are repeated back in errors; anything else could be pasted secret text.
 _SAFE_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
 
