@@ -33,12 +33,11 @@ AWS_ACCESS_KEY_ID_PREFIXES = ("AKIA", "ASIA")
 AWS_OTHER_ID_PREFIXES = ("AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "ABIA", "ACCA")
 AWS_ID_BODY = r"[A-Z0-9]{16}"
 AWS_ACCESS_KEY_ID_SHAPE = re.compile(rf"(?:{'|'.join(AWS_ACCESS_KEY_ID_PREFIXES)}){AWS_ID_BODY}")
-# The 40-character secret access key, in the base64 alphabet AWS issues it in. The validator also lets
-# `=` through, which AWS never issues; the detector, which only trusts the key next to its name, does not
-# (40 such characters followed by `=` are the middle of a longer base64 text).
+# The 40-character secret access key, in the base64 alphabet AWS issues it in (never with `=`: 40
+# such characters followed by `=` are the middle of a longer base64 text, not a key).
 AWS_SECRET_ALPHABET = "A-Za-z0-9/+"  # noqa: S105 - an alphabet, not a secret
 AWS_SECRET_LENGTH = 40
-AWS_SECRET_ACCESS_KEY_SHAPE = re.compile(rf"[{AWS_SECRET_ALPHABET}=]{{{AWS_SECRET_LENGTH}}}")
+AWS_SECRET_ACCESS_KEY_SHAPE = re.compile(rf"[{AWS_SECRET_ALPHABET}]{{{AWS_SECRET_LENGTH}}}")
 
 # --- LLM providers ----------------------------------------------------------------------------------
 # OpenAI (`sk-`, `sk-proj-`) and Anthropic (`sk-ant-`): an Anthropic key has an OpenAI key's shape too.

@@ -271,7 +271,7 @@ def _validate_aws(data: dict[str, Any]) -> dict[str, Any]:
         errors,
         "secret_access_key",
         _AWS_SECRET,
-        "Must be the 40-character secret access key (letters, digits, '/', '+', '=').",
+        "Must be the 40-character secret access key (letters, digits, '/' and '+').",
     )
     _check_pattern(data, errors, "region", _AWS_REGION, "Must be an AWS region such as us-east-1.")
     access_key_id = _string(data, "access_key_id") or ""

@@ -218,6 +218,13 @@ INVALID: list[tuple[str, str, Callable[[], Any], str]] = [
         "secret_access_key",
     ),
     (
+        # AWS never issues `=` in a secret access key, and the secret detector would not find one.
+        "aws-secret-with-padding",
+        Provider.AWS,
+        lambda: {**aws_payload(), "secret_access_key": base64.b64encode(os.urandom(30)).decode()[:39] + "="},
+        "secret_access_key",
+    ),
+    (
         "aws-no-secret",
         Provider.AWS,
         lambda: _without(aws_payload(), "secret_access_key"),
