@@ -5,7 +5,7 @@ loop) claim until the queue is empty. Reported per approach: claims per second, 
 (must be 0), BigQuery jobs and DML statements per claimed run; then the cost of one completion (with
 step logs and a DQ result) and of one failure report.
 
-- `compare-and-set` is `tenants_app.services.runs.run_claim`: candidate query, one conditional UPDATE
+- `compare-and-set` is `tenants_app.services.run_queue.run_claim`: candidate query, one conditional UPDATE
   that only one worker can match, quota admission, then the run row.
 - `read-then-write` is what the original system did: read the top queued run, then set it RUNNING by
   key. It issues fewer statements, and gives the same run to several workers as soon as two overlap.
@@ -63,7 +63,8 @@ from tenants_app.models import (  # noqa: E402
 )
 from tenants_app.repositories import central_repository  # noqa: E402
 from tenants_app.services.bootstrap import bigquery_bootstrap  # noqa: E402
-from tenants_app.services.runs import run_claim, run_complete, run_fail  # noqa: E402
+from tenants_app.services.run_queue import run_claim  # noqa: E402
+from tenants_app.services.run_reports import run_complete, run_fail  # noqa: E402
 
 DATASET = "bench_worker"
 DML_PREFIXES = ("UPDATE", "INSERT", "MERGE", "DELETE")

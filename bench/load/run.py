@@ -119,7 +119,8 @@ def seed(*, tenants: int) -> dict[str, Any]:
     from tenants_app.services.credentials import credential_create
     from tenants_app.services.onboarding import tenant_onboard
     from tenants_app.services.pipelines import pipeline_config_create, pipeline_config_run_now
-    from tenants_app.services.runs import run_claim, run_complete
+    from tenants_app.services.run_queue import run_claim
+    from tenants_app.services.run_reports import run_complete
     from tenants_app.services.subscriptions import subscription_set_limits
 
     call_command("migrate", verbosity=0)

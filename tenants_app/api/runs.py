@@ -11,14 +11,9 @@ from rest_framework.views import APIView
 from tenants_app.api.paging import page_body
 from tenants_app.api.scoping import TenantScopedApi
 from tenants_app.models import DataQualityStatus, RunState
-from tenants_app.services.runs import (
-    MAX_PAGE_SIZE,
-    queue_list,
-    run_cancel,
-    run_get,
-    run_list,
-    run_requeue,
-)
+from tenants_app.services.run_actions import run_cancel, run_requeue
+from tenants_app.services.run_common import MAX_PAGE_SIZE
+from tenants_app.services.run_selectors import queue_list, run_get, run_list
 
 
 class RunOutputSerializer(serializers.Serializer):

@@ -21,18 +21,15 @@ from rest_framework.views import APIView
 from tenants_app.api.authentication import TenantApiKeyAuthentication
 from tenants_app.models import AdminApiToken, RunState
 from tenants_app.services.admin_tokens import TOKEN_PREFIX, is_pipeline_worker, worker_token_authenticate
-from tenants_app.services.runs import (
+from tenants_app.services.run_common import (
     COMPLETION_STATES,
     MAX_DQ_RESULTS,
     MAX_ERROR_LENGTH,
     MAX_STEP_LOGS,
     STEP_STATES,
-    ClaimedRun,
-    run_claim,
-    run_complete,
-    run_fail,
-    run_heartbeat,
 )
+from tenants_app.services.run_queue import ClaimedRun, run_claim, run_heartbeat
+from tenants_app.services.run_reports import run_complete, run_fail
 
 EXECUTE_SCOPE = "pipelines:execute"
 

@@ -10,7 +10,7 @@ Carry-over between days (done when a day's row is created, here or by `roll_over
 - `pipelines_run_month` (and `monthly_warning_at`) carry from the tenant's latest earlier row of the same
   month, and start at 0 on the 1st;
 - `concurrent_pipelines_running` is counted, not copied: one slot per queue entry of the tenant that is
-  RUNNING with a `usage_date` (admitted on or before the day; see runs.py). Runs still running at
+  RUNNING with a `usage_date` (admitted on or before the day; see run_queue.py). Runs still running at
   midnight keep their slots on the new day, and a slot leaked on an earlier row (say a worker crash
   between the steps of a claim) is not carried forward: a new day's row is the safety net. Same
   statement, same cost (a LEFT JOIN of one grouped subquery).
@@ -321,7 +321,7 @@ def _day_rows_source(
         "ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY usage_date DESC) AS rn "
         f"FROM {usage.table} WHERE usage_date < @day AND usage_date >= @lookback{tenant_filter}) AS p "
         "ON p.tenant_id = s.tenant_id AND p.rn = 1 "
-        # Slots are counted, not copied: a RUNNING entry with a usage_date holds one (see runs.py), so a
+        # Slots are counted, not copied: a RUNNING entry with a usage_date holds one (see run_queue.py), so a
         # slot leaked on an earlier row is not carried into the new day.
         "LEFT JOIN (SELECT tenant_id, COUNT(*) AS running "
         f"FROM {queue} WHERE state = @running AND usage_date IS NOT NULL AND usage_date <= @day"

@@ -1,6 +1,6 @@
 """The pipeline scheduler: enqueue every due slot of every active config exactly once.
 
-Row contract (read by the worker side, `tenants_app/services/runs.py`): each slot of a config becomes
+Row contract (read by the worker side, `tenants_app/services/run_queue.py`): each slot of a config becomes
 one `tenant_scheduled_pipeline_runs` row and one `tenant_pipeline_execution_queue` row with the same
 `run_id = scheduled_run_id(config_id, slot)`, state QUEUED, `scheduled_time` = the slot (UTC),
 `pipeline_id` = the config's `pipeline_template`, the config's priority (1 = most urgent) and

@@ -28,7 +28,7 @@ from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import API_KEY_SCOPES, api_key_create
 from tenants_app.services.credentials import credential_create
 from tenants_app.services.onboarding import tenant_onboard
-from tenants_app.services.runs import run_claim
+from tenants_app.services.run_queue import run_claim
 from tests.tenants_app.services.run_factories import enqueue
 from tests.tenants_app.services.schedules import config_row
 

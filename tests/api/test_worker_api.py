@@ -15,7 +15,7 @@ from tenants_app.repositories import tenant_repository
 from tenants_app.services.admin_tokens import admin_token_create, admin_token_revoke, worker_token_create
 from tenants_app.services.api_keys import api_key_create
 from tenants_app.services.bootstrap import bigquery_bootstrap
-from tenants_app.services.runs import pipeline_logging_id
+from tenants_app.services.run_reports import pipeline_logging_id
 from tests.support.tenant_rows import rows_left_alone
 from tests.tenants_app.services.quota_factories import tenant_with_subscription
 from tests.tenants_app.services.run_factories import enqueue, entry

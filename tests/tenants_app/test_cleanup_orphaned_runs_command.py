@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from tenants_app.models import AuditLogEntry, RunState, TenantPipelineExecutionQueue
 from tenants_app.repositories import central_repository
-from tenants_app.services import runs
-from tenants_app.services.runs import run_claim, runs_reap_orphaned
+from tenants_app.services import run_queue
+from tenants_app.services.run_queue import run_claim, runs_reap_orphaned
 from tests.tenants_app.services.quota_factories import put_usage, tenant_with_subscription, usage
 from tests.tenants_app.services.run_factories import enqueue, entry, run_row
 
@@ -159,7 +159,7 @@ def test_it_keeps_the_runs_it_moved_when_a_claim_comes_right_after_its_update(
     run_id = enqueue(tenant_id)
     assert run_claim(worker_id="dead-worker", tenant_id=tenant_id, lease_seconds=60, now=NOW) is not None
     later = NOW + timedelta(minutes=5)
-    statement = runs._dml
+    statement = run_queue._dml
     interleaved: list[object] = []
 
     def update_then_claim(sql: str, params: list[object]) -> int:
@@ -172,7 +172,7 @@ def test_it_keeps_the_runs_it_moved_when_a_claim_comes_right_after_its_update(
             )
         return affected
 
-    monkeypatch.setattr(runs, "_dml", update_then_claim)
+    monkeypatch.setattr(run_queue, "_dml", update_then_claim)
 
     report = runs_reap_orphaned(now=later)
 
@@ -196,11 +196,11 @@ def test_it_leaves_a_newer_attempt_alone_after_stalling_between_its_read_and_its
     tenant_id = tenant_with_subscription(concurrent_limit=10)
     run_id = enqueue(tenant_id)
     assert run_claim(worker_id="dead-worker", tenant_id=tenant_id, lease_seconds=60, now=NOW) is not None
-    read = runs._orphan_candidates
+    read = run_queue._orphan_candidates
 
     def read_then_stall(**kwargs: object) -> object:
         found = read(**kwargs)  # type: ignore[arg-type]
-        monkeypatch.setattr(runs, "_orphan_candidates", read)
+        monkeypatch.setattr(run_queue, "_orphan_candidates", read)
         # While this cleanup stalls, another one re-queues the run, and a second worker claims it and
         # dies too: the stale cleanup read attempt 1 and must not move (or release for) attempt 2.
         runs_reap_orphaned(now=NOW + timedelta(minutes=10))
@@ -210,7 +210,7 @@ def test_it_leaves_a_newer_attempt_alone_after_stalling_between_its_read_and_its
         assert second is not None
         return found
 
-    monkeypatch.setattr(runs, "_orphan_candidates", read_then_stall)
+    monkeypatch.setattr(run_queue, "_orphan_candidates", read_then_stall)
 
     stale = runs_reap_orphaned(now=NOW + timedelta(minutes=30))
 
@@ -235,7 +235,7 @@ def test_it_leaves_a_claim_that_recorded_its_slot_after_the_cleanup_read_it(
     tenant_id = tenant_with_subscription(concurrent_limit=10)
     run_id = enqueue(tenant_id)
     claimed_entry, cleanup_read = threading.Event(), threading.Event()
-    admit, read = runs.quota_admit, runs._orphan_candidates
+    admit, read = run_queue.quota_admit, run_queue._orphan_candidates
     claims: list[object] = []
 
     def admit_once_the_cleanup_has_read(**kwargs: object) -> object:
@@ -256,8 +256,8 @@ def test_it_leaves_a_claim_that_recorded_its_slot_after_the_cleanup_read_it(
             run_claim(worker_id="slow", tenant_id=tenant_id, lease_seconds=10, now=NOW)
         )
     )
-    monkeypatch.setattr(runs, "quota_admit", admit_once_the_cleanup_has_read)
-    monkeypatch.setattr(runs, "_orphan_candidates", read_then_let_the_claim_finish)
+    monkeypatch.setattr(run_queue, "quota_admit", admit_once_the_cleanup_has_read)
+    monkeypatch.setattr(run_queue, "_orphan_candidates", read_then_let_the_claim_finish)
     claimer.start()
     assert claimed_entry.wait(timeout=300)
 
@@ -269,7 +269,7 @@ def test_it_leaves_a_claim_that_recorded_its_slot_after_the_cleanup_read_it(
     assert run_id not in report.requeued
     held = entry(run_id)
     assert (held.state, held.lease_owner, held.usage_date) == (RunState.RUNNING, "slow", NOW.date())
-    monkeypatch.setattr(runs, "_orphan_candidates", read)
+    monkeypatch.setattr(run_queue, "_orphan_candidates", read)
     assert run_id in runs_reap_orphaned(now=NOW + timedelta(minutes=2)).requeued
     counters = usage(tenant_id, NOW.date())
     assert counters is not None

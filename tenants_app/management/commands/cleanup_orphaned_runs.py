@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from bigquery_backend.exceptions import BigQueryError
 from tenants_app.log_context import command_log_context
 from tenants_app.services.errors import ServiceError
-from tenants_app.services.runs import runs_reap_orphaned
+from tenants_app.services.run_queue import runs_reap_orphaned
 
 
 class Command(BaseCommand):

@@ -34,7 +34,8 @@ from tenants_app.services.genai_safety import (
 )
 from tenants_app.services.onboarding import initial_api_key_id, tenant_onboard
 from tenants_app.services.pipelines import pipeline_config_create
-from tenants_app.services.runs import run_claim, run_complete
+from tenants_app.services.run_queue import run_claim
+from tenants_app.services.run_reports import run_complete
 from tests.tenants_app.services.run_factories import enqueue
 
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)

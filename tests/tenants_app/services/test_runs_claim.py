@@ -9,9 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tenants_app.models import RunState
-from tenants_app.services import runs
+from tenants_app.services import run_queue
 from tenants_app.services.errors import LeaseLost, QuotaExceeded, SubscriptionInactive
-from tenants_app.services.runs import run_cancel, run_claim, run_complete, run_heartbeat
+from tenants_app.services.run_actions import run_cancel
+from tenants_app.services.run_queue import run_claim, run_heartbeat
+from tenants_app.services.run_reports import run_complete
 from tests.tenants_app.services.quota_factories import put_usage, tenant_with_subscription, usage
 from tests.tenants_app.services.run_factories import enqueue, enqueue_many, entry, run_row
 
@@ -254,7 +256,7 @@ def test_it_gives_back_the_slot_when_the_run_is_cancelled_while_the_claim_is_adm
 ) -> None:
     tenant_id = tenant_with_subscription(concurrent_limit=3)
     run_id = enqueue(tenant_id)
-    admit = runs.quota_admit
+    admit = run_queue.quota_admit
 
     def cancel_then_admit(**kwargs: object) -> object:
         # The window: the claim's compare-and-set won, its slot is not yet recorded on the entry, so
@@ -262,7 +264,7 @@ def test_it_gives_back_the_slot_when_the_run_is_cancelled_while_the_claim_is_adm
         run_cancel(tenant_id=tenant_id, run_id=run_id, actor="user:operator")
         return admit(**kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(runs, "quota_admit", cancel_then_admit)
+    monkeypatch.setattr(run_queue, "quota_admit", cancel_then_admit)
 
     assert run_claim(worker_id="w1", tenant_id=tenant_id, now=NOW) is None
     assert (entry(run_id).state, run_row(run_id).state) == (RunState.CANCELLED, RunState.CANCELLED)
@@ -276,7 +278,7 @@ def test_it_gives_back_the_slot_when_the_run_is_taken_over_while_the_claim_is_ad
 ) -> None:
     tenant_id = tenant_with_subscription(concurrent_limit=3)
     run_id = enqueue(tenant_id)
-    admit = runs.quota_admit
+    admit = run_queue.quota_admit
     takeovers: list[object] = []
 
     def stall_past_the_lease(**kwargs: object) -> object:
@@ -286,7 +288,7 @@ def test_it_gives_back_the_slot_when_the_run_is_taken_over_while_the_claim_is_ad
             takeovers[0] = run_claim(worker_id="w2", tenant_id=tenant_id, now=NOW + timedelta(seconds=11))
         return admit(**kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(runs, "quota_admit", stall_past_the_lease)
+    monkeypatch.setattr(run_queue, "quota_admit", stall_past_the_lease)
 
     assert run_claim(worker_id="w1", tenant_id=tenant_id, lease_seconds=10, now=NOW) is None
     assert takeovers[0] is not None

@@ -10,7 +10,7 @@ from bigquery_backend.client import get_gateway
 from bigquery_backend.exceptions import BackendUnavailable
 from tenants_app.models import AuditLogEntry, RunState, TenantDqResult, TenantPipelineRun, TenantStepLog
 from tenants_app.repositories import central_repository, tenant_repository
-from tenants_app.services import runs
+from tenants_app.services import run_actions, run_reports
 from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.datasets import central_dataset
 from tenants_app.services.errors import (
@@ -20,18 +20,10 @@ from tenants_app.services.errors import (
     ServiceUnavailable,
     ValidationFailed,
 )
-from tenants_app.services.runs import (
-    pipeline_logging_id,
-    queue_list,
-    run_cancel,
-    run_claim,
-    run_complete,
-    run_fail,
-    run_get,
-    run_heartbeat,
-    run_list,
-    run_requeue,
-)
+from tenants_app.services.run_actions import run_cancel, run_requeue
+from tenants_app.services.run_queue import run_claim, run_heartbeat
+from tenants_app.services.run_reports import pipeline_logging_id, run_complete, run_fail
+from tenants_app.services.run_selectors import queue_list, run_get, run_list
 from tests.tenants_app.services.quota_factories import tenant_with_subscription, usage
 from tests.tenants_app.services.run_factories import enqueue, entry, run_row
 
@@ -231,7 +223,7 @@ def test_it_retries_a_failed_attempt_with_exponential_backoff_then_fails_it(sett
 
 
 def test_it_caps_the_backoff(settings: object) -> None:
-    from tenants_app.services.runs import retry_backoff
+    from tenants_app.services.run_reports import retry_backoff
 
     settings.PIPELINE_RETRY_BACKOFF_SECONDS = 60  # type: ignore[attr-defined]
     settings.PIPELINE_RETRY_BACKOFF_MAX_SECONDS = 300  # type: ignore[attr-defined]
@@ -355,8 +347,11 @@ class _RunRowsFailingOnce:
 def fail_the_next_run_row_update(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """After the queue entry's compare-and-set won, the scheduled run's UPDATE fails (once)."""
     failures: list[str] = []
-    rows = runs._scheduled_runs
-    monkeypatch.setattr(runs, "_scheduled_runs", lambda: _RunRowsFailingOnce(rows(), failures))
+    rows = run_reports.scheduled_runs_repository
+    for module in (run_reports, run_actions):
+        monkeypatch.setattr(
+            module, "scheduled_runs_repository", lambda: _RunRowsFailingOnce(rows(), failures)
+        )
     return failures
 
 

@@ -1,0 +1,160 @@
+"""What the run modules share: limits, a queue entry read with its run, row access, slot releases.
+
+Why the transitions are safe is argued once: claims, leases and concurrent slots in run_queue.py,
+worker reports in run_reports.py. Staff actions (run_actions.py) and reads (run_selectors.py) rely
+on both. A statement real BigQuery aborts for a concurrent update is run again by the gateway's one
+retry policy (bigquery_backend/client.py): every statement here is conditional, so that is safe.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from google.cloud import bigquery
+
+from bigquery_backend.identifiers import quote_column
+from bigquery_backend.repository import Repository
+from tenants_app.models import RunState, TenantPipelineExecutionQueue, TenantScheduledPipelineRun
+from tenants_app.repositories import central_repository
+from tenants_app.services.errors import DoesNotExist, ServiceError, ValidationFailed
+from tenants_app.services.quotas import quota_release, quota_release_if_leaked
+
+FINISHED_STATES = (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED)
+COMPLETION_STATES = (RunState.SUCCEEDED, RunState.FAILED)
+STEP_STATES = ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "SKIPPED", "CANCELLED")
+MAX_PAGE_SIZE = 200
+MAX_STEP_LOGS = 200
+MAX_DQ_RESULTS = 200
+MAX_ERROR_LENGTH = 10_000
+MAX_JSON_BYTES = 64 * 1024  # run_metadata, each failed_expectations
+MAX_STEP_METADATA_BYTES = 16 * 1024
+MAX_JSON_DEPTH = 10  # as pipeline parameters; the secret check (run_reports) walks it recursively
+MIN_LEASE_SECONDS = 10
+_WORKER_ID = re.compile(r"^[A-Za-z0-9._:@/-]{1,200}$")
+RUN_ID_MAX = 128
+_BLOCKED_CACHE_KEY = "cvg:runs:quota_blocked:v1"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A queue entry joined with its scheduled run's retry figures and parameters."""
+
+    entry: TenantPipelineExecutionQueue
+    retry_count: int
+    max_retries: int
+    parameters: Any
+    has_run_row: bool
+
+
+# --- rows -------------------------------------------------------------------------------------------
+def queue_repository() -> Repository[TenantPipelineExecutionQueue]:
+    return central_repository(TenantPipelineExecutionQueue)
+
+
+def scheduled_runs_repository() -> Repository[TenantScheduledPipelineRun]:
+    return central_repository(TenantScheduledPipelineRun)
+
+
+def select_candidates(where: str, params: list[Any], *, suffix: str) -> list[Candidate]:
+    queue, runs = queue_repository(), scheduled_runs_repository()
+    columns = ", ".join(f"q.{quote_column(c.name)}" for c in queue.definition.columns)
+    sql = (
+        f"SELECT {columns}, r.parameters AS _parameters, r.retry_count AS _retry_count, "  # noqa: S608
+        "r.max_retries AS _max_retries, r.run_id AS _run_row "
+        f"FROM {queue.table} AS q LEFT JOIN {runs.table} AS r ON r.run_id = q.run_id "
+        f"WHERE {where} {suffix}"
+    )
+    rows = queue.gateway.query(sql, params).rows
+    default_retries = int(getattr(settings, "PIPELINE_MAX_RETRIES", 3))
+    return [
+        Candidate(
+            entry=TenantPipelineExecutionQueue(**{c.name: row.get(c.name) for c in queue.definition.columns}),
+            retry_count=int(row["_retry_count"] or 0),
+            max_retries=default_retries if row["_max_retries"] is None else int(row["_max_retries"]),
+            parameters=row["_parameters"],
+            has_run_row=row["_run_row"] is not None,
+        )
+        for row in rows
+    ]
+
+
+def candidate_of(run_id: str, tenant_id: str | None) -> Candidate:
+    """The run's queue entry (of this tenant, when given) with its run figures; DoesNotExist if none."""
+    if len(run_id) > RUN_ID_MAX:
+        raise DoesNotExist(f"run {run_id!r} does not exist")
+    params: list[Any] = [bigquery.ScalarQueryParameter("run_id", "STRING", run_id)]
+    where = "q.run_id = @run_id"
+    if tenant_id is not None:
+        where += " AND q.tenant_id = @tenant_id"
+        params.append(bigquery.ScalarQueryParameter("tenant_id", "STRING", tenant_id))
+    found = select_candidates(where, params, suffix="LIMIT 1")
+    if not found:
+        # Another tenant's run is as absent as a missing one: ids are not confirmed across tenants.
+        raise DoesNotExist(f"run {run_id!r} does not exist")
+    return found[0]
+
+
+# --- checks -----------------------------------------------------------------------------------------
+def check_worker_id(worker_id: str) -> str:
+    if not isinstance(worker_id, str) or not _WORKER_ID.match(worker_id):
+        raise ValidationFailed(
+            "invalid worker id",
+            errors={"worker_id": ["1 to 200 letters, digits or . _ : @ / -."]},
+        )
+    if worker_id.startswith("reaper:"):
+        raise ValidationFailed("invalid worker id", errors={"worker_id": ["'reaper:' is reserved."]})
+    return worker_id
+
+
+# --- concurrent slots -------------------------------------------------------------------------------
+def release(entry: TenantPipelineExecutionQueue, *, succeeded: bool | None) -> None:
+    if entry.usage_date is None:
+        return
+    quota_release(tenant_id=entry.tenant_id, usage_date=entry.usage_date, succeeded=succeeded)
+    unblock_tenant(entry.tenant_id)
+
+
+def release_if_leaked(entry: TenantPipelineExecutionQueue, *, succeeded: bool | None) -> None:
+    """On a repeated report: the release the first report may not have made (it failed after its
+    compare-and-set), if the counts show a slot still taken (quotas.quota_release_if_leaked)."""
+    if entry.usage_date is None:
+        return
+    if quota_release_if_leaked(tenant_id=entry.tenant_id, usage_date=entry.usage_date, succeeded=succeeded):
+        unblock_tenant(entry.tenant_id)
+
+
+# --- tenants over quota -----------------------------------------------------------------------------
+# Claims fill it (run_queue); every release empties a tenant's entry, so it lives beside the releases.
+def blocked_tenants(now: datetime) -> set[str]:
+    """Tenants a recent claim found over quota: skipped until their retry time (or a release)."""
+    blocked: dict[str, float] = cache.get(_BLOCKED_CACHE_KEY) or {}
+    moment = now.timestamp()
+    return {tenant for tenant, until in blocked.items() if until > moment}
+
+
+def block_tenant(tenant_id: str, refusal: ServiceError, now: datetime) -> None:
+    # Only an optimisation (saves each claim a doomed compare-and-set, admission and undo), so the
+    # lossy read-modify-write across processes is fine; capped, since limits can be raised meanwhile.
+    # A refusal without a retry time (subscription suspended, tenant not active) is skipped for the
+    # whole period: those change by a staff action, not by a run ending.
+    cap = int(settings.PIPELINE_QUOTA_BLOCK_SECONDS)
+    seconds = min(int(getattr(refusal, "retry_after", None) or cap), cap)
+    if seconds <= 0:
+        return
+    moment = now.timestamp()
+    blocked: dict[str, float] = cache.get(_BLOCKED_CACHE_KEY) or {}
+    blocked = {tenant: until for tenant, until in blocked.items() if until > moment}
+    blocked[tenant_id] = moment + seconds
+    cache.set(_BLOCKED_CACHE_KEY, blocked, timeout=settings.PIPELINE_QUOTA_BLOCK_SECONDS)
+
+
+def unblock_tenant(tenant_id: str) -> None:
+    blocked: dict[str, float] = cache.get(_BLOCKED_CACHE_KEY) or {}
+    if tenant_id in blocked:
+        blocked.pop(tenant_id)
+        cache.set(_BLOCKED_CACHE_KEY, blocked, timeout=settings.PIPELINE_QUOTA_BLOCK_SECONDS)
