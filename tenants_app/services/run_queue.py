@@ -13,13 +13,15 @@ lease expiry) releases that slot, once, because only that caller's compare-and-s
 report releases, and how its repeat repairs an interrupted one: run_reports.py). A claim admits AFTER
 winning its compare-and-set (so racing workers never count a run that did not start), and only then
 writes `usage_date`, only while the entry is still its claim: if it was cancelled or taken over
-meanwhile, whoever moved it saw no slot, so the claim releases its own and is lost. A crash between
-the steps leaks a slot (too few runs admitted until the next `roll_over_usage`, which counts a new
-day's slots from the queue's RUNNING entries), never frees one that is still in use.
+meanwhile, whoever moved it saw no slot, so the claim releases its own and is lost. A BigQuery failure
+between the steps (a refusal, a lost answer) gives the run back and frees the slot if the usage row
+still counts it (`_give_back`); if that fails too, or the process dies, the lease runs out and the
+reaper does the same for the entry it finds without `usage_date`. A slot is never freed while in use.
 
 Priority: 1 is the most urgent; claims take the lowest priority number first, then the earliest
 scheduled time. Leases: a claim holds the run for `lease_seconds`; heartbeats extend it; past it, the
-run is re-queued (consuming a retry) by the next claim that meets it, which then takes it, or by
+run is re-queued (consuming a retry) by one claim that meets it (one per expired attempt across all
+processes, through the shared cache), which then takes it, or by
 `cleanup_orphaned_runs`, after which other workers can claim it a minute later (`_REAP_HOLD`). Either
 moves an entry only as it read it (same attempt, same slot).
 
@@ -39,14 +41,16 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.utils import timezone
 from google.cloud import bigquery
 
+from bigquery_backend.exceptions import BigQueryError
 from tenants_app.models import RunState, TenantPipelineExecutionQueue
 from tenants_app.services.api_keys import bigquery_errors_translated
 from tenants_app.services.audit import audit_record
 from tenants_app.services.errors import LeaseLost, ServiceError, ServiceUnavailable, ValidationFailed
-from tenants_app.services.quotas import quota_admit, quota_release
+from tenants_app.services.quotas import quota_admit, quota_day, quota_release, quota_release_if_leaked
 from tenants_app.services.run_common import (
     MIN_LEASE_SECONDS,
     Candidate,
@@ -144,7 +148,11 @@ def run_claim(
                 if entry.tenant_id in refusals:
                     continue
                 if entry.state == RunState.RUNNING:
-                    # A dead worker's run: re-queue it (releasing its slot) before taking it over.
+                    # A dead worker's run: re-queue it (releasing its slot) before taking it over. One
+                    # claimer per expired attempt does it, across processes: after a wave of expiries
+                    # every claimer read the same entries, and each reap is a mutating statement.
+                    if not cache.add(_reaping_key(entry), True, timeout=_REAP_HOLD.total_seconds()):
+                        continue
                     report = _reap([candidate], now=now, cutoff=now, actor="system:claim")
                     if entry.run_id not in report.requeued:
                         continue
@@ -300,21 +308,22 @@ def _try_claim(candidate: Candidate, *, worker_id: str, lease: timedelta, now: d
     mine = {"run_id": entry.run_id, "state": RunState.RUNNING, "lease_owner": worker_id, "attempt": attempt}
     try:
         admission = quota_admit(tenant_id=entry.tenant_id, now=now)
-    except Exception:
-        # Refused (or BigQuery failed): hand the run back exactly as it was, for a later claim.
-        queue_repository().update_where(
-            {
-                "state": RunState.QUEUED,
-                "lease_owner": entry.lease_owner,
-                "lease_expires_at": None,
-                "heartbeat_at": entry.heartbeat_at,
-                "processing_started_at": entry.processing_started_at,
-                "attempt": entry.attempt,
-            },
-            filters=mine,
-        )
+    except ServiceError:
+        # Refused (over quota, subscription inactive): no slot taken; hand the run back as it was.
+        _give_back(entry, mine, admitted_on=None)
         raise
-    if queue_repository().update_where({"usage_date": admission.usage_date}, filters=mine) == 0:
+    except Exception:
+        # BigQuery failed with the admission's outcome unknown: its UPDATE may have taken a slot.
+        _give_back(entry, mine, admitted_on=quota_day(now))
+        raise
+    try:
+        stamped = queue_repository().update_where({"usage_date": admission.usage_date}, filters=mine)
+    except Exception:
+        # Admitted, but BigQuery refused or lost the stamp: without this the entry stayed RUNNING with
+        # no `usage_date`, which nothing released, and the slot was held until the next rollover.
+        _give_back(entry, mine, admitted_on=admission.usage_date)
+        raise
+    if stamped == 0:
         # Lost during admission: cancelled, or the lease ran out and another claim or cleanup took
         # the run. Whoever moved it saw no slot recorded, so the slot just admitted is ours to free.
         quota_release(tenant_id=entry.tenant_id, usage_date=admission.usage_date, succeeded=None)
@@ -341,6 +350,37 @@ def _try_claim(candidate: Candidate, *, worker_id: str, lease: timedelta, now: d
         max_retries=candidate.max_retries,
         usage_date=admission.usage_date,
     )
+
+
+def _give_back(
+    entry: TenantPipelineExecutionQueue, mine: dict[str, Any], *, admitted_on: date | None
+) -> None:
+    """Undo a claim that cannot finish: the entry back as it was read, and a slot it may hold freed once.
+
+    `admitted_on` is the day of an admission that happened or may have (its outcome unknown). The slot
+    is freed only if the usage row counts more running runs than the queue holds (the repair of
+    `quota_release_if_leaked`), so an admission that never landed frees nothing. If BigQuery fails here
+    too, the entry keeps its lease until it runs out, and the reaper hands it back and frees the slot.
+    """
+    try:
+        queue_repository().update_where(
+            {
+                "state": RunState.QUEUED,
+                "lease_owner": entry.lease_owner,
+                "lease_expires_at": None,
+                "heartbeat_at": entry.heartbeat_at,
+                "processing_started_at": entry.processing_started_at,
+                "attempt": entry.attempt,
+                "usage_date": None,
+            },
+            filters=mine,
+        )
+        if admitted_on is not None and quota_release_if_leaked(
+            tenant_id=entry.tenant_id, usage_date=admitted_on, succeeded=None
+        ):
+            unblock_tenant(entry.tenant_id)
+    except (BigQueryError, ServiceError):
+        logger.warning("could not give back run %s after a failed claim; its lease expiry will", entry.run_id)
 
 
 def _replace_entry(entry: TenantPipelineExecutionQueue, **values: Any) -> TenantPipelineExecutionQueue:
@@ -392,6 +432,10 @@ _ORPHANED = (
 _REAP_VERSION = (
     "CONCAT(run_id, '#', IFNULL(CAST(attempt AS STRING), '-'), '#', IFNULL(CAST(usage_date AS STRING), '-'))"
 )
+
+
+def _reaping_key(entry: TenantPipelineExecutionQueue) -> str:
+    return f"cvg:runs:reaping:v1:{_reap_version(entry)}"
 
 
 def _reap_version(entry: TenantPipelineExecutionQueue) -> str:
@@ -465,9 +509,16 @@ def _reap(candidates: Sequence[Candidate], *, now: datetime, cutoff: datetime, a
     per_tenant: dict[str, dict[str, list[str]]] = defaultdict(lambda: {"requeued": [], "failed": []})
     for entry in won:
         original = by_id[entry.run_id].entry
-        # The slot recorded by the claim we just ended; None when that claim never got admitted.
+        # The slot recorded by the claim we just ended.
         if original.usage_date is not None:
             quota_release(tenant_id=entry.tenant_id, usage_date=original.usage_date, succeeded=None)
+            unblock_tenant(entry.tenant_id)
+            report.released += 1
+        elif original.processing_started_at is not None and quota_release_if_leaked(
+            tenant_id=entry.tenant_id, usage_date=quota_day(original.processing_started_at), succeeded=None
+        ):
+            # A claim that failed between its admission and recording it (and could not give the run
+            # back): the slot is freed if the usage row still counts it.
             unblock_tenant(entry.tenant_id)
             report.released += 1
         per_tenant[entry.tenant_id]["failed" if entry.state == RunState.FAILED else "requeued"].append(
