@@ -131,8 +131,8 @@ class PortalServer:
             try:
                 if requests.get(f"{self.url}/healthz", timeout=2).status_code == 200:
                     return
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or a worker still warming up on a busy machine: ask again
             time.sleep(0.2)
         self.stop()
         raise AssertionError(
