@@ -1,0 +1,629 @@
+"""Pipeline workers through the HTTP worker API of a real gunicorn, BigQuery being the realism proxy.
+
+Today's path, end to end: W worker threads (8, 32, 64, 128) each loop claim -> one heartbeat -> complete
+(SUCCEEDED, one step log) against `/api/v1/worker/...` with a worker token, on gunicorn with the
+production config (tests/support/servers.py), whose BigQuery is the emulator behind
+`tests/support/bigquery_realism.py` (SELECT 0.5 s, DML 1.5 s, DDL 1 s, metadata 0.2 s; at most 2
+UPDATE/DELETE/MERGE running per table, 20 pending, BigQuery's refusal beyond).
+
+Setup (not measured, straight to the emulator, realism off): 100 tenants onboarded on PROFESSIONAL
+through `tenant_onboard`, their concurrent limit raised by `subscription_set_limits` (so the quota does
+not cap the figure), one config each, and a burst of 2,000 due runs enqueued by the scheduler's own
+`runs_enqueue` (2 MERGEs). Per point: runs completed per minute, p50/p99 per call, every non-2xx by
+status and error code, mutating statements per central table per minute (the proxy's counts); then a
+drain (no new claims, held runs finished) and a check that each tenant's usage row counts as many
+running runs as the queue holds RUNNING entries with a slot.
+
+Bounded: every loop stops at its deadline or its count; everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import platform
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+# Run as a plain script from the repo root: the project packages are not installed in the venv.
+sys.path.insert(0, str(ROOT))
+# Everything the run writes goes to a temporary directory, removed at the end. The bench process and
+# gunicorn share it (SQLite with the worker token, the embedded cache), as one machine's processes do.
+BENCH_DIR = Path(tempfile.mkdtemp(prefix="bench-worker-realism-"))
+os.environ["DATA_DIR"] = str(BENCH_DIR)
+os.environ["LOG_LEVEL"] = "WARNING"
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "convergence.settings")
+
+import django  # noqa: E402
+
+django.setup()
+# 128 client threads and the gateway's pool: urllib3 warns for every connection it drops after use.
+logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+
+import requests  # noqa: E402
+from django.test import override_settings  # noqa: E402
+from django.utils import timezone  # noqa: E402
+from google.cloud import bigquery  # noqa: E402
+
+from bigquery_backend.client import BigQueryGateway, get_gateway  # noqa: E402
+from bigquery_backend.emulator import EmulatorProcess  # noqa: E402
+from tenants_app.models import (  # noqa: E402
+    PlanName,
+    Provider,
+    RunState,
+    TenantPipelineConfig,
+    TenantPipelineExecutionQueue,
+    TenantUsageQuota,
+)
+from tenants_app.repositories import central_repository  # noqa: E402
+from tenants_app.services.bootstrap import bigquery_bootstrap  # noqa: E402
+from tenants_app.services.onboarding import tenant_onboard  # noqa: E402
+from tenants_app.services.scheduler import EnqueueEntry, runs_enqueue, scheduled_run_id  # noqa: E402
+from tenants_app.services.subscriptions import subscription_set_limits  # noqa: E402
+from tests.support.bigquery_realism import BigQueryRealismProxy, realism_proxy  # noqa: E402
+from tests.support.servers import PortalServer, ServerEnvironment  # noqa: E402
+
+CALLS = ("claim", "heartbeat", "complete")
+MUTATING = ("update", "delete", "merge", "insert")
+ACTOR = "system:bench"
+# Client-side bounds. HTTP: a patient worker; a claim of today's path makes several statements, each
+# allowed BIGQUERY_RETRY_DEADLINE_SECONDS (20 s) of retries, so a shorter timeout would cut claims off.
+HTTP_TIMEOUT_SECONDS = 130.0
+IDLE_SECONDS = 1.0  # after a 204 (nothing claimable): a real worker polls, it does not spin
+MAX_RETRY_AFTER_SECONDS = 30.0
+MAX_ATTEMPTS = 8  # per heartbeat or completion of one run
+MAX_CLAIMS_PER_WORKER = 10_000
+# Requests a client gave up on go on inside gunicorn: the slot check waits until BigQuery has been idle
+# this long (above the gateway's longest backoff, 4 s), at most QUIET_LIMIT_SECONDS.
+QUIET_SECONDS = 10.0
+QUIET_LIMIT_SECONDS = 240.0
+SETUP_THREADS = 4
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One HTTP call: which, when it started (monotonic), how long, its status and error code."""
+
+    call: str
+    started: float
+    seconds: float
+    status: int
+    code: str
+
+
+@dataclass
+class Point:
+    """What one point's worker threads saw; filled from several threads under `lock`."""
+
+    workers: int
+    seconds: float
+    started: float = 0.0
+    deadline: float = 0.0
+    drain_deadline: float = 0.0
+    samples: list[Sample] = field(default_factory=list)
+    completed_in_window: int = 0
+    completed_in_drain: int = 0
+    abandoned: Counter[str] = field(default_factory=Counter)
+    runs_per_claim: Counter[int] = field(default_factory=Counter)
+    drain_seconds: float = 0.0
+    quiet_seconds: float = 0.0
+    # The proxy's statement counts {table: {kind: n}}: of the claiming window, and of the whole point.
+    window_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    total_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    refusals: dict[str, dict[str, int]] = field(default_factory=dict)
+    duplicates: int = 0
+    check: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, sample: Sample) -> None:
+        with self.lock:
+            self.samples.append(sample)
+
+    def count_completion(self, at: float) -> None:
+        with self.lock:
+            if at <= self.deadline:
+                self.completed_in_window += 1
+            else:
+                self.completed_in_drain += 1
+
+    @property
+    def per_minute(self) -> float:
+        return self.completed_in_window * 60.0 / self.seconds
+
+    @property
+    def completed(self) -> int:
+        return self.completed_in_window + self.completed_in_drain
+
+    @property
+    def overall_per_minute(self) -> float:
+        """Runs per minute of the whole point, drain included: what the claiming window started."""
+        return self.completed * 60.0 / (self.seconds + self.drain_seconds)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", default="8,32,64,128", help="worker threads per point, comma-separated")
+    parser.add_argument("--seconds", type=float, default=60.0, help="claiming time per point")
+    parser.add_argument("--drain-seconds", type=float, default=300.0, help="most time to finish held runs")
+    parser.add_argument("--max-runs", type=int, default=1, help="sent as max_runs in the claim body if > 1")
+    parser.add_argument("--tenants", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=2000, help="due runs enqueued before the first point")
+    parser.add_argument(
+        "--concurrent-limit", type=int, default=20, help="per-tenant override (0: PROFESSIONAL's own 3)"
+    )
+    parser.add_argument("--server-workers", type=int, default=4, help="gunicorn processes (8 threads each)")
+    parser.add_argument("--scale", type=float, default=1.0, help="realism latency scale (1.0: the defaults)")
+    args = parser.parse_args(argv)
+    args.workers = [int(item) for item in args.workers.split(",") if item.strip()]
+    if not args.workers or min(args.workers) < 1 or max(args.workers) > 256:
+        parser.error("--workers takes 1 to 256 per point")
+    if not 1 <= args.seconds <= 600 or not 0 <= args.drain_seconds <= 900:
+        parser.error("--seconds takes 1..600 and --drain-seconds 0..900")
+    if args.tenants < 1 or args.runs < args.tenants or args.max_runs < 1:
+        parser.error("--tenants >= 1, --runs >= --tenants and --max-runs >= 1")
+    return args
+
+
+# --- setup (realism off: straight to the emulator) --------------------------------------------------
+def tenant_ids(count: int) -> list[str]:
+    return [f"bench_{index:03d}" for index in range(count)]
+
+
+def onboard(tenants: list[str], concurrent_limit: int) -> None:
+    """The product's onboarding for each tenant (a few at a time), then the concurrent-limit override."""
+
+    def one(tenant_id: str) -> None:
+        tenant_onboard(
+            tenant_id=tenant_id,
+            company_name=f"Bench {tenant_id}",
+            admin_email=f"ops@{tenant_id.replace('_', '-')}.example.com",
+            plan=PlanName.PROFESSIONAL,
+            created_by=ACTOR,
+        )
+        if concurrent_limit:
+            subscription_set_limits(tenant_id=tenant_id, actor=ACTOR, concurrent_limit=concurrent_limit)
+
+    with ThreadPoolExecutor(SETUP_THREADS) as pool:
+        list(pool.map(one, tenants))
+
+
+def enqueue_burst(tenants: list[str], runs: int, now: datetime) -> int:
+    """One config per tenant, then `runs` due slots enqueued by the scheduler's own statements.
+
+    Slot k of every config is the same minute, so the claim order (priority, scheduled_time, run_id)
+    walks across all tenants before it takes any tenant's second run: no tenant gets a pile-up.
+    """
+    configs = [
+        TenantPipelineConfig(
+            config_id=f"cfg_{tenant_id}",
+            tenant_id=tenant_id,
+            provider=Provider.GCP,
+            domain="billing",
+            pipeline_template="daily_costs",
+            schedule_cron="0 0 1 1 *",
+            timezone="UTC",
+            is_active=True,
+            next_run_time=now + timedelta(days=365),  # never due during the bench
+            priority=5,
+            created_at=now,
+            created_by=ACTOR,
+        )
+        for tenant_id in tenants
+    ]
+    central_repository(TenantPipelineConfig).insert(*configs)
+    per_config = math.ceil(runs / len(tenants))
+    first = now.replace(second=0, microsecond=0) - timedelta(minutes=per_config + 1)
+    entries = [
+        EnqueueEntry(run_id=scheduled_run_id(config.config_id, slot), config_id=config.config_id, slot=slot)
+        for slot in (first + timedelta(minutes=k) for k in range(per_config))
+        for config in configs
+    ][:runs]
+    return runs_enqueue(entries=entries, now=now)
+
+
+# --- one worker ----------------------------------------------------------------------------------------
+class WorkerClient:
+    """One worker thread's HTTP session: every call timed and recorded in the point."""
+
+    def __init__(self, base_url: str, token: str, point: Point) -> None:
+        self.base = f"{base_url}/api/v1/worker"
+        self.point = point
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def post(self, call: str, path: str, body: dict[str, Any]) -> tuple[int, Any, float]:
+        """(status, JSON body or None, Retry-After seconds); status 0 for a timeout or dropped connection."""
+        started = time.monotonic()
+        status, code, payload, retry_after = 0, "", None, 1.0
+        try:
+            response = self.session.post(self.base + path, json=body, timeout=HTTP_TIMEOUT_SECONDS)
+            status = response.status_code
+            if response.content:
+                payload = response.json()
+            retry_after = float(response.headers.get("Retry-After") or 1.0)
+            if status >= 300:
+                code = (
+                    str((payload or {}).get("error", {}).get("code", "")) if isinstance(payload, dict) else ""
+                )
+        except requests.Timeout:
+            code = "client_timeout"
+        except (requests.ConnectionError, ValueError) as exc:
+            code = type(exc).__name__
+        self.point.record(Sample(call, started, time.monotonic() - started, status, code))
+        return status, payload, min(retry_after, MAX_RETRY_AFTER_SECONDS)
+
+
+def worker_loop(client: WorkerClient, worker_id: str, max_runs: int) -> None:
+    """Claim until the point's deadline; finish every run claimed, within the drain deadline."""
+    point = client.point
+    body: dict[str, Any] = {"worker_id": worker_id}
+    if max_runs > 1:
+        body["max_runs"] = max_runs
+    for _ in range(MAX_CLAIMS_PER_WORKER):
+        if time.monotonic() >= point.deadline:
+            return
+        status, payload, retry_after = client.post("claim", "/claim", body)
+        if status == 200:
+            runs = claimed_runs(payload)
+            with point.lock:
+                point.runs_per_claim[len(runs)] += 1
+            for run in runs:
+                finish(client, worker_id, run)
+        else:
+            # 204: nothing claimable now; an error: back off as told (Retry-After), never past the deadline.
+            pause = IDLE_SECONDS if status == 204 else retry_after
+            time.sleep(max(0.0, min(pause, point.deadline - time.monotonic())))
+
+
+def claimed_runs(payload: Any) -> list[dict[str, Any]]:
+    """Today's answer is one run object; a batched claim may answer {"runs": [...]}."""
+    if isinstance(payload, dict) and isinstance(payload.get("runs"), list):
+        return [run for run in payload["runs"] if isinstance(run, dict)]
+    return [payload] if isinstance(payload, dict) and "run_id" in payload else []
+
+
+def finish(client: WorkerClient, worker_id: str, run: dict[str, Any]) -> None:
+    """One heartbeat, then the completion; each repeated on 503/429/timeouts (both are idempotent)."""
+    base = {"worker_id": worker_id, "attempt": run.get("attempt")}
+    path = f"/runs/{run['run_id']}"
+    if not report(client, "heartbeat", f"{path}/heartbeat", base):
+        return
+    now = datetime.now(UTC).isoformat()
+    step = {"step_index": 0, "step_name": "extract", "step_type": "query", "status": "SUCCEEDED"}
+    step |= {"start_time": now, "end_time": now, "rows_processed": 1}
+    if report(client, "complete", f"{path}/complete", {**base, "status": "SUCCEEDED", "step_logs": [step]}):
+        client.point.count_completion(time.monotonic())
+
+
+def report(client: WorkerClient, call: str, path: str, body: dict[str, Any]) -> bool:
+    point = client.point
+    for _ in range(MAX_ATTEMPTS):
+        status, _, retry_after = client.post(call, path, body)
+        if 200 <= status < 300:
+            return True
+        if status not in (0, 429, 503) or time.monotonic() + retry_after >= point.drain_deadline:
+            break
+        time.sleep(retry_after)
+    with point.lock:
+        point.abandoned[call] += 1
+    return False
+
+
+# --- one point -----------------------------------------------------------------------------------------
+def run_point(
+    workers: int, args: argparse.Namespace, url: str, token: str, proxy: BigQueryRealismProxy
+) -> Point:
+    point = Point(workers=workers, seconds=args.seconds)
+    clients = [WorkerClient(url, token, point) for _ in range(workers)]
+    threads = [
+        threading.Thread(
+            target=worker_loop, args=(client, f"bench-w{workers}-{i}", args.max_runs), daemon=True
+        )
+        for i, client in enumerate(clients)
+    ]
+    proxy.reset()
+    point.started = time.monotonic()
+    point.deadline = point.started + args.seconds
+    point.drain_deadline = point.deadline + args.drain_seconds
+    for thread in threads:
+        thread.start()
+    time.sleep(max(0.0, point.deadline - time.monotonic()))
+    point.window_counts = proxy.counts()
+    for thread in threads:
+        thread.join(timeout=max(0.0, point.drain_deadline + HTTP_TIMEOUT_SECONDS - time.monotonic()))
+    point.drain_seconds = time.monotonic() - point.deadline
+    quiet_started = time.monotonic()
+    if not wait_until_quiet(proxy):
+        point.check.append(
+            f"BigQuery was still busy {QUIET_LIMIT_SECONDS:.0f} s after the drain: checked anyway"
+        )
+    point.quiet_seconds = time.monotonic() - quiet_started
+    point.total_counts, point.refusals, point.duplicates = proxy.counts(), proxy.refusals(), proxy.duplicates
+    if any(thread.is_alive() for thread in threads):
+        point.check.append("some worker threads were still busy at the drain deadline (left as daemons)")
+    for client in clients:
+        client.session.close()
+    return point
+
+
+def wait_until_quiet(proxy: BigQueryRealismProxy) -> bool:
+    """Until no statement arrived for QUIET_SECONDS and none runs or waits in a table's lane."""
+    limit = time.monotonic() + QUIET_LIMIT_SECONDS
+    last, quiet_since = -1, time.monotonic()
+    while time.monotonic() < limit:
+        counts = proxy.counts()
+        total = sum(sum(kinds.values()) for kinds in counts.values())
+        busy = any(
+            proxy.lane(table, lane).running or proxy.lane(table, lane).pending
+            for table in counts
+            for lane in ("mutating", "insert")
+        )
+        if total != last or busy:
+            last, quiet_since = total, time.monotonic()
+        elif time.monotonic() - quiet_since >= QUIET_SECONDS:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def check_slots(gateway: BigQueryGateway) -> list[str]:
+    """Each tenant's usage row vs the queue's RUNNING entries holding a slot (one SELECT, not proxied)."""
+    usage = central_repository(TenantUsageQuota).table
+    queue = central_repository(TenantPipelineExecutionQueue).table
+    sql = (
+        "SELECT u.tenant_id, u.concurrent_pipelines_running AS counted, "
+        "COUNTIF(q.state = @running AND q.usage_date IS NOT NULL) AS holding, "
+        "COUNTIF(q.state = @running AND q.usage_date IS NULL) AS unadmitted "
+        f"FROM {usage} AS u LEFT JOIN {queue} AS q ON q.tenant_id = u.tenant_id "
+        "WHERE u.usage_date = @today GROUP BY u.tenant_id, u.concurrent_pipelines_running"
+    )
+    params = [
+        bigquery.ScalarQueryParameter("running", "STRING", RunState.RUNNING),
+        bigquery.ScalarQueryParameter("today", "DATE", timezone.now().astimezone(UTC).date()),
+    ]
+    rows = gateway.query(sql, params).rows
+    lines = []
+    leaked = [r for r in rows if r["counted"] > r["holding"]]
+    freed = [r for r in rows if r["counted"] < r["holding"]]
+    running = sum(r["holding"] for r in rows)
+    unadmitted = sum(r["unadmitted"] for r in rows)
+    lines.append(
+        f"slots: {len(rows)} usage rows, {running} RUNNING entries holding a slot, usage rows count "
+        f"{sum(r['counted'] for r in rows)}; {len(leaked)} tenants count more (leaked), {len(freed)} fewer "
+        f"(double-freed); {unadmitted} RUNNING entries without a slot (a claim cut off between its "
+        "compare-and-set and its admission). Every worker thread has ended, so RUNNING entries left are "
+        "runs no worker knows it holds (its claim answered an error or timed out): leases run out in 5 min"
+    )
+    for row in (leaked + freed)[:10]:
+        lines.append(f"  mismatch {row['tenant_id']}: usage row {row['counted']}, queue {row['holding']}")
+    states = gateway.query(f"SELECT state, COUNT(*) AS n FROM {queue} GROUP BY state ORDER BY state").rows
+    lines.append("queue: " + ", ".join(f"{r['state']} {r['n']}" for r in states))
+    return lines
+
+
+# --- reporting -------------------------------------------------------------------------------------------
+def server_log_lines(server: PortalServer, seen: set[str]) -> list[str]:
+    """gunicorn's log lines (WARNING and up) not reported before: counted, first words of a few."""
+    lines = [line for line in server.log_text().splitlines() if line.strip() and line not in seen]
+    seen.update(lines)
+    if not lines:
+        return ["server log: nothing new"]
+    # Digits (times, pids, ids) masked, so the same message from many requests counts as one kind.
+    kinds = Counter(re.sub(r"\d+", "#", line)[:140] for line in lines)
+    return [f"server log: {len(lines)} new lines"] + [f"  {n} x {text}" for text, n in kinds.most_common(5)]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))] if ordered else math.nan
+
+
+def latencies(point: Point, call: str, phase: str = "all") -> list[float]:
+    """Seconds of the point's calls of one kind: all, or those started in the window or in the drain."""
+    return [
+        s.seconds
+        for s in point.samples
+        if s.call == call and (phase == "all" or (s.started <= point.deadline) == (phase == "window"))
+    ]
+
+
+def p50_p99(values: list[float]) -> str:
+    return f"{percentile(values, 0.5):.2f}/{percentile(values, 0.99):.2f}" if values else "-"
+
+
+def errors_of(point: Point) -> Counter[str]:
+    found: Counter[str] = Counter()
+    for s in point.samples:
+        if not 200 <= s.status < 300:
+            found[f"{s.call} {s.status or '-'} {s.code or '-'}"] += 1
+    return found
+
+
+def mutating(counts: dict[str, int]) -> int:
+    return sum(counts.get(kind, 0) for kind in MUTATING)
+
+
+def statement_lines(point: Point, central: str) -> list[str]:
+    """Per central table: statements per minute of the window, mutating ones per run, refusals."""
+    per_minute = 60.0 / point.seconds
+    runs = max(point.completed, 1)
+    kinds = ("select", *MUTATING)
+    lines = [
+        f"  {'table':<32}"
+        + "".join(f"{kind + '/min':>11}" for kind in kinds)
+        + f"{'DML/run':>9}{'refused':>9}"
+    ]
+    tenant_window: Counter[str] = Counter()
+    tenant_total: Counter[str] = Counter()
+    for table in sorted(set(point.window_counts) | set(point.total_counts)):
+        window, total = point.window_counts.get(table, {}), point.total_counts.get(table, {})
+        if f":{central}." not in table:
+            tenant_window.update(window)
+            tenant_total.update(total)
+            continue
+        refused = sum(point.refusals.get(table, {}).values())
+        if mutating(total) or refused:
+            cells = "".join(f"{window.get(kind, 0) * per_minute:11.1f}" for kind in kinds)
+            lines.append(f"  {table.split('.')[-1]:<32}{cells}{mutating(total) / runs:9.1f}{refused:>9}")
+    cells = "".join(f"{tenant_window.get(kind, 0) * per_minute:11.1f}" for kind in kinds)
+    lines.append(f"  {'(tenant datasets, all together)':<32}{cells}{mutating(tenant_total) / runs:9.1f}")
+    return lines
+
+
+def central_dml_per_run(point: Point, central: str) -> float:
+    total = sum(mutating(kinds) for table, kinds in point.total_counts.items() if f":{central}." in table)
+    return total / max(point.completed, 1)
+
+
+def print_point(point: Point, central: str) -> None:
+    print(f"\n=== {point.workers} workers, {point.seconds:.0f} s", flush=True)
+    claims = sum(point.runs_per_claim.values())
+    print(
+        f"runs completed: {point.completed_in_window} in the window ({point.per_minute:.1f}/min), "
+        f"{point.completed_in_drain} more in the drain ({point.drain_seconds:.1f} s, then "
+        f"{point.quiet_seconds:.0f} s until BigQuery was idle; "
+        f"{point.overall_per_minute:.1f}/min over the whole point); claims answered with runs: {claims} "
+        f"(runs per answer: {dict(sorted(point.runs_per_claim.items()))}); runs given up: "
+        f"{dict(point.abandoned) or 0}"
+    )
+    print(
+        f"  {'call':<10}{'all: n':>8} {'p50/p99 s':>13}{'window: n':>11} {'p50/p99 s':>13}"
+        f"{'drain: n':>10} {'p50/p99 s':>13}"
+    )
+    for call in CALLS:
+        cells = "".join(
+            f"{len(latencies(point, call, phase)):>{width}} {p50_p99(latencies(point, call, phase)):>13}"
+            for phase, width in (("all", 8), ("window", 11), ("drain", 10))
+        )
+        print(f"  {call:<10}{cells}")
+    errors = errors_of(point)
+    print(
+        "non-2xx (call, status, error.code): "
+        + (", ".join(f"{k} x{v}" for k, v in sorted(errors.items())) or "none")
+    )
+    print(
+        "statements per central table (per minute of the window; mutating per completed run over the "
+        f"point; refused = too many DML outstanding); 409 duplicate job ids: {point.duplicates}"
+    )
+    for line in statement_lines(point, central):
+        print(line)
+    for line in point.check:
+        print(line)
+
+
+def print_summary(points: list[Point], central: str) -> None:
+    print("\nSummary (today's path; p50/p99 seconds over all calls of the point, drain included)\n")
+    header = (
+        f"{'workers':>7} {'runs/min':>8} {'incl. drain':>11} {'claim':>13} {'heartbeat':>13} "
+        f"{'complete':>13} {'non-2xx':>8} {'DML/run':>8} {'drain s':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for p in points:
+        cells = "".join(f"{p50_p99(latencies(p, call)):>14}" for call in CALLS)
+        print(
+            f"{p.workers:>7} {p.per_minute:>8.1f} {p.overall_per_minute:>11.1f}{cells} "
+            f"{sum(errors_of(p).values()):>8} {central_dml_per_run(p, central):>8.1f} {p.drain_seconds:>8.1f}"
+        )
+    print("runs/min: completed in the claiming window; incl. drain: all completed over window + drain time.")
+    print("DML/run: UPDATE/DELETE/MERGE/INSERT on central tables per completed run, whole point.")
+
+
+def versions() -> str:
+    return (
+        f"Python {platform.python_version()}, Django {version('django')}, gunicorn {version('gunicorn')}, "
+        f"bqemulator {version('bqemulator')}, google-cloud-bigquery {version('google-cloud-bigquery')}, "
+        f"{os.cpu_count()} CPUs"
+    )
+
+
+# --- main ------------------------------------------------------------------------------------------------
+def setup(args: argparse.Namespace, environment: ServerEnvironment) -> str:
+    """Django's tables, the datasets, tenants, the burst of runs and a worker token; returns the token."""
+    started = time.perf_counter()
+    environment.manage("migrate", "--noinput", "-v", "0")
+    bigquery_bootstrap()
+    tenants = tenant_ids(args.tenants)
+    onboard(tenants, args.concurrent_limit)
+    onboarded = time.perf_counter()
+    enqueued = enqueue_burst(tenants, args.runs, timezone.now())
+    token = environment.manage(
+        "create_worker_token", "--username", "bench-worker", "--name", "bench", "--create", "-v", "0"
+    ).strip()
+    limit = (
+        f"concurrent limit overridden to {args.concurrent_limit}" if args.concurrent_limit else "plan limits"
+    )
+    print(
+        f"Setup (realism off) {time.perf_counter() - started:.1f} s: {len(tenants)} tenants onboarded on "
+        f"PROFESSIONAL ({limit}) in {onboarded - started:.1f} s; {enqueued} due runs enqueued "
+        f"(runs_enqueue, 2 MERGEs) in {time.perf_counter() - onboarded:.1f} s; a worker token.",
+        flush=True,
+    )
+    return token
+
+
+def run(args: argparse.Namespace, emulator: EmulatorProcess) -> int:
+    with realism_proxy(emulator.url, scale=args.scale) as proxy:
+        environment = ServerEnvironment(data_dir=BENCH_DIR, emulator_url=proxy.url, project=emulator.project)
+        central = environment.tenants_dataset
+        with override_settings(
+            BIGQUERY_EMULATOR_HOST=emulator.url, BIGQUERY_PROJECT=emulator.project, TENANTS_DATASET=central
+        ):
+            token = setup(args, environment)
+            server = PortalServer(environment, workers=args.server_workers).start()
+            print(
+                f"gunicorn: {args.server_workers} workers x 8 threads on {server.url}; "
+                f"realism scale {args.scale}; "
+                f"{args.seconds:.0f} s per point, drain at most {args.drain_seconds:.0f} s"
+                + (f"; max_runs={args.max_runs} sent in each claim" if args.max_runs > 1 else ""),
+                flush=True,
+            )
+            points: list[Point] = []
+            seen = set(server.log_text().splitlines())  # gunicorn's start-up lines
+            try:
+                for workers in args.workers:
+                    point = run_point(workers, args, server.url, token, proxy)
+                    point.check.extend(check_slots(get_gateway()))
+                    point.check.extend(server_log_lines(server, seen))
+                    print_point(point, central)
+                    points.append(point)
+            finally:
+                server.stop()
+            print_summary(points, central)
+            mismatched = any("mismatch" in line for p in points for line in p.check)
+    return 1 if mismatched else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    print(f"Worker API under BigQuery realism on {versions()}", flush=True)
+    emulator = EmulatorProcess(home=BENCH_DIR / "home", log_path=BENCH_DIR / "emulator.log")
+    try:
+        emulator.start()
+        status = run(args, emulator)
+    finally:
+        emulator.stop()
+        shutil.rmtree(BENCH_DIR, ignore_errors=True)
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    print(f"\nTotal wall time {time.perf_counter() - started:.1f} s; load average at the end {load}.")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
