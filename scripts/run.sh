@@ -49,7 +49,8 @@ fi
 
 "$python" manage.py migrate --noinput
 "$python" manage.py collectstatic --noinput
-"$python" manage.py bootstrap_bigquery
+# --update-schema: a data directory from an earlier release gets the NULLABLE columns added since.
+"$python" manage.py bootstrap_bigquery --update-schema
 "$python" manage.py ensure_admin
 
 echo

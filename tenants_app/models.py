@@ -308,6 +308,12 @@ class TenantPipelineExecutionQueue(BigQueryModel):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     attempt = models.BigIntegerField(null=True, blank=True, help_text="1 for the first claim")
     usage_date = models.DateField(null=True, blank=True, help_text="Usage row holding its concurrent slot")
+    lease_credential = models.CharField(
+        max_length=200,
+        null=True,
+        blank=True,
+        help_text="Credential holding the lease: api_key:<id> or token:<id>",
+    )
 
     table_spec = TableSpec(
         scope=CENTRAL,

@@ -90,6 +90,13 @@ class WorkerApi(APIView):
         tenant_id = getattr(self.request.user, "tenant_id", None)
         return str(tenant_id) if tenant_id else None
 
+    def credential(self) -> str:
+        """Which key or token is calling: a lease belongs to it, not only to the worker_id it sends."""
+        api_key_id = getattr(self.request.user, "api_key_id", None)
+        if api_key_id is not None:
+            return f"api_key:{api_key_id}"
+        return f"token:{self.request.auth.pk}"
+
 
 class LeaseOutputSerializer(serializers.Serializer):
     run_id = serializers.CharField()
@@ -157,6 +164,7 @@ class WorkerClaimApi(WorkerApi):
         # Restricted to one tenant, runs held back only by its quota answer 429 with Retry-After.
         claimed: ClaimedRun | None = run_claim(
             worker_id=values["worker_id"],
+            credential=self.credential(),
             tenant_id=tenant_id or values.get("tenant_id"),
             lease_seconds=values.get("lease_seconds"),
         )
@@ -179,7 +187,9 @@ class WorkerHeartbeatApi(WorkerApi):
     def post(self, request: Request, run_id: str) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        lease = run_heartbeat(run_id=run_id, tenant_id=self.tenant_scope(), **data.validated_data)
+        lease = run_heartbeat(
+            run_id=run_id, tenant_id=self.tenant_scope(), credential=self.credential(), **data.validated_data
+        )
         return Response(LeaseOutputSerializer(lease).data)
 
 
@@ -230,7 +240,9 @@ class WorkerCompleteApi(WorkerApi):
     def post(self, request: Request, run_id: str) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        run = run_complete(run_id=run_id, tenant_id=self.tenant_scope(), **data.validated_data)
+        run = run_complete(
+            run_id=run_id, tenant_id=self.tenant_scope(), credential=self.credential(), **data.validated_data
+        )
         return Response(RunStateOutputSerializer(run).data)
 
 
@@ -248,5 +260,7 @@ class WorkerFailApi(WorkerApi):
     def post(self, request: Request, run_id: str) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        run = run_fail(run_id=run_id, tenant_id=self.tenant_scope(), **data.validated_data)
+        run = run_fail(
+            run_id=run_id, tenant_id=self.tenant_scope(), credential=self.credential(), **data.validated_data
+        )
         return Response(RunStateOutputSerializer(run).data)

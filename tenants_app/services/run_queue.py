@@ -119,6 +119,7 @@ class ReapReport:
 def run_claim(
     *,
     worker_id: str,
+    credential: str | None = None,
     tenant_id: str | None = None,
     lease_seconds: int | None = None,
     now: datetime | None = None,
@@ -127,6 +128,8 @@ def run_claim(
 
     Restricted to one tenant, a claim that found runs but was refused by the tenant's quota or
     subscription raises that refusal (QuotaExceeded has `retry_after`) instead of returning None.
+    The lease belongs to `credential` (the API key or token that claimed) as well as to `worker_id`,
+    which any caller may choose: reports and heartbeats of another credential are refused.
     """
     worker_id = check_worker_id(worker_id)
     lease = _lease(lease_seconds)
@@ -162,7 +165,9 @@ def run_claim(
                         retry_count=candidate.retry_count + 1,
                     )
                 try:
-                    claimed = _try_claim(candidate, worker_id=worker_id, lease=lease, now=now)
+                    claimed = _try_claim(
+                        candidate, worker_id=worker_id, credential=credential, lease=lease, now=now
+                    )
                 except ServiceUnavailable:
                     raise
                 except ServiceError as refusal:
@@ -183,6 +188,7 @@ def run_heartbeat(
     *,
     run_id: str,
     worker_id: str,
+    credential: str | None = None,
     tenant_id: str | None = None,
     attempt: int | None = None,
     lease_seconds: int | None = None,
@@ -194,6 +200,8 @@ def run_heartbeat(
     now = now or timezone.now()
     expires = now + lease
     filters: dict[str, Any] = {"run_id": run_id, "state": RunState.RUNNING, "lease_owner": worker_id}
+    if credential is not None:
+        filters["lease_credential"] = credential
     if tenant_id is not None:
         filters["tenant_id"] = tenant_id
     if attempt is not None:
@@ -283,7 +291,9 @@ def _next_candidate(pending: list[Candidate], *, contended: bool) -> int:
     return random.choice(same)  # noqa: S311 - spreads load, nothing secret depends on it
 
 
-def _try_claim(candidate: Candidate, *, worker_id: str, lease: timedelta, now: datetime) -> ClaimedRun | None:
+def _try_claim(
+    candidate: Candidate, *, worker_id: str, credential: str | None, lease: timedelta, now: datetime
+) -> ClaimedRun | None:
     """Compare-and-set the entry to RUNNING for this worker, then admit it; None if another won."""
     entry = candidate.entry
     previous = entry.attempt or 0
@@ -302,6 +312,7 @@ def _try_claim(candidate: Candidate, *, worker_id: str, lease: timedelta, now: d
         "processing_started_at": now,
         "attempt": attempt,
         "usage_date": None,
+        "lease_credential": credential,
     }
     if queue_repository().update_where(values, filters=filters) == 0:
         return None

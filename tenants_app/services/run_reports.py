@@ -69,6 +69,7 @@ def run_complete(
     *,
     run_id: str,
     worker_id: str,
+    credential: str | None = None,
     status: str,
     tenant_id: str | None = None,
     attempt: int | None = None,
@@ -104,10 +105,12 @@ def run_complete(
     with bigquery_errors_translated():
         candidate = candidate_of(run_id, tenant_id)
         entry = candidate.entry
-        if _already_finished(entry, worker_id=worker_id, attempt=attempt, states=(status,)):
+        if _already_finished(
+            entry, worker_id=worker_id, credential=credential, attempt=attempt, states=(status,)
+        ):
             release_if_leaked(entry, succeeded=status == RunState.SUCCEEDED)
             return _finish_run_row(candidate, state=status, now=now, error=error, replay=True)
-        _require_lease(entry, worker_id=worker_id, attempt=attempt)
+        _require_lease(entry, worker_id=worker_id, credential=credential, attempt=attempt)
         number = entry.attempt or 1
         logging_id = pipeline_logging_id(run_id, number)
         start = started_at or entry.processing_started_at or now
@@ -127,11 +130,13 @@ def run_complete(
             _write_dq_results(entry.tenant_id, logging_id, checks, now=now)
         matched = queue_repository().update_where(
             {"state": status, "lease_expires_at": None, "heartbeat_at": now},
-            filters=_held_filters(entry, worker_id),
+            filters=_held_filters(entry, worker_id, credential),
         )
         if matched == 0:
             fresh = candidate_of(run_id, tenant_id)
-            if _already_finished(fresh.entry, worker_id=worker_id, attempt=attempt, states=(status,)):
+            if _already_finished(
+                fresh.entry, worker_id=worker_id, credential=credential, attempt=attempt, states=(status,)
+            ):
                 return _finish_run_row(fresh, state=status, now=now, error=error, replay=True)
             raise LeaseLost(f"run {run_id} is no longer held by worker {worker_id}")
         # The slot first: if the run row's UPDATE fails, the worker's retry takes the replay path,
@@ -145,6 +150,7 @@ def run_fail(
     *,
     run_id: str,
     worker_id: str,
+    credential: str | None = None,
     error: str,
     tenant_id: str | None = None,
     attempt: int | None = None,
@@ -164,11 +170,15 @@ def run_fail(
         candidate = candidate_of(run_id, tenant_id)
         entry = candidate.entry
         if _already_finished(
-            entry, worker_id=worker_id, attempt=attempt, states=(RunState.QUEUED, RunState.FAILED)
+            entry,
+            worker_id=worker_id,
+            credential=credential,
+            attempt=attempt,
+            states=(RunState.QUEUED, RunState.FAILED),
         ):
             release_if_leaked(entry, succeeded=False)
             return _fail_run_row_repaired(candidate, now=now, message=message)
-        _require_lease(entry, worker_id=worker_id, attempt=attempt)
+        _require_lease(entry, worker_id=worker_id, credential=credential, attempt=attempt)
         retry = candidate.retry_count < candidate.max_retries
         state = RunState.QUEUED if retry else RunState.FAILED
         values: dict[str, Any] = {"state": state, "lease_expires_at": None, "heartbeat_at": now}
@@ -184,10 +194,14 @@ def run_fail(
                 metadata=None,
                 error=message,
             )
-        if queue_repository().update_where(values, filters=_held_filters(entry, worker_id)) == 0:
+        if queue_repository().update_where(values, filters=_held_filters(entry, worker_id, credential)) == 0:
             fresh = candidate_of(run_id, tenant_id)
             if _already_finished(
-                fresh.entry, worker_id=worker_id, attempt=attempt, states=(RunState.QUEUED, RunState.FAILED)
+                fresh.entry,
+                worker_id=worker_id,
+                credential=credential,
+                attempt=attempt,
+                states=(RunState.QUEUED, RunState.FAILED),
             ):
                 return _fail_run_row_repaired(fresh, now=now, message=message)
             raise LeaseLost(f"run {run_id} is no longer held by worker {worker_id}")
@@ -217,9 +231,13 @@ def pipeline_logging_id(run_id: str, attempt: int) -> str:
 
 
 # --- internals: the lease ---------------------------------------------------------------------------
-def _held_filters(entry: TenantPipelineExecutionQueue, worker_id: str) -> dict[str, Any]:
-    """Match the entry only while this worker still holds this attempt."""
+def _held_filters(
+    entry: TenantPipelineExecutionQueue, worker_id: str, credential: str | None
+) -> dict[str, Any]:
+    """Match the entry only while this worker (and credential) still holds this attempt."""
     filters: dict[str, Any] = {"run_id": entry.run_id, "state": RunState.RUNNING, "lease_owner": worker_id}
+    if credential is not None:
+        filters["lease_credential"] = credential
     if entry.attempt is None:
         filters["attempt__isnull"] = True
     else:
@@ -227,23 +245,41 @@ def _held_filters(entry: TenantPipelineExecutionQueue, worker_id: str) -> dict[s
     return filters
 
 
-def _require_lease(entry: TenantPipelineExecutionQueue, *, worker_id: str, attempt: int | None) -> None:
+def _require_lease(
+    entry: TenantPipelineExecutionQueue, *, worker_id: str, credential: str | None, attempt: int | None
+) -> None:
     if entry.state != RunState.RUNNING or entry.lease_owner != worker_id:
         raise LeaseLost(f"run {entry.run_id} is not held by worker {worker_id} (it is {entry.state})")
+    if not _same_credential(entry, credential):
+        # The worker_id is the caller's free choice: another key or token of the tenant copying it
+        # does not hold the lease.
+        raise LeaseLost(f"run {entry.run_id} is held by another credential than this one")
     if attempt is not None and entry.attempt != attempt:
         raise LeaseLost(f"run {entry.run_id} is on attempt {entry.attempt}, not {attempt}")
 
 
 def _already_finished(
-    entry: TenantPipelineExecutionQueue, *, worker_id: str, attempt: int | None, states: Iterable[str]
+    entry: TenantPipelineExecutionQueue,
+    *,
+    worker_id: str,
+    credential: str | None,
+    attempt: int | None,
+    states: Iterable[str],
 ) -> bool:
-    """A repeat of this worker's own last report (same state, same worker, same attempt)."""
+    """A repeat of this worker's own last report (same state, worker, credential and attempt)."""
     return (
         entry.state in tuple(states)
         and entry.state != RunState.RUNNING
         and entry.lease_owner == worker_id
+        and _same_credential(entry, credential)
         and (attempt is None or entry.attempt == attempt)
     )
+
+
+def _same_credential(entry: TenantPipelineExecutionQueue, credential: str | None) -> bool:
+    """Whether `credential` may act on the lease: the one that claimed it. Callers inside the app pass
+    None (they act for no credential); entries claimed before leases recorded theirs have None."""
+    return credential is None or entry.lease_credential is None or entry.lease_credential == credential
 
 
 # --- internals: completion --------------------------------------------------------------------------

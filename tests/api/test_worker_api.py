@@ -259,3 +259,29 @@ def test_it_answers_400_for_run_metadata_nested_too_deep(central: str) -> None:
     assert deep.status_code == 400
     assert deep.json()["error"]["fields"] == {"run_metadata": ["Nest at most 10 levels deep."]}
     assert entry(run_id).state == RunState.RUNNING
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("copier", ["other key", "worker token"])
+def test_it_refuses_a_lease_to_another_credential_that_copies_the_worker_id(
+    central: str, worker_user: User, copier: str
+) -> None:
+    tenant_id = tenant_with_subscription(concurrent_limit=3)
+    run_id = enqueue(tenant_id)
+    holder = tenant_key(tenant_id, *EXECUTE)
+    assert claim(holder).status_code == 200
+    thief = tenant_key(tenant_id, *EXECUTE) if copier == "other key" else worker_client(worker_user)
+    base = f"/api/v1/worker/runs/{run_id}"
+
+    with rows_left_alone(tenant_id, TenantPipelineExecutionQueue):
+        answers = [
+            thief.post(f"{base}/heartbeat", {"worker_id": "w1"}, format="json"),
+            thief.post(f"{base}/complete", {"worker_id": "w1", "status": "SUCCEEDED"}, format="json"),
+            thief.post(f"{base}/fail", {"worker_id": "w1", "error": "taken"}, format="json"),
+        ]
+
+    assert [(a.status_code, a.json()["error"]["code"]) for a in answers] == [(409, "lease_lost")] * 3
+    assert holder.post(f"{base}/heartbeat", {"worker_id": "w1"}, format="json").status_code == 200
+    done = holder.post(f"{base}/complete", {"worker_id": "w1", "status": "SUCCEEDED"}, format="json")
+    assert done.status_code == 200
+    assert entry(run_id).state == RunState.SUCCEEDED
