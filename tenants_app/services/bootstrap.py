@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 from bigquery_backend import provisioning
@@ -17,6 +18,7 @@ from tenants_app.services.datasets import (
     tenant_dataset,
     tenant_dataset_labels,
 )
+from tenants_app.task_graph import Task, run_tasks
 
 # Table outcomes. A dry run says what it would do with the same words and `would_` in front.
 CREATED = "created"
@@ -73,8 +75,12 @@ def bigquery_bootstrap(
     update_schema: bool = False,
     on_table: Callable[[TableReport], None] | None = None,
     gateway: BigQueryGateway | None = None,
+    max_workers: int = 1,
 ) -> BootstrapReport:
-    """Create what is missing, report drift, and add missing NULLABLE columns when asked."""
+    """Create what is missing, report drift, and add missing NULLABLE columns when asked.
+
+    `max_workers` > 1 checks and creates the tables side by side, that many at a time.
+    """
     gateway = gateway or get_gateway()
     if tenant_id is None:
         dataset_id = central_dataset()
@@ -93,8 +99,9 @@ def bigquery_bootstrap(
     )
     report.datasets[dataset_id] = dataset_action.replace(" ", "_")
     dataset_missing = dataset_action == "would create"
-    for model in models:
-        table_report = _bootstrap_table(
+
+    def bootstrap_table(model: type[BigQueryModel]) -> TableReport:
+        return _bootstrap_table(
             gateway,
             dataset_id,
             model,
@@ -102,6 +109,14 @@ def bigquery_bootstrap(
             update_schema=update_schema,
             dataset_missing=dataset_missing,
         )
+
+    # One after another by default (each reported as it is done, the first failure stops the rest).
+    tables: Iterable[TableReport] = (bootstrap_table(model) for model in models)
+    if max_workers > 1:
+        # The tables are independent: onboarding creates a tenant's side by side (tenants_app/task_graph.py).
+        tasks = {table_definition(model).name: Task(partial(bootstrap_table, model)) for model in models}
+        tables = run_tasks(tasks, max_workers=max_workers, thread_name_prefix="bootstrap").values()
+    for table_report in tables:
         report.tables.append(table_report)
         if on_table is not None:
             on_table(table_report)

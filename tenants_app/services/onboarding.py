@@ -4,8 +4,11 @@ Every step looks at what exists before it writes, rows have deterministic ids an
 insert-if-absent MERGEs, and metadata calls treat "already exists" as done. So a run that failed at any
 step (BigQuery or KMS down, process killed) is finished by running the same request again, which leaves
 exactly one profile, one subscription, one usage row for the day, one dataset and one initial key.
-The API key comes last: a failure before it leaves no key behind, and its presence marks a finished
-onboarding (a repeat then gets AlreadyExists).
+The profile comes first: it records the details a repeat must give again, before any row carries a
+plan's limits and before a dataset exists that no profile names. The API key comes last: a failure
+before it leaves no key behind, and its presence marks a finished onboarding (a repeat then gets
+AlreadyExists). Steps that depend on neither each other nor a failed step run side by side
+(STEP_AFTER, tenants_app/task_graph.py), which brings an onboarding near its longest chain of calls.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date
+from functools import partial
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
@@ -57,6 +61,7 @@ from tenants_app.services.datasets import (
 from tenants_app.services.errors import AlreadyExists, ServiceUnavailable, ValidationFailed
 from tenants_app.services.plans import Plan, plan_get
 from tenants_app.services.retries import is_retry_of_unknown_outcome
+from tenants_app.task_graph import Task, run_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +74,19 @@ VIEWS = "views"
 READER_ACCESS = "reader_access"
 API_KEY = "api_key"
 ONBOARDING_STEPS: tuple[str, ...] = (PROFILE, SUBSCRIPTION, USAGE, DATASET, VIEWS, READER_ACCESS, API_KEY)
+# The steps each one needs done first (see the module docstring); the others run side by side.
+STEP_AFTER: dict[str, tuple[str, ...]] = {
+    PROFILE: (),
+    SUBSCRIPTION: (PROFILE,),
+    USAGE: (PROFILE,),
+    DATASET: (PROFILE,),
+    VIEWS: (DATASET,),
+    READER_ACCESS: (DATASET,),
+    API_KEY: (SUBSCRIPTION, USAGE, VIEWS, READER_ACCESS),
+}
+# At most 4 steps run at once, each with at most 3 calls side by side (the dataset's tables, the
+# views): never more than 6 threads. 1 runs every call one after another.
+ONBOARDING_MAX_WORKERS = 4
 
 # Names that would shadow a dataset, an API path or a role; the central dataset's name is added at run time.
 RESERVED_TENANT_IDS: frozenset[str] = frozenset(
@@ -170,7 +188,7 @@ def tenant_onboard_validate(
         created_by=created_by,
     )
     with bigquery_errors_translated():
-        _preflight(request)
+        _preflight(request, max_workers=ONBOARDING_MAX_WORKERS)
 
 
 def tenant_onboard(
@@ -181,8 +199,12 @@ def tenant_onboard(
     plan: str,
     created_by: str,
     before_step: Callable[[str], None] | None = None,
+    max_workers: int = ONBOARDING_MAX_WORKERS,
 ) -> OnboardingResult:
-    """Create everything a new tenant needs, or finish an onboarding that failed half-way."""
+    """Create everything a new tenant needs, or finish an onboarding that failed half-way.
+
+    `before_step(name)` is called in the step's thread just before it runs (tests inject failures).
+    """
     request = _clean(
         tenant_id=tenant_id,
         company_name=company_name,
@@ -191,12 +213,14 @@ def tenant_onboard(
         created_by=created_by,
     )
     with bigquery_errors_translated():
-        run = _Run(request, profile=_preflight(request))
-        for step in ONBOARDING_STEPS:
-            if before_step is not None:
-                before_step(step)
-            performed = run.do(step)
-            (run.performed if performed else run.skipped).append(step)
+        run = _Run(request, profile=_preflight(request, max_workers=max_workers), max_workers=max_workers)
+        steps = {
+            step: Task(partial(run.do, step, before_step), after=STEP_AFTER[step])
+            for step in ONBOARDING_STEPS
+        }
+        wrote = run_tasks(steps, max_workers=max_workers, thread_name_prefix="onboarding")
+    run.performed = [step for step in ONBOARDING_STEPS if wrote[step]]
+    run.skipped = [step for step in ONBOARDING_STEPS if not wrote[step]]
     # Both are set by their steps, which ran without raising.
     assert run.profile is not None
     assert run.subscription is not None
@@ -314,8 +338,17 @@ def reader_access_entry(tenant_id: str) -> bigquery.AccessEntry | None:
 
 
 # --- preflight --------------------------------------------------------------------------------------
-def _preflight(request: _Request) -> TenantProfile | None:
+def _preflight(request: _Request, *, max_workers: int) -> TenantProfile | None:
     """The existing profile of an unfinished onboarding, None for a new tenant; AlreadyExists otherwise."""
+    # Two independent reads side by side; the profile's verdict wins when both refuse.
+    checks = {
+        "existing_profile": Task(partial(_existing_profile, request)),
+        "foreign_dataset": Task(partial(_check_dataset_is_ours, get_gateway(), request)),
+    }
+    return run_tasks(checks, max_workers=max_workers, thread_name_prefix="onboarding")["existing_profile"]
+
+
+def _existing_profile(request: _Request) -> TenantProfile | None:
     tenant_id = request.tenant_id
     profile = central_repository(TenantProfile).find(tenant_id)
     if profile is not None and profile.status in {TenantStatus.CANCELLED, TenantStatus.DELETED}:
@@ -342,7 +375,6 @@ def _preflight(request: _Request) -> TenantProfile | None:
                 errors={"tenant_id": ["A tenant with this id already exists."]},
             )
         _check_same_request(profile, request)
-    _check_dataset_is_ours(get_gateway(), request)
     return profile
 
 
@@ -385,8 +417,9 @@ def _check_dataset_is_ours(gateway: BigQueryGateway, request: _Request) -> None:
 class _Run:
     """State of one onboarding run; each step returns True when it wrote something."""
 
-    def __init__(self, request: _Request, *, profile: TenantProfile | None) -> None:
+    def __init__(self, request: _Request, *, profile: TenantProfile | None, max_workers: int) -> None:
         self.request = request
+        self.max_workers = max_workers
         self.profile = profile
         self.resumed = profile is not None
         self.subscription: TenantSubscription | None = None
@@ -395,7 +428,9 @@ class _Run:
         self.performed: list[str] = []
         self.skipped: list[str] = []
 
-    def do(self, step: str) -> bool:
+    def do(self, step: str, before_step: Callable[[str], None] | None = None) -> bool:
+        if before_step is not None:
+            before_step(step)
         return {
             PROFILE: self.profile_step,
             SUBSCRIPTION: self.subscription_step,
@@ -467,7 +502,7 @@ class _Run:
         return central_repository(TenantUsageQuota).upsert(usage, update_fields=[]) == 1
 
     def dataset_step(self) -> bool:
-        report = bigquery_bootstrap(tenant_id=self.request.tenant_id)
+        report = bigquery_bootstrap(tenant_id=self.request.tenant_id, max_workers=self.max_workers)
         for table in report.tables:
             if table.drift:
                 logger.warning(
@@ -481,21 +516,12 @@ class _Run:
 
     def views_step(self) -> bool:
         gateway = get_gateway()
-        created = False
-        names = []
-        for model in VIEW_MODELS:
-            definition = table_definition(model)
-            names.append(definition.name)
-            view = bigquery.Table(gateway.table_ref(self.request.dataset_id, definition.name))
-            view.view_query = tenant_view_query(gateway.project, model, self.request.tenant_id)
-            view.description = (
-                f"Read-only: tenant {self.request.tenant_id}'s rows of {central_dataset()}.{definition.name}"
-            )
-            try:
-                gateway.create_table(view)
-                created = True
-            except Conflict:
-                pass  # created by an earlier, interrupted run
+        # The views are independent of each other; authorising them on the central dataset needs both.
+        views = {
+            table_definition(model).name: Task(partial(self._create_view, model)) for model in VIEW_MODELS
+        }
+        created = run_tasks(views, max_workers=self.max_workers, thread_name_prefix="onboarding")
+        names = list(created)
         authorized = _add_access_entries(
             gateway,
             central_dataset(),
@@ -508,7 +534,21 @@ class _Run:
                 for name in names
             ],
         )
-        return created or authorized
+        return any(created.values()) or authorized
+
+    def _create_view(self, model: type[BigQueryModel]) -> bool:
+        gateway = get_gateway()
+        definition = table_definition(model)
+        view = bigquery.Table(gateway.table_ref(self.request.dataset_id, definition.name))
+        view.view_query = tenant_view_query(gateway.project, model, self.request.tenant_id)
+        view.description = (
+            f"Read-only: tenant {self.request.tenant_id}'s rows of {central_dataset()}.{definition.name}"
+        )
+        try:
+            gateway.create_table(view)
+        except Conflict:
+            return False  # created by an earlier, interrupted run
+        return True
 
     def reader_access_step(self) -> bool:
         if self.request.reader is None:

@@ -2,7 +2,8 @@
 
 Each flow runs once through a healthy fault proxy (tests/support/bigquery_faults.py) to learn how many
 BigQuery requests it makes (K), so a statement added to a flow is covered without editing this file.
-Then, for each step n in 1..K, BigQuery goes away from the n-th request on: the caller must get a 503
+Then, for each step n in 1..K, BigQuery goes away from the n-th request on (found by what it does, as
+onboarding's parallel calls come in varying order: `from_the_same_request`): the caller must get a 503
 with the error envelope, within a bound. BigQuery comes back, the same request is sent again (same
 Idempotency-Key where the endpoint takes one), and the state must be that of one clean call: one
 profile, subscription, usage row and key set; one rotation; the run completed and its slot released
@@ -21,6 +22,7 @@ succeeds and the entry goes to the error log (tenants_app/services/audit.py).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -143,10 +145,12 @@ def is_write(request: ProxiedRequest) -> bool:
     return request.method in ("POST", "PATCH", "PUT", "DELETE")
 
 
-def with_fault(proxy: BigQueryFaultProxy, kind: Fault, at: int, call: Callable[[], Any]) -> Outcome:
-    """Run `call` with BigQuery failing from its `at`-th request on (the outage lasts); then heal."""
+def with_fault(
+    proxy: BigQueryFaultProxy, kind: Fault, at: int, call: Callable[[], Any], *, clean: list[ProxiedRequest]
+) -> Outcome:
+    """Run `call` with BigQuery failing from the clean run's `at`-th request on (the outage lasts); heal."""
     with proxy.recording() as seen, short_bounds():
-        proxy.fail(kind, at=at)
+        proxy.fail(kind, match=from_the_same_request(clean, at))
         started = time.monotonic()
         try:
             response = call()
@@ -183,6 +187,45 @@ def signature(request: ProxiedRequest) -> str:
         return f"{words[0].upper() if words else ''} {table}"
     parts = request.path.split("?")[0].split("/")
     return request.method + " " + "/".join("*" if i % 2 == 0 else part for i, part in enumerate(parts[5:]))
+
+
+def shape(request: ProxiedRequest) -> str:
+    """What a request does, the same in every run of a flow: `MERGE tenant_subscriptions`,
+    `POST datasets/*/tables tenant_step_logs`, `PATCH datasets/central`, `GET queries/*`..."""
+    if request.is_job:
+        return signature(request)
+    parts = request.path.split("?")[0].split("/")[5:]  # after /bigquery/v2/projects/<project>/
+    names = []
+    for kind, name in zip(parts[::2], [*parts[1::2], ""], strict=False):
+        if kind == "datasets":
+            name = "central" if name == central_dataset() else "*" if name else ""
+        elif kind != "tables":
+            name = "*" if name else ""  # a job id
+        names.append(f"{kind}/{name}".rstrip("/"))
+    created = ""
+    if request.method == "POST" and parts[-1:] == ["tables"]:
+        created = " " + str(json.loads(request.body).get("tableReference", {}).get("tableId"))
+    return f"{request.method} {'/'.join(names)}{created}"
+
+
+def from_the_same_request(clean: list[ProxiedRequest], step: int) -> Callable[[ProxiedRequest], bool]:
+    """Matches the request that was the clean run's `step`-th, and every request after it (the outage).
+
+    Onboarding makes independent calls side by side, in an order that changes from run to run: the
+    request is found by what it does and how many requests before it in the clean run did the same
+    (the third `GET queries/*`), never by its place in the whole flow.
+    """
+    wanted = shape(clean[step - 1])
+    rank = sum(1 for request in clean[:step] if shape(request) == wanted)
+    seen = 0
+
+    def match(request: ProxiedRequest) -> bool:
+        nonlocal seen
+        if seen < rank and shape(request) == wanted:
+            seen += 1
+        return seen == rank
+
+    return match
 
 
 def is_central_write(request: ProxiedRequest) -> bool:
@@ -393,7 +436,7 @@ def test_it_finishes_an_onboarding_that_bigquery_failed_at_any_step(
         def case(step: int = step, kind: Fault = kind) -> None:
             tenant_id, key = f"f_{uuid.uuid4().hex[:10]}", uuid.uuid4().hex
             caplog.clear()
-            outcome = with_fault(proxy, kind, step, lambda: onboard(tenant_id, key))
+            outcome = with_fault(proxy, kind, step, lambda: onboard(tenant_id, key), clean=seen)
             assert_failed_clearly(outcome)
             again = onboard(tenant_id, key)
             assert again.status_code == 201, again.json()
@@ -459,7 +502,7 @@ def test_it_finishes_a_plan_change_that_bigquery_failed_at_any_step(
 
         def case(step: int = step, kind: Fault = kind) -> None:
             tenant_id = next(tenants)
-            outcome = with_fault(proxy, kind, step, lambda: change(tenant_id))
+            outcome = with_fault(proxy, kind, step, lambda: change(tenant_id), clean=seen)
             assert_failed_clearly(outcome)
             again = change(tenant_id)
             assert again.status_code == 200, again.json()
@@ -516,7 +559,9 @@ def test_it_rotates_a_key_once_when_bigquery_failed_at_any_step(
         def case(step: int = step, kind: Fault = kind) -> None:
             tenant_id = next(tenants)
             old_id, request_key = new_key(tenant_id), uuid.uuid4().hex
-            outcome = with_fault(proxy, kind, step, lambda: rotate(tenant_id, old_id, request_key))
+            outcome = with_fault(
+                proxy, kind, step, lambda: rotate(tenant_id, old_id, request_key), clean=seen
+            )
             assert_failed_clearly(outcome)
             # Same Idempotency-Key: a replay, or the rotation finished (and its key shown) by the retry.
             again = rotate(tenant_id, old_id, request_key)
@@ -669,7 +714,7 @@ def test_it_completes_a_run_once_when_bigquery_failed_at_any_step(
         def case(step: int = step, kind: Fault = kind) -> None:
             run_id = next(runs)
             before = usage_figures(run_tenant)
-            outcome = with_fault(proxy, kind, step, lambda: complete(run_id))
+            outcome = with_fault(proxy, kind, step, lambda: complete(run_id), clean=seen)
             assert_failed_clearly(outcome)
             again = complete(run_id)
             assert again.status_code == 200, again.json()
@@ -717,7 +762,7 @@ def test_it_fails_a_run_once_when_bigquery_failed_at_any_step(
         def case(step: int = step, kind: Fault = kind) -> None:
             run_id = next(runs)
             before = usage_figures(run_tenant)
-            outcome = with_fault(proxy, kind, step, lambda: fail(run_id))
+            outcome = with_fault(proxy, kind, step, lambda: fail(run_id), clean=seen)
             assert_failed_clearly(outcome)
             again = fail(run_id)
             assert again.status_code == 200, again.json()
