@@ -170,9 +170,10 @@ def quota_release_if_leaked(*, tenant_id: str, usage_date: date, succeeded: bool
     failed before its release landed (BigQuery went away between the two statements): the entry
     cannot tell whether the release happened, the counts can. The comparison is the UPDATE's own
     condition, not a read before it, so two repeats racing release (and count the outcome) once.
-    A claim between its admission and writing its entry's `usage_date` is not in the queue's count
-    yet, so in that window this may free a slot early (one run too many admitted for a while);
-    without it the slot stayed taken until the next rollover.
+    Every RUNNING entry counts, with `usage_date` or not: a claim between its compare-and-set and
+    recording its admission is RUNNING already, so its slot is never taken for a leaked one. The price
+    is the other way round: while such a claim is in flight a leaked slot may stay until a later
+    repeat, a reap or the next rollover, never freed while in use.
     """
     if _release(tenant_id=tenant_id, usage_date=usage_date, succeeded=succeeded, only_if_leaked=True) == 0:
         return False
@@ -201,7 +202,7 @@ def _release(*, tenant_id: str, usage_date: date, succeeded: bool | None, only_i
         leaked = (
             " AND concurrent_pipelines_running > "
             f"(SELECT COUNT(*) FROM {queue.table} AS q WHERE q.tenant_id = @tenant_id "
-            "AND q.state = @running AND q.usage_date IS NOT NULL)"
+            "AND q.state = @running)"
         )
         params.append(bigquery.ScalarQueryParameter("running", "STRING", RunState.RUNNING))
     sql = (

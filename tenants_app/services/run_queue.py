@@ -16,7 +16,9 @@ writes `usage_date`, only while the entry is still its claim: if it was cancelle
 meanwhile, whoever moved it saw no slot, so the claim releases its own and is lost. A BigQuery failure
 between the steps (a refusal, a lost answer) gives the run back and frees the slot if the usage row
 still counts it (`_give_back`); if that fails too, or the process dies, the lease runs out and the
-reaper does the same for the entry it finds without `usage_date`. A slot is never freed while in use.
+reaper does the same for the entry it finds without `usage_date`. Both free a slot only when the usage
+row counts more running runs than the queue has RUNNING entries (`quotas.quota_release_if_leaked`,
+which counts every RUNNING entry, admitted or about to be), so a slot in use is never freed.
 
 Priority: 1 is the most urgent; claims take the lowest priority number first, then the earliest
 scheduled time. Leases: a claim holds the run for `lease_seconds`; heartbeats extend it; past it, the
@@ -156,7 +158,12 @@ def run_claim(
                     # every claimer read the same entries, and each reap is a mutating statement.
                     if not cache.add(_reaping_key(entry), True, timeout=_REAP_HOLD.total_seconds()):
                         continue
-                    report = _reap([candidate], now=now, cutoff=now, actor="system:claim")
+                    try:
+                        report = _reap([candidate], now=now, cutoff=now, actor="system:claim")
+                    except BaseException:
+                        # Not reaped after all: the next claimer that meets the entry may try.
+                        cache.delete(_reaping_key(entry))
+                        raise
                     if entry.run_id not in report.requeued:
                         continue
                     candidate = replace(
@@ -209,9 +216,13 @@ def run_heartbeat(
     with bigquery_errors_translated():
         # No expiry condition: a late heartbeat revives a lease nobody has taken over yet, and a
         # takeover's own compare-and-set requires the lease to be expired, so only one of them wins.
-        matched = queue_repository().update_where(
-            {"lease_expires_at": expires, "heartbeat_at": now}, filters=filters
-        )
+        values = {"lease_expires_at": expires, "heartbeat_at": now}
+        matched = queue_repository().update_where(values, filters=filters)
+        if matched == 0 and credential is not None:
+            # A lease claimed before leases recorded their credential (none stored) is still held.
+            legacy = {**filters, "lease_credential__isnull": True}
+            legacy.pop("lease_credential")
+            matched = queue_repository().update_where(values, filters=legacy)
         if matched == 0:
             _raise_not_held(run_id=run_id, tenant_id=tenant_id, worker_id=worker_id)
         entry = queue_repository().get(run_id)
@@ -319,12 +330,18 @@ def _try_claim(
     mine = {"run_id": entry.run_id, "state": RunState.RUNNING, "lease_owner": worker_id, "attempt": attempt}
     try:
         admission = quota_admit(tenant_id=entry.tenant_id, now=now)
+    except ServiceUnavailable as exc:
+        # BigQuery failed (translated by the service): the admission's UPDATE may have landed with its
+        # answer lost, so it may hold a slot. Contention alone (no BigQuery cause) took none.
+        unknown = isinstance(exc.__cause__, BigQueryError)
+        _give_back(entry, mine, admitted_on=quota_day(now) if unknown else None)
+        raise
     except ServiceError:
         # Refused (over quota, subscription inactive): no slot taken; hand the run back as it was.
         _give_back(entry, mine, admitted_on=None)
         raise
     except Exception:
-        # BigQuery failed with the admission's outcome unknown: its UPDATE may have taken a slot.
+        # A BigQuery error not translated on the way: the outcome is unknown as above.
         _give_back(entry, mine, admitted_on=quota_day(now))
         raise
     try:
@@ -383,6 +400,7 @@ def _give_back(
                 "processing_started_at": entry.processing_started_at,
                 "attempt": entry.attempt,
                 "usage_date": None,
+                "lease_credential": entry.lease_credential,
             },
             filters=mine,
         )

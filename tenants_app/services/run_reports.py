@@ -237,7 +237,12 @@ def _held_filters(
     """Match the entry only while this worker (and credential) still holds this attempt."""
     filters: dict[str, Any] = {"run_id": entry.run_id, "state": RunState.RUNNING, "lease_owner": worker_id}
     if credential is not None:
-        filters["lease_credential"] = credential
+        # As read (checked by _require_lease): an entry claimed before leases recorded their
+        # credential has none, and must still match.
+        if entry.lease_credential is None:
+            filters["lease_credential__isnull"] = True
+        else:
+            filters["lease_credential"] = entry.lease_credential
     if entry.attempt is None:
         filters["attempt__isnull"] = True
     else:

@@ -11,7 +11,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from tenants_app.models import RunState, TenantPipelineExecutionQueue, TenantStepLog, TenantUsageQuota
-from tenants_app.repositories import tenant_repository
+from tenants_app.repositories import central_repository, tenant_repository
 from tenants_app.services.admin_tokens import admin_token_create, admin_token_revoke, worker_token_create
 from tenants_app.services.api_keys import api_key_create
 from tenants_app.services.bootstrap import bigquery_bootstrap
@@ -284,4 +284,21 @@ def test_it_refuses_a_lease_to_another_credential_that_copies_the_worker_id(
     assert holder.post(f"{base}/heartbeat", {"worker_id": "w1"}, format="json").status_code == 200
     done = holder.post(f"{base}/complete", {"worker_id": "w1", "status": "SUCCEEDED"}, format="json")
     assert done.status_code == 200
+    assert entry(run_id).state == RunState.SUCCEEDED
+
+
+@pytest.mark.django_db
+def test_it_keeps_serving_a_lease_claimed_before_leases_recorded_their_credential(central: str) -> None:
+    tenant_id = tenant_with_subscription(concurrent_limit=3)
+    run_id = enqueue(tenant_id)
+    holder = tenant_key(tenant_id, *EXECUTE)
+    assert claim(holder).status_code == 200
+    # As an entry claimed by the previous release looks: no credential stored.
+    central_repository(TenantPipelineExecutionQueue).update(run_id, {"lease_credential": None})
+    base = f"/api/v1/worker/runs/{run_id}"
+
+    beat = holder.post(f"{base}/heartbeat", {"worker_id": "w1"}, format="json")
+    done = holder.post(f"{base}/complete", {"worker_id": "w1", "status": "SUCCEEDED"}, format="json")
+
+    assert (beat.status_code, done.status_code) == (200, 200)
     assert entry(run_id).state == RunState.SUCCEEDED

@@ -105,3 +105,24 @@ def test_it_reaps_an_expired_lease_once_however_many_claimers_meet_it(faults: Bi
     assert len(reaps) == 1
     assert [claim.run_id for claim in claims if claim is not None] == [run_id]
     assert running(tenant_id) == 1
+
+
+def admission(request: ProxiedRequest) -> bool:
+    """The quota admission: the usage row's conditional `+ 1` UPDATE."""
+    return request.statement.startswith("UPDATE") and "pipelines_run_today = pipelines_run_today + 1" in (
+        request.statement
+    )
+
+
+def test_it_frees_the_slot_when_the_admissions_answer_is_lost(faults: BigQueryFaultProxy) -> None:
+    tenant_id = tenant_with_subscription(concurrent_limit=1)
+    run_id = enqueue(tenant_id)
+    # The admission lands, its answer is lost, and BigQuery is then gone for it: outcome unknown.
+    faults.fail(Fault.LOST, match=admission)
+
+    with pytest.raises(ServiceUnavailable):
+        run_claim(worker_id="w1", tenant_id=tenant_id, now=NOW)
+    faults.heal()
+
+    assert (entry(run_id).state, running(tenant_id)) == (RunState.QUEUED, 0)
+    assert run_claim(worker_id="w2", tenant_id=tenant_id, now=NOW) is not None
