@@ -338,10 +338,10 @@ def run_flows(session: Session, tenant_id: str) -> None:
     now = timezone.now()
     done = session.send(
         "worker complete",
-        runner,
+        worker,  # the credential holding the lease: another one copying its worker_id gets 409
         "post",
         f"/api/v1/worker/runs/{run_id}/complete",
-        tenant_id=tenant_id,
+        tenant_id=None,
         data={
             "worker_id": "pool-1",
             "attempt": 1,
