@@ -135,25 +135,35 @@ class TaskTrace:
             self.graphs.append((parent, graph))
 
     def critical_path(self, own_cost: Mapping[TaskPath, float]) -> float:
-        """The longest chain of dependent work, given the cost of each task's own calls by its path.
+        """The cost of the longest chain of dependent work, given each task's own calls' cost by path.
 
-        A task's cost is that of its own calls (made one after another in its thread) plus, for each
-        graph it ran (one after another too), that graph's longest chain. `()` is the caller's own.
+        A task's own calls run one after another in its thread, and so do the graphs it runs; `()` is
+        the caller's own.
         """
-        return self._cost((), own_cost)
+        return own_cost.get((), 0.0) + _length(self.critical_chain(own_cost), own_cost)
 
-    def _cost(self, path: TaskPath, own_cost: Mapping[TaskPath, float]) -> float:
-        nested = [graph for parent, graph in self.graphs if parent == path]
-        return own_cost.get(path, 0.0) + sum(self._longest(path, graph, own_cost) for graph in nested)
+    def critical_chain(self, own_cost: Mapping[TaskPath, float]) -> list[TaskPath]:
+        """The tasks along that chain, in order; a task that ran a graph is followed by its chain."""
+        return self._nested_chain((), own_cost)
+
+    def _nested_chain(self, path: TaskPath, own_cost: Mapping[TaskPath, float]) -> list[TaskPath]:
+        with self._lock:
+            nested = [graph for parent, graph in self.graphs if parent == path]
+        return [task for graph in nested for task in self._longest(path, graph, own_cost)]
 
     def _longest(
         self, parent: TaskPath, graph: dict[str, tuple[str, ...]], own_cost: Mapping[TaskPath, float]
-    ) -> float:
-        finish: dict[str, float] = {}
+    ) -> list[TaskPath]:
+        chains: dict[str, list[TaskPath]] = {}
         for name, after in graph.items():
-            start = max((finish[before] for before in after), default=0.0)
-            finish[name] = start + self._cost((*parent, name), own_cost)
-        return max(finish.values(), default=0.0)
+            before = max((chains[first] for first in after), key=lambda c: _length(c, own_cost), default=[])
+            path = (*parent, name)
+            chains[name] = [*before, path, *self._nested_chain(path, own_cost)]
+        return max(chains.values(), key=lambda chain: _length(chain, own_cost), default=[])
+
+
+def _length(chain: list[TaskPath], own_cost: Mapping[TaskPath, float]) -> float:
+    return sum(own_cost.get(path, 0.0) for path in chain)
 
 
 @contextmanager

@@ -167,7 +167,9 @@ def test_it_computes_the_longest_chain_of_a_traced_run_with_nested_graphs() -> N
         ("dataset", "t2"): 0.6,
         ("key",): 3.0,
     }
-    # check, profile, then dataset (0.4 + 0.6) beats rows (1.5), then the key.
+    # check, profile, then rows (1.5) beats dataset (0.4 + 0.6), then the key.
     assert trace.critical_path(cost) == pytest.approx(0.5 + 1.5 + 1.5 + 3.0)
+    assert trace.critical_chain(cost) == [("check",), ("profile",), ("rows",), ("key",)]
     cost[("dataset", "t2")] = 1.2
     assert trace.critical_path(cost) == pytest.approx(0.5 + 1.5 + 1.6 + 3.0)
+    assert trace.critical_chain(cost) == [("check",), ("profile",), ("dataset",), ("dataset", "t2"), ("key",)]
