@@ -767,21 +767,21 @@ def _verification_entry(key_hash: str, now: datetime) -> dict[str, Any] | str:
     return entry
 
 
-def _lookup(key_hash: str) -> tuple[dict[str, Any] | str, str | None, int]:
+def _lookup(key_hash: str) -> tuple[dict[str, Any] | str, str | None, str]:
     """(key row plus its tenant's status as a cache entry, its tenant, the tenant's generation read before
-    the profile) in two jobs; or (`_UNKNOWN`, None, 0) in one."""
+    the profile) in two jobs; or (`_UNKNOWN`, None, "") in one."""
     with bigquery_errors_translated():
         rows = _keys().list(filters={"api_key_hash": key_hash}, limit=2)
         if len(rows) != 1:
             if rows:
                 # ~238 random bits make a collision impossible in practice; refuse rather than guess.
                 logger.error("%d API key rows share one hash; refusing them", len(rows))
-            return _UNKNOWN, None, 0
+            return _UNKNOWN, None, ""
         row = rows[0]
         tenant_generation = generation(tenant_subject(row.tenant_id))
         profile = central_repository(TenantProfile).find(row.tenant_id)
     if profile is None:
-        return _UNKNOWN, None, 0
+        return _UNKNOWN, None, ""
     entry = {
         "tenant_id": row.tenant_id,
         "api_key_id": row.api_key_id,

@@ -1,15 +1,17 @@
-"""Generation counters in the shared cache: how a cached read learns, in every process at once, that
-what it read has changed since.
+"""Generations in the shared cache: how a cached read learns, in every process at once, that what it
+read has changed since.
 
-A reader notes the generation BEFORE its BigQuery read and stores it with what it caches; a writer
-bumps the generation AFTER its BigQuery write. An entry stored under an older generation than the
-current one may hold a read that missed a change, so it is never used. Deleting entries instead has a
-hole: a read that began before the write can store its stale answer just after the delete. Counters are
-atomic increments of the shared cache (diskcache on one machine, Redis across machines).
+A reader notes the subject's generation (a random token) BEFORE its BigQuery read and stores it with
+what it caches; a writer replaces the token AFTER its BigQuery write. An entry stored under another
+token than the current one may hold a read that missed a change, so it is never used. Deleting entries
+instead has a hole: a read that began before the write can store its stale answer just after the
+delete. Tokens live in the shared cache (diskcache on one machine, Redis across machines), so this
+holds across processes.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,26 +30,42 @@ def key_subject(key_hash: str) -> str:
     return f"api-key:{key_hash}"
 
 
-def generation(subject: str) -> int:
-    """The subject's current generation (0 until its first change)."""
-    return int(cache.get(_PREFIX + subject, 0))
+def cache_key(subject: str) -> str:
+    """Where the subject's generation is kept (tests evict it to show a lost one is harmless)."""
+    return _PREFIX + subject
+
+
+def generation(subject: str) -> str:
+    """The subject's current generation: an opaque token that changes with every change."""
+    name = _PREFIX + subject
+    current = cache.get(name)
+    if current is None:
+        cache.add(name, _new_token(), timeout=None)
+        # Another process may have added first: use whichever token is stored. If the cache could not
+        # keep it at all, a token no entry carries just means nothing cached is used.
+        current = cache.get(name) or _new_token()
+    return str(current)
 
 
 def generations(
     subjects: Sequence[str], *, also: Sequence[str] = ()
-) -> tuple[dict[str, int], dict[str, Any]]:
-    """Current generations of `subjects`, and the cache entries named in `also`, in one cache read."""
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """Current generations of `subjects`, and the cache entries named in `also`, in one cache read
+    (one more per subject that has no generation yet)."""
     found = cache.get_many([_PREFIX + subject for subject in subjects] + list(also))
-    current = {subject: int(found.get(_PREFIX + subject, 0)) for subject in subjects}
+    current = {
+        subject: str(found[_PREFIX + subject]) if _PREFIX + subject in found else generation(subject)
+        for subject in subjects
+    }
     return current, {name: found[name] for name in also if name in found}
 
 
 def bump(subject: str) -> None:
     """The subject changed: every entry stored under an earlier generation is stale from now on."""
-    name = _PREFIX + subject
-    # No expiry: a counter that vanished would read 0 again and could revive an entry stored under 0.
-    try:
-        cache.incr(name)
-    except ValueError:
-        if not cache.add(name, 1, timeout=None):
-            cache.incr(name)
+    # Random tokens rather than a counter: a generation evicted from the cache (full diskcache, Redis
+    # under memory pressure) comes back as a new token, never as a value an old entry was stored under.
+    cache.set(_PREFIX + subject, _new_token(), timeout=None)
+
+
+def _new_token() -> str:
+    return uuid.uuid4().hex

@@ -37,7 +37,6 @@ from tenants_app.services.errors import RateLimited, ServiceError
 from tenants_app.services.quotas import usage_add_api_calls
 from tenants_app.services.subscriptions import (
     EffectiveLimits,
-    limits_cache_key,
     subscription_limits_cached,
 )
 
@@ -64,8 +63,8 @@ class RateDecision:
 def rate_limit_check(*, tenant_id: str, now: float | None = None) -> RateDecision:
     """Count one API call of the tenant, or raise RateLimited (429) when a window is full.
 
-    Five cache operations on an admitted call (limits, two windows, the pending count, the flush
-    counter) and no BigQuery job once the tenant's limits are cached.
+    Six cache operations on an admitted call (the outage note, limits with their generation, two
+    windows, the pending count, the flush counter) and no BigQuery job once the limits are cached.
     """
     now = time.time() if now is None else now
     backend = caches[DEFAULT_CACHE_ALIAS]  # resolved once: the `cache` proxy costs a lookup per use
@@ -182,11 +181,7 @@ api_call_recorder = ApiCallRecorder()
 # --- internals --------------------------------------------------------------------------------------
 def _limits(backend: BaseCache, tenant_id: str) -> EffectiveLimits | None:
     fallback_key = f"{_PREFIX}limits-unknown:{tenant_id}"
-    # One cache round trip for both: the cached limits, or the note that they could not be read.
-    found = backend.get_many([limits_cache_key(tenant_id), fallback_key])
-    if limits_cache_key(tenant_id) in found:
-        return found[limits_cache_key(tenant_id)]
-    if found.get(fallback_key):
+    if backend.get(fallback_key):
         return None
     try:
         return subscription_limits_cached(tenant_id=tenant_id)

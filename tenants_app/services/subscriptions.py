@@ -41,7 +41,7 @@ from tenants_app.services.audit import (
     current_audit_context,
 )
 from tenants_app.services.errors import DoesNotExist, SubscriptionCancelled, ValidationFailed
-from tenants_app.services.generations import bump, tenant_subject
+from tenants_app.services.generations import bump, generations, tenant_subject
 from tenants_app.services.onboarding import usage_id_for
 from tenants_app.services.plans import (
     STATUS_TRANSITIONS,
@@ -164,18 +164,22 @@ def subscription_effective_limits(
 
 
 def subscription_limits_cached(*, tenant_id: str) -> EffectiveLimits:
-    """The effective limits from Django's cache (one BigQuery job per tenant per process and period)."""
-    key = limits_cache_key(tenant_id)
-    limits = cache.get(key)
-    if limits is None:
-        limits = subscription_effective_limits(tenant_id=tenant_id)
-        cache.set(key, limits, settings.API_RATE_LIMIT_CACHE_SECONDS)
+    """The effective limits from the shared cache (one BigQuery job per tenant and period), current in
+    every process at once after a change made through the services (generations.py)."""
+    subject = tenant_subject(tenant_id)
+    current, found = generations([subject], also=[_limits_cache_key(tenant_id)])
+    cached = found.get(_limits_cache_key(tenant_id))
+    if cached is not None and cached["generation"] == current[subject]:
+        return cached["limits"]
+    limits = subscription_effective_limits(tenant_id=tenant_id)
+    entry = {"generation": current[subject], "limits": limits}
+    cache.set(_limits_cache_key(tenant_id), entry, settings.API_RATE_LIMIT_CACHE_SECONDS)
     return limits
 
 
 def subscription_limits_forget(*, tenant_id: str) -> None:
-    """Drop the cached limits (after a change): this process sees it at once, others within the period."""
-    cache.delete(limits_cache_key(tenant_id))
+    """The limits changed: cached limits (and profiles, key verifications) of the tenant are stale."""
+    bump(tenant_subject(tenant_id))
 
 
 def plan_limits(plan: Plan) -> EffectiveLimits:
@@ -657,9 +661,8 @@ def subscription_update(
 
 
 # --- internals --------------------------------------------------------------------------------------
-def limits_cache_key(tenant_id: str) -> str:
-    """Where `subscription_limits_cached` keeps a tenant's limits (the rate limiter reads it directly)."""
-    return f"cvg:limits:v1:{tenant_id}"
+def _limits_cache_key(tenant_id: str) -> str:
+    return f"cvg:limits:v2:{tenant_id}"
 
 
 def _audit_many(

@@ -47,6 +47,8 @@ from tenants_app.services.errors import (
     TenantSuspended,
     ValidationFailed,
 )
+from tenants_app.services.generations import cache_key as generations_key
+from tenants_app.services.generations import key_subject
 from tenants_app.services.tenants import tenant_suspend
 from tests.support.bigquery_proxy import Exchange, LoopbackProxy
 from tests.support.kms_fake import FakeCloudKms
@@ -625,3 +627,18 @@ def test_it_never_logs_or_shows_the_key(
         assert_secret_absent(key.plaintext, caplog.text)
         assert_secret_absent(key.plaintext, repr(key) + str(key) + repr(key.row) + str(key.row))
         assert_secret_absent(key.plaintext, str(revoked.value) + repr(revoked.value))
+
+
+def test_it_never_trusts_a_cached_verification_whose_generation_was_evicted(
+    tenant: str, gateway: BigQueryGateway
+) -> None:
+    issued = issue(tenant)
+    api_key_verify(key=issued.plaintext)
+    # A full cache (or Redis under memory pressure) evicts the key's generation: it must not come back
+    # as a value the entry was stored under, or a revocation before the eviction would be undone.
+    cache.delete(generations_key(key_subject(issued.row.api_key_hash)))
+
+    with gateway.count_jobs() as counter:
+        api_key_verify(key=issued.plaintext)
+
+    assert counter.jobs == 2  # looked up again: key row and tenant profile
