@@ -212,8 +212,8 @@ TENANT_DATASET_TEMPLATE = env.str("TENANT_DATASET_TEMPLATE", default="{tenant_id
 # --- API keys and onboarding --------------------------------------------------------------------
 # Environment named in every API key (cvg_<env>_...): a test key never works in production.
 API_KEY_ENVIRONMENT = env.str("API_KEY_ENVIRONMENT", default="live")
-# Verified keys are cached this long. Revocation, rotation, suspension and offboarding remove the entries
-# from the shared cache at once; this bounds only a change made by hand in BigQuery.
+# Verified keys are cached this long. Revocation, rotation, suspension and offboarding make the cached
+# entries stale at once in every process; this bounds only a change made by hand in BigQuery.
 API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=60.0)
 # Unknown keys are remembered this long, so a flood of bad keys costs no BigQuery jobs.
 API_KEY_NEGATIVE_CACHE_SECONDS = env.float("API_KEY_NEGATIVE_CACHE_SECONDS", default=10.0)

@@ -12,6 +12,7 @@ Only `re` is imported: logging loads this while settings load, before any Django
 from __future__ import annotations
 
 import re
+import string
 
 # --- keys we issue ----------------------------------------------------------------------------------
 # Tenant API keys are `cvg_{env}_{40 base62}` (env: API_KEY_ENVIRONMENT, `live`, `test`...); admin and
@@ -19,6 +20,8 @@ import re
 OUR_KEY_PREFIX = "cvg"
 OUR_KEY_ENV = r"[a-z]{2,8}"
 OUR_KEY_ALPHABET = "A-Za-z0-9"
+# The same alphabet as characters, for the code that draws a key or token from it.
+OUR_KEY_CHARACTERS = string.ascii_letters + string.digits
 OUR_KEY_RANDOM_LENGTH = 40
 OUR_KEY_SHAPE = re.compile(
     rf"{OUR_KEY_PREFIX}_(?P<env>{OUR_KEY_ENV})_(?P<random>[{OUR_KEY_ALPHABET}]{{{OUR_KEY_RANDOM_LENGTH}}})"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import string
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -17,12 +16,11 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from tenants_app.models import AdminApiToken
-from tenants_app.secret_shapes import ADMIN_TOKEN_PREFIX
+from tenants_app.secret_shapes import ADMIN_TOKEN_PREFIX, OUR_KEY_CHARACTERS, OUR_KEY_RANDOM_LENGTH
 from tenants_app.services.audit import audit_record
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
 
 TOKEN_PREFIX = ADMIN_TOKEN_PREFIX  # the shape of our keys with env `admin` (secret_shapes)
-_ALPHABET = string.ascii_letters + string.digits
 # last_used_at is for humans ("is this token still in use?"): one write a minute is plenty.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -44,7 +42,8 @@ def token_hash(plaintext: str) -> str:
 
 
 def _new_plaintext() -> str:
-    return TOKEN_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(40))
+    random_part = (secrets.choice(OUR_KEY_CHARACTERS) for _ in range(OUR_KEY_RANDOM_LENGTH))
+    return TOKEN_PREFIX + "".join(random_part)
 
 
 def _display_prefix(plaintext: str) -> str:

@@ -4,11 +4,11 @@ A key is `cvg_{env}_{40 base62 chars}` (about 238 random bits), shown exactly on
 sha256 hex (lookups go by hash), a display prefix and a KMS-encrypted copy; never the key itself.
 
 Verification is served from Django's cache, keyed by the hash, after the first lookup: a hit costs zero
-BigQuery jobs. Revocation, rotation and tenant status changes delete the entries, and the cache is
-shared by every process (diskcache on one machine, Redis across machines), so they take effect at once
-everywhere; API_KEY_CACHE_SECONDS (default 60) bounds only a change made behind the services' back.
-Unknown keys are cached as such for API_KEY_NEGATIVE_CACHE_SECONDS (default 10), so a flood of bad keys
-does not become a flood of BigQuery jobs.
+BigQuery jobs. Revocation, rotation and tenant status changes make the entries stale (generations.py),
+and the cache is shared by every process (diskcache on one machine, Redis across machines), so they take
+effect at once everywhere; API_KEY_CACHE_SECONDS (default 60) bounds only a change made behind the
+services' back. Unknown keys are cached as such for API_KEY_NEGATIVE_CACHE_SECONDS (default 10), so a
+flood of bad keys does not become a flood of BigQuery jobs.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import hashlib
 import logging
 import re
 import secrets
-import string
 import threading
 import time
 import uuid
@@ -83,7 +82,6 @@ ROTATION_GRACE_PERIODS: tuple[timedelta, ...] = (
 KEY_PREFIX = secret_shapes.OUR_KEY_PREFIX
 RANDOM_LENGTH = secret_shapes.OUR_KEY_RANDOM_LENGTH
 DISPLAY_RANDOM_CHARS = 6
-_BASE62 = string.ascii_letters + string.digits
 _ENVIRONMENT_PATTERN = re.compile(secret_shapes.OUR_KEY_ENV)
 _KEY_PATTERN = secret_shapes.OUR_KEY_SHAPE
 _KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -93,7 +91,8 @@ NAME_MAX_LENGTH = 100
 REASON_MAX_LENGTH = 500
 ACTOR_MAX_LENGTH = 254
 
-# v2: entries are {"entry", "fresh_until"}; a v1 entry of a process still running older code is never read.
+# v3: entries are {"entry", "fresh_until", "key_generation", "tenant_id", "tenant_generation"}; an entry
+# of a process still running older code is never read.
 _CACHE_PREFIX = "cvg:api_key:v3:"
 # Namespace of replacement key ids (uuid5): fixed, so an id is the same in every process and release.
 _ROTATION_NAMESPACE = uuid.UUID("6f1c1f0e-4a43-5d27-9a53-3c1b8f5d2a10")
@@ -664,7 +663,7 @@ def hash_api_key(key: str) -> str:
 
 
 def _generate_key() -> str:
-    random_part = "".join(secrets.choice(_BASE62) for _ in range(RANDOM_LENGTH))
+    random_part = "".join(secrets.choice(secret_shapes.OUR_KEY_CHARACTERS) for _ in range(RANDOM_LENGTH))
     return f"{KEY_PREFIX}_{api_key_environment()}_{random_part}"
 
 
