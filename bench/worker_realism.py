@@ -32,9 +32,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -64,25 +63,21 @@ from bigquery_backend.client import BigQueryGateway, get_gateway  # noqa: E402
 from bigquery_backend.emulator import EmulatorProcess  # noqa: E402
 from tenants_app.models import (  # noqa: E402
     PlanName,
-    Provider,
     RunState,
-    TenantPipelineConfig,
     TenantPipelineExecutionQueue,
     TenantUsageQuota,
 )
 from tenants_app.repositories import central_repository  # noqa: E402
 from tenants_app.services.bootstrap import bigquery_bootstrap  # noqa: E402
-from tenants_app.services.onboarding import tenant_onboard  # noqa: E402
-from tenants_app.services.scheduler import EnqueueEntry, runs_enqueue, scheduled_run_id  # noqa: E402
-from tenants_app.services.subscriptions import subscription_set_limits  # noqa: E402
 from tests.support.bigquery_realism import BigQueryRealismProxy, realism_proxy  # noqa: E402
+from tests.support.run_burst import enqueue_due_burst, onboard_tenants  # noqa: E402
 from tests.support.servers import PortalServer, ServerEnvironment  # noqa: E402
 
 CALLS = ("claim", "heartbeat", "complete")
 MUTATING = ("update", "delete", "merge", "insert")
 ACTOR = "system:bench"
-# Client-side bounds. HTTP: a patient worker; a claim of today's path makes several statements, each
-# allowed BIGQUERY_RETRY_DEADLINE_SECONDS (20 s) of retries, so a shorter timeout would cut claims off.
+# Client-side bounds. HTTP (--http-timeout): a patient worker; a claim of today's path makes several
+# statements, each allowed BIGQUERY_RETRY_DEADLINE_SECONDS (20 s) of retries.
 HTTP_TIMEOUT_SECONDS = 130.0
 IDLE_SECONDS = 1.0  # after a 204 (nothing claimable): a real worker polls, it does not spin
 MAX_RETRY_AFTER_SECONDS = 30.0
@@ -91,8 +86,7 @@ MAX_CLAIMS_PER_WORKER = 10_000
 # Requests a client gave up on go on inside gunicorn: the slot check waits until BigQuery has been idle
 # this long (above the gateway's longest backoff, 4 s), at most QUIET_LIMIT_SECONDS.
 QUIET_SECONDS = 10.0
-QUIET_LIMIT_SECONDS = 240.0
-SETUP_THREADS = 4
+QUIET_LIMIT_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -125,6 +119,7 @@ class Point:
     # The proxy's statement counts {table: {kind: n}}: of the claiming window, and of the whole point.
     window_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     total_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    window_refusals: dict[str, dict[str, int]] = field(default_factory=dict)
     refusals: dict[str, dict[str, int]] = field(default_factory=dict)
     duplicates: int = 0
     check: list[str] = field(default_factory=list)
@@ -167,13 +162,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--concurrent-limit", type=int, default=20, help="per-tenant override (0: PROFESSIONAL's own 3)"
     )
     parser.add_argument("--server-workers", type=int, default=4, help="gunicorn processes (8 threads each)")
+    parser.add_argument(
+        "--http-timeout",
+        type=float,
+        default=HTTP_TIMEOUT_SECONDS,
+        help="seconds a worker waits for an answer",
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="realism latency scale (1.0: the defaults)")
     args = parser.parse_args(argv)
     args.workers = [int(item) for item in args.workers.split(",") if item.strip()]
     if not args.workers or min(args.workers) < 1 or max(args.workers) > 256:
         parser.error("--workers takes 1 to 256 per point")
-    if not 1 <= args.seconds <= 600 or not 0 <= args.drain_seconds <= 900:
-        parser.error("--seconds takes 1..600 and --drain-seconds 0..900")
+    if (
+        not 1 <= args.seconds <= 600
+        or not 0 <= args.drain_seconds <= 900
+        or not 1 <= args.http_timeout <= 600
+    ):
+        parser.error("--seconds takes 1..600, --drain-seconds 0..900 and --http-timeout 1..600")
     if args.tenants < 1 or args.runs < args.tenants or args.max_runs < 1:
         parser.error("--tenants >= 1, --runs >= --tenants and --max-runs >= 1")
     return args
@@ -184,64 +189,13 @@ def tenant_ids(count: int) -> list[str]:
     return [f"bench_{index:03d}" for index in range(count)]
 
 
-def onboard(tenants: list[str], concurrent_limit: int) -> None:
-    """The product's onboarding for each tenant (a few at a time), then the concurrent-limit override."""
-
-    def one(tenant_id: str) -> None:
-        tenant_onboard(
-            tenant_id=tenant_id,
-            company_name=f"Bench {tenant_id}",
-            admin_email=f"ops@{tenant_id.replace('_', '-')}.example.com",
-            plan=PlanName.PROFESSIONAL,
-            created_by=ACTOR,
-        )
-        if concurrent_limit:
-            subscription_set_limits(tenant_id=tenant_id, actor=ACTOR, concurrent_limit=concurrent_limit)
-
-    with ThreadPoolExecutor(SETUP_THREADS) as pool:
-        list(pool.map(one, tenants))
-
-
-def enqueue_burst(tenants: list[str], runs: int, now: datetime) -> int:
-    """One config per tenant, then `runs` due slots enqueued by the scheduler's own statements.
-
-    Slot k of every config is the same minute, so the claim order (priority, scheduled_time, run_id)
-    walks across all tenants before it takes any tenant's second run: no tenant gets a pile-up.
-    """
-    configs = [
-        TenantPipelineConfig(
-            config_id=f"cfg_{tenant_id}",
-            tenant_id=tenant_id,
-            provider=Provider.GCP,
-            domain="billing",
-            pipeline_template="daily_costs",
-            schedule_cron="0 0 1 1 *",
-            timezone="UTC",
-            is_active=True,
-            next_run_time=now + timedelta(days=365),  # never due during the bench
-            priority=5,
-            created_at=now,
-            created_by=ACTOR,
-        )
-        for tenant_id in tenants
-    ]
-    central_repository(TenantPipelineConfig).insert(*configs)
-    per_config = math.ceil(runs / len(tenants))
-    first = now.replace(second=0, microsecond=0) - timedelta(minutes=per_config + 1)
-    entries = [
-        EnqueueEntry(run_id=scheduled_run_id(config.config_id, slot), config_id=config.config_id, slot=slot)
-        for slot in (first + timedelta(minutes=k) for k in range(per_config))
-        for config in configs
-    ][:runs]
-    return runs_enqueue(entries=entries, now=now)
-
-
 # --- one worker ----------------------------------------------------------------------------------------
 class WorkerClient:
     """One worker thread's HTTP session: every call timed and recorded in the point."""
 
-    def __init__(self, base_url: str, token: str, point: Point) -> None:
+    def __init__(self, base_url: str, token: str, point: Point, *, timeout: float) -> None:
         self.base = f"{base_url}/api/v1/worker"
+        self.timeout = timeout
         self.point = point
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
@@ -251,7 +205,7 @@ class WorkerClient:
         started = time.monotonic()
         status, code, payload, retry_after = 0, "", None, 1.0
         try:
-            response = self.session.post(self.base + path, json=body, timeout=HTTP_TIMEOUT_SECONDS)
+            response = self.session.post(self.base + path, json=body, timeout=self.timeout)
             status = response.status_code
             if response.content:
                 payload = response.json()
@@ -329,7 +283,7 @@ def run_point(
     workers: int, args: argparse.Namespace, url: str, token: str, proxy: BigQueryRealismProxy
 ) -> Point:
     point = Point(workers=workers, seconds=args.seconds)
-    clients = [WorkerClient(url, token, point) for _ in range(workers)]
+    clients = [WorkerClient(url, token, point, timeout=args.http_timeout) for _ in range(workers)]
     threads = [
         threading.Thread(
             target=worker_loop, args=(client, f"bench-w{workers}-{i}", args.max_runs), daemon=True
@@ -343,9 +297,9 @@ def run_point(
     for thread in threads:
         thread.start()
     time.sleep(max(0.0, point.deadline - time.monotonic()))
-    point.window_counts = proxy.counts()
+    point.window_counts, point.window_refusals = proxy.counts(), proxy.refusals()
     for thread in threads:
-        thread.join(timeout=max(0.0, point.drain_deadline + HTTP_TIMEOUT_SECONDS - time.monotonic()))
+        thread.join(timeout=max(0.0, point.drain_deadline + args.http_timeout - time.monotonic()))
     point.drain_seconds = time.monotonic() - point.deadline
     quiet_started = time.monotonic()
     if not wait_until_quiet(proxy):
@@ -424,7 +378,7 @@ def server_log_lines(server: PortalServer, seen: set[str]) -> list[str]:
     if not lines:
         return ["server log: nothing new"]
     # Digits (times, pids, ids) masked, so the same message from many requests counts as one kind.
-    kinds = Counter(re.sub(r"\d+", "#", line)[:140] for line in lines)
+    kinds = Counter(re.sub(r"\S*\d\S*", "#", line)[:140] for line in lines)
     return [f"server log: {len(lines)} new lines"] + [f"  {n} x {text}" for text, n in kinds.most_common(5)]
 
 
@@ -458,15 +412,19 @@ def mutating(counts: dict[str, int]) -> int:
     return sum(counts.get(kind, 0) for kind in MUTATING)
 
 
+def refused(refusals: dict[str, dict[str, int]], table: str) -> int:
+    return sum(refusals.get(table, {}).values())
+
+
 def statement_lines(point: Point, central: str) -> list[str]:
-    """Per central table: statements per minute of the window, mutating ones per run, refusals."""
+    """Per central table: statements sent per minute of the window, refusals, mutating ones run per run."""
     per_minute = 60.0 / point.seconds
     runs = max(point.completed, 1)
     kinds = ("select", *MUTATING)
     lines = [
         f"  {'table':<32}"
         + "".join(f"{kind + '/min':>11}" for kind in kinds)
-        + f"{'DML/run':>9}{'refused':>9}"
+        + f"{'refused/min':>12}{'DML/run':>8}"
     ]
     tenant_window: Counter[str] = Counter()
     tenant_total: Counter[str] = Counter()
@@ -476,18 +434,26 @@ def statement_lines(point: Point, central: str) -> list[str]:
             tenant_window.update(window)
             tenant_total.update(total)
             continue
-        refused = sum(point.refusals.get(table, {}).values())
-        if mutating(total) or refused:
+        if mutating(total):
             cells = "".join(f"{window.get(kind, 0) * per_minute:11.1f}" for kind in kinds)
-            lines.append(f"  {table.split('.')[-1]:<32}{cells}{mutating(total) / runs:9.1f}{refused:>9}")
+            refused_per_minute = refused(point.window_refusals, table) * per_minute
+            ran = mutating(total) - refused(point.refusals, table)
+            lines.append(f"  {table.split('.')[-1]:<32}{cells}{refused_per_minute:12.1f}{ran / runs:8.1f}")
     cells = "".join(f"{tenant_window.get(kind, 0) * per_minute:11.1f}" for kind in kinds)
-    lines.append(f"  {'(tenant datasets, all together)':<32}{cells}{mutating(tenant_total) / runs:9.1f}")
+    lines.append(
+        f"  {'(tenant datasets, all together)':<32}{cells}{'':12}{mutating(tenant_total) / runs:8.1f}"
+    )
     return lines
 
 
 def central_dml_per_run(point: Point, central: str) -> float:
-    total = sum(mutating(kinds) for table, kinds in point.total_counts.items() if f":{central}." in table)
-    return total / max(point.completed, 1)
+    """UPDATE/DELETE/MERGE/INSERT that ran (sent minus refused) on central tables, per completed run."""
+    ran = sum(
+        mutating(kinds) - refused(point.refusals, table)
+        for table, kinds in point.total_counts.items()
+        if f":{central}." in table
+    )
+    return ran / max(point.completed, 1)
 
 
 def print_point(point: Point, central: str) -> None:
@@ -517,8 +483,9 @@ def print_point(point: Point, central: str) -> None:
         + (", ".join(f"{k} x{v}" for k, v in sorted(errors.items())) or "none")
     )
     print(
-        "statements per central table (per minute of the window; mutating per completed run over the "
-        f"point; refused = too many DML outstanding); 409 duplicate job ids: {point.duplicates}"
+        "statements per central table: sent per minute of the claiming window (refused ones included), "
+        "refused (too many DML outstanding) per minute of the window, and UPDATE/DELETE/MERGE/INSERT that "
+        f"ran per completed run over the whole point; 409 duplicate job ids: {point.duplicates}"
     )
     for line in statement_lines(point, central):
         print(line)
@@ -541,7 +508,7 @@ def print_summary(points: list[Point], central: str) -> None:
             f"{sum(errors_of(p).values()):>8} {central_dml_per_run(p, central):>8.1f} {p.drain_seconds:>8.1f}"
         )
     print("runs/min: completed in the claiming window; incl. drain: all completed over window + drain time.")
-    print("DML/run: UPDATE/DELETE/MERGE/INSERT on central tables per completed run, whole point.")
+    print("DML/run: UPDATE/DELETE/MERGE/INSERT that ran on central tables per completed run, whole point.")
 
 
 def versions() -> str:
@@ -559,9 +526,11 @@ def setup(args: argparse.Namespace, environment: ServerEnvironment) -> str:
     environment.manage("migrate", "--noinput", "-v", "0")
     bigquery_bootstrap()
     tenants = tenant_ids(args.tenants)
-    onboard(tenants, args.concurrent_limit)
+    onboard_tenants(
+        tenant_ids=tenants, plan=PlanName.PROFESSIONAL, concurrent_limit=args.concurrent_limit, actor=ACTOR
+    )
     onboarded = time.perf_counter()
-    enqueued = enqueue_burst(tenants, args.runs, timezone.now())
+    enqueued = enqueue_due_burst(tenant_ids=tenants, runs=args.runs, now=timezone.now(), actor=ACTOR)
     token = environment.manage(
         "create_worker_token", "--username", "bench-worker", "--name", "bench", "--create", "-v", "0"
     ).strip()
@@ -589,7 +558,8 @@ def run(args: argparse.Namespace, emulator: EmulatorProcess) -> int:
             print(
                 f"gunicorn: {args.server_workers} workers x 8 threads on {server.url}; "
                 f"realism scale {args.scale}; "
-                f"{args.seconds:.0f} s per point, drain at most {args.drain_seconds:.0f} s"
+                f"{args.seconds:.0f} s per point, drain at most {args.drain_seconds:.0f} s; "
+                f"HTTP timeout {args.http_timeout:.0f} s"
                 + (f"; max_runs={args.max_runs} sent in each claim" if args.max_runs > 1 else ""),
                 flush=True,
             )
