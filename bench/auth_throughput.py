@@ -53,16 +53,18 @@ from bigquery_backend.emulator import EmulatorProcess  # noqa: E402
 from tenants_app.api.authentication import TenantApiKeyAuthentication, TenantPrincipal  # noqa: E402
 from tenants_app.models import TenantApiKey  # noqa: E402
 from tenants_app.repositories import central_repository  # noqa: E402
-from tenants_app.services.api_keys import (  # noqa: E402
-    KEY_PREFIX,
-    RANDOM_LENGTH,
-    api_key_create,
+from tenants_app.services.api_key_verification import (  # noqa: E402
     api_key_environment,
-    api_key_revoke,
     api_key_usage_flush,
     api_key_verify,
     hash_api_key,
     last_used_recorder,
+)
+from tenants_app.services.api_keys import (  # noqa: E402
+    KEY_PREFIX,
+    RANDOM_LENGTH,
+    api_key_create,
+    api_key_revoke,
 )
 from tenants_app.services.bootstrap import bigquery_bootstrap  # noqa: E402
 from tenants_app.services.errors import ApiKeyRevoked  # noqa: E402

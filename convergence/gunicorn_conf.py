@@ -24,7 +24,7 @@ keepalive = 5
 
 def worker_exit(server: Any, worker: Any) -> None:
     """Write what is batched in memory before a worker goes: keys' `last_used_at`, API-call counts."""
-    from tenants_app.services.api_keys import api_key_usage_flush
+    from tenants_app.services.api_key_verification import api_key_usage_flush
 
     try:
         api_key_usage_flush()

@@ -15,7 +15,7 @@ from django.test import override_settings
 from bigquery_backend.client import BigQueryGateway, get_gateway
 from bigquery_backend.emulator import EmulatorProcess
 from convergence.cache import embedded_cache
-from tenants_app.services.api_keys import last_used_recorder
+from tenants_app.services.api_key_verification import last_used_recorder
 from tenants_app.services.bootstrap import bigquery_bootstrap
 from tests.support.bigquery_realism import BigQueryRealismProxy, realism_proxy
 

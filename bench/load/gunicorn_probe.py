@@ -29,7 +29,7 @@ def post_worker_init(worker: Any) -> None:
     path = os.environ.get("LOAD_FLUSH_LOG")
     if not path:
         return
-    from tenants_app.services.api_keys import LastUsedRecorder
+    from tenants_app.services.api_key_verification import LastUsedRecorder
     from tenants_app.services.rate_limits import ApiCallRecorder
 
     _timed(LastUsedRecorder, "flush", "last_used_at", path, worker)

@@ -217,7 +217,7 @@ def flush_costs(tenants: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 
 def _time_flushes(tenants: Sequence[dict[str, Any]], timings: dict[str, list[float]]) -> None:
-    from tenants_app.services.api_keys import api_key_usage_flush, last_used_recorder
+    from tenants_app.services.api_key_verification import api_key_usage_flush, last_used_recorder
     from tenants_app.services.rate_limits import api_call_recorder, api_calls_flush
 
     for _ in range(FLUSH_REPEATS):

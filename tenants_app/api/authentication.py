@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from tenants_app.log_context import bind_log_context
 from tenants_app.models import AdminApiToken
 from tenants_app.services.admin_tokens import TOKEN_PREFIX, admin_token_authenticate
-from tenants_app.services.api_keys import VerifiedApiKey, api_key_verify
+from tenants_app.services.api_key_verification import VerifiedApiKey, api_key_verify
 from tenants_app.services.errors import ServiceError
 
 

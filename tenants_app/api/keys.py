@@ -12,11 +12,11 @@ from rest_framework.response import Response
 
 from tenants_app.api.idempotency import idempotent
 from tenants_app.api.scoping import TenantScopedApi
+from tenants_app.services.api_key_verification import VerifiedApiKey
 from tenants_app.services.api_keys import (
     API_KEY_SCOPES,
     DEFAULT_API_KEY_SCOPES,
     IssuedApiKey,
-    VerifiedApiKey,
     api_key_create,
     api_key_list,
     api_key_revoke,

@@ -21,7 +21,7 @@ from bigquery_backend.identifiers import quote_table
 from bigquery_backend.schema import table_definition
 from tenants_app.log_context import ContextThreadPoolExecutor
 from tenants_app.models import PlanName, TenantProfile, TenantStatus, TenantSubscription, TenantUsageQuota
-from tenants_app.services.api_keys import bigquery_errors_translated
+from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.datasets import central_dataset
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
 

@@ -52,7 +52,7 @@ from tenants_app.secrets import (
     is_suspicious_name,
 )
 from tenants_app.secrets import fingerprint as fingerprint_of
-from tenants_app.services.api_keys import bigquery_errors_translated, hash_api_key
+from tenants_app.services.api_key_verification import bigquery_errors_translated, hash_api_key
 from tenants_app.services.datasets import central_dataset
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
 from tenants_app.services.onboarding import VIEW_MODELS, tenant_view_query

@@ -44,12 +44,8 @@ from tenants_app.models import (
 )
 from tenants_app.repositories import central_repository
 from tenants_app.services.actors import ACTOR_FIELDS, actor_masked_sql
-from tenants_app.services.api_keys import (
-    DEFAULT_API_KEY_SCOPES,
-    IssuedApiKey,
-    api_key_create,
-    bigquery_errors_translated,
-)
+from tenants_app.services.api_key_verification import bigquery_errors_translated
+from tenants_app.services.api_keys import DEFAULT_API_KEY_SCOPES, IssuedApiKey, api_key_create
 from tenants_app.services.audit import audit_record
 from tenants_app.services.bootstrap import CREATED, EXISTS, bigquery_bootstrap
 from tenants_app.services.datasets import (

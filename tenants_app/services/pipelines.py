@@ -31,7 +31,7 @@ from tenants_app.models import (
 )
 from tenants_app.repositories import central_repository
 from tenants_app.secrets import find_secret_paths
-from tenants_app.services.api_keys import bigquery_errors_translated
+from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.audit import audit_changes, audit_record, audit_snapshot
 from tenants_app.services.cron import cron_next, cron_validate, timezone_validate
 from tenants_app.services.errors import AlreadyExists, DoesNotExist, ValidationFailed

@@ -50,7 +50,7 @@ from tenants_app.models import (
     TenantUsageQuota,
 )
 from tenants_app.repositories import central_repository
-from tenants_app.services.api_keys import bigquery_errors_translated
+from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.errors import (
     DoesNotExist,
     QuotaExceeded,

@@ -32,7 +32,7 @@ from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.cache.backends.base import BaseCache
 
 from bigquery_backend.exceptions import BigQueryError
-from tenants_app.services.api_keys import bigquery_errors_translated
+from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.errors import RateLimited, ServiceError
 from tenants_app.services.quotas import usage_add_api_calls
 from tenants_app.services.subscriptions import (

@@ -13,7 +13,7 @@ from typing import Any
 from django.utils import timezone
 
 from tenants_app.models import RunState, TenantPipelineExecutionQueue, TenantScheduledPipelineRun
-from tenants_app.services.api_keys import bigquery_errors_translated
+from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.audit import audit_record
 from tenants_app.services.errors import RunStateConflict, ValidationFailed
 from tenants_app.services.run_common import (

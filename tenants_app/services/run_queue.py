@@ -49,7 +49,7 @@ from google.cloud import bigquery
 
 from bigquery_backend.exceptions import BigQueryError
 from tenants_app.models import RunState, TenantPipelineExecutionQueue
-from tenants_app.services.api_keys import bigquery_errors_translated
+from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.audit import audit_record
 from tenants_app.services.errors import LeaseLost, ServiceError, ServiceUnavailable, ValidationFailed
 from tenants_app.services.quotas import quota_admit, quota_day, quota_release, quota_release_if_leaked

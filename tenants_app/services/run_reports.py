@@ -39,7 +39,7 @@ from tenants_app.models import (
 )
 from tenants_app.repositories import tenant_repository
 from tenants_app.secrets import find_secret_paths, redact_secrets
-from tenants_app.services.api_keys import bigquery_errors_translated
+from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.audit import audit_redact
 from tenants_app.services.errors import DoesNotExist, LeaseLost, ValidationFailed
 from tenants_app.services.run_common import (

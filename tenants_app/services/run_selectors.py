@@ -17,7 +17,7 @@ from tenants_app.models import (
     TenantStepLog,
 )
 from tenants_app.repositories import tenant_repository
-from tenants_app.services.api_keys import bigquery_errors_translated
+from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
 from tenants_app.services.run_common import (
     MAX_PAGE_SIZE,

@@ -73,7 +73,7 @@ from tenants_app.models import (
     TenantSubscription,
 )
 from tenants_app.repositories import central_repository
-from tenants_app.services.api_keys import bigquery_errors_translated
+from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.audit import audit_record
 from tenants_app.services.cron import cron_iter, cron_prev
 from tenants_app.services.plans import OPERATION_RUN, status_allows

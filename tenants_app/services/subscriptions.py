@@ -32,7 +32,7 @@ from tenants_app.models import (
     TenantUsageQuota,
 )
 from tenants_app.repositories import central_repository
-from tenants_app.services.api_keys import bigquery_errors_translated
+from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.audit import (
     actor_type_of,
     audit_changes,

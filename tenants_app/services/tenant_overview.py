@@ -31,7 +31,7 @@ from tenants_app.models import (
     TenantUsageQuota,
 )
 from tenants_app.repositories import central_repository, tenant_repository
-from tenants_app.services.api_keys import bigquery_errors_translated
+from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.datasets import check_tenant_id
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
 from tenants_app.services.subscriptions import (

@@ -14,7 +14,7 @@ from bigquery_backend.client import get_gateway
 from bigquery_backend.repository import Page, Search
 from tenants_app.models import TenantApiKey, TenantCloudCredential, TenantProfile, TenantStatus
 from tenants_app.repositories import central_repository
-from tenants_app.services.api_keys import api_key_cache_invalidate
+from tenants_app.services.api_key_verification import api_key_cache_invalidate
 from tenants_app.services.audit import audit_changes, audit_record
 from tenants_app.services.datasets import tenant_dataset
 from tenants_app.services.errors import DoesNotExist, ValidationFailed

@@ -60,7 +60,8 @@ from tenants_app.models import (
 )
 from tenants_app.repositories import central_repository, tenant_repository
 from tenants_app.services.admin_tokens import worker_token_create
-from tenants_app.services.api_keys import api_key_create, hash_api_key
+from tenants_app.services.api_key_verification import hash_api_key
+from tenants_app.services.api_keys import api_key_create
 from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.datasets import central_dataset
 from tenants_app.services.onboarding import subscription_id_for, usage_id_for

@@ -31,7 +31,8 @@ from tenants_app.models import (
     TenantStepLog,
 )
 from tenants_app.repositories import central_repository, tenant_repository
-from tenants_app.services.api_keys import IssuedApiKey, api_key_create, hash_api_key
+from tenants_app.services.api_key_verification import hash_api_key
+from tenants_app.services.api_keys import IssuedApiKey, api_key_create
 from tenants_app.services.credentials import credential_create
 from tenants_app.services.onboarding import OnboardingResult, tenant_onboard
 from tests.portal.conftest import AddTenant

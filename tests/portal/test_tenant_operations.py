@@ -25,7 +25,7 @@ from tenants_app.models import (
     TenantStatus,
 )
 from tenants_app.repositories import central_repository
-from tenants_app.services.api_keys import api_key_verify
+from tenants_app.services.api_key_verification import api_key_verify
 from tenants_app.services.credentials import credential_create
 from tenants_app.services.errors import ApiKeyRevoked
 from tenants_app.services.subscriptions import subscription_get

@@ -24,7 +24,7 @@ from bigquery_backend.client import BigQueryGateway
 from bigquery_backend.exceptions import NotFound
 from tenants_app.models import TenantApiKey, TenantProfile
 from tenants_app.repositories import central_repository
-from tenants_app.services.api_keys import api_key_verify, last_used_recorder
+from tenants_app.services.api_key_verification import api_key_verify, last_used_recorder
 from tenants_app.services.bootstrap import bigquery_bootstrap
 
 KEY = re.compile(r"cvg_live_[A-Za-z0-9]{40}")
