@@ -580,7 +580,11 @@ def run(args: argparse.Namespace, emulator: EmulatorProcess) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except SystemExit:  # --help or a bad option: the directory made at import is not needed
+        shutil.rmtree(BENCH_DIR, ignore_errors=True)
+        raise
     started = time.perf_counter()
     print(f"Worker API under BigQuery realism on {versions()}", flush=True)
     emulator = EmulatorProcess(home=BENCH_DIR / "home", log_path=BENCH_DIR / "emulator.log")
