@@ -169,7 +169,9 @@ def test_it_gets_thirty_concurrent_updates_of_one_table_through_its_queue_limit(
     realistic_bigquery: RealisticBigQuery, gateway: BigQueryGateway, dataset: str
 ) -> None:
     table = counter_table(gateway, dataset)
-    proxy = realistic_bigquery(scale=0.02)
+    # Each UPDATE takes 0.3 s: long enough that all 30 are outstanding at once even on a loaded
+    # machine (at 0.03 s a slow start of the threads let them trickle in and none was refused).
+    proxy = realistic_bigquery(scale=0.2)
     name = f"{gateway.project}:{dataset}.counter"
     through = get_gateway()
 
