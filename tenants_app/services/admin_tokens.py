@@ -64,14 +64,7 @@ def admin_token_create(
         errors["expires_at"] = ["Must be in the future."]
     if errors:
         raise ValidationFailed("cannot issue the token", errors=errors)
-    plaintext = _new_plaintext()
-    token = AdminApiToken.objects.create(
-        user=user,
-        name=name.strip(),
-        token_hash=token_hash(plaintext),
-        token_prefix=_display_prefix(plaintext),
-        expires_at=expires_at,
-    )
+    plaintext, token = _store_new_token(user=user, name=name, expires_at=expires_at)
     # Tokens live in Django's database, but the trail of who holds admin access is the audit log.
     audit_record(
         action="admin_token.create",
@@ -161,14 +154,21 @@ def worker_token_create(*, user: User, name: str) -> IssuedAdminToken:
         errors["name"] = ["Use 1 to 100 characters."]
     if errors:
         raise ValidationFailed("cannot issue the worker token", errors=errors)
+    plaintext, token = _store_new_token(user=user, name=name, expires_at=None)
+    return IssuedAdminToken(token=token, plaintext=plaintext)
+
+
+def _store_new_token(*, user: User, name: str, expires_at: datetime | None) -> tuple[str, AdminApiToken]:
+    """A fresh token for either kind: its plaintext (shown once) and its row (hash and prefix only)."""
     plaintext = _new_plaintext()
     token = AdminApiToken.objects.create(
         user=user,
         name=name.strip(),
         token_hash=token_hash(plaintext),
         token_prefix=_display_prefix(plaintext),
+        expires_at=expires_at,
     )
-    return IssuedAdminToken(token=token, plaintext=plaintext)
+    return plaintext, token
 
 
 def worker_token_authenticate(*, plaintext: str) -> AdminApiToken | None:
