@@ -162,6 +162,13 @@ class Exchange:
         self.handler.close_connection = True
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default backlog is 5: a burst of 30 clients (a DML-limit test, a worker herd) overflowed
+    # it and the kernel held the rest for 1, 3, 7, 15 s of SYN retries, long past the test's patience.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class LoopbackProxy:
     """A threaded HTTP/1.1 proxy on 127.0.0.1 in front of `upstream` (the emulator's URL)."""
 
@@ -170,8 +177,7 @@ class LoopbackProxy:
         self.upstream_host = target.hostname or "127.0.0.1"
         self.upstream_port = target.port or 80
         self._stopping = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property

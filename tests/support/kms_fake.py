@@ -325,6 +325,7 @@ class FakeCloudKms:
 
 
 class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # socketserver's 5 makes a burst of clients wait out SYN retries
     daemon_threads = True
     fake: FakeCloudKms
 
