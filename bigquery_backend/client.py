@@ -40,6 +40,7 @@ from bigquery_backend.exceptions import (
     NotFound,
 )
 from bigquery_backend.identifiers import check_dataset, check_project, check_table
+from bigquery_backend.observers import METADATA, observed, statement_class
 
 logger = logging.getLogger(__name__)
 
@@ -124,9 +125,10 @@ class BigQueryGateway:
         """Run one parameterized statement as one job and return its rows and affected-row count."""
         config = bigquery.QueryJobConfig(query_parameters=list(parameters))
         self._record(job=sql)
-        if is_read_only(sql):
-            return self._call(lambda: self._read(sql, config))
-        return self._call(lambda: self._write(sql, config))
+        with observed(statement_class(sql)):
+            if is_read_only(sql):
+                return self._call(lambda: self._read(sql, config))
+            return self._call(lambda: self._write(sql, config))
 
     def _read(self, sql: str, config: bigquery.QueryJobConfig) -> QueryResult:
         # query_and_wait uses jobs.query: one round trip for short statements instead of insert + poll +
@@ -222,7 +224,8 @@ class BigQueryGateway:
                 rows=[dict(row.items()) for row in rows], affected_rows=job.num_dml_affected_rows
             )
 
-        return self._call(run)
+        with observed(statement_class(sql)):
+            return self._call(run)
 
     # --- metadata ---------------------------------------------------------------------------------
     def dataset_ref(self, dataset_id: str) -> str:
@@ -278,7 +281,8 @@ class BigQueryGateway:
 
     def _api(self, call: Callable[[], T]) -> T:
         self._record()
-        return self._call(call)
+        with observed(METADATA):
+            return self._call(call)
 
     @staticmethod
     def _call(call: Callable[[], T]) -> T:
