@@ -269,6 +269,29 @@ PIPELINE_RETRY_BACKOFF_MAX_SECONDS = env.int("PIPELINE_RETRY_BACKOFF_MAX_SECONDS
 PIPELINE_ORPHAN_TIMEOUT_MINUTES = env.int("PIPELINE_ORPHAN_TIMEOUT_MINUTES", default=60)
 # How long a claim skips a tenant it found over quota (never longer than the quota's Retry-After).
 PIPELINE_QUOTA_BLOCK_SECONDS = env.int("PIPELINE_QUOTA_BLOCK_SECONDS", default=30)
+# Worker claims and reports are group-committed (bigquery_backend/batching.py): every process's claims
+# of a tick are one set of statements, and ticks of a kind start at least this far apart across all
+# processes sharing the cache. Statements per central table per minute are then bounded by
+# 60 / spacing x (statements per tick): 2 on the queue per claim tick, 1 per report tick.
+PIPELINE_CLAIM_TICK_SECONDS = env.float("PIPELINE_CLAIM_TICK_SECONDS", default=5.0)
+PIPELINE_REPORT_TICK_SECONDS = env.float("PIPELINE_REPORT_TICK_SECONDS", default=3.0)
+# Runs one claim may ask for (`max_runs`).
+PIPELINE_CLAIM_MAX_RUNS = env.int("PIPELINE_CLAIM_MAX_RUNS", default=10)
+
+# --- Periodic work (`manage.py run_periodic`, tenants_app/services/periodic.py) -----------------------
+# How often the loop looks for due jobs: a job runs at most this late after its period starts.
+PERIODIC_TICK_SECONDS = env.float("PERIODIC_TICK_SECONDS", default=5.0)
+# The scheduler runs once per this period (cron's granularity is a minute), orphan cleanup once per
+# the other; periods are epoch-aligned and shared by every host through the default cache.
+PERIODIC_SCHEDULER_SECONDS = env.int("PERIODIC_SCHEDULER_SECONDS", default=60)
+PERIODIC_ORPHAN_CLEANUP_SECONDS = env.int("PERIODIC_ORPHAN_CLEANUP_SECONDS", default=300)
+# A host running a job holds its period this long at most: past it (the host died), another host runs it.
+PERIODIC_JOB_LEASE_SECONDS = env.int("PERIODIC_JOB_LEASE_SECONDS", default=600)
+if (
+    PERIODIC_TICK_SECONDS <= 0
+    or min(PERIODIC_SCHEDULER_SECONDS, PERIODIC_ORPHAN_CLEANUP_SECONDS, PERIODIC_JOB_LEASE_SECONDS) < 1
+):
+    raise ImproperlyConfigured("PERIODIC_TICK_SECONDS must be > 0 and the other PERIODIC_* settings >= 1")
 
 # --- KMS ------------------------------------------------------------------------------------------
 KMS_BACKEND = env.str("KMS_BACKEND", default="local")
