@@ -293,6 +293,13 @@ if (
 ):
     raise ImproperlyConfigured("PERIODIC_TICK_SECONDS must be > 0 and the other PERIODIC_* settings >= 1")
 
+# --- Metrics (/metrics, tenants_app/metrics.py) ------------------------------------------------------
+# Bearer token of Prometheus scrapers. Empty (the default): /metrics answers 404, nothing is exposed.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+if METRICS_TOKEN and len(METRICS_TOKEN) < 32:
+    # The token is the only thing between the internet and the operational figures: no guessable one.
+    raise ImproperlyConfigured("METRICS_TOKEN must be at least 32 characters (or empty to disable /metrics)")
+
 # --- KMS ------------------------------------------------------------------------------------------
 KMS_BACKEND = env.str("KMS_BACKEND", default="local")
 KMS_KEY_NAME = env.str("KMS_KEY_NAME", default="")

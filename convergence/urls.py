@@ -7,6 +7,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from tenants_app.api.health import healthz, readyz
+from tenants_app.api.metrics import metrics
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -17,6 +18,8 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    # Prometheus scrapes: METRICS_TOKEN as a bearer token; 404 while none is configured.
+    path("metrics", metrics, name="metrics"),
 ]
 
 # Under /api/ every error is the API's JSON envelope, even where no API view answers (an unknown

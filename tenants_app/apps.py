@@ -15,6 +15,10 @@ class TenantsAppConfig(AppConfig):
         from tenants_app.kms import connect_setting_signals
 
         connect_setting_signals()
+        # BigQuery jobs are counted for /metrics by an observer of the (tenant-agnostic) gateway.
+        from tenants_app.metrics import metrics_connect
+
+        metrics_connect()
         # Registered here because the project package `convergence` is no app of its own: `check`,
         # `runserver` and `migrate` then refuse a data directory that other local accounts can read.
         checks.register(check_data_dir_private, checks.Tags.security)

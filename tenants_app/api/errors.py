@@ -15,6 +15,7 @@ from rest_framework.views import exception_handler
 
 from bigquery_backend import exceptions as bq
 from tenants_app.kms import KmsUnavailable
+from tenants_app.metrics import api_error_recorded
 from tenants_app.services.errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ def _add_busy_hint(response: Response, exc: BaseException) -> None:
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Map service, backend and DRF exceptions to one error shape, in JSON; never a 500 for bad input."""
+    api_error_recorded(exc=exc)
     response = _error_for(exc, context)
     request = context.get("request")
     if response is not None and request is not None:

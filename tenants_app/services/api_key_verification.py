@@ -29,6 +29,7 @@ from django.utils import timezone
 from bigquery_backend.exceptions import BackendUnavailable, InvalidInput, NotFound
 from bigquery_backend.repository import Repository
 from tenants_app import secret_shapes
+from tenants_app.metrics import cache_lookup_recorded
 from tenants_app.models import TenantApiKey, TenantProfile, TenantStatus
 from tenants_app.repositories import central_repository
 from tenants_app.services.errors import (
@@ -179,7 +180,9 @@ def _verification_entry(key_hash: str, now: datetime) -> dict[str, Any] | str:
     if cached is not None and cached["fresh_until"] > now and cached["key_generation"] == key_generation:
         tenant_id = cached["tenant_id"]
         if tenant_id is None or cached["tenant_generation"] == generation(tenant_subject(tenant_id)):
+            cache_lookup_recorded(cache="api_key", hit=True)
             return cached["entry"]
+    cache_lookup_recorded(cache="api_key", hit=False)
     entry, tenant_id, tenant_generation = _lookup(key_hash)
     unknown = entry == _UNKNOWN
     seconds = settings.API_KEY_NEGATIVE_CACHE_SECONDS if unknown else settings.API_KEY_CACHE_SECONDS
