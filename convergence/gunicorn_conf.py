@@ -22,6 +22,15 @@ graceful_timeout = 10
 keepalive = 5
 
 
+def on_starting(server: Any) -> None:
+    """Before any worker forks: a fresh, private directory for the workers' Prometheus counts."""
+    # The settings module only for DATA_DIR (the one rule for where it is); Django is not set up here.
+    from convergence import settings as project_settings
+    from convergence.prometheus import metrics_dir_prepare
+
+    metrics_dir_prepare(project_settings.DATA_DIR)
+
+
 def worker_exit(server: Any, worker: Any) -> None:
     """Write what is batched in memory before a worker goes: keys' `last_used_at`, API-call counts."""
     from tenants_app.services.api_key_verification import api_key_usage_flush

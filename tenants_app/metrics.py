@@ -26,11 +26,11 @@ from prometheus_client.registry import Collector
 
 from bigquery_backend.exceptions import BigQueryError
 from bigquery_backend.observers import add_job_observer
+from convergence.prometheus import MULTIPROCESS_DIR_VARIABLE
 from tenants_app.services.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 
-MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 BIGQUERY_JOBS = Counter(
     "convergence_bigquery_jobs",
