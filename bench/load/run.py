@@ -119,7 +119,7 @@ def seed(*, tenants: int) -> dict[str, Any]:
     from tenants_app.services.credentials import credential_create
     from tenants_app.services.onboarding import tenant_onboard
     from tenants_app.services.pipelines import pipeline_config_create, pipeline_config_run_now
-    from tenants_app.services.run_queue import run_claim
+    from tenants_app.services.run_claims import run_claim
     from tenants_app.services.run_reports import run_complete
     from tenants_app.services.subscriptions import subscription_set_limits
 
@@ -158,10 +158,10 @@ def seed(*, tenants: int) -> dict[str, Any]:
                 tenant_id=tenant_id,
                 provider="GCP",
                 domain=domain,
-                pipeline_template="daily_costs",
+                pipeline_template="sql_transform",
                 schedule_cron=cron,
                 timezone_name="Europe/Berlin",
-                parameters={"dataset": "raw"},
+                parameters={"source_table": "raw_costs", "destination_table": f"{domain}_costs"},
                 actor=ACTOR,
             )
             for domain, cron in (("billing", "30 2 * * *"), ("usage", "0 * * * *"), ("audit", "15 4 * * 1"))

@@ -49,3 +49,14 @@ class StaffOrTenantScope(BasePermission):
             self.message = f"This API key lacks the {scope!r} scope."
             return False
         return True
+
+
+class TenantKeyOrStaff(BasePermission):
+    """Reading what every caller shares (the template catalogue): any tenant key, or staff."""
+
+    message = "Not allowed: a tenant API key or staff access is needed."
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        if request.method not in SAFE_METHODS:
+            return False
+        return hasattr(request.user, "has_scope") or IsStaff().has_permission(request, view)

@@ -60,11 +60,13 @@ class _ConfigFields(serializers.Serializer):
 
     provider = serializers.ChoiceField(choices=Provider.choices)
     domain = serializers.CharField(max_length=200)
-    pipeline_template = serializers.CharField(max_length=200)
+    pipeline_template = serializers.CharField(
+        max_length=200, help_text="A template of GET /api/v1/pipeline-templates."
+    )
     schedule_cron = serializers.CharField(max_length=200, help_text=CRON_HELP)
     timezone = serializers.CharField(max_length=64, help_text="IANA name, e.g. 'Europe/Berlin'.")
     parameters = serializers.JSONField(
-        allow_null=True, help_text="A JSON object (at most 16 KiB), no secrets."
+        allow_null=True, help_text="The template's parameters: a JSON object (at most 16 KiB), no secrets."
     )
     # The bounds are the service's; here they put minimum/maximum into the schema (found by fuzzing).
     priority = serializers.IntegerField(
@@ -124,9 +126,13 @@ class PipelineConfigListApi(TenantScopedApi):
                 value={
                     "provider": "GCP",
                     "domain": "billing",
-                    "pipeline_template": "daily_costs",
+                    "pipeline_template": "sql_transform",
                     "schedule_cron": "30 2 * * *",
                     "timezone": "Europe/Berlin",
+                    "parameters": {
+                        "source_query": "SELECT day, SUM(cost) AS cost FROM {{costs}} GROUP BY day",
+                        "destination_table": "daily_costs",
+                    },
                     "priority": 5,
                 },
                 request_only=True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.urls import path
 
 from tenants_app.api import credentials, keys, me, onboarding, tenants
+from tenants_app.api import pipeline_templates as template_views
 from tenants_app.api import pipelines as pipeline_views
 from tenants_app.api import runs as run_views
 from tenants_app.api import subscriptions as subscription_views
@@ -98,6 +99,7 @@ urlpatterns = [
     path("me", me.MeApi.as_view(), name="me"),
     *tenant_resources("me/", "me"),
     path("queue", run_views.QueueListApi.as_view(), name="queue"),
+    path("pipeline-templates", template_views.PipelineTemplateListApi.as_view(), name="pipeline-templates"),
     path("worker/claim", worker_views.WorkerClaimApi.as_view(), name="worker-claim"),
     path(
         "worker/runs/<str:run_id>/heartbeat",

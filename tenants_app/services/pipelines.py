@@ -1,6 +1,7 @@
 """Pipeline configs (schedules) of a tenant: create, read, change, pause, resume, delete, run now.
 
-A config runs `pipeline_template` (the `pipeline_id` of its runs) for a provider and a domain on a
+A config runs `pipeline_template` (the `pipeline_id` of its runs), one of the catalogue's templates
+(`tenants_app/pipeline_templates.py`) with `parameters` checked against it, for a provider and a domain on a
 5-field cron schedule read in its IANA time zone (`tenants_app/services/cron.py` has the DST rules);
 `next_run_time` is its next slot, stored in UTC, and `manage.py schedule_pipelines` enqueues the slots.
 Priority is 1 (most urgent) to 10 (least), default 5: workers claim lower numbers first.
@@ -29,6 +30,7 @@ from tenants_app.models import (
     TenantPipelineConfig,
     TenantScheduledPipelineRun,
 )
+from tenants_app.pipeline_templates import template_check, template_parameters_resolve
 from tenants_app.repositories import central_repository
 from tenants_app.secrets import find_secret_paths
 from tenants_app.services.api_key_verification import bigquery_errors_translated
@@ -146,7 +148,8 @@ def pipeline_config_create(
             "parameters": parameters,
             "priority": priority,
             "is_active": is_active,
-        }
+        },
+        catalogue=True,
     )
     with bigquery_errors_translated():
         subscription_require_active(tenant_id=tenant_id, operation=OPERATION_CONFIGURE)
@@ -232,6 +235,14 @@ def pipeline_config_update(
     changed = {name: value for name, value in changes.items() if getattr(config, name) != value}
     if not changed:
         return config
+    if {"pipeline_template", "parameters"} & changed.keys():
+        # Only then: a row written before the catalogue (its template unknown) can still be paused or moved.
+        merged = {
+            name: changed.get(name, getattr(config, name)) for name in ("pipeline_template", "parameters")
+        }
+        errors = _catalogue_errors(merged)
+        if errors:
+            raise ValidationFailed("invalid pipeline config", errors=errors)
     if changed.keys() != {"is_active"} or changed["is_active"]:
         # Pausing is always allowed; anything that sets up or restarts runs needs a configurable state.
         with bigquery_errors_translated():
@@ -353,19 +364,38 @@ def _next_run_time(values: dict[str, Any], now: datetime) -> datetime:
     return cron_next(expression=values["schedule_cron"], timezone=values["timezone"], after=now)
 
 
-def _validated(values: dict[str, Any]) -> dict[str, Any]:
-    """Check every given field; ValidationFailed naming each wrong one."""
+def _validated(values: dict[str, Any], *, catalogue: bool = False) -> dict[str, Any]:
+    """Check every given field (and, with `catalogue`, the template and its parameters); ValidationFailed
+    naming each wrong one."""
     errors: dict[str, list[str]] = {}
     cleaned: dict[str, Any] = {}
     for name, value in values.items():
         try:
             cleaned[name] = _VALIDATORS[name](value)
         except ValidationFailed as exc:
-            for field_name, messages in (exc.errors or {name: [exc.message]}).items():
-                errors.setdefault(field_name, []).extend(messages)
+            _merge_errors(errors, exc.errors or {name: [exc.message]})
+    if catalogue and "pipeline_template" in cleaned:
+        _merge_errors(errors, _catalogue_errors(cleaned))
     if errors:
         raise ValidationFailed("invalid pipeline config", errors=errors)
     return cleaned
+
+
+def _catalogue_errors(values: dict[str, Any]) -> dict[str, list[str]]:
+    """The template must be the catalogue's; its parameters are checked once they passed the generic
+    checks (a secret or an oversized document is reported as `parameters`, before any of its names)."""
+    try:
+        template = template_check(values["pipeline_template"])
+        if "parameters" in values:
+            template_parameters_resolve(template=template, parameters=values["parameters"])
+    except ValidationFailed as exc:
+        return exc.errors
+    return {}
+
+
+def _merge_errors(errors: dict[str, list[str]], more: dict[str, list[str]]) -> None:
+    for field_name, messages in more.items():
+        errors.setdefault(field_name, []).extend(messages)
 
 
 def _field_error(name: str, message: str) -> ValidationFailed:

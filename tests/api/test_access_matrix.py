@@ -94,6 +94,8 @@ GET    /api/v1/tenants                                  -                  401  
 POST   /api/v1/tenants/onboard                          -                  401  403    403   401     401     403       403      403        403      ok        401
 POST   /api/v1/tenants/dryrun                           -                  401  403    403   401     401     403       403      403        403      ok        401
 GET    /api/v1/queue                                    -                  401  403    403   401     401     403       403      ok         ok       ok        401
+# the template catalogue: any tenant key (whatever its scopes) and any staff; not a worker token
+GET    /api/v1/pipeline-templates                       -                  401  ok     ok    401     401     403       403      ok         ok       ok        401
 # staff only, one tenant by id
 GET    /api/v1/tenants/{t}                              -                  401  403    403   401     401     403       403      ok         ok       ok        401
 PATCH  /api/v1/tenants/{t}                              -                  401  403    403   401     401     403       403      403        403      ok        401

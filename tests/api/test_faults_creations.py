@@ -32,9 +32,10 @@ HOUR = timedelta(hours=1)
 PIPELINE = {
     "provider": "GCP",
     "domain": "billing",
-    "pipeline_template": "daily_costs",
+    "pipeline_template": "sql_transform",
     "schedule_cron": "30 2 * * *",
     "timezone": "Europe/Berlin",
+    "parameters": {"source_table": "raw_costs", "destination_table": "daily_costs"},
 }
 
 

@@ -28,7 +28,7 @@ from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import API_KEY_SCOPES, api_key_create
 from tenants_app.services.credentials import credential_create
 from tenants_app.services.onboarding import tenant_onboard
-from tenants_app.services.run_queue import run_claim
+from tenants_app.services.run_claims import run_claim
 from tests.tenants_app.services.run_factories import enqueue
 from tests.tenants_app.services.schedules import config_row
 
@@ -219,10 +219,10 @@ NOW = "2030-01-01T00:00:00Z"
 PIPELINE = {
     "provider": "GCP",
     "domain": "billing",
-    "pipeline_template": "daily_costs",
+    "pipeline_template": "sql_transform",
     "schedule_cron": "30 2 * * *",
     "timezone": "Europe/Berlin",
-    "parameters": {"dataset": "raw"},
+    "parameters": {"source_table": "raw_costs", "destination_table": "daily_costs"},
 }
 STEP = {
     "step_index": 0,
@@ -243,7 +243,7 @@ DQ = {
 T = "/api/v1/tenants/{tenant_id}"
 # A pipeline body written by hand, for documents json.dumps cannot produce (lone surrogates, depth).
 PIPELINE_PREFIX = (
-    '{"provider": "GCP", "domain": "d", "pipeline_template": "p", "schedule_cron": "0 * * * *", '
+    '{"provider": "GCP", "domain": "d", "pipeline_template": "sql_transform", "schedule_cron": "0 * * * *", '
 )
 
 CASES = {
@@ -626,9 +626,11 @@ def test_it_refuses_deeply_nested_json_with_400(world: World, depth: int) -> Non
 
 
 def test_it_accepts_json_nested_as_deep_as_the_services_allow(world: World) -> None:
-    parameters: dict[str, Any] = {"leaf": "x"}
+    metadata: dict[str, Any] = {"leaf": "x"}
     for _ in range(8):
-        parameters = {"a": parameters}
+        metadata = {"a": metadata}
+    # Free-form JSON goes under the template's `metadata` parameter (one level of the ten).
+    parameters = {**PIPELINE["parameters"], "metadata": metadata}
     response = world.staff.post(
         f"/api/v1/tenants/{world.tenant_id}/pipelines", {**PIPELINE, "parameters": parameters}, format="json"
     )
@@ -685,7 +687,7 @@ def test_it_refuses_nul_characters_in_text_fields_naming_them(world: World) -> N
 
 
 def test_it_keeps_a_nul_inside_json_parameters_verbatim(world: World) -> None:
-    parameters = {"sep": "a\x00b", "note": HOSTILE}
+    parameters = {**PIPELINE["parameters"], "metadata": {"sep": "a\x00b", "note": HOSTILE}}
     created = world.staff.post(
         f"/api/v1/tenants/{world.tenant_id}/pipelines", {**PIPELINE, "parameters": parameters}, format="json"
     )

@@ -13,8 +13,9 @@ pytestmark = pytest.mark.django_db
 BODY = {
     "provider": "GCP",
     "domain": "billing",
-    "pipeline_template": "daily_costs",
+    "pipeline_template": "sql_transform",
     "schedule_cron": "30 2 * * *",
+    "parameters": {"source_table": "raw_costs", "destination_table": "daily_costs"},
 }
 
 

@@ -21,10 +21,10 @@ ApiAs = Callable[[User | None], APIClient]
 BODY = {
     "provider": "GCP",
     "domain": "billing",
-    "pipeline_template": "daily_costs",
+    "pipeline_template": "sql_transform",
     "schedule_cron": "30 2 * * *",
     "timezone": "Europe/Berlin",
-    "parameters": {"dataset": "raw"},
+    "parameters": {"source_table": "raw_costs", "destination_table": "daily_costs"},
     "priority": 2,
 }
 
@@ -201,7 +201,7 @@ def test_it_runs_now_only_with_the_execute_scope_and_once_per_minute() -> None:
     assert first.status_code == 201
     run = first.json()["run"]
     assert (run["config_id"], run["state"], run["priority"], run["pipeline_id"]) == (
-        config_id, "QUEUED", 2, "daily_costs"
+        config_id, "QUEUED", 2, "sql_transform"
     )  # fmt: skip
     second = runner.post(f"/api/v1/me/pipelines/{config_id}/run")
     # Within the minute: the same run again (200, not created); a click landing in the next minute

@@ -32,9 +32,9 @@ BASIC = base64.b64encode(f"etl:{SECRET}".encode()).decode()
 BODY = {
     "provider": "GCP",
     "domain": "billing",
-    "pipeline_template": "daily_costs",
+    "pipeline_template": "sql_transform",
     "schedule_cron": "30 2 * * *",
-    "parameters": {"dataset": "raw"},
+    "parameters": {"source_table": "raw_costs", "destination_table": "daily_costs"},
 }
 # Each spelling the hostile test used: camelCase, plural, compound, kebab, SCREAMING, short.
 SECRET_PARAMETER_NAMES = [
@@ -115,7 +115,10 @@ def test_it_keeps_every_form_of_secret_out_of_the_tenants_dataset_and_the_audit_
         assert refused_field(response)[:2] == (400, ["parameters"]), name
         assert SECRET not in response.content.decode()
 
-    parameters = {"dataset": "raw", "max_tokens": 4096, "token_count": 3, "key_prefix": "cvg_live_Ab12Cd"}
+    parameters = {
+        **BODY["parameters"],
+        "metadata": {"max_tokens": 4096, "token_count": 3, "key_prefix": "cvg_live_Ab12Cd"},
+    }
     created = client.post("/api/v1/me/pipelines", {**BODY, "parameters": parameters}, format="json")
     assert created.status_code == 201, created.json()
     run_id = client.post(f"/api/v1/me/pipelines/{created.json()['config_id']}/run").json()["run"]["run_id"]

@@ -307,10 +307,10 @@ def run_flows(session: Session, tenant_id: str) -> None:
         data={
             "provider": "GCP",
             "domain": "billing",
-            "pipeline_template": "daily_costs",
+            "pipeline_template": "sql_transform",
             "schedule_cron": "30 2 * * *",
             "timezone": "Europe/Berlin",
-            "parameters": {"dataset": "raw"},
+            "parameters": {"source_table": "raw_costs", "destination_table": "daily_costs"},
             "priority": 2,
         },
         format="json",

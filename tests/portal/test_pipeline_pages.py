@@ -20,9 +20,10 @@ def new_config(**values: object) -> TenantPipelineConfig:
     fields: dict[str, object] = {
         "provider": "GCP",
         "domain": "billing",
-        "pipeline_template": "daily_costs",
+        "pipeline_template": "sql_transform",
         "schedule_cron": "30 2 * * *",
         "timezone_name": "Europe/Berlin",
+        "parameters": {"source_table": "raw_costs", "destination_table": "daily_costs"},
         "priority": 4,
         **values,
     }

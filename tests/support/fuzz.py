@@ -107,8 +107,9 @@ def seed_tenant(tenant_id: str) -> SeededTenant:
             tenant_id=tenant_id,
             provider="GCP",
             domain=domain,
-            pipeline_template="daily_costs",
+            pipeline_template="sql_transform",
             schedule_cron="30 2 * * *",
+            parameters={"source_table": "raw_costs", "destination_table": "daily_costs"},
             actor="system:fuzz",
         )
         for domain in ("billing", "doomed")

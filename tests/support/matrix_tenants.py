@@ -28,8 +28,9 @@ SECRET = "sk-" + "Mx7" * 12
 CONFIG_BODY = {
     "provider": "GCP",
     "domain": "billing",
-    "pipeline_template": "gcp_cost_ingest",
+    "pipeline_template": "sql_transform",
     "schedule_cron": "0 3 * * *",
+    "parameters": {"source_table": "raw_costs", "destination_table": "daily_costs"},
 }
 
 

@@ -34,7 +34,7 @@ from tenants_app.services.genai_safety import (
 )
 from tenants_app.services.onboarding import initial_api_key_id, tenant_onboard
 from tenants_app.services.pipelines import pipeline_config_create
-from tenants_app.services.run_queue import run_claim
+from tenants_app.services.run_claims import run_claim
 from tenants_app.services.run_reports import run_complete
 from tests.tenants_app.services.run_factories import enqueue
 
@@ -88,9 +88,13 @@ def run_pipelines(tenant_id: str) -> None:
         tenant_id=tenant_id,
         provider="GCP",
         domain="billing",
-        pipeline_template="daily_costs",
+        pipeline_template="sql_transform",
         schedule_cron="0 3 * * *",
-        parameters={"window_days": 7, "target": "billing.daily_costs", "labels": ["finops", "daily"]},
+        parameters={
+            "source_table": "raw_costs",
+            "destination_table": "daily_costs",
+            "metadata": {"window_days": 7, "target": "billing.daily_costs", "labels": ["finops", "daily"]},
+        },
         actor="user:ops",
     )
     outcomes = [("FAILED", "load: 403 Forbidden on billing.daily_costs after 3 retries")]

@@ -31,6 +31,7 @@ from tests.tenants_app.services.schedules import add_tenant
 
 NOW = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)
 ACTOR = "user:operator"
+TRANSFORM = {"source_table": "raw_costs", "destination_table": "daily_costs"}
 
 pytestmark = pytest.mark.usefixtures("central")
 
@@ -39,10 +40,10 @@ def create(tenant_id: str, **values: Any) -> TenantPipelineConfig:
     fields: dict[str, Any] = {
         "provider": "GCP",
         "domain": "billing",
-        "pipeline_template": "daily_costs",
+        "pipeline_template": "sql_transform",
         "schedule_cron": "30 2 * * *",
         "timezone_name": "Europe/Berlin",
-        "parameters": {"dataset": "raw"},
+        "parameters": TRANSFORM,
         "priority": 3,
         **values,
     }
@@ -63,7 +64,7 @@ def test_it_creates_a_config_with_its_next_run_in_utc() -> None:
     assert (stored.schedule_cron, stored.timezone, stored.priority, stored.is_active) == (
         "30 2 * * *", "Europe/Berlin", 3, True
     )  # fmt: skip
-    assert (stored.parameters, stored.created_by, stored.created_at) == ({"dataset": "raw"}, ACTOR, NOW)
+    assert (stored.parameters, stored.created_by, stored.created_at) == (TRANSFORM, ACTOR, NOW)
     assert config.config_id.startswith(f"{tenant_id}_")
     (entry,) = audit_of(config.config_id)
     assert (entry.action, entry.actor, entry.tenant_id) == ("pipeline_config.create", ACTOR, tenant_id)
@@ -283,7 +284,7 @@ def test_it_deletes_a_config_and_audits_its_last_values() -> None:
     entry = audit_of(config.config_id)[-1]
     assert entry.action == "pipeline_config.delete"
     assert entry.before_values is not None
-    assert entry.before_values["pipeline_template"] == "daily_costs"
+    assert entry.before_values["pipeline_template"] == "sql_transform"
     with pytest.raises(DoesNotExist):
         pipeline_config_delete(tenant_id=tenant_id, config_id=config.config_id, actor=ACTOR)
 

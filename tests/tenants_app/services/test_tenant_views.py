@@ -75,8 +75,9 @@ def test_it_shows_a_config_created_by_staff_as_made_by_staff(gateway: BigQueryGa
         tenant_id=tenant_id,
         provider="GCP",
         domain="billing",
-        pipeline_template="daily_costs",
+        pipeline_template="sql_transform",
         schedule_cron="0 3 * * *",
+        parameters={"source_table": "raw_costs", "destination_table": "daily_costs"},
         actor="user:admin",
     )
 
