@@ -53,13 +53,23 @@ fi
 "$python" manage.py bootstrap_bigquery --update-schema
 "$python" manage.py ensure_admin
 
+# Periodic work (the scheduler every minute, orphan cleanup, the usage rollover after midnight UTC) runs
+# beside the portal: the EXIT trap stops it before the emulator it uses. -v 0: its log lines say enough.
+"$python" manage.py run_periodic -v 0 &
+periodic_pid=$!
+stop_periodic() {
+    kill -TERM "$periodic_pid" 2>/dev/null || true
+    wait "$periodic_pid" 2>/dev/null || true
+}
+trap 'stop_periodic; stop_emulator' EXIT
+
 echo
-echo "Portal: http://${BIND}/admin/  (Ctrl-C stops the portal and the BigQuery emulator)"
+echo "Portal: http://${BIND}/admin/  (Ctrl-C stops the portal, periodic work and the BigQuery emulator)"
 echo
 
 # gunicorn runs in the background so that this shell can react to a signal at once and pass it on:
 # a signal sent only to this shell or to make (not to the whole process group) still stops gunicorn,
-# and the EXIT trap above then stops the emulator.
+# and the EXIT trap above then stops periodic work and the emulator.
 "$BIN/gunicorn" convergence.wsgi \
     --config python:convergence.gunicorn_conf \
     --bind "$BIND" \
