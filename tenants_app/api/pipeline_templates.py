@@ -41,6 +41,7 @@ class PipelineTemplateOutputSerializer(serializers.Serializer):
 
 class PipelineTemplateListApi(APIView):
     permission_classes = [TenantKeyOrStaff]
+    schema_callers = frozenset({"TenantApiKey", "AdminToken", "cookieAuth"})
 
     class OutputSerializer(serializers.Serializer):
         results = PipelineTemplateOutputSerializer(many=True)

@@ -123,5 +123,6 @@ def test_it_documents_who_may_call_each_path(schema: dict[str, Any]) -> None:
         ("me", "[{'TenantApiKey': []}]"),
         ("tenants", "[{'AdminToken': []}, {'cookieAuth': []}]"),
         ("queue", "[{'AdminToken': []}, {'cookieAuth': []}]"),
+        ("pipeline-templates", "[{'TenantApiKey': []}, {'AdminToken': []}, {'cookieAuth': []}]"),
         ("worker", "[{'TenantApiKey': []}, {'WorkerToken': []}]"),
     }
