@@ -84,6 +84,16 @@ class RowChange:
     expected: Mapping[str, Any] = field(default_factory=dict)
 
 
+class _Unchanged:
+    """`RowChange.values` marker: this row keeps its column as it is (others in the batch change it)."""
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED: Any = _Unchanged()
+
+
 class _Params:
     """Collects query parameters and hands out their SQL expressions."""
 
@@ -171,6 +181,12 @@ class _ArrayBatch:
             expression = f"IF({self._unnest(f'm{index}', 'BOOL', nulls)}, NULL, {expression})"
         alias = f"c{index}"
         self.selects.append(f"{expression} AS {alias}")
+        return alias
+
+    def add_flags(self, values: Sequence[bool]) -> str:
+        """Add a BOOL column (one per row); returns its alias in the source."""
+        alias = f"c{len(self.selects)}"
+        self.selects.append(f"{self._unnest(f'f{len(self.selects)}', 'BOOL', list(values))} AS {alias}")
         return alias
 
     def _unnest(self, alias: str, field_type: str, items: list[Any]) -> str:
@@ -321,7 +337,11 @@ class Repository(Generic[M]):
 
     def update_many(self, changes: Sequence[RowChange], *, shared: Mapping[str, Any] | None = None) -> int:
         """Per-row compare-and-set in one MERGE: each row gets its own `values` (and `shared`) only
-        where its `expected` columns still hold the given values; returns how many rows matched."""
+        where its `expected` columns still hold the given values; returns how many rows matched.
+
+        A value of `UNCHANGED` leaves that row's column as it is, so changes of different shapes (a
+        success that sets `completed_at`, a failure that sets `failed_at`) still make one statement.
+        """
         if not changes:
             return 0
         if len(changes) > MAX_LIMIT:
@@ -354,8 +374,18 @@ class Repository(Generic[M]):
                 raise InvalidInput(
                     f"{name}: the primary key cannot be changed", errors={name: ["Read-only."]}
                 )
-            alias = batch.add(column.name, [self._clean(column, change.values[name]) for change in changes])
-            assignments.append(f"{quote_column(column.name)} = source.{alias}")
+            kept = [change.values[name] is UNCHANGED for change in changes]
+            cleaned = [
+                None if keep else self._clean(column, change.values[name])
+                for keep, change in zip(kept, changes, strict=True)
+            ]
+            alias = batch.add(column.name, cleaned)
+            quoted = quote_column(column.name)
+            if any(kept):
+                flags = batch.add_flags(kept)
+                assignments.append(f"{quoted} = IF(source.{flags}, target.{quoted}, source.{alias})")
+            else:
+                assignments.append(f"{quoted} = source.{alias}")
         conditions = [f"target.{quote_column(self.definition.key)} = source.{key_alias}"]
         for name in expected_names:
             column = self._column(name)
