@@ -63,7 +63,7 @@ from tenants_app.models import (  # noqa: E402
 )
 from tenants_app.repositories import central_repository  # noqa: E402
 from tenants_app.services.bootstrap import bigquery_bootstrap  # noqa: E402
-from tenants_app.services.run_queue import run_claim  # noqa: E402
+from tenants_app.services.run_claims import run_claim  # noqa: E402
 from tenants_app.services.run_reports import run_complete, run_fail  # noqa: E402
 
 DATASET = "bench_worker"

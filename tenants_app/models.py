@@ -210,6 +210,9 @@ class TenantUsageQuota(BigQueryModel):
     monthly_warning_at = models.DateTimeField(
         null=True, blank=True, help_text="When 80% of the month was used"
     )
+    admission_id = models.CharField(
+        max_length=64, null=True, blank=True, help_text="The last claim tick that admitted runs on it"
+    )
 
     table_spec = TableSpec(
         scope=CENTRAL,
@@ -313,6 +316,9 @@ class TenantPipelineExecutionQueue(BigQueryModel):
         null=True,
         blank=True,
         help_text="Credential holding the lease: api_key:<id> or token:<id>",
+    )
+    tick_id = models.CharField(
+        max_length=64, null=True, blank=True, help_text="The last claim or report tick that wrote it"
     )
 
     table_spec = TableSpec(

@@ -46,6 +46,10 @@ def _use_emulator(
         BIGQUERY_PROJECT=bigquery_emulator.project,
         BIGQUERY_TIMEOUT_SECONDS=30.0,
         BIGQUERY_RETRY_DEADLINE_SECONDS=15.0,
+        # Ticks back to back: a test's claims and reports one after another would each wait out the
+        # spacing otherwise. Tests of the spacing set their own.
+        PIPELINE_CLAIM_TICK_SECONDS=0.0,
+        PIPELINE_REPORT_TICK_SECONDS=0.0,
     ):
         yield
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
@@ -21,6 +22,7 @@ from rest_framework.views import APIView
 from tenants_app.api.authentication import TenantApiKeyAuthentication
 from tenants_app.models import AdminApiToken, RunState
 from tenants_app.services.admin_tokens import TOKEN_PREFIX, is_pipeline_worker, worker_token_authenticate
+from tenants_app.services.run_claims import ClaimedRun, runs_claim
 from tenants_app.services.run_common import (
     COMPLETION_STATES,
     MAX_DQ_RESULTS,
@@ -28,7 +30,7 @@ from tenants_app.services.run_common import (
     MAX_STEP_LOGS,
     STEP_STATES,
 )
-from tenants_app.services.run_queue import ClaimedRun, run_claim, run_heartbeat
+from tenants_app.services.run_queue import run_heartbeat
 from tenants_app.services.run_reports import run_complete, run_fail
 
 EXECUTE_SCOPE = "pipelines:execute"
@@ -128,6 +130,12 @@ class WorkerClaimApi(WorkerApi):
         tenant_id = serializers.CharField(
             required=False, max_length=64, help_text="Worker tokens only: claim this tenant's runs only."
         )
+        max_runs = serializers.IntegerField(
+            required=False,
+            min_value=1,
+            max_value=settings.PIPELINE_CLAIM_MAX_RUNS,
+            help_text='Claim up to this many runs at once; the answer is then {"runs": [...]}.',
+        )
 
     class OutputSerializer(serializers.Serializer):
         run_id = serializers.CharField()
@@ -146,7 +154,10 @@ class WorkerClaimApi(WorkerApi):
     @extend_schema(
         request=InputSerializer,
         responses={
-            200: OutputSerializer,
+            200: OpenApiResponse(
+                response=OutputSerializer,
+                description='The run claimed; with `max_runs`, {"runs": [...]} of up to that many.',
+            ),
             204: OpenApiResponse(description="Nothing to claim now."),
             429: OpenApiResponse(description="A tenant key's runs are all held back by its quota."),
         },
@@ -162,15 +173,19 @@ class WorkerClaimApi(WorkerApi):
                 {"tenant_id": ["A tenant key claims its own tenant's runs only."]}
             )
         # Restricted to one tenant, runs held back only by its quota answer 429 with Retry-After.
-        claimed: ClaimedRun | None = run_claim(
+        claimed: list[ClaimedRun] = runs_claim(
             worker_id=values["worker_id"],
             credential=self.credential(),
             tenant_id=tenant_id or values.get("tenant_id"),
+            max_runs=values.get("max_runs", 1),
             lease_seconds=values.get("lease_seconds"),
         )
-        if claimed is None:
+        if not claimed:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(self.OutputSerializer(claimed).data)
+        if "max_runs" in values:
+            return Response({"runs": self.OutputSerializer(claimed, many=True).data})
+        # Without max_runs, the one run as the object itself (how claims answered before batches).
+        return Response(self.OutputSerializer(claimed[0]).data)
 
 
 class WorkerHeartbeatApi(WorkerApi):

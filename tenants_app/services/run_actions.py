@@ -19,6 +19,7 @@ from tenants_app.services.errors import RunStateConflict, ValidationFailed
 from tenants_app.services.run_common import (
     Candidate,
     candidate_of,
+    lease_forget,
     queue_repository,
     release,
     scheduled_runs_repository,
@@ -49,6 +50,8 @@ def run_cancel(
         values: dict[str, Any] = {"state": RunState.CANCELLED, "lease_expires_at": None}
         if queue_repository().update_where(values, filters=filters) == 0:
             raise RunStateConflict(f"run {run_id} changed meanwhile; reload", errors={"state": ["Changed."]})
+        # Its worker's next heartbeat must go to BigQuery and be refused, in every process.
+        lease_forget(run_id)
         # The slot first: if the run row's UPDATE fails, a repeated cancel finishes the run row and
         # the audit entry (see _cancel_finished), but could never release again.
         if entry.state == RunState.RUNNING:

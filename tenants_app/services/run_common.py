@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -38,6 +38,7 @@ MIN_LEASE_SECONDS = 10
 _WORKER_ID = re.compile(r"^[A-Za-z0-9._:@/-]{1,200}$")
 RUN_ID_MAX = 128
 _BLOCKED_CACHE_KEY = "cvg:runs:quota_blocked:v1"
+_LEASE_CACHE_KEY = "cvg:runs:lease:v1:{run_id}"
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,46 @@ def check_worker_id(worker_id: str) -> str:
     if worker_id.startswith("reaper:"):
         raise ValidationFailed("invalid worker id", errors={"worker_id": ["'reaper:' is reserved."]})
     return worker_id
+
+
+def lease_duration(lease_seconds: int | None) -> timedelta:
+    """The lease a claim or heartbeat asked for (or the default), checked against the bounds."""
+    if lease_seconds is None:
+        return timedelta(seconds=settings.PIPELINE_LEASE_SECONDS)
+    maximum = int(settings.PIPELINE_LEASE_MAX_SECONDS)
+    if not isinstance(lease_seconds, int) or not MIN_LEASE_SECONDS <= lease_seconds <= maximum:
+        raise ValidationFailed(
+            "invalid lease", errors={"lease_seconds": [f"Use {MIN_LEASE_SECONDS} to {maximum} seconds."]}
+        )
+    return timedelta(seconds=lease_seconds)
+
+
+# --- leases known to the shared cache ---------------------------------------------------------------
+# Heartbeats check a lease here and write BigQuery only when less than half of it is left (run_queue).
+# Every transition out of RUNNING forgets the entry, in every process sharing the cache; an entry that
+# is missing (evicted, cache lost) only costs the heartbeat a read of BigQuery.
+@dataclass(frozen=True)
+class KnownLease:
+    tenant_id: str
+    attempt: int
+    worker_id: str
+    credential: str | None
+    expires: datetime
+
+
+def lease_remember(*, run_id: str, lease: KnownLease) -> None:
+    timeout = max(1, int(settings.PIPELINE_LEASE_MAX_SECONDS))
+    cache.set(_LEASE_CACHE_KEY.format(run_id=run_id), lease, timeout=timeout)
+
+
+def lease_recall(run_id: str) -> KnownLease | None:
+    found = cache.get(_LEASE_CACHE_KEY.format(run_id=run_id))
+    return found if isinstance(found, KnownLease) else None
+
+
+def lease_forget(*run_ids: str) -> None:
+    if run_ids:
+        cache.delete_many([_LEASE_CACHE_KEY.format(run_id=run_id) for run_id in run_ids])
 
 
 # --- concurrent slots -------------------------------------------------------------------------------

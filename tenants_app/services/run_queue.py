@@ -1,29 +1,30 @@
-"""The execution queue seen from the worker side: claim and heartbeat; and re-queueing dead workers' runs.
+"""The execution queue seen from the worker side: heartbeats, and re-queueing dead workers' runs.
 
 A run is two rows with the same `run_id`: the scheduled run (`tenant_scheduled_pipeline_runs`: what
 ran, its retries, outcome) and its queue entry (`tenant_pipeline_execution_queue`: who holds it and
-until when). The queue entry is the commit point of every transition: each one is ONE conditional
-UPDATE on it (compare-and-set on `state`, `lease_owner` and `attempt`), so of two workers, two
-cleanups, or a worker and a cleanup, exactly one wins; the scheduled run row follows. This holds for
-the worker reports (run_reports.py) and the staff actions (run_actions.py) too.
+until when). The queue entry is the commit point of every transition: each one is a conditional
+write on it (compare-and-set on `state`, `lease_owner`, `lease_credential` and `attempt`), so of two
+workers, two cleanups, or a worker and a cleanup, exactly one wins; the scheduled run row follows.
+Claims (run_claims.py), worker reports (run_reports.py) and staff actions (run_actions.py) all hold
+to it; claims and reports write many entries per statement, each row with its own compare-and-set.
 
 Concurrent slots. A RUNNING entry with `usage_date` set holds one concurrent slot on that usage row
-(`quotas.quota_admit` at claim time). Whoever moves an entry out of RUNNING (complete, fail, cancel,
-lease expiry) releases that slot, once, because only that caller's compare-and-set matched (how a
-report releases, and how its repeat repairs an interrupted one: run_reports.py). A claim admits AFTER
+(admitted at claim time). Whoever moves an entry out of RUNNING (complete, fail, cancel, lease
+expiry) releases that slot, once, because only that caller's compare-and-set matched (how a report
+releases, and how its repeat repairs an interrupted one: run_reports.py). A claim admits AFTER
 winning its compare-and-set (so racing workers never count a run that did not start), and only then
 writes `usage_date`, only while the entry is still its claim: if it was cancelled or taken over
-meanwhile, whoever moved it saw no slot, so the claim releases its own and is lost. A BigQuery failure
-between the steps (a refusal, a lost answer) gives the run back and frees the slot if the usage row
-still counts it (`_give_back`); if that fails too, or the process dies, the lease runs out and the
-reaper does the same for the entry it finds without `usage_date`. Both free a slot only when the usage
-row counts more running runs than the queue has RUNNING entries (`quotas.quota_release_if_leaked`,
-which counts every RUNNING entry, admitted or about to be), so a slot in use is never freed.
+meanwhile, whoever moved it saw no slot, so the claim releases its own. A BigQuery failure between
+the steps gives the runs back and frees a slot if the usage row still counts it; if that fails too,
+or the process dies, the lease runs out and the reaper does the same for the entry it finds without
+`usage_date`. Both free a slot only when the usage row counts more running runs than the queue has
+RUNNING entries (`quotas.quota_release_if_leaked`, which counts every RUNNING entry, admitted or
+about to be), so a slot in use is never freed.
 
 Priority: 1 is the most urgent; claims take the lowest priority number first, then the earliest
-scheduled time. Leases: a claim holds the run for `lease_seconds`; heartbeats extend it; past it, the
-run is re-queued (consuming a retry) by one claim that meets it (one per expired attempt across all
-processes, through the shared cache), which then takes it, or by
+scheduled time. Leases: a claim holds the run for `lease_seconds`; heartbeats extend it (writing
+only when less than half is left); past it, the run is re-queued (consuming a retry) by the claim
+tick that meets it (one at a time across processes), which then takes it, or by
 `cleanup_orphaned_runs`, after which other workers can claim it a minute later (`_REAP_HOLD`). Either
 moves an entry only as it read it (same attempt, same slot).
 
@@ -34,32 +35,31 @@ dataset are its record. Changes people or commands make (cancel, requeue, orphan
 from __future__ import annotations
 
 import logging
-import random
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.utils import timezone
 from google.cloud import bigquery
 
-from bigquery_backend.exceptions import BigQueryError
 from tenants_app.models import RunState, TenantPipelineExecutionQueue
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.audit import audit_record
-from tenants_app.services.errors import LeaseLost, ServiceError, ServiceUnavailable, ValidationFailed
-from tenants_app.services.quotas import quota_admit, quota_day, quota_release, quota_release_if_leaked
+from tenants_app.services.errors import LeaseLost, ValidationFailed
+from tenants_app.services.quotas import quota_day, quota_release, quota_release_if_leaked
 from tenants_app.services.run_common import (
-    MIN_LEASE_SECONDS,
     Candidate,
-    block_tenant,
-    blocked_tenants,
+    KnownLease,
     candidate_of,
     check_worker_id,
+    lease_duration,
+    lease_forget,
+    lease_recall,
+    lease_remember,
     queue_repository,
     scheduled_runs_repository,
     select_candidates,
@@ -69,35 +69,12 @@ from tenants_app.services.run_common import (
 logger = logging.getLogger(__name__)
 
 
-# Candidates read per claim query, and how many queries one claim may make when candidates are lost
-# to other workers or blocked by quota: bounded, so a claim never scans the queue.
-CLAIM_BATCH = 10
-CLAIM_ROUNDS = 3
 # How long an entry a cleanup moved back to the queue stays unclaimable by others: long enough for the
 # cleanup to read back which entries it moved (see _reap).
 _REAP_HOLD = timedelta(seconds=60)
 
 
 # --- results ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ClaimedRun:
-    """What a worker needs to run a pipeline, and the lease it holds."""
-
-    run_id: str
-    tenant_id: str
-    pipeline_id: str
-    config_id: str | None
-    parameters: Any
-    priority: int
-    scheduled_time: datetime
-    attempt: int
-    worker_id: str
-    lease_expires_at: datetime
-    retry_count: int
-    max_retries: int
-    usage_date: date
-
-
 @dataclass(frozen=True)
 class RunLease:
     run_id: str
@@ -118,79 +95,6 @@ class ReapReport:
 
 
 # --- worker protocol --------------------------------------------------------------------------------
-def run_claim(
-    *,
-    worker_id: str,
-    credential: str | None = None,
-    tenant_id: str | None = None,
-    lease_seconds: int | None = None,
-    now: datetime | None = None,
-) -> ClaimedRun | None:
-    """Claim the most urgent claimable run (of one tenant, or any), admitted against its quota; or None.
-
-    Restricted to one tenant, a claim that found runs but was refused by the tenant's quota or
-    subscription raises that refusal (QuotaExceeded has `retry_after`) instead of returning None.
-    The lease belongs to `credential` (the API key or token that claimed) as well as to `worker_id`,
-    which any caller may choose: reports and heartbeats of another credential are refused.
-    """
-    worker_id = check_worker_id(worker_id)
-    lease = _lease(lease_seconds)
-    now = now or timezone.now()
-    refusals: dict[str, ServiceError] = {}
-    seen: set[str] = set()
-    with bigquery_errors_translated():
-        for _ in range(CLAIM_ROUNDS):
-            excluded = set(refusals) | (blocked_tenants(now) if tenant_id is None else set())
-            candidates = _claim_candidates(
-                now=now, tenant_id=tenant_id, exclude_tenants=excluded, exclude_runs=seen
-            )
-            pending = list(candidates)
-            contended = False
-            while pending:
-                candidate = pending.pop(_next_candidate(pending, contended=contended))
-                entry = candidate.entry
-                seen.add(entry.run_id)
-                if entry.tenant_id in refusals:
-                    continue
-                if entry.state == RunState.RUNNING:
-                    # A dead worker's run: re-queue it (releasing its slot) before taking it over. One
-                    # claimer per expired attempt does it, across processes: after a wave of expiries
-                    # every claimer read the same entries, and each reap is a mutating statement.
-                    if not cache.add(_reaping_key(entry), True, timeout=_REAP_HOLD.total_seconds()):
-                        continue
-                    try:
-                        report = _reap([candidate], now=now, cutoff=now, actor="system:claim")
-                    except BaseException:
-                        # Not reaped after all: the next claimer that meets the entry may try.
-                        cache.delete(_reaping_key(entry))
-                        raise
-                    if entry.run_id not in report.requeued:
-                        continue
-                    candidate = replace(
-                        candidate,
-                        entry=_replace_entry(entry, state=RunState.QUEUED),
-                        retry_count=candidate.retry_count + 1,
-                    )
-                try:
-                    claimed = _try_claim(
-                        candidate, worker_id=worker_id, credential=credential, lease=lease, now=now
-                    )
-                except ServiceUnavailable:
-                    raise
-                except ServiceError as refusal:
-                    refusals[entry.tenant_id] = refusal
-                    block_tenant(entry.tenant_id, refusal, now)
-                    continue
-                if claimed is not None:
-                    return claimed
-                contended = True
-            if len(candidates) < CLAIM_BATCH:
-                break
-    if tenant_id is not None and tenant_id in refusals:
-        raise refusals[tenant_id]
-    return None
-
-
 def run_heartbeat(
     *,
     run_id: str,
@@ -201,10 +105,23 @@ def run_heartbeat(
     lease_seconds: int | None = None,
     now: datetime | None = None,
 ) -> RunLease:
-    """Extend the lease of a run this worker holds; LeaseLost when it no longer does."""
+    """Extend the lease of a run this worker holds; LeaseLost when it no longer does.
+
+    The lease is written to BigQuery only when less than half of it is left: a worker that
+    heartbeats more often than every half lease costs no statement in between, and the answer is
+    always the expiry BigQuery holds, never one it has not written.
+    """
     worker_id = check_worker_id(worker_id)
-    lease = _lease(lease_seconds)
+    lease = lease_duration(lease_seconds)
     now = now or timezone.now()
+    known = lease_recall(run_id)
+    known = (
+        known if known is not None and _still_held(known, worker_id, credential, tenant_id, attempt) else None
+    )
+    if known is not None and known.expires - now >= lease / 2:
+        return RunLease(
+            run_id=run_id, worker_id=worker_id, attempt=known.attempt, lease_expires_at=known.expires
+        )
     expires = now + lease
     filters: dict[str, Any] = {"run_id": run_id, "state": RunState.RUNNING, "lease_owner": worker_id}
     if credential is not None:
@@ -224,9 +141,26 @@ def run_heartbeat(
             legacy.pop("lease_credential")
             matched = queue_repository().update_where(values, filters=legacy)
         if matched == 0:
+            lease_forget(run_id)
             _raise_not_held(run_id=run_id, tenant_id=tenant_id, worker_id=worker_id)
         entry = queue_repository().get(run_id)
-    return RunLease(run_id=run_id, worker_id=worker_id, attempt=entry.attempt or 0, lease_expires_at=expires)
+    number = entry.attempt or 0
+    lease_remember(
+        run_id=run_id, lease=KnownLease(entry.tenant_id, number, worker_id, entry.lease_credential, expires)
+    )
+    return RunLease(run_id=run_id, worker_id=worker_id, attempt=number, lease_expires_at=expires)
+
+
+def _still_held(
+    known: KnownLease, worker_id: str, credential: str | None, tenant_id: str | None, attempt: int | None
+) -> bool:
+    """Whether the cached lease is this caller's: same worker, credential, tenant and attempt."""
+    return (
+        known.worker_id == worker_id
+        and (credential is None or known.credential == credential)
+        and (tenant_id is None or known.tenant_id == tenant_id)
+        and (attempt is None or known.attempt == attempt)
+    )
 
 
 # --- orphan cleanup ---------------------------------------------------------------------------------
@@ -259,159 +193,7 @@ def runs_reap_orphaned(
     return report
 
 
-# --- internals: claiming ----------------------------------------------------------------------------
-def _claim_candidates(
-    *, now: datetime, tenant_id: str | None, exclude_tenants: set[str], exclude_runs: set[str]
-) -> list[Candidate]:
-    """The most urgent claimable entries: queued and due, or running with an expired lease (one job)."""
-    conditions = [
-        "((q.state = @queued AND (q.available_at IS NULL OR q.available_at <= @now) "
-        "AND q.scheduled_time <= @now) OR (q.state = @running AND q.lease_expires_at < @now))"
-    ]
-    params: list[Any] = [
-        bigquery.ScalarQueryParameter("queued", "STRING", RunState.QUEUED),
-        bigquery.ScalarQueryParameter("running", "STRING", RunState.RUNNING),
-        bigquery.ScalarQueryParameter("now", "TIMESTAMP", now),
-    ]
-    if tenant_id is not None:
-        conditions.append("q.tenant_id = @tenant_id")
-        params.append(bigquery.ScalarQueryParameter("tenant_id", "STRING", tenant_id))
-    if exclude_tenants:
-        conditions.append("q.tenant_id NOT IN UNNEST(@exclude_tenants)")
-        params.append(bigquery.ArrayQueryParameter("exclude_tenants", "STRING", sorted(exclude_tenants)))
-    if exclude_runs:
-        conditions.append("q.run_id NOT IN UNNEST(@exclude_runs)")
-        params.append(bigquery.ArrayQueryParameter("exclude_runs", "STRING", sorted(exclude_runs)))
-    order = "ORDER BY q.priority, q.scheduled_time, q.run_id"
-    return select_candidates(" AND ".join(conditions), params, suffix=f"{order} LIMIT {CLAIM_BATCH}")
-
-
-def _next_candidate(pending: list[Candidate], *, contended: bool) -> int:
-    """Which candidate to try next: the most urgent, or after a lost race a random one as urgent.
-
-    Without contention claims follow the order exactly. Once another worker won a race, every worker
-    that read the same list would otherwise race for the same next run too (each loser costing a
-    statement): spreading them over the runs of the top priority keeps the priority order (within
-    it, scheduled times may then be taken out of order, as concurrent claims are anyway) and turns
-    W workers' W*W lost races into about W.
-    """
-    if not contended:
-        return 0
-    top = pending[0].entry.priority
-    same = [index for index, candidate in enumerate(pending) if candidate.entry.priority == top]
-    return random.choice(same)  # noqa: S311 - spreads load, nothing secret depends on it
-
-
-def _try_claim(
-    candidate: Candidate, *, worker_id: str, credential: str | None, lease: timedelta, now: datetime
-) -> ClaimedRun | None:
-    """Compare-and-set the entry to RUNNING for this worker, then admit it; None if another won."""
-    entry = candidate.entry
-    previous = entry.attempt or 0
-    attempt = previous + 1
-    expires = now + lease
-    filters: dict[str, Any] = {"run_id": entry.run_id, "state": RunState.QUEUED}
-    if entry.attempt is None:
-        filters["attempt__isnull"] = True
-    else:
-        filters["attempt"] = entry.attempt
-    values = {
-        "state": RunState.RUNNING,
-        "lease_owner": worker_id,
-        "lease_expires_at": expires,
-        "heartbeat_at": now,
-        "processing_started_at": now,
-        "attempt": attempt,
-        "usage_date": None,
-        "lease_credential": credential,
-    }
-    if queue_repository().update_where(values, filters=filters) == 0:
-        return None
-    mine = {"run_id": entry.run_id, "state": RunState.RUNNING, "lease_owner": worker_id, "attempt": attempt}
-    try:
-        admission = quota_admit(tenant_id=entry.tenant_id, now=now)
-    except ServiceUnavailable as exc:
-        # BigQuery failed (translated by the service): the admission's UPDATE may have landed with its
-        # answer lost, so it may hold a slot. Contention alone (no BigQuery cause) took none.
-        unknown = isinstance(exc.__cause__, BigQueryError)
-        _give_back(entry, mine, admitted_on=quota_day(now) if unknown else None)
-        raise
-    except ServiceError:
-        # Refused (over quota, subscription inactive): no slot taken; hand the run back as it was.
-        _give_back(entry, mine, admitted_on=None)
-        raise
-    except Exception:
-        # A BigQuery error not translated on the way: the outcome is unknown as above.
-        _give_back(entry, mine, admitted_on=quota_day(now))
-        raise
-    try:
-        stamped = queue_repository().update_where({"usage_date": admission.usage_date}, filters=mine)
-    except Exception:
-        # Admitted, but BigQuery refused or lost the stamp: without this the entry stayed RUNNING with
-        # no `usage_date`, which nothing released, and the slot was held until the next rollover.
-        _give_back(entry, mine, admitted_on=admission.usage_date)
-        raise
-    if stamped == 0:
-        # Lost during admission: cancelled, or the lease ran out and another claim or cleanup took
-        # the run. Whoever moved it saw no slot recorded, so the slot just admitted is ours to free.
-        quota_release(tenant_id=entry.tenant_id, usage_date=admission.usage_date, succeeded=None)
-        unblock_tenant(entry.tenant_id)
-        return None
-    if candidate.has_run_row:
-        scheduled_runs_repository().update_where(
-            {"state": RunState.RUNNING, "started_at": now, "worker_id": worker_id},
-            # Never over a cancel that landed after our usage_date write: the cancel owns the row then.
-            filters={"run_id": entry.run_id, "state__in": [RunState.QUEUED, RunState.RUNNING]},
-        )
-    return ClaimedRun(
-        run_id=entry.run_id,
-        tenant_id=entry.tenant_id,
-        pipeline_id=entry.pipeline_id,
-        config_id=entry.config_id,
-        parameters=candidate.parameters,
-        priority=entry.priority,
-        scheduled_time=entry.scheduled_time,
-        attempt=attempt,
-        worker_id=worker_id,
-        lease_expires_at=expires,
-        retry_count=candidate.retry_count,
-        max_retries=candidate.max_retries,
-        usage_date=admission.usage_date,
-    )
-
-
-def _give_back(
-    entry: TenantPipelineExecutionQueue, mine: dict[str, Any], *, admitted_on: date | None
-) -> None:
-    """Undo a claim that cannot finish: the entry back as it was read, and a slot it may hold freed once.
-
-    `admitted_on` is the day of an admission that happened or may have (its outcome unknown). The slot
-    is freed only if the usage row counts more running runs than the queue holds (the repair of
-    `quota_release_if_leaked`), so an admission that never landed frees nothing. If BigQuery fails here
-    too, the entry keeps its lease until it runs out, and the reaper hands it back and frees the slot.
-    """
-    try:
-        queue_repository().update_where(
-            {
-                "state": RunState.QUEUED,
-                "lease_owner": entry.lease_owner,
-                "lease_expires_at": None,
-                "heartbeat_at": entry.heartbeat_at,
-                "processing_started_at": entry.processing_started_at,
-                "attempt": entry.attempt,
-                "usage_date": None,
-                "lease_credential": entry.lease_credential,
-            },
-            filters=mine,
-        )
-        if admitted_on is not None and quota_release_if_leaked(
-            tenant_id=entry.tenant_id, usage_date=admitted_on, succeeded=None
-        ):
-            unblock_tenant(entry.tenant_id)
-    except (BigQueryError, ServiceError):
-        logger.warning("could not give back run %s after a failed claim; its lease expiry will", entry.run_id)
-
-
+# --- internals ---------------------------------------------------------------------------------------
 def _replace_entry(entry: TenantPipelineExecutionQueue, **values: Any) -> TenantPipelineExecutionQueue:
     """A copy of a queue entry with some values changed (model instances are mutable; reads are shared)."""
     copy = TenantPipelineExecutionQueue(
@@ -425,17 +207,6 @@ def _replace_entry(entry: TenantPipelineExecutionQueue, **values: Any) -> Tenant
 def _raise_not_held(*, run_id: str, tenant_id: str | None, worker_id: str) -> None:
     entry = candidate_of(run_id, tenant_id).entry
     raise LeaseLost(f"run {run_id} is not held by worker {worker_id} (it is {entry.state})")
-
-
-def _lease(lease_seconds: int | None) -> timedelta:
-    if lease_seconds is None:
-        return timedelta(seconds=settings.PIPELINE_LEASE_SECONDS)
-    maximum = int(settings.PIPELINE_LEASE_MAX_SECONDS)
-    if not isinstance(lease_seconds, int) or not MIN_LEASE_SECONDS <= lease_seconds <= maximum:
-        raise ValidationFailed(
-            "invalid lease", errors={"lease_seconds": [f"Use {MIN_LEASE_SECONDS} to {maximum} seconds."]}
-        )
-    return timedelta(seconds=lease_seconds)
 
 
 # --- internals: reaping -----------------------------------------------------------------------------
@@ -461,10 +232,6 @@ _ORPHANED = (
 _REAP_VERSION = (
     "CONCAT(run_id, '#', IFNULL(CAST(attempt AS STRING), '-'), '#', IFNULL(CAST(usage_date AS STRING), '-'))"
 )
-
-
-def _reaping_key(entry: TenantPipelineExecutionQueue) -> str:
-    return f"cvg:runs:reaping:v1:{_reap_version(entry)}"
 
 
 def _reap_version(entry: TenantPipelineExecutionQueue) -> str:
@@ -515,6 +282,7 @@ def _reap(candidates: Sequence[Candidate], *, now: datetime, cutoff: datetime, a
     won = queue.list(filters={"lease_owner": token})
     if not won:
         return report
+    lease_forget(*(entry.run_id for entry in won))
     failed = [entry.run_id for entry in won if entry.state == RunState.FAILED]
     requeued = [entry.run_id for entry in won if entry.state == RunState.QUEUED]
     runs = scheduled_runs_repository()

@@ -28,6 +28,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from bigquery_backend.exceptions import NotFound as BackendNotFound
+from bigquery_backend.repository import UNCHANGED
 from tenants_app.models import (
     DataQualityStatus,
     RunState,
@@ -55,11 +56,10 @@ from tenants_app.services.run_common import (
     Candidate,
     candidate_of,
     check_worker_id,
-    queue_repository,
-    release,
     release_if_leaked,
     scheduled_runs_repository,
 )
+from tenants_app.services.run_report_batches import NotCommitted, ReportCommit, report_commit
 
 logger = logging.getLogger(__name__)
 
@@ -128,22 +128,29 @@ def run_complete(
             )
             _write_step_logs(entry.tenant_id, logging_id, steps)
             _write_dq_results(entry.tenant_id, logging_id, checks, now=now)
-        matched = queue_repository().update_where(
-            {"state": status, "lease_expires_at": None, "heartbeat_at": now},
-            filters=_held_filters(entry, worker_id, credential),
+        # The commit (run_report_batches.py): the entry's compare-and-set, then the slot and the run row.
+        # If the run row fails after the compare-and-set, the worker's retry takes the replay path,
+        # which repairs the run row but (the entry being out of RUNNING) can never release again.
+        outcome = report_commit(
+            ReportCommit(
+                candidate=candidate,
+                worker_id=worker_id,
+                queue_values={"state": status, "available_at": UNCHANGED},
+                run_values=_completion_values(
+                    candidate.entry, state=status, now=now, error=error, logging_id=logging_id
+                ),
+                succeeded=status == RunState.SUCCEEDED,
+                now=now,
+            )
         )
-        if matched == 0:
+        if isinstance(outcome, NotCommitted):
             fresh = candidate_of(run_id, tenant_id)
             if _already_finished(
                 fresh.entry, worker_id=worker_id, credential=credential, attempt=attempt, states=(status,)
             ):
                 return _finish_run_row(fresh, state=status, now=now, error=error, replay=True)
             raise LeaseLost(f"run {run_id} is no longer held by worker {worker_id}")
-        # The slot first: if the run row's UPDATE fails, the worker's retry takes the replay path,
-        # which repairs the run row but (the entry being out of RUNNING) can never release again.
-        release(entry, succeeded=status == RunState.SUCCEEDED)
-        run = _finish_run_row(candidate, state=status, now=now, error=error, logging_id=logging_id)
-    return run
+    return outcome
 
 
 def run_fail(
@@ -181,7 +188,7 @@ def run_fail(
         _require_lease(entry, worker_id=worker_id, credential=credential, attempt=attempt)
         retry = candidate.retry_count < candidate.max_retries
         state = RunState.QUEUED if retry else RunState.FAILED
-        values: dict[str, Any] = {"state": state, "lease_expires_at": None, "heartbeat_at": now}
+        values: dict[str, Any] = {"state": state, "available_at": UNCHANGED}
         if retry:
             values["available_at"] = now + retry_backoff(candidate.retry_count)
         with _tenant_dataset_guard(entry.tenant_id):
@@ -194,7 +201,21 @@ def run_fail(
                 metadata=None,
                 error=message,
             )
-        if queue_repository().update_where(values, filters=_held_filters(entry, worker_id, credential)) == 0:
+        run_values = {
+            **_UNCHANGED_RUN,
+            **_failed_run_values(candidate, state=state, now=now, message=message),
+        }
+        outcome = report_commit(
+            ReportCommit(
+                candidate=candidate,
+                worker_id=worker_id,
+                queue_values=values,
+                run_values=run_values,
+                succeeded=False,
+                now=now,
+            )
+        )
+        if isinstance(outcome, NotCommitted):
             fresh = candidate_of(run_id, tenant_id)
             if _already_finished(
                 fresh.entry,
@@ -205,12 +226,7 @@ def run_fail(
             ):
                 return _fail_run_row_repaired(fresh, now=now, message=message)
             raise LeaseLost(f"run {run_id} is no longer held by worker {worker_id}")
-        # The slot first, as in run_complete: a retry after a failed run-row UPDATE repairs the row.
-        release(entry, succeeded=False)
-        scheduled_runs_repository().update_where(
-            _failed_run_values(candidate, state=state, now=now, message=message), filters={"run_id": run_id}
-        )
-        return scheduled_runs_repository().get(run_id)
+        return outcome
 
 
 def retry_backoff(retry_count: int) -> timedelta:
@@ -231,25 +247,6 @@ def pipeline_logging_id(run_id: str, attempt: int) -> str:
 
 
 # --- internals: the lease ---------------------------------------------------------------------------
-def _held_filters(
-    entry: TenantPipelineExecutionQueue, worker_id: str, credential: str | None
-) -> dict[str, Any]:
-    """Match the entry only while this worker (and credential) still holds this attempt."""
-    filters: dict[str, Any] = {"run_id": entry.run_id, "state": RunState.RUNNING, "lease_owner": worker_id}
-    if credential is not None:
-        # As read (checked by _require_lease): an entry claimed before leases recorded their
-        # credential has none, and must still match.
-        if entry.lease_credential is None:
-            filters["lease_credential__isnull"] = True
-        else:
-            filters["lease_credential"] = entry.lease_credential
-    if entry.attempt is None:
-        filters["attempt__isnull"] = True
-    else:
-        filters["attempt"] = entry.attempt
-    return filters
-
-
 def _require_lease(
     entry: TenantPipelineExecutionQueue, *, worker_id: str, credential: str | None, attempt: int | None
 ) -> None:
@@ -372,7 +369,40 @@ def _finish_run_row(
             return existing
         # The first report's run-row UPDATE failed after the entry moved: write it now.
         logging_id = pipeline_logging_id(run_id, candidate.entry.attempt or 1)
-    values: dict[str, Any] = {"state": state, "worker_id": candidate.entry.lease_owner}
+    values = _completion_values(candidate.entry, state=state, now=now, error=error, logging_id=logging_id)
+    if candidate.has_run_row:
+        runs.update_where({k: v for k, v in values.items() if v is not UNCHANGED}, filters={"run_id": run_id})
+    found = runs.find(run_id)
+    if found is None:
+        raise DoesNotExist(f"run {run_id!r} has no scheduled-run row")
+    return found
+
+
+# Every column a report may set on the run row: one statement for every report of a tick.
+_UNCHANGED_RUN: dict[str, Any] = dict.fromkeys(
+    (
+        "state",
+        "worker_id",
+        "pipeline_logging_id",
+        "completed_at",
+        "failed_at",
+        "error_message",
+        "retry_count",
+    ),
+    UNCHANGED,
+)
+
+
+def _completion_values(
+    entry: TenantPipelineExecutionQueue,
+    *,
+    state: str,
+    now: datetime,
+    error: str | None,
+    logging_id: str | None,
+) -> dict[str, Any]:
+    """The run row after a completion report (columns it leaves alone are UNCHANGED)."""
+    values: dict[str, Any] = {**_UNCHANGED_RUN, "state": state, "worker_id": entry.lease_owner}
     if logging_id is not None:
         values["pipeline_logging_id"] = logging_id
     if state == RunState.SUCCEEDED:
@@ -380,12 +410,7 @@ def _finish_run_row(
     else:
         values["failed_at"] = now
         values["error_message"] = _redacted(error) or "The pipeline reported FAILED."
-    if candidate.has_run_row:
-        runs.update_where(values, filters={"run_id": run_id})
-    found = runs.find(run_id)
-    if found is None:
-        raise DoesNotExist(f"run {run_id!r} has no scheduled-run row")
-    return found
+    return values
 
 
 def _failed_run_values(

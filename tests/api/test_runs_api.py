@@ -13,7 +13,7 @@ from tenants_app.models import AuditLogEntry, RunState, TenantPipelineExecutionQ
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import api_key_create
 from tenants_app.services.bootstrap import bigquery_bootstrap
-from tenants_app.services.run_queue import run_claim
+from tenants_app.services.run_claims import run_claim
 from tenants_app.services.run_reports import run_complete, run_fail
 from tests.support.tenant_rows import rows_left_alone
 from tests.tenants_app.services.quota_factories import tenant_with_subscription

@@ -13,8 +13,9 @@ from django.utils import timezone
 
 from tenants_app.models import AuditLogEntry, RunState, TenantPipelineExecutionQueue
 from tenants_app.repositories import central_repository
-from tenants_app.services import run_queue
-from tenants_app.services.run_queue import run_claim, runs_reap_orphaned
+from tenants_app.services import run_claims, run_queue
+from tenants_app.services.run_claims import run_claim
+from tenants_app.services.run_queue import runs_reap_orphaned
 from tests.tenants_app.services.quota_factories import put_usage, tenant_with_subscription, usage
 from tests.tenants_app.services.run_factories import enqueue, entry, run_row
 
@@ -235,7 +236,7 @@ def test_it_leaves_a_claim_that_recorded_its_slot_after_the_cleanup_read_it(
     tenant_id = tenant_with_subscription(concurrent_limit=10)
     run_id = enqueue(tenant_id)
     claimed_entry, cleanup_read = threading.Event(), threading.Event()
-    admit, read = run_queue.quota_admit, run_queue._orphan_candidates
+    admit, read = run_claims.quota_admit_many, run_queue._orphan_candidates
     claims: list[object] = []
 
     def admit_once_the_cleanup_has_read(**kwargs: object) -> object:
@@ -256,7 +257,7 @@ def test_it_leaves_a_claim_that_recorded_its_slot_after_the_cleanup_read_it(
             run_claim(worker_id="slow", tenant_id=tenant_id, lease_seconds=10, now=NOW)
         )
     )
-    monkeypatch.setattr(run_queue, "quota_admit", admit_once_the_cleanup_has_read)
+    monkeypatch.setattr(run_claims, "quota_admit_many", admit_once_the_cleanup_has_read)
     monkeypatch.setattr(run_queue, "_orphan_candidates", read_then_let_the_claim_finish)
     claimer.start()
     assert claimed_entry.wait(timeout=300)

@@ -22,7 +22,7 @@ from tenants_app.services.periodic import (
     TickReport,
     periodic_tick,
 )
-from tenants_app.services.run_queue import run_claim
+from tenants_app.services.run_claims import run_claim
 from tests.tenants_app.services.quota_factories import usage
 from tests.tenants_app.services.run_factories import enqueue, entry
 from tests.tenants_app.services.schedules import add_tenant, config_row

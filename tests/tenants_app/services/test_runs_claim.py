@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tenants_app.models import RunState
-from tenants_app.services import run_queue
+from tenants_app.services import run_claims
 from tenants_app.services.errors import LeaseLost, QuotaExceeded, SubscriptionInactive
 from tenants_app.services.run_actions import run_cancel
-from tenants_app.services.run_queue import run_claim, run_heartbeat
+from tenants_app.services.run_claims import run_claim
+from tenants_app.services.run_queue import run_heartbeat
 from tenants_app.services.run_reports import run_complete
 from tests.tenants_app.services.quota_factories import put_usage, tenant_with_subscription, usage
 from tests.tenants_app.services.run_factories import enqueue, enqueue_many, entry, run_row
@@ -256,7 +257,7 @@ def test_it_gives_back_the_slot_when_the_run_is_cancelled_while_the_claim_is_adm
 ) -> None:
     tenant_id = tenant_with_subscription(concurrent_limit=3)
     run_id = enqueue(tenant_id)
-    admit = run_queue.quota_admit
+    admit = run_claims.quota_admit_many
 
     def cancel_then_admit(**kwargs: object) -> object:
         # The window: the claim's compare-and-set won, its slot is not yet recorded on the entry, so
@@ -264,7 +265,7 @@ def test_it_gives_back_the_slot_when_the_run_is_cancelled_while_the_claim_is_adm
         run_cancel(tenant_id=tenant_id, run_id=run_id, actor="user:operator")
         return admit(**kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(run_queue, "quota_admit", cancel_then_admit)
+    monkeypatch.setattr(run_claims, "quota_admit_many", cancel_then_admit)
 
     assert run_claim(worker_id="w1", tenant_id=tenant_id, now=NOW) is None
     assert (entry(run_id).state, run_row(run_id).state) == (RunState.CANCELLED, RunState.CANCELLED)
@@ -278,20 +279,24 @@ def test_it_gives_back_the_slot_when_the_run_is_taken_over_while_the_claim_is_ad
 ) -> None:
     tenant_id = tenant_with_subscription(concurrent_limit=3)
     run_id = enqueue(tenant_id)
-    admit = run_queue.quota_admit
+    admit = run_claims.quota_admit_many
     takeovers: list[object] = []
 
     def stall_past_the_lease(**kwargs: object) -> object:
         if not takeovers:
-            # The first claim's admission outlives its 10 s lease: another worker takes the run over.
+            # The first claim's admission outlives its 10 s lease: another process's tick (which
+            # does not wait for ours) takes the run over for another worker.
             takeovers.append(None)
-            takeovers[0] = run_claim(worker_id="w2", tenant_id=tenant_id, now=NOW + timedelta(seconds=11))
+            later = run_claims._Claim(
+                "w2", None, tenant_id, 1, timedelta(seconds=300), NOW + timedelta(seconds=11)
+            )
+            takeovers[0] = run_claims._ClaimTick([later]).run()[0]
         return admit(**kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(run_queue, "quota_admit", stall_past_the_lease)
+    monkeypatch.setattr(run_claims, "quota_admit_many", stall_past_the_lease)
 
     assert run_claim(worker_id="w1", tenant_id=tenant_id, lease_seconds=10, now=NOW) is None
-    assert takeovers[0] is not None
+    assert takeovers[0]
     held = entry(run_id)
     assert (held.state, held.lease_owner, held.attempt) == (RunState.RUNNING, "w2", 2)
     counters = usage(tenant_id, DAY)

@@ -12,7 +12,8 @@ from django.test import override_settings
 from bigquery_backend.emulator import EmulatorProcess
 from tenants_app.models import RunState
 from tenants_app.services.errors import ServiceUnavailable
-from tenants_app.services.run_queue import run_claim, runs_reap_orphaned
+from tenants_app.services.run_claims import run_claim
+from tenants_app.services.run_queue import runs_reap_orphaned
 from tests.support.bigquery_faults import BigQueryFaultProxy, Fault, ProxiedRequest
 from tests.tenants_app.services.quota_factories import tenant_with_subscription, usage
 from tests.tenants_app.services.run_factories import enqueue, entry
@@ -36,12 +37,26 @@ def faults(bigquery_emulator: EmulatorProcess) -> Iterator[BigQueryFaultProxy]:
 
 
 def queue_update(request: ProxiedRequest) -> bool:
-    return request.statement.startswith("UPDATE") and "tenant_pipeline_execution_queue" in request.statement
+    """A write of queue entries: the claim tick's MERGEs, a reap's UPDATE."""
+    # The target, not a table read in the source (the usage rows' MERGE counts queue entries).
+    return re.match(r"(UPDATE|MERGE) `[^`]*\.tenant_pipeline_execution_queue`", request.statement) is not None
 
 
 def usage_date_stamp(request: ProxiedRequest) -> bool:
-    """The claim's second queue UPDATE: recording the admitted slot's day on its entry."""
-    return queue_update(request) and re.search(r"SET `?usage_date`? =", request.statement) is not None
+    """The claim tick's second queue MERGE: each admitted entry's `usage_date` (the give-back, which
+    also sets it per row, leaves `heartbeat_at` alone)."""
+    statement = request.statement
+    return (
+        queue_update(request)
+        and re.search(r"`?usage_date`? = (IF\(source|source)", statement) is not None
+        and "heartbeat_at" in statement
+    )
+
+
+def after_the_claim(request: ProxiedRequest) -> bool:
+    """A queue write of the claim tick after its compare-and-set, which alone stamps one start time
+    on every entry (the stamp and the give-back set `processing_started_at` per row)."""
+    return queue_update(request) and re.search(r"`?processing_started_at`? = @", request.statement) is None
 
 
 def running(tenant_id: str) -> int:
@@ -74,8 +89,8 @@ def test_it_gives_the_run_and_its_slot_back_when_the_usage_date_stamp_is_refused
 def test_it_frees_the_slot_at_lease_expiry_when_giving_back_failed_too(faults: BigQueryFaultProxy) -> None:
     tenant_id = tenant_with_subscription(concurrent_limit=1)
     run_id = enqueue(tenant_id)
-    # The claim's compare-and-set passes; every queue UPDATE after it fails: the stamp, the give-back.
-    faults.fail(Fault.TOO_MANY_DML, at=2, match=queue_update)
+    # The claim's compare-and-set passes; every queue write after it fails: the stamp, the give-back.
+    faults.fail(Fault.TOO_MANY_DML, match=after_the_claim)
 
     with pytest.raises(ServiceUnavailable):
         run_claim(worker_id="w1", tenant_id=tenant_id, lease_seconds=10, now=NOW)
@@ -108,8 +123,8 @@ def test_it_reaps_an_expired_lease_once_however_many_claimers_meet_it(faults: Bi
 
 
 def admission(request: ProxiedRequest) -> bool:
-    """The quota admission: the usage row's conditional `+ 1` UPDATE."""
-    return request.statement.startswith("UPDATE") and "pipelines_run_today = pipelines_run_today + 1" in (
+    """The quota admission: the usage rows' conditional `+ n` UPDATE."""
+    return request.statement.startswith("UPDATE") and "pipelines_run_today = pipelines_run_today +" in (
         request.statement
     )
 

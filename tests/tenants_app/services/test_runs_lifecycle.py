@@ -10,7 +10,7 @@ from bigquery_backend.client import get_gateway
 from bigquery_backend.exceptions import BackendUnavailable
 from tenants_app.models import AuditLogEntry, RunState, TenantDqResult, TenantPipelineRun, TenantStepLog
 from tenants_app.repositories import central_repository, tenant_repository
-from tenants_app.services import run_actions, run_reports
+from tenants_app.services import run_actions, run_report_batches, run_reports
 from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.datasets import central_dataset
 from tenants_app.services.errors import (
@@ -21,7 +21,8 @@ from tenants_app.services.errors import (
     ValidationFailed,
 )
 from tenants_app.services.run_actions import run_cancel, run_requeue
-from tenants_app.services.run_queue import run_claim, run_heartbeat
+from tenants_app.services.run_claims import run_claim
+from tenants_app.services.run_queue import run_heartbeat
 from tenants_app.services.run_reports import pipeline_logging_id, run_complete, run_fail
 from tenants_app.services.run_selectors import queue_list, run_get, run_list
 from tests.tenants_app.services.quota_factories import tenant_with_subscription, usage
@@ -343,12 +344,18 @@ class _RunRowsFailingOnce:
             raise BackendUnavailable("BigQuery blip")
         return self._repository.update_where(values, filters=filters)  # type: ignore[attr-defined]
 
+    def update_many(self, changes: object, **options: object) -> int:
+        if not self._failures:
+            self._failures.append("failed")
+            raise BackendUnavailable("BigQuery blip")
+        return self._repository.update_many(changes, **options)  # type: ignore[attr-defined]
+
 
 def fail_the_next_run_row_update(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """After the queue entry's compare-and-set won, the scheduled run's UPDATE fails (once)."""
     failures: list[str] = []
     rows = run_reports.scheduled_runs_repository
-    for module in (run_reports, run_actions):
+    for module in (run_reports, run_report_batches, run_actions):
         monkeypatch.setattr(
             module, "scheduled_runs_repository", lambda: _RunRowsFailingOnce(rows(), failures)
         )

@@ -1,0 +1,244 @@
+"""Quota admission and release for many tenants at once: one statement per tick, not one per run.
+
+The same rules as quotas.py (read it first): a run is admitted on its UTC day's usage row by ONE
+conditional UPDATE whose conditions are the limits, so the check and the increment cannot be
+separated; a release frees the slot on the admitted day's row and every later row of the tenant,
+never below 0, and counts the outcome on the admitted day. Here one UPDATE does it for every tenant
+of a claim or report tick, with a `CASE` arm per row. A tenant's admission is all or nothing for the
+runs the tick allotted it: the allotment was computed from the row as read in the same tick, so a
+refusal only happens when another writer moved the row meanwhile, and then the tick gives those runs
+back. Which rows matched is read back (by the tick's `admission_id`) only when the count falls short.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from django.utils import timezone
+from google.cloud import bigquery
+
+from tenants_app.models import TenantProfile, TenantSubscription, TenantUsageQuota
+from tenants_app.repositories import central_repository
+from tenants_app.services.errors import DoesNotExist, ServiceError
+from tenants_app.services.onboarding import usage_id_for
+from tenants_app.services.plans import OPERATION_RUN
+from tenants_app.services.quotas import (
+    WARNING_RATIO,
+    _check_allowed,
+    _exceeded,
+    _run_dml,
+    usage_rows_start,
+)
+from tenants_app.services.subscriptions import EffectiveLimits, subscription_effective_limits
+
+
+@dataclass(frozen=True)
+class Room:
+    """How many runs a tenant may start now, from its row as read; `refusal` when none."""
+
+    tenant_id: str
+    free: int
+    limits: EffectiveLimits | None
+    refusal: ServiceError | None = None
+
+
+@dataclass(frozen=True)
+class Release:
+    """One run leaving RUNNING: its slot on `usage_date` (and later rows), its outcome if known."""
+
+    tenant_id: str
+    usage_date: date
+    succeeded: bool | None
+
+
+def quota_rooms(*, tenant_ids: Sequence[str], now: datetime) -> dict[str, Room]:
+    """Each tenant's room on today's usage row (3 reads side by side; the missing rows are created)."""
+    day = _day(now)
+    tenants = sorted(set(tenant_ids))
+    if not tenants:
+        return {}
+    with ThreadPoolExecutor(3) as pool:
+        subscriptions = pool.submit(_newest_subscriptions, tenants)
+        statuses = pool.submit(_tenant_statuses, tenants)
+        rows = pool.submit(_usage_rows, tenants, day)
+        found_subscriptions, found_statuses, found_rows = (
+            subscriptions.result(),
+            statuses.result(),
+            rows.result(),
+        )
+    rooms: dict[str, Room] = {}
+    for tenant in tenants:
+        subscription = found_subscriptions.get(tenant)
+        try:
+            if subscription is None:
+                raise DoesNotExist(f"tenant {tenant!r} has no subscription")
+            _check_allowed(tenant, subscription, found_statuses.get(tenant), OPERATION_RUN, day)
+        except ServiceError as refusal:
+            rooms[tenant] = Room(tenant, 0, None, refusal)
+            continue
+        rooms[tenant] = Room(tenant, 0, subscription_effective_limits(subscription=subscription))
+    missing = [t for t, room in rooms.items() if room.refusal is None and t not in found_rows]
+    if missing:
+        # First runs of the day before the rollover made their rows: insert-if-absent, then read them.
+        usage_rows_start(day=day, tenant_ids=missing)
+        found_rows.update(_usage_rows(missing, day))
+    for tenant, room in list(rooms.items()):
+        row = found_rows.get(tenant)
+        if room.refusal is not None or room.limits is None:
+            continue
+        if row is None:
+            rooms[tenant] = Room(tenant, 0, None, DoesNotExist(f"tenant {tenant!r} has no usage row"))
+            continue
+        exceeded = _exceeded(row, room.limits, now)
+        if exceeded is not None:
+            rooms[tenant] = Room(tenant, 0, room.limits, exceeded)
+            continue
+        free = min(
+            room.limits.daily_limit - row.pipelines_run_today,
+            room.limits.monthly_limit - row.pipelines_run_month,
+            room.limits.concurrent_limit - row.concurrent_pipelines_running,
+        )
+        rooms[tenant] = Room(tenant, max(0, free), room.limits)
+    return rooms
+
+
+def quota_admit_many(
+    *, grants: Mapping[str, int], rooms: Mapping[str, Room], now: datetime, admission_id: str
+) -> set[str]:
+    """Admit `grants[tenant]` runs per tenant on today's rows in ONE UPDATE; the tenants admitted."""
+    grants = {tenant: n for tenant, n in grants.items() if n > 0}
+    if not grants:
+        return set()
+    day = _day(now)
+    params: list[Any] = [
+        bigquery.ScalarQueryParameter("now", "TIMESTAMP", now),
+        bigquery.ScalarQueryParameter("admission_id", "STRING", admission_id),
+    ]
+    ids = []
+    arms: dict[str, list[str]] = {"n": [], "daily": [], "monthly": [], "concurrent": []}
+    for index, (tenant, n) in enumerate(sorted(grants.items())):
+        limits = rooms[tenant].limits
+        assert limits is not None  # granted only to tenants with room
+        usage_id = usage_id_for(tenant, day)
+        ids.append(usage_id)
+        params.append(bigquery.ScalarQueryParameter(f"u{index}", "STRING", usage_id))
+        values = {
+            "n": n,
+            "daily": limits.daily_limit,
+            "monthly": limits.monthly_limit,
+            "concurrent": limits.concurrent_limit,
+        }
+        for name, value in values.items():
+            params.append(bigquery.ScalarQueryParameter(f"{name}{index}", "INT64", value))
+            arms[name].append(f"WHEN @u{index} THEN @{name}{index}")
+    params.append(bigquery.ArrayQueryParameter("ids", "STRING", ids))
+    case = {name: f"(CASE usage_id {' '.join(items)} END)" for name, items in arms.items()}
+    n, daily, monthly, concurrent = case["n"], case["daily"], case["monthly"], case["concurrent"]
+    numerator, denominator = WARNING_RATIO
+    table = central_repository(TenantUsageQuota).table
+    # As quotas._reserve, for n runs at once: right-hand sides see the row before the statement.
+    sql = (
+        f"UPDATE {table} SET "  # noqa: S608 - identifiers quoted, values parameters
+        f"pipelines_run_today = pipelines_run_today + {n}, "
+        f"pipelines_run_month = pipelines_run_month + {n}, "
+        f"concurrent_pipelines_running = concurrent_pipelines_running + {n}, "
+        "max_concurrent_reached = GREATEST(COALESCE(max_concurrent_reached, 0), "
+        f"concurrent_pipelines_running + {n}), "
+        f"daily_limit = {daily}, monthly_limit = {monthly}, concurrent_limit = {concurrent}, "
+        f"daily_warning_at = IF(daily_warning_at IS NULL AND "
+        f"(pipelines_run_today + {n}) * {denominator} >= {daily} * {numerator}, @now, daily_warning_at), "
+        f"monthly_warning_at = IF(monthly_warning_at IS NULL AND "
+        f"(pipelines_run_month + {n}) * {denominator} >= {monthly} * {numerator}, @now, monthly_warning_at), "
+        "admission_id = @admission_id, last_updated = @now "
+        f"WHERE usage_id IN UNNEST(@ids) AND pipelines_run_today + {n} <= {daily} "
+        f"AND pipelines_run_month + {n} <= {monthly} AND concurrent_pipelines_running + {n} <= {concurrent}"
+    )
+    if _run_dml(sql, params) == len(ids):
+        return set(grants)
+    admitted = central_repository(TenantUsageQuota).list(
+        filters={"usage_id__in": ids, "admission_id": admission_id}, fields=["tenant_id"]
+    )
+    return {row.tenant_id for row in admitted}
+
+
+def quota_release_many(*, releases: Sequence[Release], now: datetime | None = None) -> int:
+    """Free every run's slot and count its outcome (ONE UPDATE); the rows it changed.
+
+    As `quotas.quota_release`, the caller guarantees once per run through its own state change.
+    """
+    if not releases:
+        return 0
+    groups = Counter((r.tenant_id, r.usage_date, r.succeeded) for r in releases)
+    params: list[Any] = [bigquery.ScalarQueryParameter("now", "TIMESTAMP", now or timezone.now())]
+    freed, succeeded, failed = [], [], []
+    for index, ((tenant, day, outcome), count) in enumerate(sorted(groups.items(), key=_group_order)):
+        params += [
+            bigquery.ScalarQueryParameter(f"t{index}", "STRING", tenant),
+            bigquery.ScalarQueryParameter(f"d{index}", "DATE", day),
+            bigquery.ScalarQueryParameter(f"n{index}", "INT64", count),
+        ]
+        # The slot on the admitted day's row and every later one; the outcome on that day only.
+        freed.append(f"IF(tenant_id = @t{index} AND usage_date >= @d{index}, @n{index}, 0)")
+        on_day = f"IF(tenant_id = @t{index} AND usage_date = @d{index}, @n{index}, 0)"
+        if outcome is True:
+            succeeded.append(on_day)
+        elif outcome is False:
+            failed.append(on_day)
+    tenants = sorted({tenant for tenant, _, _ in groups})
+    params += [
+        bigquery.ArrayQueryParameter("tenants", "STRING", tenants),
+        bigquery.ScalarQueryParameter("first_day", "DATE", min(day for _, day, _ in groups)),
+    ]
+    outcome_sets = ""
+    if succeeded:
+        outcome_sets += f"pipelines_succeeded_today = pipelines_succeeded_today + {' + '.join(succeeded)}, "
+    if failed:
+        outcome_sets += f"pipelines_failed_today = pipelines_failed_today + {' + '.join(failed)}, "
+    table = central_repository(TenantUsageQuota).table
+    sql = (
+        f"UPDATE {table} SET {outcome_sets}"  # noqa: S608 - identifiers quoted, values parameters
+        f"concurrent_pipelines_running = GREATEST(concurrent_pipelines_running - ({' + '.join(freed)}), 0), "
+        "last_pipeline_completed_at = @now, last_updated = @now "
+        "WHERE tenant_id IN UNNEST(@tenants) AND usage_date >= @first_day"
+    )
+    return _run_dml(sql, params)
+
+
+def _group_order(item: tuple[tuple[str, date, bool | None], int]) -> tuple[str, date, int]:
+    (tenant, day, outcome), _ = item
+    return tenant, day, {True: 0, False: 1, None: 2}[outcome]
+
+
+def _day(now: datetime) -> date:
+    from tenants_app.services.quotas import quota_day
+
+    return quota_day(now)
+
+
+def _newest_subscriptions(tenants: list[str]) -> dict[str, TenantSubscription]:
+    newest: dict[str, TenantSubscription] = {}
+    rows = central_repository(TenantSubscription).list(
+        filters={"tenant_id__in": tenants}, order_by=["tenant_id", "-created_at", "subscription_id"]
+    )
+    for row in rows:
+        newest.setdefault(row.tenant_id, row)
+    return newest
+
+
+def _tenant_statuses(tenants: list[str]) -> dict[str, str | None]:
+    rows = central_repository(TenantProfile).list(
+        filters={"tenant_id__in": tenants}, fields=["tenant_id", "status"]
+    )
+    return {row.tenant_id: row.status for row in rows}
+
+
+def _usage_rows(tenants: list[str], day: date) -> dict[str, TenantUsageQuota]:
+    ids = [usage_id_for(tenant, day) for tenant in tenants]
+    return {
+        row.tenant_id: row for row in central_repository(TenantUsageQuota).list(filters={"usage_id__in": ids})
+    }

@@ -1,0 +1,172 @@
+"""Worker reports' commit, group-committed: every report of a tick is one statement per central table.
+
+A report (run_reports.py) checks what the worker sent and writes the tenant's own dataset in the
+request, then hands its commit here. The tick (bigquery_backend/batching.py) commits every report
+that arrived meanwhile:
+
+1. ONE MERGE moves the queue entries out of RUNNING, each with its own compare-and-set (state,
+   worker, credential and attempt as the report read them), tagged with the tick's `tick_id`;
+2. when fewer rows matched than were sent, one read of the tag tells which reports won (a repeat of
+   a report that already landed, a lease lost to a cleanup or a cancel did not);
+3. side by side: ONE UPDATE frees the winners' slots and counts their outcomes on the usage rows
+   (quota_batches.quota_release_many), and ONE MERGE moves their scheduled runs;
+4. one read of those run rows answers every report as BigQuery now holds it.
+
+The guarantees are run_reports.py's: the compare-and-set is the commit point, the slot is freed only
+by the report that won it, and a report that failed after its compare-and-set is repaired by its
+repeat (the replay path, which frees a slot only if the usage row still counts it). Reports of the
+same run in one tick are committed once; the others take the replay path.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+
+from bigquery_backend.batching import GroupCommit, SharedLane
+from bigquery_backend.repository import RowChange
+from tenants_app.models import RunState, TenantScheduledPipelineRun
+from tenants_app.services.api_key_verification import bigquery_errors_translated
+from tenants_app.services.errors import DoesNotExist
+from tenants_app.services.quota_batches import Release, quota_release_many
+from tenants_app.services.run_common import (
+    Candidate,
+    lease_forget,
+    queue_repository,
+    scheduled_runs_repository,
+    unblock_tenant,
+)
+
+_MAX_REPORTS_PER_TICK = 500
+
+
+@dataclass(frozen=True)
+class ReportCommit:
+    """One report's commit: the entry as read, what it becomes, and what its run row becomes.
+
+    `queue_values` and `run_values` name the same columns in every report (bigquery_backend's
+    `UNCHANGED` where a report leaves one alone), so a tick is one statement per table.
+    """
+
+    candidate: Candidate
+    worker_id: str
+    queue_values: Mapping[str, Any]
+    run_values: Mapping[str, Any]
+    succeeded: bool | None
+    now: datetime
+
+
+class NotCommitted:
+    """The report's compare-and-set did not match: a repeat, or the lease is gone (the caller reads)."""
+
+
+NOT_COMMITTED = NotCommitted()
+
+
+def report_commit(commit: ReportCommit) -> TenantScheduledPipelineRun | NotCommitted:
+    """Commit one report in the next tick; the run row after it, or NOT_COMMITTED."""
+    with bigquery_errors_translated():
+        return _reports.submit(commit)
+
+
+def _lane() -> SharedLane:
+    return SharedLane(cache, "runs:reports", spacing=float(settings.PIPELINE_REPORT_TICK_SECONDS))
+
+
+def _tick(commits: list[ReportCommit]) -> list[TenantScheduledPipelineRun | NotCommitted | BaseException]:
+    results: list[TenantScheduledPipelineRun | NotCommitted | BaseException] = [NOT_COMMITTED] * len(commits)
+    first: dict[str, int] = {}
+    for index, commit in enumerate(commits):
+        # A MERGE matches each row to one source row: a second report of the run replays after this one.
+        first.setdefault(commit.candidate.entry.run_id, index)
+    batch = [commits[index] for index in first.values()]
+    try:
+        with bigquery_errors_translated():
+            won = _move_entries(batch)
+            if not won:
+                return results
+            lease_forget(*(commit.candidate.entry.run_id for commit in won))
+            rows = _follow(won)
+    except Exception as exc:
+        for index in first.values():
+            results[index] = exc
+        return results
+    for index in first.values():
+        run_id = commits[index].candidate.entry.run_id
+        if any(commit.candidate.entry.run_id == run_id for commit in won):
+            row = rows.get(run_id)
+            results[index] = (
+                row if row is not None else DoesNotExist(f"run {run_id!r} has no scheduled-run row")
+            )
+    return results
+
+
+_reports: GroupCommit[ReportCommit, TenantScheduledPipelineRun | NotCommitted] = GroupCommit(
+    _tick, lane=_lane, max_batch=_MAX_REPORTS_PER_TICK
+)
+
+
+def _move_entries(batch: list[ReportCommit]) -> list[ReportCommit]:
+    """Step 1-2: the compare-and-set of every report; the reports that won it."""
+    tick_id = f"report:{uuid.uuid4().hex}"
+    changes = []
+    for commit in batch:
+        entry = commit.candidate.entry
+        changes.append(
+            RowChange(
+                key=entry.run_id,
+                values={**commit.queue_values, "heartbeat_at": commit.now},
+                # As read (the report checked the lease): an entry claimed before leases recorded
+                # their credential has none, and matches with none.
+                expected={
+                    "state": RunState.RUNNING,
+                    "lease_owner": commit.worker_id,
+                    "lease_credential": entry.lease_credential,
+                    "attempt": entry.attempt,
+                },
+            )
+        )
+    queue = queue_repository()
+    if queue.update_many(changes, shared={"lease_expires_at": None, "tick_id": tick_id}) == len(changes):
+        return batch
+    ours = queue.list(
+        filters={"run_id__in": [c.candidate.entry.run_id for c in batch], "tick_id": tick_id},
+        fields=["run_id"],
+    )
+    matched = {entry.run_id for entry in ours}
+    return [commit for commit in batch if commit.candidate.entry.run_id in matched]
+
+
+def _follow(won: list[ReportCommit]) -> dict[str, TenantScheduledPipelineRun]:
+    """Step 3-4: slots and outcomes, run rows (side by side); then the run rows as they are now."""
+    releases = [
+        Release(c.candidate.entry.tenant_id, c.candidate.entry.usage_date, c.succeeded)
+        for c in won
+        if c.candidate.entry.usage_date is not None
+    ]
+    runs = scheduled_runs_repository()
+    changes = [
+        RowChange(key=c.candidate.entry.run_id, values=c.run_values) for c in won if c.candidate.has_run_row
+    ]
+    with ThreadPoolExecutor(2) as pool:
+        freed = pool.submit(quota_release_many, releases=releases)
+        moved = pool.submit(runs.update_many, changes) if changes else None
+        # Both awaited before either failure is raised: the slot release must not be abandoned
+        # because the run rows failed (the repeat's replay repairs the rows, and frees nothing twice).
+        freed_error = freed.exception()
+        moved_error = moved.exception() if moved is not None else None
+    if freed_error is not None:
+        raise freed_error
+    for tenant in sorted({release.tenant_id for release in releases}):
+        unblock_tenant(tenant)
+    if moved_error is not None:
+        raise moved_error
+    found = runs.list(filters={"run_id__in": [c.candidate.entry.run_id for c in won]})
+    return {row.run_id: row for row in found}
