@@ -1,4 +1,4 @@
-"""The 11 tenant tables, each declared once: fields give the columns, `table_spec` the layout.
+"""The tenant tables (the original 11, then ours), each declared once: fields give the columns, `table_spec` the layout.
 
 Every column of the original system keeps its name, type and mode (`tests/tenants_app/
 test_original_schema.py` checks it against ../shared/reference/original-schema.md).
@@ -70,6 +70,15 @@ class RunState(models.TextChoices):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"  # final: retries exhausted, or failed for good
     CANCELLED = "CANCELLED"
+
+
+class RunTrigger(models.TextChoices):
+    """What started a run: `trigger_type` of its run row and of its execution record."""
+
+    SCHEDULE = "schedule"  # the scheduler, at a slot of the config's cron
+    MANUAL = "manual"  # "run now" by a person or a key
+    BACKFILL = "backfill"  # past slots enqueued again on request
+    RETRY = "retry"  # a FAILED or CANCELLED run requeued
 
 
 class DataQualityStatus(models.TextChoices):
@@ -281,6 +290,10 @@ class TenantScheduledPipelineRun(BigQueryModel):
     # Added by us (NULLABLE, so rows written by the original system still read).
     started_at = models.DateTimeField(null=True, blank=True)
     worker_id = models.CharField(max_length=200, null=True, blank=True)
+    # What started the run (schedule, manual, backfill, retry; NULL on rows written before = schedule)
+    # and who (config:<id> for the scheduler, user:<name> or apikey:<id> for a person or a key).
+    trigger_type = models.CharField(max_length=32, choices=RunTrigger.choices, null=True, blank=True)
+    trigger_by = models.CharField(max_length=254, null=True, blank=True)
 
     table_spec = TableSpec(
         scope=CENTRAL,
@@ -448,7 +461,69 @@ class AuditLogEntry(BigQueryModel):
         verbose_name_plural = "audit log"
 
 
-# The original system's 8 central tables, then ours (only the audit log so far).
+class WebhookDeliveryStatus(models.TextChoices):
+    PENDING = "PENDING"  # to be (re)tried at `next_attempt_at`
+    DELIVERED = "DELIVERED"  # the endpoint answered 2xx
+    FAILED = "FAILED"  # gave up: attempts exhausted, or the endpoint is gone
+
+
+class TenantWebhookEndpoint(BigQueryModel):
+    """Where a tenant's events are POSTed, signed with the endpoint's secret (services/webhooks.py)."""
+
+    endpoint_id = _id_field(primary_key=True)
+    tenant_id = _tenant_id_field()
+    url = models.CharField(max_length=2048)
+    description = models.CharField(max_length=200, null=True, blank=True)
+    event_types = RepeatedStringField(help_text="Events sent here; empty means every event")
+    encrypted_secret = models.BinaryField(help_text="KMS-encrypted signing secret")
+    secret_prefix = models.CharField(max_length=32, help_text="Shown instead of the secret")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=now)
+    created_by = models.CharField(max_length=254, null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    deleted_by = models.CharField(max_length=254, null=True, blank=True)
+
+    table_spec = TableSpec(
+        scope=CENTRAL, description="Webhook endpoints per tenant", clustering=("tenant_id", "is_active")
+    )
+
+    class Meta(BigQueryModel.Meta):
+        db_table = "tenant_webhook_endpoints"
+        verbose_name = "webhook endpoint"
+
+
+class TenantWebhookDelivery(BigQueryModel):
+    """One event for one endpoint: its signed body, attempts so far and the last outcome."""
+
+    delivery_id = _id_field(primary_key=True)
+    endpoint_id = _id_field()
+    tenant_id = _tenant_id_field()
+    event_id = _id_field()
+    event_type = models.CharField(max_length=64)
+    body = models.TextField(help_text="The JSON document POSTed (the same bytes on every attempt)")
+    status = models.CharField(max_length=16, choices=WebhookDeliveryStatus.choices)
+    attempts = models.BigIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    response_status = models.BigIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=now)
+
+    table_spec = TableSpec(
+        scope=CENTRAL,
+        description="Webhook delivery log",
+        partition_field="created_at",
+        clustering=("tenant_id", "endpoint_id", "status"),
+    )
+
+    class Meta(BigQueryModel.Meta):
+        db_table = "tenant_webhook_deliveries"
+        verbose_name = "webhook delivery"
+        verbose_name_plural = "webhook deliveries"
+
+
+# The original system's 8 central tables, then ours: the audit log and the webhook tables.
 CENTRAL_MODELS: tuple[type[BigQueryModel], ...] = (
     TenantProfile,
     TenantApiKey,
@@ -459,6 +534,8 @@ CENTRAL_MODELS: tuple[type[BigQueryModel], ...] = (
     TenantScheduledPipelineRun,
     TenantPipelineExecutionQueue,
     AuditLogEntry,
+    TenantWebhookEndpoint,
+    TenantWebhookDelivery,
 )
 TENANT_MODELS: tuple[type[BigQueryModel], ...] = (TenantPipelineRun, TenantStepLog, TenantDqResult)
 

@@ -27,6 +27,7 @@ from tenants_app.models import (
     AuditLogEntry,
     Provider,
     RunState,
+    RunTrigger,
     TenantPipelineConfig,
     TenantScheduledPipelineRun,
 )
@@ -293,16 +294,31 @@ def pipeline_config_delete(*, tenant_id: str, config_id: str, actor: str) -> Ten
 
 
 def pipeline_config_run_now(
-    *, tenant_id: str, config_id: str, actor: str, now: datetime | None = None
+    *,
+    tenant_id: str,
+    config_id: str,
+    actor: str,
+    overrides: dict[str, Any] | None = None,
+    now: datetime | None = None,
 ) -> ManualRun:
-    """Enqueue a run of the config for this minute (even paused); a repeat in that minute is the same run."""
+    """Enqueue a run of the config for this minute (even paused); a repeat in that minute is the same run.
+
+    `overrides` replace some of the config's parameters for this run only, checked as the config's are
+    (ValidationFailed naming `parameters.<name>`). The run is recorded as manual, started by `actor`.
+    """
     now = now or timezone.now()
     config = pipeline_config_get(tenant_id=tenant_id, config_id=config_id)
+    parameters = None
+    if overrides:
+        parameters = run_parameters_check(config, {**(config.parameters or {}), **overrides})
     minute = now.astimezone(UTC).replace(second=0, microsecond=0)
     run_id = manual_run_id(config.config_id, minute)
+    entry = EnqueueEntry(
+        run_id, config.config_id, minute, RunTrigger.MANUAL, trigger_by=actor, parameters=parameters
+    )
     with bigquery_errors_translated():
         subscription_require_active(tenant_id=tenant_id, operation=OPERATION_RUN)
-        created = runs_enqueue(entries=[EnqueueEntry(run_id, config.config_id, minute)], now=now) > 0
+        created = runs_enqueue(entries=[entry], now=now) > 0
         run = central_repository(TenantScheduledPipelineRun).find(run_id)
         if run is None:
             # Deleted between our read and the enqueue (the statement joins the configs table).
@@ -314,9 +330,23 @@ def pipeline_config_run_now(
                 tenant_id=tenant_id,
                 target_type="run",
                 target_id=run_id,
-                after={"config_id": config.config_id, "scheduled_time": minute, "state": RunState.QUEUED},
+                after={
+                    "config_id": config.config_id,
+                    "scheduled_time": minute,
+                    "state": RunState.QUEUED,
+                    "overridden": sorted(overrides) if overrides else None,
+                },
             )
     return ManualRun(run=run, created=created)
+
+
+def run_parameters_check(config: TenantPipelineConfig, parameters: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of one run of `config`, checked as a config's are; ValidationFailed otherwise."""
+    values = _validated({"parameters": parameters})
+    errors = _catalogue_errors({"pipeline_template": config.pipeline_template, **values})
+    if errors:
+        raise ValidationFailed("invalid parameters", errors=errors)
+    return values["parameters"]
 
 
 # --- internals --------------------------------------------------------------------------------------

@@ -12,7 +12,12 @@ from typing import Any
 
 from django.utils import timezone
 
-from tenants_app.models import RunState, TenantPipelineExecutionQueue, TenantScheduledPipelineRun
+from tenants_app.models import (
+    RunState,
+    RunTrigger,
+    TenantPipelineExecutionQueue,
+    TenantScheduledPipelineRun,
+)
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.audit import audit_record
 from tenants_app.services.errors import RunStateConflict, ValidationFailed
@@ -84,8 +89,12 @@ def run_requeue(*, tenant_id: str, run_id: str, actor: str) -> TenantScheduledPi
         values: dict[str, Any] = {"state": RunState.QUEUED, "available_at": None, "lease_expires_at": None}
         if queue_repository().update_where(values, filters=_version_filters(entry)) == 0:
             raise RunStateConflict(f"run {run_id} changed meanwhile; reload", errors={"state": ["Changed."]})
+        # From now on the run is a retry started by `actor`, whatever started it first (the audit entry
+        # keeps the history).
+        retried = {"trigger_type": RunTrigger.RETRY, "trigger_by": actor}
         scheduled_runs_repository().update_where(
-            {"state": RunState.QUEUED, "retry_count": 0, "completed_at": None}, filters={"run_id": run_id}
+            {"state": RunState.QUEUED, "retry_count": 0, "completed_at": None, **retried},
+            filters={"run_id": run_id},
         )
         audit_record(
             action="run.requeue",

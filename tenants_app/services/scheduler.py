@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import time
 import uuid
@@ -65,6 +66,7 @@ from bigquery_backend.identifiers import quote_column
 from bigquery_backend.repository import RowChange
 from tenants_app.models import (
     RunState,
+    RunTrigger,
     TenantPipelineConfig,
     TenantPipelineExecutionQueue,
     TenantProfile,
@@ -92,19 +94,29 @@ _RUNNABLE_TENANT_STATUSES = (TenantStatus.ACTIVE, TenantStatus.TRIAL)
 
 def scheduled_run_id(config_id: str, slot: datetime) -> str:
     """The run id of a config's slot: stable, unique per (config, UTC minute), at most 128 characters."""
-    if slot.tzinfo is None:
-        raise ValueError("slot must be timezone-aware")
-    stamp = slot.astimezone(UTC).strftime("%Y%m%dT%H%MZ")
-    prefix = config_id
-    if len(config_id) + len(stamp) + len("__manual") > MAX_RUN_ID_LENGTH:
-        # Ids of that length come only from elsewhere (ours are short): keep a readable start and a hash.
-        prefix = f"{config_id[:80]}_{hashlib.sha256(config_id.encode()).hexdigest()[:16]}"
-    return f"{prefix}_{stamp}"
+    return _run_id(config_id, slot, suffix="")
 
 
 def manual_run_id(config_id: str, minute: datetime) -> str:
     """The run id of a "run now" in that minute: a second click in the same minute is the same run."""
     return f"{scheduled_run_id(config_id, minute)}_manual"
+
+
+def backfill_run_id(config_id: str, slot: datetime) -> str:
+    """The run id of a backfilled slot: apart from the slot's scheduled run, and the same on a repeat."""
+    return _run_id(config_id, slot, suffix="_backfill")
+
+
+def _run_id(config_id: str, slot: datetime, *, suffix: str) -> str:
+    if slot.tzinfo is None:
+        raise ValueError("slot must be timezone-aware")
+    stamp = slot.astimezone(UTC).strftime("%Y%m%dT%H%MZ")
+    prefix = config_id
+    # The budget of "_manual" is kept for every suffix at most as long, so scheduled ids never change.
+    if len(config_id) + len(stamp) + 1 + max(len(suffix), len("_manual")) > MAX_RUN_ID_LENGTH:
+        # Ids of that length come only from elsewhere (ours are short): keep a readable start and a hash.
+        prefix = f"{config_id[:80]}_{hashlib.sha256(config_id.encode()).hexdigest()[:16]}"
+    return f"{prefix}_{stamp}{suffix}"
 
 
 def encode_slots(slots: Sequence[datetime]) -> str | None:
@@ -121,11 +133,15 @@ def decode_slots(text: str | None) -> list[datetime]:
 
 @dataclass(frozen=True)
 class EnqueueEntry:
-    """One run to enqueue: its id, its config and its slot."""
+    """One run to enqueue: its id, its config and its slot; what started it and who (None: the
+    scheduler); `parameters` replace the config's for this run only (checked by the caller)."""
 
     run_id: str
     config_id: str
     slot: datetime
+    trigger_type: str = RunTrigger.SCHEDULE
+    trigger_by: str | None = None
+    parameters: dict[str, Any] | None = None
 
 
 def runs_enqueue(*, entries: Sequence[EnqueueEntry], now: datetime, claim_id: str | None = None) -> int:
@@ -143,6 +159,10 @@ def runs_enqueue(*, entries: Sequence[EnqueueEntry], now: datetime, claim_id: st
         bigquery.ArrayQueryParameter("run_ids", "STRING", [entry.run_id for entry in entries]),
         bigquery.ArrayQueryParameter("config_ids", "STRING", [entry.config_id for entry in entries]),
         bigquery.ArrayQueryParameter("slots", "TIMESTAMP", slots),
+        # BigQuery arrays hold no NULLs: '' stands for "none" (the config's parameters, no person).
+        bigquery.ArrayQueryParameter("triggers", "STRING", [entry.trigger_type for entry in entries]),
+        bigquery.ArrayQueryParameter("trigger_bys", "STRING", [entry.trigger_by or "" for entry in entries]),
+        bigquery.ArrayQueryParameter("overrides", "STRING", [_json_or_empty(entry) for entry in entries]),
         bigquery.ScalarQueryParameter("first_slot", "TIMESTAMP", min(slots)),
         bigquery.ScalarQueryParameter("last_slot", "TIMESTAMP", max(slots)),
         bigquery.ScalarQueryParameter("queued", "STRING", RunState.QUEUED),
@@ -159,17 +179,23 @@ def runs_enqueue(*, entries: Sequence[EnqueueEntry], now: datetime, claim_id: st
     runs_sql = (
         f"MERGE {runs.table} AS target USING ("  # noqa: S608 - identifiers quoted, values parameters
         "SELECT r AS run_id, c.config_id, c.tenant_id, c.pipeline_template AS pipeline_id, "
-        "s AS scheduled_time, COALESCE(c.priority, 5) AS priority, c.parameters "
+        "s AS scheduled_time, COALESCE(c.priority, 5) AS priority, "
+        "IF(p = '', c.parameters, PARSE_JSON(p)) AS parameters, t AS trigger_type, "
+        "NULLIF(b, '') AS trigger_by "
         "FROM UNNEST(@run_ids) AS r WITH OFFSET AS o_r "
         "JOIN UNNEST(@config_ids) AS k WITH OFFSET AS o_k ON o_k = o_r "
         "JOIN UNNEST(@slots) AS s WITH OFFSET AS o_s ON o_s = o_r "
+        "JOIN UNNEST(@triggers) AS t WITH OFFSET AS o_t ON o_t = o_r "
+        "JOIN UNNEST(@trigger_bys) AS b WITH OFFSET AS o_b ON o_b = o_r "
+        "JOIN UNNEST(@overrides) AS p WITH OFFSET AS o_p ON o_p = o_r "
         f"JOIN {configs.table} AS c ON c.config_id = k WHERE TRUE{claimed}"
         ") AS source ON target.run_id = source.run_id "
         "AND target.scheduled_time BETWEEN @first_slot AND @last_slot "
         "WHEN NOT MATCHED THEN INSERT (run_id, config_id, tenant_id, pipeline_id, state, scheduled_time, "
-        "priority, parameters, retry_count, max_retries, created_at) VALUES (source.run_id, "
-        "source.config_id, source.tenant_id, source.pipeline_id, @queued, source.scheduled_time, "
-        "source.priority, source.parameters, 0, @max_retries, @now)"
+        "priority, parameters, retry_count, max_retries, created_at, trigger_type, trigger_by) VALUES ("
+        "source.run_id, source.config_id, source.tenant_id, source.pipeline_id, @queued, "
+        "source.scheduled_time, source.priority, source.parameters, 0, @max_retries, @now, "
+        "source.trigger_type, source.trigger_by)"
     )
     queue_sql = (
         f"MERGE {queue.table} AS target USING ("  # noqa: S608 - identifiers quoted, values parameters
@@ -185,9 +211,16 @@ def runs_enqueue(*, entries: Sequence[EnqueueEntry], now: datetime, claim_id: st
     )
     gateway = runs.gateway
     inserted = gateway.query(runs_sql, params).affected_rows or 0
-    queue_params = [p for p in params if p.name not in {"config_ids", "slots", "max_retries"}]
+    per_run = {"config_ids", "slots", "max_retries", "triggers", "trigger_bys", "overrides"}
+    queue_params = [p for p in params if p.name not in per_run]
     gateway.query(queue_sql, queue_params)
     return inserted
+
+
+def _json_or_empty(entry: EnqueueEntry) -> str:
+    if entry.parameters is None:
+        return ""
+    return json.dumps(entry.parameters, ensure_ascii=False, allow_nan=False)
 
 
 # --- the scheduler ------------------------------------------------------------------------------------
