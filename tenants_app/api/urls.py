@@ -14,6 +14,7 @@ from tenants_app.api import pipelines as pipeline_views
 from tenants_app.api import runs as run_views
 from tenants_app.api import subscriptions as subscription_views
 from tenants_app.api import worker as worker_views
+from tenants_app.api import worker_credentials as worker_credential_views
 
 
 def tenant_resources(prefix: str, name: str) -> list:
@@ -110,4 +111,9 @@ urlpatterns = [
         "worker/runs/<str:run_id>/complete", worker_views.WorkerCompleteApi.as_view(), name="worker-complete"
     ),
     path("worker/runs/<str:run_id>/fail", worker_views.WorkerFailApi.as_view(), name="worker-fail"),
+    path(
+        "worker/runs/<str:run_id>/credentials",
+        worker_credential_views.WorkerRunCredentialsApi.as_view(),
+        name="worker-run-credentials",
+    ),
 ]

@@ -160,6 +160,7 @@ POST   /api/v1/worker/claim                             pipelines:execute  401  
 POST   /api/v1/worker/runs/{run}/heartbeat              pipelines:execute  401  ok/404 403   401     401     403       401      401        401      ok        ok
 POST   /api/v1/worker/runs/{run}/complete               pipelines:execute  401  ok/404 403   401     401     403       401      401        401      ok        ok
 POST   /api/v1/worker/runs/{run}/fail                   pipelines:execute  401  ok/404 403   401     401     403       401      401        401      ok        ok
+POST   /api/v1/worker/runs/{run}/credentials            pipelines:execute  401  ok/404 403   401     401     403       401      401        401      ok        ok
 """
 
 PRINCIPALS, ROWS = parse_matrix(API_MATRIX, with_scope=True)
@@ -190,6 +191,7 @@ BODIES: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]] = {
     "POST /api/v1/worker/runs/{run}/heartbeat": ({"worker_id": "matrix"}, {}),
     "POST /api/v1/worker/runs/{run}/complete": ({"worker_id": "matrix", "status": "SUCCEEDED"}, {}),
     "POST /api/v1/worker/runs/{run}/fail": ({"worker_id": "matrix", "error": "boom"}, {}),
+    "POST /api/v1/worker/runs/{run}/credentials": ({"worker_id": "matrix", "attempt": 1}, {}),
 }
 
 
