@@ -25,6 +25,7 @@ from tenants_app.services.dashboard import (
     PRESSURE_THRESHOLD,
     TenantQuota,
     quota_dashboard,
+    scheduler_status,
     usage_trend,
 )
 from tenants_app.services.errors import DoesNotExist, ServiceUnavailable, ValidationFailed
@@ -75,6 +76,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         board = quota_dashboard(
             day=day, plan=plan, flagged_only=flagged_only, limit=PER_PAGE, offset=(page - 1) * PER_PAGE
         )
+        scheduler = scheduler_status()  # one job at most, shared by every visitor for a few seconds
     except ValidationFailed as exc:
         for field, reasons in exc.errors.items():
             form.add_error(field if field in form.fields else None, reasons)
@@ -99,6 +101,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         form=form,
         title="Quota dashboard",
         board=board,
+        scheduler=scheduler,
         rows=[_row_context(row) for row in board.rows],
         plans=[*board.plans, board.overall] if board.plans else [],
         threshold_percent=round(PRESSURE_THRESHOLD * 100),

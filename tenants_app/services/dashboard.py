@@ -1,4 +1,5 @@
-"""The quota dashboard: every tenant's usage today against its limits, and one tenant's daily trend.
+"""The quota dashboard: every tenant's usage today against its limits, one tenant's daily trend, and the
+scheduler's status (due now, queued, running, failed today, median duration: one job, cached).
 
 Both are aggregates the repository cannot express (a join of profiles, the newest subscription and
 the newest usage row per tenant), so they are single SQL statements through the gateway, with table
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from django.core.cache import cache
 from django.utils import timezone
 from google.cloud import bigquery
 
@@ -20,7 +22,17 @@ from bigquery_backend.client import QueryParameter, get_gateway
 from bigquery_backend.identifiers import quote_table
 from bigquery_backend.schema import table_definition
 from tenants_app.log_context import ContextThreadPoolExecutor
-from tenants_app.models import PlanName, TenantProfile, TenantStatus, TenantSubscription, TenantUsageQuota
+from tenants_app.models import (
+    PlanName,
+    RunState,
+    TenantPipelineConfig,
+    TenantPipelineExecutionQueue,
+    TenantProfile,
+    TenantScheduledPipelineRun,
+    TenantStatus,
+    TenantSubscription,
+    TenantUsageQuota,
+)
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.datasets import central_dataset
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
@@ -29,6 +41,9 @@ from tenants_app.services.errors import DoesNotExist, ValidationFailed
 PRESSURE_THRESHOLD = 0.8
 MAX_PAGE_SIZE = 200
 MAX_TREND_DAYS = 366
+SCHEDULER_STATUS_CACHE_SECONDS = 15
+STATUS_LOOKBACK_DAYS = 7
+_STATUS_CACHE_KEY = "dashboard:scheduler-status:v1"
 # Offboarded tenants run nothing and would only pad the page.
 EXCLUDED_STATUSES = (TenantStatus.CANCELLED, TenantStatus.DELETED)
 NO_PLAN = "(none)"
@@ -185,6 +200,19 @@ class UsageTrend:
         )
 
 
+@dataclass(frozen=True)
+class SchedulerStatus:
+    """The scheduler at a glance: configs due now, queue by state, and today's (UTC) finished runs."""
+
+    at: datetime
+    due_now: int  # active configs whose next run time has come (the scheduler enqueues them next)
+    queued: int
+    running: int
+    failed_today: int  # runs that failed for good today
+    finished_today: int  # runs that ended today, SUCCEEDED or FAILED
+    median_duration: timedelta | None  # of the runs that ended today, None when none did
+
+
 # --- services ---------------------------------------------------------------------------------------
 def quota_dashboard(
     *,
@@ -309,6 +337,73 @@ def usage_trend(*, tenant_id: str, days: int = 30, until: date | None = None) ->
         days=[
             _trend_day(first + timedelta(days=i), by_day.get(first + timedelta(days=i))) for i in range(days)
         ],
+    )
+
+
+def scheduler_status(*, now: datetime | None = None) -> SchedulerStatus:
+    """The scheduler's figures from the shared cache while fresh (judged by `now`), else from one job.
+
+    Every staff member's dashboard shows them, and each refresh would otherwise be a BigQuery job: the
+    whole machine (or cluster, with Redis) reads them at most once per SCHEDULER_STATUS_CACHE_SECONDS.
+    """
+    now = timezone.now() if now is None else now
+    cached = cache.get(_STATUS_CACHE_KEY)
+    # The entry carries its deadline on the caller's clock: tests move that clock, not the backend's TTL.
+    if cached is not None and cached["fresh_until"] > now:
+        return cached["status"]
+    status = _scheduler_status_query(now)
+    fresh_until = now + timedelta(seconds=SCHEDULER_STATUS_CACHE_SECONDS)
+    cache.set(
+        _STATUS_CACHE_KEY, {"status": status, "fresh_until": fresh_until}, SCHEDULER_STATUS_CACHE_SECONDS
+    )
+    return status
+
+
+def _scheduler_status_query(now: datetime) -> SchedulerStatus:
+    gateway = get_gateway()
+    configs, queue, runs = (
+        quote_table(gateway.project, central_dataset(), table_definition(model).name)
+        for model in (TenantPipelineConfig, TenantPipelineExecutionQueue, TenantScheduledPipelineRun)
+    )
+    day_start = datetime.combine(now.astimezone(UTC).date(), datetime.min.time(), tzinfo=UTC)
+    # One statement, three scalar subqueries. A run ending today was scheduled at most a few days ago
+    # (retries, backoff): the lower bound on the partitioning column keeps old partitions unread.
+    sql = (
+        f"SELECT (SELECT COUNT(*) FROM {configs} WHERE is_active AND next_run_time <= @now) AS due_now, "
+        f"(SELECT COUNTIF(state = @queued) FROM {queue}) AS queued, "
+        f"(SELECT COUNTIF(state = @running) FROM {queue}) AS running, "
+        "(SELECT AS STRUCT COUNTIF(state = @failed) AS failed, COUNT(*) AS finished, "
+        # [min, median, max]; runs that never started have no duration and are left out (NULL). The
+        # median is picked in Python: the emulator's [OFFSET(1)] on this array returns the max.
+        "APPROX_QUANTILES(TIMESTAMP_DIFF(COALESCE(completed_at, failed_at), started_at, MILLISECOND), 2) "
+        "AS quantiles "
+        f"FROM {runs} WHERE scheduled_time >= @oldest AND state IN UNNEST(@final) "
+        "AND COALESCE(completed_at, failed_at) >= @day_start) AS today"
+    )
+    parameters: list[QueryParameter] = [
+        bigquery.ScalarQueryParameter("now", "TIMESTAMP", now),
+        bigquery.ScalarQueryParameter("day_start", "TIMESTAMP", day_start),
+        bigquery.ScalarQueryParameter(
+            "oldest", "TIMESTAMP", day_start - timedelta(days=STATUS_LOOKBACK_DAYS)
+        ),
+        bigquery.ScalarQueryParameter("queued", "STRING", RunState.QUEUED.value),
+        bigquery.ScalarQueryParameter("running", "STRING", RunState.RUNNING.value),
+        bigquery.ScalarQueryParameter("failed", "STRING", RunState.FAILED.value),
+        bigquery.ArrayQueryParameter("final", "STRING", [RunState.SUCCEEDED.value, RunState.FAILED.value]),
+    ]
+    with bigquery_errors_translated():
+        [row] = gateway.query(sql, parameters).rows
+    today = row["today"] or {}
+    quantiles = today.get("quantiles") or []
+    median = quantiles[1] if len(quantiles) == 3 else None
+    return SchedulerStatus(
+        at=now,
+        due_now=_int(row["due_now"]),
+        queued=_int(row["queued"]),
+        running=_int(row["running"]),
+        failed_today=_int(today.get("failed")),
+        finished_today=_int(today.get("finished")),
+        median_duration=None if median is None else timedelta(milliseconds=int(median)),
     )
 
 
