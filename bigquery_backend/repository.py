@@ -159,13 +159,16 @@ class _ArrayBatch:
         """Add one column's values (one per row, in row order); returns its alias in the source."""
         column = self.repository.definition.column(column_name)
         index = len(self.selects)
-        sent_type = "STRING" if column.field_type == "BYTES" else column.field_type
+        # BYTES go as base64 and JSON as its text (parsed server-side, as single-row writes do).
+        sent_type = "STRING" if column.field_type in ("BYTES", "JSON") else column.field_type
         items = []
         for value in values:
             if value is None:
                 items.append(_NULL_PLACEHOLDERS[sent_type])
             elif column.field_type == "BYTES":
                 items.append(base64.b64encode(bytes(value)).decode("ascii"))
+            elif column.field_type == "JSON":
+                items.append(json.dumps(value))
             elif column.field_type == "TIMESTAMP" and value.tzinfo is None:
                 raise InvalidInput(
                     f"{column.name}: timestamps must be timezone-aware",
@@ -176,6 +179,8 @@ class _ArrayBatch:
         expression = self._unnest(f"v{index}", sent_type, items)
         if column.field_type == "BYTES":
             expression = f"FROM_BASE64({expression})"
+        elif column.field_type == "JSON":
+            expression = f"PARSE_JSON({expression})"
         nulls = [value is None for value in values]
         if any(nulls):
             expression = f"IF({self._unnest(f'm{index}', 'BOOL', nulls)}, NULL, {expression})"
@@ -333,6 +338,46 @@ class Repository(Generic[M]):
             sets = ", ".join(f"{quote_column(c.name)} = source.{quote_column(c.name)}" for c in updated)
             sql += f"WHEN MATCHED THEN UPDATE SET {sets} "
         sql += f"WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({sources})"
+        return self.gateway.query(sql, params.parameters).affected_rows or 0
+
+    def replace_group(self, objs: Sequence[M], *, group: Mapping[str, Any]) -> int:
+        """Make the rows matching `group` (equalities) exactly `objs`, in ONE MERGE: rows with the same
+        key are updated, new ones inserted, the group's others deleted. Running it twice changes nothing
+        the second time, which makes a retried write safe without a DELETE first. REPEATED columns are
+        not written (new rows get empty arrays)."""
+        if not group:
+            raise InvalidInput("a group needs at least one column")
+        if len(objs) > MAX_LIMIT:
+            raise InvalidInput(f"at most {MAX_LIMIT} rows per batch", errors={"objs": ["Too many."]})
+        params = _Params()
+        columns = [c for c in self.definition.columns if c.mode != REPEATED]
+        key = quote_column(self.definition.key)
+        conditions = " AND ".join(
+            f"target.{self._condition(name, value, params)}" for name, value in sorted(group.items())
+        )
+        if objs:
+            for obj in objs:
+                self._validate(obj)
+            batch = _ArrayBatch(self, params)
+            aliases = {c.name: batch.add(c.name, [self._value(obj, c) for obj in objs]) for c in columns}
+            source = batch.source()
+        else:
+            aliases = {c.name: quote_column(c.name) for c in columns}
+            source = f"SELECT * FROM {self.table} WHERE FALSE"
+        sets = ", ".join(
+            f"{quote_column(c.name)} = source.{aliases[c.name]}"
+            for c in columns
+            if c.name != self.definition.key
+        )
+        names = ", ".join(quote_column(c.name) for c in columns)
+        values = ", ".join(f"source.{aliases[c.name]}" for c in columns)
+        sql = (
+            f"MERGE {self.table} AS target USING ({source}) AS source "
+            f"ON target.{key} = source.{aliases[self.definition.key]} "
+            f"WHEN MATCHED THEN UPDATE SET {sets} "
+            f"WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values}) "
+            f"WHEN NOT MATCHED BY SOURCE AND {conditions} THEN DELETE"
+        )
         return self.gateway.query(sql, params.parameters).affected_rows or 0
 
     def update_many(self, changes: Sequence[RowChange], *, shared: Mapping[str, Any] | None = None) -> int:

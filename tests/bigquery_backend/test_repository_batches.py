@@ -10,7 +10,7 @@ import pytest
 
 from bigquery_backend.client import BigQueryGateway
 from bigquery_backend.exceptions import InvalidInput
-from bigquery_backend.repository import Now, Repository, RowChange
+from bigquery_backend.repository import UNCHANGED, Now, Repository, RowChange
 from tests.bigquery_backend.widgets import Widget, make_widget
 
 UTC = datetime.UTC
@@ -122,3 +122,38 @@ def test_it_refuses_malformed_batches_before_any_statement(
         widgets.update_many(changes)
     assert field in raised.value.errors
     assert counter.jobs == 0
+
+
+def test_it_leaves_a_rows_column_alone_where_its_change_says_unchanged(widgets: Repository[Widget]) -> None:
+    widgets.insert(make_widget("a", notes="kept", quantity=1), make_widget("b", notes="old", quantity=2))
+    changes = [
+        RowChange("a", {"quantity": 10, "notes": UNCHANGED}),
+        RowChange("b", {"quantity": UNCHANGED, "notes": "new"}),
+    ]
+    assert widgets.update_many(changes) == 2
+    got = {row.widget_id: (row.quantity, row.notes) for row in widgets.list()}
+    assert got == {"a": (10, "kept"), "b": (2, "new")}
+
+
+def test_it_makes_a_group_of_rows_exactly_the_given_ones_in_one_statement(
+    gateway: BigQueryGateway, widgets: Repository[Widget]
+) -> None:
+    widgets.insert(
+        make_widget("a1", name="group-a", quantity=1),
+        make_widget("a2", name="group-a", quantity=2),
+        make_widget("b1", name="group-b", quantity=3),
+    )
+    rows = [
+        make_widget("a1", name="group-a", quantity=10, attributes={"k": [1, 2]}),
+        make_widget("a3", name="group-a", quantity=30),
+    ]
+    with gateway.count_jobs() as counter:
+        widgets.replace_group(rows, group={"name": "group-a"})
+    # Repeated: nothing changes the second time (how a retried report stays exact).
+    widgets.replace_group(rows, group={"name": "group-a"})
+
+    assert counter.jobs == 1
+    got = {row.widget_id: (row.quantity, row.attributes) for row in widgets.list()}
+    assert got == {"a1": (10, {"k": [1, 2]}), "a3": (30, None), "b1": (3, None)}
+    widgets.replace_group([], group={"name": "group-a"})
+    assert [row.widget_id for row in widgets.list()] == ["b1"]
