@@ -161,7 +161,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--concurrent-limit", type=int, default=20, help="per-tenant override (0: PROFESSIONAL's own 3)"
     )
-    parser.add_argument("--server-workers", type=int, default=4, help="gunicorn processes (8 threads each)")
+    parser.add_argument("--server-workers", type=int, default=4, help="gunicorn processes")
+    parser.add_argument(
+        "--server-threads",
+        type=int,
+        default=8,
+        help="threads per gunicorn process (requests of a batched path mostly wait for their tick)",
+    )
+    parser.add_argument(
+        "--parallel-runs",
+        action="store_true",
+        help="a worker runs the runs of one claim side by side (as one with max_runs slots would)",
+    )
     parser.add_argument(
         "--http-timeout",
         type=float,
@@ -222,7 +233,7 @@ class WorkerClient:
         return status, payload, min(retry_after, MAX_RETRY_AFTER_SECONDS)
 
 
-def worker_loop(client: WorkerClient, worker_id: str, max_runs: int) -> None:
+def worker_loop(client: WorkerClient, worker_id: str, max_runs: int, parallel: bool) -> None:
     """Claim until the point's deadline; finish every run claimed, within the drain deadline."""
     point = client.point
     body: dict[str, Any] = {"worker_id": worker_id}
@@ -236,8 +247,15 @@ def worker_loop(client: WorkerClient, worker_id: str, max_runs: int) -> None:
             runs = claimed_runs(payload)
             with point.lock:
                 point.runs_per_claim[len(runs)] += 1
-            for run in runs:
-                finish(client, worker_id, run)
+            if parallel and len(runs) > 1:
+                finishing = [threading.Thread(target=finish, args=(client, worker_id, run)) for run in runs]
+                for thread in finishing:
+                    thread.start()
+                for thread in finishing:
+                    thread.join()
+            else:
+                for run in runs:
+                    finish(client, worker_id, run)
         else:
             # 204: nothing claimable now; an error: back off as told (Retry-After), never past the deadline.
             pause = IDLE_SECONDS if status == 204 else retry_after
@@ -286,7 +304,9 @@ def run_point(
     clients = [WorkerClient(url, token, point, timeout=args.http_timeout) for _ in range(workers)]
     threads = [
         threading.Thread(
-            target=worker_loop, args=(client, f"bench-w{workers}-{i}", args.max_runs), daemon=True
+            target=worker_loop,
+            args=(client, f"bench-w{workers}-{i}", args.max_runs, args.parallel_runs),
+            daemon=True,
         )
         for i, client in enumerate(clients)
     ]
@@ -554,13 +574,16 @@ def run(args: argparse.Namespace, emulator: EmulatorProcess) -> int:
             BIGQUERY_EMULATOR_HOST=emulator.url, BIGQUERY_PROJECT=emulator.project, TENANTS_DATASET=central
         ):
             token = setup(args, environment)
-            server = PortalServer(environment, workers=args.server_workers).start()
+            server = PortalServer(
+                environment, workers=args.server_workers, threads=args.server_threads
+            ).start()
             print(
-                f"gunicorn: {args.server_workers} workers x 8 threads on {server.url}; "
+                f"gunicorn: {args.server_workers} workers x {args.server_threads} threads on {server.url}; "
                 f"realism scale {args.scale}; "
                 f"{args.seconds:.0f} s per point, drain at most {args.drain_seconds:.0f} s; "
                 f"HTTP timeout {args.http_timeout:.0f} s"
-                + (f"; max_runs={args.max_runs} sent in each claim" if args.max_runs > 1 else ""),
+                + (f"; max_runs={args.max_runs} sent in each claim" if args.max_runs > 1 else "")
+                + ("; the runs of a claim run side by side" if args.parallel_runs else ""),
                 flush=True,
             )
             points: list[Point] = []

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 from django.utils import timezone
 from google.cloud import bigquery
 
+from tenants_app.log_context import ContextThreadPoolExecutor
 from tenants_app.models import TenantProfile, TenantSubscription, TenantUsageQuota
 from tenants_app.repositories import central_repository
 from tenants_app.services.errors import DoesNotExist, ServiceError
@@ -62,7 +62,7 @@ def quota_rooms(*, tenant_ids: Sequence[str], now: datetime) -> dict[str, Room]:
     tenants = sorted(set(tenant_ids))
     if not tenants:
         return {}
-    with ThreadPoolExecutor(3) as pool:
+    with ContextThreadPoolExecutor(3) as pool:
         subscriptions = pool.submit(_newest_subscriptions, tenants)
         statuses = pool.submit(_tenant_statuses, tenants)
         rows = pool.submit(_usage_rows, tenants, day)

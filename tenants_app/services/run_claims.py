@@ -408,8 +408,24 @@ class _ClaimTick:
                 max_retries=item.candidate.max_retries,
                 usage_date=self.day,
             )
+            held = _replace_entry(
+                entry,
+                state=RunState.RUNNING,
+                lease_owner=claim.worker_id,
+                lease_credential=claim.credential,
+                lease_expires_at=item.expires,
+                heartbeat_at=self.now,
+                processing_started_at=self.now,
+                attempt=item.attempt,
+                usage_date=self.day,
+            )
             lease = KnownLease(
-                run.tenant_id, run.attempt, run.worker_id, claim.credential, run.lease_expires_at
+                run.tenant_id,
+                run.attempt,
+                run.worker_id,
+                claim.credential,
+                run.lease_expires_at,
+                replace(item.candidate, entry=held),
             )
             lease_remember(run_id=run.run_id, lease=lease)
             result = self.results[item.claim]

@@ -135,6 +135,9 @@ class KnownLease:
     worker_id: str
     credential: str | None
     expires: datetime
+    # The entry as the claim left it, with its run's figures: a report needs no read of its own (its
+    # compare-and-set still decides; a stale copy only sends it to the read it would have made anyway).
+    candidate: Candidate | None = None
 
 
 def lease_remember(*, run_id: str, lease: KnownLease) -> None:
@@ -145,6 +148,23 @@ def lease_remember(*, run_id: str, lease: KnownLease) -> None:
 def lease_recall(run_id: str) -> KnownLease | None:
     found = cache.get(_LEASE_CACHE_KEY.format(run_id=run_id))
     return found if isinstance(found, KnownLease) else None
+
+
+def reported_candidate(
+    run_id: str, *, tenant_id: str | None, worker_id: str, credential: str | None, attempt: int | None
+) -> Candidate:
+    """The run a worker reports on: from the shared cache when its lease is this caller's, else read."""
+    known = lease_recall(run_id)
+    if (
+        known is not None
+        and known.candidate is not None
+        and known.worker_id == worker_id
+        and known.credential == credential
+        and (tenant_id is None or known.tenant_id == tenant_id)
+        and (attempt is None or known.attempt == attempt)
+    ):
+        return known.candidate
+    return candidate_of(run_id, tenant_id)
 
 
 def lease_forget(*run_ids: str) -> None:

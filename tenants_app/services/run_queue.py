@@ -38,7 +38,7 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -146,7 +146,18 @@ def run_heartbeat(
         entry = queue_repository().get(run_id)
     number = entry.attempt or 0
     lease_remember(
-        run_id=run_id, lease=KnownLease(entry.tenant_id, number, worker_id, entry.lease_credential, expires)
+        run_id=run_id,
+        lease=KnownLease(
+            entry.tenant_id,
+            number,
+            worker_id,
+            entry.lease_credential,
+            expires,
+            # The claim's copy, if still known, with the new expiry; else the next report reads.
+            replace(known.candidate, entry=_replace_entry(known.candidate.entry, lease_expires_at=expires))
+            if known is not None and known.candidate is not None
+            else None,
+        ),
     )
     return RunLease(run_id=run_id, worker_id=worker_id, attempt=number, lease_expires_at=expires)
 

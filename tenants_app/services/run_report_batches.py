@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,6 +31,7 @@ from django.core.cache import cache
 
 from bigquery_backend.batching import GroupCommit, SharedLane
 from bigquery_backend.repository import RowChange
+from tenants_app.log_context import ContextThreadPoolExecutor
 from tenants_app.models import RunState, TenantScheduledPipelineRun
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.errors import DoesNotExist
@@ -155,7 +155,7 @@ def _follow(won: list[ReportCommit]) -> dict[str, TenantScheduledPipelineRun]:
     changes = [
         RowChange(key=c.candidate.entry.run_id, values=c.run_values) for c in won if c.candidate.has_run_row
     ]
-    with ThreadPoolExecutor(2) as pool:
+    with ContextThreadPoolExecutor(2) as pool:
         freed = pool.submit(quota_release_many, releases=releases)
         moved = pool.submit(runs.update_many, changes) if changes else None
         # Both awaited before either failure is raised: the slot release must not be abandoned

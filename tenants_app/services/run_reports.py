@@ -16,6 +16,8 @@ Reports are not audited (see run_queue.py).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 import uuid
@@ -57,9 +59,11 @@ from tenants_app.services.run_common import (
     candidate_of,
     check_worker_id,
     release_if_leaked,
+    reported_candidate,
     scheduled_runs_repository,
 )
 from tenants_app.services.run_report_batches import NotCommitted, ReportCommit, report_commit
+from tenants_app.task_graph import Task, run_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +107,9 @@ def run_complete(
     if errors:
         raise ValidationFailed("invalid run completion", errors=errors)
     with bigquery_errors_translated():
-        candidate = candidate_of(run_id, tenant_id)
+        candidate = reported_candidate(
+            run_id, tenant_id=tenant_id, worker_id=worker_id, credential=credential, attempt=attempt
+        )
         entry = candidate.entry
         if _already_finished(
             entry, worker_id=worker_id, credential=credential, attempt=attempt, states=(status,)
@@ -116,8 +122,10 @@ def run_complete(
         start = started_at or entry.processing_started_at or now
         # Tenant data first, with ids derived from the run and attempt: a retried request rewrites
         # the same rows, and a request that fails after this point leaves nothing half-counted.
+        # Three tables, written side by side: a report waits for the slowest, not for the sum.
         with _tenant_dataset_guard(entry.tenant_id):
-            _write_execution(
+            execution = functools.partial(
+                _write_execution,
                 candidate,
                 logging_id=logging_id,
                 status=status,
@@ -126,25 +134,32 @@ def run_complete(
                 metadata=metadata,
                 error=_redacted(error),
             )
-            _write_step_logs(entry.tenant_id, logging_id, steps)
-            _write_dq_results(entry.tenant_id, logging_id, checks, now=now)
+            run_tasks(
+                {
+                    "execution": Task(execution),
+                    "step_logs": Task(lambda: _write_step_logs(entry.tenant_id, logging_id, steps)),
+                    "dq_results": Task(
+                        lambda: _write_dq_results(entry.tenant_id, logging_id, checks, now=now)
+                    ),
+                },
+                max_workers=3,
+                thread_name_prefix="report",
+            )
         # The commit (run_report_batches.py): the entry's compare-and-set, then the slot and the run row.
         # If the run row fails after the compare-and-set, the worker's retry takes the replay path,
         # which repairs the run row but (the entry being out of RUNNING) can never release again.
-        outcome = report_commit(
-            ReportCommit(
-                candidate=candidate,
-                worker_id=worker_id,
-                queue_values={"state": status, "available_at": UNCHANGED},
-                run_values=_completion_values(
-                    candidate.entry, state=status, now=now, error=error, logging_id=logging_id
-                ),
-                succeeded=status == RunState.SUCCEEDED,
-                now=now,
-            )
+        commit = ReportCommit(
+            candidate=candidate,
+            worker_id=worker_id,
+            queue_values={"state": status, "available_at": UNCHANGED},
+            run_values=_completion_values(
+                candidate.entry, state=status, now=now, error=error, logging_id=logging_id
+            ),
+            succeeded=status == RunState.SUCCEEDED,
+            now=now,
         )
-        if isinstance(outcome, NotCommitted):
-            fresh = candidate_of(run_id, tenant_id)
+        outcome, fresh = _committed(commit, tenant_id=tenant_id, credential=credential)
+        if fresh is not None:
             if _already_finished(
                 fresh.entry, worker_id=worker_id, credential=credential, attempt=attempt, states=(status,)
             ):
@@ -174,7 +189,9 @@ def run_fail(
         )
     message = _redacted(error)
     with bigquery_errors_translated():
-        candidate = candidate_of(run_id, tenant_id)
+        candidate = reported_candidate(
+            run_id, tenant_id=tenant_id, worker_id=worker_id, credential=credential, attempt=attempt
+        )
         entry = candidate.entry
         if _already_finished(
             entry,
@@ -205,18 +222,16 @@ def run_fail(
             **_UNCHANGED_RUN,
             **_failed_run_values(candidate, state=state, now=now, message=message),
         }
-        outcome = report_commit(
-            ReportCommit(
-                candidate=candidate,
-                worker_id=worker_id,
-                queue_values=values,
-                run_values=run_values,
-                succeeded=False,
-                now=now,
-            )
+        commit = ReportCommit(
+            candidate=candidate,
+            worker_id=worker_id,
+            queue_values=values,
+            run_values=run_values,
+            succeeded=False,
+            now=now,
         )
-        if isinstance(outcome, NotCommitted):
-            fresh = candidate_of(run_id, tenant_id)
+        outcome, fresh = _committed(commit, tenant_id=tenant_id, credential=credential)
+        if fresh is not None:
             if _already_finished(
                 fresh.entry,
                 worker_id=worker_id,
@@ -244,6 +259,39 @@ def pipeline_logging_id(run_id: str, attempt: int) -> str:
             run_id[: RUN_ID_MAX - len(suffix) - 13] + "_" + uuid.uuid5(uuid.NAMESPACE_URL, run_id).hex[:12]
         )
     return run_id + suffix
+
+
+# --- internals: the commit ---------------------------------------------------------------------------
+def _committed(
+    commit: ReportCommit, *, tenant_id: str | None, credential: str | None
+) -> tuple[TenantScheduledPipelineRun, None] | tuple[None, Candidate]:
+    """The run after the commit; or, when its compare-and-set did not match, the entry as it is now.
+
+    A report checks the lease on the shared cache's copy of the claim when it has one. If BigQuery
+    holds the same attempt for this caller but the copy was stale (a column the copy did not know
+    of), the commit is made once more with the entry as read.
+    """
+    outcome = report_commit(commit)
+    if not isinstance(outcome, NotCommitted):
+        return outcome, None
+    entry = commit.candidate.entry
+    fresh = candidate_of(entry.run_id, tenant_id)
+    if _holds(fresh.entry, commit.worker_id, credential, entry.attempt):
+        outcome = report_commit(dataclasses.replace(commit, candidate=fresh))
+        if not isinstance(outcome, NotCommitted):
+            return outcome, None
+        fresh = candidate_of(entry.run_id, tenant_id)
+    return None, fresh
+
+
+def _holds(
+    entry: TenantPipelineExecutionQueue, worker_id: str, credential: str | None, attempt: int | None
+) -> bool:
+    try:
+        _require_lease(entry, worker_id=worker_id, credential=credential, attempt=attempt)
+    except LeaseLost:
+        return False
+    return entry.attempt == attempt
 
 
 # --- internals: the lease ---------------------------------------------------------------------------
@@ -329,13 +377,13 @@ def _write_execution(
 def _write_step_logs(tenant_id: str, logging_id: str, steps: list[TenantStepLog]) -> None:
     if not steps:
         return
-    repository = tenant_repository(TenantStepLog, tenant_id)
-    # Delete-then-insert keyed by the attempt: a retried completion replaces, never duplicates.
-    repository.delete_where(filters={"pipeline_logging_id": logging_id})
     for step in steps:
         step.tenant_id, step.pipeline_logging_id = tenant_id, logging_id
         step.step_logging_id = f"{logging_id}_s{step.step_index}"
-    repository.insert(*steps)
+    # The attempt's rows become exactly these (one MERGE): a retried completion replaces, never duplicates.
+    tenant_repository(TenantStepLog, tenant_id).replace_group(
+        steps, group={"pipeline_logging_id": logging_id}
+    )
 
 
 def _write_dq_results(
@@ -343,13 +391,13 @@ def _write_dq_results(
 ) -> None:
     if not checks:
         return
-    repository = tenant_repository(TenantDqResult, tenant_id)
-    repository.delete_where(filters={"pipeline_logging_id": logging_id})
     for index, check in enumerate(checks):
         check.tenant_id, check.pipeline_logging_id = tenant_id, logging_id
         check.dq_result_id = f"{logging_id}_dq{index}"
         check.ingestion_date = now.date()
-    repository.insert(*checks)
+    tenant_repository(TenantDqResult, tenant_id).replace_group(
+        checks, group={"pipeline_logging_id": logging_id}
+    )
 
 
 def _finish_run_row(

@@ -81,8 +81,11 @@ class ServerEnvironment:
 class PortalServer:
     """`gunicorn convergence.wsgi` with the production config, `workers` processes on a free port."""
 
-    def __init__(self, environment: ServerEnvironment, *, workers: int = 1) -> None:
+    def __init__(
+        self, environment: ServerEnvironment, *, workers: int = 1, threads: int | None = None
+    ) -> None:
         self.port = free_port()
+        self._threads = threads
         self.url = f"http://127.0.0.1:{self.port}"
         self._environment = environment
         self._workers = workers
@@ -102,6 +105,8 @@ class PortalServer:
             "--workers",
             str(self._workers),
         ]
+        if self._threads is not None:
+            command += ["--threads", str(self._threads)]
         with self._log.open("wb") as log:
             self._process = subprocess.Popen(  # noqa: S603 - our own server
                 command, env=self._environment.env(), cwd=BASE_DIR, stdout=log, stderr=subprocess.STDOUT
