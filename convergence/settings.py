@@ -293,6 +293,20 @@ if (
 ):
     raise ImproperlyConfigured("PERIODIC_TICK_SECONDS must be > 0 and the other PERIODIC_* settings >= 1")
 
+# --- Notifications (tenants_app/services/notifications.py, webhooks.py) ------------------------------
+# Emails to tenants' admin_email: printed to the console unless an SMTP backend is configured.
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="notifications@convergence.localhost")
+# The periodic loop delivers queued webhook events once per this period.
+PERIODIC_NOTIFICATIONS_SECONDS = env.int("PERIODIC_NOTIFICATIONS_SECONDS", default=5)
+# Failed deliveries are retried after base * 2**(attempt - 1) seconds, capped, up to the last attempt.
+WEBHOOK_RETRY_BASE_SECONDS = env.int("WEBHOOK_RETRY_BASE_SECONDS", default=30)
+WEBHOOK_RETRY_MAX_SECONDS = env.int("WEBHOOK_RETRY_MAX_SECONDS", default=3600)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
+# http:// and loopback addresses as endpoints: for local development and tests only, never production.
+WEBHOOK_ALLOW_LOCALHOST = env.bool("WEBHOOK_ALLOW_LOCALHOST", default=DEBUG)
+
 # --- Metrics (/metrics, tenants_app/metrics.py) ------------------------------------------------------
 # Bearer token of Prometheus scrapers. Empty (the default): /metrics answers 404, nothing is exposed.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")

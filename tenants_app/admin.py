@@ -26,6 +26,8 @@ from tenants_app.models import (
     TenantStepLog,
     TenantSubscription,
     TenantUsageQuota,
+    TenantWebhookDelivery,
+    TenantWebhookEndpoint,
 )
 from tenants_app.repositories import central_repository, tenant_repository
 from tenants_app.services.audit import SOURCES
@@ -298,6 +300,52 @@ class AuditLogEntryAdmin(CentralTableAdmin):
     }
     ordering = ("-occurred_at",)
     list_per_page = 100
+
+
+@admin.register(TenantWebhookEndpoint)
+class TenantWebhookEndpointAdmin(CentralTableAdmin):
+    list_display = (
+        "endpoint_id",
+        "tenant_id",
+        "url",
+        "event_types",
+        "secret_prefix",
+        "is_active",
+        "created_at",
+    )
+    search_fields = ("endpoint_id", "tenant_id", "url")
+    list_filter = ("is_active",)
+    exact_filter_fields = ("tenant_id",)
+    ordering = ("-created_at",)
+    # The ciphertext is the signing secret; the prefix tells secrets apart.
+    secret_fields = ("encrypted_secret",)
+
+    def get_detail_links(self, request: HttpRequest, obj: Any) -> list[tuple[str, str]]:
+        page = _reverse_or_none("admin:portal-tenant-webhooks", obj.tenant_id)
+        links = [("Manage and test", page)] if page else []
+        return [
+            *links,
+            ("Deliveries", _changelist(TenantWebhookDelivery, endpoint_id__exact=obj.endpoint_id)),
+        ]
+
+
+@admin.register(TenantWebhookDelivery)
+class TenantWebhookDeliveryAdmin(CentralTableAdmin):
+    list_display = (
+        "delivery_id",
+        "tenant_id",
+        "endpoint_id",
+        "event_type",
+        "status",
+        "attempts",
+        "response_status",
+        "next_attempt_at",
+        "created_at",
+    )
+    search_fields = ("delivery_id", "tenant_id", "event_id")
+    list_filter = ("status", "event_type", "created_at")
+    exact_filter_fields = ("tenant_id", "endpoint_id", "event_id")
+    ordering = ("-created_at",)
 
 
 # --- each tenant's own dataset --------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The tenant tables (the original 11, then ours), each declared once: fields give the columns, `table_spec` the layout.
+"""The tenant tables, each declared once: fields give the columns, `table_spec` the layout.
 
 Every column of the original system keeps its name, type and mode (`tests/tenants_app/
 test_original_schema.py` checks it against ../shared/reference/original-schema.md).

@@ -27,6 +27,8 @@ OUR_KEY_SHAPE = re.compile(
     rf"{OUR_KEY_PREFIX}_(?P<env>{OUR_KEY_ENV})_(?P<random>[{OUR_KEY_ALPHABET}]{{{OUR_KEY_RANDOM_LENGTH}}})"
 )
 ADMIN_TOKEN_PREFIX = f"{OUR_KEY_PREFIX}_admin_"
+# Webhook signing secrets are the same shape with env `whsec`, so the detectors find them as our keys.
+WEBHOOK_SECRET_PREFIX = f"{OUR_KEY_PREFIX}_whsec_"
 
 # --- AWS --------------------------------------------------------------------------------------------
 # Access key ids that sign requests: long-term (AKIA) and temporary STS (ASIA), then 16 capitals or digits.

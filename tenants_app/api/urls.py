@@ -13,6 +13,7 @@ from tenants_app.api import pipeline_templates as template_views
 from tenants_app.api import pipelines as pipeline_views
 from tenants_app.api import runs as run_views
 from tenants_app.api import subscriptions as subscription_views
+from tenants_app.api import webhooks as webhook_views
 from tenants_app.api import worker as worker_views
 from tenants_app.api import worker_credentials as worker_credential_views
 
@@ -71,6 +72,22 @@ def tenant_resources(prefix: str, name: str) -> list:
             f"{prefix}pipelines/<str:config_id>/run",
             pipeline_views.PipelineConfigRunNowApi.as_view(),
             name=f"{name}-pipeline-run",
+        ),
+        path(f"{prefix}webhooks", webhook_views.WebhookEndpointListApi.as_view(), name=f"{name}-webhooks"),
+        path(
+            f"{prefix}webhooks/<str:endpoint_id>",
+            webhook_views.WebhookEndpointDetailApi.as_view(),
+            name=f"{name}-webhook",
+        ),
+        path(
+            f"{prefix}webhooks/<str:endpoint_id>/test",
+            webhook_views.WebhookEndpointTestApi.as_view(),
+            name=f"{name}-webhook-test",
+        ),
+        path(
+            f"{prefix}webhooks/<str:endpoint_id>/deliveries",
+            webhook_views.WebhookDeliveryListApi.as_view(),
+            name=f"{name}-webhook-deliveries",
         ),
         path(f"{prefix}runs", run_views.RunListApi.as_view(), name=f"{name}-runs"),
         path(f"{prefix}runs/<str:run_id>", run_views.RunDetailApi.as_view(), name=f"{name}-run"),

@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.core.cache import cache
 
+from tenants_app.services.notifications import notifications_daily_scan, notifications_deliver
 from tenants_app.services.quotas import quota_day, usage_roll_over
 from tenants_app.services.run_queue import runs_reap_orphaned
 from tenants_app.services.scheduler import scheduler_run
@@ -73,12 +74,26 @@ def _roll_over_usage(now: datetime) -> str:
     )
 
 
+def _deliver_notifications(now: datetime) -> str:
+    return notifications_deliver(now=now).summary()
+
+
+def _scan_expiring(now: datetime) -> str:
+    trials, keys = notifications_daily_scan(now=now)
+    return f"{trials} trial(s) ending and {keys} API key(s) expiring notified"
+
+
 # The one table of periodic work. The rollover is daily: it runs in the first tick after midnight UTC
 # (or, for a process started later in the day, in its first tick: runs create a missing row anyway).
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("schedule_pipelines", lambda: settings.PERIODIC_SCHEDULER_SECONDS, _schedule),
     PeriodicJob("cleanup_orphaned_runs", lambda: settings.PERIODIC_ORPHAN_CLEANUP_SECONDS, _reap_orphans),
     PeriodicJob("roll_over_usage", lambda: DAY_SECONDS, _roll_over_usage),
+    # Webhooks and emails queued by `notify` go out within a few seconds; retries fall due here too.
+    PeriodicJob(
+        "deliver_notifications", lambda: settings.PERIODIC_NOTIFICATIONS_SECONDS, _deliver_notifications
+    ),
+    PeriodicJob("notify_trials_and_keys_expiring", lambda: DAY_SECONDS, _scan_expiring),
 )
 
 

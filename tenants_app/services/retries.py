@@ -16,6 +16,7 @@ import contextvars
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 _retrying: contextvars.ContextVar[bool] = contextvars.ContextVar("retry_of_unknown_outcome", default=False)
 
@@ -69,3 +70,8 @@ def stable_id(kind: str) -> str:
     if seed is None:
         return uuid.uuid4().hex
     return uuid.uuid5(_STABLE_NAMESPACE, f"{seed}/{kind}").hex
+
+
+def exponential_backoff(*, retry_count: int, base_seconds: float, cap_seconds: float) -> timedelta:
+    """Delay before retry number `retry_count + 1`: base * 2**retry_count, capped (runs, webhooks)."""
+    return timedelta(seconds=min(cap_seconds, base_seconds * (2 ** min(retry_count, 30))))

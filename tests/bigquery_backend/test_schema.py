@@ -89,11 +89,12 @@ def test_it_clusters_on_at_most_four_existing_columns(model: type[models.Model])
     assert set(definition.spec.clustering) <= set(definition.column_names)
 
 
-def test_it_declares_nine_central_and_three_tenant_tables() -> None:
-    # Issue 2: the original 8 central tables and 3 per tenant; issue 4 adds the central audit log.
+def test_it_declares_eleven_central_and_three_tenant_tables() -> None:
+    # Issue 2: the original 8 central tables and 3 per tenant; issue 4 adds the central audit log,
+    # issue 13 the webhook endpoints and deliveries.
     names = [model._meta.db_table for model in (*CENTRAL_MODELS, *TENANT_MODELS)]
-    assert (len(CENTRAL_MODELS), len(TENANT_MODELS)) == (9, 3)
-    assert len(set(names)) == 12
+    assert (len(CENTRAL_MODELS), len(TENANT_MODELS)) == (11, 3)
+    assert len(set(names)) == 14
 
 
 def test_it_turns_help_text_into_the_column_description() -> None:

@@ -83,11 +83,11 @@ def onboarded(portal_dataset: str) -> OnboardingResult:
 
 
 # --- every table, every role ----------------------------------------------------------------------------
-def test_it_registers_all_twelve_tables_on_the_portal_site() -> None:
+def test_it_registers_all_fourteen_tables_on_the_portal_site() -> None:
     registered = set(admin.site._registry)
 
     assert set(ALL_MODELS) <= registered
-    assert len(ALL_MODELS) == 12
+    assert len(ALL_MODELS) == 14
 
 
 def test_it_passes_the_admin_checks_for_every_table() -> None:

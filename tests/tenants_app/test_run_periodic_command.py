@@ -20,7 +20,13 @@ from tests.tenants_app.services.schedules import add_tenant, config_row
 
 # Today (the rollover refuses a future day), well inside its minute.
 TODAY = timezone.now().replace(hour=0, minute=1, second=10, microsecond=0)
-JOBS = ("schedule_pipelines", "cleanup_orphaned_runs", "roll_over_usage")
+JOBS = (
+    "schedule_pipelines",
+    "cleanup_orphaned_runs",
+    "roll_over_usage",
+    "deliver_notifications",
+    "notify_trials_and_keys_expiring",
+)
 
 
 class FakeTime:
@@ -71,7 +77,9 @@ def test_it_runs_due_jobs_at_each_tick_and_stops_on_sigterm() -> None:
     assert [line.split(" ", 2)[:2] for line in lines[1:-1]] == [
         [f"{now:%Y-%m-%dT%H:%M:%SZ}", f"{job}:"] for now in ticks for job in JOBS
     ]
-    assert [("skipped" in line) for line in lines[1:-1]] == [False] * 6 + [True] * 3
+    # Notifications go out every 5 s: the only job with a new period at 00:00:05.
+    third = [job != "deliver_notifications" for job in JOBS]
+    assert [("skipped" in line) for line in lines[1:-1]] == [False] * 2 * len(JOBS) + third
     assert signal.getsignal(signal.SIGTERM) == handler_before
     runs = central_repository(TenantScheduledPipelineRun).list(filters={"config_id": config.config_id})
     assert sorted(run.scheduled_time for run in runs) == [midnight - timedelta(minutes=1), midnight]
@@ -100,9 +108,7 @@ def test_it_exits_1_naming_the_failed_jobs_with_once(central_dataset: str) -> No
     fake = FakeTime(TODAY, signal_after=0)
     errors = io.StringIO()
 
-    with pytest.raises(
-        CommandError, match="failed: schedule_pipelines, cleanup_orphaned_runs, roll_over_usage"
-    ):
+    with pytest.raises(CommandError, match=f"failed: {', '.join(JOBS)}"):
         call_command("run_periodic", "--once", stdout=io.StringIO(), stderr=errors, clock=fake.clock)
 
     assert [line.split(" ", 2)[1] for line in errors.getvalue().splitlines()] == [f"{job}:" for job in JOBS]

@@ -162,6 +162,8 @@ def test_it_runs_the_scheduler_the_orphan_cleanup_and_the_rollover(central_datas
         "schedule_pipelines": RAN,
         "cleanup_orphaned_runs": RAN,
         "roll_over_usage": RAN,
+        "deliver_notifications": RAN,
+        "notify_trials_and_keys_expiring": RAN,
     }
     runs = central_repository(TenantScheduledPipelineRun).list(filters={"config_id": config.config_id})
     assert [(run.scheduled_time, run.state) for run in runs] == [(minute, RunState.QUEUED)]
