@@ -8,17 +8,24 @@ run metadata, status). Nothing here touches the queue: the worker reports over H
 Outcomes: a template that ran is SUCCEEDED, or FAILED for good (bad parameters, a missing table, a
 query BigQuery refused: running it again would fail again). BigQuery unreachable or busy raises
 `ExecutionRetryable`, which the worker reports through `/fail`, so the run is retried with backoff.
+
+Off the emulator a template runs as the tenant's own GCP service account (`service_account_gateway`),
+whose key the worker fetches for the run it holds: BigQuery then lets the template reach only what
+the tenant granted that account, not everything the worker's own identity can read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
+from google.cloud import bigquery
+from google.oauth2 import service_account
 
 from bigquery_backend.client import BigQueryGateway, get_gateway
 from bigquery_backend.exceptions import BackendUnavailable, BigQueryError
@@ -101,9 +108,17 @@ class _Context:
 
 
 def template_execute(
-    *, tenant_id: str, pipeline_id: str, parameters: dict[str, Any] | None, clock: Clock = timezone.now
+    *,
+    tenant_id: str,
+    pipeline_id: str,
+    parameters: dict[str, Any] | None,
+    clock: Clock = timezone.now,
+    gateway: BigQueryGateway | None = None,
 ) -> Execution:
-    """Run one attempt of `pipeline_id` for the tenant; ExecutionRetryable if BigQuery is unavailable."""
+    """Run one attempt of `pipeline_id` for the tenant; ExecutionRetryable if BigQuery is unavailable.
+
+    `gateway`: the tenant's own (`service_account_gateway`); the process-wide one when not given.
+    """
     started = clock()
     template = template_get(pipeline_id)
     if template is None:
@@ -117,7 +132,7 @@ def template_execute(
         return Execution(
             FAILED, started, clock(), error=f"invalid parameters: {reasons}"[:MAX_MESSAGE_LENGTH]
         )
-    context = _Context(tenant_id, get_gateway(), tenant_dataset(tenant_id), _Steps(clock))
+    context = _Context(tenant_id, gateway or get_gateway(), tenant_dataset(tenant_id), _Steps(clock))
     execution = Execution(SUCCEEDED, started, started)
     try:
         _RUNNERS[template.name](context, resolved, execution)
@@ -126,6 +141,32 @@ def template_execute(
     execution.step_logs = context.steps.logs
     execution.ended_at = clock()
     return execution
+
+
+class CredentialUnusable(Exception):
+    """A service-account key google-auth cannot load; the message never quotes the key."""
+
+
+def service_account_gateway(info: Mapping[str, Any]) -> BigQueryGateway:
+    """A gateway acting as the service account of the key file `info`, on the tenants' project.
+
+    The project stays ours (the tenant datasets live there); only the identity is the tenant's.
+    """
+    try:
+        credentials = service_account.Credentials.from_service_account_info(
+            dict(info), scopes=["https://www.googleapis.com/auth/bigquery"]
+        )
+    except (ValueError, TypeError, KeyError) as exc:
+        # google-auth's messages name what is wrong, yet a parse error could echo part of the key.
+        raise CredentialUnusable(f"the service-account key cannot be loaded ({type(exc).__name__})") from None
+    project = settings.BIGQUERY_PROJECT or get_gateway().project
+    client = bigquery.Client(project=project, location=settings.BIGQUERY_LOCATION, credentials=credentials)
+    return BigQueryGateway(
+        client,
+        location=settings.BIGQUERY_LOCATION,
+        timeout=settings.BIGQUERY_TIMEOUT_SECONDS,
+        retry_deadline=settings.BIGQUERY_RETRY_DEADLINE_SECONDS,
+    )
 
 
 # --- sql_transform ------------------------------------------------------------------------------------

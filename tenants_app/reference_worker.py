@@ -8,6 +8,11 @@ and report, then claims no more.
 
 The claim answer is one run today; an answer carrying a `runs` list (several runs per claim) is
 handled too, each run in turn.
+
+Off the emulator (`BIGQUERY_EMULATOR_HOST` empty) the worker fetches the run's credentials over
+`/runs/{id}/credentials` while it holds the run, and runs the template as the tenant's GCP service
+account; a run whose tenant has none fails for good, naming what to add. The key stays in memory,
+for that run only, and is never logged.
 """
 
 from __future__ import annotations
@@ -15,20 +20,34 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
+from django.utils import timezone
 
-from tenants_app.pipeline_execution import Execution, ExecutionRetryable, template_execute
+from bigquery_backend.client import BigQueryGateway
+from tenants_app.models import Provider
+from tenants_app.pipeline_execution import (
+    FAILED,
+    CredentialUnusable,
+    Execution,
+    ExecutionRetryable,
+    service_account_gateway,
+    template_execute,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_LEASE_SECONDS = 300
 MAX_ERROR_LENGTH = 10_000
 Executor = Callable[..., Execution]
+GatewayFactory = Callable[[Mapping[str, Any]], BigQueryGateway]
+# The worker API's answers when the lease is gone: stop working on the run, report nothing.
+LEASE_GONE = (404, 409)
 
 
 class WorkerApiError(Exception):
@@ -38,6 +57,10 @@ class WorkerApiError(Exception):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+
+
+class MissingCredential(Exception):
+    """The run's template needs a provider's credential the tenant has not stored: fails for good."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +135,10 @@ class WorkerApiClient:
         )
         return self._post(f"/runs/{run.run_id}/complete", body)
 
+    def credentials(self, run: ClaimedRun) -> dict[str, Any]:
+        """The decrypted credentials the held run needs: keep the answer in memory, never log it."""
+        return self._post(f"/runs/{run.run_id}/credentials", self._held(run)) or {}
+
     def fail(self, run: ClaimedRun, error: str) -> dict[str, Any] | None:
         return self._post(f"/runs/{run.run_id}/fail", self._held(run, error=error[:MAX_ERROR_LENGTH]))
 
@@ -151,6 +178,9 @@ class ReferenceWorker:
     poll_seconds: float = 5.0
     tenant_id: str | None = None
     execute: Executor = template_execute
+    # Off the emulator each run goes to BigQuery as its tenant's service account, fetched for the run.
+    run_credentials: bool = field(default_factory=lambda: not settings.BIGQUERY_EMULATOR_HOST)
+    gateway_for: GatewayFactory = service_account_gateway
 
     def run(self, *, until_idle: bool = False) -> int:
         """The number of runs finished; returns once stopped, or idle with `until_idle`."""
@@ -180,9 +210,15 @@ class ReferenceWorker:
         logger.info("run %s (%s, tenant %s) claimed", run.run_id, run.pipeline_id, run.tenant_id)
         with _Heartbeat(self, run):
             try:
-                execution = self.execute(
-                    tenant_id=run.tenant_id, pipeline_id=run.pipeline_id, parameters=run.parameters
-                )
+                execution = self._execute(run)
+            except WorkerApiError as exc:
+                if exc.status in LEASE_GONE:
+                    logger.warning("run %s: no longer held, dropped: %s", run.run_id, exc)
+                    return
+                error = f"credentials unavailable: {exc}"
+            except (MissingCredential, CredentialUnusable) as exc:
+                now = timezone.now()
+                execution, error = Execution(FAILED, now, now, error=str(exc)), None
             except ExecutionRetryable as exc:
                 error = f"BigQuery unavailable: {exc}"
             except Exception as exc:
@@ -196,6 +232,35 @@ class ReferenceWorker:
             return
         self._report(lambda: self.client.complete(run, execution), run)
         logger.info("run %s reported %s", run.run_id, execution.status)
+
+    def _execute(self, run: ClaimedRun) -> Execution:
+        arguments: dict[str, Any] = {
+            "tenant_id": run.tenant_id,
+            "pipeline_id": run.pipeline_id,
+            "parameters": run.parameters,
+        }
+        gateway = self._tenant_gateway(run) if self.run_credentials else None
+        if gateway is None:
+            return self.execute(**arguments)
+        try:
+            return self.execute(**arguments, gateway=gateway)
+        finally:
+            gateway.client.close()
+
+    def _tenant_gateway(self, run: ClaimedRun) -> BigQueryGateway | None:
+        """The tenant's service account for this run; None when its template needs no GCP credential."""
+        answer = self.client.credentials(run)
+        keys = [
+            one["payload"] for one in answer.get("credentials", []) if one.get("provider") == Provider.GCP
+        ]
+        if keys:
+            return self.gateway_for(keys[0])
+        if Provider.GCP in answer.get("providers", []):
+            raise MissingCredential(
+                f"{run.pipeline_id} needs an active GCP service-account credential of tenant "
+                f"{run.tenant_id}: add one, then requeue the run"
+            )
+        return None
 
     def _report(self, send: Callable[[], object], run: ClaimedRun) -> None:
         try:
