@@ -21,7 +21,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from tenants_app.models import TenantCloudCredential
+from tenants_app.models import TenantCloudCredential, TenantPipelineExecutionQueue
 from tenants_app.pipeline_templates import template_get
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.audit import audit_record
@@ -92,6 +92,24 @@ def run_credentials_fetch(
         providers = template.providers if template is not None else ()
         rows = [row for row in credential_list(tenant_id=entry.tenant_id) if row.provider in providers]
         fetched = tuple(_decrypted(row) for row in rows)
+    _audit_fetches(rows, entry=entry, worker_id=worker_id, actor=actor)
+    found = {row.provider for row in rows}
+    return RunCredentials(
+        run_id=entry.run_id,
+        tenant_id=entry.tenant_id,
+        pipeline_id=entry.pipeline_id,
+        attempt=int(entry.attempt or 0),
+        lease_expires_at=entry.lease_expires_at,
+        providers=tuple(providers),
+        missing_providers=tuple(provider for provider in providers if provider not in found),
+        credentials=fetched,
+    )
+
+
+def _audit_fetches(
+    rows: list[TenantCloudCredential], *, entry: TenantPipelineExecutionQueue, worker_id: str, actor: str
+) -> None:
+    # One entry per credential, so each credential's own history shows every run that used it.
     for row in rows:
         audit_record(
             action=FETCH_ACTION,
@@ -106,17 +124,6 @@ def run_credentials_fetch(
                 "provider": row.provider,
             },
         )
-    found = {row.provider for row in rows}
-    return RunCredentials(
-        run_id=entry.run_id,
-        tenant_id=entry.tenant_id,
-        pipeline_id=entry.pipeline_id,
-        attempt=int(entry.attempt or 0),
-        lease_expires_at=entry.lease_expires_at,
-        providers=tuple(providers),
-        missing_providers=tuple(provider for provider in providers if provider not in found),
-        credentials=fetched,
-    )
 
 
 def _require_held_now(
