@@ -158,26 +158,34 @@ _SHOWN = (
 )
 
 
-def webhook_endpoint_get(*, tenant_id: str, endpoint_id: str) -> TenantWebhookEndpoint:
-    """One of the tenant's endpoints; another tenant's is DoesNotExist, exactly like a missing one."""
+def _find_own(tenant_id: str, endpoint_id: str) -> TenantWebhookEndpoint:
     rows = _repository().list(
         filters={"endpoint_id": endpoint_id, "tenant_id": tenant_id}, limit=1, fields=_SHOWN
     )
-    if not rows or rows[0].is_active is False:
+    if not rows:
         raise DoesNotExist(f"webhook endpoint {endpoint_id!r} does not exist")
     return rows[0]
+
+
+def webhook_endpoint_get(*, tenant_id: str, endpoint_id: str) -> TenantWebhookEndpoint:
+    """One of the tenant's endpoints; another tenant's (or a deleted one) is DoesNotExist."""
+    row = _find_own(tenant_id, endpoint_id)
+    if row.is_active is False:
+        raise DoesNotExist(f"webhook endpoint {endpoint_id!r} does not exist")
+    return row
 
 
 def webhook_endpoint_delete(
     *, tenant_id: str, endpoint_id: str, deleted_by: str | None
 ) -> TenantWebhookEndpoint:
-    """Deactivate the endpoint: nothing more is sent to it; its delivery log stays."""
-    row = webhook_endpoint_get(tenant_id=tenant_id, endpoint_id=endpoint_id)
-    now = timezone.now()
-    values = {"is_active": False, "deleted_at": now, "deleted_by": deleted_by}
+    """Deactivate the endpoint: nothing more is sent to it, its log stays; idempotent."""
+    row = _find_own(tenant_id, endpoint_id)
+    if row.is_active is False:
+        return row
+    values = {"is_active": False, "deleted_at": timezone.now(), "deleted_by": deleted_by}
     filters = {"endpoint_id": endpoint_id, "tenant_id": tenant_id, "is_active": True}
     if _repository().update_where(values, filters=filters) == 0:
-        raise DoesNotExist(f"webhook endpoint {endpoint_id!r} does not exist")
+        return _find_own(tenant_id, endpoint_id)  # deleted meanwhile by another request
     before = webhook_endpoint_metadata(row)
     for name, value in values.items():
         setattr(row, name, value)

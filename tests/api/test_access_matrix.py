@@ -69,6 +69,7 @@ from tests.support.matrix_tenants import (
     insert_configs,
     insert_credentials,
     insert_tenants,
+    insert_webhook_endpoints,
 )
 from tests.support.tenant_rows import changes, snapshot
 from tests.tenants_app.services.run_factories import enqueue_many
@@ -111,6 +112,12 @@ POST   /api/v1/tenants/{t}/credentials                  -                  401  
 GET    /api/v1/tenants/{t}/credentials/{cred}           -                  401  403    403   401     401     403       403      ok         ok       ok        401
 POST   /api/v1/tenants/{t}/credentials/{cred}/replace   -                  401  403    403   401     401     403       403      403        403      ok        401
 POST   /api/v1/tenants/{t}/credentials/{cred_off}/deactivate -             401  403    403   401     401     403       403      403        403      ok        401
+GET    /api/v1/tenants/{t}/webhooks                     -                  401  403    403   401     401     403       403      ok         ok       ok        401
+POST   /api/v1/tenants/{t}/webhooks                     -                  401  403    403   401     401     403       403      403        403      ok        401
+GET    /api/v1/tenants/{t}/webhooks/{hook}              -                  401  403    403   401     401     403       403      ok         ok       ok        401
+DELETE /api/v1/tenants/{t}/webhooks/{hook_off}          -                  401  403    403   401     401     403       403      403        403      ok        401
+POST   /api/v1/tenants/{t}/webhooks/{hook}/test         -                  401  403    403   401     401     403       403      403        403      ok        401
+GET    /api/v1/tenants/{t}/webhooks/{hook}/deliveries   -                  401  403    403   401     401     403       403      ok         ok       ok        401
 GET    /api/v1/tenants/{t}/subscription                 -                  401  403    403   401     401     403       403      ok         ok       ok        401
 PATCH  /api/v1/tenants/{t}/subscription                 -                  401  403    403   401     401     403       403      403        403      ok        401
 POST   /api/v1/tenants/{t}/subscription/preview         -                  401  403    403   401     401     403       403      403        403      ok        401
@@ -138,6 +145,12 @@ POST   /api/v1/me/credentials                           credentials:manage 401  
 GET    /api/v1/me/credentials/{cred}                    tenant:read        401  ok/404 403   401     401     403       403      403        403      403       401
 POST   /api/v1/me/credentials/{cred}/replace            credentials:manage 401  ok/404 403   401     401     403       403      403        403      403       401
 POST   /api/v1/me/credentials/{cred_off}/deactivate     credentials:manage 401  ok/404 403   401     401     403       403      403        403      403       401
+GET    /api/v1/me/webhooks                              tenant:read        401  ok     403   401     401     403       403      403        403      403       401
+POST   /api/v1/me/webhooks                              credentials:manage 401  ok     403   401     401     403       403      403        403      403       401
+GET    /api/v1/me/webhooks/{hook}                       tenant:read        401  ok/404 403   401     401     403       403      403        403      403       401
+DELETE /api/v1/me/webhooks/{hook_off}                   credentials:manage 401  ok/404 403   401     401     403       403      403        403      403       401
+POST   /api/v1/me/webhooks/{hook}/test                  credentials:manage 401  ok/404 403   401     401     403       403      403        403      403       401
+GET    /api/v1/me/webhooks/{hook}/deliveries            tenant:read        401  ok/404 403   401     401     403       403      403        403      403       401
 GET    /api/v1/me/subscription                          tenant:read        401  ok     403   401     401     403       403      403        403      403       401
 PATCH  /api/v1/me/subscription                          tenant:read        401  403    403   401     401     403       403      403        403      403       401
 POST   /api/v1/me/subscription/preview                  tenant:read        401  403    403   401     401     403       403      403        403      403       401
@@ -166,7 +179,7 @@ POST   /api/v1/worker/runs/{run}/credentials            pipelines:execute  401  
 PRINCIPALS, ROWS = parse_matrix(API_MATRIX, with_scope=True)
 TENANT_KEY_PRINCIPALS = ("key", "lacks", "revoked", "expired", "suspended")
 # What an allowed API write may answer: done, or refused for the invalid body / the resource's state.
-ALLOWED_WRITES = frozenset({200, 201, 204, 400, 409})
+ALLOWED_WRITES = frozenset({200, 201, 202, 204, 400, 409})
 
 # (valid body, deliberately invalid body) of each write; None: the endpoint takes no body.
 BODIES: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]] = {
@@ -182,6 +195,7 @@ BODIES: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]] = {
     "POST keys/{key}/revoke": ({"reason": "matrix"}, {}),
     "POST credentials": ({"provider": "OPENAI", "name": "matrix", "payload": {"api_key": SECRET}}, {}),
     "POST credentials/{cred}/replace": ({"payload": {"api_key": SECRET}}, {}),
+    "POST webhooks": ({"url": "https://93.184.216.34/hook"}, {"url": "http://10.0.0.1/"}),
     "PATCH subscription": ({"plan": PlanName.SCALE}, {}),
     "POST subscription/preview": ({"plan": PlanName.SCALE}, {"plan": "GOLD"}),
     "POST pipelines": (CONFIG_BODY, {}),
@@ -203,11 +217,13 @@ BODYLESS = frozenset(
         "POST /api/v1/tenants/{t}/suspend",
         "POST /api/v1/tenants/{t}/reactivate",
         "POST /api/v1/tenants/{t}/credentials/{cred_off}/deactivate",
+        "POST /api/v1/tenants/{t}/webhooks/{hook}/test",
         "POST /api/v1/tenants/{t}/pipelines/{cfg_paused}/pause",
         "POST /api/v1/tenants/{t}/pipelines/{cfg}/resume",
         "POST /api/v1/tenants/{t}/pipelines/{cfg}/run",
         "POST /api/v1/tenants/{t}/runs/{run}/requeue",
         "POST /api/v1/me/credentials/{cred_off}/deactivate",
+        "POST /api/v1/me/webhooks/{hook}/test",
         "POST /api/v1/me/pipelines/{cfg_paused}/pause",
         "POST /api/v1/me/pipelines/{cfg}/resume",
         "POST /api/v1/me/pipelines/{cfg}/run",
@@ -251,6 +267,7 @@ def _build_world() -> World:
     insert_tenants([a, b, s])
     configs = insert_configs([a, b, s])
     credentials = insert_credentials([a, b, s])
+    hooks = insert_webhook_endpoints([a, b, s])
     runs = dict(zip([a, b, s], enqueue_many(a, [{"tenant_id": t} for t in (a, b, s)]), strict=True))
 
     def key(tenant_id: str, scopes: list[str]) -> IssuedApiKey:
@@ -286,6 +303,8 @@ def _build_world() -> World:
                 "key": targets[tenant_id].row.api_key_id,
                 "cred": credentials[tenant_id][0],
                 "cred_off": credentials[tenant_id][1],
+                "hook": hooks[tenant_id][0],
+                "hook_off": hooks[tenant_id][1],
                 "cfg": configs[tenant_id]["on"],
                 "cfg_paused": configs[tenant_id]["paused"],
                 "run": runs[tenant_id],

@@ -17,12 +17,14 @@ from tenants_app.models import (
     TenantProfile,
     TenantStatus,
     TenantSubscription,
+    TenantWebhookEndpoint,
     ValidationStatus,
 )
 from tenants_app.repositories import central_repository
 from tenants_app.services.credentials import AAD_TABLE, credential_validate
 from tenants_app.services.onboarding import subscription_id_for
 from tenants_app.services.plans import PLANS
+from tenants_app.services.webhook_delivery import endpoint_aad
 
 SECRET = "sk-" + "Mx7" * 12
 CONFIG_BODY = {
@@ -123,4 +125,28 @@ def insert_credentials(tenant_ids: list[str]) -> dict[str, tuple[str, str]]:
                 )
             )
     central_repository(TenantCloudCredential).insert(*rows)
+    return ids
+
+
+def insert_webhook_endpoints(tenant_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """Per tenant: (an active webhook endpoint, a deleted one), secrets encrypted as the service does."""
+    rows, ids = [], {}
+    for tenant_id in tenant_ids:
+        ids[tenant_id] = (f"whe_{uuid.uuid4().hex}", f"whe_{uuid.uuid4().hex}")
+        for endpoint_id, active in zip(ids[tenant_id], (True, False), strict=True):
+            rows.append(
+                TenantWebhookEndpoint(
+                    endpoint_id=endpoint_id,
+                    tenant_id=tenant_id,
+                    url="https://93.184.216.34/hook",
+                    event_types=[],
+                    encrypted_secret=get_kms().encrypt(
+                        b"cvg_whsec_matrix", aad=endpoint_aad(tenant_id, endpoint_id)
+                    ),
+                    secret_prefix="cvg_whsec_matrix",
+                    is_active=active,
+                    created_at=timezone.now(),
+                )
+            )
+    central_repository(TenantWebhookEndpoint).insert(*rows)
     return ids
