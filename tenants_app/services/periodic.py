@@ -1,4 +1,4 @@
-"""Periodic work without cron: the scheduler, orphan cleanup and the usage rollover, run when due.
+"""Periodic work without cron: the scheduler, orphan cleanup, usage rollover, notifications.
 
 `periodic_tick(now=...)` runs every job of `PERIODIC_JOBS` whose current period has not run yet;
 `manage.py run_periodic` calls it every few seconds (or once, from Cloud Scheduler or a CronJob).
