@@ -246,6 +246,11 @@ class TenantPipelineConfigAdmin(CentralTableAdmin):
     # Priority 1 is the most urgent, everywhere.
     ordering = ("priority", "next_run_time")
 
+    def get_row_url(self, obj: Any) -> str:
+        # The schedule's own page: its runs and every operation on it.
+        page = _reverse_or_none("admin:portal-pipeline-detail", obj.tenant_id, obj.config_id)
+        return page or super().get_row_url(obj)
+
 
 @admin.register(TenantScheduledPipelineRun)
 class TenantScheduledPipelineRunAdmin(CentralTableAdmin):
@@ -266,6 +271,10 @@ class TenantScheduledPipelineRunAdmin(CentralTableAdmin):
     list_filter = ("state", "scheduled_time")
     exact_filter_fields = ("tenant_id", "config_id")
     ordering = ("priority", "scheduled_time")
+
+    def get_row_url(self, obj: Any) -> str:
+        page = _reverse_or_none("admin:portal-run-detail", obj.tenant_id, obj.run_id)
+        return page or super().get_row_url(obj)
 
 
 @admin.register(TenantPipelineExecutionQueue)

@@ -1,10 +1,12 @@
-"""Portal pages of one pipeline config: its schedule, and pause, resume, run now and edit, each confirmed."""
+"""Portal pages of one pipeline config: its schedule and run history, pause, resume and edit, each confirmed
+(create, delete, run now, backfill and the run pages: pipeline_run_views.py)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from django import forms
@@ -15,7 +17,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tenants_app.models import TenantPipelineConfig
+from tenants_app.pipeline_templates import template_get
 from tenants_app.portal.forms import add_service_errors
+from tenants_app.portal.pipeline_forms import PREFIX, TemplateParametersForm, add_parameter_errors
 from tenants_app.portal.tenant_views import actor_of, can_change, portal_page, writer_required
 from tenants_app.services.cron import cron_iter, cron_validate, timezone_validate
 from tenants_app.services.errors import ServiceError
@@ -25,11 +29,13 @@ from tenants_app.services.pipelines import (
     pipeline_config_get,
     pipeline_config_pause,
     pipeline_config_resume,
-    pipeline_config_run_now,
     pipeline_config_update,
+    run_parameters_check,
 )
+from tenants_app.services.run_selectors import run_list
 
 PREVIEW_SLOTS = 5
+HISTORY_RUNS = 20
 
 
 class ScheduleForm(forms.Form):
@@ -75,6 +81,7 @@ def pipeline_detail_view(request: HttpRequest, tenant_id: str, config_id: str) -
             upcoming = _preview(config.schedule_cron, config.timezone or "UTC", now=timezone.now())
         except (ServiceError, ValueError, KeyError):
             upcoming = []  # a schedule from elsewhere that we cannot read: the page still shows the row
+    history = run_list(tenant_id=tenant_id, config_id=config_id, limit=HISTORY_RUNS)
     return _render(
         request,
         "portal/pipeline_detail.html",
@@ -82,7 +89,14 @@ def pipeline_detail_view(request: HttpRequest, tenant_id: str, config_id: str) -
         tenant_id=tenant_id,
         config=config,
         upcoming=upcoming,
+        history=history,
+        history_more=_runs_list_url(tenant_id, config_id) if history.total > len(history.items) else None,
     )
+
+
+def _runs_list_url(tenant_id: str, config_id: str) -> str:
+    base = reverse("admin:tenants_app_tenantscheduledpipelinerun_changelist")
+    return f"{base}?{urlencode({'tenant_id__exact': tenant_id, 'config_id__exact': config_id})}"
 
 
 def _confirm_view(*, verb: str, intro: str, done: str, run: Any) -> Any:
@@ -135,15 +149,6 @@ def _resume(request: HttpRequest, config: TenantPipelineConfig) -> str | None:
     return f"Pipeline config {config.config_id} is active again; next run {when}."
 
 
-def _run_now(request: HttpRequest, config: TenantPipelineConfig) -> str:
-    manual = pipeline_config_run_now(
-        tenant_id=config.tenant_id, config_id=config.config_id, actor=actor_of(request)
-    )
-    if not manual.created:
-        return f"Run {manual.run.run_id} was already queued this minute; no second run was added."
-    return f"Run {manual.run.run_id} was queued; a worker picks it up by priority ({manual.run.priority})."
-
-
 pipeline_pause_view = _confirm_view(
     verb="pause",
     intro="Pausing stops scheduling new runs of this config. Runs already queued stay queued; resuming "
@@ -157,29 +162,33 @@ pipeline_resume_view = _confirm_view(
     done="Pipeline config {config_id} was resumed.",
     run=_resume,
 )
-pipeline_run_now_view = _confirm_view(
-    verb="run now",
-    intro="This queues one run for the current minute, even while the config is paused; it counts against "
-    "the tenant's quotas when a worker claims it. A second click in the same minute adds nothing.",
-    done="A run of {config_id} was queued.",
-    run=_run_now,
-)
 
 
 @writer_required
 def pipeline_edit_view(request: HttpRequest, tenant_id: str, config_id: str) -> HttpResponse:
-    """Change the schedule, time zone or priority: the next slots are shown before saving."""
+    """Change the schedule, time zone, priority or parameters: the next slots are shown before saving."""
     config = pipeline_config_get(tenant_id=tenant_id, config_id=config_id)
     initial = {
         "schedule_cron": config.schedule_cron,
         "timezone": config.timezone,
         "priority": config.priority,
     }
-    form = ScheduleForm(request.POST if request.method == "POST" else None, initial=initial)
+    data = request.POST if request.method == "POST" else None
+    form = ScheduleForm(data, initial=initial)
+    template = template_get(config.pipeline_template)
+    # A config from before the catalogue keeps its parameters as they are: only its schedule is edited.
+    parameters = (
+        None
+        if template is None
+        else TemplateParametersForm(data, template=template, values=config.parameters)
+    )
     preview: list[tuple[datetime, str]] = []
     confirming = False
-    if request.method == "POST" and form.is_valid():
+    if request.method == "POST" and form.is_valid() and (parameters is None or parameters.is_valid()):
         values = form.cleaned_data
+        # A form sent without the parameter fields (an older page, a script) leaves them as they are.
+        sent = parameters is not None and any(name.startswith(PREFIX) for name in request.POST)
+        changes = {"parameters": parameters.parameters() or None} if sent else {}
         try:
             if request.POST.get("action") == "save":
                 pipeline_config_update(
@@ -189,18 +198,21 @@ def pipeline_edit_view(request: HttpRequest, tenant_id: str, config_id: str) -> 
                     schedule_cron=values["schedule_cron"],
                     timezone_name=values["timezone"],
                     priority=values["priority"],
+                    **changes,
                 )
                 messages.success(request, f"The schedule of {config_id} was saved.")
                 return HttpResponseRedirect(_config_url(config))
             # First step: validate through the same rules and show what the schedule will do.
             expression = cron_validate(values["schedule_cron"])
             zone = timezone_validate(values["timezone"])
+            if changes:
+                run_parameters_check(config, changes["parameters"] or {})
             preview = _preview(expression, zone, now=datetime.now(UTC))
             confirming = True
         except ServiceError as exc:
             if exc.status >= 500 or exc.status == 404:
                 raise
-            add_service_errors(form, exc)
+            add_parameter_errors([form] if parameters is None else [form, parameters], exc)
     return _render(
         request,
         "portal/pipeline_edit.html",
@@ -208,6 +220,7 @@ def pipeline_edit_view(request: HttpRequest, tenant_id: str, config_id: str) -> 
         tenant_id=tenant_id,
         config=config,
         form=form,
+        parameters_form=parameters,
         preview=preview,
         confirming=confirming,
         cancel_url=_config_url(config),

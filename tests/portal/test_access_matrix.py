@@ -83,6 +83,17 @@ GET    /admin/tenants/{t}/credentials/{cred}/replace/                     login 
 POST   /admin/tenants/{t}/credentials/{cred}/replace/                     login  login    403       ok
 GET    /admin/tenants/{t}/credentials/{cred_off}/deactivate/              login  login    403       ok
 POST   /admin/tenants/{t}/credentials/{cred_off}/deactivate/              login  login    403       ok
+GET    /admin/tenants/{t}/pipelines/new/                                  login  login    403       ok
+POST   /admin/tenants/{t}/pipelines/new/                                  login  login    403       ok
+GET    /admin/tenants/{t}/pipelines/{cfg}/backfill/                       login  login    403       ok
+POST   /admin/tenants/{t}/pipelines/{cfg}/backfill/                       login  login    403       400
+GET    /admin/tenants/{t}/pipelines/{cfg}/delete/                         login  login    403       ok
+POST   /admin/tenants/{t}/pipelines/{cfg}/delete/                         login  login    403       400
+GET    /admin/tenants/{t}/runs/{run}/                                     login  login    ok        ok
+GET    /admin/tenants/{t}/runs/{run}/cancel/                              login  login    403       ok
+POST   /admin/tenants/{t}/runs/{run}/cancel/                              login  login    403       400
+GET    /admin/tenants/{t}/runs/{run}/requeue/                             login  login    403       ok
+POST   /admin/tenants/{t}/runs/{run}/requeue/                             login  login    403       400
 GET    /admin/dashboard/                                                  login  login    ok        ok
 GET    /admin/dashboard/{t}/                                              login  login    ok        ok
 GET    /admin/tenants/{t}/pipelines/{cfg}/                                login  login    ok        ok
@@ -241,6 +252,7 @@ def _build_tenants() -> tuple[dict[str, dict[str, str]], dict[str, str]]:
             "cred_off": credentials[t][1],
             "cfg": configs[t]["on"],
             "cfg_paused": configs[t]["paused"],
+            "run": runs[t],
         }
         for label, t in (("A", a), ("B", b))
     }
