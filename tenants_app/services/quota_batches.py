@@ -25,6 +25,7 @@ from tenants_app.log_context import ContextThreadPoolExecutor
 from tenants_app.models import TenantProfile, TenantSubscription, TenantUsageQuota
 from tenants_app.repositories import central_repository
 from tenants_app.services.errors import DoesNotExist, ServiceError
+from tenants_app.services.notifications import notify_quota_usage
 from tenants_app.services.onboarding import usage_id_for
 from tenants_app.services.plans import OPERATION_RUN
 from tenants_app.services.quotas import (
@@ -45,6 +46,9 @@ class Room:
     free: int
     limits: EffectiveLimits | None
     refusal: ServiceError | None = None
+    # Runs already counted today and this month (as read): what an admission's notifications compare.
+    run_today: int = 0
+    run_month: int = 0
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,13 @@ def quota_rooms(*, tenant_ids: Sequence[str], now: datetime) -> dict[str, Room]:
             room.limits.monthly_limit - row.pipelines_run_month,
             room.limits.concurrent_limit - row.concurrent_pipelines_running,
         )
-        rooms[tenant] = Room(tenant, max(0, free), room.limits)
+        rooms[tenant] = Room(
+            tenant,
+            max(0, free),
+            room.limits,
+            run_today=row.pipelines_run_today,
+            run_month=row.pipelines_run_month,
+        )
     return rooms
 
 
@@ -159,11 +169,32 @@ def quota_admit_many(
         f"AND pipelines_run_month + {n} <= {monthly} AND concurrent_pipelines_running + {n} <= {concurrent}"
     )
     if _run_dml(sql, params) == len(ids):
-        return set(grants)
-    admitted = central_repository(TenantUsageQuota).list(
-        filters={"usage_id__in": ids, "admission_id": admission_id}, fields=["tenant_id"]
-    )
-    return {row.tenant_id for row in admitted}
+        admitted = set(grants)
+    else:
+        rows = central_repository(TenantUsageQuota).list(
+            filters={"usage_id__in": ids, "admission_id": admission_id}, fields=["tenant_id"]
+        )
+        admitted = {row.tenant_id for row in rows}
+    for tenant in sorted(admitted):
+        _notify_usage(rooms[tenant], grants[tenant])
+    return admitted
+
+
+def _notify_usage(room: Room, admitted: int) -> None:
+    """The 80% and 100% notifications of the day and the month this admission crossed, if any."""
+    limits = room.limits
+    assert limits is not None
+    for period, before, limit in (
+        ("daily", room.run_today, limits.daily_limit),
+        ("monthly", room.run_month, limits.monthly_limit),
+    ):
+        notify_quota_usage(
+            tenant_id=room.tenant_id,
+            period=period,
+            used_before=before,
+            used_after=before + admitted,
+            limit=limit,
+        )
 
 
 def quota_release_many(*, releases: Sequence[Release], now: datetime | None = None) -> int:

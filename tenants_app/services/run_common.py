@@ -50,6 +50,9 @@ class Candidate:
     max_retries: int
     parameters: Any
     has_run_row: bool
+    # What started the run and who (scheduled runs written before these columns: None).
+    trigger_type: str | None = None
+    trigger_by: str | None = None
 
 
 # --- rows -------------------------------------------------------------------------------------------
@@ -66,7 +69,8 @@ def select_candidates(where: str, params: list[Any], *, suffix: str) -> list[Can
     columns = ", ".join(f"q.{quote_column(c.name)}" for c in queue.definition.columns)
     sql = (
         f"SELECT {columns}, r.parameters AS _parameters, r.retry_count AS _retry_count, "  # noqa: S608
-        "r.max_retries AS _max_retries, r.run_id AS _run_row "
+        "r.max_retries AS _max_retries, r.run_id AS _run_row, r.trigger_type AS _trigger_type, "
+        "r.trigger_by AS _trigger_by "
         f"FROM {queue.table} AS q LEFT JOIN {runs.table} AS r ON r.run_id = q.run_id "
         f"WHERE {where} {suffix}"
     )
@@ -79,6 +83,8 @@ def select_candidates(where: str, params: list[Any], *, suffix: str) -> list[Can
             max_retries=default_retries if row["_max_retries"] is None else int(row["_max_retries"]),
             parameters=row["_parameters"],
             has_run_row=row["_run_row"] is not None,
+            trigger_type=row.get("_trigger_type"),
+            trigger_by=row.get("_trigger_by"),
         )
         for row in rows
     ]

@@ -50,6 +50,7 @@ from tenants_app.models import RunState, TenantPipelineExecutionQueue
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.audit import audit_record
 from tenants_app.services.errors import LeaseLost, ValidationFailed
+from tenants_app.services.notifications import notify_run_failed
 from tenants_app.services.quotas import quota_day, quota_release, quota_release_if_leaked
 from tenants_app.services.run_common import (
     Candidate,
@@ -314,6 +315,10 @@ def _reap(candidates: Sequence[Candidate], *, now: datetime, cutoff: datetime, a
             ),
         ],
     )
+    if failed:
+        # Out of retries: failed for good, which the tenant is told of (queued, no statement).
+        for row in runs.list(filters={"run_id__in": failed}):
+            notify_run_failed(run=row)
     per_tenant: dict[str, dict[str, list[str]]] = defaultdict(lambda: {"requeued": [], "failed": []})
     for entry in won:
         original = by_id[entry.run_id].entry

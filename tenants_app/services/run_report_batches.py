@@ -1,16 +1,19 @@
 """Worker reports' commit, group-committed: every report of a tick is one statement per central table.
 
-A report (run_reports.py) checks what the worker sent and writes the tenant's own dataset in the
-request, then hands its commit here. The tick (bigquery_backend/batching.py) commits every report
-that arrived meanwhile:
+A report (run_reports.py) checks what the worker sent and builds its rows, then hands them here.
+The tick (bigquery_backend/batching.py) commits every report that arrived meanwhile:
 
+0. each tenant's rows (attempt records, step logs, DQ results) first, at most one MERGE per tenant
+   table for all of the tenant's reports, tenants side by side; a tenant whose writes failed has its
+   reports answered with the failure and nothing of them committed;
 1. ONE MERGE moves the queue entries out of RUNNING, each with its own compare-and-set (state,
    worker, credential and attempt as the report read them), tagged with the tick's `tick_id`;
 2. when fewer rows matched than were sent, one read of the tag tells which reports won (a repeat of
    a report that already landed, a lease lost to a cleanup or a cancel did not);
 3. side by side: ONE UPDATE frees the winners' slots and counts their outcomes on the usage rows
    (quota_batches.quota_release_many), and ONE MERGE moves their scheduled runs;
-4. one read of those run rows answers every report as BigQuery now holds it.
+4. one read of those run rows answers every report as BigQuery now holds it; runs that failed for
+   good are notified (queued in the cache), and ONE MERGE records each config's last run.
 
 The guarantees are run_reports.py's: the compare-and-set is the commit point, the slot is freed only
 by the report that won it, and a report that failed after its compare-and-set is repaired by its
@@ -20,9 +23,11 @@ same run in one tick are committed once; the others take the replay path.
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -30,21 +35,46 @@ from django.conf import settings
 from django.core.cache import cache
 
 from bigquery_backend.batching import GroupCommit, SharedLane
+from bigquery_backend.exceptions import NotFound as BackendNotFound
 from bigquery_backend.repository import RowChange
 from tenants_app.log_context import ContextThreadPoolExecutor
-from tenants_app.models import RunState, TenantScheduledPipelineRun
+from tenants_app.models import (
+    RunState,
+    TenantDqResult,
+    TenantPipelineConfig,
+    TenantPipelineRun,
+    TenantScheduledPipelineRun,
+    TenantStepLog,
+)
+from tenants_app.repositories import central_repository, tenant_repository
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.errors import DoesNotExist
+from tenants_app.services.notifications import notify_run_failed
 from tenants_app.services.quota_batches import Release, quota_release_many
 from tenants_app.services.run_common import (
+    FINISHED_STATES,
     Candidate,
     lease_forget,
     queue_repository,
     scheduled_runs_repository,
     unblock_tenant,
 )
+from tenants_app.task_graph import Task, run_tasks
+
+logger = logging.getLogger(__name__)
 
 _MAX_REPORTS_PER_TICK = 500
+# Tenants whose rows are written at once in a tick (each tenant's tables are separate BigQuery tables).
+_TENANT_WRITERS = 16
+
+
+@dataclass(frozen=True)
+class TenantRows:
+    """What a report writes to the tenant's own dataset: the attempt's record, its steps and checks."""
+
+    execution: TenantPipelineRun
+    steps: list[TenantStepLog] = field(default_factory=list)
+    checks: list[TenantDqResult] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -57,6 +87,7 @@ class ReportCommit:
 
     candidate: Candidate
     worker_id: str
+    tenant_rows: TenantRows
     queue_values: Mapping[str, Any]
     run_values: Mapping[str, Any]
     succeeded: bool | None
@@ -87,18 +118,27 @@ def _tick(commits: list[ReportCommit]) -> list[TenantScheduledPipelineRun | NotC
         # A MERGE matches each row to one source row: a second report of the run replays after this one.
         first.setdefault(commit.candidate.entry.run_id, index)
     batch = [commits[index] for index in first.values()]
+    failed = _write_tenant_rows(batch)
+    for index in first.values():
+        error = failed.get(commits[index].candidate.entry.tenant_id)
+        if error is not None:
+            results[index] = error
+    batch = [commit for commit in batch if commit.candidate.entry.tenant_id not in failed]
     try:
         with bigquery_errors_translated():
-            won = _move_entries(batch)
+            won = _move_entries(batch) if batch else []
             if not won:
                 return results
             lease_forget(*(commit.candidate.entry.run_id for commit in won))
             rows = _follow(won)
     except Exception as exc:
         for index in first.values():
-            results[index] = exc
+            if commits[index].candidate.entry.tenant_id not in failed:
+                results[index] = exc
         return results
     for index in first.values():
+        if commits[index].candidate.entry.tenant_id in failed:
+            continue
         run_id = commits[index].candidate.entry.run_id
         if any(commit.candidate.entry.run_id == run_id for commit in won):
             row = rows.get(run_id)
@@ -111,6 +151,59 @@ def _tick(commits: list[ReportCommit]) -> list[TenantScheduledPipelineRun | NotC
 _reports: GroupCommit[ReportCommit, TenantScheduledPipelineRun | NotCommitted] = GroupCommit(
     _tick, lane=_lane, max_batch=_MAX_REPORTS_PER_TICK
 )
+
+
+def _write_tenant_rows(batch: list[ReportCommit]) -> dict[str, Exception]:
+    """Step 0: every tenant's rows of the tick, a tenant's tables side by side and tenants in parallel;
+    the tenants whose writes failed (their reports are answered with the failure, nothing committed)."""
+    by_tenant: dict[str, list[TenantRows]] = defaultdict(list)
+    for commit in batch:
+        by_tenant[commit.candidate.entry.tenant_id].append(commit.tenant_rows)
+    failed: dict[str, Exception] = {}
+    with ContextThreadPoolExecutor(min(_TENANT_WRITERS, len(by_tenant)) or 1) as pool:
+        futures = {tenant: pool.submit(_write_one_tenant, tenant, rows) for tenant, rows in by_tenant.items()}
+        for tenant, future in futures.items():
+            error = future.exception()
+            if isinstance(error, Exception):
+                failed[tenant] = error
+    return failed
+
+
+def _write_one_tenant(tenant_id: str, rows: list[TenantRows]) -> None:
+    """At most 3 statements for all the tenant's reports: each attempt's rows replace any earlier copy
+    (a retried report rewrites, never duplicates), on the ids derived from run and attempt."""
+    executions = [row.execution for row in rows]
+    with_steps = [row for row in rows if row.steps]
+    with_checks = [row for row in rows if row.checks]
+    writes: dict[str, Task[Any]] = {
+        "executions": Task(
+            lambda: tenant_repository(TenantPipelineRun, tenant_id).replace_group(
+                executions, group={"pipeline_logging_id__in": [r.pipeline_logging_id for r in executions]}
+            )
+        )
+    }
+    if with_steps:
+        writes["steps"] = Task(
+            lambda: tenant_repository(TenantStepLog, tenant_id).replace_group(
+                [step for row in with_steps for step in row.steps],
+                group={"pipeline_logging_id__in": [row.execution.pipeline_logging_id for row in with_steps]},
+            )
+        )
+    if with_checks:
+        writes["checks"] = Task(
+            lambda: tenant_repository(TenantDqResult, tenant_id).replace_group(
+                [check for row in with_checks for check in row.checks],
+                group={"pipeline_logging_id__in": [row.execution.pipeline_logging_id for row in with_checks]},
+            )
+        )
+    try:
+        run_tasks(writes, max_workers=3, thread_name_prefix="tenant-rows")
+    except BackendNotFound:
+        # Purged at offboarding: the runs still finish centrally; failing the reports would make the
+        # workers retry forever for logs that have nowhere to go.
+        logger.error(
+            "tenant %s has no dataset: %d runs' execution records and logs dropped", tenant_id, len(rows)
+        )
 
 
 def _move_entries(batch: list[ReportCommit]) -> list[ReportCommit]:
@@ -155,18 +248,51 @@ def _follow(won: list[ReportCommit]) -> dict[str, TenantScheduledPipelineRun]:
     changes = [
         RowChange(key=c.candidate.entry.run_id, values=c.run_values) for c in won if c.candidate.has_run_row
     ]
-    with ContextThreadPoolExecutor(2) as pool:
+    with ContextThreadPoolExecutor(3) as pool:
         freed = pool.submit(quota_release_many, releases=releases)
         moved = pool.submit(runs.update_many, changes) if changes else None
-        # Both awaited before either failure is raised: the slot release must not be abandoned
-        # because the run rows failed (the repeat's replay repairs the rows, and frees nothing twice).
+        stamped = pool.submit(_stamp_configs, won)
+        # All awaited before a failure is raised: the slot release must not be abandoned because the
+        # run rows failed (the repeat's replay repairs the rows and configs, and frees nothing twice).
         freed_error = freed.exception()
         moved_error = moved.exception() if moved is not None else None
+        stamped_error = stamped.exception()
     if freed_error is not None:
         raise freed_error
     for tenant in sorted({release.tenant_id for release in releases}):
         unblock_tenant(tenant)
     if moved_error is not None:
         raise moved_error
+    if stamped_error is not None:
+        raise stamped_error
     found = runs.list(filters={"run_id__in": [c.candidate.entry.run_id for c in won]})
+    for row in found:
+        if row.state == RunState.FAILED:
+            notify_run_failed(run=row)
     return {row.run_id: row for row in found}
+
+
+def _stamp_configs(won: list[ReportCommit]) -> None:
+    """Each config's `last_run_time` and `last_run_status` from the runs of the tick that ended (ONE
+    MERGE); a report's replay writes its own again (config_last_run_record)."""
+    latest: dict[str, ReportCommit] = {}
+    for commit in won:
+        config_id = commit.candidate.entry.config_id
+        if config_id is not None and commit.queue_values["state"] in FINISHED_STATES:
+            latest[config_id] = commit
+    if latest:
+        changes = [
+            RowChange(
+                config_id, {"last_run_time": commit.now, "last_run_status": commit.queue_values["state"]}
+            )
+            for config_id, commit in sorted(latest.items())
+        ]
+        central_repository(TenantPipelineConfig).update_many(changes)
+
+
+def config_last_run_record(*, config_id: str | None, state: str, now: datetime) -> None:
+    """One config's last run, for the replay of a report whose tick failed after its commit point."""
+    if config_id is not None and state in FINISHED_STATES:
+        central_repository(TenantPipelineConfig).update_where(
+            {"last_run_time": now, "last_run_status": state}, filters={"config_id": config_id}
+        )

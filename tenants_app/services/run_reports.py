@@ -17,31 +17,29 @@ Reports are not audited (see run_queue.py).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 
-from bigquery_backend.exceptions import NotFound as BackendNotFound
 from bigquery_backend.repository import UNCHANGED
 from tenants_app.models import (
     DataQualityStatus,
     RunState,
+    RunTrigger,
     TenantDqResult,
     TenantPipelineExecutionQueue,
     TenantPipelineRun,
     TenantScheduledPipelineRun,
     TenantStepLog,
 )
-from tenants_app.repositories import tenant_repository
 from tenants_app.secrets import find_secret_paths, redact_secrets
+from tenants_app.services.actors import actor_masked
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.audit import audit_redact
 from tenants_app.services.errors import DoesNotExist, LeaseLost, ValidationFailed
@@ -62,8 +60,13 @@ from tenants_app.services.run_common import (
     reported_candidate,
     scheduled_runs_repository,
 )
-from tenants_app.services.run_report_batches import NotCommitted, ReportCommit, report_commit
-from tenants_app.task_graph import Task, run_tasks
+from tenants_app.services.run_report_batches import (
+    NotCommitted,
+    ReportCommit,
+    TenantRows,
+    config_last_run_record,
+    report_commit,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -120,12 +123,11 @@ def run_complete(
         number = entry.attempt or 1
         logging_id = pipeline_logging_id(run_id, number)
         start = started_at or entry.processing_started_at or now
-        # Tenant data first, with ids derived from the run and attempt: a retried request rewrites
-        # the same rows, and a request that fails after this point leaves nothing half-counted.
-        # Three tables, written side by side: a report waits for the slowest, not for the sum.
-        with _tenant_dataset_guard(entry.tenant_id):
-            execution = functools.partial(
-                _write_execution,
+        # Tenant data first (in the tick, a few statements per tenant for all its reports), with ids
+        # derived from the run and attempt: a retried request rewrites the same rows, and a request that
+        # fails after that leaves nothing half-counted.
+        tenant_rows = TenantRows(
+            execution=_execution_record(
                 candidate,
                 logging_id=logging_id,
                 status=status,
@@ -133,24 +135,17 @@ def run_complete(
                 end=ended_at,
                 metadata=metadata,
                 error=_redacted(error),
-            )
-            run_tasks(
-                {
-                    "execution": Task(execution),
-                    "step_logs": Task(lambda: _write_step_logs(entry.tenant_id, logging_id, steps)),
-                    "dq_results": Task(
-                        lambda: _write_dq_results(entry.tenant_id, logging_id, checks, now=now)
-                    ),
-                },
-                max_workers=3,
-                thread_name_prefix="report",
-            )
+            ),
+            steps=_step_rows(entry.tenant_id, logging_id, steps),
+            checks=_dq_rows(entry.tenant_id, logging_id, checks, now=now),
+        )
         # The commit (run_report_batches.py): the entry's compare-and-set, then the slot and the run row.
         # If the run row fails after the compare-and-set, the worker's retry takes the replay path,
         # which repairs the run row but (the entry being out of RUNNING) can never release again.
         commit = ReportCommit(
             candidate=candidate,
             worker_id=worker_id,
+            tenant_rows=tenant_rows,
             queue_values={"state": status, "available_at": UNCHANGED},
             run_values=_completion_values(
                 candidate.entry, state=status, now=now, error=error, logging_id=logging_id
@@ -208,8 +203,12 @@ def run_fail(
         values: dict[str, Any] = {"state": state, "available_at": UNCHANGED}
         if retry:
             values["available_at"] = now + retry_backoff(candidate.retry_count)
-        with _tenant_dataset_guard(entry.tenant_id):
-            _write_execution(
+        run_values = {
+            **_UNCHANGED_RUN,
+            **_failed_run_values(candidate, state=state, now=now, message=message),
+        }
+        tenant_rows = TenantRows(
+            execution=_execution_record(
                 candidate,
                 logging_id=pipeline_logging_id(run_id, entry.attempt or 1),
                 status=RunState.FAILED,
@@ -218,13 +217,11 @@ def run_fail(
                 metadata=None,
                 error=message,
             )
-        run_values = {
-            **_UNCHANGED_RUN,
-            **_failed_run_values(candidate, state=state, now=now, message=message),
-        }
+        )
         commit = ReportCommit(
             candidate=candidate,
             worker_id=worker_id,
+            tenant_rows=tenant_rows,
             queue_values=values,
             run_values=run_values,
             succeeded=False,
@@ -333,17 +330,7 @@ def _same_credential(entry: TenantPipelineExecutionQueue, credential: str | None
 
 
 # --- internals: completion --------------------------------------------------------------------------
-@contextmanager
-def _tenant_dataset_guard(tenant_id: str) -> Iterator[None]:
-    """A tenant whose dataset is gone (purged at offboarding) still gets its run finished centrally."""
-    try:
-        yield
-    except BackendNotFound:
-        # Failing the report would make the worker retry forever for logs that have nowhere to go.
-        logger.error("tenant %s has no dataset: the run's execution record and logs were dropped", tenant_id)
-
-
-def _write_execution(
+def _execution_record(
     candidate: Candidate,
     *,
     logging_id: str,
@@ -352,15 +339,19 @@ def _write_execution(
     end: datetime,
     metadata: Any,
     error: str | None,
-) -> None:
+) -> TenantPipelineRun:
+    """The attempt's row in the tenant's `tenant_pipeline_runs` (GenAI-visible: nothing secret)."""
     entry = candidate.entry
-    record = TenantPipelineRun(
+    return TenantPipelineRun(
         pipeline_logging_id=logging_id,
         tenant_id=entry.tenant_id,
         pipeline_id=entry.pipeline_id,
         status=status,
-        trigger_type="schedule",
-        trigger_by=f"config:{entry.config_id}" if entry.config_id else None,
+        trigger_type=candidate.trigger_type or RunTrigger.SCHEDULE,
+        # Who started a manual run, as the tenant may see it (staff masked); a schedule's config.
+        trigger_by=actor_masked(candidate.trigger_by)
+        if candidate.trigger_by
+        else (f"config:{entry.config_id}" if entry.config_id else None),
         start_time=start,
         end_time=end,
         duration_ms=max(0, int((end - start).total_seconds() * 1000)),
@@ -371,33 +362,23 @@ def _write_execution(
         run_metadata=metadata,
         error_message=error,
     )
-    tenant_repository(TenantPipelineRun, entry.tenant_id).upsert(record)
 
 
-def _write_step_logs(tenant_id: str, logging_id: str, steps: list[TenantStepLog]) -> None:
-    if not steps:
-        return
+def _step_rows(tenant_id: str, logging_id: str, steps: list[TenantStepLog]) -> list[TenantStepLog]:
     for step in steps:
         step.tenant_id, step.pipeline_logging_id = tenant_id, logging_id
         step.step_logging_id = f"{logging_id}_s{step.step_index}"
-    # The attempt's rows become exactly these (one MERGE): a retried completion replaces, never duplicates.
-    tenant_repository(TenantStepLog, tenant_id).replace_group(
-        steps, group={"pipeline_logging_id": logging_id}
-    )
+    return steps
 
 
-def _write_dq_results(
+def _dq_rows(
     tenant_id: str, logging_id: str, checks: list[TenantDqResult], *, now: datetime
-) -> None:
-    if not checks:
-        return
+) -> list[TenantDqResult]:
     for index, check in enumerate(checks):
         check.tenant_id, check.pipeline_logging_id = tenant_id, logging_id
         check.dq_result_id = f"{logging_id}_dq{index}"
         check.ingestion_date = now.date()
-    tenant_repository(TenantDqResult, tenant_id).replace_group(
-        checks, group={"pipeline_logging_id": logging_id}
-    )
+    return checks
 
 
 def _finish_run_row(
@@ -412,6 +393,8 @@ def _finish_run_row(
     run_id = candidate.entry.run_id
     runs = scheduled_runs_repository()
     if replay:
+        # The first report's tick may have failed after its commit point: the config's last run too.
+        config_last_run_record(config_id=candidate.entry.config_id, state=state, now=now)
         existing = runs.find(run_id)
         if existing is not None and existing.state == state:
             return existing
@@ -476,6 +459,7 @@ def _fail_run_row_repaired(
 ) -> TenantScheduledPipelineRun:
     """A repeated failure report: the run row, brought up to date if its UPDATE failed the first time."""
     runs = scheduled_runs_repository()
+    config_last_run_record(config_id=candidate.entry.config_id, state=candidate.entry.state, now=now)
     run = runs.get(candidate.entry.run_id)
     if run.state == RunState.RUNNING:
         # The entry left RUNNING but the row did not follow; its retry_count is still the old one.
