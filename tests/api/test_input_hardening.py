@@ -22,7 +22,18 @@ from rest_framework import serializers
 from rest_framework.test import APIClient
 
 from bigquery_backend.client import get_gateway
-from tenants_app.api import credentials, keys, onboarding, pipelines, runs, subscriptions, tenants, worker
+from tenants_app.api import (
+    credentials,
+    keys,
+    onboarding,
+    pipelines,
+    runs,
+    subscriptions,
+    tenants,
+    webhooks,
+    worker,
+    worker_credentials,
+)
 from tenants_app.models import TenantPipelineConfig, TenantProfile
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import API_KEY_SCOPES, api_key_create
@@ -211,6 +222,14 @@ def claimed_run(world: World) -> dict[str, str]:
     return {"run_id": claimed.run_id}
 
 
+def claimed_by_key(world: World) -> dict[str, str]:
+    """A run claimed over the API with the tenant key the case then calls with (its lease's credential)."""
+    enqueue(world.tenant_id)
+    answer = world.tenant_key.post("/api/v1/worker/claim", {"worker_id": WORKER_ID}, format="json")
+    assert answer.status_code == 200, answer.content
+    return {"run_id": answer.json()["run_id"]}
+
+
 def staff_get(path: str) -> Readback:
     return lambda world, ids: world.staff.get(path.format(**ids)).json()
 
@@ -385,6 +404,23 @@ CASES = {
         readback=staff_get(f"{T}/runs/{{run_id}}"),
         as_tenant_key=True,
     ),
+    "worker-credentials": Case(
+        worker_credentials.WorkerRunCredentialsApi,
+        "post",
+        "/api/v1/worker/runs/{run_id}/credentials",
+        {"worker_id": WORKER_ID, "attempt": 1},
+        setup=claimed_by_key,
+        as_tenant_key=True,
+        echoes=False,
+    ),
+    "webhook-create": Case(
+        webhooks.WebhookEndpointListApi,
+        "post",
+        f"{T}/webhooks",
+        # A receiver on this machine (WEBHOOK_ALLOW_LOCALHOST, below): the machine may be offline.
+        {"url": "http://localhost:9/convergence", "description": "ops"},
+        echoes=False,
+    ),
 }
 
 
@@ -402,6 +438,11 @@ def other_tenant() -> str:
         )
     )
     return tenant_id
+
+
+@pytest.fixture(autouse=True)
+def _local_webhook_receivers(settings: Any) -> None:
+    settings.WEBHOOK_ALLOW_LOCALHOST = True
 
 
 @pytest.fixture(scope="module")
