@@ -3,9 +3,9 @@
 A report (run_reports.py) checks what the worker sent and builds its rows, then hands them here.
 The tick (bigquery_backend/batching.py) commits every report that arrived meanwhile:
 
-0. each tenant's rows (attempt records, step logs, DQ results) first, at most one MERGE per tenant
-   table for all of the tenant's reports, tenants side by side; a tenant whose writes failed has its
-   reports answered with the failure and nothing of them committed;
+0. before the tick, in each report's request: the tenant's rows (attempt record, step logs, DQ
+   results), one MERGE per tenant table for the tenant's reports that arrive together
+   (`tenant_rows_write`); a report whose rows could not be written commits nothing;
 1. ONE MERGE moves the queue entries out of RUNNING, each with its own compare-and-set (state,
    worker, credential and attempt as the report read them), tagged with the tick's `tick_id`;
 2. when fewer rows matched than were sent, one read of the tag tells which reports won (a repeat of
@@ -24,8 +24,8 @@ same run in one tick are committed once; the others take the replay path.
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
-from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -64,8 +64,9 @@ from tenants_app.task_graph import Task, run_tasks
 logger = logging.getLogger(__name__)
 
 _MAX_REPORTS_PER_TICK = 500
-# Tenants whose rows are written at once in a tick (each tenant's tables are separate BigQuery tables).
-_TENANT_WRITERS = 16
+# One group commit per tenant for its dataset's rows: created on first use, a few bytes each.
+_writers: dict[str, GroupCommit[TenantRows, None]] = {}
+_writers_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,6 @@ class ReportCommit:
 
     candidate: Candidate
     worker_id: str
-    tenant_rows: TenantRows
     queue_values: Mapping[str, Any]
     run_values: Mapping[str, Any]
     succeeded: bool | None
@@ -118,27 +118,18 @@ def _tick(commits: list[ReportCommit]) -> list[TenantScheduledPipelineRun | NotC
         # A MERGE matches each row to one source row: a second report of the run replays after this one.
         first.setdefault(commit.candidate.entry.run_id, index)
     batch = [commits[index] for index in first.values()]
-    failed = _write_tenant_rows(batch)
-    for index in first.values():
-        error = failed.get(commits[index].candidate.entry.tenant_id)
-        if error is not None:
-            results[index] = error
-    batch = [commit for commit in batch if commit.candidate.entry.tenant_id not in failed]
     try:
         with bigquery_errors_translated():
-            won = _move_entries(batch) if batch else []
+            won = _move_entries(batch)
             if not won:
                 return results
             lease_forget(*(commit.candidate.entry.run_id for commit in won))
             rows = _follow(won)
     except Exception as exc:
         for index in first.values():
-            if commits[index].candidate.entry.tenant_id not in failed:
-                results[index] = exc
+            results[index] = exc
         return results
     for index in first.values():
-        if commits[index].candidate.entry.tenant_id in failed:
-            continue
         run_id = commits[index].candidate.entry.run_id
         if any(commit.candidate.entry.run_id == run_id for commit in won):
             row = rows.get(run_id)
@@ -153,20 +144,30 @@ _reports: GroupCommit[ReportCommit, TenantScheduledPipelineRun | NotCommitted] =
 )
 
 
-def _write_tenant_rows(batch: list[ReportCommit]) -> dict[str, Exception]:
-    """Step 0: every tenant's rows of the tick, a tenant's tables side by side and tenants in parallel;
-    the tenants whose writes failed (their reports are answered with the failure, nothing committed)."""
-    by_tenant: dict[str, list[TenantRows]] = defaultdict(list)
-    for commit in batch:
-        by_tenant[commit.candidate.entry.tenant_id].append(commit.tenant_rows)
-    failed: dict[str, Exception] = {}
-    with ContextThreadPoolExecutor(min(_TENANT_WRITERS, len(by_tenant)) or 1) as pool:
-        futures = {tenant: pool.submit(_write_one_tenant, tenant, rows) for tenant, rows in by_tenant.items()}
-        for tenant, future in futures.items():
-            error = future.exception()
-            if isinstance(error, Exception):
-                failed[tenant] = error
-    return failed
+def tenant_rows_write(*, tenant_id: str, rows: TenantRows) -> None:
+    """Write one report's rows to its tenant's dataset, with the tenant's reports written meanwhile.
+
+    Before the commit, in the request: tenants' tables are separate BigQuery tables, written side by
+    side by their own reports, never waiting for the report tick. Reports of the same tenant that
+    arrive while its last write runs are written together, one statement per table.
+    """
+    with bigquery_errors_translated():
+        _tenant_writer(tenant_id).submit(rows)
+
+
+def _tenant_writer(tenant_id: str) -> GroupCommit[TenantRows, None]:
+    with _writers_lock:
+        writer = _writers.get(tenant_id)
+        if writer is None:
+            writer = _writers[tenant_id] = GroupCommit(
+                lambda batch: _write_rows(tenant_id, batch), max_batch=_MAX_REPORTS_PER_TICK
+            )
+        return writer
+
+
+def _write_rows(tenant_id: str, batch: list[TenantRows]) -> list[None]:
+    _write_one_tenant(tenant_id, batch)
+    return [None] * len(batch)
 
 
 def _write_one_tenant(tenant_id: str, rows: list[TenantRows]) -> None:

@@ -60,6 +60,7 @@ from tenants_app.services.run_report_batches import (
     TenantRows,
     config_last_run_record,
     report_commit,
+    tenant_rows_write,
 )
 from tenants_app.services.run_report_checks import (
     report_dq_results_checked,
@@ -123,9 +124,9 @@ def run_complete(
         number = entry.attempt or 1
         logging_id = pipeline_logging_id(run_id, number)
         start = started_at or entry.processing_started_at or now
-        # Tenant data first (in the tick, a few statements per tenant for all its reports), with ids
-        # derived from the run and attempt: a retried request rewrites the same rows, and a request that
-        # fails after that leaves nothing half-counted.
+        # Tenant data first (one statement per tenant table for the reports of a tenant that arrive
+        # together), with ids derived from the run and attempt: a retried request rewrites the same rows,
+        # and a request that fails after that leaves nothing half-counted.
         tenant_rows = TenantRows(
             execution=_execution_record(
                 candidate,
@@ -142,10 +143,10 @@ def run_complete(
         # The commit (run_report_batches.py): the entry's compare-and-set, then the slot and the run row.
         # If the run row fails after the compare-and-set, the worker's retry takes the replay path,
         # which repairs the run row but (the entry being out of RUNNING) can never release again.
+        tenant_rows_write(tenant_id=entry.tenant_id, rows=tenant_rows)
         commit = ReportCommit(
             candidate=candidate,
             worker_id=worker_id,
-            tenant_rows=tenant_rows,
             queue_values={"state": status, "available_at": UNCHANGED},
             run_values=_completion_values(
                 candidate.entry, state=status, now=now, error=error, logging_id=logging_id
@@ -218,10 +219,10 @@ def run_fail(
                 error=message,
             )
         )
+        tenant_rows_write(tenant_id=entry.tenant_id, rows=tenant_rows)
         commit = ReportCommit(
             candidate=candidate,
             worker_id=worker_id,
-            tenant_rows=tenant_rows,
             queue_values=values,
             run_values=run_values,
             succeeded=False,
