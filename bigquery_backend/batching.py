@@ -20,6 +20,8 @@ exception) per item, in order.
 
 from __future__ import annotations
 
+import logging
+import random
 import threading
 import time
 import uuid
@@ -29,6 +31,10 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from bigquery_backend.exceptions import Busy
+
+logger = logging.getLogger(__name__)
+
+_MAX_POLL_SECONDS = 0.25
 
 I = TypeVar("I")  # noqa: E741 - the conventional name of an item type
 R = TypeVar("R")
@@ -59,29 +65,43 @@ class SharedLane:
     name: str
     spacing: float
     hold_seconds: float = 120.0
-    poll_seconds: float = 0.01
+    poll_seconds: float = 0.02
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
 
     @contextmanager
-    def hold(self, *, wait: float) -> Iterator[None]:
+    def hold(self, *, wait: float, spaced: bool = True) -> Iterator[None]:
+        """The lane to ourselves; `spaced=False` for work between ticks that needs no spacing."""
         token = uuid.uuid4().hex
         deadline = self.clock() + wait
+        pause = self.poll_seconds
         while not self.cache.add(self._lock_key, token, timeout=self.hold_seconds):
             if self.clock() >= deadline:
                 raise LaneTimeout(f"lane {self.name} stayed taken for {wait:.0f} s", retry_after=5)
-            self.sleep(self.poll_seconds)
+            # Backing off with jitter: waiters of every process poll a shared cache.
+            self.sleep(pause * (0.5 + random.random()))  # noqa: S311 - jitter, not a secret
+            pause = min(pause * 2, _MAX_POLL_SECONDS)
         try:
-            # Spacing counts from the previous tick's start, whichever process ran it.
-            started = self.cache.get(self._start_key)
-            if started is not None:
-                self.sleep(max(0.0, min(float(started) + self.spacing - self.clock(), self.spacing)))
-            self.cache.set(self._start_key, self.clock(), timeout=max(self.spacing * 2, 60))
+            if spaced:
+                # Spacing counts from the previous tick's start, whichever process ran it.
+                started = self.cache.get(self._start_key)
+                if started is not None:
+                    self.sleep(max(0.0, min(float(started) + self.spacing - self.clock(), self.spacing)))
+                self.cache.set(self._start_key, self.clock(), timeout=max(self.spacing * 2, 60))
             yield
         finally:
-            # Only our own lock: after hold_seconds another process may hold it rightfully.
+            self._release(token)
+
+    def _release(self, token: str) -> None:
+        # Only our own lock (after hold_seconds another process may hold it rightfully). Never raises:
+        # the work done under the lane is committed, and its callers must hear so.
+        try:
             if self.cache.get(self._lock_key) == token:
                 self.cache.delete(self._lock_key)
+        except Exception:
+            logger.warning(
+                "lane %s: could not release; it frees itself after %.0f s", self.name, self.hold_seconds
+            )
 
     @property
     def _lock_key(self) -> str:
@@ -141,6 +161,7 @@ class GroupCommit(Generic[I, R]):
 
     def _tick(self) -> None:
         batch: list[_Waiter[I, R]] = []
+        answered = False
         try:
             lane = self._lane() if self._lane is not None else None
             with lane.hold(wait=self._lane_wait) if lane is not None else _nothing():
@@ -148,19 +169,22 @@ class GroupCommit(Generic[I, R]):
                 with self._lock:
                     batch, self._queued = self._queued[: self._max_batch], self._queued[self._max_batch :]
                 outcomes = list(self._flush([waiter.item for waiter in batch]))
-            if len(outcomes) != len(batch):
-                raise RuntimeError(f"flush returned {len(outcomes)} results for {len(batch)} items")
-            for waiter, outcome in zip(batch, outcomes, strict=True):
-                if isinstance(outcome, BaseException):
-                    waiter.error = outcome
-                else:
-                    waiter.result = outcome
+                if len(outcomes) != len(batch):
+                    raise RuntimeError(f"flush returned {len(outcomes)} results for {len(batch)} items")
+                # Recorded before the lane is let go: what the flush committed is what callers hear.
+                for waiter, outcome in zip(batch, outcomes, strict=True):
+                    if isinstance(outcome, BaseException):
+                        waiter.error = outcome
+                    else:
+                        waiter.result = outcome
+                answered = True
         except BaseException as exc:  # every waiter of the tick gets the failure, raised in its thread
             with self._lock:
                 if not batch:  # the lane was never ours: fail what was queued, as it would have been
                     batch, self._queued = self._queued[: self._max_batch], self._queued[self._max_batch :]
-            for waiter in batch:
-                waiter.error = exc
+            if not answered:
+                for waiter in batch:
+                    waiter.error = exc
         finally:
             self._hand_over(batch)
 

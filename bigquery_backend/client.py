@@ -170,7 +170,8 @@ class BigQueryGateway:
             if job.error_result is None:
                 # Its polls failed, not the job: it may have run, so it is never started again.
                 raise BackendUnavailable(
-                    f"BigQuery did not report the outcome of job {job_id}: {_short_message(exc)}"
+                    f"BigQuery did not report the outcome of job {job_id}: {_short_message(exc)}",
+                    job_id=job_id,
                 ) from exc
             job_ids.advance()
             raise
@@ -196,6 +197,15 @@ class BigQueryGateway:
                 job_id, location=self.location, retry=self._job_lookup_retry, timeout=self.timeout
             )
             return cast(bigquery.QueryJob, job)  # the id is of a query job: ours
+
+    def job_finished(self, job_id: str) -> bool | None:
+        """Whether a job of ours has finished (True), may still run (False), or never existed (None)."""
+        self._record()
+        try:
+            job = self._call(lambda: self.client.get_job(job_id, location=self.location, **self._bounds()))
+        except NotFound:
+            return None
+        return job.state == "DONE"
 
     def _raise_if_failed(self, job_id: str) -> None:
         self._record()

@@ -28,7 +28,15 @@ class InvalidIdentifier(InvalidInput):
 
 
 class BackendUnavailable(BigQueryError):
-    """BigQuery could not be reached, timed out, or refused our credentials."""
+    """BigQuery could not be reached, timed out, or refused our credentials.
+
+    `job_id`: the statement's job when BigQuery may have accepted it without telling its outcome (it
+    may still run): `BigQueryGateway.job_finished` tells when it has.
+    """
+
+    def __init__(self, message: str = "", *, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
 
 
 class Busy(BackendUnavailable):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import decimal
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import models
 from google.cloud import bigquery
 
+from bigquery_backend.batch_source import ArrayBatch
 from bigquery_backend.client import BigQueryGateway, QueryParameter, get_gateway
 from bigquery_backend.exceptions import InvalidInput, NotFound
 from bigquery_backend.identifiers import quote_column, quote_table
@@ -36,6 +36,8 @@ TEXT_LOOKUPS = {
     "istartswith": "STARTS_WITH(LOWER({column}), LOWER({value}))",
 }
 MAX_LIMIT = 10_000
+# Up to this many rows, `replace_group` sends each value as its own parameter instead of arrays.
+_SCALAR_ROWS = 10
 
 
 @dataclass(frozen=True)
@@ -128,81 +130,6 @@ class _Params:
         name = f"p{len(self.parameters)}"
         self.parameters.append(bigquery.ScalarQueryParameter(name, "INT64", value))
         return f"@{name}"
-
-
-# Array parameters may not hold NULL on BigQuery: a NULL goes as this placeholder plus a BOOL mask.
-_NULL_PLACEHOLDERS: dict[str, Any] = {
-    "STRING": "",
-    "INT64": 0,
-    "FLOAT64": 0.0,
-    "NUMERIC": decimal.Decimal(0),
-    "BOOL": False,
-    "TIMESTAMP": datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC),
-    "DATE": datetime.date(1970, 1, 1),
-}
-
-
-class _ArrayBatch:
-    """Many rows as one array parameter per column, zipped back together by offset.
-
-    A few parameters for any number of rows, where `VALUES` tuples would need one per value (and the
-    emulator's cost grows with the number of parameter values either way).
-    """
-
-    def __init__(self, repository: Repository[Any], params: _Params) -> None:
-        self.repository = repository
-        self.params = params
-        self.selects: list[str] = []
-        self.unnests: list[str] = []
-
-    def add(self, column_name: str, values: Sequence[Any]) -> str:
-        """Add one column's values (one per row, in row order); returns its alias in the source."""
-        column = self.repository.definition.column(column_name)
-        index = len(self.selects)
-        # BYTES go as base64 and JSON as its text (parsed server-side, as single-row writes do).
-        sent_type = "STRING" if column.field_type in ("BYTES", "JSON") else column.field_type
-        items = []
-        for value in values:
-            if value is None:
-                items.append(_NULL_PLACEHOLDERS[sent_type])
-            elif column.field_type == "BYTES":
-                items.append(base64.b64encode(bytes(value)).decode("ascii"))
-            elif column.field_type == "JSON":
-                items.append(json.dumps(value))
-            elif column.field_type == "TIMESTAMP" and value.tzinfo is None:
-                raise InvalidInput(
-                    f"{column.name}: timestamps must be timezone-aware",
-                    errors={column.name: ["Timestamp has no time zone."]},
-                )
-            else:
-                items.append(value)
-        expression = self._unnest(f"v{index}", sent_type, items)
-        if column.field_type == "BYTES":
-            expression = f"FROM_BASE64({expression})"
-        elif column.field_type == "JSON":
-            expression = f"PARSE_JSON({expression})"
-        nulls = [value is None for value in values]
-        if any(nulls):
-            expression = f"IF({self._unnest(f'm{index}', 'BOOL', nulls)}, NULL, {expression})"
-        alias = f"c{index}"
-        self.selects.append(f"{expression} AS {alias}")
-        return alias
-
-    def add_flags(self, values: Sequence[bool]) -> str:
-        """Add a BOOL column (one per row); returns its alias in the source."""
-        alias = f"c{len(self.selects)}"
-        self.selects.append(f"{self._unnest(f'f{len(self.selects)}', 'BOOL', list(values))} AS {alias}")
-        return alias
-
-    def _unnest(self, alias: str, field_type: str, items: list[Any]) -> str:
-        name = f"p{len(self.params.parameters)}"
-        self.params.parameters.append(bigquery.ArrayQueryParameter(name, field_type, items))
-        join = "" if not self.unnests else f" ON o_{alias} = o_v0"
-        self.unnests.append(f"UNNEST(@{name}) AS {alias} WITH OFFSET AS o_{alias}{join}")
-        return alias
-
-    def source(self) -> str:
-        return f"SELECT {', '.join(self.selects)} FROM {' JOIN '.join(self.unnests)}"
 
 
 class Repository(Generic[M]):
@@ -353,12 +280,21 @@ class Repository(Generic[M]):
         columns = [c for c in self.definition.columns if c.mode != REPEATED]
         key = quote_column(self.definition.key)
         conditions = " AND ".join(
-            f"target.{self._condition(name, value, params)}" for name, value in sorted(group.items())
+            self._group_condition(lookup, value, params) for lookup, value in sorted(group.items())
         )
-        if objs:
-            for obj in objs:
-                self._validate(obj)
-            batch = _ArrayBatch(self, params)
+        for obj in objs:
+            self._validate(obj)
+        if 0 < len(objs) <= _SCALAR_ROWS:
+            # A few rows as plain parameters: a join of one UNNEST per column costs the emulator about
+            # four times as much per statement (bench/README.md), and BigQuery nothing more either way.
+            aliases = {c.name: f"c{index}" for index, c in enumerate(columns)}
+            source = " UNION ALL ".join(
+                "SELECT "
+                + ", ".join(f"{params.add(c, self._value(obj, c))} AS {aliases[c.name]}" for c in columns)
+                for obj in objs
+            )
+        elif objs:
+            batch = ArrayBatch(self, params)
             aliases = {c.name: batch.add(c.name, [self._value(obj, c) for obj in objs]) for c in columns}
             source = batch.source()
         else:
@@ -379,6 +315,22 @@ class Repository(Generic[M]):
             f"WHEN NOT MATCHED BY SOURCE AND {conditions} THEN DELETE"
         )
         return self.gateway.query(sql, params.parameters).affected_rows or 0
+
+    def _group_condition(self, lookup: str, value: Any, params: _Params) -> str:
+        """`target.column = value` or `IN UNNEST(values)`: the lookups a group of rows is named by."""
+        name, _, operator = lookup.partition("__")
+        column = self._column(name)
+        target = f"target.{quote_column(column.name)}"
+        if operator == "in":
+            items = [self._coerce(column, name, item) for item in value]
+            if not items:
+                return "FALSE"
+            array_name = f"p{len(params.parameters)}"
+            params.parameters.append(bigquery.ArrayQueryParameter(array_name, column.field_type, items))
+            return f"{target} IN UNNEST(@{array_name})"
+        if operator or value is None:
+            raise InvalidInput(f"{lookup}: a group is named by = or __in", errors={name: ["Bad lookup."]})
+        return f"{target} = {params.add(column, self._coerce(column, name, value))}"
 
     def update_many(self, changes: Sequence[RowChange], *, shared: Mapping[str, Any] | None = None) -> int:
         """Per-row compare-and-set in one MERGE: each row gets its own `values` (and `shared`) only
@@ -404,7 +356,7 @@ class Repository(Generic[M]):
             if tuple(change.values) != value_names or tuple(change.expected) != expected_names:
                 raise InvalidInput("every change must name the same columns", errors={"changes": ["Mixed."]})
         params = _Params()
-        batch = _ArrayBatch(self, params)
+        batch = ArrayBatch(self, params)
         key_column = self._column(self.definition.key)
         key_alias = batch.add(key_column.name, [self._coerce(key_column, key_column.name, k) for k in keys])
         for name in (*value_names, *expected_names):

@@ -136,9 +136,10 @@ def _cancel_finished(
 
 
 def _version_filters(entry: TenantPipelineExecutionQueue) -> dict[str, Any]:
-    """Match the entry only as it was read: state, owner and attempt unchanged."""
+    """Match the entry only as it was read: state, owner, attempt and recorded slot unchanged (a claim
+    records its slot a moment after taking the run: a cancel read in between must not free nothing)."""
     filters: dict[str, Any] = {"run_id": entry.run_id, "state": entry.state}
-    for name in ("lease_owner", "attempt"):
+    for name in ("lease_owner", "attempt", "usage_date"):
         value = getattr(entry, name)
         if value is None:
             filters[f"{name}__isnull"] = True

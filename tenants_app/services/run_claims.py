@@ -38,14 +38,14 @@ from django.core.cache import cache
 from django.utils import timezone
 from google.cloud import bigquery
 
-from bigquery_backend.batching import GroupCommit, SharedLane
+from bigquery_backend.batching import GroupCommit, LaneTimeout, SharedLane
 from bigquery_backend.exceptions import BigQueryError
 from bigquery_backend.repository import RowChange
 from tenants_app.models import RunState, TenantPipelineExecutionQueue
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.errors import ServiceError, ValidationFailed
 from tenants_app.services.quota_batches import Room, quota_admit_many, quota_rooms
-from tenants_app.services.quotas import quota_day, quota_release, quota_release_if_leaked
+from tenants_app.services.quotas import quota_day, quota_release
 from tenants_app.services.run_common import (
     Candidate,
     KnownLease,
@@ -57,7 +57,7 @@ from tenants_app.services.run_common import (
     queue_repository,
     scheduled_runs_repository,
     select_candidates,
-    unblock_tenant,
+    slot_repair,
 )
 from tenants_app.services.run_queue import _reap, _replace_entry
 
@@ -188,7 +188,13 @@ class _ClaimTick:
         if not taken:
             self._refuse_restricted(rooms)
             return self.results
-        won = self._take(taken)
+        try:
+            won = self._take(taken)
+        except Exception:
+            # The claim's outcome unknown (its answer lost, or the read-back failed): whatever it took
+            # carries this tick's id and goes back; no admission was made.
+            self._give_back(taken, admitted_on=None)
+            raise
         try:
             admitted = self._admit(won, rooms)
             recorded = self._record(won, admitted)
@@ -197,8 +203,14 @@ class _ClaimTick:
             self._give_back(won, admitted_on=self.day)
             raise
         self._follow_run_rows(recorded)
-        self._answer(recorded)
-        self._refuse_restricted(rooms)
+        # Past the commit: the cache's part (leases for heartbeats, tenants to skip) is best effort.
+        try:
+            self._answer(recorded)
+        finally:
+            try:
+                self._refuse_restricted(rooms)
+            except Exception:
+                logger.warning("claim tick: could not record the tenants over quota", exc_info=True)
         return self.results
 
     # 1. candidates
@@ -427,7 +439,11 @@ class _ClaimTick:
                 run.lease_expires_at,
                 replace(item.candidate, entry=held),
             )
-            lease_remember(run_id=run.run_id, lease=lease)
+            try:
+                lease_remember(run_id=run.run_id, lease=lease)
+            except Exception:
+                # Heartbeats and reports then read BigQuery; the claim itself is committed.
+                logger.warning("claim tick: lease of run %s not cached", run.run_id, exc_info=True)
             result = self.results[item.claim]
             assert isinstance(result, list)
             result.append(run)
@@ -442,7 +458,7 @@ class _ClaimTick:
             if room.refusal is not None:
                 block_tenant(tenant, room.refusal, self.now)
 
-    def _give_back(self, won: list[_Taken], *, admitted_on: date) -> None:
+    def _give_back(self, won: list[_Taken], *, admitted_on: date | None) -> None:
         """Undo the tick's claims: entries back as read, and a slot the usage rows may hold freed once.
 
         If BigQuery fails here too, each entry keeps its lease until it runs out; then the reaper
@@ -459,16 +475,15 @@ class _ClaimTick:
             ]
             if changes:
                 queue_repository().update_many(changes)
+            if admitted_on is None:
+                return
             per_tenant: dict[str, int] = defaultdict(int)
             for item in won:
                 per_tenant[item.candidate.entry.tenant_id] += 1
             for tenant, count in sorted(per_tenant.items()):
-                # Each release frees one slot only while the row counts more than the queue holds.
-                for _ in range(count):
-                    if not quota_release_if_leaked(tenant_id=tenant, usage_date=admitted_on, succeeded=None):
-                        break
-                    unblock_tenant(tenant)
-        except (BigQueryError, ServiceError):
+                # Each frees one slot only while the row counts more than the queue holds.
+                slot_repair(tenant_id=tenant, usage_date=admitted_on, succeeded=None, times=count)
+        except (BigQueryError, ServiceError, LaneTimeout):
             logger.warning("claim tick: could not give back %d runs; their lease expiry will", len(won))
 
 

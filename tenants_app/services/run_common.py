@@ -8,20 +8,23 @@ retry policy (bigquery_backend/client.py): every statement here is conditional, 
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
 from google.cloud import bigquery
 
+from bigquery_backend.batching import SharedLane
+from bigquery_backend.client import get_gateway
 from bigquery_backend.identifiers import quote_column
 from bigquery_backend.repository import Repository
 from tenants_app.models import RunState, TenantPipelineExecutionQueue, TenantScheduledPipelineRun
 from tenants_app.repositories import central_repository
-from tenants_app.services.errors import DoesNotExist, ServiceError, ValidationFailed
+from tenants_app.services.errors import DoesNotExist, ServiceError, ServiceUnavailable, ValidationFailed
 from tenants_app.services.quotas import quota_release, quota_release_if_leaked
 
 FINISHED_STATES = (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED)
@@ -37,8 +40,15 @@ MAX_JSON_DEPTH = 10  # as pipeline parameters; the secret check (run_reports) wa
 MIN_LEASE_SECONDS = 10
 _WORKER_ID = re.compile(r"^[A-Za-z0-9._:@/-]{1,200}$")
 RUN_ID_MAX = 128
+logger = logging.getLogger(__name__)
+
 _BLOCKED_CACHE_KEY = "cvg:runs:quota_blocked:v1"
 _LEASE_CACHE_KEY = "cvg:runs:lease:v1:{run_id}"
+# How long a call waits for a tick's lane before it is answered 503 (shorter than workers' timeouts).
+LANE_WAIT_SECONDS = 25.0
+_RELEASE_PENDING_KEY = "cvg:runs:release-pending:v1:{run_id}"
+# Long enough for a statement BigQuery accepted but did not answer in time to have run.
+_RELEASE_PENDING_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -191,8 +201,42 @@ def release_if_leaked(entry: TenantPipelineExecutionQueue, *, succeeded: bool | 
     compare-and-set), if the counts show a slot still taken (quotas.quota_release_if_leaked)."""
     if entry.usage_date is None:
         return
-    if quota_release_if_leaked(tenant_id=entry.tenant_id, usage_date=entry.usage_date, succeeded=succeeded):
-        unblock_tenant(entry.tenant_id)
+    pending = cache.get(_RELEASE_PENDING_KEY.format(run_id=entry.run_id))
+    if pending and get_gateway().job_finished(pending) is False:
+        # The first report's release was accepted but has not run yet (BigQuery did not answer in
+        # time): repairing now would free the slot twice once it lands.
+        raise ServiceUnavailable("The run's first report is still being written; send it again shortly.")
+    slot_repair(tenant_id=entry.tenant_id, usage_date=entry.usage_date, succeeded=succeeded)
+
+
+def reports_lane() -> SharedLane:
+    """The lane of report ticks (run_report_batches.py), shared by every process."""
+    return SharedLane(cache, "runs:reports", spacing=float(settings.PIPELINE_REPORT_TICK_SECONDS))
+
+
+def slot_repair(*, tenant_id: str, usage_date: date, succeeded: bool | None, times: int = 1) -> int:
+    """Free up to `times` slots the usage row counts beyond the queue's RUNNING entries; how many.
+
+    Inside the report ticks' lane: a tick moves its entries out of RUNNING a moment before it frees
+    their slots, and a repair in between would see those slots as leaked and free them twice.
+    """
+    freed = 0
+    with reports_lane().hold(wait=LANE_WAIT_SECONDS, spaced=False):
+        for _ in range(times):
+            if not quota_release_if_leaked(tenant_id=tenant_id, usage_date=usage_date, succeeded=succeeded):
+                break
+            freed += 1
+    if freed:
+        unblock_tenant(tenant_id)
+    return freed
+
+
+def release_outcome_unknown(job_id: str, *run_ids: str) -> None:
+    """The release job `job_id` of these runs may still run: `release_if_leaked` waits for it first."""
+    cache.set_many(
+        {_RELEASE_PENDING_KEY.format(run_id=run_id): job_id for run_id in run_ids},
+        timeout=_RELEASE_PENDING_SECONDS,
+    )
 
 
 # --- tenants over quota -----------------------------------------------------------------------------

@@ -51,7 +51,7 @@ from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.audit import audit_record
 from tenants_app.services.errors import LeaseLost, ValidationFailed
 from tenants_app.services.notifications import notify_run_failed
-from tenants_app.services.quotas import quota_day, quota_release, quota_release_if_leaked
+from tenants_app.services.quotas import quota_day, quota_release
 from tenants_app.services.run_common import (
     Candidate,
     KnownLease,
@@ -64,6 +64,7 @@ from tenants_app.services.run_common import (
     queue_repository,
     scheduled_runs_repository,
     select_candidates,
+    slot_repair,
     unblock_tenant,
 )
 
@@ -146,6 +147,9 @@ def run_heartbeat(
             _raise_not_held(run_id=run_id, tenant_id=tenant_id, worker_id=worker_id)
         entry = queue_repository().get(run_id)
     number = entry.attempt or 0
+    if entry.state != RunState.RUNNING or entry.lease_owner != worker_id:
+        # Cancelled or taken over since our UPDATE: this answer stands, the next one goes to BigQuery.
+        return RunLease(run_id=run_id, worker_id=worker_id, attempt=number, lease_expires_at=expires)
     lease_remember(
         run_id=run_id,
         lease=KnownLease(
@@ -327,7 +331,7 @@ def _reap(candidates: Sequence[Candidate], *, now: datetime, cutoff: datetime, a
             quota_release(tenant_id=entry.tenant_id, usage_date=original.usage_date, succeeded=None)
             unblock_tenant(entry.tenant_id)
             report.released += 1
-        elif original.processing_started_at is not None and quota_release_if_leaked(
+        elif original.processing_started_at is not None and slot_repair(
             tenant_id=entry.tenant_id, usage_date=quota_day(original.processing_started_at), succeeded=None
         ):
             # A claim that failed between its admission and recording it (and could not give the run

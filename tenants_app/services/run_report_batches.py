@@ -31,10 +31,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.conf import settings
-from django.core.cache import cache
-
-from bigquery_backend.batching import GroupCommit, SharedLane
+from bigquery_backend.batching import GroupCommit
+from bigquery_backend.exceptions import BackendUnavailable
 from bigquery_backend.exceptions import NotFound as BackendNotFound
 from bigquery_backend.repository import RowChange
 from tenants_app.log_context import ContextThreadPoolExecutor
@@ -53,9 +51,12 @@ from tenants_app.services.notifications import notify_run_failed
 from tenants_app.services.quota_batches import Release, quota_release_many
 from tenants_app.services.run_common import (
     FINISHED_STATES,
+    LANE_WAIT_SECONDS,
     Candidate,
     lease_forget,
     queue_repository,
+    release_outcome_unknown,
+    reports_lane,
     scheduled_runs_repository,
     unblock_tenant,
 )
@@ -107,10 +108,6 @@ def report_commit(commit: ReportCommit) -> TenantScheduledPipelineRun | NotCommi
         return _reports.submit(commit)
 
 
-def _lane() -> SharedLane:
-    return SharedLane(cache, "runs:reports", spacing=float(settings.PIPELINE_REPORT_TICK_SECONDS))
-
-
 def _tick(commits: list[ReportCommit]) -> list[TenantScheduledPipelineRun | NotCommitted | BaseException]:
     results: list[TenantScheduledPipelineRun | NotCommitted | BaseException] = [NOT_COMMITTED] * len(commits)
     first: dict[str, int] = {}
@@ -140,7 +137,7 @@ def _tick(commits: list[ReportCommit]) -> list[TenantScheduledPipelineRun | NotC
 
 
 _reports: GroupCommit[ReportCommit, TenantScheduledPipelineRun | NotCommitted] = GroupCommit(
-    _tick, lane=_lane, max_batch=_MAX_REPORTS_PER_TICK
+    _tick, lane=reports_lane, max_batch=_MAX_REPORTS_PER_TICK, lane_wait=LANE_WAIT_SECONDS
 )
 
 
@@ -173,6 +170,8 @@ def _write_rows(tenant_id: str, batch: list[TenantRows]) -> list[None]:
 def _write_one_tenant(tenant_id: str, rows: list[TenantRows]) -> None:
     """At most 3 statements for all the tenant's reports: each attempt's rows replace any earlier copy
     (a retried report rewrites, never duplicates), on the ids derived from run and attempt."""
+    # Two copies of one report (a retry while the first waits) must not give the MERGE the same key twice.
+    rows = list({row.execution.pipeline_logging_id: row for row in rows}.values())
     executions = [row.execution for row in rows]
     with_steps = [row for row in rows if row.steps]
     with_checks = [row for row in rows if row.checks]
@@ -259,6 +258,8 @@ def _follow(won: list[ReportCommit]) -> dict[str, TenantScheduledPipelineRun]:
         moved_error = moved.exception() if moved is not None else None
         stamped_error = stamped.exception()
     if freed_error is not None:
+        if isinstance(freed_error, BackendUnavailable) and freed_error.job_id:
+            release_outcome_unknown(freed_error.job_id, *(c.candidate.entry.run_id for c in won))
         raise freed_error
     for tenant in sorted({release.tenant_id for release in releases}):
         unblock_tenant(tenant)

@@ -159,6 +159,7 @@ def run_complete(
             if _already_finished(
                 fresh.entry, worker_id=worker_id, credential=credential, attempt=attempt, states=(status,)
             ):
+                release_if_leaked(fresh.entry, succeeded=status == RunState.SUCCEEDED)
                 return _finish_run_row(fresh, state=status, now=now, error=error, replay=True)
             raise LeaseLost(f"run {run_id} is no longer held by worker {worker_id}")
     return outcome
@@ -237,6 +238,7 @@ def run_fail(
                 attempt=attempt,
                 states=(RunState.QUEUED, RunState.FAILED),
             ):
+                release_if_leaked(fresh.entry, succeeded=False)
                 return _fail_run_row_repaired(fresh, now=now, message=message)
             raise LeaseLost(f"run {run_id} is no longer held by worker {worker_id}")
         return outcome

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.utils import timezone
@@ -39,7 +39,7 @@ class CreatedEndpoint:
     """A new endpoint and its secret: the only time the secret is ever returned."""
 
     endpoint: TenantWebhookEndpoint
-    secret: str
+    secret: str = field(repr=False)  # never in a log line or traceback
 
 
 def _repository() -> Any:

@@ -15,7 +15,9 @@ from django.test import override_settings
 from tenants_app.models import RunState
 from tenants_app.services import run_claims
 from tenants_app.services.errors import QuotaExceeded
+from tenants_app.services.quotas import quota_release
 from tenants_app.services.run_claims import ClaimedRun, run_claim, runs_claim
+from tenants_app.services.run_common import queue_repository, reports_lane, slot_repair
 from tenants_app.services.run_queue import run_heartbeat
 from tenants_app.services.run_reports import run_complete
 from tests.support.bigquery_realism import BigQueryRealismProxy
@@ -194,3 +196,29 @@ def test_it_writes_a_heartbeat_only_when_less_than_half_the_lease_is_left(
     assert extended.lease_expires_at == later + timedelta(seconds=60)
     assert mutating(proxy, "tenant_pipeline_execution_queue") == 1
     assert entry(run_id).lease_expires_at == later + timedelta(seconds=60)
+
+
+def test_it_never_repairs_a_slot_that_a_report_tick_is_about_to_free() -> None:
+    tenant_id = tenant_with_subscription(concurrent_limit=5)
+    first, second = enqueue(tenant_id), enqueue(tenant_id)
+    claimed = runs_claim(worker_id="w1", tenant_id=tenant_id, max_runs=2, now=NOW)
+    assert {run.run_id for run in claimed} == {first, second}
+    repaired: list[int] = []
+
+    with reports_lane().hold(wait=5):
+        # A report tick between its two statements: the entry left RUNNING, its slot not yet freed,
+        # so the usage row counts one slot more than the queue holds.
+        queue_repository().update_where({"state": RunState.SUCCEEDED}, filters={"run_id": first})
+        repair = threading.Thread(
+            target=lambda: repaired.append(slot_repair(tenant_id=tenant_id, usage_date=DAY, succeeded=None))
+        )
+        repair.start()
+        repair.join(timeout=1.0)
+        assert repair.is_alive()  # waits for the tick instead of freeing the slot the tick frees
+        quota_release(tenant_id=tenant_id, usage_date=DAY, succeeded=True)
+    repair.join(timeout=30)
+
+    assert repaired == [0]
+    counters = usage(tenant_id, DAY)
+    assert counters is not None
+    assert counters.concurrent_pipelines_running == 1  # the second run's slot, not freed twice
