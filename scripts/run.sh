@@ -63,8 +63,23 @@ stop_periodic() {
 }
 trap 'stop_periodic; stop_emulator' EXIT
 
+# One reference worker (manage.py run_worker) runs the queued pipelines through the worker API, as an
+# external worker would, with a worker token made once and kept owner-only in the data directory.
+worker_token="$DATA_DIR/worker-token"
+if [ ! -s "$worker_token" ]; then
+    (umask 077 && "$python" manage.py create_worker_token --username local-worker --name "make run" \
+        --create -v 0 > "$worker_token")
+fi
+"$python" manage.py run_worker --url "http://${BIND}" --token-file "$worker_token" --worker-id local-worker &
+worker_pid=$!
+stop_worker() {
+    kill -TERM "$worker_pid" 2>/dev/null || true
+    wait "$worker_pid" 2>/dev/null || true
+}
+trap 'stop_worker; stop_periodic; stop_emulator' EXIT
+
 echo
-echo "Portal: http://${BIND}/admin/  (Ctrl-C stops the portal, periodic work and the BigQuery emulator)"
+echo "Portal: http://${BIND}/admin/  (Ctrl-C stops the portal, periodic work, the worker and the BigQuery emulator)"
 echo
 
 # gunicorn runs in the background so that this shell can react to a signal at once and pass it on:
