@@ -223,7 +223,8 @@ class DeliveryReport:
 def notifications_deliver(*, now: datetime, send: Sender = http_send) -> DeliveryReport:
     """Take the outbox, email its events, and attempt new and due deliveries (one tick, one host)."""
     report = DeliveryReport()
-    if not cache.add(_LOCK, "held", timeout=_LOCK_SECONDS):
+    token = uuid.uuid4().hex
+    if not cache.add(_LOCK, token, timeout=_LOCK_SECONDS):
         return report  # another host is delivering right now
     try:
         numbers, events = _outbox_take(now)
@@ -244,7 +245,9 @@ def notifications_deliver(*, now: datetime, send: Sender = http_send) -> Deliver
         for row in attempted:
             report.attempts[row.status] = report.attempts.get(row.status, 0) + 1
     finally:
-        cache.delete(_LOCK)
+        # Only our own lock: past _LOCK_SECONDS another host may hold it rightfully.
+        if cache.get(_LOCK) == token:
+            cache.delete(_LOCK)
     return report
 
 

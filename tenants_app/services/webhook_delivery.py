@@ -382,17 +382,23 @@ _SAVED = (
 def deliveries_save(
     *, new: Sequence[TenantWebhookDelivery], attempted: Sequence[tuple[int, TenantWebhookDelivery]]
 ) -> None:
-    """New rows in INSERTs of up to 300, attempted ones in ONE MERGE (if still at the attempt count read)."""
+    """New rows in MERGEs of up to 300 (written again, never twice), attempted ones in ONE MERGE (if
+    still at the attempt count read)."""
     repository = central_repository(TenantWebhookDelivery)
-    for start in range(0, len(new), _INSERT_CHUNK):
-        repository.insert(*new[start : start + _INSERT_CHUNK])
+    # Keyed by delivery id, last copy wins: a tick that failed after writing its rows (or two hosts)
+    # may build the same deliveries again, and a row written twice would wedge every later MERGE.
+    fresh = list({row.delivery_id: row for row in new}.values())
+    for start in range(0, len(fresh), _INSERT_CHUNK):
+        chunk = fresh[start : start + _INSERT_CHUNK]
+        repository.replace_group(chunk, group={"delivery_id__in": [row.delivery_id for row in chunk]})
+    latest = {row.delivery_id: (attempts_read, row) for attempts_read, row in attempted}
     changes = [
         RowChange(
             key=row.delivery_id,
             values={name: getattr(row, name) for name in _SAVED},
             expected={"attempts": attempts_read},
         )
-        for attempts_read, row in attempted
+        for attempts_read, row in latest.values()
     ]
     if changes:
         repository.update_many(changes)
