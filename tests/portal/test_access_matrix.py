@@ -36,7 +36,7 @@ from django.test import Client, override_settings
 from django.urls import URLPattern, URLResolver
 from django.urls.resolvers import RegexPattern
 
-from tenants_app.models import AdminApiToken, AuditLogEntry
+from tenants_app.models import AdminApiToken, AuditLogEntry, TenantWebhookDelivery, WebhookDeliveryStatus
 from tenants_app.repositories import central_repository
 from tenants_app.services.admin_tokens import admin_token_create
 from tenants_app.services.api_keys import api_key_create
@@ -45,7 +45,12 @@ from tenants_app.services.onboarding import subscription_id_for, usage_id_for
 from tenants_app.services.tenants import tenant_reactivate
 from tests.conftest import unique_name
 from tests.support.access_matrix import Row, matches, parse_matrix, route_shape
-from tests.support.matrix_tenants import insert_configs, insert_credentials, insert_tenants
+from tests.support.matrix_tenants import (
+    insert_configs,
+    insert_credentials,
+    insert_tenants,
+    insert_webhook_endpoints,
+)
 from tests.tenants_app.services.quota_factories import put_usage
 from tests.tenants_app.services.run_factories import enqueue_many
 
@@ -201,6 +206,16 @@ POST   /admin/tenants_app/tenantdqresult/                                 login 
 GET    /admin/tenants_app/tenantdqresult/{obj_logging}/change/            login  login    ok        ok
 POST   /admin/tenants_app/tenantdqresult/{obj_logging}/change/            login  login    405       405
 GET    /admin/tenants_app/tenantdqresult/{obj_logging}/                   login  login    302       302
+GET    /admin/tenants_app/tenantwebhookendpoint/                          login  login    ok        ok
+POST   /admin/tenants_app/tenantwebhookendpoint/                          login  login    405       405
+GET    /admin/tenants_app/tenantwebhookendpoint/{obj_hook}/change/        login  login    ok        ok
+POST   /admin/tenants_app/tenantwebhookendpoint/{obj_hook}/change/        login  login    405       405
+GET    /admin/tenants_app/tenantwebhookendpoint/{obj_hook}/               login  login    302       302
+GET    /admin/tenants_app/tenantwebhookdelivery/                          login  login    ok        ok
+POST   /admin/tenants_app/tenantwebhookdelivery/                          login  login    405       405
+GET    /admin/tenants_app/tenantwebhookdelivery/{obj_delivery}/change/    login  login    ok        ok
+POST   /admin/tenants_app/tenantwebhookdelivery/{obj_delivery}/change/    login  login    405       405
+GET    /admin/tenants_app/tenantwebhookdelivery/{obj_delivery}/           login  login    302       302
 # staff API tokens: listed and shown to staff, never added, changed or deleted here
 GET    /admin/tenants_app/adminapitoken/                                  login  login    ok        ok
 POST   /admin/tenants_app/adminapitoken/                                  login  login    ok        ok
@@ -236,6 +251,19 @@ def _build_tenants() -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     insert_tenants([a, b])
     configs = insert_configs([a, b])
     credentials = insert_credentials([a, b])
+    hooks = insert_webhook_endpoints([a, b])
+    delivery = f"dlv_{unique_name('matrix')}"
+    central_repository(TenantWebhookDelivery).insert(
+        TenantWebhookDelivery(
+            delivery_id=delivery,
+            endpoint_id=hooks[a][0],
+            tenant_id=a,
+            event_id="evt_matrix",
+            event_type="webhook.test",
+            body="{}",
+            status=WebhookDeliveryStatus.DELIVERED,
+        )
+    )
     runs = dict(zip([a, b], enqueue_many(a, [{"tenant_id": t} for t in (a, b)]), strict=True))
     keys = {
         t: api_key_create(
@@ -264,6 +292,8 @@ def _build_tenants() -> tuple[dict[str, dict[str, str]], dict[str, str]]:
         "obj_cred": credentials[a][0],
         "obj_cfg": configs[a]["on"],
         "obj_run": runs[a],
+        "obj_hook": hooks[a][0],
+        "obj_delivery": delivery,
         # Logs live in each tenant's own dataset: without ?tenant_id= the page asks for the tenant.
         "obj_logging": f"{runs[a]}_1",
     }

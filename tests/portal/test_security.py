@@ -383,7 +383,13 @@ def _regex_to_path(regex: str, world: dict[str, str]) -> str | None:
 
 def admin_post_targets(world: dict[str, str]) -> list[str]:
     """Every named URL of the portal (Django's admin plus our pages) with real ids filled in."""
-    values = {**world, "content_type_id": "1", "id": "1", "object_id": world["tenant_id"]}
+    values = {
+        **world,
+        "content_type_id": "1",
+        "id": "1",
+        "object_id": world["tenant_id"],
+        "run_id": "run_nothing",
+    }
     found: list[str] = []
 
     def walk(patterns: list[URLPattern | URLResolver], prefix: str) -> None:
@@ -477,7 +483,7 @@ def test_it_refuses_a_post_without_the_csrf_token_on_every_portal_url(
 
 def api_unsafe_targets(world: dict[str, str]) -> list[tuple[str, str]]:
     """(method, path) of every API view method that changes something, with real ids filled in."""
-    values = {**world, "run_id": "run_nothing"}
+    values = {**world, "run_id": "run_nothing", "endpoint_id": "whk_nothing"}
     targets = []
     api = get_resolver().resolve("/api/v1/tenants").route.rsplit("tenants", 1)[0]
     for entry in get_resolver("tenants_app.api.urls").url_patterns:
