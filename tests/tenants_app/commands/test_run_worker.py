@@ -5,14 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group, User
-from pytest_django import DjangoDbBlocker
 from pytest_django.live_server_helper import LiveServer
 
 from bigquery_backend.client import BigQueryGateway
@@ -24,37 +21,10 @@ from tenants_app.reference_worker import ClaimedRun, ReferenceWorker, WorkerApiC
 from tenants_app.repositories import central_repository, tenant_repository
 from tenants_app.services.admin_tokens import worker_token_create
 from tenants_app.services.api_keys import api_key_create
-from tenants_app.services.onboarding import tenant_onboard
 from tenants_app.services.pipelines import pipeline_config_create, pipeline_config_run_now
 from tenants_app.services.run_reports import pipeline_logging_id
 
 pytestmark = pytest.mark.usefixtures("central")
-
-
-@pytest.fixture(scope="module")
-def live_server(django_db_setup: None, django_db_blocker: DjangoDbBlocker) -> Iterator[LiveServer]:
-    """The portal in a thread of this process: it sees this module's emulator and central dataset."""
-    with django_db_blocker.unblock():
-        server = LiveServer("127.0.0.1:0")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def tenant(gateway: BigQueryGateway) -> str:
-    """An onboarded tenant whose dataset holds `orders` (one NULL customer, one repeated id)."""
-    tenant_id = f"acme_{uuid.uuid4().hex[:12]}"
-    tenant_onboard(
-        tenant_id=tenant_id,
-        company_name="Acme",
-        admin_email="ops@acme.example",
-        plan="STARTER",
-        created_by="user:admin",
-    )
-    orders = quote_table(gateway.project, tenant_id, "orders")
-    gateway.query(f"CREATE TABLE {orders} (id INT64, customer STRING, amount FLOAT64)")
-    gateway.query(f"INSERT INTO {orders} VALUES (1, 'ann', 10.0), (2, 'bob', 2.5), (2, NULL, 7.5)")
-    return tenant_id
 
 
 def tenant_client(live_server: LiveServer, tenant_id: str) -> WorkerApiClient:

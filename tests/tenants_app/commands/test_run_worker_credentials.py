@@ -8,51 +8,23 @@ over the API and ran the template with a gateway made from exactly that key.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 from django.test import override_settings
-from pytest_django import DjangoDbBlocker
 from pytest_django.live_server_helper import LiveServer
 
 from bigquery_backend.client import BigQueryGateway, build_gateway
-from bigquery_backend.identifiers import quote_table
 from tenants_app.models import AuditLogEntry, RunState, TenantScheduledPipelineRun
 from tenants_app.reference_worker import ReferenceWorker, WorkerApiClient
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import api_key_create
 from tenants_app.services.credentials import credential_create
-from tenants_app.services.onboarding import tenant_onboard
 from tenants_app.services.pipelines import pipeline_config_create, pipeline_config_run_now
 from tests.support.payloads import gcp_payload
 
 pytestmark = pytest.mark.usefixtures("central")
-
-
-@pytest.fixture(scope="module")
-def live_server(django_db_setup: None, django_db_blocker: DjangoDbBlocker) -> Iterator[LiveServer]:
-    with django_db_blocker.unblock():
-        server = LiveServer("127.0.0.1:0")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def tenant(gateway: BigQueryGateway) -> str:
-    tenant_id = f"acme_{uuid.uuid4().hex[:12]}"
-    tenant_onboard(
-        tenant_id=tenant_id,
-        company_name="Acme",
-        admin_email="ops@acme.example",
-        plan="STARTER",
-        created_by="user:admin",
-    )
-    orders = quote_table(gateway.project, tenant_id, "orders")
-    gateway.query(f"CREATE TABLE {orders} (id INT64, customer STRING)")
-    gateway.query(f"INSERT INTO {orders} VALUES (1, 'ann'), (2, 'bob')")
-    return tenant_id
 
 
 def queued_copy(tenant_id: str) -> str:
