@@ -53,6 +53,7 @@ from tenants_app.services.tenants import (
     tenant_suspend,
     tenant_update,
 )
+from tenants_app.services.webhooks import webhook_endpoint_list
 
 logger = logging.getLogger(__name__)
 
@@ -311,6 +312,7 @@ def tenant_detail_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
         is_closed=profile.status in {TenantStatus.CANCELLED, TenantStatus.DELETED},
         can_suspend=profile.status in {TenantStatus.ACTIVE, TenantStatus.TRIAL},
         now=timezone.now(),
+        webhooks=webhook_endpoint_list(tenant_id=tenant_id),
     )
 
 

@@ -6,12 +6,14 @@ from django.contrib.admin import AdminSite
 from django.urls import URLPattern, path
 
 from tenants_app.portal import tenant_views as views
+from tenants_app.portal import webhook_views
 
 
 def get_urls(site: AdminSite) -> list[URLPattern]:
     """Views wrapped in `site.admin_view` (login and staff checks), named `portal-...`."""
     wrap = site.admin_view
     tenant = "tenants/<str:tenant_id>/"
+    hook = f"{tenant}webhooks/<str:endpoint_id>/"
     return [
         # Before the tenant pages: `onboard` is a reserved tenant id, never a tenant.
         path("tenants/onboard/", wrap(views.tenant_onboard_view), name="portal-tenant-onboard"),
@@ -53,4 +55,10 @@ def get_urls(site: AdminSite) -> list[URLPattern]:
             wrap(views.tenant_credential_deactivate_view),
             name="portal-tenant-credential-deactivate",
         ),
+        path(f"{tenant}webhooks/", wrap(webhook_views.webhook_list_view), name="portal-tenant-webhooks"),
+        # Before the endpoint pages: "new" is not an endpoint id.
+        path(f"{tenant}webhooks/new/", wrap(webhook_views.webhook_create_view), name="portal-webhook-create"),
+        path(f"{hook}", wrap(webhook_views.webhook_detail_view), name="portal-webhook-detail"),
+        path(f"{hook}test/", wrap(webhook_views.webhook_test_view), name="portal-webhook-test"),
+        path(f"{hook}delete/", wrap(webhook_views.webhook_delete_view), name="portal-webhook-delete"),
     ]

@@ -88,6 +88,14 @@ GET    /admin/tenants/{t}/credentials/{cred}/replace/                     login 
 POST   /admin/tenants/{t}/credentials/{cred}/replace/                     login  login    403       ok
 GET    /admin/tenants/{t}/credentials/{cred_off}/deactivate/              login  login    403       ok
 POST   /admin/tenants/{t}/credentials/{cred_off}/deactivate/              login  login    403       ok
+GET    /admin/tenants/{t}/webhooks/                                       login  login    ok        ok
+GET    /admin/tenants/{t}/webhooks/new/                                   login  login    403       ok
+POST   /admin/tenants/{t}/webhooks/new/                                   login  login    403       400
+GET    /admin/tenants/{t}/webhooks/{hook}/                                login  login    ok        ok
+GET    /admin/tenants/{t}/webhooks/{hook}/test/                           login  login    403       405
+POST   /admin/tenants/{t}/webhooks/{hook}/test/                           login  login    403       ok
+GET    /admin/tenants/{t}/webhooks/{hook}/delete/                         login  login    403       ok
+POST   /admin/tenants/{t}/webhooks/{hook}/delete/                         login  login    403       400
 GET    /admin/tenants/{t}/pipelines/new/                                  login  login    403       ok
 POST   /admin/tenants/{t}/pipelines/new/                                  login  login    403       ok
 GET    /admin/tenants/{t}/pipelines/{cfg}/backfill/                       login  login    403       ok
@@ -278,6 +286,7 @@ def _build_tenants() -> tuple[dict[str, dict[str, str]], dict[str, str]]:
             "key": keys[t],
             "cred": credentials[t][0],
             "cred_off": credentials[t][1],
+            "hook": hooks[t][0],
             "cfg": configs[t]["on"],
             "cfg_paused": configs[t]["paused"],
             "run": runs[t],

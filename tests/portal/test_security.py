@@ -389,6 +389,7 @@ def admin_post_targets(world: dict[str, str]) -> list[str]:
         "id": "1",
         "object_id": world["tenant_id"],
         "run_id": "run_nothing",
+        "endpoint_id": "whe_nothing",
     }
     found: list[str] = []
 
