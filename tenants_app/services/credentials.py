@@ -50,6 +50,7 @@ from tenants_app.services.errors import (
     TenantNotActive,
     ValidationFailed,
 )
+from tenants_app.services.notifications import CREDENTIAL_INVALID, notify
 from tenants_app.services.plans import OPERATION_CONFIGURE
 from tenants_app.services.quotas import subscription_require_active
 from tenants_app.services.subscriptions import subscription_effective_limits
@@ -687,12 +688,23 @@ def credential_decrypt(*, tenant_id: str, credential_id: str) -> dict[str, Any]:
             type(exc).__name__,
             extra={"tenant_id": tenant_id, "credential_id": credential_id},
         )
+        _notify_invalid(row)
         raise CredentialCorrupted(
             f"cloud credential {credential_id!r} cannot be decrypted: replace it with a new payload"
         ) from None
     if not isinstance(payload, dict):
+        _notify_invalid(row)
         raise CredentialCorrupted(f"cloud credential {credential_id!r} does not hold a JSON object")
     return payload
+
+
+def _notify_invalid(row: TenantCloudCredential) -> None:
+    """The tenant hears that a stored credential failed (queued; ids and provider, never a value)."""
+    notify(
+        event=CREDENTIAL_INVALID,
+        tenant_id=row.tenant_id,
+        data={"credential_id": row.credential_id, "provider": row.provider, "name": row.credential_name},
+    )
 
 
 def credential_metadata(row: TenantCloudCredential) -> dict[str, Any]:

@@ -53,6 +53,7 @@ from tenants_app.services.errors import (
     TenantNotActive,
     ValidationFailed,
 )
+from tenants_app.services.notifications import CREDENTIAL_INVALID, _outbox_take
 from tenants_app.services.subscriptions import subscription_set_limits
 from tests.support.kms_fake import FakeCloudKms
 from tests.support.payloads import aws_payload, gcp_payload
@@ -619,6 +620,12 @@ def test_it_refuses_a_copied_ciphertext_through_cloud_kms(tenant: str, cloud_kms
 
     with pytest.raises(CredentialCorrupted):
         credential_decrypt(tenant_id=tenant, credential_id=target.credential_id)
+
+    # The tenant is told (credential.invalid), with ids only.
+    _, events = _outbox_take(timezone.now())
+    invalid = [e for e in events if e.event_type == CREDENTIAL_INVALID]
+    assert [(e.tenant_id, e.data["credential_id"]) for e in invalid] == [(tenant, target.credential_id)]
+    assert "encrypted" not in repr(invalid[0].data)
 
 
 def test_it_answers_503_and_stores_nothing_when_kms_is_down(tenant: str, cloud_kms: FakeCloudKms) -> None:
