@@ -1,6 +1,6 @@
 """Pipeline workers through the HTTP worker API of a real gunicorn, BigQuery being the realism proxy.
 
-Today's path, end to end: W worker threads (8, 32, 64, 128) each loop claim -> one heartbeat -> complete
+The worker side, end to end: W worker threads (8, 32, 64, 128) each loop claim -> one heartbeat -> complete
 (SUCCEEDED, one step log) against `/api/v1/worker/...` with a worker token, on gunicorn with the
 production config (tests/support/servers.py), whose BigQuery is the emulator behind
 `tests/support/bigquery_realism.py` (SELECT 0.5 s, DML 1.5 s, DDL 1 s, metadata 0.2 s; at most 2
@@ -514,7 +514,7 @@ def print_point(point: Point, central: str) -> None:
 
 
 def print_summary(points: list[Point], central: str) -> None:
-    print("\nSummary (today's path; p50/p99 seconds over all calls of the point, drain included)\n")
+    print("\nSummary (p50/p99 seconds over all calls of the point, drain included)\n")
     header = (
         f"{'workers':>7} {'runs/min':>8} {'incl. drain':>11} {'claim':>13} {'heartbeat':>13} "
         f"{'complete':>13} {'non-2xx':>8} {'DML/run':>8} {'drain s':>8}"
