@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from django.db import models
 
@@ -20,3 +20,14 @@ class BigQueryModel(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError(f"{type(self).__name__} rows live in BigQuery: delete them through a Repository")
+
+
+M = TypeVar("M", bound=models.Model)
+
+
+def model_replace(obj: M, **values: Any) -> M:
+    """A copy of a row with some values changed: rows read from BigQuery are shared, never edited."""
+    copy = type(obj)(**{field.attname: getattr(obj, field.attname) for field in obj._meta.concrete_fields})
+    for name, value in values.items():
+        setattr(copy, name, value)
+    return copy

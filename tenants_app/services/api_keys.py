@@ -21,6 +21,7 @@ from google.cloud import bigquery
 
 from bigquery_backend.exceptions import BigQueryError
 from bigquery_backend.identifiers import quote_column
+from bigquery_backend.models import model_replace
 from tenants_app import secret_shapes
 from tenants_app.kms import KmsUnavailable, aad_for, get_kms
 from tenants_app.models import AuditLogEntry, TenantApiKey, TenantProfile, TenantStatus
@@ -445,7 +446,7 @@ def _finish_lost_rotation(
         values = {"replaced_by_key_id": replacement.api_key_id, "expires_at": old.expires_at}
         if not old.is_active:
             values["is_active"] = False
-        before = _replace_key(old, is_active=True, replaced_by_key_id=None)
+        before = model_replace(old, is_active=True, replaced_by_key_id=None)
         # Recorded as made by whoever made it, with the grace it was given unknown to this request.
         actor = replacement.created_by or rotated_by
         _audit_rotation(before, replacement, rotated_by=actor, grace="unknown", values=values)
@@ -496,13 +497,6 @@ def _audit_missing(*, action: str, tenant_id: str, target_id: str) -> bool:
     """No audit entry for this change yet (one job; only on the retry of a failed request)."""
     filters = {"action": action, "tenant_id": tenant_id, "target_id": target_id}
     return central_repository(AuditLogEntry).count(filters=filters) == 0
-
-
-def _replace_key(row: TenantApiKey, **values: Any) -> TenantApiKey:
-    copy = TenantApiKey(**{f.attname: getattr(row, f.attname) for f in row._meta.concrete_fields})
-    for name, value in values.items():
-        setattr(copy, name, value)
-    return copy
 
 
 def _dml(sql: str, parameters: list[Any]) -> int:

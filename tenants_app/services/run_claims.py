@@ -40,12 +40,13 @@ from google.cloud import bigquery
 
 from bigquery_backend.batching import GroupCommit, LaneTimeout, SharedLane
 from bigquery_backend.exceptions import BigQueryError
+from bigquery_backend.models import model_replace
 from bigquery_backend.repository import RowChange
 from tenants_app.models import RunState, TenantPipelineExecutionQueue
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.errors import ServiceError, ValidationFailed
 from tenants_app.services.quota_batches import Room, quota_admit_many, quota_rooms
-from tenants_app.services.quotas import quota_day, quota_release
+from tenants_app.services.quotas import quota_day
 from tenants_app.services.run_common import (
     Candidate,
     KnownLease,
@@ -59,7 +60,7 @@ from tenants_app.services.run_common import (
     select_candidates,
     slot_repair,
 )
-from tenants_app.services.run_queue import _reap, _replace_entry
+from tenants_app.services.run_queue import _reap
 
 logger = logging.getLogger(__name__)
 
@@ -250,7 +251,7 @@ class _ClaimTick:
             if candidate.entry.state != RunState.RUNNING:
                 kept.append(candidate)
             elif candidate.entry.run_id in requeued:
-                entry = _replace_entry(candidate.entry, state=RunState.QUEUED)
+                entry = model_replace(candidate.entry, state=RunState.QUEUED)
                 kept.append(replace(candidate, entry=entry, retry_count=candidate.retry_count + 1))
         return kept
 
@@ -352,15 +353,15 @@ class _ClaimTick:
                 fields=["run_id"],
             )
             stamped = {entry.run_id for entry in recorded}
-            kept = []
+            kept = [item for item in won if item.candidate.entry.run_id in stamped]
+            lost: dict[str, int] = defaultdict(int)
             for item in won:
                 tenant = item.candidate.entry.tenant_id
-                if tenant not in admitted:
-                    continue
-                if item.candidate.entry.run_id in stamped:
-                    kept.append(item)
-                else:
-                    quota_release(tenant_id=tenant, usage_date=self.day, succeeded=None)
+                if tenant in admitted and item.candidate.entry.run_id not in stamped:
+                    lost[tenant] += 1
+            for tenant, count in sorted(lost.items()):
+                # Each such slot is now one the usage row counts beyond the queue's RUNNING entries.
+                slot_repair(tenant_id=tenant, usage_date=self.day, succeeded=None, times=count)
         for tenant in {item.candidate.entry.tenant_id for item in won} - admitted:
             logger.info("tenant %s: its usage row moved during the claim tick; runs handed back", tenant)
         return kept
@@ -420,7 +421,7 @@ class _ClaimTick:
                 max_retries=item.candidate.max_retries,
                 usage_date=self.day,
             )
-            held = _replace_entry(
+            held = model_replace(
                 entry,
                 state=RunState.RUNNING,
                 lease_owner=claim.worker_id,

@@ -8,6 +8,7 @@ retry policy (bigquery_backend/client.py): every statement here is conditional, 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from dataclasses import dataclass
@@ -155,6 +156,18 @@ class KnownLease:
     # compare-and-set still decides; a stale copy only sends it to the read it would have made anyway).
     candidate: Candidate | None = None
 
+    def held_by(
+        self, *, worker_id: str, credential: str | None, tenant_id: str | None, attempt: int | None
+    ) -> bool:
+        """Whether this lease is the caller's: same worker, credential (None: a caller inside the app,
+        acting for no credential), tenant and attempt (None: any)."""
+        return (
+            self.worker_id == worker_id
+            and (credential is None or self.credential == credential)
+            and (tenant_id is None or self.tenant_id == tenant_id)
+            and (attempt is None or self.attempt == attempt)
+        )
+
 
 def lease_remember(*, run_id: str, lease: KnownLease) -> None:
     timeout = max(1, int(settings.PIPELINE_LEASE_MAX_SECONDS))
@@ -174,10 +187,7 @@ def reported_candidate(
     if (
         known is not None
         and known.candidate is not None
-        and known.worker_id == worker_id
-        and known.credential == credential
-        and (tenant_id is None or known.tenant_id == tenant_id)
-        and (attempt is None or known.attempt == attempt)
+        and known.held_by(worker_id=worker_id, credential=credential, tenant_id=tenant_id, attempt=attempt)
     ):
         return known.candidate
     return candidate_of(run_id, tenant_id)
@@ -214,14 +224,17 @@ def reports_lane() -> SharedLane:
     return SharedLane(cache, "runs:reports", spacing=float(settings.PIPELINE_REPORT_TICK_SECONDS))
 
 
-def slot_repair(*, tenant_id: str, usage_date: date, succeeded: bool | None, times: int = 1) -> int:
+def slot_repair(
+    *, tenant_id: str, usage_date: date, succeeded: bool | None, times: int = 1, lane_held: bool = False
+) -> int:
     """Free up to `times` slots the usage row counts beyond the queue's RUNNING entries; how many.
 
-    Inside the report ticks' lane: a tick moves its entries out of RUNNING a moment before it frees
-    their slots, and a repair in between would see those slots as leaked and free them twice.
+    Inside the report ticks' lane (taken here unless the caller holds it): a tick, or a reap, moves
+    its entries out of RUNNING a moment before it frees their slots, and a repair in between would
+    see those slots as leaked and free them twice.
     """
     freed = 0
-    with reports_lane().hold(wait=LANE_WAIT_SECONDS, spaced=False):
+    with contextlib.nullcontext() if lane_held else reports_lane().hold(wait=LANE_WAIT_SECONDS, spaced=False):
         for _ in range(times):
             if not quota_release_if_leaked(tenant_id=tenant_id, usage_date=usage_date, succeeded=succeeded):
                 break

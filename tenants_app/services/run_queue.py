@@ -46,13 +46,16 @@ from django.conf import settings
 from django.utils import timezone
 from google.cloud import bigquery
 
+from bigquery_backend.models import model_replace
 from tenants_app.models import RunState, TenantPipelineExecutionQueue
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.audit import audit_record
 from tenants_app.services.errors import LeaseLost, ValidationFailed
 from tenants_app.services.notifications import notify_run_failed
-from tenants_app.services.quotas import quota_day, quota_release
+from tenants_app.services.quota_batches import Release, quota_release_many
+from tenants_app.services.quotas import quota_day
 from tenants_app.services.run_common import (
+    LANE_WAIT_SECONDS,
     Candidate,
     KnownLease,
     candidate_of,
@@ -62,6 +65,7 @@ from tenants_app.services.run_common import (
     lease_recall,
     lease_remember,
     queue_repository,
+    reports_lane,
     scheduled_runs_repository,
     select_candidates,
     slot_repair,
@@ -118,7 +122,10 @@ def run_heartbeat(
     now = now or timezone.now()
     known = lease_recall(run_id)
     known = (
-        known if known is not None and _still_held(known, worker_id, credential, tenant_id, attempt) else None
+        known
+        if known is not None
+        and known.held_by(worker_id=worker_id, credential=credential, tenant_id=tenant_id, attempt=attempt)
+        else None
     )
     if known is not None and known.expires - now >= lease / 2:
         return RunLease(
@@ -159,24 +166,12 @@ def run_heartbeat(
             entry.lease_credential,
             expires,
             # The claim's copy, if still known, with the new expiry; else the next report reads.
-            replace(known.candidate, entry=_replace_entry(known.candidate.entry, lease_expires_at=expires))
+            replace(known.candidate, entry=model_replace(known.candidate.entry, lease_expires_at=expires))
             if known is not None and known.candidate is not None
             else None,
         ),
     )
     return RunLease(run_id=run_id, worker_id=worker_id, attempt=number, lease_expires_at=expires)
-
-
-def _still_held(
-    known: KnownLease, worker_id: str, credential: str | None, tenant_id: str | None, attempt: int | None
-) -> bool:
-    """Whether the cached lease is this caller's: same worker, credential, tenant and attempt."""
-    return (
-        known.worker_id == worker_id
-        and (credential is None or known.credential == credential)
-        and (tenant_id is None or known.tenant_id == tenant_id)
-        and (attempt is None or known.attempt == attempt)
-    )
 
 
 # --- orphan cleanup ---------------------------------------------------------------------------------
@@ -210,16 +205,6 @@ def runs_reap_orphaned(
 
 
 # --- internals ---------------------------------------------------------------------------------------
-def _replace_entry(entry: TenantPipelineExecutionQueue, **values: Any) -> TenantPipelineExecutionQueue:
-    """A copy of a queue entry with some values changed (model instances are mutable; reads are shared)."""
-    copy = TenantPipelineExecutionQueue(
-        **{f.attname: getattr(entry, f.attname) for f in entry._meta.concrete_fields}
-    )
-    for name, value in values.items():
-        setattr(copy, name, value)
-    return copy
-
-
 def _raise_not_held(*, run_id: str, tenant_id: str | None, worker_id: str) -> None:
     entry = candidate_of(run_id, tenant_id).entry
     raise LeaseLost(f"run {run_id} is not held by worker {worker_id} (it is {entry.state})")
@@ -257,6 +242,15 @@ def _reap_version(entry: TenantPipelineExecutionQueue) -> str:
 
 
 def _reap(candidates: Sequence[Candidate], *, now: datetime, cutoff: datetime, actor: str) -> ReapReport:
+    """`_reap_held` inside the report ticks' lane: between its move out of RUNNING and its releases, a
+    leak repair (run_common.slot_repair) would see those slots as leaked and free them twice."""
+    if not candidates:
+        return ReapReport(dry_run=False)
+    with reports_lane().hold(wait=LANE_WAIT_SECONDS, spaced=False):
+        return _reap_held(candidates, now=now, cutoff=cutoff, actor=actor)
+
+
+def _reap_held(candidates: Sequence[Candidate], *, now: datetime, cutoff: datetime, actor: str) -> ReapReport:
     """Move orphaned RUNNING entries back to QUEUED (or FAILED), each by exactly one caller.
 
     One UPDATE tags the entries it moved with a fresh token in `lease_owner`; reading the tag back
@@ -324,20 +318,25 @@ def _reap(candidates: Sequence[Candidate], *, now: datetime, cutoff: datetime, a
         for row in runs.list(filters={"run_id__in": failed}):
             notify_run_failed(run=row)
     per_tenant: dict[str, dict[str, list[str]]] = defaultdict(lambda: {"requeued": [], "failed": []})
+    # The slots recorded by the claims just ended: one statement for all of them.
+    recorded = [
+        by_id[entry.run_id].entry for entry in won if by_id[entry.run_id].entry.usage_date is not None
+    ]
+    quota_release_many(releases=[Release(e.tenant_id, e.usage_date, None) for e in recorded], now=now)
+    for tenant in sorted({entry.tenant_id for entry in recorded}):
+        unblock_tenant(tenant)
+    report.released += len(recorded)
     for entry in won:
         original = by_id[entry.run_id].entry
-        # The slot recorded by the claim we just ended.
-        if original.usage_date is not None:
-            quota_release(tenant_id=entry.tenant_id, usage_date=original.usage_date, succeeded=None)
-            unblock_tenant(entry.tenant_id)
-            report.released += 1
-        elif original.processing_started_at is not None and slot_repair(
-            tenant_id=entry.tenant_id, usage_date=quota_day(original.processing_started_at), succeeded=None
-        ):
+        if original.usage_date is None and original.processing_started_at is not None:
             # A claim that failed between its admission and recording it (and could not give the run
             # back): the slot is freed if the usage row still counts it.
-            unblock_tenant(entry.tenant_id)
-            report.released += 1
+            report.released += slot_repair(
+                tenant_id=entry.tenant_id,
+                usage_date=quota_day(original.processing_started_at),
+                succeeded=None,
+                lane_held=True,
+            )
         per_tenant[entry.tenant_id]["failed" if entry.state == RunState.FAILED else "requeued"].append(
             entry.run_id
         )

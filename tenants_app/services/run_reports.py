@@ -42,6 +42,7 @@ from tenants_app.services.actors import actor_masked
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.audit import audit_redact
 from tenants_app.services.errors import DoesNotExist, LeaseLost, ValidationFailed
+from tenants_app.services.retries import exponential_backoff
 from tenants_app.services.run_common import (
     COMPLETION_STATES,
     MAX_ERROR_LENGTH,
@@ -246,9 +247,11 @@ def run_fail(
 
 def retry_backoff(retry_count: int) -> timedelta:
     """Delay before retry number `retry_count + 1`: base * 2**retry_count, capped."""
-    base = float(settings.PIPELINE_RETRY_BACKOFF_SECONDS)
-    cap = float(settings.PIPELINE_RETRY_BACKOFF_MAX_SECONDS)
-    return timedelta(seconds=min(cap, base * (2 ** min(retry_count, 30))))
+    return exponential_backoff(
+        retry_count=retry_count,
+        base_seconds=float(settings.PIPELINE_RETRY_BACKOFF_SECONDS),
+        cap_seconds=float(settings.PIPELINE_RETRY_BACKOFF_MAX_SECONDS),
+    )
 
 
 def pipeline_logging_id(run_id: str, attempt: int) -> str:

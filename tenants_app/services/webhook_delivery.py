@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from bigquery_backend.models import model_replace
 from bigquery_backend.repository import RowChange
 from tenants_app import metrics
 from tenants_app.kms import DecryptionFailed, KmsUnavailable, aad_for, get_kms
@@ -298,7 +299,7 @@ def _attempt(
 ) -> TenantWebhookDelivery:
     if endpoint is None or endpoint.is_active is False:
         metrics.webhook_delivery_recorded(outcome=FAILED)
-        return _copy(
+        return model_replace(
             delivery, status=WebhookDeliveryStatus.FAILED, next_attempt_at=None, last_error="endpoint deleted"
         )
     secret = secrets.get(delivery.endpoint_id)
@@ -311,7 +312,7 @@ def _attempt(
     values: dict[str, Any] = {"attempts": attempts, "last_attempt_at": now, "response_status": status}
     if status is not None and 200 <= status < 300:
         metrics.webhook_delivery_recorded(outcome=DELIVERED)
-        return _copy(
+        return model_replace(
             delivery,
             **values,
             status=WebhookDeliveryStatus.DELIVERED,
@@ -322,7 +323,7 @@ def _attempt(
     error = error or f"HTTP {status}"
     if attempts >= int(settings.WEBHOOK_MAX_ATTEMPTS):
         metrics.webhook_delivery_recorded(outcome=FAILED)
-        return _copy(
+        return model_replace(
             delivery, **values, status=WebhookDeliveryStatus.FAILED, next_attempt_at=None, last_error=error
         )
     metrics.webhook_delivery_recorded(outcome=RETRYING)
@@ -331,7 +332,7 @@ def _attempt(
         base_seconds=float(settings.WEBHOOK_RETRY_BASE_SECONDS),
         cap_seconds=float(settings.WEBHOOK_RETRY_MAX_SECONDS),
     )
-    return _copy(
+    return model_replace(
         delivery,
         **values,
         status=WebhookDeliveryStatus.PENDING,
@@ -357,15 +358,6 @@ def _post(
     }
     status, error = send(url, addresses, body, headers)
     return status, (error[:_MAX_ERROR_LENGTH] if error else None)
-
-
-def _copy(delivery: TenantWebhookDelivery, **values: Any) -> TenantWebhookDelivery:
-    copied = TenantWebhookDelivery(
-        **{f.name: getattr(delivery, f.name) for f in delivery._meta.concrete_fields}
-    )
-    for name, value in values.items():
-        setattr(copied, name, value)
-    return copied
 
 
 _SAVED = (
