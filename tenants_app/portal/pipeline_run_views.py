@@ -15,6 +15,7 @@ from django.urls import reverse
 
 from tenants_app.models import RunState, TenantPipelineConfig
 from tenants_app.pipeline_templates import template_get, template_list
+from tenants_app.portal.pages import actor_of, can_change, portal_page, writer_required
 from tenants_app.portal.pipeline_forms import (
     BackfillForm,
     ConfirmForm,
@@ -23,7 +24,6 @@ from tenants_app.portal.pipeline_forms import (
     TemplateParametersForm,
     add_parameter_errors,
 )
-from tenants_app.portal.tenant_views import actor_of, can_change, portal_page, writer_required
 from tenants_app.services.errors import ServiceError
 from tenants_app.services.pipeline_backfill import (
     MAX_BACKFILL_DAYS,

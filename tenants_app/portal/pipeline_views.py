@@ -19,8 +19,8 @@ from django.utils import timezone
 from tenants_app.models import TenantPipelineConfig
 from tenants_app.pipeline_templates import template_get
 from tenants_app.portal.forms import add_service_errors
+from tenants_app.portal.pages import actor_of, can_change, portal_page, writer_required
 from tenants_app.portal.pipeline_forms import PREFIX, TemplateParametersForm, add_parameter_errors
-from tenants_app.portal.tenant_views import actor_of, can_change, portal_page, writer_required
 from tenants_app.services.cron import cron_iter, cron_validate, timezone_validate
 from tenants_app.services.errors import ServiceError
 from tenants_app.services.pipelines import (

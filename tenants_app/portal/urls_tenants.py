@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.contrib.admin import AdminSite
 from django.urls import URLPattern, path
 
+from tenants_app.portal import credential_views, key_views, subscription_views, webhook_views
 from tenants_app.portal import tenant_views as views
-from tenants_app.portal import webhook_views
 
 
 def get_urls(site: AdminSite) -> list[URLPattern]:
@@ -22,37 +22,37 @@ def get_urls(site: AdminSite) -> list[URLPattern]:
         path(f"{tenant}suspend/", wrap(views.tenant_suspend_view), name="portal-tenant-suspend"),
         path(f"{tenant}reactivate/", wrap(views.tenant_reactivate_view), name="portal-tenant-reactivate"),
         path(f"{tenant}offboard/", wrap(views.tenant_offboard_view), name="portal-tenant-offboard"),
-        path(f"{tenant}plan/", wrap(views.tenant_plan_view), name="portal-tenant-plan"),
-        path(f"{tenant}limits/", wrap(views.tenant_limits_view), name="portal-tenant-limits"),
+        path(f"{tenant}plan/", wrap(subscription_views.tenant_plan_view), name="portal-tenant-plan"),
+        path(f"{tenant}limits/", wrap(subscription_views.tenant_limits_view), name="portal-tenant-limits"),
         path(
             f"{tenant}subscription/status/",
-            wrap(views.tenant_subscription_status_view),
+            wrap(subscription_views.tenant_subscription_status_view),
             name="portal-tenant-subscription-status",
         ),
-        path(f"{tenant}keys/new/", wrap(views.tenant_key_create_view), name="portal-tenant-key-create"),
+        path(f"{tenant}keys/new/", wrap(key_views.tenant_key_create_view), name="portal-tenant-key-create"),
         path(
             f"{tenant}keys/<str:api_key_id>/rotate/",
-            wrap(views.tenant_key_rotate_view),
+            wrap(key_views.tenant_key_rotate_view),
             name="portal-tenant-key-rotate",
         ),
         path(
             f"{tenant}keys/<str:api_key_id>/revoke/",
-            wrap(views.tenant_key_revoke_view),
+            wrap(key_views.tenant_key_revoke_view),
             name="portal-tenant-key-revoke",
         ),
         path(
             f"{tenant}credentials/new/",
-            wrap(views.tenant_credential_create_view),
+            wrap(credential_views.tenant_credential_create_view),
             name="portal-tenant-credential-create",
         ),
         path(
             f"{tenant}credentials/<str:credential_id>/replace/",
-            wrap(views.tenant_credential_replace_view),
+            wrap(credential_views.tenant_credential_replace_view),
             name="portal-tenant-credential-replace",
         ),
         path(
             f"{tenant}credentials/<str:credential_id>/deactivate/",
-            wrap(views.tenant_credential_deactivate_view),
+            wrap(credential_views.tenant_credential_deactivate_view),
             name="portal-tenant-credential-deactivate",
         ),
         path(f"{tenant}webhooks/", wrap(webhook_views.webhook_list_view), name="portal-tenant-webhooks"),

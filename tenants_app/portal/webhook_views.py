@@ -14,16 +14,16 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from tenants_app.portal.forms import add_service_errors
-from tenants_app.portal.pipeline_forms import ConfirmForm
-from tenants_app.portal.tenant_views import (
-    _issue_token,
-    _no_store,
-    _spend_token,
+from tenants_app.portal.pages import (
     actor_of,
     can_change,
+    issue_token,
+    no_store,
     portal_page,
+    spend_token,
     writer_required,
 )
+from tenants_app.portal.pipeline_forms import ConfirmForm
 from tenants_app.portal.webhook_forms import DELIVERIES_PER_PAGE, DeliveryPageForm, WebhookCreateForm
 from tenants_app.services.errors import DoesNotExist, ServiceError
 from tenants_app.services.tenants import tenant_get
@@ -86,7 +86,7 @@ def webhook_create_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
     status = 200
     if request.method == "POST" and form.is_valid():
         # A reload of the result page re-posts the form: its token is spent, so no second endpoint.
-        if not _spend_token(request, request.POST.get("token", "")):
+        if not spend_token(request, request.POST.get("token", "")):
             messages.warning(request, "This endpoint was already created; its secret is shown only once.")
             return HttpResponseRedirect(_list_url(tenant_id))
         try:
@@ -106,7 +106,7 @@ def webhook_create_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
         submit="Create endpoint",
         intro="The next page shows the endpoint's signing secret once: the receiver checks each "
         "delivery's signature with it.",
-        token=_issue_token(request),
+        token=issue_token(request),
     )
 
 
@@ -120,7 +120,7 @@ def _secret_page(request: HttpRequest, *, tenant_id: str, created: CreatedEndpoi
         endpoint=created.endpoint,
         secret=created.secret,
     )
-    return _no_store(response)
+    return no_store(response)
 
 
 # --- one endpoint -------------------------------------------------------------------------------------

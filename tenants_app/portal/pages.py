@@ -1,0 +1,240 @@
+"""What every portal page shares: the role checks, rendering, the error pages, one-time form tokens
+and running a form's service call with its fixable errors shown inline.
+
+Every page is wrapped in `site.admin_view` (login and active staff); operations also refuse
+read-only staff with a 403, on GET and POST alike.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django import forms
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, reverse
+from django.utils.cache import patch_cache_control
+
+from bigquery_backend import exceptions as bq
+from tenants_app.api.permissions import is_read_only_staff
+from tenants_app.kms import KmsUnavailable
+from tenants_app.portal import forms as portal_forms
+from tenants_app.services.api_keys import (
+    IssuedApiKey,
+)
+from tenants_app.services.errors import DoesNotExist, ServiceError
+
+logger = logging.getLogger(__name__)
+
+View = Callable[..., HttpResponse]
+T = TypeVar("T")
+
+# One-time tokens of the forms whose result shows a new key: a reload (a re-POST) of that result page
+# finds its token spent and shows the tenant instead of a second key. Only tokens live in the session.
+_TOKENS_SESSION_KEY = "portal_form_tokens"
+_MAX_TOKENS = 20
+
+
+def actor_of(request: HttpRequest) -> str:
+    """The audit actor of a staff request, as the API builds it."""
+    return f"user:{request.user.get_username()}"
+
+
+def can_change(request: HttpRequest) -> bool:
+    """Superusers and staff outside the read-only group may run operations."""
+    return not is_read_only_staff(request.user)
+
+
+def _context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
+    site = admin.site
+    return {**site.each_context(request), "can_change": can_change(request), **extra}
+
+
+def render_page(request: HttpRequest, template: str, *, status: int = 200, **extra: Any) -> TemplateResponse:
+    return TemplateResponse(request, template, _context(request, **extra), status=status)
+
+
+def detail_url(tenant_id: str) -> str:
+    return reverse("admin:portal-tenant-detail", args=[tenant_id])
+
+
+def optional_url(name: str, *args: str) -> str | None:
+    """A page another part of the portal provides, if it is installed."""
+    try:
+        return reverse(name, args=args)
+    except NoReverseMatch:
+        return None
+
+
+def no_store(response: HttpResponse) -> HttpResponse:
+    """Pages that show a secret are never cached, by the browser or anything between."""
+    patch_cache_control(response, no_store=True, no_cache=True, must_revalidate=True, private=True, max_age=0)
+    response["Pragma"] = "no-cache"
+    return response
+
+
+def issue_token(request: HttpRequest) -> str:
+    token = secrets.token_urlsafe(16)
+    tokens = [*request.session.get(_TOKENS_SESSION_KEY, []), token][-_MAX_TOKENS:]
+    request.session[_TOKENS_SESSION_KEY] = tokens
+    return token
+
+
+def spend_token(request: HttpRequest, token: str) -> bool:
+    """True once per issued token."""
+    tokens = request.session.get(_TOKENS_SESSION_KEY, [])
+    if not token or token not in tokens:
+        return False
+    tokens.remove(token)
+    request.session[_TOKENS_SESSION_KEY] = tokens
+    return True
+
+
+def _is_inline(error: ServiceError) -> bool:
+    """Errors the user can fix on the form; outages and missing objects get their own pages."""
+    return error.status < 500 and not isinstance(error, DoesNotExist)
+
+
+def apply_form(
+    form: forms.Form,
+    action: Callable[[], T],
+    on_success: Callable[[T], HttpResponse],
+    *,
+    fallback_field: str | None = None,
+) -> HttpResponse | None:
+    """Run a form's service call: the success response, or None with the fixable errors put on the form."""
+    try:
+        result = action()
+    except ServiceError as exc:
+        if not _is_inline(exc):
+            raise
+        portal_forms.add_service_errors(form, exc, fallback_field=fallback_field)
+        return None
+    return on_success(result)
+
+
+def back_to_tenant(request: HttpRequest, tenant_id: str, message: str) -> HttpResponse:
+    """Flash a success message and go back to the tenant's page."""
+    messages.success(request, message)
+    return HttpResponseRedirect(detail_url(tenant_id))
+
+
+def portal_page(view: View) -> View:
+    """A missing tenant gets a 404 page, a refusal its status and reason, an outage a 503: no traceback."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        tenant_id = kwargs.get("tenant_id")
+        try:
+            return view(request, *args, **kwargs)
+        except DoesNotExist as exc:
+            return render_page(
+                request,
+                "portal/tenant_not_found.html",
+                status=404,
+                title="Not found",
+                tenant_id=tenant_id,
+                hide_tenant_crumb=True,
+                message=exc.message,
+            )
+        except ServiceError as exc:
+            if exc.status >= 500:
+                return _unavailable(request, exc)
+            # A refusal outside any form (the forms show theirs inline): its page says why.
+            return render_page(
+                request,
+                "portal/tenant_not_found.html",
+                status=exc.status,
+                title="Not possible",
+                tenant_id=tenant_id,
+                message=exc.message,
+            )
+        except bq.InvalidInput:
+            return render_page(
+                request,
+                "portal/tenant_not_found.html",
+                status=400,
+                title="Not possible",
+                tenant_id=tenant_id,
+                message="the request was refused as invalid",
+            )
+        except (bq.BackendUnavailable, bq.NotFound, KmsUnavailable) as exc:
+            return _unavailable(request, exc)
+
+    return wrapper
+
+
+def _unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # The services log the cause; BigQuery's and KMS's own text stays out of the page.
+    logger.warning("portal page %s failed: %s", request.path, type(exc).__name__)
+    response = render_page(
+        request, "portal/tenant_unavailable.html", status=503, title="Temporarily unavailable"
+    )
+    response["Retry-After"] = "5"
+    return response
+
+
+def writer_required(view: View) -> View:
+    """Read-only staff get a 403 page on every operation, whatever the method."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not can_change(request):
+            return render_page(
+                request,
+                "portal/tenant_forbidden.html",
+                status=403,
+                title="Read-only access",
+                tenant_id=kwargs.get("tenant_id"),
+            )
+        return view(request, *args, **kwargs)
+
+    return portal_page(wrapper)
+
+
+def form_page(
+    request: HttpRequest,
+    *,
+    tenant_id: str | None,
+    title: str,
+    form: forms.Form,
+    submit: str,
+    intro: str = "",
+    danger: bool = False,
+    extra: dict[str, Any] | None = None,
+    status: int = 200,
+) -> TemplateResponse:
+    return render_page(
+        request,
+        "portal/tenant_form.html",
+        status=status,
+        tenant_id=tenant_id,
+        title=title,
+        form=form,
+        submit=submit,
+        intro=intro,
+        danger=danger,
+        **(extra or {}),
+    )
+
+
+def issued_page(
+    request: HttpRequest, *, tenant_id: str, issued: IssuedApiKey, message: str, title: str, note: str
+) -> HttpResponse:
+    """Flash a success message and show the new key, once."""
+    messages.success(request, message)
+    response = render_page(
+        request,
+        "portal/tenant_key_issued.html",
+        tenant_id=tenant_id,
+        title=title,
+        note=note,
+        plaintext=issued.plaintext,
+        key=issued.row,
+    )
+    return no_store(response)

@@ -1,0 +1,182 @@
+"""Portal pages of a tenant's subscription: plan change with a preview, limit overrides, status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+
+from tenants_app.models import SubscriptionStatus
+from tenants_app.portal import forms as portal_forms
+from tenants_app.portal.pages import (
+    actor_of,
+    apply_form,
+    back_to_tenant,
+    detail_url,
+    form_page,
+    render_page,
+    writer_required,
+)
+from tenants_app.services import subscriptions
+
+_TOKENS_SESSION_KEY = "portal_form_tokens"
+_MAX_TOKENS = 20
+LIMIT_LABELS = {
+    "daily_limit": "Daily pipeline runs",
+    "monthly_limit": "Monthly pipeline runs",
+    "concurrent_limit": "Concurrent pipeline runs",
+    "max_providers": "Cloud providers",
+    "api_calls_per_minute": "API calls a minute",
+    "api_calls_per_hour": "API calls an hour",
+}
+
+
+# --- subscription -----------------------------------------------------------------------------------
+@writer_required
+def tenant_plan_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
+    """Choose a plan, see the limits before and after, confirm; the limits change at once."""
+    current = subscriptions.subscription_get(tenant_id=tenant_id)
+    if request.method != "POST":
+        form = portal_forms.PlanChangeForm(initial={"plan": current.plan_name})
+        return _plan_form(request, tenant_id, form, current)
+    form = portal_forms.PlanChangeForm(request.POST)
+    action = request.POST.get("action", "preview")
+    if action == "edit" or not form.is_valid():
+        return _plan_form(request, tenant_id, form, current)
+    plan = form.cleaned_data["plan"]
+    if action == "confirm":
+        response = apply_form(
+            form,
+            lambda: subscriptions.subscription_change_plan(
+                tenant_id=tenant_id, plan=plan, actor=actor_of(request)
+            ),
+            lambda _: back_to_tenant(
+                request, tenant_id, f"Tenant {tenant_id} is now on {plan}; its limits changed at once."
+            ),
+        )
+    else:
+        response = apply_form(
+            form,
+            lambda: subscriptions.subscription_change_plan_preview(tenant_id=tenant_id, plan=plan),
+            lambda preview: render_page(
+                request,
+                "portal/tenant_plan_confirm.html",
+                title=f"Change the plan of {tenant_id} to {plan}?",
+                tenant_id=tenant_id,
+                form=form,
+                plan=plan,
+                preview=preview,
+                rows=_preview_rows(preview),
+            ),
+        )
+    return response if response is not None else _plan_form(request, tenant_id, form, current)
+
+
+def _plan_form(
+    request: HttpRequest, tenant_id: str, form: portal_forms.PlanChangeForm, current: Any
+) -> HttpResponse:
+    return form_page(
+        request,
+        tenant_id=tenant_id,
+        title=f"Change the plan of {tenant_id}",
+        form=form,
+        submit="Show the new limits",
+        intro=f"Current plan: {current.plan_name} ({current.status}). The next page shows the limits "
+        "before and after; nothing changes until you confirm.",
+        extra={"action": "preview"},
+    )
+
+
+def _preview_rows(preview: Any) -> list[tuple[str, Any, Any]]:
+    """(limit, before, after) rows of a plan-change preview."""
+    before = _limits(preview.limits_before)
+    after = _limits(preview.limits_after)
+    names = list(dict.fromkeys([*before, *after]))
+    return [
+        (LIMIT_LABELS.get(name, name.replace("_", " ")), before.get(name), after.get(name)) for name in names
+    ]
+
+
+def _limits(limits: Any) -> dict[str, Any]:
+    if hasattr(limits, "as_dict"):
+        return dict(limits.as_dict())
+    return dict(limits or {})
+
+
+@writer_required
+def tenant_limits_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
+    """Override the plan's limits for this tenant, or set some back to the plan's figures."""
+    current = subscriptions.subscription_get(tenant_id=tenant_id)
+    limits = subscriptions.subscription_effective_limits(subscription=current)
+    in_force = limits.as_dict()
+    if request.method != "POST":
+        form = portal_forms.LimitsForm(initial=in_force)
+    else:
+        form = portal_forms.LimitsForm(request.POST)
+        if form.is_valid():
+            reset = list(form.cleaned_data["reset"])
+            # Only what changes is sent: an untouched box must not turn the plan's figure into an override.
+            changed = {
+                name: form.cleaned_data[name]
+                for name in in_force
+                if name not in reset and form.cleaned_data[name] != in_force[name]
+            }
+            if not changed and not reset:
+                messages.info(request, f"The limits of {tenant_id} were left as they were.")
+                return HttpResponseRedirect(detail_url(tenant_id))
+            response = apply_form(
+                form,
+                lambda: subscriptions.subscription_set_limits(
+                    tenant_id=tenant_id, actor=actor_of(request), reset=reset, **changed
+                ),
+                lambda _: back_to_tenant(
+                    request, tenant_id, f"The limits of {tenant_id} were changed; they apply at once."
+                ),
+            )
+            if response is not None:
+                return response
+    overridden = ", ".join(LIMIT_LABELS.get(name, name) for name in limits.overridden) or "none"
+    return form_page(
+        request,
+        tenant_id=tenant_id,
+        title=f"Limits of {tenant_id}",
+        form=form,
+        submit="Save limits",
+        intro=f"Plan {limits.plan_name}. Limits that differ from the plan now: {overridden}. "
+        "A plan change later replaces every override with the new plan's figures.",
+    )
+
+
+@writer_required
+def tenant_subscription_status_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
+    """Set the subscription's status (TRIAL needs an end date)."""
+    current = subscriptions.subscription_get(tenant_id=tenant_id)
+    if request.method != "POST":
+        form = portal_forms.SubscriptionStatusForm(
+            initial={"status": current.status, "trial_end_date": current.trial_end_date}
+        )
+    else:
+        form = portal_forms.SubscriptionStatusForm(request.POST)
+        if form.is_valid():
+            status = form.cleaned_data["status"]
+            trial_end = form.cleaned_data["trial_end_date"] if status == SubscriptionStatus.TRIAL else None
+            response = apply_form(
+                form,
+                lambda: subscriptions.subscription_set_status(
+                    tenant_id=tenant_id, status=status, actor=actor_of(request), trial_end_date=trial_end
+                ),
+                lambda _: back_to_tenant(
+                    request, tenant_id, f"The subscription of {tenant_id} is now {status}."
+                ),
+            )
+            if response is not None:
+                return response
+    return form_page(
+        request,
+        tenant_id=tenant_id,
+        title=f"Subscription status of {tenant_id}",
+        form=form,
+        submit="Change status",
+        intro=f"Plan {current.plan_name}, status {current.status}.",
+    )
