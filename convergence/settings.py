@@ -108,6 +108,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# Every time on every page in one format with its zone (convergence/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["convergence.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "staticfiles"

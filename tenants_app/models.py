@@ -42,18 +42,18 @@ class PlanName(models.TextChoices):
 
 
 class Provider(models.TextChoices):
-    GCP = "GCP"
-    AWS = "AWS"
+    GCP = "GCP", "GCP"
+    AWS = "AWS", "AWS"
     AZURE = "AZURE"
-    OPENAI = "OPENAI"
+    OPENAI = "OPENAI", "OpenAI"
     ANTHROPIC = "ANTHROPIC"
 
 
 class CredentialType(models.TextChoices):
     SERVICE_ACCOUNT = "SERVICE_ACCOUNT"
     ACCESS_KEY = "ACCESS_KEY"
-    API_KEY = "API_KEY"
-    OAUTH = "OAUTH"
+    API_KEY = "API_KEY", "API key"
+    OAUTH = "OAUTH", "OAuth"
 
 
 class ValidationStatus(models.TextChoices):

@@ -1,0 +1,14 @@
+"""Template filters of tenants_app/portal/presentation.py: `timestamp`, `duration`, `as_json`, `label`."""
+
+from __future__ import annotations
+
+from django import template
+
+from tenants_app.portal import presentation
+
+register = template.Library()
+
+register.filter("timestamp", presentation.timestamp)
+register.filter("duration", presentation.duration_ms)
+register.filter("as_json", presentation.json_text)
+register.filter("label", presentation.enum_label)
