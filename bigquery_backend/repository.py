@@ -286,7 +286,7 @@ class Repository(Generic[M]):
             self._validate(obj)
         if 0 < len(objs) <= _SCALAR_ROWS:
             # A few rows as plain parameters: a join of one UNNEST per column costs the emulator about
-            # four times as much per statement (bench/README.md), and BigQuery nothing more either way.
+            # four times as much per statement (docs/benchmarks.md), and BigQuery nothing more either way.
             aliases = {c.name: f"c{index}" for index, c in enumerate(columns)}
             source = " UNION ALL ".join(
                 "SELECT "
