@@ -45,7 +45,8 @@ from tenants_app.repositories import central_repository  # noqa: E402
 from tenants_app.services.bootstrap import bigquery_bootstrap  # noqa: E402
 from tenants_app.services.errors import QuotaExceeded  # noqa: E402
 from tenants_app.services.onboarding import subscription_id_for, usage_id_for  # noqa: E402
-from tenants_app.services.quotas import quota_admit, quota_release, usage_rows_start  # noqa: E402
+from tenants_app.services.quotas import quota_admit, quota_release  # noqa: E402
+from tenants_app.services.usage_rows import usage_rows_start  # noqa: E402
 
 DML = ("UPDATE", "MERGE", "INSERT", "DELETE")
 NOW = datetime(2031, 3, 18, 12, 0, tzinfo=UTC)

@@ -71,7 +71,7 @@ EVENT_TYPES: tuple[str, ...] = (
 )
 TRIAL_NOTICE_DAYS = 3
 KEY_NOTICE_DAYS = 7
-# The same ratio as the usage rows' `*_warning_at` columns (services/quotas.py WARNING_RATIO is 4/5).
+# The same ratio as the usage rows' `*_warning_at` columns (services/quota_rules.py WARNING_RATIO is 4/5).
 WARNING_PERCENT = 80
 
 _SEQ = "notifications:outbox:seq"

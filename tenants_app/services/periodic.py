@@ -33,9 +33,10 @@ from django.conf import settings
 from django.core.cache import cache
 
 from tenants_app.services.notifications import notifications_daily_scan, notifications_deliver
-from tenants_app.services.quotas import quota_day, usage_roll_over
+from tenants_app.services.quota_rules import quota_day
 from tenants_app.services.run_queue import runs_reap_orphaned
 from tenants_app.services.scheduler import scheduler_run
+from tenants_app.services.usage_rows import usage_roll_over
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """Quota admission and release for many tenants at once: one statement per tick, not one per run.
 
-The same rules as quotas.py (read it first): a run is admitted on its UTC day's usage row by ONE
+The one place of the admission and release statements: quotas.py admits or releases a single run
+through them with a batch of one. A run is admitted on its UTC day's usage row by ONE
 conditional UPDATE whose conditions are the limits, so the check and the increment cannot be
 separated; a release frees the slot on the admitted day's row and every later row of the tenant,
 never below 0, and counts the outcome on the admitted day. Here one UPDATE does it for every tenant
@@ -22,20 +23,27 @@ from django.utils import timezone
 from google.cloud import bigquery
 
 from tenants_app.log_context import ContextThreadPoolExecutor
-from tenants_app.models import TenantProfile, TenantSubscription, TenantUsageQuota
+from tenants_app.models import (
+    RunState,
+    TenantPipelineExecutionQueue,
+    TenantProfile,
+    TenantSubscription,
+    TenantUsageQuota,
+)
 from tenants_app.repositories import central_repository
 from tenants_app.services.errors import DoesNotExist, ServiceError
 from tenants_app.services.notifications import notify_quota_usage
 from tenants_app.services.onboarding import usage_id_for
 from tenants_app.services.plans import OPERATION_RUN
-from tenants_app.services.quotas import (
+from tenants_app.services.quota_rules import (
     WARNING_RATIO,
-    _check_allowed,
-    _exceeded,
-    _run_dml,
-    usage_rows_start,
+    check_allowed,
+    limit_exceeded,
+    quota_day,
+    run_usage_dml,
 )
 from tenants_app.services.subscriptions import EffectiveLimits, subscription_effective_limits
+from tenants_app.services.usage_rows import usage_rows_start
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,7 @@ class Release:
 
 def quota_rooms(*, tenant_ids: Sequence[str], now: datetime) -> dict[str, Room]:
     """Each tenant's room on today's usage row (3 reads side by side; the missing rows are created)."""
-    day = _day(now)
+    day = quota_day(now)
     tenants = sorted(set(tenant_ids))
     if not tenants:
         return {}
@@ -81,7 +89,7 @@ def quota_rooms(*, tenant_ids: Sequence[str], now: datetime) -> dict[str, Room]:
         try:
             if subscription is None:
                 raise DoesNotExist(f"tenant {tenant!r} has no subscription")
-            _check_allowed(tenant, subscription, found_statuses.get(tenant), OPERATION_RUN, day)
+            check_allowed(tenant, subscription, found_statuses.get(tenant), OPERATION_RUN, day)
         except ServiceError as refusal:
             rooms[tenant] = Room(tenant, 0, None, refusal)
             continue
@@ -98,23 +106,27 @@ def quota_rooms(*, tenant_ids: Sequence[str], now: datetime) -> dict[str, Room]:
         if row is None:
             rooms[tenant] = Room(tenant, 0, None, DoesNotExist(f"tenant {tenant!r} has no usage row"))
             continue
-        exceeded = _exceeded(row, room.limits, now)
-        if exceeded is not None:
-            rooms[tenant] = Room(tenant, 0, room.limits, exceeded)
-            continue
-        free = min(
-            room.limits.daily_limit - row.pipelines_run_today,
-            room.limits.monthly_limit - row.pipelines_run_month,
-            room.limits.concurrent_limit - row.concurrent_pipelines_running,
-        )
-        rooms[tenant] = Room(
-            tenant,
-            max(0, free),
-            room.limits,
-            run_today=row.pipelines_run_today,
-            run_month=row.pipelines_run_month,
-        )
+        rooms[tenant] = quota_room(tenant_id=tenant, limits=room.limits, row=row, now=now)
     return rooms
+
+
+def quota_room(*, tenant_id: str, limits: EffectiveLimits, row: TenantUsageQuota, now: datetime) -> Room:
+    """The tenant's room on its usage row as read: how many runs fit under every limit, or the refusal."""
+    exceeded = limit_exceeded(row, limits, now)
+    if exceeded is not None:
+        return Room(tenant_id, 0, limits, exceeded)
+    free = min(
+        limits.daily_limit - row.pipelines_run_today,
+        limits.monthly_limit - row.pipelines_run_month,
+        limits.concurrent_limit - row.concurrent_pipelines_running,
+    )
+    return Room(
+        tenant_id,
+        max(0, free),
+        limits,
+        run_today=row.pipelines_run_today,
+        run_month=row.pipelines_run_month,
+    )
 
 
 def quota_admit_many(
@@ -124,7 +136,7 @@ def quota_admit_many(
     grants = {tenant: n for tenant, n in grants.items() if n > 0}
     if not grants:
         return set()
-    day = _day(now)
+    day = quota_day(now)
     params: list[Any] = [
         bigquery.ScalarQueryParameter("now", "TIMESTAMP", now),
         bigquery.ScalarQueryParameter("admission_id", "STRING", admission_id),
@@ -151,7 +163,8 @@ def quota_admit_many(
     n, daily, monthly, concurrent = case["n"], case["daily"], case["monthly"], case["concurrent"]
     numerator, denominator = WARNING_RATIO
     table = central_repository(TenantUsageQuota).table
-    # As quotas._reserve, for n runs at once: right-hand sides see the row before the statement.
+    # Right-hand sides see the row as it was before this statement (standard UPDATE semantics), hence
+    # the `+ n`. The limits are the subscription's effective ones, written back so the row shows them.
     sql = (
         f"UPDATE {table} SET "  # noqa: S608 - identifiers quoted, values parameters
         f"pipelines_run_today = pipelines_run_today + {n}, "
@@ -168,7 +181,7 @@ def quota_admit_many(
         f"WHERE usage_id IN UNNEST(@ids) AND pipelines_run_today + {n} <= {daily} "
         f"AND pipelines_run_month + {n} <= {monthly} AND concurrent_pipelines_running + {n} <= {concurrent}"
     )
-    if _run_dml(sql, params) == len(ids):
+    if run_usage_dml(sql, params) == len(ids):
         admitted = set(grants)
     else:
         rows = central_repository(TenantUsageQuota).list(
@@ -197,10 +210,15 @@ def _notify_usage(room: Room, admitted: int) -> None:
         )
 
 
-def quota_release_many(*, releases: Sequence[Release], now: datetime | None = None) -> int:
+def quota_release_many(
+    *, releases: Sequence[Release], now: datetime | None = None, only_if_leaked: bool = False
+) -> int:
     """Free every run's slot and count its outcome (ONE UPDATE); the rows it changed.
 
-    As `quotas.quota_release`, the caller guarantees once per run through its own state change.
+    As `quotas.quota_release`, the caller guarantees once per run through its own state change. With
+    `only_if_leaked` (`quotas.quota_release_if_leaked`), a row changes only if, once freed, it still
+    counts at least as many running runs as the queue holds RUNNING entries of its tenant: the
+    UPDATE's own condition, so racing repeats free a leaked slot once.
     """
     if not releases:
         return 0
@@ -231,24 +249,26 @@ def quota_release_many(*, releases: Sequence[Release], now: datetime | None = No
     if failed:
         outcome_sets += f"pipelines_failed_today = pipelines_failed_today + {' + '.join(failed)}, "
     table = central_repository(TenantUsageQuota).table
+    leaked = ""
+    if only_if_leaked:
+        queue = central_repository(TenantPipelineExecutionQueue).table
+        leaked = (
+            f" AND concurrent_pipelines_running - ({' + '.join(freed)}) >= "  # noqa: S608 - as below
+            f"(SELECT COUNT(*) FROM {queue} AS q WHERE q.tenant_id = u.tenant_id AND q.state = @running)"
+        )
+        params.append(bigquery.ScalarQueryParameter("running", "STRING", RunState.RUNNING))
     sql = (
-        f"UPDATE {table} SET {outcome_sets}"  # noqa: S608 - identifiers quoted, values parameters
+        f"UPDATE {table} AS u SET {outcome_sets}"  # noqa: S608 - identifiers quoted, values parameters
         f"concurrent_pipelines_running = GREATEST(concurrent_pipelines_running - ({' + '.join(freed)}), 0), "
         "last_pipeline_completed_at = @now, last_updated = @now "
-        "WHERE tenant_id IN UNNEST(@tenants) AND usage_date >= @first_day"
+        f"WHERE tenant_id IN UNNEST(@tenants) AND usage_date >= @first_day{leaked}"
     )
-    return _run_dml(sql, params)
+    return run_usage_dml(sql, params)
 
 
 def _group_order(item: tuple[tuple[str, date, bool | None], int]) -> tuple[str, date, int]:
     (tenant, day, outcome), _ = item
     return tenant, day, {True: 0, False: 1, None: 2}[outcome]
-
-
-def _day(now: datetime) -> date:
-    from tenants_app.services.quotas import quota_day
-
-    return quota_day(now)
 
 
 def _newest_subscriptions(tenants: list[str]) -> dict[str, TenantSubscription]:

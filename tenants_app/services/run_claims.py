@@ -46,7 +46,7 @@ from tenants_app.models import RunState, TenantPipelineExecutionQueue
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.errors import ServiceError, ValidationFailed
 from tenants_app.services.quota_batches import Room, quota_admit_many, quota_rooms
-from tenants_app.services.quotas import quota_day
+from tenants_app.services.quota_rules import quota_day
 from tenants_app.services.run_common import (
     Candidate,
     KnownLease,

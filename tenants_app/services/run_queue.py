@@ -53,7 +53,7 @@ from tenants_app.services.audit import audit_record
 from tenants_app.services.errors import LeaseLost, ValidationFailed
 from tenants_app.services.notifications import notify_run_failed
 from tenants_app.services.quota_batches import Release, quota_release_many
-from tenants_app.services.quotas import quota_day
+from tenants_app.services.quota_rules import quota_day
 from tenants_app.services.run_common import (
     LANE_WAIT_SECONDS,
     Candidate,

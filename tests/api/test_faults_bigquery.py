@@ -66,8 +66,8 @@ from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.datasets import central_dataset
 from tenants_app.services.onboarding import subscription_id_for, usage_id_for
 from tenants_app.services.plans import PLANS
-from tenants_app.services.quotas import usage_rows_start
 from tenants_app.services.run_reports import pipeline_logging_id
+from tenants_app.services.usage_rows import usage_rows_start
 from tests.support.bigquery_faults import BigQueryFaultProxy, Fault, ProxiedRequest
 from tests.support.people import create_superuser
 

@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from bigquery_backend.exceptions import BigQueryError
 from tenants_app.log_context import command_log_context
 from tenants_app.services.errors import ServiceError
-from tenants_app.services.quotas import MIN_RETENTION_DAYS, usage_roll_over
+from tenants_app.services.usage_rows import MIN_RETENTION_DAYS, usage_roll_over
 
 
 def _day(value: str) -> date:

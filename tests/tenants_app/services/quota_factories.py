@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from tenants_app.models import (
     SubscriptionStatus,
+    TenantPipelineExecutionQueue,
     TenantProfile,
     TenantStatus,
     TenantSubscription,
@@ -91,3 +92,22 @@ def usage(tenant_id: str, day: date) -> TenantUsageQuota | None:
 def at(day: date, hour: int = 12, minute: int = 0) -> datetime:
     """A UTC moment on `day`."""
     return datetime(day.year, day.month, day.day, hour, minute, tzinfo=UTC)
+
+
+def queue_entries(tenant_id: str, *entries: tuple[str, date | None]) -> None:
+    """Insert queue entries (state, usage_date) for the tenant in one DML, as claims leave them."""
+    central_repository(TenantPipelineExecutionQueue).insert(
+        *[
+            TenantPipelineExecutionQueue(
+                run_id=f"run_{uuid.uuid4().hex[:12]}",
+                tenant_id=tenant_id,
+                pipeline_id="gcp_cost_ingest",
+                state=state,
+                scheduled_time=datetime(2031, 1, 1, tzinfo=UTC),
+                priority=5,
+                attempt=1,
+                usage_date=usage_date,
+            )
+            for state, usage_date in entries
+        ]
+    )

@@ -3,58 +3,44 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 import pytest
+from django.core import mail
 
 from bigquery_backend.client import BigQueryGateway
 from tenants_app.models import (
     RunState,
     SubscriptionStatus,
-    TenantPipelineExecutionQueue,
     TenantStatus,
 )
-from tenants_app.repositories import central_repository
 from tenants_app.services.errors import (
     DoesNotExist,
     QuotaExceeded,
     SubscriptionInactive,
     TenantNotActive,
 )
+from tenants_app.services.notifications import notifications_deliver
+from tenants_app.services.quota_rules import CONCURRENT_RETRY_AFTER_SECONDS
 from tenants_app.services.quotas import (
-    CONCURRENT_RETRY_AFTER_SECONDS,
     quota_admit,
     quota_release,
     quota_release_if_leaked,
     subscription_require_active,
-    usage_rows_start,
 )
-from tests.tenants_app.services.quota_factories import at, put_usage, tenant_with_subscription, usage
+from tenants_app.services.usage_rows import usage_rows_start
+from tests.tenants_app.services.quota_factories import (
+    at,
+    put_usage,
+    queue_entries,
+    tenant_with_subscription,
+    usage,
+)
 
 pytestmark = pytest.mark.usefixtures("central")
 
 DAY = date(2031, 3, 18)
-
-
-def queue_entries(tenant_id: str, *entries: tuple[str, date | None]) -> None:
-    """Insert queue entries (state, usage_date) for the tenant in one DML, as claims leave them."""
-    central_repository(TenantPipelineExecutionQueue).insert(
-        *[
-            TenantPipelineExecutionQueue(
-                run_id=f"run_{uuid.uuid4().hex[:12]}",
-                tenant_id=tenant_id,
-                pipeline_id="gcp_cost_ingest",
-                state=state,
-                scheduled_time=datetime(2031, 1, 1, tzinfo=UTC),
-                priority=5,
-                attempt=1,
-                usage_date=usage_date,
-            )
-            for state, usage_date in entries
-        ]
-    )
 
 
 def race(count: int, action: Callable[[], object]) -> tuple[list[object], list[BaseException]]:
@@ -201,6 +187,17 @@ def test_it_sets_the_80_percent_warning_once(gateway: BigQueryGateway) -> None:
     assert row is not None
     assert row.daily_warning_at == at(DAY, 10)
     assert row.monthly_warning_at is None
+
+
+def test_it_notifies_the_tenant_when_a_single_admission_reaches_the_daily_limit() -> None:
+    # One admission rule for one run and a batch: the single-run path raises the same events.
+    tenant_id = tenant_with_subscription(daily_limit=5, monthly_limit=1000, concurrent_limit=10)
+    put_usage(tenant_id, DAY, pipelines_run_today=4, pipelines_run_month=4)
+
+    quota_admit(tenant_id=tenant_id, now=at(DAY, 10))
+    notifications_deliver(now=at(DAY, 10, 1))
+
+    assert [email.subject for email in mail.outbox] == ["daily pipeline run limit reached"]
 
 
 def test_it_counts_a_run_finished_after_midnight_on_the_day_it_was_admitted() -> None:
