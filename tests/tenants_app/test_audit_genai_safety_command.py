@@ -26,7 +26,7 @@ from bigquery_backend.emulator import free_port
 from tenants_app.models import TenantProfile, TenantStepLog
 from tenants_app.repositories import central_repository, tenant_repository
 from tenants_app.services.bootstrap import bigquery_bootstrap
-from tenants_app.services.genai_safety import MAX_FINDINGS_PER_COLUMN
+from tenants_app.services.genai_safety_tables import MAX_FINDINGS_PER_COLUMN
 from tests.conftest import unique_name
 
 REPOSITORY = Path(__file__).resolve().parents[2]

@@ -15,12 +15,10 @@ from tenants_app.services.genai_safety import (
     DEFAULT_WORKERS,
     MAX_SAMPLE_ROWS,
     MAX_WORKERS,
-    Finding,
-    GenaiSafetyReport,
-    TableScan,
     genai_safety_scan,
     genai_safety_targets,
 )
+from tenants_app.services.genai_safety_report import Finding, GenaiSafetyReport, TableScan
 
 # Exit statuses: 0 clean, 1 findings, 2 bad arguments (argparse uses 2 as well), 3 BigQuery unavailable.
 EXIT_FINDINGS = 1

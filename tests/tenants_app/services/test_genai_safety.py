@@ -21,17 +21,16 @@ from tenants_app.models import TenantDqResult, TenantPipelineConfig, TenantPipel
 from tenants_app.repositories import central_repository, tenant_repository
 from tenants_app.services.datasets import central_dataset
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
-from tenants_app.services.genai_safety import (
-    MAX_WALK_DEPTH,
+from tenants_app.services.genai_safety import genai_safety_scan, genai_safety_targets
+from tenants_app.services.genai_safety_report import (
     SECRET_NAMED_COLUMN,
     UNKNOWN_COLUMN,
     UNKNOWN_TABLE,
     VIEW_CHANGED,
     Finding,
     GenaiSafetyReport,
-    genai_safety_scan,
-    genai_safety_targets,
 )
+from tenants_app.services.genai_safety_values import MAX_WALK_DEPTH
 from tenants_app.services.onboarding import initial_api_key_id, tenant_onboard
 from tenants_app.services.pipelines import pipeline_config_create
 from tenants_app.services.run_claims import run_claim
