@@ -36,9 +36,12 @@ from tenants_app.models import (
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.datasets import central_dataset
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
+from tenants_app.services.quotas import WARNING_RATIO
 
-# A tenant is flagged from this share of any of its limits: the same 80% that sets the warning flags.
-PRESSURE_THRESHOLD = 0.8
+# A limit is flagged only when it stops work: runs today or this month at the same 80% that sets the
+# quota warnings (integers in SQL, as admission compares them), or running at the concurrent limit with
+# runs of the tenant waiting. A STARTER tenant running its one allowed run with nothing queued is fine.
+PRESSURE_THRESHOLD = WARNING_RATIO[0] / WARNING_RATIO[1]
 MAX_PAGE_SIZE = 200
 MAX_TREND_DAYS = 366
 SCHEDULER_STATUS_CACHE_SECONDS = 15
@@ -67,7 +70,13 @@ class TenantQuota:
     monthly_limit: int | None
     concurrent_limit: int | None
     has_usage_today: bool
+    # The highest share of a limit that counts (the concurrent one only while it holds runs back).
     pressure: float
+    # QUEUED runs of the tenant now (on the dashboard of today; 0 for another day).
+    waiting: int = 0
+    # Whether a limit stops work (see PRESSURE_THRESHOLD), and whether the concurrent one does.
+    flagged: bool = False
+    concurrent_blocks: bool = False
 
     @property
     def daily_ratio(self) -> float:
@@ -82,19 +91,13 @@ class TenantQuota:
         return _ratio(self.concurrent, self.concurrent_limit)
 
     @property
-    def flagged(self) -> bool:
-        return self.pressure >= PRESSURE_THRESHOLD
-
-    @property
     def pressure_on(self) -> str | None:
-        """Which limit is closest (`daily`, `monthly`, `concurrent`), or None with no usage at all."""
+        """Which counted limit is closest (`daily`, `monthly`, `concurrent`), or None with no pressure."""
         if self.pressure <= 0:
             return None
-        ratios = {
-            "daily": self.daily_ratio,
-            "monthly": self.monthly_ratio,
-            "concurrent": self.concurrent_ratio,
-        }
+        ratios = {"daily": self.daily_ratio, "monthly": self.monthly_ratio}
+        if self.concurrent_blocks:
+            ratios["concurrent"] = self.concurrent_ratio
         return max(ratios, key=lambda name: ratios[name])
 
 
@@ -221,8 +224,12 @@ def quota_dashboard(
     flagged_only: bool = False,
     limit: int = 50,
     offset: int = 0,
+    today: date | None = None,
 ) -> QuotaDashboard:
-    """One page of tenants' usage on `day` (default today, UTC) against their limits: two jobs."""
+    """One page of tenants' usage on `day` (default `today`, UTC) against their limits: two jobs.
+
+    `today` (default: the clock's UTC day) is the day whose dashboard also counts the runs waiting now.
+    """
     errors: dict[str, list[str]] = {}
     if plan is not None and plan not in PlanName.values:
         errors["plan"] = [f"Choose one of {', '.join(PlanName.values)}."]
@@ -234,9 +241,10 @@ def quota_dashboard(
         errors["day"] = ["Give a date."]
     if errors:
         raise ValidationFailed("invalid dashboard filter", errors=errors)
-    day = day or _today()
+    today = today or _today()
+    day = day or today
 
-    base, parameters = _pressure_sql(day)
+    base, parameters = _pressure_sql(day, today=today)
     page_parameters = [
         *parameters,
         bigquery.ScalarQueryParameter("plan", "STRING", plan),
@@ -246,15 +254,15 @@ def quota_dashboard(
     ]
     page_sql = (
         f"{base} SELECT * FROM pressure"
-        " WHERE (@plan IS NULL OR plan = @plan) AND (NOT @flagged_only OR pressure >= @threshold)"
-        " ORDER BY pressure DESC, tenant_id LIMIT @limit OFFSET @offset"
+        " WHERE (@plan IS NULL OR plan = @plan) AND (NOT @flagged_only OR flagged)"
+        " ORDER BY flagged DESC, pressure DESC, tenant_id LIMIT @limit OFFSET @offset"
     )
     totals_sql = (
         f"{base} SELECT plan, COUNT(*) AS tenants,"
         " SUM(runs_today) AS runs_today, SUM(runs_month) AS runs_month, SUM(concurrent) AS concurrent,"
         " SUM(IFNULL(daily_limit, 0)) AS daily_limit, SUM(IFNULL(monthly_limit, 0)) AS monthly_limit,"
         " SUM(IFNULL(concurrent_limit, 0)) AS concurrent_limit,"
-        " COUNTIF(pressure >= @threshold) AS flagged"
+        " COUNTIF(flagged) AS flagged"
         " FROM pressure GROUP BY plan ORDER BY plan"
     )
     gateway = get_gateway()
@@ -408,10 +416,16 @@ def _scheduler_status_query(now: datetime) -> SchedulerStatus:
 
 
 # --- SQL --------------------------------------------------------------------------------------------
-def _pressure_sql(day: date) -> tuple[str, list[QueryParameter]]:
-    """`WITH ... pressure AS (...)`: one row per tenant with its figures, limits and pressure."""
+def _pressure_sql(day: date, *, today: date) -> tuple[str, list[QueryParameter]]:
+    """`WITH ... pressure AS (...)`: one row per tenant with its figures, limits, pressure and flag."""
     profiles, subscriptions, usage = _tables()
+    gateway = get_gateway()
+    queue = quote_table(
+        gateway.project, central_dataset(), table_definition(TenantPipelineExecutionQueue).name
+    )
     ratio = "IFNULL(SAFE_DIVIDE({used}, {limit}), 0)"
+    # used * 5 >= limit * 4: the admission's own 80% test, in integers.
+    near = "IFNULL({limit} > 0 AND {used} * @warn_denominator >= {limit} * @warn_numerator, FALSE)"
     sql = (
         "WITH subscription AS ("
         " SELECT tenant_id, plan_name, status, daily_limit, monthly_limit, concurrent_limit"
@@ -426,6 +440,8 @@ def _pressure_sql(day: date) -> tuple[str, list[QueryParameter]]:
         f" FROM {usage} WHERE usage_date BETWEEN @month_start AND @day"
         " QUALIFY ROW_NUMBER() OVER ("
         " PARTITION BY tenant_id ORDER BY usage_date DESC, last_updated DESC) = 1),"
+        f" waiting AS (SELECT tenant_id, COUNT(*) AS waiting FROM {queue} WHERE state = @queued"
+        " GROUP BY tenant_id),"
         " figures AS ("
         " SELECT p.tenant_id, p.company_name, p.status,"
         f" COALESCE(s.plan_name, p.subscription_plan, '{NO_PLAN}') AS plan,"
@@ -439,27 +455,38 @@ def _pressure_sql(day: date) -> tuple[str, list[QueryParameter]]:
         # The subscription holds the limits in force (plan changes and overrides write it first).
         " COALESCE(s.daily_limit, u.daily_limit) AS daily_limit,"
         " COALESCE(s.monthly_limit, u.monthly_limit) AS monthly_limit,"
-        " COALESCE(s.concurrent_limit, u.concurrent_limit) AS concurrent_limit"
+        " COALESCE(s.concurrent_limit, u.concurrent_limit) AS concurrent_limit,"
+        # The queue as it is now: it says nothing about another day.
+        " IF(@day = @today, IFNULL(w.waiting, 0), 0) AS waiting"
         f" FROM {profiles} AS p"
         " LEFT JOIN subscription AS s ON s.tenant_id = p.tenant_id"
         " LEFT JOIN usage AS u ON u.tenant_id = p.tenant_id"
+        " LEFT JOIN waiting AS w ON w.tenant_id = p.tenant_id"
         " WHERE p.status NOT IN UNNEST(@excluded)),"
+        " hits AS ("
+        " SELECT *, "
+        + near.format(used="runs_today", limit="daily_limit")
+        + " AS daily_hit, "
+        + near.format(used="runs_month", limit="monthly_limit")
+        + " AS monthly_hit,"
+        " IFNULL(concurrent_limit > 0 AND concurrent >= concurrent_limit AND waiting > 0, FALSE)"
+        " AS concurrent_blocks FROM figures),"
         " pressure AS ("
-        " SELECT *, GREATEST("
-        + ", ".join(
-            ratio.format(used=used, limit=limit)
-            for used, limit in (
-                ("runs_today", "daily_limit"),
-                ("runs_month", "monthly_limit"),
-                ("concurrent", "concurrent_limit"),
-            )
-        )
-        + ") AS pressure FROM figures)"
+        " SELECT *, daily_hit OR monthly_hit OR concurrent_blocks AS flagged, GREATEST("
+        + ratio.format(used="runs_today", limit="daily_limit")
+        + ", "
+        + ratio.format(used="runs_month", limit="monthly_limit")
+        + ", IF(concurrent_blocks, "
+        + ratio.format(used="concurrent", limit="concurrent_limit")
+        + ", 0)) AS pressure FROM hits)"
     )
     parameters: list[QueryParameter] = [
         bigquery.ScalarQueryParameter("day", "DATE", day),
+        bigquery.ScalarQueryParameter("today", "DATE", today),
         bigquery.ScalarQueryParameter("month_start", "DATE", day.replace(day=1)),
-        bigquery.ScalarQueryParameter("threshold", "FLOAT64", PRESSURE_THRESHOLD),
+        bigquery.ScalarQueryParameter("warn_numerator", "INT64", WARNING_RATIO[0]),
+        bigquery.ScalarQueryParameter("warn_denominator", "INT64", WARNING_RATIO[1]),
+        bigquery.ScalarQueryParameter("queued", "STRING", RunState.QUEUED.value),
         bigquery.ArrayQueryParameter("excluded", "STRING", list(EXCLUDED_STATUSES)),
     ]
     return sql, parameters
@@ -491,6 +518,9 @@ def _tenant_quota(row: dict[str, Any]) -> TenantQuota:
         concurrent_limit=_int_or_none(row["concurrent_limit"]),
         has_usage_today=bool(row["has_usage_today"]),
         pressure=float(row["pressure"] or 0),
+        waiting=_int(row["waiting"]),
+        flagged=bool(row["flagged"]),
+        concurrent_blocks=bool(row["concurrent_blocks"]),
     )
 
 

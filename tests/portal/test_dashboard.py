@@ -39,7 +39,9 @@ def board(central_dataset: str) -> str:
     return central_dataset
 
 
-def seed(tenants: list[tuple[str, str, int]], *, company: str | None = None, days_ago: int = 0) -> None:
+def seed(
+    tenants: list[tuple[str, str, int]], *, company: str | None = None, days_ago: int = 0, running: int = 0
+) -> None:
     """(tenant id, plan, runs that day) each, with a subscription and a usage row: three statements."""
     now = timezone.now()
     today = now.astimezone(UTC).date() - timedelta(days=days_ago)
@@ -77,6 +79,7 @@ def seed(tenants: list[tuple[str, str, int]], *, company: str | None = None, day
                     usage_date=today,
                     pipelines_run_today=runs,
                     pipelines_run_month=runs,
+                    concurrent_pipelines_running=running,
                     daily_limit=limits.daily_limit,
                     monthly_limit=limits.monthly_limit,
                     concurrent_limit=limits.concurrent_limit,
@@ -114,6 +117,28 @@ def test_it_lists_tenants_by_pressure_flags_those_at_80_percent_and_totals_by_pl
     totals = re.search(r'data-plan="STARTER">(.*?)</tr>', html, re.S).group(1)
     assert "6 / 12" in totals  # runs today of the summed daily limits
     assert "Tenants 1\N{EN DASH}3 of 3" in html
+
+
+def test_it_flags_a_full_concurrent_limit_only_while_runs_wait(board: str, superuser_client: Client) -> None:
+    # Two STARTER tenants each running their one allowed run; only one has a run waiting behind it.
+    seed([("alone", PlanName.STARTER, 1), ("held_back", PlanName.STARTER, 1)], running=1)
+    central_repository(TenantPipelineExecutionQueue).insert(
+        TenantPipelineExecutionQueue(
+            run_id="held_back_next",
+            tenant_id="held_back",
+            pipeline_id="sql_transform",
+            state="QUEUED",
+            scheduled_time=timezone.now(),
+        )
+    )
+
+    html = superuser_client.get(DASHBOARD).content.decode()
+
+    assert rows(html) == [("held_back", True), ("alone", False)]
+    held_back = re.search(r'data-tenant="held_back">(.*?)</tr>', html, re.S).group(1)
+    assert "1 waiting" in held_back
+    assert "concurrent limit, runs waiting" in held_back
+    assert "waiting" not in re.search(r'data-tenant="alone">(.*?)</tr>', html, re.S).group(1)
 
 
 def test_it_links_each_tenant_to_its_detail_page_when_the_portal_has_one(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -11,7 +11,9 @@ import pytest
 from bigquery_backend.client import BigQueryGateway
 from tenants_app.models import (
     PlanName,
+    RunState,
     SubscriptionStatus,
+    TenantPipelineExecutionQueue,
     TenantProfile,
     TenantStatus,
     TenantSubscription,
@@ -29,11 +31,12 @@ NOON = datetime(2026, 3, 14, 12, tzinfo=UTC)
 
 @dataclass
 class Seed:
-    """Rows to insert in three statements (profiles, subscriptions, usage)."""
+    """Rows to insert in up to four statements (profiles, subscriptions, usage, queue)."""
 
     profiles: list[TenantProfile]
     subscriptions: list[TenantSubscription]
     usage: list[TenantUsageQuota]
+    queue: list[TenantPipelineExecutionQueue] = field(default_factory=list)
 
     def tenant(
         self,
@@ -100,11 +103,23 @@ class Seed:
             )
         )
 
+    def queued(self, tenant_id: str, state: str = RunState.QUEUED) -> None:
+        self.queue.append(
+            TenantPipelineExecutionQueue(
+                run_id=f"{tenant_id}_{uuid.uuid4().hex[:8]}",
+                tenant_id=tenant_id,
+                pipeline_id="sql_transform",
+                state=state,
+                scheduled_time=NOON,
+            )
+        )
+
     def save(self) -> None:
         for model, rows in (
             (TenantProfile, self.profiles),
             (TenantSubscription, self.subscriptions),
             (TenantUsageQuota, self.usage),
+            (TenantPipelineExecutionQueue, self.queue),
         ):
             if rows:
                 central_repository(model).insert(*rows)
@@ -124,12 +139,13 @@ def ids(rows: list) -> list[str]:
 def test_it_sorts_tenants_by_their_highest_share_of_any_limit_and_flags_from_80_percent(seed: Seed) -> None:
     seed.usage_row(seed.tenant("daily_high"), runs=5)  # 5/6 of the day
     seed.usage_row(seed.tenant("monthly_high"), runs=1, month=171)  # 171/180 of the month
-    seed.usage_row(seed.tenant("concurrent_full"), runs=1, concurrent=1)  # 1/1 running
+    seed.usage_row(seed.tenant("concurrent_full"), runs=1, concurrent=1)  # 1/1 running, one waiting
+    seed.queued("concurrent_full")
     seed.usage_row(seed.tenant("quiet"), runs=3)  # 3/6: 50%
     seed.tenant("idle")  # no usage row today: zero, listed last
     seed.save()
 
-    board = quota_dashboard(day=DAY)
+    board = quota_dashboard(day=DAY, today=DAY)
 
     assert ids(board.rows) == ["concurrent_full", "monthly_high", "daily_high", "quiet", "idle"]
     by_id = {row.tenant_id: row for row in board.rows}
@@ -145,6 +161,57 @@ def test_it_sorts_tenants_by_their_highest_share_of_any_limit_and_flags_from_80_
     )
     assert by_id["idle"].daily_limit == PLANS[PlanName.STARTER].daily_limit
     assert board.total == 5
+
+
+def test_it_does_not_flag_a_starter_tenant_running_its_one_run_with_nothing_waiting(seed: Seed) -> None:
+    seed.usage_row(seed.tenant("alone"), runs=1, concurrent=1)  # 1/1 running
+    seed.queued("alone", RunState.RUNNING)  # its own run: running, not waiting
+    seed.save()
+
+    [row] = quota_dashboard(day=DAY, today=DAY).rows
+
+    assert (row.flagged, row.pressure_on) == (False, "daily")
+    assert quota_dashboard(day=DAY, today=DAY, flagged_only=True).total == 0
+    assert (row.concurrent, row.concurrent_limit, row.waiting) == (1, 1, 0)
+
+
+def test_it_flags_a_tenant_at_its_concurrent_limit_with_a_run_waiting(seed: Seed) -> None:
+    seed.usage_row(seed.tenant("held_back"), runs=1, concurrent=1)
+    seed.queued("held_back", RunState.RUNNING)
+    seed.queued("held_back")
+    seed.queued("held_back")
+    seed.usage_row(seed.tenant("busy_day"), runs=4)  # 4/6 with nothing waiting: listed after
+    seed.save()
+
+    board = quota_dashboard(day=DAY, today=DAY)
+
+    assert ids(board.rows) == ["held_back", "busy_day"]
+    row = board.rows[0]
+    assert (row.flagged, row.pressure_on, row.pressure) == (True, "concurrent", 1.0)
+    assert row.waiting == 2
+    assert ids(quota_dashboard(day=DAY, today=DAY, flagged_only=True).rows) == ["held_back"]
+    # The queue is as it is now: the dashboard of an earlier day does not count it.
+    earlier = quota_dashboard(day=DAY, today=DAY + timedelta(days=1))
+    assert [(r.tenant_id, r.waiting, r.flagged) for r in earlier.rows] == [
+        ("busy_day", 0, False),
+        ("held_back", 0, False),
+    ]
+
+
+@pytest.mark.parametrize(("runs", "flagged"), [(80, True), (79, False)])
+def test_it_flags_runs_today_from_80_percent_of_the_daily_limit(seed: Seed, runs: int, flagged: bool) -> None:
+    tenant = seed.tenant("daily", daily_limit=100, monthly_limit=3000, concurrent_limit=1)
+    # Its one allowed run is running, with nothing waiting: only the day's runs can flag it.
+    seed.usage_row(tenant, runs=runs, daily_limit=100, concurrent=1)
+    seed.save()
+
+    [row] = quota_dashboard(day=DAY, today=DAY).rows
+
+    assert (row.flagged, quota_dashboard(day=DAY, today=DAY, flagged_only=True).total) == (
+        flagged,
+        int(flagged),
+    )
+    assert (row.runs_today, row.daily_limit, row.pressure_on) == (runs, 100, "daily")
 
 
 def test_it_counts_this_months_earlier_runs_for_a_tenant_idle_today(seed: Seed) -> None:
