@@ -42,6 +42,7 @@ from tenants_app.services.errors import (
     ValidationFailed,
 )
 from tenants_app.services.retries import has_request_seed, is_retry_of_unknown_outcome, stable_id
+from tenants_app.services.text_rules import bidi_check
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ def api_key_create(
     """
     errors: dict[str, list[str]] = {}
     clean_name = _check_text(errors, "name", name, max_length=NAME_MAX_LENGTH)
+    bidi_check(errors, "name", clean_name)
     clean_scopes = _check_scopes(errors, scopes)
     clean_created_by = _check_text(errors, "created_by", created_by, max_length=ACTOR_MAX_LENGTH)
     if expires_at is not None:

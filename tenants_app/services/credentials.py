@@ -54,6 +54,7 @@ from tenants_app.services.notifications import CREDENTIAL_INVALID, notify
 from tenants_app.services.plans import OPERATION_CONFIGURE
 from tenants_app.services.quotas import subscription_require_active
 from tenants_app.services.subscriptions import subscription_effective_limits
+from tenants_app.services.text_rules import bidi_require_none
 
 logger = logging.getLogger(__name__)
 
@@ -430,6 +431,8 @@ def _check_name(name: object) -> str:
     if not isinstance(name, str) or not name.strip():
         raise ValidationFailed("the credential needs a name", errors={"name": ["This field is required."]})
     name = name.strip()
+    # Named first: a bidi control is also unprintable, and the specific reason tells what to remove.
+    bidi_require_none("name", name)
     if len(name) > MAX_NAME_LENGTH or not name.isprintable():
         raise ValidationFailed(
             "the credential name is too long or holds control characters",

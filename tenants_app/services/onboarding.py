@@ -57,6 +57,7 @@ from tenants_app.services.datasets import (
 from tenants_app.services.errors import AlreadyExists, ServiceUnavailable, ValidationFailed
 from tenants_app.services.plans import Plan, plan_get
 from tenants_app.services.retries import is_retry_of_unknown_outcome
+from tenants_app.services.text_rules import bidi_check
 from tenants_app.task_graph import Task, run_tasks
 
 logger = logging.getLogger(__name__)
@@ -278,6 +279,7 @@ def _clean(*, tenant_id: str, company_name: str, admin_email: str, plan: str, cr
     low, high = COMPANY_NAME_LENGTH
     if not low <= len(company) <= high:
         errors["company_name"] = [f"Use {low}-{high} characters."]
+    bidi_check(errors, "company_name", company)
 
     email = admin_email.strip() if isinstance(admin_email, str) else ""
     try:

@@ -42,6 +42,7 @@ from tenants_app.services.plans import OPERATION_CONFIGURE, OPERATION_RUN
 from tenants_app.services.quotas import subscription_require_active
 from tenants_app.services.retries import has_request_seed, is_retry_of_unknown_outcome, stable_id
 from tenants_app.services.scheduler import EnqueueEntry, manual_run_id, runs_enqueue
+from tenants_app.services.text_rules import bidi_require_none
 
 logger = logging.getLogger(__name__)
 
@@ -447,6 +448,7 @@ def _text(name: str) -> Any:
             raise _field_error(name, f"Use at most {MAX_TEXT_LENGTH} characters.")
         if any(ord(character) < 32 or 0xD800 <= ord(character) <= 0xDFFF for character in value):
             raise _field_error(name, "Control characters are not allowed.")
+        bidi_require_none(name, value)
         return value
 
     return check

@@ -21,6 +21,7 @@ from tenants_app.services.errors import DoesNotExist, ValidationFailed
 from tenants_app.services.generations import bump, generations, tenant_subject
 from tenants_app.services.onboarding import tenant_views_unauthorize
 from tenants_app.services.subscriptions import subscription_cancel
+from tenants_app.services.text_rules import bidi_check
 
 TENANT_SEARCH_FIELDS = ("tenant_id", "company_name", "admin_email")
 MAX_PAGE_SIZE = 200
@@ -96,6 +97,7 @@ def tenant_update(
         company_name = company_name.strip()
         if not 2 <= len(company_name) <= 200:
             errors["company_name"] = ["Use 2 to 200 characters."]
+        bidi_check(errors, "company_name", company_name)
         values["company_name"] = company_name
     if admin_email is not None:
         try:

@@ -24,6 +24,7 @@ from tenants_app.services.audit import audit_record
 from tenants_app.services.errors import DoesNotExist, PlanLimitReached, ServiceUnavailable, ValidationFailed
 from tenants_app.services.notifications import EVENT_TYPES, TEST_EVENT, notify
 from tenants_app.services.tenants import tenant_get
+from tenants_app.services.text_rules import bidi_require_none
 from tenants_app.services.webhook_delivery import endpoint_aad, webhook_url_check
 
 SECRET_PREFIX = secret_shapes.WEBHOOK_SECRET_PREFIX
@@ -73,6 +74,8 @@ def _check_description(description: object) -> str | None:
     if not isinstance(description, str) or len(description) > MAX_DESCRIPTION_LENGTH:
         reason = f"At most {MAX_DESCRIPTION_LENGTH} characters."
         raise ValidationFailed(f"description: {reason}", errors={"description": [reason]})
+    # The description is the endpoint's name on every page that lists it.
+    bidi_require_none("description", description)
     return description.strip()
 
 
