@@ -1,4 +1,4 @@
-"""Onboarding over the API: a dry run that validates, and the real thing (idempotent and resumable)."""
+"""Onboarding over the API: a dry run that reports each check, and the real thing (idempotent, resumable)."""
 
 from __future__ import annotations
 
@@ -12,17 +12,37 @@ from tenants_app.api.idempotency import HEADER, idempotent
 from tenants_app.api.keys import ApiKeyOutputSerializer
 from tenants_app.api.me import SubscriptionOutputSerializer
 from tenants_app.api.tenants import TenantOutputSerializer
-from tenants_app.models import PlanName
-from tenants_app.services.onboarding import tenant_onboard, tenant_onboard_validate
+from tenants_app.services.onboarding import tenant_onboard, tenant_onboard_dryrun
+from tenants_app.services.onboarding_checks import DEFAULT_PLAN, ONBOARDING_CHECKS, PLAN_ALIAS, PLAN_FIELD
+from tenants_app.services.plans import PLANS
+
+# Longer than any plan's name; the catalogue itself is the service's (an unknown name is refused or,
+# in a dry run, reported by plan_valid).
+PLAN_NAME_MAX_LENGTH = 50
 
 
 class OnboardInputSerializer(serializers.Serializer):
-    """Only shapes here: the service owns the rules (patterns, reserved names, plan catalogue)."""
+    """Only shapes here: the service owns the rules (patterns, reserved names, plan catalogue, alias)."""
 
     tenant_id = serializers.CharField(max_length=50)
     company_name = serializers.CharField(max_length=200, trim_whitespace=False)
     admin_email = serializers.CharField(max_length=254)
-    plan = serializers.ChoiceField(choices=PlanName.choices)
+    plan = serializers.CharField(
+        max_length=PLAN_NAME_MAX_LENGTH,
+        required=False,
+        help_text=(
+            f"The subscription plan: one of {', '.join(PLANS)}. "
+            f"{DEFAULT_PLAN} when neither this nor `{PLAN_ALIAS}` is given."
+        ),
+    )
+    subscription_plan = serializers.CharField(
+        max_length=PLAN_NAME_MAX_LENGTH,
+        required=False,
+        help_text=(
+            f"Alias of `{PLAN_FIELD}`, the original system's name for it. Give either; both only with "
+            f"the same value (else a 400 naming both). Errors about the plan name the field you used."
+        ),
+    )
 
 
 # A request that passes: what the docs show, and what the fuzzing sends besides generated ones.
@@ -53,6 +73,7 @@ class TenantOnboardApi(APIView):
         skipped = serializers.ListField(child=serializers.CharField())
 
     @extend_schema(
+        summary="Onboard a tenant",
         request=OnboardInputSerializer,
         responses={201: OutputSerializer},
         parameters=[OpenApiParameter(HEADER, str, OpenApiParameter.HEADER, required=False)],
@@ -79,13 +100,46 @@ class TenantOnboardApi(APIView):
         return Response(self.OutputSerializer(output).data, status=status.HTTP_201_CREATED)
 
 
-class TenantOnboardDryRunApi(APIView):
-    class OutputSerializer(serializers.Serializer):
-        valid = serializers.BooleanField()
+class OnboardingCheckSerializer(serializers.Serializer):
+    name = serializers.ChoiceField(choices=ONBOARDING_CHECKS)
+    ok = serializers.BooleanField()
+    detail = serializers.CharField(help_text="What was found; for a failed check, what to do about it.")
 
-    @extend_schema(request=OnboardInputSerializer, responses=OutputSerializer, examples=[ONBOARD_EXAMPLE])
+
+class TenantOnboardDryRunApi(APIView):
+    """Every check an onboarding makes before it writes, with its verdict; nothing is written.
+
+    A report answers 200 even when a check failed (a taken id, an unknown plan, KMS down): the
+    request itself was fine and the report is the answer, as in the original system, whose
+    integrations read `ok` and the checks. Malformed input is a 400 naming the field.
+    """
+
+    class OutputSerializer(serializers.Serializer):
+        tenant_id = serializers.CharField()
+        plan = serializers.CharField(help_text="The plan the onboarding would use (given or default).")
+        ok = serializers.BooleanField(help_text="Whether every check passed.")
+        valid = serializers.BooleanField(help_text="Same as `ok`, for callers of the earlier answer.")
+        checks = OnboardingCheckSerializer(
+            many=True, help_text=f"One per check, in this order: {', '.join(ONBOARDING_CHECKS)}."
+        )
+
+    @extend_schema(
+        summary="Check an onboarding without writing",
+        request=OnboardInputSerializer,
+        responses=OutputSerializer,
+        examples=[ONBOARD_EXAMPLE],
+    )
     def post(self, request: Request) -> Response:
         data = OnboardInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        tenant_onboard_validate(created_by=f"user:{request.user.get_username()}", **data.validated_data)
-        return Response({"valid": True})
+        report = tenant_onboard_dryrun(
+            created_by=f"user:{request.user.get_username()}", **data.validated_data
+        )
+        output = {
+            "tenant_id": report.tenant_id,
+            "plan": report.plan,
+            "ok": report.ok,
+            "valid": report.ok,
+            "checks": report.checks,
+        }
+        return Response(self.OutputSerializer(output).data)

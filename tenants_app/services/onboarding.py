@@ -9,6 +9,8 @@ plan's limits and before a dataset exists that no profile names. The API key com
 before it leaves no key behind, and its presence marks a finished onboarding (a repeat then gets
 AlreadyExists). Steps that depend on neither each other nor a failed step run side by side
 (STEP_AFTER, tenants_app/task_graph.py), which brings an onboarding near its longest chain of calls.
+Before the first write, the input and the checks of onboarding_checks.py refuse what would fail;
+the dry run (`tenant_onboard_dryrun`) reports those same checks without writing.
 """
 
 from __future__ import annotations
@@ -19,14 +21,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date
 from functools import partial
 
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured, ValidationError
-from django.core.validators import validate_email
 from django.utils import timezone
 from google.cloud import bigquery
 
 from bigquery_backend.client import BigQueryGateway, get_gateway
-from bigquery_backend.exceptions import Conflict, InvalidIdentifier, NotFound
+from bigquery_backend.exceptions import Conflict
 from bigquery_backend.identifiers import quote_column, quote_table
 from bigquery_backend.models import BigQueryModel
 from bigquery_backend.schema import table_definition
@@ -48,16 +47,20 @@ from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.api_keys import DEFAULT_API_KEY_SCOPES, IssuedApiKey, api_key_create
 from tenants_app.services.audit import audit_record
 from tenants_app.services.bootstrap import CREATED, EXISTS, bigquery_bootstrap
-from tenants_app.services.datasets import (
-    TENANT_ID_PATTERN,
-    central_dataset,
-    tenant_dataset,
-    tenant_dataset_labels,
-)
+from tenants_app.services.datasets import TENANT_ID_PATTERN, central_dataset, tenant_dataset
 from tenants_app.services.errors import AlreadyExists, ServiceUnavailable, ValidationFailed
-from tenants_app.services.plans import Plan, plan_get
+from tenants_app.services.onboarding_checks import (
+    OnboardingReport,
+    OnboardingRequest,
+    TenantIdCheck,
+    check_same_request,
+    first_refused,
+    initial_api_key_id,
+    onboarding_checks_run,
+    onboarding_request_clean,
+    refuse,
+)
 from tenants_app.services.retries import is_retry_of_unknown_outcome
-from tenants_app.services.text_rules import bidi_check
 from tenants_app.task_graph import Task, run_tasks
 
 logger = logging.getLogger(__name__)
@@ -85,64 +88,10 @@ STEP_AFTER: dict[str, tuple[str, ...]] = {
 # views): never more than 6 threads. 1 runs every call one after another.
 ONBOARDING_MAX_WORKERS = 4
 
-# Names that would shadow a dataset, an API path or a role; the central dataset's name is added at run time.
-RESERVED_TENANT_IDS: frozenset[str] = frozenset(
-    {
-        "admin",
-        "administrator",
-        "api",
-        "billing",
-        "central",
-        "convergence",
-        "default",
-        "dryrun",
-        "information_schema",
-        "internal",
-        "me",
-        "onboard",
-        "null",
-        "none",
-        "platform",
-        "public",
-        "region",
-        "root",
-        "security",
-        "staff",
-        "support",
-        "system",
-        "tenant",
-        "tenants",
-        "test",
-        "undefined",
-    }
-)
-COMPANY_NAME_LENGTH = (2, 200)
-EMAIL_MAX_LENGTH = 254
-ACTOR_MAX_LENGTH = 254
 INITIAL_KEY_NAME = "Initial key"
 # Central tables a tenant may read its own rows of, through a view in its own dataset.
 VIEW_MODELS: tuple[type[BigQueryModel], ...] = (TenantPipelineConfig, TenantScheduledPipelineRun)
-# BigQuery dataset ACL entity types for the `type:` prefix of TENANT_READER_PRINCIPAL_TEMPLATE.
-PRINCIPAL_TYPES = {
-    "user": "userByEmail",
-    "serviceAccount": "userByEmail",
-    "group": "groupByEmail",
-    "domain": "domain",
-}
 _ACL_ATTEMPTS = 5
-
-
-@dataclass(frozen=True)
-class _Request:
-    """Onboarding input after validation."""
-
-    tenant_id: str
-    company_name: str
-    admin_email: str
-    plan: Plan
-    created_by: str
-    dataset_id: str
-    reader: bigquery.AccessEntry | None
 
 
 @dataclass
@@ -160,11 +109,6 @@ class OnboardingResult:
     skipped: list[str] = field(default_factory=list)
 
 
-def initial_api_key_id(tenant_id: str) -> str:
-    """Deterministic id of the onboarding key, so a re-run finds it instead of issuing a second one."""
-    return f"{tenant_id}_initial"
-
-
 def subscription_id_for(tenant_id: str) -> str:
     return f"{tenant_id}_subscription"
 
@@ -173,19 +117,53 @@ def usage_id_for(tenant_id: str, day: date) -> str:
     return f"{tenant_id}_{day:%Y%m%d}"
 
 
-def tenant_onboard_validate(
-    *, tenant_id: str, company_name: str, admin_email: str, plan: str, created_by: str
-) -> None:
-    """The dry run: validate the input and check the tenant can be onboarded; writes nothing."""
-    request = _clean(
+def tenant_onboard_dryrun(
+    *,
+    tenant_id: str,
+    company_name: str,
+    admin_email: str,
+    plan: str | None = None,
+    subscription_plan: str | None = None,
+    created_by: str,
+) -> OnboardingReport:
+    """Every check the onboarding would make (onboarding_checks), each with its verdict; writes nothing.
+
+    ValidationFailed for malformed input; an unknown plan is not malformed here but a failed check.
+    """
+    request = onboarding_request_clean(
         tenant_id=tenant_id,
         company_name=company_name,
         admin_email=admin_email,
         plan=plan,
+        subscription_plan=subscription_plan,
+        created_by=created_by,
+        plan_must_exist=False,
+    )
+    checks = onboarding_checks_run(request, max_workers=ONBOARDING_MAX_WORKERS)
+    return OnboardingReport(tenant_id=request.tenant_id, plan=request.plan_name, checks=checks)
+
+
+def tenant_onboard_validate(
+    *,
+    tenant_id: str,
+    company_name: str,
+    admin_email: str,
+    plan: str | None = None,
+    subscription_plan: str | None = None,
+    created_by: str,
+) -> None:
+    """Raise what `tenant_onboard` would refuse the same request with, before writing; writes nothing."""
+    request = onboarding_request_clean(
+        tenant_id=tenant_id,
+        company_name=company_name,
+        admin_email=admin_email,
+        plan=plan,
+        subscription_plan=subscription_plan,
         created_by=created_by,
     )
-    with bigquery_errors_translated():
-        _preflight(request, max_workers=ONBOARDING_MAX_WORKERS)
+    refused = first_refused(onboarding_checks_run(request, max_workers=ONBOARDING_MAX_WORKERS))
+    if refused is not None:
+        refuse(refused)
 
 
 def tenant_onboard(
@@ -193,24 +171,28 @@ def tenant_onboard(
     tenant_id: str,
     company_name: str,
     admin_email: str,
-    plan: str,
+    plan: str | None = None,
+    subscription_plan: str | None = None,
     created_by: str,
     before_step: Callable[[str], None] | None = None,
     max_workers: int = ONBOARDING_MAX_WORKERS,
 ) -> OnboardingResult:
     """Create everything a new tenant needs, or finish an onboarding that failed half-way.
 
-    `before_step(name)` is called in the step's thread just before it runs (tests inject failures).
+    `plan` or its alias `subscription_plan` (the original system's name) names the plan: both only
+    with the same value; neither gives DEFAULT_PLAN. `before_step(name)` is called in the step's
+    thread just before it runs (tests inject failures).
     """
-    request = _clean(
+    request = onboarding_request_clean(
         tenant_id=tenant_id,
         company_name=company_name,
         admin_email=admin_email,
         plan=plan,
+        subscription_plan=subscription_plan,
         created_by=created_by,
     )
+    run = _Run(request, profile=_checked_profile(request, max_workers=max_workers), max_workers=max_workers)
     with bigquery_errors_translated():
-        run = _Run(request, profile=_preflight(request, max_workers=max_workers), max_workers=max_workers)
         steps = {
             step: Task(partial(run.do, step, before_step), after=STEP_AFTER[step])
             for step in ONBOARDING_STEPS
@@ -242,180 +224,29 @@ def tenant_onboard(
     return result
 
 
-# --- validation -------------------------------------------------------------------------------------
-def reserved_tenant_ids() -> frozenset[str]:
-    """RESERVED_TENANT_IDS plus the configured central dataset's name."""
-    return RESERVED_TENANT_IDS | {str(settings.TENANTS_DATASET).lower()}
-
-
-def _clean(*, tenant_id: str, company_name: str, admin_email: str, plan: str, created_by: str) -> _Request:
-    """Check every field and report all errors at once (ValidationFailed.errors)."""
-    errors: dict[str, list[str]] = {}
-
-    dataset_id = ""
-    # The original pattern (datasets.TENANT_ID_PATTERN), in lowercase only for a new tenant: the id
-    # names a dataset, a label value and the literal inside the tenant's views, one spelling per tenant.
-    if (
-        not isinstance(tenant_id, str)
-        or not TENANT_ID_PATTERN.fullmatch(tenant_id)
-        or tenant_id != tenant_id.lower()
-    ):
-        errors["tenant_id"] = ["Use 3-50 lowercase letters, digits or underscores."]
-    elif tenant_id.startswith("_"):
-        # BigQuery hides datasets whose name starts with an underscore.
-        errors["tenant_id"] = ["Start with a letter or a digit."]
-    elif tenant_id in reserved_tenant_ids():
-        errors["tenant_id"] = [f"'{tenant_id}' is reserved; choose another id."]
-    else:
-        try:
-            dataset_id = tenant_dataset(tenant_id)
-        except InvalidIdentifier:
-            errors["tenant_id"] = ["This id gives an invalid dataset name with TENANT_DATASET_TEMPLATE."]
-        else:
-            if dataset_id.lower() in reserved_tenant_ids():
-                errors["tenant_id"] = [f"Its dataset name '{dataset_id}' is reserved; choose another id."]
-
-    company = company_name.strip() if isinstance(company_name, str) else ""
-    low, high = COMPANY_NAME_LENGTH
-    if not low <= len(company) <= high:
-        errors["company_name"] = [f"Use {low}-{high} characters."]
-    bidi_check(errors, "company_name", company)
-
-    email = admin_email.strip() if isinstance(admin_email, str) else ""
-    try:
-        if len(email) > EMAIL_MAX_LENGTH:
-            raise ValidationError("too long")
-        validate_email(email)
-    except ValidationError:
-        errors["admin_email"] = ["Enter a valid email address."]
-
-    chosen: Plan | None = None
-    try:
-        chosen = plan_get(plan)
-    except ValidationFailed as exc:
-        errors.update(exc.errors)
-
-    actor = created_by.strip() if isinstance(created_by, str) else ""
-    if not actor or len(actor) > ACTOR_MAX_LENGTH:
-        errors["created_by"] = [f"Give who onboards the tenant (1-{ACTOR_MAX_LENGTH} characters)."]
-
-    if errors:
-        summary = "; ".join(f"{name}: {' '.join(reasons)}" for name, reasons in errors.items())
-        raise ValidationFailed(f"invalid onboarding request: {summary}", errors=errors)
-    assert chosen is not None  # plan_get raised otherwise
-    return _Request(
-        tenant_id=tenant_id,
-        company_name=company,
-        admin_email=email,
-        plan=chosen,
-        created_by=actor,
-        dataset_id=dataset_id,
-        reader=reader_access_entry(tenant_id),
-    )
-
-
-def reader_access_entry(tenant_id: str) -> bigquery.AccessEntry | None:
-    """READER entry for the tenant's principal (TENANT_READER_PRINCIPAL_TEMPLATE); None when unset."""
-    template = settings.TENANT_READER_PRINCIPAL_TEMPLATE
-    if not template:
-        return None
-    try:
-        principal = template.format(tenant_id=tenant_id)
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ImproperlyConfigured(
-            f"TENANT_READER_PRINCIPAL_TEMPLATE {template!r} may only use {{tenant_id}}"
-        ) from exc
-    kind, _, value = principal.partition(":")
-    entity_type = PRINCIPAL_TYPES.get(kind)
-    if entity_type is None or not value or (kind != "domain" and "@" not in value):
-        raise ImproperlyConfigured(
-            f"TENANT_READER_PRINCIPAL_TEMPLATE must give TYPE:VALUE with TYPE one of "
-            f"{', '.join(PRINCIPAL_TYPES)} (e.g. group:{{tenant_id}}-readers@example.com), not {template!r}"
-        )
-    return bigquery.AccessEntry("READER", entity_type, value)
-
-
-# --- preflight --------------------------------------------------------------------------------------
-def _preflight(request: _Request, *, max_workers: int) -> TenantProfile | None:
-    """The existing profile of an unfinished onboarding, None for a new tenant; AlreadyExists otherwise."""
-    # Two independent reads side by side; the profile's verdict wins when both refuse.
-    checks = {
-        "existing_profile": Task(partial(_existing_profile, request)),
-        "foreign_dataset": Task(partial(_check_dataset_is_ours, get_gateway(), request)),
-    }
-    return run_tasks(checks, max_workers=max_workers, thread_name_prefix="onboarding")["existing_profile"]
-
-
-def _existing_profile(request: _Request) -> TenantProfile | None:
-    tenant_id = request.tenant_id
-    profile = central_repository(TenantProfile).find(tenant_id)
-    if profile is not None and profile.status in {TenantStatus.CANCELLED, TenantStatus.DELETED}:
-        # An offboarded tenant is never "resumed": that would recreate a purged dataset and its views.
-        raise AlreadyExists(
-            f"tenant {tenant_id} was offboarded (status {profile.status}); choose another id",
-            errors={"tenant_id": ["This tenant was offboarded."]},
-        )
-    if profile is not None:
-        initial_key = central_repository(TenantApiKey).list(
-            filters={"api_key_id": initial_api_key_id(tenant_id), "tenant_id": tenant_id}, limit=1
-        )
-        if initial_key and is_retry_of_unknown_outcome():
-            # The same caller repeats a request that failed with its outcome unknown: the run goes
-            # through (every step finds its work done) and the key step decides what to show.
-            _check_same_request(profile, request)
-        elif initial_key:
-            # The initial key's answer may have been lost after it was stored: the onboarding is
-            # complete but for its audit entry, which this repeat writes if it is missing.
-            _audit_onboarding_if_missing(request, profile, initial_key[0])
-            raise AlreadyExists(
-                f"tenant {tenant_id} already exists (status {profile.status}); "
-                f"to replace a lost initial key, rotate API key {initial_api_key_id(tenant_id)}",
-                errors={"tenant_id": ["A tenant with this id already exists."]},
-            )
-        _check_same_request(profile, request)
-    return profile
-
-
-def _check_same_request(profile: TenantProfile, request: _Request) -> None:
-    """An unfinished onboarding is finished with the details it started with, never others."""
-    differences = [
-        name
-        for name, stored, given in (
-            ("company_name", profile.company_name, request.company_name),
-            ("admin_email", profile.admin_email.lower(), request.admin_email.lower()),
-            ("plan", profile.subscription_plan, request.plan.name),
-        )
-        if stored != given
-    ]
-    if differences:
-        raise AlreadyExists(
-            f"tenant {request.tenant_id} exists from an unfinished onboarding with another "
-            f"{', '.join(differences)}; run it again with the same details to finish it",
-            errors={name: ["Differs from the unfinished onboarding of this tenant."] for name in differences},
-        )
-
-
-def _check_dataset_is_ours(gateway: BigQueryGateway, request: _Request) -> None:
-    """Refuse to adopt a dataset of the same name that is not this tenant's (it would get its ACL)."""
-    try:
-        dataset = gateway.get_dataset(request.dataset_id)
-    except NotFound:
-        return
-    expected = tenant_dataset_labels(request.tenant_id)
-    labels = dataset.labels or {}
-    if any(labels.get(name) != expected[name] for name in ("managed_by", "tenant_id")):
-        raise AlreadyExists(
-            f"dataset {request.dataset_id} already exists and does not belong to tenant "
-            f"{request.tenant_id}; choose another tenant id",
-            errors={"tenant_id": ["A dataset with this name already exists."]},
-        )
+def _checked_profile(request: OnboardingRequest, *, max_workers: int) -> TenantProfile | None:
+    """The checks the dry run reports: the profile of an unfinished onboarding, None for a new tenant."""
+    checks = onboarding_checks_run(request, max_workers=max_workers)
+    refused = first_refused(checks)
+    if isinstance(refused, TenantIdCheck) and refused.profile and refused.initial_key:
+        # Finished, but the initial key's answer may have been lost after it was stored: its audit
+        # entry is the one write a refused repeat makes, if that entry is missing.
+        with bigquery_errors_translated():
+            _audit_onboarding_if_missing(request, refused.profile, refused.initial_key)
+    if refused is not None:
+        refuse(refused)
+    tenant = checks[0]
+    assert isinstance(tenant, TenantIdCheck)  # it passed, so it ran to its verdict
+    return tenant.profile
 
 
 # --- steps ------------------------------------------------------------------------------------------
 class _Run:
     """State of one onboarding run; each step returns True when it wrote something."""
 
-    def __init__(self, request: _Request, *, profile: TenantProfile | None, max_workers: int) -> None:
+    def __init__(
+        self, request: OnboardingRequest, *, profile: TenantProfile | None, max_workers: int
+    ) -> None:
         self.request = request
         self.max_workers = max_workers
         self.profile = profile
@@ -456,7 +287,9 @@ class _Run:
         if profiles.upsert(profile, update_fields=[]) == 0:
             # A concurrent run of the same onboarding inserted it between our lookup and the MERGE.
             profile = profiles.get(request.tenant_id)
-            _check_same_request(profile, request)
+            differs = check_same_request(profile, request)
+            if differs is not None:
+                raise differs
             self.profile = profile
             return False
         self.profile = profile
@@ -576,7 +409,9 @@ class _Run:
         return True
 
 
-def _audit_onboarding(request: _Request, profile: TenantProfile, key: TenantApiKey, *, resumed: bool) -> None:
+def _audit_onboarding(
+    request: OnboardingRequest, profile: TenantProfile, key: TenantApiKey, *, resumed: bool
+) -> None:
     """The one tenant.onboard entry: written by the run that issued the initial key, so once."""
     audit_record(
         action="tenant.onboard",
@@ -599,7 +434,9 @@ def _audit_onboarding(request: _Request, profile: TenantProfile, key: TenantApiK
     )
 
 
-def _audit_onboarding_if_missing(request: _Request, profile: TenantProfile, key: TenantApiKey) -> None:
+def _audit_onboarding_if_missing(
+    request: OnboardingRequest, profile: TenantProfile, key: TenantApiKey
+) -> None:
     """The entry of a run whose key landed but whose answer (and entry) were lost (one job)."""
     if central_repository(AuditLogEntry).count(
         filters={"action": "tenant.onboard", "tenant_id": request.tenant_id}
@@ -610,7 +447,7 @@ def _audit_onboarding_if_missing(request: _Request, profile: TenantProfile, key:
     _audit_onboarding(made_by, profile, key, resumed=True)
 
 
-def _lost_initial_key(request: _Request) -> IssuedApiKey | None:
+def _lost_initial_key(request: OnboardingRequest) -> IssuedApiKey | None:
     """The initial key again, for the same caller's retry of a request whose answer was lost; else None.
 
     Only inside `retries.retry_of_unknown_outcome` (a repeated Idempotency-Key after a 503), only to

@@ -35,11 +35,11 @@ from tenants_app.services.api_keys import DEFAULT_API_KEY_SCOPES
 from tenants_app.services.errors import AlreadyExists, ServiceUnavailable, ValidationFailed
 from tenants_app.services.onboarding import (
     ONBOARDING_STEPS,
-    RESERVED_TENANT_IDS,
     OnboardingResult,
     tenant_onboard,
     tenant_onboard_validate,
 )
+from tenants_app.services.onboarding_checks import RESERVED_TENANT_IDS
 from tenants_app.services.plans import PLANS
 from tests.support.kms_fake import FakeCloudKms
 
@@ -350,7 +350,8 @@ def test_it_refuses_a_bad_admin_email(admin_email: str, gateway: BigQueryGateway
     assert_refused("admin_email", gateway, admin_email=admin_email)
 
 
-@pytest.mark.parametrize("plan", ["GOLD", "starter", "", None])
+# No plan at all is the default plan (STARTER): see test_onboarding_checks.py.
+@pytest.mark.parametrize("plan", ["GOLD", "starter", "", 42])
 def test_it_refuses_an_unknown_plan(plan: object, gateway: BigQueryGateway) -> None:
     failure = assert_refused("plan", gateway, plan=plan)
 
@@ -494,9 +495,14 @@ def test_it_finishes_an_onboarding_cut_off_by_a_kms_outage(central: str, setting
         settings.KMS_KEY_NAME = kms.key_name()
         settings.KMS_EMULATOR_HOST = kms.url
         settings.KMS_TIMEOUT_SECONDS = 0.5
-        kms.simulate_outage()
+
+        def cut_kms(step: str) -> None:
+            # After the checks (KMS answered then): the outage begins as the key is issued.
+            if step == "api_key":
+                kms.simulate_outage()
+
         with pytest.raises(ServiceUnavailable, match="KMS"):
-            onboard(tenant_id)
+            onboard(tenant_id, before_step=cut_kms)
         assert footprint(tenant_id, central).keys == 0
         kms.simulate_outage(False)
 
