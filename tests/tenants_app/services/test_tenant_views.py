@@ -14,7 +14,7 @@ from tenants_app.repositories import central_repository
 from tenants_app.services.actors import actor_masked
 from tenants_app.services.datasets import central_dataset
 from tenants_app.services.onboarding import tenant_onboard
-from tenants_app.services.pipelines import pipeline_config_create
+from tenants_app.services.pipelines import pipeline_config_create, pipeline_config_run_now
 from tenants_app.services.tenant_views import tenant_views_refresh, tenant_views_refresh_all
 
 pytestmark = pytest.mark.usefixtures("central")
@@ -84,6 +84,25 @@ def test_it_shows_a_config_created_by_staff_as_made_by_staff(gateway: BigQueryGa
     seen = actors_in_view(gateway, tenant_id)
 
     assert seen[config.config_id][0] == "staff"
+
+
+def test_it_shows_who_started_a_run_as_the_api_does(gateway: BigQueryGateway) -> None:
+    tenant_id = onboarded()
+    config = pipeline_config_create(
+        tenant_id=tenant_id,
+        provider="GCP",
+        domain="billing",
+        pipeline_template="sql_transform",
+        schedule_cron="0 3 * * *",
+        parameters={"source_table": "raw_costs", "destination_table": "daily_costs"},
+        actor="apikey:acme_initial",
+    )
+    run = pipeline_config_run_now(tenant_id=tenant_id, config_id=config.config_id, actor="user:admin").run
+    view = quote_table(gateway.project, tenant_id, "tenant_scheduled_pipeline_runs")
+
+    [row] = gateway.query(f"SELECT run_id, trigger_by FROM {view}").rows
+
+    assert (row["run_id"], row["trigger_by"]) == (run.run_id, "staff")
 
 
 def test_it_masks_every_actor_in_the_view_as_the_api_does(gateway: BigQueryGateway) -> None:
