@@ -10,6 +10,7 @@ from rest_framework.request import Request
 
 from tenants_app.log_context import bind_log_context
 from tenants_app.models import AdminApiToken
+from tenants_app.services.actors import api_key_actor
 from tenants_app.services.admin_tokens import TOKEN_PREFIX, admin_token_authenticate
 from tenants_app.services.api_key_verification import VerifiedApiKey, api_key_verify
 from tenants_app.services.errors import ServiceError
@@ -72,7 +73,7 @@ class TenantPrincipal:
         return scope in self.scopes
 
     def __str__(self) -> str:
-        return f"apikey:{self.api_key_id}"
+        return api_key_actor(self.api_key_id)
 
 
 class TenantApiKeyAuthentication(authentication.BaseAuthentication):
@@ -88,7 +89,7 @@ class TenantApiKeyAuthentication(authentication.BaseAuthentication):
             verified = api_key_verify(key=key.strip())
         except ServiceError as error:
             raise (KeyNotAccepted if error.status == 401 else KeyRefused)(error) from None
-        bind_log_context(tenant_id=verified.tenant_id, actor=f"apikey:{verified.api_key_id}")
+        bind_log_context(tenant_id=verified.tenant_id, actor=api_key_actor(verified.api_key_id))
         principal = TenantPrincipal(
             tenant_id=verified.tenant_id, api_key_id=verified.api_key_id, scopes=verified.scopes
         )

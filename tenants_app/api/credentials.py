@@ -8,7 +8,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from tenants_app.api.idempotency import idempotent
+from tenants_app.api.paging import PageFilterSerializer, page_response, page_serializer
 from tenants_app.api.scoping import TenantScopedApi
+from tenants_app.api.timestamps import TimestampField
 from tenants_app.models import CredentialType, Provider, ValidationStatus
 from tenants_app.services.credentials import (
     credential_create,
@@ -29,9 +31,9 @@ class CredentialOutputSerializer(serializers.Serializer):
     fingerprint = serializers.CharField(allow_null=True)
     validation_status = serializers.ChoiceField(choices=ValidationStatus.choices, allow_null=True)
     is_active = serializers.BooleanField()
-    created_at = serializers.DateTimeField()
+    created_at = TimestampField()
     created_by = serializers.CharField(allow_null=True)
-    updated_at = serializers.DateTimeField(allow_null=True)
+    updated_at = TimestampField(allow_null=True)
     updated_by = serializers.CharField(allow_null=True)
 
 
@@ -46,7 +48,7 @@ PLACEHOLDER_OPENAI_PAYLOAD = {"api_key": "sk-proj-EXAMPLE-EXAMPLE-EXAMPLE-EXAMPL
 class CredentialListApi(TenantScopedApi):
     write_scope = "credentials:manage"
 
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(PageFilterSerializer):
         include_inactive = serializers.BooleanField(default=False)
 
     class InputSerializer(serializers.Serializer):
@@ -54,14 +56,22 @@ class CredentialListApi(TenantScopedApi):
         name = serializers.CharField(max_length=100)
         payload = serializers.JSONField(help_text="The provider's credential document; never returned.")
 
-    @extend_schema(parameters=[FilterSerializer], responses=CredentialOutputSerializer(many=True))
+    @extend_schema(
+        summary="List cloud credentials",
+        parameters=[FilterSerializer],
+        responses=page_serializer(CredentialOutputSerializer),
+    )
     def get(self, request: Request, tenant_id: str | None = None) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        rows = credential_list(tenant_id=self.tenant_id(), **filters.validated_data)
-        return Response([metadata(row) for row in rows])
+        rows = credential_list(tenant_id=self.tenant_id(), **filters.other_filters())
+        # Only what credential_metadata lets out reaches the serializer: never the ciphertext.
+        return page_response(
+            filters.page_of([credential_metadata(row) for row in rows]), CredentialOutputSerializer
+        )
 
     @extend_schema(
+        summary="Add a cloud credential",
         request=InputSerializer,
         responses={201: CredentialOutputSerializer},
         examples=[
@@ -83,7 +93,7 @@ class CredentialListApi(TenantScopedApi):
 
 
 class CredentialDetailApi(TenantScopedApi):
-    @extend_schema(responses=CredentialOutputSerializer)
+    @extend_schema(summary="Get a cloud credential", responses=CredentialOutputSerializer)
     def get(self, request: Request, credential_id: str, tenant_id: str | None = None) -> Response:
         return Response(metadata(credential_get(tenant_id=self.tenant_id(), credential_id=credential_id)))
 
@@ -95,6 +105,7 @@ class CredentialReplaceApi(TenantScopedApi):
         payload = serializers.JSONField()
 
     @extend_schema(
+        summary="Replace a credential's secret",
         request=InputSerializer,
         responses=CredentialOutputSerializer,
         examples=[
@@ -118,7 +129,9 @@ class CredentialReplaceApi(TenantScopedApi):
 class CredentialDeactivateApi(TenantScopedApi):
     write_scope = "credentials:manage"
 
-    @extend_schema(request=None, responses=CredentialOutputSerializer)
+    @extend_schema(
+        summary="Deactivate a cloud credential", request=None, responses=CredentialOutputSerializer
+    )
     def post(self, request: Request, credential_id: str, tenant_id: str | None = None) -> Response:
         row = credential_deactivate(
             tenant_id=self.tenant_id(), credential_id=credential_id, updated_by=self.actor(request)

@@ -11,7 +11,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from tenants_app.api.idempotency import idempotent
+from tenants_app.api.paging import PageFilterSerializer, page_response, page_serializer
 from tenants_app.api.scoping import TenantScopedApi
+from tenants_app.api.timestamps import TimestampField
 from tenants_app.services.api_key_verification import VerifiedApiKey
 from tenants_app.services.api_keys import (
     API_KEY_SCOPES,
@@ -39,11 +41,11 @@ class ApiKeyOutputSerializer(serializers.Serializer):
     key_prefix = serializers.CharField(allow_null=True)
     scopes = serializers.ListField(child=serializers.CharField())
     is_active = serializers.BooleanField()
-    expires_at = serializers.DateTimeField(allow_null=True)
-    created_at = serializers.DateTimeField()
+    expires_at = TimestampField(allow_null=True)
+    created_at = TimestampField()
     created_by = serializers.CharField(allow_null=True)
-    last_used_at = serializers.DateTimeField(allow_null=True)
-    revoked_at = serializers.DateTimeField(allow_null=True)
+    last_used_at = TimestampField(allow_null=True)
+    revoked_at = TimestampField(allow_null=True)
     revoked_reason = serializers.CharField(allow_null=True)
     replaced_by_key_id = serializers.CharField(allow_null=True)
 
@@ -67,7 +69,7 @@ def issued_response(issued: IssuedApiKey) -> Response:
 class ApiKeyListApi(TenantScopedApi):
     write_scope = "keys:manage"
 
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(PageFilterSerializer):
         include_revoked = serializers.BooleanField(default=False)
 
     class InputSerializer(serializers.Serializer):
@@ -77,21 +79,26 @@ class ApiKeyListApi(TenantScopedApi):
             required=False,
             help_text="Default: all but pipelines:execute; for a tenant key, only those it holds.",
         )
-        expires_at = serializers.DateTimeField(
+        expires_at = TimestampField(
             required=False,
             allow_null=True,
             default=None,
             help_text="Default: never; for a tenant key, its own expiry, which is also the latest allowed.",
         )
 
-    @extend_schema(parameters=[FilterSerializer], responses=ApiKeyOutputSerializer(many=True))
+    @extend_schema(
+        summary="List API keys",
+        parameters=[FilterSerializer],
+        responses=page_serializer(ApiKeyOutputSerializer),
+    )
     def get(self, request: Request, tenant_id: str | None = None) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        keys = api_key_list(tenant_id=self.tenant_id(), **filters.validated_data)
-        return Response(ApiKeyOutputSerializer(keys, many=True).data)
+        keys = api_key_list(tenant_id=self.tenant_id(), **filters.other_filters())
+        return page_response(filters.page_of(keys), ApiKeyOutputSerializer)
 
     @extend_schema(
+        summary="Create an API key",
         request=InputSerializer,
         responses={201: IssuedApiKeyOutputSerializer},
         examples=[
@@ -130,6 +137,7 @@ class ApiKeyRotateApi(TenantScopedApi):
         )
 
     @extend_schema(
+        summary="Rotate an API key",
         request=InputSerializer,
         responses={201: IssuedApiKeyOutputSerializer},
         examples=[OpenApiExample("An hour's grace", value={"grace": "1h"}, request_only=True)],
@@ -156,6 +164,7 @@ class ApiKeyRevokeApi(TenantScopedApi):
         reason = serializers.CharField(max_length=500)
 
     @extend_schema(
+        summary="Revoke an API key",
         request=InputSerializer,
         responses=ApiKeyOutputSerializer,
         examples=[

@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from tenants_app.api.paging import PageFilterSerializer, page_response, page_serializer
 from tenants_app.api.permissions import TenantKeyOrStaff
 from tenants_app.pipeline_templates import template_list
 
@@ -43,9 +44,12 @@ class PipelineTemplateListApi(APIView):
     permission_classes = [TenantKeyOrStaff]
     schema_callers = frozenset({"TenantApiKey", "AdminToken", "cookieAuth"})
 
-    class OutputSerializer(serializers.Serializer):
-        results = PipelineTemplateOutputSerializer(many=True)
-
-    @extend_schema(responses=OutputSerializer)
+    @extend_schema(
+        summary="List pipeline templates",
+        parameters=[PageFilterSerializer],
+        responses=page_serializer(PipelineTemplateOutputSerializer),
+    )
     def get(self, request: Request) -> Response:
-        return Response(self.OutputSerializer({"results": template_list()}).data)
+        filters = PageFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        return page_response(filters.page_of(template_list()), PipelineTemplateOutputSerializer)

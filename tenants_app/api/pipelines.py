@@ -8,9 +8,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from tenants_app.api.idempotency import idempotent
-from tenants_app.api.paging import page_body
+from tenants_app.api.paging import PageFilterSerializer, page_response, page_serializer
 from tenants_app.api.runs import RunOutputSerializer
 from tenants_app.api.scoping import TenantScopedApi
+from tenants_app.api.timestamps import TimestampField
 from tenants_app.models import Provider
 from tenants_app.services.pipelines import (
     DEFAULT_PRIORITY,
@@ -42,16 +43,14 @@ class PipelineConfigOutputSerializer(serializers.Serializer):
     schedule_cron = serializers.CharField(help_text=CRON_HELP)
     timezone = serializers.CharField(help_text="IANA time zone the schedule is read in.")
     is_active = serializers.BooleanField(allow_null=True)
-    next_run_time = serializers.DateTimeField(
-        allow_null=True, help_text="Next slot (UTC); empty while paused."
-    )
-    last_run_time = serializers.DateTimeField(allow_null=True)
+    next_run_time = TimestampField(allow_null=True, help_text="Next slot (UTC); empty while paused.")
+    last_run_time = TimestampField(allow_null=True)
     last_run_status = serializers.CharField(allow_null=True)
     parameters = serializers.JSONField(allow_null=True)
     priority = serializers.IntegerField(allow_null=True, help_text=PRIORITY_HELP)
-    created_at = serializers.DateTimeField()
+    created_at = TimestampField()
     created_by = serializers.CharField(allow_null=True)
-    updated_at = serializers.DateTimeField(allow_null=True)
+    updated_at = TimestampField(allow_null=True)
     updated_by = serializers.CharField(allow_null=True)
 
 
@@ -86,17 +85,10 @@ class PipelineConfigListApi(TenantScopedApi):
     read_scope = "pipelines:read"
     write_scope = "pipelines:manage"
 
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(PageFilterSerializer):
+        max_page_size = MAX_PAGE_SIZE
         is_active = serializers.BooleanField(required=False, allow_null=True, default=None)
         provider = serializers.ChoiceField(choices=Provider.choices, required=False)
-        limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_PAGE_SIZE, default=50)
-        offset = serializers.IntegerField(required=False, min_value=0, default=0)
-
-    class OutputSerializer(serializers.Serializer):
-        count = serializers.IntegerField()
-        limit = serializers.IntegerField()
-        offset = serializers.IntegerField()
-        results = PipelineConfigOutputSerializer(many=True)
 
     class InputSerializer(_ConfigFields):
         timezone = serializers.CharField(max_length=64, default="UTC", help_text="IANA name; default UTC.")
@@ -110,14 +102,19 @@ class PipelineConfigListApi(TenantScopedApi):
         )
         is_active = serializers.BooleanField(required=False, default=True)
 
-    @extend_schema(parameters=[FilterSerializer], responses=OutputSerializer)
+    @extend_schema(
+        summary="List pipeline schedules",
+        parameters=[FilterSerializer],
+        responses=page_serializer(PipelineConfigOutputSerializer),
+    )
     def get(self, request: Request, tenant_id: str | None = None) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         page = pipeline_config_list(tenant_id=self.tenant_id(), **filters.validated_data)
-        return Response(self.OutputSerializer(page_body(page)).data)
+        return page_response(page, PipelineConfigOutputSerializer)
 
     @extend_schema(
+        summary="Create a pipeline schedule",
         request=InputSerializer,
         responses={201: PipelineConfigOutputSerializer},
         examples=[
@@ -169,12 +166,13 @@ class PipelineConfigDetailApi(TenantScopedApi):
         )
         is_active = serializers.BooleanField(required=False)
 
-    @extend_schema(responses=PipelineConfigOutputSerializer)
+    @extend_schema(summary="Get a pipeline schedule", responses=PipelineConfigOutputSerializer)
     def get(self, request: Request, config_id: str, tenant_id: str | None = None) -> Response:
         config = pipeline_config_get(tenant_id=self.tenant_id(), config_id=config_id)
         return Response(PipelineConfigOutputSerializer(config).data)
 
     @extend_schema(
+        summary="Change a pipeline schedule",
         request=InputSerializer,
         responses=PipelineConfigOutputSerializer,
         examples=[
@@ -194,7 +192,7 @@ class PipelineConfigDetailApi(TenantScopedApi):
         )
         return Response(PipelineConfigOutputSerializer(config).data)
 
-    @extend_schema(request=None, responses={204: None})
+    @extend_schema(summary="Delete a pipeline schedule", request=None, responses={204: None})
     def delete(self, request: Request, config_id: str, tenant_id: str | None = None) -> Response:
         pipeline_config_delete(tenant_id=self.tenant_id(), config_id=config_id, actor=self.actor(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -204,7 +202,9 @@ class PipelineConfigPauseApi(TenantScopedApi):
     read_scope = "pipelines:read"
     write_scope = "pipelines:manage"
 
-    @extend_schema(request=None, responses=PipelineConfigOutputSerializer)
+    @extend_schema(
+        summary="Pause a pipeline schedule", request=None, responses=PipelineConfigOutputSerializer
+    )
     def post(self, request: Request, config_id: str, tenant_id: str | None = None) -> Response:
         config = pipeline_config_pause(
             tenant_id=self.tenant_id(), config_id=config_id, actor=self.actor(request)
@@ -216,7 +216,9 @@ class PipelineConfigResumeApi(TenantScopedApi):
     read_scope = "pipelines:read"
     write_scope = "pipelines:manage"
 
-    @extend_schema(request=None, responses=PipelineConfigOutputSerializer)
+    @extend_schema(
+        summary="Resume a paused pipeline schedule", request=None, responses=PipelineConfigOutputSerializer
+    )
     def post(self, request: Request, config_id: str, tenant_id: str | None = None) -> Response:
         config = pipeline_config_resume(
             tenant_id=self.tenant_id(), config_id=config_id, actor=self.actor(request)
@@ -233,7 +235,11 @@ class PipelineConfigRunNowApi(TenantScopedApi):
         created = serializers.BooleanField(help_text="False when this minute's run was already queued.")
         run = RunOutputSerializer()
 
-    @extend_schema(request=None, responses={201: OutputSerializer, 200: OutputSerializer})
+    @extend_schema(
+        summary="Queue a run of a schedule now",
+        request=None,
+        responses={201: OutputSerializer, 200: OutputSerializer},
+    )
     def post(self, request: Request, config_id: str, tenant_id: str | None = None) -> Response:
         manual = pipeline_config_run_now(
             tenant_id=self.tenant_id(), config_id=config_id, actor=self.actor(request)

@@ -8,8 +8,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tenants_app.api.paging import page_body
+from tenants_app.api.paging import PageFilterSerializer, page_response, page_serializer
 from tenants_app.api.scoping import TenantScopedApi
+from tenants_app.api.timestamps import TimestampField
 from tenants_app.models import DataQualityStatus, RunState
 from tenants_app.services.run_actions import run_cancel, run_requeue
 from tenants_app.services.run_common import MAX_PAGE_SIZE
@@ -22,18 +23,18 @@ class RunOutputSerializer(serializers.Serializer):
     config_id = serializers.CharField()
     pipeline_id = serializers.CharField()
     state = serializers.ChoiceField(choices=RunState.choices)
-    scheduled_time = serializers.DateTimeField()
+    scheduled_time = TimestampField()
     priority = serializers.IntegerField(help_text="1 = most urgent")
     parameters = serializers.JSONField(allow_null=True)
     retry_count = serializers.IntegerField()
     max_retries = serializers.IntegerField()
-    started_at = serializers.DateTimeField(allow_null=True)
+    started_at = TimestampField(allow_null=True)
     worker_id = serializers.CharField(allow_null=True)
-    completed_at = serializers.DateTimeField(allow_null=True)
-    failed_at = serializers.DateTimeField(allow_null=True)
+    completed_at = TimestampField(allow_null=True)
+    failed_at = TimestampField(allow_null=True)
     error_message = serializers.CharField(allow_null=True)
     pipeline_logging_id = serializers.CharField(allow_null=True)
-    created_at = serializers.DateTimeField()
+    created_at = TimestampField()
 
 
 class QueueEntryOutputSerializer(serializers.Serializer):
@@ -43,23 +44,23 @@ class QueueEntryOutputSerializer(serializers.Serializer):
     pipeline_id = serializers.CharField()
     state = serializers.ChoiceField(choices=RunState.choices)
     priority = serializers.IntegerField(help_text="1 = most urgent")
-    scheduled_time = serializers.DateTimeField()
-    added_at = serializers.DateTimeField()
-    available_at = serializers.DateTimeField(allow_null=True, help_text="Held back until (retry backoff)")
+    scheduled_time = TimestampField()
+    added_at = TimestampField()
+    available_at = TimestampField(allow_null=True, help_text="Held back until (retry backoff)")
     attempt = serializers.IntegerField(allow_null=True)
     lease_owner = serializers.CharField(
         allow_null=True, help_text="The worker holding it, or last holding it"
     )
-    lease_expires_at = serializers.DateTimeField(allow_null=True)
-    heartbeat_at = serializers.DateTimeField(allow_null=True)
-    processing_started_at = serializers.DateTimeField(allow_null=True)
+    lease_expires_at = TimestampField(allow_null=True)
+    heartbeat_at = TimestampField(allow_null=True)
+    processing_started_at = TimestampField(allow_null=True)
 
 
 class ExecutionOutputSerializer(serializers.Serializer):
     pipeline_logging_id = serializers.CharField()
     status = serializers.CharField()
-    start_time = serializers.DateTimeField()
-    end_time = serializers.DateTimeField(allow_null=True)
+    start_time = TimestampField()
+    end_time = TimestampField(allow_null=True)
     duration_ms = serializers.IntegerField(allow_null=True)
     run_metadata = serializers.JSONField(allow_null=True)
     error_message = serializers.CharField(allow_null=True)
@@ -71,8 +72,8 @@ class StepLogOutputSerializer(serializers.Serializer):
     step_name = serializers.CharField()
     step_type = serializers.CharField()
     status = serializers.CharField()
-    start_time = serializers.DateTimeField()
-    end_time = serializers.DateTimeField(allow_null=True)
+    start_time = TimestampField()
+    end_time = TimestampField(allow_null=True)
     duration_ms = serializers.IntegerField(allow_null=True)
     rows_processed = serializers.IntegerField(allow_null=True)
     error_message = serializers.CharField(allow_null=True)
@@ -83,7 +84,7 @@ class DqResultOutputSerializer(serializers.Serializer):
     pipeline_logging_id = serializers.CharField()
     target_table = serializers.CharField()
     dq_config_id = serializers.CharField()
-    executed_at = serializers.DateTimeField()
+    executed_at = TimestampField()
     expectations_passed = serializers.IntegerField()
     expectations_failed = serializers.IntegerField()
     failed_expectations = serializers.JSONField(allow_null=True)
@@ -94,26 +95,21 @@ class RunListApi(TenantScopedApi):
     read_scope = "pipelines:read"
     write_scope = "pipelines:manage"
 
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(PageFilterSerializer):
+        max_page_size = MAX_PAGE_SIZE
         state = serializers.ChoiceField(choices=RunState.choices, required=False)
         config_id = serializers.CharField(required=False, max_length=128)
-        since = serializers.DateTimeField(required=False, help_text="Scheduled at or after")
-        until = serializers.DateTimeField(required=False, help_text="Scheduled before")
-        limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_PAGE_SIZE, default=50)
-        offset = serializers.IntegerField(required=False, min_value=0, default=0)
+        since = TimestampField(required=False, help_text="Scheduled at or after")
+        until = TimestampField(required=False, help_text="Scheduled before")
 
-    class OutputSerializer(serializers.Serializer):
-        count = serializers.IntegerField()
-        limit = serializers.IntegerField()
-        offset = serializers.IntegerField()
-        results = RunOutputSerializer(many=True)
-
-    @extend_schema(parameters=[FilterSerializer], responses=OutputSerializer)
+    @extend_schema(
+        summary="List runs", parameters=[FilterSerializer], responses=page_serializer(RunOutputSerializer)
+    )
     def get(self, request: Request, tenant_id: str | None = None) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         page = run_list(tenant_id=self.tenant_id(), **filters.validated_data)
-        return Response(self.OutputSerializer(page_body(page)).data)
+        return page_response(page, RunOutputSerializer)
 
 
 class RunDetailApi(TenantScopedApi):
@@ -127,7 +123,9 @@ class RunDetailApi(TenantScopedApi):
         step_logs = StepLogOutputSerializer(many=True)
         dq_results = DqResultOutputSerializer(many=True)
 
-    @extend_schema(responses=OutputSerializer)
+    @extend_schema(
+        summary="Get a run with its attempts, step logs and DQ results", responses=OutputSerializer
+    )
     def get(self, request: Request, run_id: str, tenant_id: str | None = None) -> Response:
         detail = run_get(tenant_id=self.tenant_id(), run_id=run_id)
         return Response(self.OutputSerializer(detail).data)
@@ -140,7 +138,7 @@ class RunCancelApi(TenantScopedApi):
     class InputSerializer(serializers.Serializer):
         reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
 
-    @extend_schema(request=InputSerializer, responses=RunOutputSerializer)
+    @extend_schema(summary="Cancel a run", request=InputSerializer, responses=RunOutputSerializer)
     def post(self, request: Request, run_id: str, tenant_id: str | None = None) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -157,7 +155,9 @@ class RunRequeueApi(TenantScopedApi):
     read_scope = "pipelines:read"
     write_scope = "pipelines:manage"
 
-    @extend_schema(request=None, responses=RunOutputSerializer)
+    @extend_schema(
+        summary="Queue a failed or cancelled run again", request=None, responses=RunOutputSerializer
+    )
     def post(self, request: Request, run_id: str, tenant_id: str | None = None) -> Response:
         run = run_requeue(tenant_id=self.tenant_id(), run_id=run_id, actor=self.actor(request))
         return Response(RunOutputSerializer(run).data)
@@ -166,21 +166,17 @@ class RunRequeueApi(TenantScopedApi):
 class QueueListApi(APIView):
     """Staff: the execution queue of every tenant, in claim order."""
 
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(PageFilterSerializer):
+        max_page_size = MAX_PAGE_SIZE
         tenant_id = serializers.CharField(required=False, max_length=64)
         state = serializers.ChoiceField(choices=RunState.choices, required=False)
-        limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_PAGE_SIZE, default=50)
-        offset = serializers.IntegerField(required=False, min_value=0, default=0)
 
-    class OutputSerializer(serializers.Serializer):
-        count = serializers.IntegerField()
-        limit = serializers.IntegerField()
-        offset = serializers.IntegerField()
-        results = QueueEntryOutputSerializer(many=True)
-
-    @extend_schema(parameters=[FilterSerializer], responses=OutputSerializer)
+    @extend_schema(
+        summary="List the execution queue",
+        parameters=[FilterSerializer],
+        responses=page_serializer(QueueEntryOutputSerializer),
+    )
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        page = queue_list(**filters.validated_data)
-        return Response(self.OutputSerializer(page_body(page)).data)
+        return page_response(queue_list(**filters.validated_data), QueueEntryOutputSerializer)

@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tenants_app.api.permissions import StaffOrTenantScope
-from tenants_app.services.actors import ACTOR_FIELDS, actor_masked
+from tenants_app.services.actors import actors_masked, staff_actor
 from tenants_app.services.tenants import tenant_get
 
 
@@ -30,7 +30,7 @@ class TenantScopedApi(APIView):
         response = super().finalize_response(request, response, *args, **kwargs)
         if getattr(request.user, "api_key_id", None) and isinstance(response.data, dict | list):
             # Tenants see that staff acted, not which staff member (their names are ours to keep).
-            response.data = _mask_staff(response.data)
+            response.data = actors_masked(response.data)
         return response
 
     def tenant_id(self) -> str:
@@ -42,20 +42,8 @@ class TenantScopedApi(APIView):
 
     @staticmethod
     def actor(request: Request) -> str:
-        """Who acts, for created_by/revoked_by columns: `user:<name>` or `apikey:<id>`."""
+        """Who acts, for created_by/revoked_by columns: `user:<name>` or `apikey:<id>` (see actors.py)."""
         user = request.user
         if getattr(user, "api_key_id", None):
             return str(user)
-        return f"user:{user.get_username()}"
-
-
-def _mask_staff(data: Any) -> Any:
-    """Mask staff actors (`actors.actor_masked`) anywhere in a response body."""
-    if isinstance(data, list):
-        return [_mask_staff(item) for item in data]
-    if isinstance(data, dict):
-        return {
-            key: actor_masked(value) if key in ACTOR_FIELDS else _mask_staff(value)
-            for key, value in data.items()
-        }
-    return data
+        return staff_actor(user.get_username())

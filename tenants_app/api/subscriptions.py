@@ -86,12 +86,13 @@ class SubscriptionApi(TenantScopedApi):
                 raise serializers.ValidationError({"trial_end_date": ["Only with status TRIAL."]})
             return attrs
 
-    @extend_schema(responses=SubscriptionDetailSerializer)
+    @extend_schema(summary="Get the subscription and its limits", responses=SubscriptionDetailSerializer)
     def get(self, request: Request, tenant_id: str | None = None) -> Response:
         subscription = subscription_get(tenant_id=self.tenant_id())
         return Response(SubscriptionDetailSerializer(subscription_detail(subscription)).data)
 
     @extend_schema(
+        summary="Change the plan, status or limits",
         request=InputSerializer,
         responses=SubscriptionDetailSerializer,
         examples=[
@@ -140,7 +141,7 @@ class SubscriptionPlanPreviewApi(TenantScopedApi):
         changes = serializers.DictField(child=serializers.ListField(child=serializers.IntegerField()))
         warnings = serializers.ListField(child=serializers.CharField())
 
-    @extend_schema(request=InputSerializer, responses=OutputSerializer)
+    @extend_schema(summary="Preview a plan change", request=InputSerializer, responses=OutputSerializer)
     def post(self, request: Request, tenant_id: str | None = None) -> Response:
         if tenant_id is None:
             raise PermissionDenied("A tenant cannot change its own subscription; contact support.")

@@ -8,9 +8,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tenants_app.api.paging import page_body
+from tenants_app.api.paging import PageFilterSerializer, page_response, page_serializer
 from tenants_app.api.schema import error_response
+from tenants_app.api.timestamps import TimestampField
 from tenants_app.models import PlanName, TenantStatus
+from tenants_app.services.actors import staff_actor
 from tenants_app.services.tenants import (
     MAX_PAGE_SIZE,
     tenant_get,
@@ -29,30 +31,26 @@ class TenantOutputSerializer(serializers.Serializer):
     tenant_dataset_id = serializers.CharField()
     status = serializers.ChoiceField(choices=TenantStatus.choices)
     subscription_plan = serializers.CharField(allow_null=True)
-    created_at = serializers.DateTimeField()
-    updated_at = serializers.DateTimeField(allow_null=True)
+    created_at = TimestampField()
+    updated_at = TimestampField(allow_null=True)
 
 
 class TenantListApi(APIView):
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(PageFilterSerializer):
+        max_page_size = MAX_PAGE_SIZE
         status = serializers.ChoiceField(choices=TenantStatus.choices, required=False)
         plan = serializers.ChoiceField(choices=PlanName.choices, required=False)
         search = serializers.CharField(required=False, max_length=200)
-        limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_PAGE_SIZE, default=50)
-        offset = serializers.IntegerField(required=False, min_value=0, default=0)
 
-    class OutputSerializer(serializers.Serializer):
-        count = serializers.IntegerField()
-        limit = serializers.IntegerField()
-        offset = serializers.IntegerField()
-        results = TenantOutputSerializer(many=True)
-
-    @extend_schema(parameters=[FilterSerializer], responses=OutputSerializer)
+    @extend_schema(
+        summary="List tenants",
+        parameters=[FilterSerializer],
+        responses=page_serializer(TenantOutputSerializer),
+    )
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        page = tenant_list(**filters.validated_data)
-        return Response(self.OutputSerializer(page_body(page)).data)
+        return page_response(tenant_list(**filters.validated_data), TenantOutputSerializer)
 
 
 # `tenants/onboard` and `tenants/dryrun` are routes of their own (POST only), never tenant ids.
@@ -66,12 +64,16 @@ class TenantDetailApi(APIView):
         company_name = serializers.CharField(required=False, min_length=2, max_length=200)
         admin_email = serializers.EmailField(required=False)
 
-    @extend_schema(responses={200: TenantOutputSerializer, 405: RESERVED_PATH_RESPONSE})
+    @extend_schema(
+        summary="Get a tenant", responses={200: TenantOutputSerializer, 405: RESERVED_PATH_RESPONSE}
+    )
     def get(self, request: Request, tenant_id: str) -> Response:
         return Response(TenantOutputSerializer(tenant_get(tenant_id=tenant_id)).data)
 
     @extend_schema(
-        request=InputSerializer, responses={200: TenantOutputSerializer, 405: RESERVED_PATH_RESPONSE}
+        summary="Change a tenant's company name or email",
+        request=InputSerializer,
+        responses={200: TenantOutputSerializer, 405: RESERVED_PATH_RESPONSE},
     )
     def patch(self, request: Request, tenant_id: str) -> Response:
         changes = self.InputSerializer(data=request.data)
@@ -81,7 +83,7 @@ class TenantDetailApi(APIView):
 
 
 class TenantSuspendApi(APIView):
-    @extend_schema(request=None, responses=TenantOutputSerializer)
+    @extend_schema(summary="Suspend a tenant", request=None, responses=TenantOutputSerializer)
     def post(self, request: Request, tenant_id: str) -> Response:
         return Response(
             TenantOutputSerializer(tenant_suspend(tenant_id=tenant_id, actor=_staff_actor(request))).data
@@ -89,7 +91,7 @@ class TenantSuspendApi(APIView):
 
 
 class TenantReactivateApi(APIView):
-    @extend_schema(request=None, responses=TenantOutputSerializer)
+    @extend_schema(summary="Reactivate a suspended tenant", request=None, responses=TenantOutputSerializer)
     def post(self, request: Request, tenant_id: str) -> Response:
         return Response(
             TenantOutputSerializer(tenant_reactivate(tenant_id=tenant_id, actor=_staff_actor(request))).data
@@ -103,7 +105,7 @@ class TenantOffboardApi(APIView):
             help_text="Repeat the tenant id: offboarding revokes every key and cannot be undone here."
         )
 
-    @extend_schema(request=InputSerializer, responses=TenantOutputSerializer)
+    @extend_schema(summary="Offboard a tenant", request=InputSerializer, responses=TenantOutputSerializer)
     def post(self, request: Request, tenant_id: str) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -119,4 +121,4 @@ class TenantOffboardApi(APIView):
 
 def _staff_actor(request: Request) -> str:
     """Who acts, for the audit log: these endpoints are for staff only."""
-    return f"user:{request.user.get_username()}"
+    return staff_actor(request.user.get_username())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from django.urls import path
 
+from tenants_app.api import audit as audit_views
 from tenants_app.api import credentials, keys, me, onboarding, tenants
 from tenants_app.api import pipeline_templates as template_views
 from tenants_app.api import pipelines as pipeline_views
@@ -52,6 +53,7 @@ def tenant_resources(prefix: str, name: str) -> list:
             name=f"{name}-subscription-preview",
         ),
         path(f"{prefix}usage", me.UsageApi.as_view(), name=f"{name}-usage"),
+        path(f"{prefix}audit", audit_views.AuditListApi.as_view(), name=f"{name}-audit"),
         path(f"{prefix}pipelines", pipeline_views.PipelineConfigListApi.as_view(), name=f"{name}-pipelines"),
         path(
             f"{prefix}pipelines/<str:config_id>",

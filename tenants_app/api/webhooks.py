@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from tenants_app.api.idempotency import idempotent
-from tenants_app.api.paging import page_body
+from tenants_app.api.paging import PageFilterSerializer, page_response, page_serializer
 from tenants_app.api.scoping import TenantScopedApi
+from tenants_app.api.timestamps import TimestampField
 from tenants_app.models import WebhookDeliveryStatus
 from tenants_app.services.notifications import EVENT_TYPES
 from tenants_app.services.webhooks import (
@@ -36,7 +39,7 @@ class EndpointOutputSerializer(serializers.Serializer):
     event_types = serializers.ListField(child=serializers.CharField(), help_text="Empty: every event")
     secret_prefix = serializers.CharField(help_text="Tells secrets apart; the secret itself is never shown")
     is_active = serializers.BooleanField()
-    created_at = serializers.DateTimeField()
+    created_at = TimestampField()
     created_by = serializers.CharField(allow_null=True)
 
 
@@ -54,10 +57,10 @@ class DeliveryOutputSerializer(serializers.Serializer):
     attempts = serializers.IntegerField()
     response_status = serializers.IntegerField(allow_null=True)
     last_error = serializers.CharField(allow_null=True)
-    next_attempt_at = serializers.DateTimeField(allow_null=True)
-    last_attempt_at = serializers.DateTimeField(allow_null=True)
-    delivered_at = serializers.DateTimeField(allow_null=True)
-    created_at = serializers.DateTimeField()
+    next_attempt_at = TimestampField(allow_null=True)
+    last_attempt_at = TimestampField(allow_null=True)
+    delivered_at = TimestampField(allow_null=True)
+    created_at = TimestampField()
 
 
 def _shown(row: object) -> dict[str, object]:
@@ -76,11 +79,20 @@ class WebhookEndpointListApi(TenantScopedApi):
         )
         description = serializers.CharField(max_length=200, required=False, allow_blank=True)
 
-    @extend_schema(responses=EndpointOutputSerializer(many=True))
+    @extend_schema(
+        summary="List webhook endpoints",
+        parameters=[PageFilterSerializer],
+        responses=page_serializer(EndpointOutputSerializer),
+    )
     def get(self, request: Request, tenant_id: str | None = None) -> Response:
-        return Response([_shown(row) for row in webhook_endpoint_list(tenant_id=self.tenant_id())])
+        filters = PageFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        # Only what webhook_endpoint_metadata lets out reaches the serializer: never the secret.
+        rows = [webhook_endpoint_metadata(row) for row in webhook_endpoint_list(tenant_id=self.tenant_id())]
+        return page_response(filters.page_of(rows), EndpointOutputSerializer)
 
     @extend_schema(
+        summary="Create a webhook endpoint",
         request=InputSerializer,
         responses={201: CreatedEndpointOutputSerializer},
         examples=[
@@ -107,11 +119,11 @@ class WebhookEndpointListApi(TenantScopedApi):
 class WebhookEndpointDetailApi(TenantScopedApi):
     write_scope = WRITE_SCOPE
 
-    @extend_schema(responses=EndpointOutputSerializer)
+    @extend_schema(summary="Get a webhook endpoint", responses=EndpointOutputSerializer)
     def get(self, request: Request, endpoint_id: str, tenant_id: str | None = None) -> Response:
         return Response(_shown(webhook_endpoint_get(tenant_id=self.tenant_id(), endpoint_id=endpoint_id)))
 
-    @extend_schema(responses=EndpointOutputSerializer)
+    @extend_schema(summary="Delete a webhook endpoint", responses=EndpointOutputSerializer)
     def delete(self, request: Request, endpoint_id: str, tenant_id: str | None = None) -> Response:
         row = webhook_endpoint_delete(
             tenant_id=self.tenant_id(), endpoint_id=endpoint_id, deleted_by=self.actor(request)
@@ -125,7 +137,9 @@ class WebhookEndpointTestApi(TenantScopedApi):
     class OutputSerializer(serializers.Serializer):
         event_id = serializers.CharField(help_text="Delivered within seconds; see the endpoint's deliveries")
 
-    @extend_schema(request=None, responses={202: OutputSerializer})
+    @extend_schema(
+        summary="Send a test event to an endpoint", request=None, responses={202: OutputSerializer}
+    )
     def post(self, request: Request, endpoint_id: str, tenant_id: str | None = None) -> Response:
         event_id = webhook_endpoint_send_test(
             tenant_id=self.tenant_id(), endpoint_id=endpoint_id, actor=self.actor(request)
@@ -136,23 +150,19 @@ class WebhookEndpointTestApi(TenantScopedApi):
 class WebhookDeliveryListApi(TenantScopedApi):
     write_scope = WRITE_SCOPE
 
-    class FilterSerializer(serializers.Serializer):
-        limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_PAGE_SIZE, default=50)
-        offset = serializers.IntegerField(required=False, min_value=0, default=0)
+    class FilterSerializer(PageFilterSerializer):
+        max_page_size = MAX_PAGE_SIZE
 
-    class OutputSerializer(serializers.Serializer):
-        count = serializers.IntegerField()
-        limit = serializers.IntegerField()
-        offset = serializers.IntegerField()
-        results = DeliveryOutputSerializer(many=True)
-
-    @extend_schema(parameters=[FilterSerializer], responses=OutputSerializer)
+    @extend_schema(
+        summary="List an endpoint's deliveries",
+        parameters=[FilterSerializer],
+        responses=page_serializer(DeliveryOutputSerializer),
+    )
     def get(self, request: Request, endpoint_id: str, tenant_id: str | None = None) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         page = webhook_delivery_page(
             tenant_id=self.tenant_id(), endpoint_id=endpoint_id, **filters.validated_data
         )
-        body = page_body(page)
-        body["results"] = [webhook_delivery_data(row) for row in page.items]
-        return Response(self.OutputSerializer(body).data)
+        shown = replace(page, items=[webhook_delivery_data(row) for row in page.items])
+        return page_response(shown, DeliveryOutputSerializer)

@@ -20,6 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tenants_app.api.authentication import TenantApiKeyAuthentication
+from tenants_app.api.timestamps import TimestampField
 from tenants_app.models import AdminApiToken, RunState
 from tenants_app.services.admin_tokens import TOKEN_PREFIX, is_pipeline_worker, worker_token_authenticate
 from tenants_app.services.run_claims import ClaimedRun, runs_claim
@@ -104,7 +105,7 @@ class LeaseOutputSerializer(serializers.Serializer):
     run_id = serializers.CharField()
     worker_id = serializers.CharField()
     attempt = serializers.IntegerField()
-    lease_expires_at = serializers.DateTimeField()
+    lease_expires_at = TimestampField()
 
 
 class RunStateOutputSerializer(serializers.Serializer):
@@ -116,8 +117,8 @@ class RunStateOutputSerializer(serializers.Serializer):
     retry_count = serializers.IntegerField()
     max_retries = serializers.IntegerField()
     pipeline_logging_id = serializers.CharField(allow_null=True)
-    completed_at = serializers.DateTimeField(allow_null=True)
-    failed_at = serializers.DateTimeField(allow_null=True)
+    completed_at = TimestampField(allow_null=True)
+    failed_at = TimestampField(allow_null=True)
     error_message = serializers.CharField(allow_null=True)
 
 
@@ -144,14 +145,15 @@ class WorkerClaimApi(WorkerApi):
         config_id = serializers.CharField(allow_null=True)
         parameters = serializers.JSONField(allow_null=True)
         priority = serializers.IntegerField(help_text="1 = most urgent")
-        scheduled_time = serializers.DateTimeField()
+        scheduled_time = TimestampField()
         attempt = serializers.IntegerField(help_text="Send it back with heartbeat, complete and fail.")
         retry_count = serializers.IntegerField()
         max_retries = serializers.IntegerField()
         worker_id = serializers.CharField()
-        lease_expires_at = serializers.DateTimeField()
+        lease_expires_at = TimestampField()
 
     @extend_schema(
+        summary="Claim queued runs",
         request=InputSerializer,
         responses={
             200: OpenApiResponse(
@@ -195,6 +197,7 @@ class WorkerHeartbeatApi(WorkerApi):
         lease_seconds = serializers.IntegerField(required=False)
 
     @extend_schema(
+        summary="Extend a claimed run's lease",
         request=InputSerializer,
         responses=LeaseOutputSerializer,
         examples=_example("Still working", {"worker_id": "worker-1", "attempt": 1}),
@@ -213,8 +216,8 @@ class StepLogInputSerializer(serializers.Serializer):
     step_name = serializers.CharField(max_length=200)
     step_type = serializers.CharField(max_length=64)
     status = serializers.ChoiceField(choices=STEP_STATES)
-    start_time = serializers.DateTimeField()
-    end_time = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    start_time = TimestampField()
+    end_time = TimestampField(required=False, allow_null=True, default=None)
     duration_ms = serializers.IntegerField(required=False, allow_null=True, min_value=0, default=None)
     rows_processed = serializers.IntegerField(required=False, allow_null=True, min_value=0, default=None)
     error_message = serializers.CharField(
@@ -226,7 +229,7 @@ class StepLogInputSerializer(serializers.Serializer):
 class DqResultInputSerializer(serializers.Serializer):
     target_table = serializers.CharField(max_length=1024)
     dq_config_id = serializers.CharField(max_length=128)
-    executed_at = serializers.DateTimeField()
+    executed_at = TimestampField()
     expectations_passed = serializers.IntegerField(min_value=0)
     expectations_failed = serializers.IntegerField(min_value=0)
     failed_expectations = serializers.JSONField(required=False, allow_null=True, default=None)
@@ -240,14 +243,15 @@ class WorkerCompleteApi(WorkerApi):
         status = serializers.ChoiceField(
             choices=COMPLETION_STATES, help_text="FAILED here is final; use /fail for a retryable error."
         )
-        started_at = serializers.DateTimeField(required=False)
-        ended_at = serializers.DateTimeField(required=False)
+        started_at = TimestampField(required=False)
+        ended_at = TimestampField(required=False)
         step_logs = StepLogInputSerializer(many=True, required=False, max_length=MAX_STEP_LOGS)
         dq_results = DqResultInputSerializer(many=True, required=False, max_length=MAX_DQ_RESULTS)
         run_metadata = serializers.JSONField(required=False, allow_null=True)
         error = serializers.CharField(required=False, allow_null=True, max_length=MAX_ERROR_LENGTH)
 
     @extend_schema(
+        summary="Report a run finished",
         request=InputSerializer,
         responses=RunStateOutputSerializer,
         examples=_example("Done", {"worker_id": "worker-1", "attempt": 1, "status": "SUCCEEDED"}),
@@ -268,6 +272,7 @@ class WorkerFailApi(WorkerApi):
         error = serializers.CharField(max_length=MAX_ERROR_LENGTH)
 
     @extend_schema(
+        summary="Report a retryable failure of a run",
         request=InputSerializer,
         responses=RunStateOutputSerializer,
         examples=_example("A retryable error", {"worker_id": "worker-1", "error": "Upstream timed out"}),

@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from tenants_app.api.scoping import TenantScopedApi
+from tenants_app.api.timestamps import TimestampField
 from tenants_app.api.worker import WorkerApi
 from tenants_app.services.run_credentials import run_credentials_fetch
 
@@ -33,7 +34,7 @@ class RunCredentialsOutputSerializer(serializers.Serializer):
     tenant_id = serializers.CharField()
     pipeline_id = serializers.CharField()
     attempt = serializers.IntegerField()
-    lease_expires_at = serializers.DateTimeField()
+    lease_expires_at = TimestampField()
     providers = serializers.ListField(child=serializers.CharField(), help_text="What the template needs.")
     missing_providers = serializers.ListField(
         child=serializers.CharField(), help_text="Needed providers the tenant has no active credential for."
@@ -47,6 +48,7 @@ class WorkerRunCredentialsApi(WorkerApi):
         attempt = serializers.IntegerField(min_value=1, help_text="The attempt of your claim.")
 
     @extend_schema(
+        summary="Fetch the credentials of a claimed run",
         request=InputSerializer,
         responses={
             200: OpenApiResponse(

@@ -122,6 +122,7 @@ GET    /api/v1/tenants/{t}/subscription                 -                  401  
 PATCH  /api/v1/tenants/{t}/subscription                 -                  401  403    403   401     401     403       403      403        403      ok        401
 POST   /api/v1/tenants/{t}/subscription/preview         -                  401  403    403   401     401     403       403      403        403      ok        401
 GET    /api/v1/tenants/{t}/usage                        -                  401  403    403   401     401     403       403      ok         ok       ok        401
+GET    /api/v1/tenants/{t}/audit                        -                  401  403    403   401     401     403       403      ok         ok       ok        401
 GET    /api/v1/tenants/{t}/pipelines                    -                  401  403    403   401     401     403       403      ok         ok       ok        401
 POST   /api/v1/tenants/{t}/pipelines                    -                  401  403    403   401     401     403       403      403        403      ok        401
 GET    /api/v1/tenants/{t}/pipelines/{cfg}              -                  401  403    403   401     401     403       403      ok         ok       ok        401
@@ -155,6 +156,7 @@ GET    /api/v1/me/subscription                          tenant:read        401  
 PATCH  /api/v1/me/subscription                          tenant:read        401  403    403   401     401     403       403      403        403      403       401
 POST   /api/v1/me/subscription/preview                  tenant:read        401  403    403   401     401     403       403      403        403      403       401
 GET    /api/v1/me/usage                                 tenant:read        401  ok     403   401     401     403       403      403        403      403       401
+GET    /api/v1/me/audit                                 tenant:read        401  ok     403   401     401     403       403      403        403      403       401
 GET    /api/v1/me/pipelines                             pipelines:read     401  ok     403   401     401     403       403      403        403      403       401
 POST   /api/v1/me/pipelines                             pipelines:manage   401  ok     403   401     401     403       403      403        403      403       401
 GET    /api/v1/me/pipelines/{cfg}                       pipelines:read     401  ok/404 403   401     401     403       403      403        403      403       401

@@ -85,7 +85,8 @@ def test_it_onboards_a_tenant_and_shows_its_first_key_once(
     assert as_tenant(data["api_key"]).get("/api/v1/me").json()["tenant"]["tenant_id"] == tenant_id
     keys = api_as(superuser).get(f"/api/v1/tenants/{tenant_id}/keys")
     assert data["api_key"] not in keys.content.decode()
-    assert keys.json()[0]["key_prefix"] == data["api_key"][: len(keys.json()[0]["key_prefix"])]
+    [key] = keys.json()["results"]
+    assert key["key_prefix"] == data["api_key"][: len(key["key_prefix"])]
 
 
 def test_it_answers_409_for_an_existing_tenant(api_as: ApiAs, superuser: User, tenant_a: Tenant) -> None:
@@ -186,8 +187,8 @@ def test_it_serves_a_tenant_its_own_profile_subscription_and_usage(tenant_a: Ten
     assert me["tenant"]["tenant_id"] == tenant_a.tenant_id
     assert subscription["plan_name"] == "STARTER"
     assert (subscription["daily_limit"], subscription["monthly_limit"]) == (6, 180)
-    assert len(usage) == 1
-    assert usage[0]["pipelines_run_today"] == 0
+    assert usage["count"] == 1
+    assert usage["results"][0]["pipelines_run_today"] == 0
 
 
 def test_it_keeps_a_tenant_key_out_of_the_admin_api(tenant_a: Tenant, tenant_b: Tenant) -> None:
@@ -421,7 +422,7 @@ def test_it_lets_staff_manage_a_tenants_keys_by_tenant_id(
     client = api_as(staff)
 
     issued = client.post(f"/api/v1/tenants/{tenant_a.tenant_id}/keys", {"name": "ops"}, format="json")
-    listed = client.get(f"/api/v1/tenants/{tenant_a.tenant_id}/keys").json()
+    listed = client.get(f"/api/v1/tenants/{tenant_a.tenant_id}/keys").json()["results"]
 
     assert issued.status_code == 201
     assert issued.json()["key"]["created_by"] == "user:operator"
@@ -652,8 +653,8 @@ def test_it_shows_tenants_that_staff_acted_but_not_which_staff_member(
         .json()
     )
 
-    seen_by_staff = api_as(staff).get(f"/api/v1/tenants/{tenant_a.tenant_id}/keys").json()
-    seen_by_tenant = as_tenant(tenant_a.key).get("/api/v1/me/keys").json()
+    seen_by_staff = api_as(staff).get(f"/api/v1/tenants/{tenant_a.tenant_id}/keys").json()["results"]
+    seen_by_tenant = as_tenant(tenant_a.key).get("/api/v1/me/keys").json()["results"]
 
     key_id = issued["key"]["api_key_id"]
     assert next(k for k in seen_by_staff if k["api_key_id"] == key_id)["created_by"] == "user:operator"
