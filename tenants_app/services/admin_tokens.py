@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from tenants_app.models import AdminApiToken
 from tenants_app.secret_shapes import ADMIN_TOKEN_PREFIX, OUR_KEY_CHARACTERS, OUR_KEY_RANDOM_LENGTH
-from tenants_app.services.audit import audit_record
+from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
 
 TOKEN_PREFIX = ADMIN_TOKEN_PREFIX  # the shape of our keys with env `admin` (secret_shapes)
@@ -67,7 +67,7 @@ def admin_token_create(
     plaintext, token = _store_new_token(user=user, name=name, expires_at=expires_at)
     # Tokens live in Django's database, but the trail of who holds admin access is the audit log.
     audit_record(
-        action="admin_token.create",
+        action=AuditAction.ADMIN_TOKEN_CREATE,
         actor=actor or f"user:{user.get_username()}",
         target_type="admin_token",
         target_id=str(token.pk),
@@ -125,7 +125,7 @@ def admin_token_revoke(*, token_id: int, user: User | None = None, actor: str | 
     if token is None or tokens.update(revoked_at=now) == 0:
         raise DoesNotExist("no such live token")
     audit_record(
-        action="admin_token.revoke",
+        action=AuditAction.ADMIN_TOKEN_REVOKE,
         actor=actor or (f"user:{user.get_username()}" if user is not None else "system:unknown"),
         target_type="admin_token",
         target_id=str(token.pk),

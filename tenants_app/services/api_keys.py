@@ -33,7 +33,7 @@ from tenants_app.services.api_key_verification import (
     bigquery_errors_translated,
     hash_api_key,
 )
-from tenants_app.services.audit import audit_record
+from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.errors import (
     AlreadyExists,
     DoesNotExist,
@@ -156,10 +156,10 @@ def api_key_create(
                 tenant_id=profile.tenant_id, api_key_id=chosen_id, created_by=clean_created_by
             )
             if record_audit and _audit_missing(
-                action="api_key.create", tenant_id=issued.row.tenant_id, target_id=chosen_id
+                action=AuditAction.API_KEY_CREATE, tenant_id=issued.row.tenant_id, target_id=chosen_id
             ):
                 audit_record(
-                    action="api_key.create",
+                    action=AuditAction.API_KEY_CREATE,
                     actor=clean_created_by,
                     tenant_id=issued.row.tenant_id,
                     target_type="api_key",
@@ -176,7 +176,7 @@ def api_key_create(
     )
     if record_audit:
         audit_record(
-            action="api_key.create",
+            action=AuditAction.API_KEY_CREATE,
             actor=clean_created_by,
             tenant_id=issued.row.tenant_id,
             target_type="api_key",
@@ -444,7 +444,7 @@ def _finish_lost_rotation(
     replacement = _keys().find(old.replaced_by_key_id)
     if replacement is None:
         return None
-    if _audit_missing(action="api_key.rotate", tenant_id=old.tenant_id, target_id=old.api_key_id):
+    if _audit_missing(action=AuditAction.API_KEY_ROTATE, tenant_id=old.tenant_id, target_id=old.api_key_id):
         values = {"replaced_by_key_id": replacement.api_key_id, "expires_at": old.expires_at}
         if not old.is_active:
             values["is_active"] = False
@@ -475,7 +475,7 @@ def _audit_rotation(
     old: TenantApiKey, new: TenantApiKey, *, rotated_by: str, grace: str, values: Mapping[str, Any]
 ) -> None:
     audit_record(
-        action="api_key.rotate",
+        action=AuditAction.API_KEY_ROTATE,
         actor=rotated_by,
         tenant_id=old.tenant_id,
         target_type="api_key",
@@ -495,7 +495,7 @@ def _audit_rotation(
     )
 
 
-def _audit_missing(*, action: str, tenant_id: str, target_id: str) -> bool:
+def _audit_missing(*, action: AuditAction, tenant_id: str, target_id: str) -> bool:
     """No audit entry for this change yet (one job; only on the retry of a failed request)."""
     filters = {"action": action, "tenant_id": tenant_id, "target_id": target_id}
     return central_repository(AuditLogEntry).count(filters=filters) == 0
@@ -531,7 +531,7 @@ def api_key_revoke(*, tenant_id: str, api_key_id: str, reason: str, revoked_by: 
     for name, value in values.items():
         setattr(row, name, value)
     audit_record(
-        action="api_key.revoke",
+        action=AuditAction.API_KEY_REVOKE,
         actor=clean_revoked_by,
         tenant_id=tenant_id,
         target_type="api_key",

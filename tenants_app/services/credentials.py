@@ -37,7 +37,7 @@ from tenants_app.models import (
     ValidationStatus,
 )
 from tenants_app.repositories import central_repository
-from tenants_app.services.audit import audit_record
+from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.errors import (
     AlreadyExists,
     CredentialCorrupted,
@@ -513,7 +513,7 @@ def _update_own(row: TenantCloudCredential, values: dict[str, Any]) -> None:
 
 
 def _audit(
-    action: str,
+    action: AuditAction,
     actor: str | None,
     row: TenantCloudCredential,
     *,
@@ -582,7 +582,7 @@ def credential_create(
         repository.delete(credential_id)
         raise conflict
 
-    _audit("credential.create", created_by, row, after=credential_metadata(row))
+    _audit(AuditAction.CREDENTIAL_CREATE, created_by, row, after=credential_metadata(row))
     logger.info(
         "cloud credential %s created for tenant %s (%s, fingerprint %s)",
         credential_id,
@@ -632,7 +632,7 @@ def credential_replace(
     # The payload changed even when the fingerprint (of public identifiers) did not: both sides
     # are recorded as they are, not reduced to the fields that differ.
     _audit(
-        "credential.replace",
+        AuditAction.CREDENTIAL_REPLACE,
         updated_by,
         row,
         before=before,
@@ -662,7 +662,13 @@ def credential_deactivate(
         "updated_by_user_id": updated_by,
     }
     _update_own(row, values)
-    _audit("credential.deactivate", updated_by, row, before={"is_active": True}, after={"is_active": False})
+    _audit(
+        AuditAction.CREDENTIAL_DEACTIVATE,
+        updated_by,
+        row,
+        before={"is_active": True},
+        after={"is_active": False},
+    )
     logger.info(
         "cloud credential %s of tenant %s deactivated",
         credential_id,

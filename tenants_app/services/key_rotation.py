@@ -27,7 +27,7 @@ from bigquery_backend.repository import Repository, RowChange
 from tenants_app.kms import DecryptionFailed, KeyManagementService, aad_for, get_kms, local_ciphertext_key_id
 from tenants_app.models import IdempotencyRecord, TenantApiKey, TenantCloudCredential
 from tenants_app.repositories import central_repository
-from tenants_app.services.audit import audit_record
+from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.credentials import AAD_TABLE as CREDENTIALS_AAD_TABLE
 
 logger = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ def _record(report: ReencryptReport, *, tenant_id: str | None, actor: str) -> No
     if report.dry_run or not moved:
         return
     audit_record(
-        action="kms.reencrypt",
+        action=AuditAction.KMS_REENCRYPT,
         actor=actor,
         tenant_id=tenant_id,
         target_type="kms_key_version",

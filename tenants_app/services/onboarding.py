@@ -45,7 +45,7 @@ from tenants_app.repositories import central_repository
 from tenants_app.services.actors import ACTOR_FIELDS, actor_masked_sql
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.api_keys import DEFAULT_API_KEY_SCOPES, IssuedApiKey, api_key_create
-from tenants_app.services.audit import audit_record
+from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.bootstrap import CREATED, EXISTS, bigquery_bootstrap
 from tenants_app.services.datasets import TENANT_ID_PATTERN, central_dataset, tenant_dataset
 from tenants_app.services.errors import AlreadyExists, ServiceUnavailable, ValidationFailed
@@ -414,7 +414,7 @@ def _audit_onboarding(
 ) -> None:
     """The one tenant.onboard entry: written by the run that issued the initial key, so once."""
     audit_record(
-        action="tenant.onboard",
+        action=AuditAction.TENANT_ONBOARD,
         actor=request.created_by,
         tenant_id=request.tenant_id,
         target_type="tenant",
@@ -439,7 +439,7 @@ def _audit_onboarding_if_missing(
 ) -> None:
     """The entry of a run whose key landed but whose answer (and entry) were lost (one job)."""
     if central_repository(AuditLogEntry).count(
-        filters={"action": "tenant.onboard", "tenant_id": request.tenant_id}
+        filters={"action": AuditAction.TENANT_ONBOARD, "tenant_id": request.tenant_id}
     ):
         return
     # In the name of whoever issued the key: a repeat by someone else only finishes their record.

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from tenants_app.models import RunTrigger
 from tenants_app.services.api_key_verification import bigquery_errors_translated
-from tenants_app.services.audit import audit_record
+from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.cron import cron_iter
 from tenants_app.services.errors import ValidationFailed
 from tenants_app.services.pipelines import pipeline_config_get
@@ -65,7 +65,7 @@ def pipeline_config_backfill(
         created = runs_enqueue(entries=entries, now=now)
         if created:
             audit_record(
-                action="run.enqueue_backfill",
+                action=AuditAction.RUN_ENQUEUE_BACKFILL,
                 actor=actor,
                 tenant_id=tenant_id,
                 target_type="pipeline_config",

@@ -35,7 +35,7 @@ from tenants_app.pipeline_templates import template_check, template_parameters_r
 from tenants_app.repositories import central_repository
 from tenants_app.secrets import find_secret_paths
 from tenants_app.services.api_key_verification import bigquery_errors_translated
-from tenants_app.services.audit import audit_changes, audit_record, audit_snapshot
+from tenants_app.services.audit import AuditAction, audit_changes, audit_record, audit_snapshot
 from tenants_app.services.cron import cron_next, cron_validate, timezone_validate
 from tenants_app.services.errors import AlreadyExists, DoesNotExist, ValidationFailed
 from tenants_app.services.plans import OPERATION_CONFIGURE, OPERATION_RUN
@@ -169,7 +169,7 @@ def pipeline_config_create(
             # Insert if absent (one MERGE): the row exists, made by this request's lost first attempt.
             return _finish_lost_create(config, actor=actor)
         audit_record(
-            action="pipeline_config.create",
+            action=AuditAction.PIPELINE_CONFIG_CREATE,
             actor=actor,
             tenant_id=tenant_id,
             target_type="pipeline_config",
@@ -190,7 +190,7 @@ def _finish_lost_create(config: TenantPipelineConfig, *, actor: str) -> TenantPi
         raise refused
     existing = rows[0]
     audited = {
-        "action": "pipeline_config.create",
+        "action": AuditAction.PIPELINE_CONFIG_CREATE,
         "tenant_id": config.tenant_id,
         "target_id": config.config_id,
     }
@@ -249,7 +249,7 @@ def pipeline_config_update(
         # Pausing is always allowed; anything that sets up or restarts runs needs a configurable state.
         with bigquery_errors_translated():
             subscription_require_active(tenant_id=tenant_id, operation=OPERATION_CONFIGURE)
-    return _apply(config, changed, actor=actor, action="pipeline_config.update", now=now)
+    return _apply(config, changed, actor=actor, action=AuditAction.PIPELINE_CONFIG_UPDATE, now=now)
 
 
 def pipeline_config_pause(*, tenant_id: str, config_id: str, actor: str) -> TenantPipelineConfig:
@@ -258,7 +258,11 @@ def pipeline_config_pause(*, tenant_id: str, config_id: str, actor: str) -> Tena
     if not config.is_active:
         return config
     return _apply(
-        config, {"is_active": False}, actor=actor, action="pipeline_config.pause", now=timezone.now()
+        config,
+        {"is_active": False},
+        actor=actor,
+        action=AuditAction.PIPELINE_CONFIG_PAUSE,
+        now=timezone.now(),
     )
 
 
@@ -272,7 +276,11 @@ def pipeline_config_resume(
     with bigquery_errors_translated():
         subscription_require_active(tenant_id=tenant_id, operation=OPERATION_CONFIGURE)
     return _apply(
-        config, {"is_active": True}, actor=actor, action="pipeline_config.resume", now=now or timezone.now()
+        config,
+        {"is_active": True},
+        actor=actor,
+        action=AuditAction.PIPELINE_CONFIG_RESUME,
+        now=now or timezone.now(),
     )
 
 
@@ -283,7 +291,7 @@ def pipeline_config_delete(*, tenant_id: str, config_id: str, actor: str) -> Ten
         if _repository().delete_where(filters={"config_id": config_id, "tenant_id": tenant_id}) == 0:
             raise DoesNotExist(f"pipeline config {config_id!r} does not exist")
         audit_record(
-            action="pipeline_config.delete",
+            action=AuditAction.PIPELINE_CONFIG_DELETE,
             actor=actor,
             tenant_id=tenant_id,
             target_type="pipeline_config",
@@ -326,7 +334,7 @@ def pipeline_config_run_now(
             raise DoesNotExist(f"pipeline config {config_id!r} does not exist")
         if created:
             audit_record(
-                action="run.enqueue_manual",
+                action=AuditAction.RUN_ENQUEUE_MANUAL,
                 actor=actor,
                 tenant_id=tenant_id,
                 target_type="run",
@@ -352,7 +360,7 @@ def run_parameters_check(config: TenantPipelineConfig, parameters: dict[str, Any
 
 # --- internals --------------------------------------------------------------------------------------
 def _apply(
-    config: TenantPipelineConfig, changed: dict[str, Any], *, actor: str, action: str, now: datetime
+    config: TenantPipelineConfig, changed: dict[str, Any], *, actor: str, action: AuditAction, now: datetime
 ) -> TenantPipelineConfig:
     """Write `changed` (plus a recomputed next run time) guarded by `updated_at`, and audit it."""
     before = audit_snapshot(config, fields=AUDITED_FIELDS)

@@ -19,7 +19,7 @@ from tenants_app.models import (
     TenantScheduledPipelineRun,
 )
 from tenants_app.services.api_key_verification import bigquery_errors_translated
-from tenants_app.services.audit import audit_record
+from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.errors import RunStateConflict, ValidationFailed
 from tenants_app.services.run_common import (
     Candidate,
@@ -65,7 +65,7 @@ def run_cancel(
             {"state": RunState.CANCELLED, "error_message": message}, filters={"run_id": run_id}
         )
         audit_record(
-            action="run.cancel",
+            action=AuditAction.RUN_CANCEL,
             actor=actor,
             tenant_id=entry.tenant_id,
             target_type="run",
@@ -97,7 +97,7 @@ def run_requeue(*, tenant_id: str, run_id: str, actor: str) -> TenantScheduledPi
             filters={"run_id": run_id},
         )
         audit_record(
-            action="run.requeue",
+            action=AuditAction.RUN_REQUEUE,
             actor=actor,
             tenant_id=entry.tenant_id,
             target_type="run",
@@ -124,7 +124,7 @@ def _cancel_finished(
     if repaired == 0:
         return None
     audit_record(
-        action="run.cancel",
+        action=AuditAction.RUN_CANCEL,
         actor=actor,
         tenant_id=candidate.entry.tenant_id,
         target_type="run",

@@ -24,13 +24,11 @@ from django.utils import timezone
 from tenants_app.models import TenantCloudCredential, TenantPipelineExecutionQueue
 from tenants_app.pipeline_templates import template_get
 from tenants_app.services.api_key_verification import bigquery_errors_translated
-from tenants_app.services.audit import audit_record
+from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.credentials import credential_decrypt, credential_list
 from tenants_app.services.errors import LeaseLost, ValidationFailed
 from tenants_app.services.run_common import candidate_of, check_worker_id
 from tenants_app.services.run_reports import _require_lease
-
-FETCH_ACTION = "credential.fetch"
 
 
 @dataclass(frozen=True)
@@ -112,7 +110,7 @@ def _audit_fetches(
     # One entry per credential, so each credential's own history shows every run that used it.
     for row in rows:
         audit_record(
-            action=FETCH_ACTION,
+            action=AuditAction.CREDENTIAL_FETCH,
             actor=actor,
             tenant_id=entry.tenant_id,
             target_type="credential",

@@ -49,7 +49,7 @@ from google.cloud import bigquery
 from bigquery_backend.models import model_replace
 from tenants_app.models import RunState, TenantPipelineExecutionQueue
 from tenants_app.services.api_key_verification import bigquery_errors_translated
-from tenants_app.services.audit import audit_record
+from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.errors import LeaseLost, ValidationFailed
 from tenants_app.services.notifications import notify_run_failed
 from tenants_app.services.quota_batches import Release, quota_release_many
@@ -342,7 +342,7 @@ def _reap_held(candidates: Sequence[Candidate], *, now: datetime, cutoff: dateti
         )
     for tenant, moved in sorted(per_tenant.items()):
         audit_record(
-            action="run.lease_expired",
+            action=AuditAction.RUN_LEASE_EXPIRED,
             actor=actor,
             tenant_id=tenant,
             target_type="run",

@@ -76,7 +76,7 @@ from tenants_app.models import (
 )
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_key_verification import bigquery_errors_translated
-from tenants_app.services.audit import audit_record
+from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.cron import cron_iter, cron_prev
 from tenants_app.services.plans import OPERATION_RUN, status_allows
 from tenants_app.services.subscriptions import subscription_effective_status
@@ -323,7 +323,7 @@ def scheduler_run(
                 break
         if not dry_run and report.configs_claimed:
             audit_record(
-                action="scheduler.run",
+                action=AuditAction.SCHEDULER_RUN,
                 actor=SCHEDULER_ACTOR,
                 target_type="scheduler",
                 after=report.as_dict(),

@@ -34,6 +34,7 @@ from tenants_app.models import (
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.audit import (
+    AuditAction,
     actor_type_of,
     audit_changes,
     audit_record,
@@ -67,10 +68,10 @@ LIMIT_BOUNDS: dict[str, tuple[int, int]] = {
 MAX_TRIAL_DAYS = 366
 # Audit actions of the writes that set `updated_at` on a subscription.
 SUBSCRIPTION_ACTIONS = (
-    "subscription.plan_change",
-    "subscription.limits_change",
-    "subscription.status_change",
-    "subscription.trial_expire",
+    AuditAction.SUBSCRIPTION_PLAN_CHANGE,
+    AuditAction.SUBSCRIPTION_LIMITS_CHANGE,
+    AuditAction.SUBSCRIPTION_STATUS_CHANGE,
+    AuditAction.SUBSCRIPTION_TRIAL_EXPIRE,
 )
 
 
@@ -295,13 +296,13 @@ def _apply_plan(tenant_id: str, subscription: TenantSubscription, new_plan: Plan
     subscription_limits_forget(tenant_id=tenant_id)
     if changed:
         old, new = audit_changes(before, _limit_snapshot(subscription))
-        _audit_subscription("subscription.plan_change", actor, subscription, before=old, after=new)
+        _audit_subscription(AuditAction.SUBSCRIPTION_PLAN_CHANGE, actor, subscription, before=old, after=new)
     elif _last_change_unrecorded(subscription):
         # The same change again after one that failed past its first write (BigQuery went away, or
         # its answer was lost): that request wrote the plan but never its entry. The values before
         # it are gone; the entry says what the subscription is now, and that a retry finished it.
         _audit_subscription(
-            "subscription.plan_change",
+            AuditAction.SUBSCRIPTION_PLAN_CHANGE,
             actor,
             subscription,
             before=None,
@@ -310,7 +311,7 @@ def _apply_plan(tenant_id: str, subscription: TenantSubscription, new_plan: Plan
 
 
 def _audit_subscription(
-    action: str,
+    action: AuditAction,
     actor: str,
     subscription: TenantSubscription,
     *,
@@ -430,7 +431,7 @@ def _apply_status(
         setattr(subscription, name, value)
     after = {name: getattr(subscription, name) for name in before}
     old, new = audit_changes(before, after)
-    _audit_subscription("subscription.status_change", actor, subscription, before=old, after=new)
+    _audit_subscription(AuditAction.SUBSCRIPTION_STATUS_CHANGE, actor, subscription, before=old, after=new)
 
 
 def subscription_cancel(*, tenant_id: str, actor: str) -> TenantSubscription | None:
@@ -451,7 +452,9 @@ def subscription_cancel(*, tenant_id: str, actor: str) -> TenantSubscription | N
             _apply_status(tenant_id, subscription, values, actor)
         elif _last_change_unrecorded(subscription):
             after = {"status": subscription.status, "finished_by_retry": True}
-            _audit_subscription("subscription.status_change", actor, subscription, before=None, after=after)
+            _audit_subscription(
+                AuditAction.SUBSCRIPTION_STATUS_CHANGE, actor, subscription, before=None, after=after
+            )
     return subscription
 
 
@@ -481,7 +484,7 @@ def subscription_expire_trials(*, today: date, actor: str, dry_run: bool = False
         )
         by_id = {row.subscription_id: row for row in due}
         _audit_many(
-            action="subscription.trial_expire",
+            action=AuditAction.SUBSCRIPTION_TRIAL_EXPIRE,
             actor=actor,
             rows=[
                 (
@@ -591,7 +594,7 @@ def _apply_limits(
         _sync_usage_limits(tenant_id, subscription)
     subscription_limits_forget(tenant_id=tenant_id)
     old, new = audit_changes(before, _limit_snapshot(subscription))
-    _audit_subscription("subscription.limits_change", actor, subscription, before=old, after=new)
+    _audit_subscription(AuditAction.SUBSCRIPTION_LIMITS_CHANGE, actor, subscription, before=old, after=new)
 
 
 # --- several changes at once ------------------------------------------------------------------------
@@ -666,7 +669,7 @@ def _limits_cache_key(tenant_id: str) -> str:
 
 
 def _audit_many(
-    *, action: str, actor: str, rows: list[tuple[str, str, dict[str, Any], dict[str, Any]]]
+    *, action: AuditAction, actor: str, rows: list[tuple[str, str, dict[str, Any], dict[str, Any]]]
 ) -> None:
     """One audit entry per (tenant, subscription, before, after), all in one INSERT."""
     if not rows:
@@ -680,7 +683,7 @@ def _audit_many(
             actor=actor,
             actor_type=actor_type_of(actor),
             source=context.source,
-            action=action,
+            action=str(action),
             tenant_id=tenant_id,
             target_type="subscription",
             target_id=target_id,

@@ -15,7 +15,7 @@ from bigquery_backend.repository import Page, Search
 from tenants_app.models import TenantApiKey, TenantCloudCredential, TenantProfile, TenantStatus
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_key_verification import api_key_cache_invalidate
-from tenants_app.services.audit import audit_changes, audit_record
+from tenants_app.services.audit import AuditAction, audit_changes, audit_record
 from tenants_app.services.datasets import tenant_dataset
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
 from tenants_app.services.generations import bump, generations, tenant_subject
@@ -118,7 +118,7 @@ def tenant_update(
     for name, value in values.items():
         setattr(profile, name, value)
     audit_record(
-        action="tenant.update",
+        action=AuditAction.TENANT_UPDATE,
         actor=actor,
         tenant_id=tenant_id,
         target_type="tenant",
@@ -163,7 +163,9 @@ def _transition(
     return profile, previous
 
 
-def _record_status_change(action: str, *, actor: str, profile: TenantProfile, previous: str | None) -> None:
+def _record_status_change(
+    action: AuditAction, *, actor: str, profile: TenantProfile, previous: str | None
+) -> None:
     # A repeat that found the status already set changed nothing, so it records nothing.
     if previous is not None:
         audit_record(
@@ -182,7 +184,7 @@ def tenant_suspend(*, tenant_id: str, actor: str) -> TenantProfile:
     profile, previous = _transition(
         tenant_id, allowed_from=set(SUSPENDABLE), to=TenantStatus.SUSPENDED, verb="suspend"
     )
-    _record_status_change("tenant.suspend", actor=actor, profile=profile, previous=previous)
+    _record_status_change(AuditAction.TENANT_SUSPEND, actor=actor, profile=profile, previous=previous)
     return profile
 
 
@@ -191,7 +193,7 @@ def tenant_reactivate(*, tenant_id: str, actor: str) -> TenantProfile:
     profile, previous = _transition(
         tenant_id, allowed_from={TenantStatus.SUSPENDED}, to=TenantStatus.ACTIVE, verb="reactivate"
     )
-    _record_status_change("tenant.reactivate", actor=actor, profile=profile, previous=previous)
+    _record_status_change(AuditAction.TENANT_REACTIVATE, actor=actor, profile=profile, previous=previous)
     return profile
 
 
@@ -223,7 +225,7 @@ def tenant_offboard(*, tenant_id: str, actor: str, purge_dataset: bool = False) 
     # steps an earlier, failed attempt left undone (keys still live, the purge).
     if previous is not None or keys_revoked or purge_dataset:
         audit_record(
-            action="tenant.offboard",
+            action=AuditAction.TENANT_OFFBOARD,
             actor=actor,
             tenant_id=tenant_id,
             target_type="tenant",

@@ -20,7 +20,7 @@ from tenants_app import secret_shapes
 from tenants_app.kms import KmsUnavailable, get_kms
 from tenants_app.models import TenantWebhookDelivery, TenantWebhookEndpoint
 from tenants_app.repositories import central_repository
-from tenants_app.services.audit import audit_record
+from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.errors import DoesNotExist, PlanLimitReached, ServiceUnavailable, ValidationFailed
 from tenants_app.services.notifications import EVENT_TYPES, TEST_EVENT, notify
 from tenants_app.services.tenants import tenant_get
@@ -134,7 +134,7 @@ def webhook_endpoint_create(
         created_by=created_by,
     )
     _repository().insert(row)
-    _audit("webhook.create", created_by, row, after=webhook_endpoint_metadata(row))
+    _audit(AuditAction.WEBHOOK_CREATE, created_by, row, after=webhook_endpoint_metadata(row))
     return CreatedEndpoint(endpoint=row, secret=secret)
 
 
@@ -192,7 +192,7 @@ def webhook_endpoint_delete(
     before = webhook_endpoint_metadata(row)
     for name, value in values.items():
         setattr(row, name, value)
-    _audit("webhook.delete", deleted_by, row, before=before, after=webhook_endpoint_metadata(row))
+    _audit(AuditAction.WEBHOOK_DELETE, deleted_by, row, before=before, after=webhook_endpoint_metadata(row))
     return row
 
 
@@ -248,7 +248,7 @@ def _iso(value: Any) -> str | None:
 
 
 def _audit(
-    action: str,
+    action: AuditAction,
     actor: str | None,
     row: TenantWebhookEndpoint,
     *,
