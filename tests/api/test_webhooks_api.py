@@ -129,7 +129,9 @@ def test_it_serves_a_tenant_its_own_endpoints_through_me_and_needs_credentials_m
 
     assert created.status_code == 201
     assert reader.post("/api/v1/me/webhooks", body, format="json").status_code == 403
-    assert [row["endpoint_id"] for row in reader.get("/api/v1/me/webhooks").json()["results"]] == [endpoint_id]
+    assert [row["endpoint_id"] for row in reader.get("/api/v1/me/webhooks").json()["results"]] == [
+        endpoint_id
+    ]
     other_endpoint = other.json()["endpoint"]["endpoint_id"]
     assert manager.get(f"/api/v1/me/webhooks/{other_endpoint}").status_code == 404
     assert manager.post(f"/api/v1/me/webhooks/{other_endpoint}/test").status_code == 404
