@@ -77,7 +77,8 @@ class ApiKeyListApi(TenantScopedApi):
         scopes = serializers.ListField(
             child=serializers.ChoiceField(choices=API_KEY_SCOPES),
             required=False,
-            help_text="Default: all but pipelines:execute; for a tenant key, only those it holds.",
+            help_text=f"Default: the read-only {', '.join(DEFAULT_API_KEY_SCOPES)}; for a tenant key, only "
+            "those it holds.",
         )
         expires_at = TimestampField(
             required=False,

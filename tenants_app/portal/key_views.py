@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.utils import timezone
 
 from tenants_app.api.keys import GRACE_PERIODS
 from tenants_app.models import TenantApiKey
@@ -24,6 +25,7 @@ from tenants_app.services.api_keys import (
     api_key_list,
     api_key_revoke,
     api_key_rotate,
+    rotated_key_name,
 )
 from tenants_app.services.errors import DoesNotExist
 from tenants_app.services.tenants import (
@@ -80,7 +82,7 @@ def _key(tenant_id: str, api_key_id: str) -> TenantApiKey:
 
 @writer_required
 def tenant_key_rotate_view(request: HttpRequest, tenant_id: str, api_key_id: str) -> HttpResponse:
-    """Issue a replacement with the same name and scopes; the old key works for the grace period."""
+    """Issue a replacement named after the key, with its scopes; the old key works for the grace period."""
     key = _key(tenant_id, api_key_id)
     if request.method != "POST":
         form = portal_forms.ApiKeyRotateForm()
@@ -116,7 +118,8 @@ def tenant_key_rotate_view(request: HttpRequest, tenant_id: str, api_key_id: str
         title=f"Rotate API key {key.key_prefix}… ({key.name or key.api_key_id})",
         form=form,
         submit="Rotate",
-        intro="A new key with the same name, scopes and expiry is issued and shown once.",
+        intro=f"A new key named “{rotated_key_name(name=key.name, rotated_at=timezone.now())}”, with the "
+        "same scopes and expiry, is issued and shown once.",
         extra={"token": issue_token(request)},
     )
 

@@ -13,7 +13,7 @@ import secrets
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
@@ -56,10 +56,14 @@ API_KEY_SCOPES: tuple[str, ...] = (
     "pipelines:manage",  # create, change, pause and delete pipeline configs (schedules)
     "pipelines:execute",  # trigger pipeline runs: consumes quota, so never granted by default
 )
-# What the initial key of an onboarding gets: everything but running pipelines, so a key that leaks
-# from an admin's machine cannot burn the tenant's quota by itself; issue a key with
-# `pipelines:execute` for the systems that run pipelines.
-DEFAULT_API_KEY_SCOPES: tuple[str, ...] = tuple(s for s in API_KEY_SCOPES if s != "pipelines:execute")
+# What a new key gets when nobody chose (the portal's form starts with these ticked, the API grants them
+# when `scopes` is omitted): read-only, so a key made in passing can change nothing; every other scope
+# is granted on purpose.
+DEFAULT_API_KEY_SCOPES: tuple[str, ...] = tuple(s for s in API_KEY_SCOPES if s.endswith(":read"))
+# What the initial key of an onboarding gets: the tenant's own administration (its keys, credentials
+# and schedules) but not running pipelines, so a key that leaks from an admin's machine cannot burn the
+# tenant's quota by itself; issue a key with `pipelines:execute` for the systems that run pipelines.
+INITIAL_API_KEY_SCOPES: tuple[str, ...] = tuple(s for s in API_KEY_SCOPES if s != "pipelines:execute")
 
 ROTATION_GRACE_PERIODS: tuple[timedelta, ...] = (
     timedelta(0),
@@ -75,6 +79,10 @@ DISPLAY_RANDOM_CHARS = 6
 _KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 NAME_MAX_LENGTH = 100
+# A replacement is named after its predecessor: "CI deploys (rotated 2026-12-03)", the UTC date.
+_ROTATED_SUFFIX = re.compile(r"\s*\(rotated \d{4}-\d{2}-\d{2}\)$")
+# The name of a replacement whose predecessor had none (keys of the original system).
+UNNAMED_KEY = "API key"
 REASON_MAX_LENGTH = 500
 ACTOR_MAX_LENGTH = 254
 
@@ -246,6 +254,17 @@ def replacement_key_id(*, tenant_id: str, api_key_id: str) -> str:
     return uuid.uuid5(_ROTATION_NAMESPACE, f"{tenant_id}/{api_key_id}").hex
 
 
+def rotated_key_name(*, name: str | None, rotated_at: datetime) -> str:
+    """A replacement's name: its predecessor's, with the rotation's UTC date as the only suffix.
+
+    A name that already ends in a rotation suffix gets the new date instead of a second suffix, and a
+    long name is cut so that the suffix always fits in NAME_MAX_LENGTH.
+    """
+    suffix = f" (rotated {rotated_at.astimezone(UTC).date().isoformat()})"
+    base = _ROTATED_SUFFIX.sub("", (name or "").strip()) or UNNAMED_KEY
+    return base[: NAME_MAX_LENGTH - len(suffix)].rstrip() + suffix
+
+
 def api_key_rotate(
     *,
     tenant_id: str,
@@ -256,7 +275,8 @@ def api_key_rotate(
     max_expires_at: datetime | None = None,
     resume: bool | None = None,
 ) -> IssuedApiKey:
-    """Issue a replacement with the same name and scopes; the old key works for `grace` more.
+    """Issue a replacement with the same scopes, named after the old key (`rotated_key_name`); the old
+    key works for `grace` more.
 
     `grantable_scopes` (a tenant key's own) bounds what the rotation may hand out; None for staff.
     `max_expires_at` (a tenant key's own expiry; None for staff) bounds the replacement's expiry: it
@@ -313,6 +333,7 @@ def api_key_rotate(
             old,
             tenant_id=profile.tenant_id,
             replacement_id=replacement_id,
+            name=rotated_key_name(name=old.name, rotated_at=now),
             created_by=clean_rotated_by,
             expires_at=_within_creator_expiry(old.expires_at, max_expires_at, refuse_later=False),
         )
@@ -360,13 +381,19 @@ def api_key_rotate(
 
 
 def _issue_replacement(
-    old: TenantApiKey, *, tenant_id: str, replacement_id: str, created_by: str, expires_at: datetime | None
+    old: TenantApiKey,
+    *,
+    tenant_id: str,
+    replacement_id: str,
+    name: str,
+    created_by: str,
+    expires_at: datetime | None,
 ) -> IssuedApiKey:
     """Store a new key under the replacement id; an orphan of a failed attempt there is replaced."""
     arguments: dict[str, Any] = {
         "tenant_id": tenant_id,
         "api_key_id": replacement_id,
-        "name": old.name or "Rotated key",
+        "name": name,
         "scopes": list(old.scopes),
         "created_by": created_by,
         # Rotation replaces the secret, not the policy: an expiry date carries over (or comes forward).

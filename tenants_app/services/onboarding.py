@@ -44,7 +44,7 @@ from tenants_app.models import (
 from tenants_app.repositories import central_repository
 from tenants_app.services.actors import ACTOR_FIELDS, actor_masked_sql
 from tenants_app.services.api_key_verification import bigquery_errors_translated
-from tenants_app.services.api_keys import DEFAULT_API_KEY_SCOPES, IssuedApiKey, api_key_create
+from tenants_app.services.api_keys import INITIAL_API_KEY_SCOPES, IssuedApiKey, api_key_create
 from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.bootstrap import CREATED, EXISTS, bigquery_bootstrap
 from tenants_app.services.datasets import TENANT_ID_PATTERN, central_dataset, tenant_dataset
@@ -391,7 +391,7 @@ class _Run:
             self.api_key = api_key_create(
                 tenant_id=self.request.tenant_id,
                 name=INITIAL_KEY_NAME,
-                scopes=DEFAULT_API_KEY_SCOPES,
+                scopes=INITIAL_API_KEY_SCOPES,
                 created_by=self.request.created_by,
                 api_key_id=initial_api_key_id(self.request.tenant_id),
                 record_audit=False,

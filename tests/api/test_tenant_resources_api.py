@@ -18,7 +18,7 @@ from bigquery_backend.emulator import free_port
 from tenants_app.api.idempotency import STALE_AFTER
 from tenants_app.models import IdempotencyRecord, TenantApiKey, TenantCloudCredential, TenantProfile
 from tenants_app.repositories import central_repository
-from tenants_app.services.api_keys import api_key_create
+from tenants_app.services.api_keys import DEFAULT_API_KEY_SCOPES, INITIAL_API_KEY_SCOPES, api_key_create
 from tests.conftest import unique_name
 from tests.support.kms_fake import FakeCloudKms
 from tests.support.people import onboard_tenant
@@ -262,6 +262,20 @@ def test_it_stops_an_old_key_at_once_with_no_grace(tenant_a: Tenant) -> None:
     )
     assert bad_grace.status_code == 400
     assert "grace" in bad_grace.json()["error"]["fields"]
+
+
+def test_it_gives_a_key_without_chosen_scopes_the_read_only_ones_and_names_its_rotation(
+    tenant_a: Tenant,
+) -> None:
+    manager = as_tenant(scoped_key(tenant_a, *INITIAL_API_KEY_SCOPES))
+
+    issued = manager.post("/api/v1/me/keys", {"name": "dashboards"}, format="json").json()
+    rotated = manager.post(
+        f"/api/v1/me/keys/{issued['key']['api_key_id']}/rotate", {"grace": "1h"}, format="json"
+    )
+
+    assert issued["key"]["scopes"] == list(DEFAULT_API_KEY_SCOPES)
+    assert rotated.json()["key"]["name"].startswith("dashboards (rotated ")
 
 
 def test_it_refuses_a_suspended_tenants_keys_at_once(api_as: ApiAs, superuser: User, central: str) -> None:

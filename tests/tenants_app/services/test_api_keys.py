@@ -9,8 +9,9 @@ import re
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.cache import cache
@@ -32,12 +33,15 @@ from tenants_app.services.api_key_verification import (
 from tenants_app.services.api_keys import (
     API_KEY_SCOPES,
     DEFAULT_API_KEY_SCOPES,
+    INITIAL_API_KEY_SCOPES,
+    NAME_MAX_LENGTH,
     ROTATION_GRACE_PERIODS,
     IssuedApiKey,
     api_key_create,
     api_key_list,
     api_key_revoke,
     api_key_rotate,
+    rotated_key_name,
 )
 from tenants_app.services.errors import (
     AlreadyExists,
@@ -179,7 +183,11 @@ def test_it_keeps_scopes_in_catalogue_order_without_duplicates(tenant: str) -> N
     issued = issue(tenant, scopes=["pipelines:execute", "tenant:read", "tenant:read"])
 
     assert stored(issued.row.api_key_id).scopes == ["tenant:read", "pipelines:execute"]
-    assert set(DEFAULT_API_KEY_SCOPES) == set(API_KEY_SCOPES) - {"pipelines:execute"}
+
+
+def test_it_defaults_new_keys_to_the_read_only_scopes_and_the_initial_key_to_all_but_running() -> None:
+    assert DEFAULT_API_KEY_SCOPES == ("tenant:read", "pipelines:read")
+    assert set(INITIAL_API_KEY_SCOPES) == set(API_KEY_SCOPES) - {"pipelines:execute"}
 
 
 def test_it_issues_keys_only_for_existing_open_tenants(make_tenant: MakeTenant) -> None:
@@ -448,7 +456,8 @@ def test_it_rotates_with_a_grace_period_during_which_both_keys_work(tenant: str,
     assert old_row.replaced_by_key_id == new.row.api_key_id
     assert before + grace <= old_row.expires_at <= timezone.now() + grace
     assert old_row.is_active is True
-    assert (new_row.name, new_row.scopes, new_row.created_by) == ("CI deploys", old_row.scopes, "ops")
+    assert (new_row.scopes, new_row.created_by) == (old_row.scopes, "ops")
+    assert new_row.name.startswith("CI deploys (rotated ")
     assert new.plaintext != old.plaintext
 
 
@@ -477,6 +486,67 @@ def test_it_ends_the_grace_period_of_a_rotated_key(tenant: str) -> None:
 
     with pytest.raises(ApiKeyExpired):
         api_key_verify(key=old.plaintext)
+
+
+def utc_today() -> str:
+    return timezone.now().astimezone(UTC).date().isoformat()
+
+
+def rotate_for_an_hour(tenant: str, key: IssuedApiKey, *, resume: bool | None = None) -> IssuedApiKey:
+    return api_key_rotate(
+        tenant_id=tenant,
+        api_key_id=key.row.api_key_id,
+        grace=timedelta(hours=1),
+        rotated_by="ops",
+        resume=resume,
+    )
+
+
+def test_it_names_a_replacement_after_its_predecessor_once_however_often_it_is_rotated(tenant: str) -> None:
+    first = issue(tenant, name="Initial key")
+    day = utc_today()
+
+    second = rotate_for_an_hour(tenant, first)
+    third = rotate_for_an_hour(tenant, second)
+    # The retry of a rotation whose answer was lost shows the replacement it made, name and all.
+    retried = rotate_for_an_hour(tenant, second, resume=True)
+
+    names = {f"Initial key (rotated {date})" for date in (day, utc_today())}  # two across midnight
+    assert stored(first.row.api_key_id).name == "Initial key"
+    assert stored(second.row.api_key_id).name in names
+    assert stored(third.row.api_key_id).name in names
+    assert (retried.row.api_key_id, retried.row.name) == (third.row.api_key_id, third.row.name)
+
+
+def test_it_replaces_an_earlier_rotation_date_instead_of_adding_one() -> None:
+    rotated_on = datetime(2026, 12, 3, 16, 30, tzinfo=UTC)
+    # 23:30 in New York on 3 December is 4 December in UTC.
+    late_in_new_york = datetime(2026, 12, 4, 4, 30, tzinfo=UTC).astimezone(ZoneInfo("America/New_York"))
+
+    assert rotated_key_name(name="CI deploys", rotated_at=rotated_on) == "CI deploys (rotated 2026-12-03)"
+    assert (
+        rotated_key_name(name="CI deploys (rotated 2026-11-30)", rotated_at=rotated_on)
+        == "CI deploys (rotated 2026-12-03)"
+    )
+    assert rotated_key_name(name="CI (rotated 2026-12-03)", rotated_at=late_in_new_york) == (
+        "CI (rotated 2026-12-04)"
+    )
+    assert rotated_key_name(name=None, rotated_at=rotated_on) == "API key (rotated 2026-12-03)"
+
+
+def test_it_cuts_a_long_name_so_that_the_rotation_date_fits(tenant: str) -> None:
+    long_name = "n" * NAME_MAX_LENGTH
+    old = issue(tenant, name=long_name)
+
+    new = api_key_rotate(
+        tenant_id=tenant, api_key_id=old.row.api_key_id, grace=timedelta(0), rotated_by="ops"
+    )
+
+    name = stored(new.row.api_key_id).name
+    assert len(name) == NAME_MAX_LENGTH
+    assert re.fullmatch(r"n+ \(rotated \d{4}-\d{2}-\d{2}\)", name)
+    again = rotated_key_name(name=name, rotated_at=datetime(2027, 1, 1, tzinfo=UTC))
+    assert again == "n" * (NAME_MAX_LENGTH - 21) + " (rotated 2027-01-01)"
 
 
 @pytest.mark.parametrize("grace", [timedelta(hours=2), timedelta(seconds=-1), 3600, None])

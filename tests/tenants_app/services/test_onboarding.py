@@ -31,7 +31,7 @@ from tenants_app.models import (
 )
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_key_verification import api_key_verify
-from tenants_app.services.api_keys import DEFAULT_API_KEY_SCOPES
+from tenants_app.services.api_keys import INITIAL_API_KEY_SCOPES
 from tenants_app.services.errors import AlreadyExists, ServiceUnavailable, ValidationFailed
 from tenants_app.services.onboarding import (
     ONBOARDING_STEPS,
@@ -248,7 +248,7 @@ def test_it_lets_the_views_show_only_the_tenants_own_rows(
     assert set(runs[0]) == set(table_definition(TenantScheduledPipelineRun).column_names)
 
 
-def test_it_issues_the_initial_key_with_the_default_scopes(onboarded: OnboardingResult) -> None:
+def test_it_issues_the_initial_key_with_the_initial_scopes(onboarded: OnboardingResult) -> None:
     tenant_id = onboarded.profile.tenant_id
     issued = onboarded.api_key
     assert issued is not None
@@ -256,7 +256,7 @@ def test_it_issues_the_initial_key_with_the_default_scopes(onboarded: Onboarding
     verified = api_key_verify(key=issued.plaintext)
 
     assert (verified.tenant_id, verified.api_key_id) == (tenant_id, f"{tenant_id}_initial")
-    assert verified.scopes == DEFAULT_API_KEY_SCOPES
+    assert verified.scopes == INITIAL_API_KEY_SCOPES
     assert (issued.row.name, issued.row.created_by) == ("Initial key", "ops@convergence.example")
     assert onboarded.api_key_already_issued is False
     assert issued.plaintext not in repr(onboarded)

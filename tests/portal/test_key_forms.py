@@ -1,0 +1,67 @@
+"""The portal's key forms: a new key starts with the least-privilege scopes, and a rotation names the
+replacement after its predecessor (the service's rule, as the API's rotations)."""
+
+# `onboard` comes from tests/portal/tenant_helpers.py by import, so test parameters shadow the import.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import re
+from datetime import UTC
+
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from tenants_app.models import TenantApiKey
+from tenants_app.repositories import central_repository
+from tenants_app.services.api_keys import DEFAULT_API_KEY_SCOPES
+from tests.portal.tenant_helpers import Onboard, onboard  # noqa: F401 - a fixture
+
+
+def url(name: str, *args: str) -> str:
+    return reverse(f"admin:portal-{name}", args=args)
+
+
+def html(response: object) -> str:
+    return response.content.decode()  # type: ignore[attr-defined]
+
+
+def token_on(page: str) -> str:
+    match = re.search(r'name="token" value="([^"]*)"', page)
+    assert match, "no one-time token on the page"
+    return match.group(1)
+
+
+def utc_today() -> str:
+    return timezone.now().astimezone(UTC).date().isoformat()
+
+
+def test_it_starts_a_new_key_with_the_read_only_scopes_ticked(
+    superuser_client: Client, onboard: Onboard
+) -> None:
+    tenant_id = onboard().profile.tenant_id
+
+    page = html(superuser_client.get(url("tenant-key-create", tenant_id)))
+
+    ticked = re.findall(r'<input type="checkbox" name="scopes" value="([^"]+)"[^>]*checked', page)
+    assert ticked == list(DEFAULT_API_KEY_SCOPES) == ["tenant:read", "pipelines:read"]
+
+
+def test_it_names_a_rotated_key_after_the_key_it_replaces(superuser_client: Client, onboard: Onboard) -> None:
+    result = onboard()
+    assert result.api_key is not None
+    tenant_id, old = result.profile.tenant_id, result.api_key.row
+    rotate_url = url("tenant-key-rotate", tenant_id, old.api_key_id)
+    day = utc_today()
+
+    form = html(superuser_client.get(rotate_url))
+    issued = html(superuser_client.post(rotate_url, {"grace": "1h", "token": token_on(form)}))
+
+    names = {f"Initial key (rotated {date})" for date in (day, utc_today())}  # two across midnight
+    (replacement,) = central_repository(TenantApiKey).list(
+        filters={"tenant_id": tenant_id, "is_active": True, "replaced_by_key_id__isnull": True}
+    )
+    assert replacement.name in names
+    assert f"A new key named “{replacement.name}”" in form
+    assert replacement.name in issued
