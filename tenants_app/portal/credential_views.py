@@ -1,19 +1,26 @@
-"""Portal pages of a tenant's cloud credentials: add, replace and deactivate; payloads are write-only."""
+"""Portal pages of a tenant's cloud credentials: add, replace and deactivate; payloads are write-only.
+
+Add and replace use the provider-shaped form (credential_forms.py); the service gets the payload dict
+an API caller would send.
+"""
 
 from __future__ import annotations
 
 from django import forms
 from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 
 from tenants_app.models import TenantCloudCredential
-from tenants_app.portal import forms as portal_forms
+from tenants_app.portal.credential_forms import CredentialForm
 from tenants_app.portal.pages import (
     actor_of,
     apply_form,
     back_to_tenant,
     form_page,
+    render_page,
     writer_required,
 )
+from tenants_app.portal.presentation import enum_label
 from tenants_app.services.credentials import (
     credential_create,
     credential_deactivate,
@@ -26,25 +33,51 @@ from tenants_app.services.tenants import (
 
 
 # --- cloud credentials ------------------------------------------------------------------------------
+def _bound(request: HttpRequest) -> tuple[object, object]:
+    return (request.POST, request.FILES) if request.method == "POST" else (None, None)
+
+
+def _credential_page(
+    request: HttpRequest, *, tenant_id: str, title: str, form: CredentialForm, submit: str, intro: str = ""
+) -> TemplateResponse:
+    return render_page(
+        request,
+        "portal/credential_form.html",
+        # A refused input is a 400 whose page names each field and why.
+        status=400 if form.errors else 200,
+        tenant_id=tenant_id,
+        title=title,
+        form=form,
+        submit=submit,
+        intro=intro,
+    )
+
+
 @writer_required
 def tenant_credential_create_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
     """Add a cloud credential; the payload is encrypted and never shown again."""
     tenant_get(tenant_id=tenant_id)
-    form = portal_forms.CredentialCreateForm(request.POST if request.method == "POST" else None)
+    form = CredentialForm(*_bound(request))
     if request.method == "POST" and form.is_valid():
         response = apply_form(
             form,
-            lambda: credential_create(tenant_id=tenant_id, created_by=actor_of(request), **form.cleaned_data),
+            lambda: credential_create(
+                tenant_id=tenant_id,
+                provider=form.provider(),
+                name=form.cleaned_data["name"],
+                payload=form.payload(),
+                created_by=actor_of(request),
+            ),
             lambda row: back_to_tenant(
                 request,
                 tenant_id,
-                f"Credential {row.credential_name} ({row.provider}, {row.fingerprint}) was added.",
+                f"Credential {row.credential_name} ({enum_label(row.provider)}, {row.fingerprint}) "
+                "was added.",
             ),
-            fallback_field="payload",
         )
         if response is not None:
             return response
-    return form_page(
+    return _credential_page(
         request, tenant_id=tenant_id, title=f"Add a cloud credential to {tenant_id}", form=form, submit="Add"
     )
 
@@ -59,14 +92,14 @@ def _credential(tenant_id: str, credential_id: str) -> TenantCloudCredential:
 def tenant_credential_replace_view(request: HttpRequest, tenant_id: str, credential_id: str) -> HttpResponse:
     """Replace a credential's payload (same provider); a new fingerprint results."""
     row = _credential(tenant_id, credential_id)
-    form = portal_forms.CredentialReplaceForm(request.POST if request.method == "POST" else None)
+    form = CredentialForm(*_bound(request), providers=(row.provider,), with_name=False)
     if request.method == "POST" and form.is_valid():
         response = apply_form(
             form,
             lambda: credential_replace(
                 tenant_id=tenant_id,
                 credential_id=credential_id,
-                payload=form.cleaned_data["payload"],
+                payload=form.payload(),
                 updated_by=actor_of(request),
             ),
             lambda updated: back_to_tenant(
@@ -74,17 +107,16 @@ def tenant_credential_replace_view(request: HttpRequest, tenant_id: str, credent
                 tenant_id,
                 f"Credential {updated.credential_name} was replaced (fingerprint {updated.fingerprint}).",
             ),
-            fallback_field="payload",
         )
         if response is not None:
             return response
-    return form_page(
+    return _credential_page(
         request,
         tenant_id=tenant_id,
-        title=f"Replace credential {row.credential_name} ({row.provider})",
+        title=f"Replace credential {row.credential_name} ({enum_label(row.provider)})",
         form=form,
         submit="Replace",
-        intro=f"Current fingerprint: {row.fingerprint}.",
+        intro=f"Current fingerprint: {row.fingerprint}. The new payload is for the same provider.",
     )
 
 
@@ -102,7 +134,9 @@ def tenant_credential_deactivate_view(
                 tenant_id=tenant_id, credential_id=credential_id, updated_by=actor_of(request)
             ),
             lambda _: back_to_tenant(
-                request, tenant_id, f"Credential {row.credential_name} ({row.provider}) was deactivated."
+                request,
+                tenant_id,
+                f"Credential {row.credential_name} ({enum_label(row.provider)}) was deactivated.",
             ),
         )
         if response is not None:
@@ -110,7 +144,7 @@ def tenant_credential_deactivate_view(
     return form_page(
         request,
         tenant_id=tenant_id,
-        title=f"Deactivate credential {row.credential_name} ({row.provider})?",
+        title=f"Deactivate credential {row.credential_name} ({enum_label(row.provider)})?",
         form=form,
         submit="Deactivate",
         intro="Pipelines can no longer use it; it stays listed as inactive. Add a new one to restore access.",

@@ -8,7 +8,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from tenants_app.models import PlanName, Provider, SubscriptionStatus
+from tenants_app.models import PlanName, SubscriptionStatus
 from tenants_app.services.api_keys import API_KEY_SCOPES, DEFAULT_API_KEY_SCOPES
 from tenants_app.services.errors import ServiceError
 
@@ -20,24 +20,23 @@ ROTATION_GRACE_CHOICES = (
 )
 
 
-def add_service_errors(form: forms.Form, error: ServiceError, *, fallback_field: str | None = None) -> None:
-    """Show a service's field errors on the form's fields; others on `fallback_field` (a credential's
-    payload fields go under the payload box) or above the form, as does a message without fields."""
+def add_service_errors(form: forms.Form, error: ServiceError) -> None:
+    """Show a service's field errors on the form's fields, others above the form, as is a message without
+    fields. A form whose inputs are not named as the service's fields (the credential form: one input per
+    provider's payload field) says where each goes with `place_service_error(name, reason)`."""
+    place = getattr(form, "place_service_error", None)
     placed = False
     for name, reasons in error.errors.items():
-        target = name if name in form.fields else fallback_field
         for reason in reasons:
-            form.add_error(target, reason if target else f"{name}: {reason}")
+            if place is not None:
+                form.add_error(*place(name, reason))
+            elif name in form.fields:
+                form.add_error(name, reason)
+            else:
+                form.add_error(None, f"{name}: {reason}")
             placed = True
     if not placed:
         form.add_error(None, error.message)
-
-
-class PayloadTextarea(forms.Textarea):
-    """A textarea that never renders what was typed: a credential is not echoed back, even on errors."""
-
-    def format_value(self, value: Any) -> None:
-        return None
 
 
 class OnboardForm(forms.Form):
@@ -127,7 +126,8 @@ class ApiKeyCreateForm(forms.Form):
         choices=[(scope, scope) for scope in API_KEY_SCOPES],
         widget=forms.CheckboxSelectMultiple,
         initial=list(DEFAULT_API_KEY_SCOPES),
-        help_text="pipelines:execute uses the tenant's quota: grant it only to systems that run pipelines.",
+        help_text="Starts with the read-only scopes: tick more only for what the key must change. "
+        "pipelines:execute uses the tenant's quota: grant it only to systems that run pipelines.",
     )
     expires_at = forms.DateTimeField(
         required=False,
@@ -154,30 +154,3 @@ class ApiKeyRotateForm(forms.Form):
 
 class ApiKeyRevokeForm(forms.Form):
     reason = forms.CharField(max_length=500, widget=forms.Textarea(attrs={"rows": 3}))
-
-
-class _PayloadField(forms.CharField):
-    """The credential JSON as typed: the service parses and checks it, and its errors never quote it."""
-
-    widget = PayloadTextarea(attrs={"rows": 12, "spellcheck": "false", "autocomplete": "off"})
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(strip=False, **kwargs)
-
-
-PAYLOAD_HELP = (
-    "GCP: the service-account JSON key file. AWS: access_key_id, secret_access_key (optional region, "
-    "session_token). AZURE: tenant_id, client_id, client_secret (optional subscription_id). OPENAI, "
-    "ANTHROPIC: api_key. Stored encrypted and never shown again, not even to staff: "
-    "re-enter it after an error."
-)
-
-
-class CredentialCreateForm(forms.Form):
-    provider = forms.ChoiceField(choices=[(value, value) for value in Provider.values])
-    name = forms.CharField(max_length=100)
-    payload = _PayloadField(label="Credential (JSON)", help_text=PAYLOAD_HELP)
-
-
-class CredentialReplaceForm(forms.Form):
-    payload = _PayloadField(label="New credential (JSON)", help_text=f"Same provider. {PAYLOAD_HELP}")

@@ -104,8 +104,6 @@ def apply_form(
     form: forms.Form,
     action: Callable[[], T],
     on_success: Callable[[T], HttpResponse],
-    *,
-    fallback_field: str | None = None,
 ) -> HttpResponse | None:
     """Run a form's service call: the success response, or None with the fixable errors put on the form."""
     try:
@@ -113,7 +111,7 @@ def apply_form(
     except ServiceError as exc:
         if not _is_inline(exc):
             raise
-        portal_forms.add_service_errors(form, exc, fallback_field=fallback_field)
+        portal_forms.add_service_errors(form, exc)
         return None
     return on_success(result)
 

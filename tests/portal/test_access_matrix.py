@@ -83,9 +83,9 @@ POST   /admin/tenants/{t}/keys/{key}/rotate/                              login 
 GET    /admin/tenants/{t}/keys/{key}/revoke/                              login  login    403       ok
 POST   /admin/tenants/{t}/keys/{key}/revoke/                              login  login    403       ok
 GET    /admin/tenants/{t}/credentials/new/                                login  login    403       ok
-POST   /admin/tenants/{t}/credentials/new/                                login  login    403       ok
+POST   /admin/tenants/{t}/credentials/new/                                login  login    403       400
 GET    /admin/tenants/{t}/credentials/{cred}/replace/                     login  login    403       ok
-POST   /admin/tenants/{t}/credentials/{cred}/replace/                     login  login    403       ok
+POST   /admin/tenants/{t}/credentials/{cred}/replace/                     login  login    403       400
 GET    /admin/tenants/{t}/credentials/{cred_off}/deactivate/              login  login    403       ok
 POST   /admin/tenants/{t}/credentials/{cred_off}/deactivate/              login  login    403       ok
 GET    /admin/tenants/{t}/webhooks/                                       login  login    ok        ok

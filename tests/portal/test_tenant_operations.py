@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import socket
@@ -20,7 +19,6 @@ from bigquery_backend.client import get_gateway
 from tenants_app.models import (
     SubscriptionStatus,
     TenantApiKey,
-    TenantCloudCredential,
     TenantProfile,
     TenantStatus,
 )
@@ -31,11 +29,9 @@ from tenants_app.services.errors import ApiKeyRevoked
 from tenants_app.services.subscriptions import subscription_get
 from tenants_app.services.tenants import tenant_get
 from tests.portal.tenant_helpers import Onboard, new_tenant_id, onboard  # noqa: F401 - a fixture
-from tests.support.kms_fake import FakeCloudKms
 
 KEY_PATTERN = re.compile(r"cvg_[a-z]+_[A-Za-z0-9]{40}")
 OPENAI_SECRET = "sk-" + "Pq9" * 12
-AWS_SECRET = "Ab1/" * 10
 
 
 def url(name: str, *args: str) -> str:
@@ -350,81 +346,7 @@ def test_it_answers_404_for_another_tenants_key(superuser_client: Client, onboar
     assert response.status_code == 404
 
 
-# --- cloud credentials --------------------------------------------------------------------------------
-def test_it_adds_replaces_and_deactivates_a_credential(superuser_client: Client, onboard: Onboard) -> None:
-    tenant_id = onboard().profile.tenant_id
-    payload = json.dumps({"access_key_id": "AKIAABCDEFGHIJKLMNOP", "secret_access_key": AWS_SECRET})
-
-    added = superuser_client.post(
-        url("tenant-credential-create", tenant_id),
-        {"provider": "AWS", "name": "billing", "payload": payload},
-        follow=True,
-    )
-
-    assert added.status_code == 200
-    assert AWS_SECRET not in html(added)
-    (row,) = central_repository(TenantCloudCredential).list(filters={"tenant_id": tenant_id})
-    assert row.fingerprint in html(added)
-
-    replaced = superuser_client.post(
-        url("tenant-credential-replace", tenant_id, row.credential_id),
-        {"payload": payload.replace("AKIAABCDEFGHIJKLMNOP", "AKIAZZZZZZZZZZZZZZZZ")},
-        follow=True,
-    )
-    new_fingerprint = central_repository(TenantCloudCredential).get(row.credential_id).fingerprint
-    deactivated = superuser_client.post(
-        url("tenant-credential-deactivate", tenant_id, row.credential_id), follow=True
-    )
-
-    assert new_fingerprint != row.fingerprint
-    assert new_fingerprint in html(replaced)
-    assert central_repository(TenantCloudCredential).get(row.credential_id).is_active is False
-    assert any("deactivated" in message for message in messages_of(deactivated))
-
-
-@pytest.mark.parametrize(
-    ("provider", "payload", "field"),
-    [
-        ("OPENAI", json.dumps({"api_key": "pk-" + OPENAI_SECRET}), "api_key"),
-        ("OPENAI", json.dumps({"api_key": OPENAI_SECRET, "extra": OPENAI_SECRET})[:-1], "payload"),
-        ("AWS", json.dumps({"access_key_id": OPENAI_SECRET}), "access_key_id"),
-    ],
-)
-def test_it_never_echoes_a_refused_credential(
-    superuser_client: Client, onboard: Onboard, provider: str, payload: str, field: str
-) -> None:
-    tenant_id = onboard().profile.tenant_id
-
-    response = superuser_client.post(
-        url("tenant-credential-create", tenant_id), {"provider": provider, "name": "typo", "payload": payload}
-    )
-
-    assert response.status_code == 200
-    assert OPENAI_SECRET not in html(response)
-    assert field in html(response)
-    assert not central_repository(TenantCloudCredential).list(filters={"tenant_id": tenant_id})
-
-
-def test_it_answers_503_with_a_page_when_kms_is_down(
-    superuser_client: Client, onboard: Onboard, settings: object
-) -> None:
-    tenant_id = onboard().profile.tenant_id
-    with FakeCloudKms() as fake:
-        settings.KMS_BACKEND = "gcp"  # type: ignore[attr-defined]
-        settings.KMS_KEY_NAME = fake.key_name()  # type: ignore[attr-defined]
-        settings.KMS_EMULATOR_HOST = fake.url  # type: ignore[attr-defined]
-        settings.KMS_TIMEOUT_SECONDS = 0.5  # type: ignore[attr-defined]
-        fake.simulate_outage()
-
-        response = superuser_client.post(
-            url("tenant-credential-create", tenant_id),
-            {"provider": "OPENAI", "name": "prod", "payload": json.dumps({"api_key": OPENAI_SECRET})},
-        )
-
-    assert response.status_code == 503
-    assert "Temporarily unavailable" in html(response)
-    assert OPENAI_SECRET not in html(response)
-    assert not central_repository(TenantCloudCredential).list(filters={"tenant_id": tenant_id})
+# Cloud credentials: tests/portal/test_credential_forms.py.
 
 
 def test_it_answers_503_with_a_page_when_bigquery_is_down_during_the_wizard(

@@ -1,0 +1,104 @@
+"""The credential forms in a real browser, at a laptop's 1366 px and a phone's 390 px: choosing a provider
+shows its fields only, GCP takes its key file as an upload, and an AWS error keeps the key id but not the
+secret. The new-key form starts with the read-only scopes."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib.auth.models import User
+from playwright.sync_api import Page, expect
+
+from tests.portal.browser.conftest import Login, Onboard, Screenshot
+from tests.support.payloads import gcp_payload
+
+LAPTOP = {"width": 1366, "height": 768}
+PHONE = {"width": 390, "height": 844}
+AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
+
+
+def assert_no_horizontal_overflow(page: Page, width: int) -> None:
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+
+def open_new_credential_form(page: Page, tenant_id: str) -> None:
+    page.goto(f"/admin/tenants/{tenant_id}/")
+    page.locator("#new-credential-link").click()
+    expect(page.locator("#credential-form")).to_be_visible()
+
+
+def test_it_adds_a_gcp_credential_by_uploading_its_key_file(
+    page: Page, superuser: User, login: Login, onboard: Onboard, screenshot: Screenshot
+) -> None:
+    tenant_id = onboard().profile.tenant_id
+    page.set_viewport_size(LAPTOP)
+    login(page, superuser)
+    open_new_credential_form(page, tenant_id)
+
+    page.select_option("#id_provider", "GCP")
+    page.fill("#id_name", "warehouse")
+    page.set_input_files(
+        "#id_gcp_key_file",
+        files=[
+            {"name": "key.json", "mimeType": "application/json", "buffer": json.dumps(gcp_payload()).encode()}
+        ],
+    )
+
+    # Only the chosen provider's fields show.
+    expect(page.locator("#provider-gcp")).to_be_visible()
+    expect(page.locator("#provider-aws")).to_be_hidden()
+    expect(page.locator("#provider-openai")).to_be_hidden()
+    assert_no_horizontal_overflow(page, LAPTOP["width"])
+    screenshot(page, "20-credential-form-gcp-1366")
+    page.get_by_role("button", name="Add").click()
+
+    expect(page.locator(".messagelist .success")).to_contain_text("Credential warehouse (GCP")
+    expect(page.locator("#tenant-credentials")).to_contain_text("warehouse")
+
+
+def test_it_keeps_the_aws_key_id_and_clears_the_secret_after_an_error_on_a_phone(
+    page: Page, superuser: User, login: Login, onboard: Onboard, screenshot: Screenshot
+) -> None:
+    tenant_id = onboard().profile.tenant_id
+    page.set_viewport_size(PHONE)
+    login(page, superuser)
+    open_new_credential_form(page, tenant_id)
+
+    page.select_option("#id_provider", "AWS")
+    expect(page.locator("#provider-aws")).to_be_visible()
+    expect(page.locator("#provider-gcp")).to_be_hidden()
+    page.fill("#id_name", "billing")
+    page.fill("#id_aws_access_key_id", AWS_KEY_ID)
+    page.fill("#id_aws_secret_access_key", "too-short-to-be-a-secret")
+    page.get_by_role("button", name="Add").click()
+
+    secret_row = page.locator(".field-aws_secret_access_key")
+    expect(secret_row.locator(".errorlist")).to_contain_text("Secret access key: Must be the 40-character")
+    expect(page.locator("#id_aws_access_key_id")).to_have_value(AWS_KEY_ID)
+    expect(page.locator("#id_name")).to_have_value("billing")
+    expect(page.locator("#id_provider")).to_have_value("AWS")
+    expect(page.locator("#id_aws_secret_access_key")).to_have_value("")
+    expect(secret_row).to_contain_text("For your safety, enter the secret again")
+    # The chosen provider's fields are still the ones shown, and the page fits the phone.
+    expect(page.locator("#provider-aws")).to_be_visible()
+    expect(page.locator("#provider-gcp")).to_be_hidden()
+    expect(page.get_by_role("button", name="Add")).to_be_visible()
+    assert_no_horizontal_overflow(page, PHONE["width"])
+    screenshot(page, "20-credential-form-aws-390")
+
+
+def test_it_starts_a_new_key_with_the_read_only_scopes(
+    page: Page, superuser: User, login: Login, onboard: Onboard, screenshot: Screenshot
+) -> None:
+    tenant_id = onboard().profile.tenant_id
+    page.set_viewport_size(LAPTOP)
+    login(page, superuser)
+
+    page.goto(f"/admin/tenants/{tenant_id}/")
+    page.locator("#new-key-link").click()
+
+    ticked = page.locator("input[name=scopes]:checked")
+    expect(ticked).to_have_count(2)
+    assert [box.get_attribute("value") for box in ticked.all()] == ["tenant:read", "pipelines:read"]
+    assert_no_horizontal_overflow(page, LAPTOP["width"])
+    screenshot(page, "21-key-create-1366")
