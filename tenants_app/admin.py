@@ -7,6 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.admin.utils import quote
 from django.http import HttpRequest, HttpResponse, QueryDict
+from django.template.loader import render_to_string
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 
@@ -35,6 +36,8 @@ from tenants_app.repositories import central_repository, tenant_repository
 from tenants_app.services.audit import SOURCES, AuditAction
 from tenants_app.services.audit_feed import audit_action_label, audit_diff, audit_sentence, audit_target
 from tenants_app.services.datasets import check_tenant_id
+from tenants_app.services.errors import ServiceUnavailable
+from tenants_app.services.tenant_capabilities import tenant_capabilities_for
 
 
 def _reverse_or_none(name: str, *args: str) -> str | None:
@@ -117,7 +120,15 @@ class TenantDatasetAdmin(PortalTableAdmin):
 # --- central dataset ------------------------------------------------------------------------------------
 @admin.register(TenantProfile)
 class TenantProfileAdmin(CentralTableAdmin):
-    list_display = ("tenant_id", "company_name", "admin_email", "status", "subscription_plan", "created_at")
+    list_display = (
+        "tenant_id",
+        "company_name",
+        "admin_email",
+        "status",
+        "can_do_now",
+        "subscription_plan",
+        "created_at",
+    )
     search_fields = ("tenant_id", "company_name", "admin_email")
     list_filter = ("status", "subscription_plan")
     ordering = ("-created_at",)
@@ -143,6 +154,24 @@ class TenantProfileAdmin(CentralTableAdmin):
 
     def get_cell_url(self, request: HttpRequest, obj: Any, field_name: str) -> str | None:
         return None  # a profile's tenant id is the row itself
+
+    def annotate_page(self, request: HttpRequest, items: list[Any]) -> None:
+        try:
+            verdicts = tenant_capabilities_for(profiles=items)
+        except ServiceUnavailable:
+            return  # the column then says so; the rest of the list still helps
+        for profile in items:
+            profile.capabilities = verdicts[profile.tenant_id]
+
+    @admin.display(description="Can do now")
+    def can_do_now(self, obj: Any) -> str:
+        """The tenant page's banner in one cell: its level as a coloured word, then the headline."""
+        capabilities = getattr(obj, "capabilities", None)
+        if capabilities is None:
+            return "unknown (BigQuery did not answer)"
+        return render_to_string("portal/_status_badge.html", {"capabilities": capabilities}) + format_html(
+            " {}", capabilities.headline
+        )
 
 
 @admin.register(TenantSubscription)

@@ -13,7 +13,6 @@ from rest_framework.response import Response
 from tenants_app.api.me import SubscriptionOutputSerializer
 from tenants_app.api.scoping import TenantScopedApi
 from tenants_app.models import PlanName, SubscriptionStatus, TenantSubscription
-from tenants_app.services.plans import LIFECYCLE_RULES, OPERATIONS
 from tenants_app.services.subscriptions import (
     LIMIT_BOUNDS,
     LIMIT_FIELDS,
@@ -23,6 +22,8 @@ from tenants_app.services.subscriptions import (
     subscription_get,
     subscription_update,
 )
+from tenants_app.services.tenant_capabilities import tenant_capabilities
+from tenants_app.services.tenants import tenant_get_cached
 
 
 class LimitsSerializer(serializers.Serializer):
@@ -47,10 +48,14 @@ def subscription_detail(subscription: TenantSubscription) -> dict[str, Any]:
     """The subscription with its effective status, limits and what the tenant may do."""
     status = subscription_effective_status(subscription=subscription)
     limits = subscription_effective_limits(subscription=subscription)
+    # The portal's status banner reads the same verdict: a suspended tenant may only be read, whatever
+    # its subscription says.
+    profile = tenant_get_cached(tenant_id=subscription.tenant_id)
+    capabilities = tenant_capabilities(profile=profile, subscription=subscription)
     data = {field.name: getattr(subscription, field.name) for field in subscription._meta.fields}
     data.update(
         effective_status=status,
-        allowed_operations=[op for op in OPERATIONS if op in LIFECYCLE_RULES.get(status, frozenset())],
+        allowed_operations=list(capabilities.allowed_operations),
         limits=limits.as_dict(),
         overridden=list(limits.overridden),
     )

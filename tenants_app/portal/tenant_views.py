@@ -35,6 +35,7 @@ from tenants_app.portal.pages import (
 )
 from tenants_app.services.onboarding import OnboardingResult, tenant_onboard, tenant_onboard_validate
 from tenants_app.services.plans import PLANS
+from tenants_app.services.tenant_capabilities import tenant_capabilities
 from tenants_app.services.tenant_overview import tenant_overview
 from tenants_app.services.tenants import (
     tenant_get,
@@ -79,6 +80,9 @@ def tenant_detail_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
         tenant_id=tenant_id,
         overview=overview,
         profile=profile,
+        capabilities=tenant_capabilities(
+            profile=profile, subscription=overview.subscription, today=overview.usage_day
+        ),
         links=links,
         chart=chart,
         is_suspended=profile.status == TenantStatus.SUSPENDED,

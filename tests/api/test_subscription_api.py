@@ -53,6 +53,17 @@ def test_it_shows_staff_the_effective_limits_and_what_the_state_allows(api_as: A
     assert body["overridden"] == ["api_calls_per_minute"]
 
 
+def test_it_allows_a_suspended_tenant_only_reads_whatever_its_subscription_says(
+    api_as: ApiAs, staff: User
+) -> None:
+    tenant_id = tenant_with_subscription(plan="SCALE", status="ACTIVE", tenant_status="SUSPENDED")
+
+    body = api_as(staff).get(url(tenant_id)).json()
+
+    # The same verdict as the portal's banner: keys refused, nothing runs, nothing changes.
+    assert (body["effective_status"], body["allowed_operations"]) == ("ACTIVE", ["read"])
+
+
 def test_it_lets_a_tenant_read_but_never_change_its_subscription() -> None:
     tenant_id = tenant_with_subscription()
     client = tenant_client(tenant_id)
