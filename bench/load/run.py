@@ -121,7 +121,7 @@ def seed(*, tenants: int) -> dict[str, Any]:
     from tenants_app.services.pipelines import pipeline_config_create, pipeline_config_run_now
     from tenants_app.services.run_claims import run_claim
     from tenants_app.services.run_reports import run_complete
-    from tenants_app.services.subscriptions import subscription_set_limits
+    from tenants_app.services.subscription_overrides import subscription_set_limits
 
     call_command("migrate", verbosity=0)
     password = secrets.token_urlsafe(18)

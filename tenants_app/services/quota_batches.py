@@ -42,7 +42,7 @@ from tenants_app.services.quota_rules import (
     quota_day,
     run_usage_dml,
 )
-from tenants_app.services.subscriptions import EffectiveLimits, subscription_effective_limits
+from tenants_app.services.subscription_selectors import EffectiveLimits, subscription_effective_limits
 from tenants_app.services.usage_rows import usage_rows_start
 
 

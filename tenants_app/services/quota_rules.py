@@ -17,7 +17,7 @@ from tenants_app.models import TenantStatus, TenantSubscription, TenantUsageQuot
 from tenants_app.repositories import central_repository
 from tenants_app.services.errors import DoesNotExist, QuotaExceeded, SubscriptionInactive, TenantNotActive
 from tenants_app.services.plans import status_allows
-from tenants_app.services.subscriptions import EffectiveLimits, subscription_effective_status
+from tenants_app.services.subscription_selectors import EffectiveLimits, subscription_effective_status
 
 DAILY = "daily"
 MONTHLY = "monthly"

@@ -33,7 +33,7 @@ from tenants_app.services.onboarding import usage_id_for
 from tenants_app.services.plans import OPERATION_RUN
 from tenants_app.services.quota_batches import Release, quota_admit_many, quota_release_many, quota_room
 from tenants_app.services.quota_rules import DAILY, MONTHLY, WARNING_RATIO, check_allowed, quota_day
-from tenants_app.services.subscriptions import EffectiveLimits, subscription_effective_limits
+from tenants_app.services.subscription_selectors import EffectiveLimits, subscription_effective_limits
 from tenants_app.services.usage_rows import usage_rows_start
 
 logger = logging.getLogger(__name__)

@@ -34,10 +34,7 @@ from django.core.cache.backends.base import BaseCache
 from bigquery_backend.exceptions import BigQueryError
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.errors import RateLimited, ServiceError
-from tenants_app.services.subscriptions import (
-    EffectiveLimits,
-    subscription_limits_cached,
-)
+from tenants_app.services.subscription_selectors import EffectiveLimits, subscription_limits_cached
 from tenants_app.services.usage_rows import usage_add_api_calls
 
 logger = logging.getLogger(__name__)

@@ -79,7 +79,7 @@ from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.cron import cron_iter, cron_prev
 from tenants_app.services.plans import OPERATION_RUN, status_allows
-from tenants_app.services.subscriptions import subscription_effective_status
+from tenants_app.services.subscription_selectors import subscription_effective_status
 
 logger = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from tenants_app.repositories import central_repository, tenant_repository
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.datasets import check_tenant_id
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
-from tenants_app.services.subscriptions import (
+from tenants_app.services.subscription_selectors import (
     EffectiveLimits,
     subscription_effective_limits,
     subscription_effective_status,

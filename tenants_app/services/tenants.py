@@ -20,7 +20,7 @@ from tenants_app.services.datasets import tenant_dataset
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
 from tenants_app.services.generations import bump, generations, tenant_subject
 from tenants_app.services.onboarding import tenant_views_unauthorize
-from tenants_app.services.subscriptions import subscription_cancel
+from tenants_app.services.subscription_status import subscription_cancel
 from tenants_app.services.text_rules import bidi_check
 
 TENANT_SEARCH_FIELDS = ("tenant_id", "company_name", "admin_email")

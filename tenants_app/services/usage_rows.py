@@ -48,6 +48,7 @@ from tenants_app.services.errors import ValidationFailed
 from tenants_app.services.onboarding import usage_id_for
 from tenants_app.services.plans import OPERATION_RUN, statuses_allowing
 from tenants_app.services.quota_rules import WORKING_TENANT_STATUSES, quota_day, run_usage_dml
+from tenants_app.services.subscription_status import subscription_expire_trials
 
 logger = logging.getLogger(__name__)
 
@@ -205,8 +206,6 @@ def usage_roll_over(
     conditional UPDATE, rows are insert-if-absent, the DELETE removes what is old whoever runs it.
     Counts are approximate while admissions or another run create rows at the same moment.
     """
-    from tenants_app.services.subscriptions import subscription_expire_trials  # keeps imports one-way
-
     today = quota_day()
     day = day or today
     retention_days = settings.USAGE_RETENTION_DAYS if retention_days is None else retention_days

@@ -6,7 +6,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from bigquery_backend.client import BigQueryGateway
-from tenants_app.services.subscriptions import subscription_change_plan
+from tenants_app.services.subscription_plan_change import subscription_change_plan
 from tenants_app.services.tenants import tenant_update
 from tests.support.people import onboard_tenant
 

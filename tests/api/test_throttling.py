@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 
 from tenants_app.services.api_keys import api_key_create
 from tenants_app.services.rate_limits import api_call_recorder, api_calls_flush
-from tenants_app.services.subscriptions import usage_list
+from tenants_app.services.subscription_selectors import usage_list
 from tests.tenants_app.services.quota_factories import tenant_with_subscription
 
 pytestmark = pytest.mark.django_db

@@ -19,7 +19,7 @@ from tenants_app.models import Provider, TenantPipelineConfig
 from tenants_app.repositories import central_repository
 from tenants_app.services.onboarding import tenant_onboard
 from tenants_app.services.scheduler import EnqueueEntry, runs_enqueue, scheduled_run_id
-from tenants_app.services.subscriptions import subscription_set_limits
+from tenants_app.services.subscription_overrides import subscription_set_limits
 
 # Onboardings at once: each waits on the emulator, which runs one statement at a time anyway.
 ONBOARDING_THREADS = 4

@@ -23,7 +23,7 @@ from tenants_app.models import (
 from tenants_app.repositories import central_repository
 from tenants_app.services.audit import audit_list
 from tenants_app.services.bootstrap import bigquery_bootstrap
-from tenants_app.services.subscriptions import subscription_get
+from tenants_app.services.subscription_selectors import subscription_get
 from tests.tenants_app.services.quota_factories import put_usage, tenant_with_subscription, usage
 
 MARCH_1 = date(2026, 3, 1)

@@ -54,7 +54,7 @@ from tenants_app.services.errors import (
     ValidationFailed,
 )
 from tenants_app.services.notifications import CREDENTIAL_INVALID, _outbox_take
-from tenants_app.services.subscriptions import subscription_set_limits
+from tenants_app.services.subscription_overrides import subscription_set_limits
 from tests.support.kms_fake import FakeCloudKms
 from tests.support.payloads import aws_payload, gcp_payload
 from tests.tenants_app.credentials.conftest import MakeTenant

@@ -20,7 +20,7 @@ from tenants_app.services.rate_limits import (
     api_calls_flush,
     rate_limit_check,
 )
-from tenants_app.services.subscriptions import subscription_set_limits
+from tenants_app.services.subscription_overrides import subscription_set_limits
 from tests.tenants_app.services.quota_factories import put_usage, tenant_with_subscription, usage
 
 pytestmark = pytest.mark.usefixtures("central")

@@ -14,16 +14,14 @@ from tenants_app.services.audit import audit_list
 from tenants_app.services.errors import QuotaExceeded, SubscriptionCancelled, ValidationFailed
 from tenants_app.services.plans import PLANS, TRIAL_DAYS, status_allows
 from tenants_app.services.quotas import quota_admit
-from tenants_app.services.subscriptions import (
-    subscription_cancel,
+from tenants_app.services.subscription_overrides import subscription_set_limits
+from tenants_app.services.subscription_plan_change import (
     subscription_change_plan,
     subscription_change_plan_preview,
-    subscription_effective_limits,
-    subscription_get,
-    subscription_set_limits,
-    subscription_set_status,
-    subscription_update,
 )
+from tenants_app.services.subscription_selectors import subscription_effective_limits, subscription_get
+from tenants_app.services.subscription_status import subscription_cancel, subscription_set_status
+from tenants_app.services.subscriptions import subscription_update
 from tests.tenants_app.services.quota_factories import put_usage, tenant_with_subscription, usage
 
 pytestmark = pytest.mark.usefixtures("central")
