@@ -3,13 +3,34 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import include, path
+from django.http import HttpRequest, HttpResponseRedirect
+from django.templatetags.static import static
+from django.urls import include, path, reverse
+from django.views.decorators.http import require_safe
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from tenants_app.api.health import healthz, readyz
 from tenants_app.api.metrics import metrics
 
+
+@require_safe
+def home(request: HttpRequest) -> HttpResponseRedirect:
+    """The portal is the site: its index is the admin's, as "View site" (PortalAdminSite.site_url)."""
+    return HttpResponseRedirect(reverse("admin:index"))
+
+
+@require_safe
+def favicon(request: HttpRequest) -> HttpResponseRedirect:
+    """Browsers ask for /favicon.ico whatever the page links; the icon is one SVG among the static files.
+
+    Not permanent: the static file's URL may change (hashed names), and a cached 301 would outlive it.
+    """
+    return HttpResponseRedirect(static("portal/favicon.svg"))
+
+
 urlpatterns = [
+    path("", home, name="home"),
+    path("favicon.ico", favicon, name="favicon"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("tenants_app.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -7,10 +7,11 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.http import HttpRequest, HttpResponse
-from django.urls import URLPattern, URLResolver, reverse
+from django.urls import URLPattern, URLResolver, reverse, reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from tenants_app.api.permissions import is_read_only_staff
+from tenants_app.portal import presentation
 from tenants_app.portal.login_throttle import ThrottledAdminAuthenticationForm, throttled_response
 
 
@@ -18,6 +19,10 @@ class PortalAdminSite(admin.AdminSite):
     site_header = "Convergence tenant administration"
     site_title = "Convergence admin"
     index_title = "Tenant administration"
+    # "View site" in every page's header: the portal's own index (Django's default, "/", is no page of ours).
+    site_url = reverse_lazy("admin:index")
+    # An empty value as every portal page shows it (tenants_app/portal/presentation.py), not Django's "-".
+    empty_value_display = presentation.EMPTY
     # Failed logins per username and address are limited (tenants_app/portal/login_throttle.py).
     login_form = ThrottledAdminAuthenticationForm
 

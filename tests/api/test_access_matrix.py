@@ -90,6 +90,9 @@ GET    /readyz                                          -                  ok   
 GET    /metrics                                         -                  404  404    404   404     404     404       404      404        404      404       404
 GET    /api/schema/                                     -                  ok   ok     ok    401     401     403       ok       ok         ok       ok        401
 GET    /api/docs/                                       -                  ok   ok     ok    401     401     403       ok       ok         ok       ok        401
+# the site's root leads to the portal's index, and /favicon.ico to the icon (a static file), for anyone
+GET    /                                                -                  302  302    302   302     302     302       302      302        302      302       302
+GET    /favicon.ico                                     -                  302  302    302   302     302     302       302      302        302      302       302
 # staff only, across tenants
 GET    /api/v1/tenants                                  -                  401  403    403   401     401     403       403      ok         ok       ok        401
 POST   /api/v1/tenants/onboard                          -                  401  403    403   401     401     403       403      403        403      ok        401
