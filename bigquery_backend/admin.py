@@ -136,6 +136,9 @@ class BigQueryModelAdmin(admin.ModelAdmin):
     repository_parameter: str | None = None
     repository_parameter_label: str = ""
     repository_parameter_help: str = ""
+    # Fields shown through a function of their own, on lists and detail pages alike (say, milliseconds
+    # as a human duration); the function takes the stored value, None included, and returns text.
+    value_formats: Mapping[str, Callable[[Any], str]] = {}
     list_per_page = 50
 
     change_list_template = "admin/bigquery/change_list.html"
@@ -817,6 +820,8 @@ class BigQueryModelAdmin(admin.ModelAdmin):
         if model_field.name in self.hidden_field_names():
             return ""  # the checks refuse such declarations; this is the belt to their braces
         value = getattr(obj, model_field.attname)
+        if model_field.name in self.value_formats:
+            return self.value_formats[model_field.name](value)
         if isinstance(model_field, RepeatedStringField):
             return ", ".join(value or []) or self.get_empty_value_display()
         if isinstance(model_field, models.JSONField) and value is not None:
@@ -828,18 +833,13 @@ class BigQueryModelAdmin(admin.ModelAdmin):
 
     def _detail_value(self, obj: models.Model, model_field: models.Field[Any, Any]) -> str:
         value = getattr(obj, model_field.attname)
+        if model_field.name in self.value_formats:
+            return self.value_formats[model_field.name](value)
         if isinstance(model_field, RepeatedStringField):
             return ", ".join(value or []) or self.get_empty_value_display()
         if isinstance(model_field, models.JSONField) and value is not None:
             pretty = json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False, default=str)
             return format_html("<pre class='bigquery-json'>{}</pre>", pretty)
-        if isinstance(model_field, models.DateTimeField) and value is not None:
-            # The exact instant too: the localized form drops seconds.
-            return format_html(
-                "{} <span class='quiet'>({})</span>",
-                display_for_field(value, model_field, ""),
-                value.isoformat(),
-            )
         return display_for_field(value, model_field, self.get_empty_value_display())
 
 

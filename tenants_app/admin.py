@@ -65,6 +65,14 @@ def tenant_url(tenant_id: str) -> str:
 class PortalTableAdmin(BigQueryModelAdmin):
     """Portal roles: read-only staff see every table, and no buttons that change something."""
 
+    # Shown as every portal page shows them (tenants_app/portal/presentation.py), on row pages too: the
+    # tenant datasets' status columns have no choices of their own, yet hold the same enums.
+    value_formats = {
+        "duration_ms": presentation.duration_ms,
+        "status": presentation.enum_label,
+        "trigger_type": presentation.enum_label,
+    }
+
     def has_operation_permission(self, request: HttpRequest) -> bool:
         return super().has_operation_permission(request) and not is_read_only_staff(request.user)
 

@@ -1,7 +1,8 @@
 """Server-side SVG charts for the portal: no JavaScript, no CDN, every text escaped.
 
 The SVG is inlined in the page, so axis lines and labels use `currentColor` and follow the admin's
-light or dark theme; bars use fixed colours that read on both.
+light or dark theme; bars use fixed colours that read on both. Days are written as the portal writes
+dates (ISO, tenants_app/portal/presentation.py); an axis label keeps only the month and day.
 """
 
 from __future__ import annotations
@@ -13,17 +14,25 @@ from html import escape
 
 from django.utils.safestring import SafeString, mark_safe
 
+from tenants_app.portal.presentation import timestamp
+
 WARNING_SHARE = 0.8
 NORMAL_COLOUR = "#417690"  # the admin's own blue
 WARNING_COLOUR = "#c77d0a"
 OVER_COLOUR = "#ba2121"
 LIMIT_COLOUR = "#ba2121"
 
-# Trend chart geometry, in SVG user units (the chart scales to its container's width).
-WIDTH, HEIGHT = 720, 260
-LEFT, RIGHT, TOP, BOTTOM = 44, 64, 16, 40
+# Trend chart geometry, in SVG user units. The chart scales to its container's width, text with it: a
+# narrow view box keeps the text readable on a phone (13 units drawn ~340 px wide are ~10.5 px), and
+# the pages cap the chart's width so that it is not oversized on a laptop.
+WIDTH, HEIGHT = 420, 240
+LEFT, RIGHT, TOP, BOTTOM = 40, 68, 14, 42
 PLOT_WIDTH, PLOT_HEIGHT = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+FONT_SIZE = 13
 BAR_SHARE = 0.7  # of each day's slot; the rest is the gap between bars
+# Days between x-axis labels: the smallest that leaves room for a label ("12-03") and a gap.
+LABEL_STEPS = (1, 2, 7, 14, 28)
+LABEL_ROOM = FONT_SIZE * 3.6
 
 
 def usage_trend_svg(
@@ -43,7 +52,7 @@ def usage_trend_svg(
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="usage-trend" role="img"'
         f' viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" preserveAspectRatio="xMidYMid meet"'
-        f' aria-labelledby="trend-title trend-desc" font-family="sans-serif" font-size="11">',
+        f' aria-labelledby="trend-title trend-desc" font-family="sans-serif" font-size="{FONT_SIZE}">',
         f'<title id="trend-title">{escape(title)}</title>',
         f'<desc id="trend-desc">{escape(_describe(days, runs, daily_limit))}</desc>',
     ]
@@ -65,15 +74,16 @@ def usage_trend_svg(
         parts.append(
             f'<rect class="bar" data-day="{day.isoformat()}" data-runs="{int(value)}"'
             f' x="{x:.2f}" y="{TOP + PLOT_HEIGHT - height:.2f}" width="{bar_width:.2f}" height="{height:.2f}"'
-            f' fill="{colour}"><title>{escape(f"{day:%a %d %b %Y}: {value} runs")}</title></rect>'
+            f' fill="{colour}"><title>{escape(f"{timestamp(day)}: {value} runs")}</title></rect>'
         )
+    step = next((each for each in LABEL_STEPS if each * slot >= LABEL_ROOM), LABEL_STEPS[-1])
     for index, day in enumerate(days):
-        # A label every week, counted back from the last day so that today is always labelled.
-        if (count - 1 - index) % 7 == 0:
+        # Counted back from the last day, so that today is always labelled.
+        if (count - 1 - index) % step == 0:
             x = LEFT + index * slot + slot / 2
             parts.append(
-                f'<text class="x-label" x="{x:.2f}" y="{TOP + PLOT_HEIGHT + 16}" text-anchor="middle"'
-                f' fill="currentColor">{escape(f"{day:%d %b}")}</text>'
+                f'<text class="x-label" x="{x:.2f}" y="{TOP + PLOT_HEIGHT + FONT_SIZE + 4}"'
+                f' text-anchor="middle" fill="currentColor">{escape(f"{day:%m-%d}")}</text>'
             )
     parts.append(
         f'<line class="axis" x1="{LEFT}" y1="{TOP + PLOT_HEIGHT}" x2="{LEFT + PLOT_WIDTH}"'
@@ -157,8 +167,8 @@ def _describe(days: Sequence[date], runs: Sequence[int], daily_limit: int | None
     total = sum(runs)
     peak_index = max(range(len(runs)), key=lambda i: runs[i])
     text = (
-        f"Pipeline runs per day from {days[0]:%d %b %Y} to {days[-1]:%d %b %Y}: {total} in total, "
-        f"at most {runs[peak_index]} on {days[peak_index]:%d %b %Y}."
+        f"Pipeline runs per day from {timestamp(days[0])} to {timestamp(days[-1])}: {total} in total, "
+        f"at most {runs[peak_index]} on {timestamp(days[peak_index])}."
     )
     if daily_limit:
         warned = sum(1 for value in runs if value >= daily_limit * WARNING_SHARE)

@@ -102,6 +102,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         title="Quota dashboard",
         board=board,
         scheduler=scheduler,
+        median_duration_ms=_milliseconds(scheduler.median_duration if scheduler else None),
         rows=[_row_context(row) for row in board.rows],
         plans=[*board.plans, board.overall] if board.plans else [],
         threshold_percent=round(PRESSURE_THRESHOLD * 100),
@@ -233,6 +234,11 @@ def _day_links(day: date, today: date, filters: dict[str, str]) -> list[tuple[st
         )
         links.append(("Today", _query({**filters, "day": ""})))
     return links
+
+
+def _milliseconds(value: timedelta | None) -> int | None:
+    # The `duration` filter reads milliseconds, as every run's duration_ms is stored.
+    return None if value is None else round(value.total_seconds() * 1000)
 
 
 def _today() -> date:

@@ -68,7 +68,7 @@ def _config_url(config: TenantPipelineConfig) -> str:
 def _preview(expression: str, zone: str, *, now: datetime) -> list[tuple[datetime, str]]:
     """The next slots as (UTC instant, local wall time with offset)."""
     slots = islice(cron_iter(expression=expression, timezone=zone, after=now), PREVIEW_SLOTS)
-    return [(slot, slot.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M %Z (%z)")) for slot in slots]
+    return [(slot, slot.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S %Z (%z)")) for slot in slots]
 
 
 @portal_page

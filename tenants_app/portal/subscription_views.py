@@ -18,6 +18,7 @@ from tenants_app.portal.pages import (
     render_page,
     writer_required,
 )
+from tenants_app.portal.presentation import enum_label
 from tenants_app.services import subscriptions
 
 _TOKENS_SESSION_KEY = "portal_form_tokens"
@@ -52,7 +53,9 @@ def tenant_plan_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
                 tenant_id=tenant_id, plan=plan, actor=actor_of(request)
             ),
             lambda _: back_to_tenant(
-                request, tenant_id, f"Tenant {tenant_id} is now on {plan}; its limits changed at once."
+                request,
+                tenant_id,
+                f"Tenant {tenant_id} is now on {enum_label(plan)}; its limits changed at once.",
             ),
         )
     else:
@@ -62,7 +65,7 @@ def tenant_plan_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
             lambda preview: render_page(
                 request,
                 "portal/tenant_plan_confirm.html",
-                title=f"Change the plan of {tenant_id} to {plan}?",
+                title=f"Change the plan of {tenant_id} to {enum_label(plan)}?",
                 tenant_id=tenant_id,
                 form=form,
                 plan=plan,
@@ -82,8 +85,8 @@ def _plan_form(
         title=f"Change the plan of {tenant_id}",
         form=form,
         submit="Show the new limits",
-        intro=f"Current plan: {current.plan_name} ({current.status}). The next page shows the limits "
-        "before and after; nothing changes until you confirm.",
+        intro=f"Current plan: {enum_label(current.plan_name)} ({enum_label(current.status)}). The next page "
+        "shows the limits before and after; nothing changes until you confirm.",
         extra={"action": "preview"},
     )
 
@@ -143,7 +146,7 @@ def tenant_limits_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
         title=f"Limits of {tenant_id}",
         form=form,
         submit="Save limits",
-        intro=f"Plan {limits.plan_name}. Limits that differ from the plan now: {overridden}. "
+        intro=f"Plan {enum_label(limits.plan_name)}. Limits that differ from the plan now: {overridden}. "
         "A plan change later replaces every override with the new plan's figures.",
     )
 
@@ -167,7 +170,7 @@ def tenant_subscription_status_view(request: HttpRequest, tenant_id: str) -> Htt
                     tenant_id=tenant_id, status=status, actor=actor_of(request), trial_end_date=trial_end
                 ),
                 lambda _: back_to_tenant(
-                    request, tenant_id, f"The subscription of {tenant_id} is now {status}."
+                    request, tenant_id, f"The subscription of {tenant_id} is now {enum_label(status)}."
                 ),
             )
             if response is not None:
@@ -178,5 +181,5 @@ def tenant_subscription_status_view(request: HttpRequest, tenant_id: str) -> Htt
         title=f"Subscription status of {tenant_id}",
         form=form,
         submit="Change status",
-        intro=f"Plan {current.plan_name}, status {current.status}.",
+        intro=f"Plan {enum_label(current.plan_name)}, status {enum_label(current.status)}.",
     )

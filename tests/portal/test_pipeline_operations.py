@@ -169,8 +169,8 @@ def test_it_shows_the_run_history_and_a_run_page_and_cancels_and_requeues(superu
     history = superuser_client.get(url(config)).content.decode()
     assert f'href="{run_page(run)}"' in history
     page = superuser_client.get(run_page(run)).content.decode()
-    assert 'id="run-state">QUEUED' in page
-    assert "manual · user:root" in page
+    assert 'id="run-state">Queued' in page
+    assert "Manual · <bdi>user:root</bdi>" in page
     assert run_page(run, "cancel") in page
 
     superuser_client.post(run_page(run, "cancel"), {"reason": "wrong day", "confirm": "yes"})

@@ -67,7 +67,7 @@ def html(response: object) -> str:
 
 def row_ids(page: str) -> list[str]:
     """The first column of each result row, in order."""
-    return re.findall(r'<th class="field-[a-z_]+">\s*<a href="[^"]*">([^<]+)</a>', page)
+    return re.findall(r'<th class="field-[a-z_]+">\s*<a href="[^"]*"><bdi>([^<]+)</bdi></a>', page)
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +253,7 @@ def test_it_searches_filters_sorts_and_pages_in_bigquery(
     assert row_ids(page) == ids[::-1]  # newest first by default
     assert "7 tenant profiles" in page
     # A tenant's row opens its tenant page (the overview with operations), not the bare profile row.
-    assert f'<a href="{reverse("admin:portal-tenant-detail", args=[ids[0]])}">{ids[0]}</a>' in page
+    assert f'<a href="{reverse("admin:portal-tenant-detail", args=[ids[0]])}"><bdi>{ids[0]}</bdi></a>' in page
 
     page = html(staff_client.get(changelist(TenantProfile, q=token, status__exact="SUSPENDED")))
     assert row_ids(page) == [ids[6], ids[3], ids[0]]

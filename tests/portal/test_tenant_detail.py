@@ -58,12 +58,12 @@ def test_it_shows_profile_subscription_usage_keys_and_credentials(
     assert response.status_code == 200
     assert "Acme Analytics" in html
     assert "admin@acme.example" in html
-    assert "PROFESSIONAL" in html
+    assert "Professional" in html
     assert "25 runs a day, 750 a month, 3 at once" in html
     assert result.api_key is not None
     assert result.api_key.row.key_prefix in html
     assert credential.fingerprint in html
-    assert "OPENAI" in html
+    assert "OpenAI" in html
     assert 'id="tenant-configs"' in html
     assert html.count('class="bar"') == 30  # the 30-day trend chart, drawn server-side
     assert "No pipeline runs yet." in html
@@ -314,6 +314,6 @@ def test_it_marks_expired_keys_and_offers_no_operation_on_them(
     html = superuser_client.get(detail_url(tenant_id)).content.decode()
 
     row = html[html.index(f'id="key-{issued.row.api_key_id}"') :].split("</tr>", 1)[0]
-    assert "expired" in row
+    assert "Expired" in row
     assert "Rotate" not in row
     assert "Revoke" not in row

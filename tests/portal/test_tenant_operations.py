@@ -148,7 +148,7 @@ def test_it_changes_the_plan_after_showing_limits_before_and_after(
     assert done.status_code == 200
     assert subscription_get(tenant_id=tenant_id).daily_limit == 100
     assert "100 runs a day, 3000 a month, 10 at once" in html(done)
-    assert any("now on SCALE" in message for message in messages_of(done))
+    assert any("now on Scale" in message for message in messages_of(done))
 
 
 def test_it_changes_the_subscription_status(superuser_client: Client, onboard: Onboard) -> None:

@@ -90,7 +90,7 @@ def test_it_lists_the_endpoints_on_the_tenant_page_with_links(
     assert f'href="{base(tenant_id)}{endpoint.endpoint_id}/"' in section
     assert HOOK_URL in section
     assert "every event" in section
-    assert "active" in section
+    assert "Active" in section
     assert f'href="{base(tenant_id)}new/"' in section
 
 

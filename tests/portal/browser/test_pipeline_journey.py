@@ -78,10 +78,10 @@ def test_it_runs_a_schedule_created_in_the_portal_through_the_reference_worker(
     assert scheduler_run().runs_enqueued == 1
     page.reload()
     history = page.locator("#pipeline-history")
-    expect(history.locator(".run-state")).to_have_text("QUEUED")
+    expect(history.locator(".run-state")).to_have_text("Queued")
     history.get_by_role("link").first.click()
-    expect(page.locator("#run-state")).to_have_text("QUEUED")
-    expect(page.locator("#run-trigger")).to_contain_text("schedule")
+    expect(page.locator("#run-state")).to_have_text("Queued")
+    expect(page.locator("#run-trigger")).to_contain_text("Schedule")
 
     # The reference worker claims it over HTTP with the tenant's key and holds it while we look.
     key = api_key_create(tenant_id=tenant_id, name="worker", scopes=["pipelines:execute"], created_by="test")
@@ -94,7 +94,7 @@ def test_it_runs_a_schedule_created_in_the_portal_through_the_reference_worker(
     try:
         assert held.started.wait(WAIT_SECONDS), "the worker claimed nothing"
         page.reload()
-        expect(page.locator("#run-state")).to_have_text("RUNNING")
+        expect(page.locator("#run-state")).to_have_text("Running")
         screenshot(page, "41-pipeline-run-running")
     finally:
         held.proceed.set()
@@ -102,10 +102,10 @@ def test_it_runs_a_schedule_created_in_the_portal_through_the_reference_worker(
     assert finished == [1]
 
     page.reload()
-    expect(page.locator("#run-state")).to_have_text("SUCCEEDED")
-    expect(page.locator("#run-steps tbody tr").first).to_contain_text("SUCCEEDED")
+    expect(page.locator("#run-state")).to_have_text("Succeeded")
+    expect(page.locator("#run-steps tbody tr").first).to_contain_text("Succeeded")
     dq = page.locator("#run-dq tbody tr")
     expect(dq).to_have_count(1)
     expect(dq.first).to_contain_text("orders")
-    expect(dq.first).to_contain_text("PASS")
+    expect(dq.first).to_contain_text("Pass")
     screenshot(page, "42-pipeline-run-succeeded")

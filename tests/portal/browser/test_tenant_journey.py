@@ -70,8 +70,8 @@ def test_it_onboards_changes_the_plan_issues_and_revokes_a_key_and_shows_it_all(
     expect(daily.locator("td").nth(1)).to_have_text("6")
     expect(daily.locator("td").nth(2)).to_have_text("100")
     screenshot(page, "08-plan-change-confirm")
-    page.get_by_role("button", name="Change to SCALE").click()
-    expect(page.locator(".messagelist .success")).to_contain_text(f"{tenant_id} is now on SCALE")
+    page.get_by_role("button", name="Change to Scale").click()
+    expect(page.locator(".messagelist .success")).to_contain_text(f"{tenant_id} is now on Scale")
     expect(page.locator("#tenant-subscription")).to_contain_text("100 runs a day, 3000 a month, 10 at once")
 
     # A new key: plaintext once; then revoke it with a reason.
@@ -89,14 +89,14 @@ def test_it_onboards_changes_the_plan_issues_and_revokes_a_key_and_shows_it_all(
     page.goto(f"/admin/tenants/{tenant_id}/")
     key_row = page.locator("#tenant-keys tbody tr", has_text="journey-ci")
     expect(key_row).to_have_count(1)  # the reload issued no second key
-    expect(key_row).to_contain_text("active")
+    expect(key_row).to_contain_text("Active")
     assert new_key not in page.content()
     key_row.get_by_role("link", name="Revoke").click()
     page.fill("#id_reason", "Leaked in a CI log")
     page.get_by_role("button", name="Revoke").click()
     expect(page.locator(".messagelist .success")).to_contain_text("was revoked")
     expect(page.locator("#tenant-keys tbody tr", has_text="journey-ci")).to_contain_text(
-        "revoked: Leaked in a CI log"
+        "Revoked: Leaked in a CI log"
     )
 
     # The tenant list shows it, with the plan it has now.
