@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 from tenants_app.api.me import SubscriptionOutputSerializer
 from tenants_app.api.scoping import TenantScopedApi
-from tenants_app.models import PlanName, SubscriptionStatus, TenantSubscription
+from tenants_app.models import PlanName, SubscriptionStatus, TenantProfile, TenantSubscription
 from tenants_app.services.subscriptions import (
     LIMIT_BOUNDS,
     LIMIT_FIELDS,
@@ -44,13 +44,12 @@ class SubscriptionDetailSerializer(SubscriptionOutputSerializer):
     )
 
 
-def subscription_detail(subscription: TenantSubscription) -> dict[str, Any]:
+def subscription_detail(subscription: TenantSubscription, *, profile: TenantProfile) -> dict[str, Any]:
     """The subscription with its effective status, limits and what the tenant may do."""
     status = subscription_effective_status(subscription=subscription)
     limits = subscription_effective_limits(subscription=subscription)
     # The portal's status banner reads the same verdict: a suspended tenant may only be read, whatever
     # its subscription says.
-    profile = tenant_get_cached(tenant_id=subscription.tenant_id)
     capabilities = tenant_capabilities(profile=profile, subscription=subscription)
     data = {field.name: getattr(subscription, field.name) for field in subscription._meta.fields}
     data.update(
@@ -93,8 +92,9 @@ class SubscriptionApi(TenantScopedApi):
 
     @extend_schema(summary="Get the subscription and its limits", responses=SubscriptionDetailSerializer)
     def get(self, request: Request, tenant_id: str | None = None) -> Response:
+        profile = tenant_get_cached(tenant_id=self.tenant_id())
         subscription = subscription_get(tenant_id=self.tenant_id())
-        return Response(SubscriptionDetailSerializer(subscription_detail(subscription)).data)
+        return Response(SubscriptionDetailSerializer(subscription_detail(subscription, profile=profile)).data)
 
     @extend_schema(
         summary="Change the plan, status or limits",
@@ -118,6 +118,8 @@ class SubscriptionApi(TenantScopedApi):
         changes = self.InputSerializer(data=request.data)
         changes.is_valid(raise_exception=True)
         data = changes.validated_data
+        # Read before the first write: once the change is made, only its audit entry may still fail.
+        profile = tenant_get_cached(tenant_id=tenant_id)
         subscription = subscription_update(
             tenant_id=tenant_id,
             actor=self.actor(request),
@@ -127,7 +129,7 @@ class SubscriptionApi(TenantScopedApi):
             limits={name: data[name] for name in LIMIT_FIELDS if name in data},
             reset=data.get("reset_limits", []),
         )
-        return Response(SubscriptionDetailSerializer(subscription_detail(subscription)).data)
+        return Response(SubscriptionDetailSerializer(subscription_detail(subscription, profile=profile)).data)
 
 
 class SubscriptionPlanPreviewApi(TenantScopedApi):
