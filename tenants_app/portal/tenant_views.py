@@ -33,7 +33,9 @@ from tenants_app.portal.pages import (
     spend_token,
     writer_required,
 )
+from tenants_app.portal.presentation import enum_label
 from tenants_app.services.onboarding import OnboardingResult, tenant_onboard, tenant_onboard_validate
+from tenants_app.services.onboarding_checks import DEFAULT_PLAN
 from tenants_app.services.plans import PLANS
 from tenants_app.services.tenant_capabilities import tenant_capabilities
 from tenants_app.services.tenant_overview import tenant_overview
@@ -111,7 +113,7 @@ def _list_url(name: str, tenant_id: str) -> str | None:
 def tenant_onboard_view(request: HttpRequest) -> HttpResponse:
     """Step 1: the details; step 2: the dry-run check and a confirmation; step 3: the result, key once."""
     if request.method != "POST":
-        return _onboard_step1(request, portal_forms.OnboardForm(initial={"plan": "STARTER"}))
+        return _onboard_step1(request, portal_forms.OnboardForm(initial={"plan": DEFAULT_PLAN}))
     form = portal_forms.OnboardForm(request.POST)
     action = request.POST.get("action", "check")
     if action == "edit" or not form.is_valid():
@@ -175,7 +177,7 @@ def _onboarded(request: HttpRequest, result: OnboardingResult) -> HttpResponse:
         request,
         tenant_id=tenant_id,
         issued=result.api_key,
-        message=f"Tenant {tenant_id} was onboarded ({result.subscription.plan_name}).",
+        message=f"Tenant {tenant_id} was onboarded ({enum_label(result.subscription.plan_name)}).",
         title=f"Tenant {tenant_id} onboarded",
         note="This is the tenant's first API key. Give it to the tenant's admin now: it is shown only once.",
     )
