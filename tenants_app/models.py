@@ -26,6 +26,11 @@ class TenantStatus(models.TextChoices):
     DELETED = "DELETED"
 
 
+# Tenants whose profile lets them work at all (keys accepted, runs scheduled and admitted); the
+# subscription's state then decides what they may do. One rule for every service that asks.
+WORKING_TENANT_STATUSES: tuple[str, ...] = (TenantStatus.ACTIVE, TenantStatus.TRIAL)
+
+
 class SubscriptionStatus(models.TextChoices):
     TRIAL = "TRIAL"
     ACTIVE = "ACTIVE"

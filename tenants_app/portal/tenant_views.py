@@ -40,6 +40,7 @@ from tenants_app.services.plans import PLANS
 from tenants_app.services.tenant_capabilities import tenant_capabilities
 from tenants_app.services.tenant_overview import tenant_overview
 from tenants_app.services.tenants import (
+    SUSPENDABLE,
     tenant_get,
     tenant_offboard,
     tenant_reactivate,
@@ -89,7 +90,7 @@ def tenant_detail_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
         chart=chart,
         is_suspended=profile.status == TenantStatus.SUSPENDED,
         is_closed=profile.status in {TenantStatus.CANCELLED, TenantStatus.DELETED},
-        can_suspend=profile.status in {TenantStatus.ACTIVE, TenantStatus.TRIAL},
+        can_suspend=profile.status in SUSPENDABLE,
         now=timezone.now(),
         webhooks=webhook_endpoint_list(tenant_id=tenant_id),
     )

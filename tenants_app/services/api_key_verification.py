@@ -30,7 +30,7 @@ from bigquery_backend.exceptions import BackendUnavailable, InvalidInput, NotFou
 from bigquery_backend.repository import Repository
 from tenants_app import secret_shapes
 from tenants_app.metrics import cache_lookup_recorded
-from tenants_app.models import TenantApiKey, TenantProfile, TenantStatus
+from tenants_app.models import WORKING_TENANT_STATUSES, TenantApiKey, TenantProfile
 from tenants_app.repositories import central_repository
 from tenants_app.services.errors import (
     ApiKeyExpired,
@@ -53,7 +53,6 @@ _MAX_KEY_LENGTH = 64  # longer input is never a key: refuse it before hashing or
 # of a process still running older code is never read.
 _CACHE_PREFIX = "cvg:api_key:v3:"
 _UNKNOWN = "unknown"
-_USABLE_TENANT_STATUSES = frozenset({TenantStatus.ACTIVE, TenantStatus.TRIAL})
 
 
 @contextmanager
@@ -113,7 +112,7 @@ def api_key_verify(*, key: str, now: datetime | None = None) -> VerifiedApiKey:
     expires_at: datetime | None = entry["expires_at"]
     if expires_at is not None and expires_at <= now:
         raise ApiKeyExpired("API key has expired")
-    if entry["tenant_status"] not in _USABLE_TENANT_STATUSES:
+    if entry["tenant_status"] not in WORKING_TENANT_STATUSES:
         status = str(entry["tenant_status"]).lower()
         raise TenantSuspended(f"tenant {entry['tenant_id']} is {status}: its API keys are refused")
     last_used_recorder.record(entry["api_key_id"])

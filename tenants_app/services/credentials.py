@@ -21,9 +21,9 @@ from django.utils import timezone
 from bigquery_backend.repository import Repository
 from tenants_app.kms import DecryptionFailed, KmsUnavailable, aad_for, get_kms
 from tenants_app.models import (
+    WORKING_TENANT_STATUSES,
     TenantCloudCredential,
     TenantProfile,
-    TenantStatus,
     ValidationStatus,
 )
 from tenants_app.repositories import central_repository
@@ -58,8 +58,6 @@ MAX_NAME_LENGTH = 100
 MAX_ACTOR_LENGTH = 254
 # The audit log needs an actor; callers that pass None (none in this code base) are recorded so.
 UNKNOWN_ACTOR = "system:unknown"
-
-TENANT_STATUSES_ALLOWED = (TenantStatus.ACTIVE, TenantStatus.TRIAL)
 
 
 # --- helpers ----------------------------------------------------------------------------------------
@@ -131,7 +129,7 @@ def _active_tenant(tenant_id: str) -> TenantProfile:
     profile = central_repository(TenantProfile).find(tenant_id) if isinstance(tenant_id, str) else None
     if profile is None:
         raise DoesNotExist(f"tenant {tenant_id!r} does not exist", errors={"tenant_id": ["Not found."]})
-    if profile.status not in TENANT_STATUSES_ALLOWED:
+    if profile.status not in WORKING_TENANT_STATUSES:
         raise TenantNotActive(
             f"tenant {tenant_id!r} is {profile.status}: only ACTIVE or TRIAL tenants can change credentials"
         )

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from tenants_app.models import TenantStatus, TenantSubscription, TenantUsageQuota
+from tenants_app.models import WORKING_TENANT_STATUSES, TenantSubscription, TenantUsageQuota
 from tenants_app.repositories import central_repository
 from tenants_app.services.errors import DoesNotExist, QuotaExceeded, SubscriptionInactive, TenantNotActive
 from tenants_app.services.plans import status_allows
@@ -25,8 +25,20 @@ CONCURRENT = "concurrent"
 # A full concurrent limit frees up when a run ends: tell the client to come back soon, not at midnight.
 CONCURRENT_RETRY_AFTER_SECONDS = 30
 WARNING_RATIO = (4, 5)  # 80%: warn when used * 5 >= limit * 4 (integers, no float rounding)
-# Tenants whose profile lets them work at all; the subscription's state then decides what they may do.
-WORKING_TENANT_STATUSES = (TenantStatus.ACTIVE, TenantStatus.TRIAL)
+
+
+def limit_stops_work(*, used: int, limit: int | None, waiting: int | None = None) -> bool:
+    """Whether a limit is worth flagging: a daily or monthly count at WARNING_RATIO or more, or (when
+    `waiting` is given: the concurrent limit) every slot taken while runs of the tenant wait for one.
+
+    A STARTER tenant running its one allowed run with nothing queued is not held back, so it is not
+    flagged. The quota dashboard applies the same rule in SQL (dashboard._pressure_sql).
+    """
+    if not limit:
+        return False
+    if waiting is not None:
+        return used >= limit and waiting > 0
+    return used * WARNING_RATIO[1] >= limit * WARNING_RATIO[0]
 
 
 def quota_day(now: datetime | None = None) -> date:

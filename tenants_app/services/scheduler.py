@@ -65,13 +65,13 @@ from google.cloud import bigquery
 from bigquery_backend.identifiers import quote_column
 from bigquery_backend.repository import RowChange
 from tenants_app.models import (
+    WORKING_TENANT_STATUSES,
     RunState,
     RunTrigger,
     TenantPipelineConfig,
     TenantPipelineExecutionQueue,
     TenantProfile,
     TenantScheduledPipelineRun,
-    TenantStatus,
     TenantSubscription,
 )
 from tenants_app.repositories import central_repository
@@ -89,7 +89,6 @@ MAX_RUN_ID_LENGTH = 128
 MAX_SLOTS_COUNTED = 1_000
 MAX_IDS_REPORTED = 50
 _SLOT_FORMAT = "%Y-%m-%dT%H:%MZ"
-_RUNNABLE_TENANT_STATUSES = (TenantStatus.ACTIVE, TenantStatus.TRIAL)
 
 
 def scheduled_run_id(config_id: str, slot: datetime) -> str:
@@ -377,7 +376,7 @@ def _due_configs(
 def _may_run(
     tenant_status: str | None, subscription_status: str | None, trial_end: date | None, now: datetime
 ) -> bool:
-    if tenant_status not in _RUNNABLE_TENANT_STATUSES or subscription_status is None:
+    if tenant_status not in WORKING_TENANT_STATUSES or subscription_status is None:
         return False
     subscription = TenantSubscription(status=subscription_status, trial_end_date=trial_end)
     return status_allows(

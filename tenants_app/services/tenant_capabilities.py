@@ -15,7 +15,13 @@ from datetime import UTC, date
 
 from django.utils import timezone
 
-from tenants_app.models import SubscriptionStatus, TenantProfile, TenantStatus, TenantSubscription
+from tenants_app.models import (
+    WORKING_TENANT_STATUSES,
+    SubscriptionStatus,
+    TenantProfile,
+    TenantStatus,
+    TenantSubscription,
+)
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.plans import (
@@ -25,7 +31,6 @@ from tenants_app.services.plans import (
     OPERATIONS,
     status_allows,
 )
-from tenants_app.services.quota_rules import WORKING_TENANT_STATUSES
 from tenants_app.services.subscriptions import subscription_effective_status
 
 OK = "ok"

@@ -20,10 +20,12 @@ from django.utils import timezone
 from bigquery_backend.exceptions import InvalidIdentifier, NotFound
 from tenants_app.log_context import ContextThreadPoolExecutor
 from tenants_app.models import (
+    RunState,
     TenantApiKey,
     TenantCloudCredential,
     TenantDqResult,
     TenantPipelineConfig,
+    TenantPipelineExecutionQueue,
     TenantPipelineRun,
     TenantProfile,
     TenantStepLog,
@@ -34,6 +36,7 @@ from tenants_app.repositories import central_repository, tenant_repository
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.datasets import check_tenant_id
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
+from tenants_app.services.quota_rules import limit_stops_work
 from tenants_app.services.subscription_selectors import (
     EffectiveLimits,
     subscription_effective_limits,
@@ -52,8 +55,6 @@ MAX_CREDENTIALS = 100
 MAX_CONFIGS = 100
 MAX_STEPS = 500
 MAX_DQ_RESULTS = 200
-# A figure at or above this share of its limit is flagged, as on the quota dashboard.
-PRESSURE_THRESHOLD = 0.8
 _POOL_SIZE = 4
 
 
@@ -64,6 +65,8 @@ class UsageFigure:
     label: str
     used: int
     limit: int | None
+    # Runs of the tenant waiting for a slot, on the concurrent figure only (None on the others).
+    waiting: int | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -83,8 +86,8 @@ class UsageFigure:
 
     @property
     def flagged(self) -> bool:
-        ratio = self.ratio
-        return ratio is not None and ratio >= PRESSURE_THRESHOLD
+        """Flagged only when the limit stops work, by the quota dashboard's rule."""
+        return limit_stops_work(used=self.used, limit=self.limit, waiting=self.waiting)
 
 
 @dataclass
@@ -123,7 +126,8 @@ class TenantOverview:
 def tenant_overview(
     *, tenant_id: str, runs: int = RECENT_RUNS, now: datetime | None = None
 ) -> TenantOverview:
-    """Profile, subscription, usage, keys, credentials, configs and recent runs: at most 9 jobs."""
+    """Profile, subscription, usage, keys, credentials, configs, waiting runs and recent runs: at most
+    10 jobs."""
     try:
         check_tenant_id(tenant_id)
     except InvalidIdentifier:
@@ -160,6 +164,10 @@ def tenant_overview(
             filters={"tenant_id": tenant_id}, order_by=("priority", "config_id"), limit=MAX_CONFIGS
         ),
         "runs": lambda: _tenant_runs(tenant_id, runs),
+        # Whether a full concurrent limit holds runs back (see UsageFigure.flagged).
+        "waiting": lambda: central_repository(TenantPipelineExecutionQueue).count(
+            filters={"tenant_id": tenant_id, "state": RunState.QUEUED}
+        ),
     }
     with bigquery_errors_translated():
         results = _run_all(reads)
@@ -185,7 +193,7 @@ def tenant_overview(
         ),
         usage_day=today,
         usage_today=usage_today,
-        usage_figures=_usage_figures(subscription, usage_today, newest_usage),
+        usage_figures=_usage_figures(subscription, usage_today, newest_usage, waiting=results["waiting"]),
         api_calls_today=(usage_today.total_api_calls_today or 0) if usage_today else 0,
         trend=[
             (day, int(by_day[day].pipelines_run_today or 0) if day in by_day else 0)
@@ -264,6 +272,8 @@ def _usage_figures(
     subscription: TenantSubscription | None,
     today: TenantUsageQuota | None,
     newest: TenantUsageQuota | None,
+    *,
+    waiting: int,
 ) -> list[UsageFigure]:
     """Runs today, this month and running now, against the subscription's limits."""
 
@@ -285,6 +295,7 @@ def _usage_figures(
             "Running now",
             int(today.concurrent_pipelines_running or 0) if today else 0,
             limit("concurrent_limit"),
+            waiting=waiting,
         ),
     ]
 

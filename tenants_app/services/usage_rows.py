@@ -36,6 +36,7 @@ from django.utils import timezone
 from google.cloud import bigquery
 
 from tenants_app.models import (
+    WORKING_TENANT_STATUSES,
     RunState,
     TenantPipelineExecutionQueue,
     TenantProfile,
@@ -47,7 +48,7 @@ from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.errors import ValidationFailed
 from tenants_app.services.onboarding import usage_id_for
 from tenants_app.services.plans import OPERATION_RUN, statuses_allowing
-from tenants_app.services.quota_rules import WORKING_TENANT_STATUSES, quota_day, run_usage_dml
+from tenants_app.services.quota_rules import quota_day, run_usage_dml
 from tenants_app.services.subscription_status import subscription_expire_trials
 
 logger = logging.getLogger(__name__)

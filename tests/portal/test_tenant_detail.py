@@ -31,6 +31,7 @@ from tenants_app.services.api_keys import api_key_create
 from tenants_app.services.credentials import credential_create
 from tenants_app.services.onboarding import usage_id_for
 from tests.portal.tenant_helpers import Onboard, new_tenant_id, onboard  # noqa: F401 - a fixture
+from tests.tenants_app.services.quota_factories import queue_entries
 
 OPENAI_SECRET = "sk-" + "Zq7" * 12
 
@@ -169,7 +170,26 @@ def test_it_flags_usage_at_80_percent_of_a_limit(superuser_client: Client, onboa
     html = superuser_client.get(detail_url(tenant_id)).content.decode()
 
     assert "83%" in html
-    assert html.count("over 80%") == 1
+    assert html.count("80% or more") == 1
+
+
+@pytest.mark.parametrize(("queued", "flag"), [(0, None), (1, "full, 1 waiting")])
+def test_it_flags_a_full_concurrent_limit_only_while_runs_wait(
+    superuser_client: Client, onboard: Onboard, queued: int, flag: str | None
+) -> None:
+    # STARTER allows 1 run at a time: running it is the plan working, not pressure, until a run waits.
+    tenant_id = onboard().profile.tenant_id
+    today = timezone.now().astimezone(UTC).date()
+    central_repository(TenantUsageQuota).update(
+        usage_id_for(tenant_id, today), {"concurrent_pipelines_running": 1}
+    )
+    queue_entries(tenant_id, ("RUNNING", today), *[("QUEUED", None)] * queued)
+
+    html = superuser_client.get(detail_url(tenant_id)).content.decode()
+
+    assert html.count('class="portal-flag"') == (1 if flag else 0)
+    if flag:
+        assert flag in html
 
 
 @pytest.mark.parametrize("tenant_id", ["t_never_onboarded", "Not-A-Tenant!"])
