@@ -14,6 +14,7 @@ from django.utils.functional import SimpleLazyObject, empty
 
 from convergence.log_config import redact_secrets
 from tenants_app.log_context import bind_log_context, current_log_context, log_context
+from tenants_app.services.actors import staff_actor
 from tenants_app.services.audit import audit_context
 
 # A caller's own id is kept only if it is short and plain, so it is safe in logs and the audit log.
@@ -133,4 +134,4 @@ def _actor_of(request: HttpRequest, *, load: bool = False) -> str | None:
     if not getattr(user, "is_authenticated", False):
         return None
     get_username = getattr(user, "get_username", None)
-    return f"user:{get_username()}" if callable(get_username) else str(user)
+    return staff_actor(get_username()) if callable(get_username) else str(user)

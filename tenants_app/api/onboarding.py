@@ -12,6 +12,7 @@ from tenants_app.api.idempotency import HEADER, idempotent
 from tenants_app.api.keys import ApiKeyOutputSerializer
 from tenants_app.api.me import SubscriptionOutputSerializer
 from tenants_app.api.tenants import TenantOutputSerializer
+from tenants_app.services.actors import staff_actor
 from tenants_app.services.onboarding import tenant_onboard, tenant_onboard_dryrun
 from tenants_app.services.onboarding_checks import DEFAULT_PLAN, ONBOARDING_CHECKS, PLAN_ALIAS, PLAN_FIELD
 from tenants_app.services.plans import PLANS
@@ -83,7 +84,7 @@ class TenantOnboardApi(APIView):
     def post(self, request: Request) -> Response:
         data = OnboardInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        result = tenant_onboard(created_by=f"user:{request.user.get_username()}", **data.validated_data)
+        result = tenant_onboard(created_by=staff_actor(request.user.get_username()), **data.validated_data)
         issued = result.api_key
         output = {
             "profile": result.profile,
@@ -133,7 +134,7 @@ class TenantOnboardDryRunApi(APIView):
         data = OnboardInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         report = tenant_onboard_dryrun(
-            created_by=f"user:{request.user.get_username()}", **data.validated_data
+            created_by=staff_actor(request.user.get_username()), **data.validated_data
         )
         output = {
             "tenant_id": report.tenant_id,

@@ -24,6 +24,7 @@ from bigquery_backend import exceptions as bq
 from tenants_app.api.permissions import is_read_only_staff
 from tenants_app.kms import KmsUnavailable
 from tenants_app.portal import forms as portal_forms
+from tenants_app.services.actors import staff_actor
 from tenants_app.services.api_keys import (
     IssuedApiKey,
 )
@@ -42,7 +43,7 @@ _MAX_TOKENS = 20
 
 def actor_of(request: HttpRequest) -> str:
     """The audit actor of a staff request, as the API builds it."""
-    return f"user:{request.user.get_username()}"
+    return staff_actor(request.user.get_username())
 
 
 def can_change(request: HttpRequest) -> bool:

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from tenants_app.models import AdminApiToken
 from tenants_app.secret_shapes import ADMIN_TOKEN_PREFIX, OUR_KEY_CHARACTERS, OUR_KEY_RANDOM_LENGTH
+from tenants_app.services.actors import staff_actor
 from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
 
@@ -68,7 +69,7 @@ def admin_token_create(
     # Tokens live in Django's database, but the trail of who holds admin access is the audit log.
     audit_record(
         action=AuditAction.ADMIN_TOKEN_CREATE,
-        actor=actor or f"user:{user.get_username()}",
+        actor=actor or staff_actor(user.get_username()),
         target_type="admin_token",
         target_id=str(token.pk),
         after=_audit_data(token),
@@ -126,7 +127,7 @@ def admin_token_revoke(*, token_id: int, user: User | None = None, actor: str | 
         raise DoesNotExist("no such live token")
     audit_record(
         action=AuditAction.ADMIN_TOKEN_REVOKE,
-        actor=actor or (f"user:{user.get_username()}" if user is not None else "system:unknown"),
+        actor=actor or (staff_actor(user.get_username()) if user is not None else "system:unknown"),
         target_type="admin_token",
         target_id=str(token.pk),
         before={**_audit_data(token), "revoked_at": None},
