@@ -12,7 +12,7 @@ from tenants_app.api.scoping import TenantScopedApi
 from tenants_app.api.tenants import TenantOutputSerializer
 from tenants_app.api.timestamps import TimestampField
 from tenants_app.models import TenantUsageQuota
-from tenants_app.services.subscriptions import MAX_USAGE_DAYS, usage_list
+from tenants_app.services.subscription_selectors import MAX_USAGE_DAYS, usage_list
 from tenants_app.services.tenants import tenant_get_cached
 
 

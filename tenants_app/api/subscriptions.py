@@ -13,15 +13,15 @@ from rest_framework.response import Response
 from tenants_app.api.me import SubscriptionOutputSerializer
 from tenants_app.api.scoping import TenantScopedApi
 from tenants_app.models import PlanName, SubscriptionStatus, TenantProfile, TenantSubscription
-from tenants_app.services.subscriptions import (
-    LIMIT_BOUNDS,
+from tenants_app.services.subscription_overrides import LIMIT_BOUNDS
+from tenants_app.services.subscription_plan_change import subscription_change_plan_preview
+from tenants_app.services.subscription_selectors import (
     LIMIT_FIELDS,
-    subscription_change_plan_preview,
     subscription_effective_limits,
     subscription_effective_status,
     subscription_get,
-    subscription_update,
 )
+from tenants_app.services.subscriptions import subscription_update
 from tenants_app.services.tenant_capabilities import tenant_capabilities
 from tenants_app.services.tenants import tenant_get_cached
 

@@ -19,10 +19,14 @@ from tenants_app.portal.pages import (
     writer_required,
 )
 from tenants_app.portal.presentation import enum_label
-from tenants_app.services import subscriptions
+from tenants_app.services.subscription_overrides import subscription_set_limits
+from tenants_app.services.subscription_plan_change import (
+    subscription_change_plan,
+    subscription_change_plan_preview,
+)
+from tenants_app.services.subscription_selectors import subscription_effective_limits, subscription_get
+from tenants_app.services.subscription_status import subscription_set_status
 
-_TOKENS_SESSION_KEY = "portal_form_tokens"
-_MAX_TOKENS = 20
 LIMIT_LABELS = {
     "daily_limit": "Daily pipeline runs",
     "monthly_limit": "Monthly pipeline runs",
@@ -37,7 +41,7 @@ LIMIT_LABELS = {
 @writer_required
 def tenant_plan_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
     """Choose a plan, see the limits before and after, confirm; the limits change at once."""
-    current = subscriptions.subscription_get(tenant_id=tenant_id)
+    current = subscription_get(tenant_id=tenant_id)
     if request.method != "POST":
         form = portal_forms.PlanChangeForm(initial={"plan": current.plan_name})
         return _plan_form(request, tenant_id, form, current)
@@ -49,9 +53,7 @@ def tenant_plan_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
     if action == "confirm":
         response = apply_form(
             form,
-            lambda: subscriptions.subscription_change_plan(
-                tenant_id=tenant_id, plan=plan, actor=actor_of(request)
-            ),
+            lambda: subscription_change_plan(tenant_id=tenant_id, plan=plan, actor=actor_of(request)),
             lambda _: back_to_tenant(
                 request,
                 tenant_id,
@@ -61,7 +63,7 @@ def tenant_plan_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
     else:
         response = apply_form(
             form,
-            lambda: subscriptions.subscription_change_plan_preview(tenant_id=tenant_id, plan=plan),
+            lambda: subscription_change_plan_preview(tenant_id=tenant_id, plan=plan),
             lambda preview: render_page(
                 request,
                 "portal/tenant_plan_confirm.html",
@@ -110,8 +112,8 @@ def _limits(limits: Any) -> dict[str, Any]:
 @writer_required
 def tenant_limits_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
     """Override the plan's limits for this tenant, or set some back to the plan's figures."""
-    current = subscriptions.subscription_get(tenant_id=tenant_id)
-    limits = subscriptions.subscription_effective_limits(subscription=current)
+    current = subscription_get(tenant_id=tenant_id)
+    limits = subscription_effective_limits(subscription=current)
     in_force = limits.as_dict()
     if request.method != "POST":
         form = portal_forms.LimitsForm(initial=in_force)
@@ -130,7 +132,7 @@ def tenant_limits_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
                 return HttpResponseRedirect(detail_url(tenant_id))
             response = apply_form(
                 form,
-                lambda: subscriptions.subscription_set_limits(
+                lambda: subscription_set_limits(
                     tenant_id=tenant_id, actor=actor_of(request), reset=reset, **changed
                 ),
                 lambda _: back_to_tenant(
@@ -154,7 +156,7 @@ def tenant_limits_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
 @writer_required
 def tenant_subscription_status_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
     """Set the subscription's status (TRIAL needs an end date)."""
-    current = subscriptions.subscription_get(tenant_id=tenant_id)
+    current = subscription_get(tenant_id=tenant_id)
     if request.method != "POST":
         form = portal_forms.SubscriptionStatusForm(
             initial={"status": current.status, "trial_end_date": current.trial_end_date}
@@ -166,7 +168,7 @@ def tenant_subscription_status_view(request: HttpRequest, tenant_id: str) -> Htt
             trial_end = form.cleaned_data["trial_end_date"] if status == SubscriptionStatus.TRIAL else None
             response = apply_form(
                 form,
-                lambda: subscriptions.subscription_set_status(
+                lambda: subscription_set_status(
                     tenant_id=tenant_id, status=status, actor=actor_of(request), trial_end_date=trial_end
                 ),
                 lambda _: back_to_tenant(

@@ -47,7 +47,7 @@ from tenants_app.services.errors import (
 from tenants_app.services.notifications import CREDENTIAL_INVALID, notify
 from tenants_app.services.plans import OPERATION_CONFIGURE
 from tenants_app.services.quotas import subscription_require_active
-from tenants_app.services.subscriptions import subscription_effective_limits
+from tenants_app.services.subscription_selectors import subscription_effective_limits
 from tenants_app.services.text_rules import bidi_require_none
 
 logger = logging.getLogger(__name__)

@@ -32,49 +32,23 @@ from tenants_app.services.subscription_changes import (
     utc_today,
 )
 from tenants_app.services.subscription_overrides import (
-    LIMIT_BOUNDS,
     limit_input_errors,
     limit_override_values,
     limit_overrides_apply,
-    subscription_set_limits,
 )
 from tenants_app.services.subscription_plan_change import (
     plan_change_apply,
     plan_change_values,
-    subscription_change_plan,
-    subscription_change_plan_preview,
 )
 from tenants_app.services.subscription_selectors import (
     LIMIT_FIELDS,
-    MAX_USAGE_DAYS,
-    subscription_effective_limits,
-    subscription_effective_status,
     subscription_get,
-    usage_list,
 )
 from tenants_app.services.subscription_status import (
     status_change_apply,
     status_change_values,
     status_input_check,
-    subscription_set_status,
 )
-
-# What the API, the portal and credentials.py import from here (they live in the modules above);
-# everything else imports from those modules.
-__all__ = [
-    "LIMIT_BOUNDS",
-    "LIMIT_FIELDS",
-    "MAX_USAGE_DAYS",
-    "subscription_change_plan",
-    "subscription_change_plan_preview",
-    "subscription_effective_limits",
-    "subscription_effective_status",
-    "subscription_get",
-    "subscription_set_limits",
-    "subscription_set_status",
-    "subscription_update",
-    "usage_list",
-]
 
 
 def subscription_update(

@@ -31,7 +31,7 @@ from tenants_app.services.plans import (
     OPERATIONS,
     status_allows,
 )
-from tenants_app.services.subscriptions import subscription_effective_status
+from tenants_app.services.subscription_selectors import subscription_effective_status
 
 OK = "ok"
 LIMITED = "limited"

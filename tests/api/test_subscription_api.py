@@ -14,7 +14,7 @@ from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import api_key_create
 from tenants_app.services.audit import audit_list
 from tenants_app.services.errors import QuotaExceeded
-from tenants_app.services.subscriptions import subscription_get
+from tenants_app.services.subscription_selectors import subscription_get
 from tests.tenants_app.services.quota_factories import tenant_with_subscription
 
 pytestmark = pytest.mark.django_db

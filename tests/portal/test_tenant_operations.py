@@ -26,7 +26,7 @@ from tenants_app.repositories import central_repository
 from tenants_app.services.api_key_verification import api_key_verify
 from tenants_app.services.credentials import credential_create
 from tenants_app.services.errors import ApiKeyRevoked
-from tenants_app.services.subscriptions import subscription_get
+from tenants_app.services.subscription_selectors import subscription_get
 from tenants_app.services.tenants import tenant_get
 from tests.portal.tenant_helpers import Onboard, new_tenant_id, onboard  # noqa: F401 - a fixture
 

@@ -11,7 +11,7 @@ from playwright.sync_api import Page, expect
 
 from tenants_app.services.api_keys import api_key_create, api_key_revoke
 from tenants_app.services.audit import AuditAction, audit_record
-from tenants_app.services.subscriptions import subscription_change_plan
+from tenants_app.services.subscription_plan_change import subscription_change_plan
 from tests.portal.browser.conftest import Login, Onboard, Screenshot
 
 WIDTHS = (1366, 390)
