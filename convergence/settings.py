@@ -192,6 +192,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The default hook, then the probes (plain Django views) documented under the `health` tag.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "tenants_app.api.schema.add_health_paths",
+    ],
 }
 
 # Staff in this group may look at everything in the portal and the admin API but change nothing.

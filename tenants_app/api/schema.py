@@ -78,7 +78,9 @@ AREA_TAGS: dict[str, str] = {
     "audit": "audit",
     "worker": "worker",
 }
-API_TAGS = tuple(dict.fromkeys(AREA_TAGS.values()))
+# The probes' tag: they live outside /api/v1/ (see HEALTH_PATHS below).
+HEALTH_TAG = "health"
+API_TAGS = (*dict.fromkeys(AREA_TAGS.values()), HEALTH_TAG)
 _TENANT_PREFIXES = (("tenants", "{tenant_id}"), ("me",))
 
 
@@ -163,3 +165,77 @@ class AdminTokenScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
         return {"type": "http", "scheme": "bearer", "description": "A staff member's admin API token."}
+
+
+# --- The probes (tenants_app/api/health.py) -------------------------------------------------------
+# They are plain Django views on purpose (no authentication, throttling or content negotiation stands
+# between a load balancer and the answer), so drf-spectacular cannot see them; this hook documents
+# them under the `health` tag, public (`security: []`), with the bodies they answer.
+_CHECK = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string", "enum": ["ok", "unavailable"]},
+        "ms": {"type": "integer", "description": "How long the check took."},
+        "error": {"type": "string", "description": "The failure's class name, when it failed."},
+    },
+    "required": ["status"],
+}
+_READINESS = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string", "enum": ["ok", "unavailable"]},
+        "checks": {
+            "type": "object",
+            "properties": {"bigquery": _CHECK, "kms": _CHECK},
+            "required": ["bigquery", "kms"],
+        },
+    },
+    "required": ["status", "checks"],
+}
+HEALTH_PATHS: dict[str, dict[str, Any]] = {
+    "/healthz": {
+        "get": {
+            "operationId": "healthz_get",
+            "summary": "Check that the process serves requests",
+            "description": "Liveness: touches nothing else, so an outage of BigQuery does not restart it.",
+            "tags": [HEALTH_TAG],
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "Serving.",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"status": {"type": "string", "enum": ["ok"]}},
+                                "required": ["status"],
+                            }
+                        }
+                    },
+                }
+            },
+        }
+    },
+    "/readyz": {
+        "get": {
+            "operationId": "readyz_get",
+            "summary": "Check that BigQuery and KMS answer",
+            "description": "Readiness: BigQuery answers a query and KMS round-trips a value.",
+            "tags": [HEALTH_TAG],
+            "security": [],
+            "responses": {
+                "200": {"description": "Ready.", "content": {"application/json": {"schema": _READINESS}}},
+                "503": {
+                    "description": "Not ready: the failing check is named.",
+                    "content": {"application/json": {"schema": _READINESS}},
+                },
+            },
+        }
+    },
+}
+
+
+def add_health_paths(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: the probes' operations, after the API's own."""
+    result.setdefault("paths", {}).update(HEALTH_PATHS)
+    return result
