@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date
 from functools import partial
+from typing import NotRequired, TypedDict, Unpack
 
 from django.utils import timezone
 from google.cloud import bigquery
@@ -117,50 +118,32 @@ def usage_id_for(tenant_id: str, day: date) -> str:
     return f"{tenant_id}_{day:%Y%m%d}"
 
 
-def tenant_onboard_dryrun(
-    *,
-    tenant_id: str,
-    company_name: str,
-    admin_email: str,
-    plan: str | None = None,
-    subscription_plan: str | None = None,
-    created_by: str,
-) -> OnboardingReport:
+class OnboardingFields(TypedDict):
+    """What a caller gives to onboard a tenant (onboarding_request_clean checks each field)."""
+
+    tenant_id: str
+    company_name: str
+    admin_email: str
+    # `plan` or its alias `subscription_plan` (the original system's name): both only with the same
+    # value; neither gives DEFAULT_PLAN.
+    plan: NotRequired[str | None]
+    subscription_plan: NotRequired[str | None]
+    created_by: str
+
+
+def tenant_onboard_dryrun(**fields: Unpack[OnboardingFields]) -> OnboardingReport:
     """Every check the onboarding would make (onboarding_checks), each with its verdict; writes nothing.
 
     ValidationFailed for malformed input; an unknown plan is not malformed here but a failed check.
     """
-    request = onboarding_request_clean(
-        tenant_id=tenant_id,
-        company_name=company_name,
-        admin_email=admin_email,
-        plan=plan,
-        subscription_plan=subscription_plan,
-        created_by=created_by,
-        plan_must_exist=False,
-    )
+    request = onboarding_request_clean(**fields, plan_must_exist=False)
     checks = onboarding_checks_run(request, max_workers=ONBOARDING_MAX_WORKERS)
     return OnboardingReport(tenant_id=request.tenant_id, plan=request.plan_name, checks=checks)
 
 
-def tenant_onboard_validate(
-    *,
-    tenant_id: str,
-    company_name: str,
-    admin_email: str,
-    plan: str | None = None,
-    subscription_plan: str | None = None,
-    created_by: str,
-) -> None:
+def tenant_onboard_validate(**fields: Unpack[OnboardingFields]) -> None:
     """Raise what `tenant_onboard` would refuse the same request with, before writing; writes nothing."""
-    request = onboarding_request_clean(
-        tenant_id=tenant_id,
-        company_name=company_name,
-        admin_email=admin_email,
-        plan=plan,
-        subscription_plan=subscription_plan,
-        created_by=created_by,
-    )
+    request = onboarding_request_clean(**fields)
     refused = first_refused(onboarding_checks_run(request, max_workers=ONBOARDING_MAX_WORKERS))
     if refused is not None:
         refuse(refused)
@@ -168,29 +151,15 @@ def tenant_onboard_validate(
 
 def tenant_onboard(
     *,
-    tenant_id: str,
-    company_name: str,
-    admin_email: str,
-    plan: str | None = None,
-    subscription_plan: str | None = None,
-    created_by: str,
     before_step: Callable[[str], None] | None = None,
     max_workers: int = ONBOARDING_MAX_WORKERS,
+    **fields: Unpack[OnboardingFields],
 ) -> OnboardingResult:
     """Create everything a new tenant needs, or finish an onboarding that failed half-way.
 
-    `plan` or its alias `subscription_plan` (the original system's name) names the plan: both only
-    with the same value; neither gives DEFAULT_PLAN. `before_step(name)` is called in the step's
-    thread just before it runs (tests inject failures).
+    `before_step(name)` is called in the step's thread just before it runs (tests inject failures).
     """
-    request = onboarding_request_clean(
-        tenant_id=tenant_id,
-        company_name=company_name,
-        admin_email=admin_email,
-        plan=plan,
-        subscription_plan=subscription_plan,
-        created_by=created_by,
-    )
+    request = onboarding_request_clean(**fields)
     run = _Run(request, profile=_checked_profile(request, max_workers=max_workers), max_workers=max_workers)
     with bigquery_errors_translated():
         steps = {

@@ -167,8 +167,8 @@ def onboarding_request_clean(
     tenant_id: str,
     company_name: str,
     admin_email: str,
-    plan: str | None,
-    subscription_plan: str | None,
+    plan: str | None = None,
+    subscription_plan: str | None = None,
     created_by: str,
     plan_must_exist: bool = True,
 ) -> OnboardingRequest:
