@@ -14,10 +14,11 @@ from tenants_app.models import TenantCloudCredential
 from tenants_app.portal.credential_forms import CredentialForm
 from tenants_app.portal.pages import (
     actor_of,
-    apply_form,
     back_to_tenant,
+    bound_form,
     form_page,
     render_page,
+    submit_form,
     writer_required,
 )
 from tenants_app.portal.presentation import enum_label
@@ -33,10 +34,6 @@ from tenants_app.services.tenants import (
 
 
 # --- cloud credentials ------------------------------------------------------------------------------
-def _bound(request: HttpRequest) -> tuple[object, object]:
-    return (request.POST, request.FILES) if request.method == "POST" else (None, None)
-
-
 def _credential_page(
     request: HttpRequest, *, tenant_id: str, title: str, form: CredentialForm, submit: str, intro: str = ""
 ) -> TemplateResponse:
@@ -57,28 +54,29 @@ def _credential_page(
 def tenant_credential_create_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
     """Add a cloud credential; the payload is encrypted and never shown again."""
     tenant_get(tenant_id=tenant_id)
-    form = CredentialForm(*_bound(request))
-    if request.method == "POST" and form.is_valid():
-        response = apply_form(
-            form,
-            lambda: credential_create(
-                tenant_id=tenant_id,
-                provider=form.provider(),
-                name=form.cleaned_data["name"],
-                payload=form.payload(),
-                created_by=actor_of(request),
-            ),
-            lambda row: back_to_tenant(
-                request,
-                tenant_id,
-                f"Credential {row.credential_name} ({enum_label(row.provider)}, {row.fingerprint}) "
-                "was added.",
-            ),
-        )
-        if response is not None:
-            return response
-    return _credential_page(
-        request, tenant_id=tenant_id, title=f"Add a cloud credential to {tenant_id}", form=form, submit="Add"
+    form = bound_form(request, CredentialForm)
+    return submit_form(
+        request,
+        form,
+        action=lambda: credential_create(
+            tenant_id=tenant_id,
+            provider=form.provider(),
+            name=form.cleaned_data["name"],
+            payload=form.payload(),
+            created_by=actor_of(request),
+        ),
+        on_success=lambda row: back_to_tenant(
+            request,
+            tenant_id,
+            f"Credential {row.credential_name} ({enum_label(row.provider)}, {row.fingerprint}) was added.",
+        ),
+        show_form=lambda: _credential_page(
+            request,
+            tenant_id=tenant_id,
+            title=f"Add a cloud credential to {tenant_id}",
+            form=form,
+            submit="Add",
+        ),
     )
 
 
@@ -92,31 +90,29 @@ def _credential(tenant_id: str, credential_id: str) -> TenantCloudCredential:
 def tenant_credential_replace_view(request: HttpRequest, tenant_id: str, credential_id: str) -> HttpResponse:
     """Replace a credential's payload (same provider); a new fingerprint results."""
     row = _credential(tenant_id, credential_id)
-    form = CredentialForm(*_bound(request), providers=(row.provider,), with_name=False)
-    if request.method == "POST" and form.is_valid():
-        response = apply_form(
-            form,
-            lambda: credential_replace(
-                tenant_id=tenant_id,
-                credential_id=credential_id,
-                payload=form.payload(),
-                updated_by=actor_of(request),
-            ),
-            lambda updated: back_to_tenant(
-                request,
-                tenant_id,
-                f"Credential {updated.credential_name} was replaced (fingerprint {updated.fingerprint}).",
-            ),
-        )
-        if response is not None:
-            return response
-    return _credential_page(
+    form = bound_form(request, CredentialForm, providers=(row.provider,), with_name=False)
+    return submit_form(
         request,
-        tenant_id=tenant_id,
-        title=f"Replace credential {row.credential_name} ({enum_label(row.provider)})",
-        form=form,
-        submit="Replace",
-        intro=f"Current fingerprint: {row.fingerprint}. The new payload is for the same provider.",
+        form,
+        action=lambda: credential_replace(
+            tenant_id=tenant_id,
+            credential_id=credential_id,
+            payload=form.payload(),
+            updated_by=actor_of(request),
+        ),
+        on_success=lambda updated: back_to_tenant(
+            request,
+            tenant_id,
+            f"Credential {updated.credential_name} was replaced (fingerprint {updated.fingerprint}).",
+        ),
+        show_form=lambda: _credential_page(
+            request,
+            tenant_id=tenant_id,
+            title=f"Replace credential {row.credential_name} ({enum_label(row.provider)})",
+            form=form,
+            submit="Replace",
+            intro=f"Current fingerprint: {row.fingerprint}. The new payload is for the same provider.",
+        ),
     )
 
 
@@ -126,27 +122,26 @@ def tenant_credential_deactivate_view(
 ) -> HttpResponse:
     """Deactivate a credential: kept for the record, no longer usable."""
     row = _credential(tenant_id, credential_id)
-    form = forms.Form(request.POST if request.method == "POST" else None)
-    if request.method == "POST":
-        response = apply_form(
-            form,
-            lambda: credential_deactivate(
-                tenant_id=tenant_id, credential_id=credential_id, updated_by=actor_of(request)
-            ),
-            lambda _: back_to_tenant(
-                request,
-                tenant_id,
-                f"Credential {row.credential_name} ({enum_label(row.provider)}) was deactivated.",
-            ),
-        )
-        if response is not None:
-            return response
-    return form_page(
+    form = bound_form(request, forms.Form)
+    return submit_form(
         request,
-        tenant_id=tenant_id,
-        title=f"Deactivate credential {row.credential_name} ({enum_label(row.provider)})?",
-        form=form,
-        submit="Deactivate",
-        intro="Pipelines can no longer use it; it stays listed as inactive. Add a new one to restore access.",
-        danger=True,
+        form,
+        action=lambda: credential_deactivate(
+            tenant_id=tenant_id, credential_id=credential_id, updated_by=actor_of(request)
+        ),
+        on_success=lambda _: back_to_tenant(
+            request,
+            tenant_id,
+            f"Credential {row.credential_name} ({enum_label(row.provider)}) was deactivated.",
+        ),
+        show_form=lambda: form_page(
+            request,
+            tenant_id=tenant_id,
+            title=f"Deactivate credential {row.credential_name} ({enum_label(row.provider)})?",
+            form=form,
+            submit="Deactivate",
+            intro="Pipelines can no longer use it; it stays listed as inactive. Add a new one to restore "
+            "access.",
+            danger=True,
+        ),
     )

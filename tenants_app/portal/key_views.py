@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from tenants_app.api.keys import GRACE_PERIODS
@@ -11,13 +10,14 @@ from tenants_app.models import TenantApiKey
 from tenants_app.portal import forms as portal_forms
 from tenants_app.portal.pages import (
     actor_of,
-    apply_form,
     back_to_tenant,
+    bound_form,
     detail_url,
     form_page,
     issue_token,
     issued_page,
-    spend_token,
+    resubmitted,
+    submit_form,
     writer_required,
 )
 from tenants_app.services.api_keys import (
@@ -38,37 +38,32 @@ from tenants_app.services.tenants import (
 def tenant_key_create_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
     """Issue a key; the result page shows its plaintext once."""
     tenant_get(tenant_id=tenant_id)
-    if request.method != "POST":
-        form = portal_forms.ApiKeyCreateForm()
-    else:
-        form = portal_forms.ApiKeyCreateForm(request.POST)
-        if form.is_valid():
-            if not spend_token(request, request.POST.get("token", "")):
-                messages.warning(request, "This key request was already submitted; a key is shown only once.")
-                return HttpResponseRedirect(detail_url(tenant_id))
-            response = apply_form(
-                form,
-                lambda: api_key_create(
-                    tenant_id=tenant_id, created_by=actor_of(request), **form.cleaned_data
-                ),
-                lambda issued: issued_page(
-                    request,
-                    tenant_id=tenant_id,
-                    issued=issued,
-                    message=f"API key {issued.row.key_prefix}… was created for {tenant_id}.",
-                    title=f"New API key for {tenant_id}",
-                    note="Copy the key now and hand it over securely: it is shown only once.",
-                ),
-            )
-            if response is not None:
-                return response
-    return form_page(
+    form = bound_form(request, portal_forms.ApiKeyCreateForm)
+    return submit_form(
         request,
-        tenant_id=tenant_id,
-        title=f"New API key for {tenant_id}",
-        form=form,
-        submit="Create key",
-        extra={"token": issue_token(request)},
+        form,
+        before=lambda: resubmitted(
+            request,
+            message="This key request was already submitted; a key is shown only once.",
+            url=detail_url(tenant_id),
+        ),
+        action=lambda: api_key_create(tenant_id=tenant_id, created_by=actor_of(request), **form.cleaned_data),
+        on_success=lambda issued: issued_page(
+            request,
+            tenant_id=tenant_id,
+            issued=issued,
+            message=f"API key {issued.row.key_prefix}… was created for {tenant_id}.",
+            title=f"New API key for {tenant_id}",
+            note="Copy the key now and hand it over securely: it is shown only once.",
+        ),
+        show_form=lambda: form_page(
+            request,
+            tenant_id=tenant_id,
+            title=f"New API key for {tenant_id}",
+            form=form,
+            submit="Create key",
+            extra={"token": issue_token(request)},
+        ),
     )
 
 
@@ -84,43 +79,40 @@ def _key(tenant_id: str, api_key_id: str) -> TenantApiKey:
 def tenant_key_rotate_view(request: HttpRequest, tenant_id: str, api_key_id: str) -> HttpResponse:
     """Issue a replacement named after the key, with its scopes; the old key works for the grace period."""
     key = _key(tenant_id, api_key_id)
-    if request.method != "POST":
-        form = portal_forms.ApiKeyRotateForm()
-    else:
-        form = portal_forms.ApiKeyRotateForm(request.POST)
-        if form.is_valid():
-            if not spend_token(request, request.POST.get("token", "")):
-                messages.warning(request, "This rotation was already submitted; a key is shown only once.")
-                return HttpResponseRedirect(detail_url(tenant_id))
-            response = apply_form(
-                form,
-                lambda: api_key_rotate(
-                    tenant_id=tenant_id,
-                    api_key_id=api_key_id,
-                    grace=GRACE_PERIODS[form.cleaned_data["grace"]],
-                    rotated_by=actor_of(request),
-                ),
-                lambda issued: issued_page(
-                    request,
-                    tenant_id=tenant_id,
-                    issued=issued,
-                    message=f"API key {key.key_prefix}… was rotated to {issued.row.key_prefix}….",
-                    title=f"Replacement for API key {key.name or key.api_key_id}",
-                    note="Copy the new key now: it is shown only once. The old key works until the grace "
-                    "period ends.",
-                ),
-            )
-            if response is not None:
-                return response
-    return form_page(
+    form = bound_form(request, portal_forms.ApiKeyRotateForm)
+    return submit_form(
         request,
-        tenant_id=tenant_id,
-        title=f"Rotate API key {key.key_prefix}… ({key.name or key.api_key_id})",
-        form=form,
-        submit="Rotate",
-        intro=f"A new key named “{rotated_key_name(name=key.name, rotated_at=timezone.now())}”, with the "
-        "same scopes and expiry, is issued and shown once.",
-        extra={"token": issue_token(request)},
+        form,
+        before=lambda: resubmitted(
+            request,
+            message="This rotation was already submitted; a key is shown only once.",
+            url=detail_url(tenant_id),
+        ),
+        action=lambda: api_key_rotate(
+            tenant_id=tenant_id,
+            api_key_id=api_key_id,
+            grace=GRACE_PERIODS[form.cleaned_data["grace"]],
+            rotated_by=actor_of(request),
+        ),
+        on_success=lambda issued: issued_page(
+            request,
+            tenant_id=tenant_id,
+            issued=issued,
+            message=f"API key {key.key_prefix}… was rotated to {issued.row.key_prefix}….",
+            title=f"Replacement for API key {key.name or key.api_key_id}",
+            note="Copy the new key now: it is shown only once. The old key works until the grace "
+            "period ends.",
+        ),
+        show_form=lambda: form_page(
+            request,
+            tenant_id=tenant_id,
+            title=f"Rotate API key {key.key_prefix}… ({key.name or key.api_key_id})",
+            form=form,
+            submit="Rotate",
+            intro=f"A new key named “{rotated_key_name(name=key.name, rotated_at=timezone.now())}”, with "
+            "the same scopes and expiry, is issued and shown once.",
+            extra={"token": issue_token(request)},
+        ),
     )
 
 
@@ -128,27 +120,25 @@ def tenant_key_rotate_view(request: HttpRequest, tenant_id: str, api_key_id: str
 def tenant_key_revoke_view(request: HttpRequest, tenant_id: str, api_key_id: str) -> HttpResponse:
     """Revoke a key for good, with a reason."""
     key = _key(tenant_id, api_key_id)
-    form = portal_forms.ApiKeyRevokeForm(request.POST if request.method == "POST" else None)
-    if request.method == "POST" and form.is_valid():
-        response = apply_form(
-            form,
-            lambda: api_key_revoke(
-                tenant_id=tenant_id,
-                api_key_id=api_key_id,
-                reason=form.cleaned_data["reason"],
-                revoked_by=actor_of(request),
-            ),
-            lambda _: back_to_tenant(request, tenant_id, f"API key {key.key_prefix}… was revoked."),
-        )
-        if response is not None:
-            return response
-    return form_page(
+    form = bound_form(request, portal_forms.ApiKeyRevokeForm)
+    return submit_form(
         request,
-        tenant_id=tenant_id,
-        title=f"Revoke API key {key.key_prefix}… ({key.name or key.api_key_id})?",
-        form=form,
-        submit="Revoke",
-        intro="The key stops working at once in this process (within the key cache's bound elsewhere). "
-        "This cannot be undone.",
-        danger=True,
+        form,
+        action=lambda: api_key_revoke(
+            tenant_id=tenant_id,
+            api_key_id=api_key_id,
+            reason=form.cleaned_data["reason"],
+            revoked_by=actor_of(request),
+        ),
+        on_success=lambda _: back_to_tenant(request, tenant_id, f"API key {key.key_prefix}… was revoked."),
+        show_form=lambda: form_page(
+            request,
+            tenant_id=tenant_id,
+            title=f"Revoke API key {key.key_prefix}… ({key.name or key.api_key_id})?",
+            form=form,
+            submit="Revoke",
+            intro="The key stops working at once in this process (within the key cache's bound elsewhere). "
+            "This cannot be undone.",
+            danger=True,
+        ),
     )

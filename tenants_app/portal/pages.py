@@ -1,5 +1,5 @@
 """What every portal page shares: the role checks, rendering, the error pages, one-time form tokens
-and running a form's service call with its fixable errors shown inline.
+and answering a form: its service call, or the form again with its fixable errors shown inline.
 
 Every page is wrapped in `site.admin_view` (login and active staff); operations also refuse
 read-only staff with a 403, on GET and POST alike.
@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 View = Callable[..., HttpResponse]
 T = TypeVar("T")
+F = TypeVar("F", bound=forms.Form)
 
 # One-time tokens of the forms whose result shows a new key: a reload (a re-POST) of that result page
 # finds its token spent and shows the tenant instead of a second key. Only tokens live in the session.
@@ -101,20 +102,53 @@ def _is_inline(error: ServiceError) -> bool:
     return error.status < 500 and not isinstance(error, DoesNotExist)
 
 
-def apply_form(
+def bound_form(
+    request: HttpRequest, form_class: type[F], *, initial: dict[str, Any] | None = None, **kwargs: Any
+) -> F:
+    """The form bound to a POST's data and files; on any other method, unbound, showing `initial`."""
+    if request.method == "POST":
+        return form_class(request.POST, request.FILES, **kwargs)
+    if initial is None:
+        return form_class(**kwargs)
+    return form_class(initial=initial, **kwargs)
+
+
+def submit_form(
+    request: HttpRequest,
     form: forms.Form,
+    *,
     action: Callable[[], T],
     on_success: Callable[[T], HttpResponse],
-) -> HttpResponse | None:
-    """Run a form's service call: the success response, or None with the fixable errors put on the form."""
-    try:
-        result = action()
-    except ServiceError as exc:
-        if not _is_inline(exc):
-            raise
-        portal_forms.add_service_errors(form, exc)
+    show_form: Callable[[], HttpResponse],
+    before: Callable[[], HttpResponse | None] | None = None,
+) -> HttpResponse:
+    """Answer a form: on a valid POST, run the service call (`action`) and answer with `on_success`.
+
+    `before` may answer a valid POST instead (a spent one-time token, nothing to change). Otherwise, and
+    when the action refuses with errors the user can fix (put on the form), the form shows again.
+    """
+    if request.method == "POST" and form.is_valid():
+        answered = before() if before is not None else None
+        if answered is not None:
+            return answered
+        try:
+            result = action()
+        except ServiceError as exc:
+            if not _is_inline(exc):
+                raise
+            portal_forms.add_service_errors(form, exc)
+        else:
+            return on_success(result)
+    return show_form()
+
+
+def resubmitted(request: HttpRequest, *, message: str, url: str) -> HttpResponse | None:
+    """Spend a form's one-time token; when it was spent already (a reload, a second click), go to `url`
+    with `message` instead: the key the first submit showed is not shown, nor issued, again."""
+    if spend_token(request, request.POST.get("token", "")):
         return None
-    return on_success(result)
+    messages.warning(request, message)
+    return HttpResponseRedirect(url)
 
 
 def back_to_tenant(request: HttpRequest, tenant_id: str, message: str) -> HttpResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from django.contrib import messages
@@ -11,11 +12,12 @@ from tenants_app.models import SubscriptionStatus
 from tenants_app.portal import forms as portal_forms
 from tenants_app.portal.pages import (
     actor_of,
-    apply_form,
     back_to_tenant,
+    bound_form,
     detail_url,
     form_page,
     render_page,
+    submit_form,
     writer_required,
 )
 from tenants_app.portal.presentation import enum_label
@@ -51,31 +53,33 @@ def tenant_plan_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
         return _plan_form(request, tenant_id, form, current)
     plan = form.cleaned_data["plan"]
     if action == "confirm":
-        response = apply_form(
+        return submit_form(
+            request,
             form,
-            lambda: subscription_change_plan(tenant_id=tenant_id, plan=plan, actor=actor_of(request)),
-            lambda _: back_to_tenant(
+            action=lambda: subscription_change_plan(tenant_id=tenant_id, plan=plan, actor=actor_of(request)),
+            on_success=lambda _: back_to_tenant(
                 request,
                 tenant_id,
                 f"Tenant {tenant_id} is now on {enum_label(plan)}; its limits changed at once.",
             ),
+            show_form=lambda: _plan_form(request, tenant_id, form, current),
         )
-    else:
-        response = apply_form(
-            form,
-            lambda: subscription_change_plan_preview(tenant_id=tenant_id, plan=plan),
-            lambda preview: render_page(
-                request,
-                "portal/tenant_plan_confirm.html",
-                title=f"Change the plan of {tenant_id} to {enum_label(plan)}?",
-                tenant_id=tenant_id,
-                form=form,
-                plan=plan,
-                preview=preview,
-                rows=_preview_rows(preview),
-            ),
-        )
-    return response if response is not None else _plan_form(request, tenant_id, form, current)
+    return submit_form(
+        request,
+        form,
+        action=lambda: subscription_change_plan_preview(tenant_id=tenant_id, plan=plan),
+        on_success=lambda preview: render_page(
+            request,
+            "portal/tenant_plan_confirm.html",
+            title=f"Change the plan of {tenant_id} to {enum_label(plan)}?",
+            tenant_id=tenant_id,
+            form=form,
+            plan=plan,
+            preview=preview,
+            rows=_preview_rows(preview),
+        ),
+        show_form=lambda: _plan_form(request, tenant_id, form, current),
+    )
 
 
 def _plan_form(
@@ -115,73 +119,86 @@ def tenant_limits_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
     current = subscription_get(tenant_id=tenant_id)
     limits = subscription_effective_limits(subscription=current)
     in_force = limits.as_dict()
-    if request.method != "POST":
-        form = portal_forms.LimitsForm(initial=in_force)
-    else:
-        form = portal_forms.LimitsForm(request.POST)
-        if form.is_valid():
-            reset = list(form.cleaned_data["reset"])
-            # Only what changes is sent: an untouched box must not turn the plan's figure into an override.
-            changed = {
-                name: form.cleaned_data[name]
-                for name in in_force
-                if name not in reset and form.cleaned_data[name] != in_force[name]
-            }
-            if not changed and not reset:
-                messages.info(request, f"The limits of {tenant_id} were left as they were.")
-                return HttpResponseRedirect(detail_url(tenant_id))
-            response = apply_form(
-                form,
-                lambda: subscription_set_limits(
-                    tenant_id=tenant_id, actor=actor_of(request), reset=reset, **changed
-                ),
-                lambda _: back_to_tenant(
-                    request, tenant_id, f"The limits of {tenant_id} were changed; they apply at once."
-                ),
-            )
-            if response is not None:
-                return response
+    form = bound_form(request, portal_forms.LimitsForm, initial=in_force)
     overridden = ", ".join(LIMIT_LABELS.get(name, name) for name in limits.overridden) or "none"
-    return form_page(
+    return submit_form(
         request,
-        tenant_id=tenant_id,
-        title=f"Limits of {tenant_id}",
-        form=form,
-        submit="Save limits",
-        intro=f"Plan {enum_label(limits.plan_name)}. Limits that differ from the plan now: {overridden}. "
-        "A plan change later replaces every override with the new plan's figures.",
+        form,
+        before=lambda: None if _limit_changes(form, in_force) else _limits_kept(request, tenant_id),
+        action=lambda: subscription_set_limits(
+            tenant_id=tenant_id, actor=actor_of(request), **_limit_changes(form, in_force)
+        ),
+        on_success=lambda _: back_to_tenant(
+            request, tenant_id, f"The limits of {tenant_id} were changed; they apply at once."
+        ),
+        show_form=lambda: form_page(
+            request,
+            tenant_id=tenant_id,
+            title=f"Limits of {tenant_id}",
+            form=form,
+            submit="Save limits",
+            intro=f"Plan {enum_label(limits.plan_name)}. Limits that differ from the plan now: {overridden}. "
+            "A plan change later replaces every override with the new plan's figures.",
+        ),
     )
+
+
+def _limit_changes(form: portal_forms.LimitsForm, in_force: dict[str, Any]) -> dict[str, Any]:
+    """subscription_set_limits' arguments for what the form changes; empty when it changes nothing."""
+    reset = list(form.cleaned_data["reset"])
+    # Only what changes is sent: an untouched box must not turn the plan's figure into an override.
+    changes: dict[str, Any] = {
+        name: form.cleaned_data[name]
+        for name in in_force
+        if name not in reset and form.cleaned_data[name] != in_force[name]
+    }
+    if reset:
+        changes["reset"] = reset
+    return changes
+
+
+def _limits_kept(request: HttpRequest, tenant_id: str) -> HttpResponse:
+    messages.info(request, f"The limits of {tenant_id} were left as they were.")
+    return HttpResponseRedirect(detail_url(tenant_id))
 
 
 @writer_required
 def tenant_subscription_status_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
     """Set the subscription's status (TRIAL needs an end date)."""
     current = subscription_get(tenant_id=tenant_id)
-    if request.method != "POST":
-        form = portal_forms.SubscriptionStatusForm(
-            initial={"status": current.status, "trial_end_date": current.trial_end_date}
-        )
-    else:
-        form = portal_forms.SubscriptionStatusForm(request.POST)
-        if form.is_valid():
-            status = form.cleaned_data["status"]
-            trial_end = form.cleaned_data["trial_end_date"] if status == SubscriptionStatus.TRIAL else None
-            response = apply_form(
-                form,
-                lambda: subscription_set_status(
-                    tenant_id=tenant_id, status=status, actor=actor_of(request), trial_end_date=trial_end
-                ),
-                lambda _: back_to_tenant(
-                    request, tenant_id, f"The subscription of {tenant_id} is now {enum_label(status)}."
-                ),
-            )
-            if response is not None:
-                return response
-    return form_page(
+    form = bound_form(
         request,
-        tenant_id=tenant_id,
-        title=f"Subscription status of {tenant_id}",
-        form=form,
-        submit="Change status",
-        intro=f"Plan {enum_label(current.plan_name)}, status {enum_label(current.status)}.",
+        portal_forms.SubscriptionStatusForm,
+        initial={"status": current.status, "trial_end_date": current.trial_end_date},
     )
+    return submit_form(
+        request,
+        form,
+        action=lambda: subscription_set_status(
+            tenant_id=tenant_id,
+            status=form.cleaned_data["status"],
+            actor=actor_of(request),
+            trial_end_date=_trial_end(form),
+        ),
+        on_success=lambda _: back_to_tenant(
+            request,
+            tenant_id,
+            f"The subscription of {tenant_id} is now {enum_label(form.cleaned_data['status'])}.",
+        ),
+        show_form=lambda: form_page(
+            request,
+            tenant_id=tenant_id,
+            title=f"Subscription status of {tenant_id}",
+            form=form,
+            submit="Change status",
+            intro=f"Plan {enum_label(current.plan_name)}, status {enum_label(current.status)}.",
+        ),
+    )
+
+
+def _trial_end(form: portal_forms.SubscriptionStatusForm) -> date | None:
+    # The form starts with the trial's current end date: left filled while another status is chosen,
+    # it asks for nothing (the service refuses a date without TRIAL).
+    if form.cleaned_data["status"] == SubscriptionStatus.TRIAL:
+        return form.cleaned_data["trial_end_date"]
+    return None

@@ -21,8 +21,8 @@ from tenants_app.portal.charts import usage_trend_svg
 from tenants_app.portal.pages import (
     View,
     actor_of,
-    apply_form,
     back_to_tenant,
+    bound_form,
     detail_url,
     form_page,
     issue_token,
@@ -30,7 +30,8 @@ from tenants_app.portal.pages import (
     optional_url,
     portal_page,
     render_page,
-    spend_token,
+    resubmitted,
+    submit_form,
     writer_required,
 )
 from tenants_app.portal.presentation import enum_label
@@ -122,10 +123,11 @@ def tenant_onboard_view(request: HttpRequest) -> HttpResponse:
     data = form.cleaned_data
     if action == "commit":
         return _onboard_commit(request, form)
-    response = apply_form(
+    return submit_form(
+        request,
         form,
-        lambda: tenant_onboard_validate(**data, created_by=actor_of(request)),
-        lambda _: render_page(
+        action=lambda: tenant_onboard_validate(**data, created_by=actor_of(request)),
+        on_success=lambda _: render_page(
             request,
             "portal/tenant_onboard_confirm.html",
             title="Onboard a tenant: confirm",
@@ -135,8 +137,8 @@ def tenant_onboard_view(request: HttpRequest) -> HttpResponse:
             plan=PLANS[data["plan"]],
             token=issue_token(request),
         ),
+        show_form=lambda: _onboard_step1(request, form),
     )
-    return response if response is not None else _onboard_step1(request, form)
 
 
 def _onboard_step1(request: HttpRequest, form: portal_forms.OnboardForm) -> HttpResponse:
@@ -152,16 +154,18 @@ def _onboard_step1(request: HttpRequest, form: portal_forms.OnboardForm) -> Http
 
 def _onboard_commit(request: HttpRequest, form: portal_forms.OnboardForm) -> HttpResponse:
     data = form.cleaned_data
-    if not spend_token(request, request.POST.get("token", "")):
-        # A reload of the result page, or a second click: the key was shown once already.
-        messages.warning(request, "This onboarding was already submitted; its key is shown only once.")
-        return HttpResponseRedirect(_safe_detail_url(data["tenant_id"]))
-    response = apply_form(
+    return submit_form(
+        request,
         form,
-        lambda: tenant_onboard(**data, created_by=actor_of(request)),
-        lambda result: _onboarded(request, result),
+        before=lambda: resubmitted(
+            request,
+            message="This onboarding was already submitted; its key is shown only once.",
+            url=_safe_detail_url(data["tenant_id"]),
+        ),
+        action=lambda: tenant_onboard(**data, created_by=actor_of(request)),
+        on_success=lambda result: _onboarded(request, result),
+        show_form=lambda: _onboard_step1(request, form),
     )
-    return response if response is not None else _onboard_step1(request, form)
 
 
 def _onboarded(request: HttpRequest, result: OnboardingResult) -> HttpResponse:
@@ -196,21 +200,20 @@ def _safe_detail_url(tenant_id: str) -> str:
 def tenant_edit_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
     """Change the company name and admin email."""
     profile = tenant_get(tenant_id=tenant_id)
-    if request.method != "POST":
-        form = portal_forms.TenantEditForm(
-            initial={"company_name": profile.company_name, "admin_email": profile.admin_email}
-        )
-    else:
-        form = portal_forms.TenantEditForm(request.POST)
-        if form.is_valid():
-            response = apply_form(
-                form,
-                lambda: tenant_update(tenant_id=tenant_id, actor=actor_of(request), **form.cleaned_data),
-                lambda _: back_to_tenant(request, tenant_id, f"Tenant {tenant_id} was updated."),
-            )
-            if response is not None:
-                return response
-    return form_page(request, tenant_id=tenant_id, title=f"Edit tenant {tenant_id}", form=form, submit="Save")
+    form = bound_form(
+        request,
+        portal_forms.TenantEditForm,
+        initial={"company_name": profile.company_name, "admin_email": profile.admin_email},
+    )
+    return submit_form(
+        request,
+        form,
+        action=lambda: tenant_update(tenant_id=tenant_id, actor=actor_of(request), **form.cleaned_data),
+        on_success=lambda _: back_to_tenant(request, tenant_id, f"Tenant {tenant_id} was updated."),
+        show_form=lambda: form_page(
+            request, tenant_id=tenant_id, title=f"Edit tenant {tenant_id}", form=form, submit="Save"
+        ),
+    )
 
 
 def _lifecycle_view(
@@ -225,27 +228,25 @@ def _lifecycle_view(
     @writer_required
     def view(request: HttpRequest, tenant_id: str) -> HttpResponse:
         profile = tenant_get(tenant_id=tenant_id)
-        form = forms.Form(request.POST if request.method == "POST" else None)
+        form = bound_form(request, forms.Form)
         if request.method == "POST" and profile.status == target:
             # The service is idempotent; say so instead of claiming a change.
             messages.info(request, f"Tenant {tenant_id} is already {target}.")
             return HttpResponseRedirect(detail_url(tenant_id))
-        if request.method == "POST":
-            response = apply_form(
-                form,
-                lambda: service(tenant_id=tenant_id, actor=actor_of(request)),
-                lambda _: back_to_tenant(request, tenant_id, done.format(tenant_id=tenant_id)),
-            )
-            if response is not None:
-                return response
-        return form_page(
+        return submit_form(
             request,
-            tenant_id=tenant_id,
-            title=f"{verb.capitalize()} tenant {tenant_id}?",
-            form=form,
-            submit=f"Yes, {verb}",
-            intro=intro.format(tenant_id=tenant_id, status=profile.status),
-            danger=danger,
+            form,
+            action=lambda: service(tenant_id=tenant_id, actor=actor_of(request)),
+            on_success=lambda _: back_to_tenant(request, tenant_id, done.format(tenant_id=tenant_id)),
+            show_form=lambda: form_page(
+                request,
+                tenant_id=tenant_id,
+                title=f"{verb.capitalize()} tenant {tenant_id}?",
+                form=form,
+                submit=f"Yes, {verb}",
+                intro=intro.format(tenant_id=tenant_id, status=profile.status),
+                danger=danger,
+            ),
         )
 
     view.__name__ = f"tenant_{verb}_view"
@@ -275,24 +276,28 @@ tenant_reactivate_view = _lifecycle_view(
 def tenant_offboard_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
     """Cancel the tenant for good: type its id to confirm; optionally delete its dataset."""
     tenant_get(tenant_id=tenant_id)
-    form = portal_forms.OffboardForm(request.POST if request.method == "POST" else None, tenant_id=tenant_id)
-    if request.method == "POST" and form.is_valid():
-        purge = form.cleaned_data["purge_dataset"]
-        purged = " and its dataset deleted" if purge else ""
-        response = apply_form(
-            form,
-            lambda: tenant_offboard(tenant_id=tenant_id, actor=actor_of(request), purge_dataset=purge),
-            lambda _: back_to_tenant(request, tenant_id, f"Tenant {tenant_id} was offboarded{purged}."),
-        )
-        if response is not None:
-            return response
-    return form_page(
+    form = bound_form(request, portal_forms.OffboardForm, tenant_id=tenant_id)
+    return submit_form(
         request,
-        tenant_id=tenant_id,
-        title=f"Offboard tenant {tenant_id}?",
-        form=form,
-        submit="Offboard",
-        intro="Offboarding cancels the tenant: every API key is revoked and every credential deactivated. "
-        "This cannot be undone here.",
-        danger=True,
+        form,
+        action=lambda: tenant_offboard(
+            tenant_id=tenant_id, actor=actor_of(request), purge_dataset=form.cleaned_data["purge_dataset"]
+        ),
+        on_success=lambda _: back_to_tenant(
+            request,
+            tenant_id,
+            f"Tenant {tenant_id} was offboarded and its dataset deleted."
+            if form.cleaned_data["purge_dataset"]
+            else f"Tenant {tenant_id} was offboarded.",
+        ),
+        show_form=lambda: form_page(
+            request,
+            tenant_id=tenant_id,
+            title=f"Offboard tenant {tenant_id}?",
+            form=form,
+            submit="Offboard",
+            intro="Offboarding cancels the tenant: every API key is revoked and every credential "
+            "deactivated. This cannot be undone here.",
+            danger=True,
+        ),
     )
