@@ -114,7 +114,8 @@ def seed(*, tenants: int) -> dict[str, Any]:
     from django.urls import reverse
 
     from tenants_app.services.admin_tokens import admin_token_create
-    from tenants_app.services.api_keys import API_KEY_SCOPES, api_key_create
+    from tenants_app.services.api_key_scopes import API_KEY_SCOPES
+    from tenants_app.services.api_keys import api_key_create
     from tenants_app.services.bootstrap import bigquery_bootstrap
     from tenants_app.services.credentials import credential_create
     from tenants_app.services.onboarding import tenant_onboard

@@ -14,16 +14,10 @@ from tenants_app.api.idempotency import idempotent
 from tenants_app.api.paging import PageFilterSerializer, page_response, page_serializer
 from tenants_app.api.scoping import TenantScopedApi
 from tenants_app.api.timestamps import TimestampField
+from tenants_app.services.api_key_rotation import api_key_rotate
+from tenants_app.services.api_key_scopes import API_KEY_SCOPES, DEFAULT_API_KEY_SCOPES
 from tenants_app.services.api_key_verification import VerifiedApiKey
-from tenants_app.services.api_keys import (
-    API_KEY_SCOPES,
-    DEFAULT_API_KEY_SCOPES,
-    IssuedApiKey,
-    api_key_create,
-    api_key_list,
-    api_key_revoke,
-    api_key_rotate,
-)
+from tenants_app.services.api_keys import IssuedApiKey, api_key_create, api_key_list, api_key_revoke
 
 GRACE_PERIODS = {
     "0": timedelta(0),

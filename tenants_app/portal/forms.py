@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from tenants_app.models import PlanName, SubscriptionStatus
-from tenants_app.services.api_keys import API_KEY_SCOPES, DEFAULT_API_KEY_SCOPES
+from tenants_app.services.api_key_scopes import API_KEY_SCOPES, DEFAULT_API_KEY_SCOPES
 from tenants_app.services.errors import ServiceError
 
 ROTATION_GRACE_CHOICES = (

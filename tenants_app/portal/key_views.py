@@ -20,13 +20,8 @@ from tenants_app.portal.pages import (
     submit_form,
     writer_required,
 )
-from tenants_app.services.api_keys import (
-    api_key_create,
-    api_key_list,
-    api_key_revoke,
-    api_key_rotate,
-    rotated_key_name,
-)
+from tenants_app.services.api_key_rotation import api_key_rotate, rotated_key_name
+from tenants_app.services.api_keys import api_key_create, api_key_list, api_key_revoke
 from tenants_app.services.errors import DoesNotExist
 from tenants_app.services.tenants import (
     tenant_get,

@@ -131,7 +131,7 @@ def _stored(store: str, *, tenant_id: str | None) -> Iterator[_Stored]:
             column="encrypted_api_key",
             tenant_id=tenant_id,
         ):
-            # The AAD api_keys._issue binds every copy with.
+            # The AAD api_keys.issue_key binds every copy with.
             aad = aad_for("tenant_api_keys", row.tenant_id, row.api_key_id)
             yield _Stored(store, row.api_key_id, row.tenant_id, bytes(row.encrypted_api_key), aad)
     elif store == STORE_IDEMPOTENCY:

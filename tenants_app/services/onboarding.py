@@ -44,8 +44,9 @@ from tenants_app.models import (
 )
 from tenants_app.repositories import central_repository
 from tenants_app.services.actors import ACTOR_FIELDS, actor_masked_sql
+from tenants_app.services.api_key_scopes import INITIAL_API_KEY_SCOPES
 from tenants_app.services.api_key_verification import bigquery_errors_translated
-from tenants_app.services.api_keys import INITIAL_API_KEY_SCOPES, IssuedApiKey, api_key_create
+from tenants_app.services.api_keys import IssuedApiKey, api_key_create
 from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.bootstrap import CREATED, EXISTS, bigquery_bootstrap
 from tenants_app.services.datasets import TENANT_ID_PATTERN, central_dataset, tenant_dataset

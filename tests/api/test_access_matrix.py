@@ -56,8 +56,9 @@ from tenants_app.models import (
 )
 from tenants_app.repositories import central_repository
 from tenants_app.services.admin_tokens import admin_token_create, worker_token_create
+from tenants_app.services.api_key_scopes import API_KEY_SCOPES
 from tenants_app.services.api_key_verification import _cache_key, api_key_verify, hash_api_key
-from tenants_app.services.api_keys import API_KEY_SCOPES, IssuedApiKey, api_key_create, api_key_revoke
+from tenants_app.services.api_keys import IssuedApiKey, api_key_create, api_key_revoke
 from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.errors import ServiceError
 from tenants_app.services.tenants import tenant_reactivate

@@ -19,8 +19,9 @@ from rest_framework.test import APIClient
 from bigquery_backend.emulator import EmulatorProcess
 from tenants_app.models import AuditLogEntry, TenantApiKey, TenantPipelineConfig
 from tenants_app.repositories import central_repository
+from tenants_app.services.api_key_rotation import api_key_rotate
 from tenants_app.services.api_key_verification import _cache_key, api_key_verify, hash_api_key
-from tenants_app.services.api_keys import api_key_create, api_key_rotate
+from tenants_app.services.api_keys import api_key_create
 from tenants_app.services.errors import ValidationFailed
 from tests.api.test_faults_bigquery import SLOW_SECONDS, new_tenants, short_bounds, writes_to
 from tests.support.bigquery_faults import BigQueryFaultProxy, Fault

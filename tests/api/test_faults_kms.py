@@ -29,7 +29,8 @@ from tenants_app.models import (
     TenantProfile,
 )
 from tenants_app.repositories import central_repository
-from tenants_app.services.api_keys import DEFAULT_API_KEY_SCOPES, api_key_create
+from tenants_app.services.api_key_scopes import DEFAULT_API_KEY_SCOPES
+from tenants_app.services.api_keys import api_key_create
 from tests.conftest import unique_name
 from tests.support.kms_fake import FakeCloudKms
 from tests.support.people import insert_profile, insert_subscription

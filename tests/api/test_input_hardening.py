@@ -36,7 +36,8 @@ from tenants_app.api import (
 )
 from tenants_app.models import TenantPipelineConfig, TenantProfile
 from tenants_app.repositories import central_repository
-from tenants_app.services.api_keys import API_KEY_SCOPES, api_key_create
+from tenants_app.services.api_key_scopes import API_KEY_SCOPES
+from tenants_app.services.api_keys import api_key_create
 from tenants_app.services.credentials import credential_create
 from tenants_app.services.onboarding import tenant_onboard
 from tenants_app.services.run_claims import run_claim

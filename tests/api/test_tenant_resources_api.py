@@ -18,7 +18,8 @@ from bigquery_backend.emulator import free_port
 from tenants_app.api.idempotency import STALE_AFTER
 from tenants_app.models import IdempotencyRecord, TenantApiKey, TenantCloudCredential, TenantProfile
 from tenants_app.repositories import central_repository
-from tenants_app.services.api_keys import DEFAULT_API_KEY_SCOPES, INITIAL_API_KEY_SCOPES, api_key_create
+from tenants_app.services.api_key_scopes import DEFAULT_API_KEY_SCOPES, INITIAL_API_KEY_SCOPES
+from tenants_app.services.api_keys import api_key_create
 from tests.conftest import unique_name
 from tests.support.kms_fake import FakeCloudKms
 from tests.support.people import onboard_tenant

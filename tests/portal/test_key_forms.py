@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from tenants_app.models import TenantApiKey
 from tenants_app.repositories import central_repository
-from tenants_app.services.api_keys import DEFAULT_API_KEY_SCOPES
+from tenants_app.services.api_key_scopes import DEFAULT_API_KEY_SCOPES
 from tests.portal.tenant_helpers import Onboard, onboard  # noqa: F401 - a fixture
 
 

@@ -33,7 +33,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tenants_app.services.admin_tokens import admin_token_create
-from tenants_app.services.api_keys import API_KEY_SCOPES, api_key_create
+from tenants_app.services.api_key_scopes import API_KEY_SCOPES
+from tenants_app.services.api_keys import api_key_create
 from tenants_app.services.credentials import credential_create
 from tenants_app.services.onboarding import tenant_onboard
 from tenants_app.services.pipelines import pipeline_config_create, pipeline_config_run_now

@@ -24,6 +24,8 @@ from bigquery_backend.emulator import EmulatorProcess
 from tenants_app.kms import aad_for, get_kms
 from tenants_app.models import TenantApiKey, TenantProfile, TenantStatus
 from tenants_app.repositories import central_repository
+from tenants_app.services.api_key_rotation import ROTATION_GRACE_PERIODS, api_key_rotate, rotated_key_name
+from tenants_app.services.api_key_scopes import API_KEY_SCOPES, DEFAULT_API_KEY_SCOPES, INITIAL_API_KEY_SCOPES
 from tenants_app.services.api_key_verification import (
     api_key_cache_invalidate,
     api_key_usage_flush,
@@ -31,17 +33,11 @@ from tenants_app.services.api_key_verification import (
     last_used_recorder,
 )
 from tenants_app.services.api_keys import (
-    API_KEY_SCOPES,
-    DEFAULT_API_KEY_SCOPES,
-    INITIAL_API_KEY_SCOPES,
     NAME_MAX_LENGTH,
-    ROTATION_GRACE_PERIODS,
     IssuedApiKey,
     api_key_create,
     api_key_list,
     api_key_revoke,
-    api_key_rotate,
-    rotated_key_name,
 )
 from tenants_app.services.errors import (
     AlreadyExists,

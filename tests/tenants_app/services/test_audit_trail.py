@@ -28,7 +28,8 @@ from tenants_app.models import (
 )
 from tenants_app.repositories import central_repository
 from tenants_app.services.admin_tokens import admin_token_create, admin_token_revoke
-from tenants_app.services.api_keys import api_key_create, api_key_revoke, api_key_rotate
+from tenants_app.services.api_key_rotation import api_key_rotate
+from tenants_app.services.api_keys import api_key_create, api_key_revoke
 from tenants_app.services.audit import audit_list
 from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.credentials import credential_create, credential_deactivate, credential_replace

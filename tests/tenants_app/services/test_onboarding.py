@@ -30,8 +30,8 @@ from tenants_app.models import (
     TenantUsageQuota,
 )
 from tenants_app.repositories import central_repository
+from tenants_app.services.api_key_scopes import INITIAL_API_KEY_SCOPES
 from tenants_app.services.api_key_verification import api_key_verify
-from tenants_app.services.api_keys import INITIAL_API_KEY_SCOPES
 from tenants_app.services.errors import AlreadyExists, ServiceUnavailable, ValidationFailed
 from tenants_app.services.onboarding import (
     ONBOARDING_STEPS,
