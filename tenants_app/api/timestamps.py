@@ -12,10 +12,13 @@ some services hand over (credential and webhook metadata, audit values) and refo
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 from typing import Any
 
+from django.apps import apps
+from django.db import models
 from rest_framework import serializers
 
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -32,18 +35,37 @@ def api_timestamp(value: datetime | str) -> str:
     return value.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
 
 
+@functools.cache
+def _instant_columns() -> frozenset[str]:
+    """Names of the columns our models declare as instants (TIMESTAMP/DATETIME)."""
+    return frozenset(
+        field.name
+        for model in apps.get_app_config("tenants_app").get_models()
+        for field in model._meta.get_fields()
+        if isinstance(field, models.DateTimeField)
+    )
+
+
 def timestamps_in_values(values: Any) -> Any:
     """An audit entry's `before`/`after` values with each instant written the API's way.
 
-    Only the top level: those are the changed columns of the row, where an instant is ours (stored as an
-    ISO string in the entry's JSON). Deeper values (a schedule's `parameters`) are the tenant's own.
+    Only the top level, and only under a column name our models declare as an instant: those values are
+    ours (stored as ISO strings in the entry's JSON). Anything else is text someone typed (a key's name,
+    a revoke reason) that may merely look like a time, and is answered exactly as it was stored, as is a
+    value under an instant's name that does not parse.
     """
     if not isinstance(values, dict):
         return values
-    return {
-        name: api_timestamp(value) if isinstance(value, str) and _ISO_INSTANT.fullmatch(value) else value
-        for name, value in values.items()
-    }
+    return {name: _instant_or_as_is(name, value) for name, value in values.items()}
+
+
+def _instant_or_as_is(name: str, value: Any) -> Any:
+    if name not in _instant_columns() or not isinstance(value, str) or not _ISO_INSTANT.fullmatch(value):
+        return value
+    try:
+        return api_timestamp(value)
+    except ValueError:
+        return value
 
 
 class TimestampField(serializers.DateTimeField):

@@ -688,3 +688,19 @@ def test_it_answers_503_when_a_key_cannot_be_checked_because_bigquery_is_down(
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "unavailable"
     assert response["Retry-After"] == "5"
+
+
+def test_it_lists_the_audit_of_a_key_named_like_an_impossible_time(tenant_a: Tenant) -> None:
+    # The audit entry holds the name as typed; reading the feed must not try to parse it as a time.
+    manager = as_tenant(scoped_key(tenant_a, "tenant:read", "keys:manage"))
+    created = manager.post(
+        "/api/v1/me/keys", {"name": "2026-02-30T10:00Z", "scopes": ["tenant:read"]}, format="json"
+    )
+
+    audit = manager.get("/api/v1/me/audit", {"action": "api_key.create"})
+
+    assert created.status_code == 201
+    assert audit.status_code == 200
+    assert "2026-02-30T10:00Z" in {
+        (entry["after_values"] or {}).get("name") for entry in audit.json()["results"]
+    }

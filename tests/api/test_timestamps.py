@@ -167,3 +167,11 @@ def test_it_rewrites_an_audit_entrys_changed_columns_but_not_the_tenants_own_jso
     shown = timestamps_in_values(values)
 
     assert shown == {**values, "revoked_at": "2026-12-03T16:30:05.123456Z"}
+
+
+@pytest.mark.parametrize("typed", ["2026-02-30T10:00Z", "2026-12-03 16:30+0000"])
+def test_it_answers_text_that_only_looks_like_a_time_as_it_was_typed(typed: str) -> None:
+    # A key's name or a revoke reason is the caller's text: never parsed, so never a 500 or a rewrite.
+    values = {"name": typed, "reason": typed, "revoked_at": "2026-02-30T10:00:00+00:00"}
+
+    assert timestamps_in_values(values) == values
