@@ -34,6 +34,7 @@ from tenants_app.models import (
     TenantApiKey,
     TenantCloudCredential,
 )
+from tenants_app.portal.credential_forms import key_file_inputs
 from tenants_app.repositories import central_repository
 from tenants_app.services.admin_tokens import admin_token_create, worker_token_create
 from tests.conftest import unique_name
@@ -372,7 +373,9 @@ def run_flows(session: Session, tenant_id: str) -> None:
         "post",
         reverse("admin:portal-tenant-credential-replace", args=[tenant_id, created[0]]),
         tenant_id=tenant_id,
-        data={"payload": json.dumps(portal_gcp, indent=2)},
+        # The replace form of a GCP credential takes the key file, here pasted (its upload twin is tested
+        # in tests/portal/test_credential_forms.py).
+        data={key_file_inputs("GCP")[1]: json.dumps(portal_gcp, indent=2)},
     )
     assert replaced_in_portal.status_code == 302
     key_form = reverse("admin:portal-tenant-key-create", args=[tenant_id])
