@@ -18,6 +18,7 @@ from convergence.cache import embedded_cache
 from tenants_app.services.api_key_verification import last_used_recorder
 from tenants_app.services.bootstrap import bigquery_bootstrap
 from tests.support.bigquery_realism import BigQueryRealismProxy, realism_proxy
+from tests.support.kms_fake import FakeCloudKms, cloud_kms_in_use
 
 
 @pytest.fixture(scope="session")
@@ -84,6 +85,13 @@ def realistic_bigquery(bigquery_emulator: EmulatorProcess) -> Iterator[Callable[
             return proxy
 
         yield start
+
+
+@pytest.fixture
+def cloud_kms() -> Iterator[FakeCloudKms]:
+    """KMS_BACKEND=gcp for one test: the real Cloud KMS client against a loopback fake, short bound."""
+    with cloud_kms_in_use() as fake:
+        yield fake
 
 
 def unique_name(prefix: str) -> str:

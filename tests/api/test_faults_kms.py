@@ -20,7 +20,7 @@ from pytest_django import Settings as SettingsWrapper
 from rest_framework.test import APIClient
 
 from bigquery_backend.models import BigQueryModel
-from tenants_app.kms import LOCAL_KEY_FILENAME, get_kms, reset_kms
+from tenants_app.kms import LOCAL_KEY_FILENAME, get_kms
 from tenants_app.models import (
     CENTRAL,
     PlanName,
@@ -29,10 +29,10 @@ from tenants_app.models import (
     TenantProfile,
 )
 from tenants_app.repositories import central_repository
-from tenants_app.services.api_key_scopes import DEFAULT_API_KEY_SCOPES
+from tenants_app.services.api_key_scopes import INITIAL_API_KEY_SCOPES
 from tenants_app.services.api_keys import api_key_create
 from tests.conftest import unique_name
-from tests.support.kms_fake import FakeCloudKms
+from tests.support.kms_fake import FakeCloudKms, cloud_kms_in_use
 from tests.support.people import insert_profile, insert_subscription
 
 pytestmark = pytest.mark.django_db
@@ -80,20 +80,14 @@ def tenant(central: str) -> Tenant:
     tenant_id = unique_name("kmsfault")
     insert_profile(tenant_id, subscription_plan=PlanName.SCALE)
     insert_subscription(tenant_id, PlanName.SCALE)
-    issued = api_key_create(tenant_id=tenant_id, name="ops", scopes=DEFAULT_API_KEY_SCOPES, created_by="test")
+    issued = api_key_create(tenant_id=tenant_id, name="ops", scopes=INITIAL_API_KEY_SCOPES, created_by="test")
     return Tenant(tenant_id, issued.plaintext)
 
 
 @pytest.fixture
-def kms(settings: SettingsWrapper) -> Iterator[Kms]:
-    with FakeCloudKms() as fake:
-        settings.KMS_BACKEND = "gcp"
-        settings.KMS_KEY_NAME = fake.key_name()
-        settings.KMS_EMULATOR_HOST = fake.url
-        settings.KMS_TIMEOUT_SECONDS = KMS_TIMEOUT_SECONDS
-        reset_kms()
+def kms() -> Iterator[Kms]:
+    with cloud_kms_in_use(timeout_seconds=KMS_TIMEOUT_SECONDS) as fake:
         yield Kms(fake)
-    reset_kms()
 
 
 def as_tenant(tenant: Tenant) -> APIClient:

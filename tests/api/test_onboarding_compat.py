@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from pytest_django import Settings as SettingsWrapper
 from rest_framework.test import APIClient
 
 from bigquery_backend.client import BigQueryGateway
 from bigquery_backend.exceptions import NotFound
-from tenants_app.kms import reset_kms
 from tenants_app.models import (
     AuditLogEntry,
     TenantApiKey,
@@ -43,18 +41,6 @@ def body(tenant_id: str, **plan: str) -> dict[str, str]:
 @pytest.fixture
 def client(api_as: ApiAs, superuser: User, central: str) -> APIClient:
     return api_as(superuser)
-
-
-@pytest.fixture
-def kms(settings: SettingsWrapper) -> Iterator[FakeCloudKms]:
-    with FakeCloudKms() as fake:
-        settings.KMS_BACKEND = "gcp"
-        settings.KMS_KEY_NAME = fake.key_name()
-        settings.KMS_EMULATOR_HOST = fake.url
-        settings.KMS_TIMEOUT_SECONDS = 0.5
-        reset_kms()
-        yield fake
-    reset_kms()
 
 
 def verdicts(report: dict[str, Any]) -> dict[str, bool]:
@@ -170,8 +156,8 @@ def test_it_reports_an_unknown_plan_naming_the_field_the_caller_used(client: API
     assert "subscription_plan" in response.json()["checks"][1]["detail"]
 
 
-def test_it_reports_kms_unreachable(client: APIClient, kms: FakeCloudKms) -> None:
-    kms.stop()
+def test_it_reports_kms_unreachable(client: APIClient, cloud_kms: FakeCloudKms) -> None:
+    cloud_kms.stop()
 
     response = client.post("/api/v1/tenants/dryrun", body(unique_name("compat")), format="json")
 
@@ -182,7 +168,7 @@ def test_it_reports_kms_unreachable(client: APIClient, kms: FakeCloudKms) -> Non
         "dataset_creatable": True,
         "kms_reachable": False,
     }
-    assert kms.key_name() not in response.content.decode()
+    assert cloud_kms.key_name() not in response.content.decode()
 
 
 def test_it_writes_nothing_in_a_dry_run(client: APIClient, gateway: BigQueryGateway) -> None:

@@ -23,7 +23,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth.models import Group, User
 from django.db import connection
-from django.test import Client, override_settings
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -38,7 +38,7 @@ from tenants_app.portal.credential_forms import key_file_inputs
 from tenants_app.repositories import central_repository
 from tenants_app.services.admin_tokens import admin_token_create, worker_token_create
 from tests.conftest import unique_name
-from tests.support.kms_fake import FakeCloudKms
+from tests.support.kms_fake import cloud_kms_in_use
 from tests.support.log_capture import ShippedLogs, shipped_logs
 from tests.support.payloads import aws_payload, gcp_payload
 from tests.support.people import create_superuser
@@ -254,15 +254,7 @@ def run_flows(session: Session, tenant_id: str) -> None:
     for path in ("/api/v1/me", "/api/v1/me/keys", "/api/v1/me/credentials"):
         assert session.send(f"read {path}", owner, "get", path, tenant_id=tenant_id).status_code == 200
 
-    with (
-        FakeCloudKms() as fake,
-        override_settings(
-            KMS_BACKEND="gcp",
-            KMS_KEY_NAME=fake.key_name(),
-            KMS_EMULATOR_HOST=fake.url,
-            KMS_TIMEOUT_SECONDS=0.5,
-        ),
-    ):
+    with cloud_kms_in_use() as fake:
         # Cloud KMS through the real client, then down: its DEBUG loggers carry payloads.
         openai = session.secret("openai key", "sk-proj-" + secrets.token_urlsafe(36))
         ok = session.send(

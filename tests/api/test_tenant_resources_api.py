@@ -21,7 +21,7 @@ from tenants_app.repositories import central_repository
 from tenants_app.services.api_key_scopes import DEFAULT_API_KEY_SCOPES, INITIAL_API_KEY_SCOPES
 from tenants_app.services.api_keys import api_key_create
 from tests.conftest import unique_name
-from tests.support.kms_fake import FakeCloudKms
+from tests.support.kms_fake import cloud_kms_in_use
 from tests.support.people import onboard_tenant
 from tests.support.tenant_rows import rows_left_alone
 
@@ -408,13 +408,9 @@ def test_it_answers_403_past_the_plans_provider_limit(central: str) -> None:
 
 
 def test_it_answers_503_and_stores_nothing_when_kms_is_down(
-    tenant_a: Tenant, settings: object, gateway: BigQueryGateway
+    tenant_a: Tenant, gateway: BigQueryGateway
 ) -> None:
-    with FakeCloudKms() as fake:
-        settings.KMS_BACKEND = "gcp"  # type: ignore[attr-defined]
-        settings.KMS_KEY_NAME = fake.key_name()  # type: ignore[attr-defined]
-        settings.KMS_EMULATOR_HOST = fake.url  # type: ignore[attr-defined]
-        settings.KMS_TIMEOUT_SECONDS = 0.5  # type: ignore[attr-defined]
+    with cloud_kms_in_use() as fake:
         fake.simulate_outage()
         before = central_repository(TenantCloudCredential).count(filters={"tenant_id": tenant_a.tenant_id})
 

@@ -20,7 +20,7 @@ from tenants_app.repositories import central_repository
 from tenants_app.services.credential_payloads import MAX_PAYLOAD_BYTES
 from tenants_app.services.credentials import credential_create, credential_decrypt
 from tests.portal.tenant_helpers import Onboard, onboard  # noqa: F401 - a fixture
-from tests.support.kms_fake import FakeCloudKms
+from tests.support.kms_fake import cloud_kms_in_use
 from tests.support.payloads import aws_payload, gcp_payload
 
 OPENAI_SECRET = "sk-" + "Pq9" * 12
@@ -265,15 +265,9 @@ def test_it_never_echoes_a_refused_secret(
     assert not stored_payloads(tenant_id)
 
 
-def test_it_answers_503_with_a_page_when_kms_is_down(
-    superuser_client: Client, onboard: Onboard, settings: object
-) -> None:
+def test_it_answers_503_with_a_page_when_kms_is_down(superuser_client: Client, onboard: Onboard) -> None:
     tenant_id = onboard().profile.tenant_id
-    with FakeCloudKms() as fake:
-        settings.KMS_BACKEND = "gcp"  # type: ignore[attr-defined]
-        settings.KMS_KEY_NAME = fake.key_name()  # type: ignore[attr-defined]
-        settings.KMS_EMULATOR_HOST = fake.url  # type: ignore[attr-defined]
-        settings.KMS_TIMEOUT_SECONDS = 0.5  # type: ignore[attr-defined]
+    with cloud_kms_in_use() as fake:
         fake.simulate_outage()
 
         response = superuser_client.post(

@@ -17,6 +17,8 @@ import re
 import struct
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -25,6 +27,7 @@ from typing import Any
 import google_crc32c
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from django.test import override_settings
 
 # The REST transport's URIs: encrypt accepts a key or a key version, decrypt only a key.
 _PATH = re.compile(
@@ -322,6 +325,23 @@ class FakeCloudKms:
                 f"The checksum in field {snake} did not match the data in field {snake[: -len('_crc32c')]}.",
             )
         return True
+
+
+@contextmanager
+def cloud_kms_in_use(*, timeout_seconds: float = 0.5) -> Iterator[FakeCloudKms]:
+    """KMS_BACKEND=gcp while inside: the real Cloud KMS client against a fresh fake, each call bounded
+    by `timeout_seconds` (what an outage costs a test). tenants_app.kms drops its cached backend
+    whenever a KMS_ setting changes, so the backend in use is rebuilt on the way in and out."""
+    with (
+        FakeCloudKms() as fake,
+        override_settings(
+            KMS_BACKEND="gcp",
+            KMS_KEY_NAME=fake.key_name(),
+            KMS_EMULATOR_HOST=fake.url,
+            KMS_TIMEOUT_SECONDS=timeout_seconds,
+        ),
+    ):
+        yield fake
 
 
 class _Server(ThreadingHTTPServer):

@@ -321,16 +321,6 @@ def test_it_refuses_an_unknown_tenant(rotation_central: str) -> None:
 
 
 # --- Cloud KMS --------------------------------------------------------------------------------------
-@pytest.fixture
-def cloud_kms(settings: SettingsWrapper) -> Iterator[FakeCloudKms]:
-    with FakeCloudKms() as fake:
-        settings.KMS_BACKEND = "gcp"
-        settings.KMS_KEY_NAME = fake.key_name()
-        settings.KMS_EMULATOR_HOST = fake.url
-        settings.KMS_TIMEOUT_SECONDS = 0.5
-        yield fake
-
-
 def test_it_refuses_to_rotate_a_cloud_key_and_names_the_gcloud_command(cloud_kms: FakeCloudKms) -> None:
     with pytest.raises(CommandError) as excinfo:
         command("rotate_local_kms_key")

@@ -7,7 +7,6 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -638,17 +637,6 @@ def test_it_flushes_last_use_from_verify_once_the_interval_has_elapsed(
 
 
 # --- KMS and secrecy --------------------------------------------------------------------------------
-@pytest.fixture
-def cloud_kms(settings: SettingsWrapper) -> Iterator[FakeCloudKms]:
-    """KMS_BACKEND=gcp: the real Cloud KMS client against the loopback fake, with a short bound."""
-    with FakeCloudKms() as fake:
-        settings.KMS_BACKEND = "gcp"
-        settings.KMS_KEY_NAME = fake.key_name()
-        settings.KMS_EMULATOR_HOST = fake.url
-        settings.KMS_TIMEOUT_SECONDS = 0.5
-        yield fake
-
-
 def test_it_issues_nothing_when_kms_is_down(tenant: str, cloud_kms: FakeCloudKms) -> None:
     cloud_kms.simulate_outage()
 

@@ -41,7 +41,7 @@ from tenants_app.services.onboarding import (
 )
 from tenants_app.services.onboarding_checks import RESERVED_TENANT_IDS
 from tenants_app.services.plans import PLANS
-from tests.support.kms_fake import FakeCloudKms
+from tests.support.kms_fake import cloud_kms_in_use
 
 READER_TEMPLATE = "group:{tenant_id}-readers@example.com"
 VIEW_NAMES = ("tenant_pipeline_configs", "tenant_scheduled_pipeline_runs")
@@ -488,13 +488,9 @@ def test_it_finishes_an_onboarding_cut_off_by_a_bigquery_outage(central: str) ->
     assert {"views", "api_key"} <= set(result.performed)
 
 
-def test_it_finishes_an_onboarding_cut_off_by_a_kms_outage(central: str, settings: SettingsWrapper) -> None:
+def test_it_finishes_an_onboarding_cut_off_by_a_kms_outage(central: str) -> None:
     tenant_id = new_tenant_id()
-    with FakeCloudKms() as kms:
-        settings.KMS_BACKEND = "gcp"
-        settings.KMS_KEY_NAME = kms.key_name()
-        settings.KMS_EMULATOR_HOST = kms.url
-        settings.KMS_TIMEOUT_SECONDS = 0.5
+    with cloud_kms_in_use() as kms:
 
         def cut_kms(step: str) -> None:
             # After the checks (KMS answered then): the outage begins as the key is issued.

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from django.test import override_settings
 from google.cloud import bigquery
-from pytest_django import Settings as SettingsWrapper
 
 from bigquery_backend.client import BigQueryGateway
 from bigquery_backend.emulator import free_port
 from bigquery_backend.exceptions import NotFound
-from tenants_app.kms import reset_kms
 from tenants_app.models import (
     AuditLogEntry,
     TenantApiKey,
@@ -55,18 +52,6 @@ def verdicts(report: OnboardingReport) -> dict[str, bool]:
     return {check.name: check.ok for check in report.checks}
 
 
-@pytest.fixture
-def kms(settings: SettingsWrapper) -> Iterator[FakeCloudKms]:
-    with FakeCloudKms() as fake:
-        settings.KMS_BACKEND = "gcp"
-        settings.KMS_KEY_NAME = fake.key_name()
-        settings.KMS_EMULATOR_HOST = fake.url
-        settings.KMS_TIMEOUT_SECONDS = 0.5
-        reset_kms()
-        yield fake
-    reset_kms()
-
-
 # --- the report -------------------------------------------------------------------------------------
 def test_it_reports_every_check_in_order_for_a_free_id_on_the_default_plan(central: str) -> None:
     report = dryrun(new_tenant_id())
@@ -101,8 +86,10 @@ def test_it_reports_an_unknown_plan_naming_the_field_used(central: str) -> None:
     assert [check.ok for check in report.checks if check is not plan] == [True, True, True]
 
 
-def test_it_reports_kms_unreachable_and_still_runs_the_other_checks(central: str, kms: FakeCloudKms) -> None:
-    kms.simulate_outage()
+def test_it_reports_kms_unreachable_and_still_runs_the_other_checks(
+    central: str, cloud_kms: FakeCloudKms
+) -> None:
+    cloud_kms.simulate_outage()
 
     report = dryrun(new_tenant_id())
 
@@ -112,7 +99,7 @@ def test_it_reports_kms_unreachable_and_still_runs_the_other_checks(central: str
         "dataset_creatable": True,
         "kms_reachable": False,
     }
-    assert kms.key_name() not in report.checks[3].detail
+    assert cloud_kms.key_name() not in report.checks[3].detail
 
 
 def test_it_reports_the_checks_bigquery_could_not_answer(central: str) -> None:
@@ -199,9 +186,11 @@ def test_it_writes_no_row_and_no_dataset_for_a_free_id(central: str, gateway: Bi
 
 
 # --- the onboarding refuses what the report shows ---------------------------------------------------
-def test_it_refuses_an_onboarding_before_any_write_when_kms_is_down(central: str, kms: FakeCloudKms) -> None:
+def test_it_refuses_an_onboarding_before_any_write_when_kms_is_down(
+    central: str, cloud_kms: FakeCloudKms
+) -> None:
     tenant_id = new_tenant_id()
-    kms.simulate_outage()
+    cloud_kms.simulate_outage()
 
     with pytest.raises(ServiceUnavailable, match="KMS"):
         tenant_onboard(**request_for(tenant_id, plan="STARTER"))  # type: ignore[arg-type]
