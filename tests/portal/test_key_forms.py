@@ -18,6 +18,8 @@ from tenants_app.repositories import central_repository
 from tenants_app.services.api_key_scopes import DEFAULT_API_KEY_SCOPES
 from tests.portal.tenant_helpers import Onboard, onboard  # noqa: F401 - a fixture
 
+KEY_PATTERN = re.compile(r"cvg_[a-z]+_[A-Za-z0-9]{40}")
+
 
 def url(name: str, *args: str) -> str:
     return reverse(f"admin:portal-{name}", args=args)
@@ -65,3 +67,22 @@ def test_it_names_a_rotated_key_after_the_key_it_replaces(superuser_client: Clie
     assert replacement.name in names
     assert f"A new key named “{replacement.name}”" in form
     assert replacement.name in issued
+
+
+def test_it_shows_a_replacement_once_when_its_rotation_is_posted_again(
+    superuser_client: Client, onboard: Onboard
+) -> None:
+    result = onboard()
+    assert result.api_key is not None
+    tenant_id, old = result.profile.tenant_id, result.api_key.row
+    rotate_url = url("tenant-key-rotate", tenant_id, old.api_key_id)
+    posted = {"grace": "1h", "token": token_on(html(superuser_client.get(rotate_url)))}
+
+    issued = html(superuser_client.post(rotate_url, posted))
+    reload = superuser_client.post(rotate_url, posted, follow=True)
+
+    assert KEY_PATTERN.search(issued) is not None
+    assert KEY_PATTERN.search(html(reload)) is None
+    assert reload.redirect_chain[-1][0] == url("tenant-detail", tenant_id)
+    assert any("shown only once" in str(message) for message in reload.context["messages"])
+    assert len(central_repository(TenantApiKey).list(filters={"tenant_id": tenant_id})) == 2
