@@ -15,8 +15,8 @@ from html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 from tenants_app.portal.presentation import timestamp
+from tenants_app.services.quota_rules import WARNING_PERCENT, WARNING_SHARE, at_warning
 
-WARNING_SHARE = 0.8
 NORMAL_COLOUR = "#417690"  # the admin's own blue
 WARNING_COLOUR = "#c77d0a"
 OVER_COLOUR = "#ba2121"
@@ -95,7 +95,7 @@ def usage_trend_svg(
     if daily_limit:
         for css, value, label, dash in (
             ("limit-line", daily_limit, f"limit {daily_limit}", "6 4"),
-            ("warning-line", daily_limit * WARNING_SHARE, "80%", "2 3"),
+            ("warning-line", daily_limit * WARNING_SHARE, f"{WARNING_PERCENT}%", "2 3"),
         ):
             y = y_of(value)
             colour = LIMIT_COLOUR if css == "limit-line" else WARNING_COLOUR
@@ -171,8 +171,10 @@ def _describe(days: Sequence[date], runs: Sequence[int], daily_limit: int | None
         f"at most {runs[peak_index]} on {timestamp(days[peak_index])}."
     )
     if daily_limit:
-        warned = sum(1 for value in runs if value >= daily_limit * WARNING_SHARE)
-        text += f" Daily limit {daily_limit}; {warned} of {len(days)} days at or above 80% of it."
+        warned = sum(1 for value in runs if at_warning(used=value, limit=daily_limit))
+        text += (
+            f" Daily limit {daily_limit}; {warned} of {len(days)} days at or above {WARNING_PERCENT}% of it."
+        )
     else:
         text += " No daily limit."
     return text

@@ -22,13 +22,13 @@ from tenants_app.api.permissions import is_read_only_staff
 from tenants_app.models import PlanName
 from tenants_app.portal.charts import pressure_bar_svg, usage_trend_svg
 from tenants_app.services.dashboard import (
-    PRESSURE_THRESHOLD,
     TenantQuota,
     quota_dashboard,
     scheduler_status,
     usage_trend,
 )
 from tenants_app.services.errors import DoesNotExist, ServiceUnavailable, ValidationFailed
+from tenants_app.services.quota_rules import WARNING_PERCENT
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class DashboardFilterForm(forms.Form):
     """The dashboard's query string: plan, flagged only, day, page (1-based, as Django's admin lists)."""
 
     plan = forms.ChoiceField(choices=[("", "All plans"), *PlanName.choices], required=False)
-    flagged = forms.BooleanField(required=False, label="Over 80% only")
+    flagged = forms.BooleanField(required=False, label="Flagged only")
     day = forms.DateField(required=False, input_formats=["%Y-%m-%d"], label="Day (YYYY-MM-DD, UTC)")
     p = forms.IntegerField(min_value=1, max_value=1_000_000, required=False, label="Page")
 
@@ -105,7 +105,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         median_duration_ms=_milliseconds(scheduler.median_duration if scheduler else None),
         rows=[_row_context(row) for row in board.rows],
         plans=[*board.plans, board.overall] if board.plans else [],
-        threshold_percent=round(PRESSURE_THRESHOLD * 100),
+        threshold_percent=WARNING_PERCENT,
         page=page,
         pages=pages,
         page_links=_page_links(page, pages, filters),
@@ -166,6 +166,7 @@ def tenant_usage_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
             (period, f"?{urlencode({'days': period})}", period == days) for period in TREND_PERIODS
         ],
         table_days=list(reversed(trend.days)),
+        threshold_percent=WARNING_PERCENT,
         detail_url=_optional_url("admin:portal-tenant-detail", tenant_id),
         audit_url=_list_url("admin:tenants_app_auditlogentry_changelist", tenant_id),
         usage_list_url=_list_url("admin:tenants_app_tenantusagequota_changelist", tenant_id),

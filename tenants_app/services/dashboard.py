@@ -36,12 +36,12 @@ from tenants_app.models import (
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.datasets import central_dataset
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
-from tenants_app.services.quotas import WARNING_RATIO
+from tenants_app.services.quota_rules import WARNING_RATIO, WARNING_SHARE, at_warning
 
 # A limit is flagged only when it stops work: runs today or this month at the same 80% that sets the
 # quota warnings (integers in SQL, as admission compares them), or running at the concurrent limit with
 # runs of the tenant waiting. A STARTER tenant running its one allowed run with nothing queued is fine.
-PRESSURE_THRESHOLD = WARNING_RATIO[0] / WARNING_RATIO[1]
+PRESSURE_THRESHOLD = WARNING_SHARE
 MAX_PAGE_SIZE = 200
 MAX_TREND_DAYS = 366
 SCHEDULER_STATUS_CACHE_SECONDS = 15
@@ -195,11 +195,9 @@ class UsageTrend:
 
     @property
     def days_over_threshold(self) -> int:
-        """Days whose runs reached 80% of that day's limit (or of today's, for days without one)."""
+        """Days whose runs reached WARNING_RATIO (80%) of that day's limit (or today's, for days without)."""
         return sum(
-            1
-            for day in self.days
-            if _ratio(day.runs, day.daily_limit or self.daily_limit) >= PRESSURE_THRESHOLD
+            1 for day in self.days if at_warning(used=day.runs, limit=day.daily_limit or self.daily_limit)
         )
 
 

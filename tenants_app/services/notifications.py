@@ -41,6 +41,7 @@ from tenants_app.models import (
 )
 from tenants_app.repositories import central_repository
 from tenants_app.secrets import redact_secrets
+from tenants_app.services.quota_rules import WARNING_PERCENT, at_warning
 from tenants_app.services.webhook_delivery import (
     Event,
     Sender,
@@ -71,8 +72,6 @@ EVENT_TYPES: tuple[str, ...] = (
 )
 TRIAL_NOTICE_DAYS = 3
 KEY_NOTICE_DAYS = 7
-# The same ratio as the usage rows' `*_warning_at` columns (services/quota_rules.py WARNING_RATIO is 4/5).
-WARNING_PERCENT = 80
 
 _SEQ = "notifications:outbox:seq"
 _CURSOR = "notifications:outbox:cursor"
@@ -137,13 +136,13 @@ def notify(
 
 
 def notify_quota_usage(*, tenant_id: str, period: str, used_before: int, used_after: int, limit: int) -> None:
-    """`quota.warning` when runs cross 80% of `limit`, `quota.exceeded` when they reach it (per period)."""
+    """`quota.warning` when runs cross WARNING_RATIO (80%) of `limit`; `quota.exceeded` when they reach it."""
     if limit <= 0 or used_after <= used_before:
         return
     data = {"period": period, "used": used_after, "limit": limit}
     if used_before < limit <= used_after:
         notify(event=QUOTA_EXCEEDED, tenant_id=tenant_id, data={**data, "percent": 100})
-    elif used_before * 100 < limit * WARNING_PERCENT <= used_after * 100:
+    elif not at_warning(used=used_before, limit=limit) and at_warning(used=used_after, limit=limit):
         notify(event=QUOTA_WARNING, tenant_id=tenant_id, data={**data, "percent": WARNING_PERCENT})
 
 

@@ -25,6 +25,9 @@ CONCURRENT = "concurrent"
 # A full concurrent limit frees up when a run ends: tell the client to come back soon, not at midnight.
 CONCURRENT_RETRY_AFTER_SECONDS = 30
 WARNING_RATIO = (4, 5)  # 80%: warn when used * 5 >= limit * 4 (integers, no float rounding)
+# The same share as a percentage, for people (labels, notifications) and for SVG geometry.
+WARNING_PERCENT = 100 * WARNING_RATIO[0] // WARNING_RATIO[1]
+WARNING_SHARE = WARNING_RATIO[0] / WARNING_RATIO[1]
 
 
 def limit_stops_work(*, used: int, limit: int | None, waiting: int | None = None) -> bool:
@@ -38,7 +41,12 @@ def limit_stops_work(*, used: int, limit: int | None, waiting: int | None = None
         return False
     if waiting is not None:
         return used >= limit and waiting > 0
-    return used * WARNING_RATIO[1] >= limit * WARNING_RATIO[0]
+    return at_warning(used=used, limit=limit)
+
+
+def at_warning(*, used: int, limit: int | None) -> bool:
+    """Whether `used` has reached WARNING_RATIO of `limit` (integers: 4 of 5 is exactly 80%)."""
+    return bool(limit) and used * WARNING_RATIO[1] >= limit * WARNING_RATIO[0]
 
 
 def quota_day(now: datetime | None = None) -> date:
