@@ -165,6 +165,36 @@ def test_it_changes_the_subscription_status(superuser_client: Client, onboard: O
     assert subscription_get(tenant_id=tenant_id).status == SubscriptionStatus.PAST_DUE
 
 
+def test_it_takes_no_trial_end_date_left_in_the_form_for_another_status(
+    superuser_client: Client, onboard: Onboard
+) -> None:
+    tenant_id = onboard().profile.tenant_id
+    status_url = url("tenant-subscription-status", tenant_id)
+    trial_end = (datetime.now(UTC).date() + timedelta(days=7)).isoformat()
+    superuser_client.post(status_url, {"status": "TRIAL", "trial_end_date": trial_end})
+    form = superuser_client.get(status_url).context["form"]
+
+    active = superuser_client.post(status_url, {"status": "ACTIVE", "trial_end_date": trial_end})
+
+    assert str(form.initial["trial_end_date"]) == trial_end
+    assert active.status_code == 302
+    assert subscription_get(tenant_id=tenant_id).status == SubscriptionStatus.ACTIVE
+
+
+def test_it_changes_no_limit_when_the_form_comes_back_as_it_was(
+    superuser_client: Client, onboard: Onboard
+) -> None:
+    tenant_id = onboard(plan="STARTER").profile.tenant_id
+    form = superuser_client.get(url("tenant-limits", tenant_id)).context["form"]
+    figures = {name: form.initial[name] for name in form.fields if name != "reset"}
+    before = subscription_get(tenant_id=tenant_id)
+
+    kept = superuser_client.post(url("tenant-limits", tenant_id), figures, follow=True)
+
+    assert any("left as they were" in message for message in messages_of(kept))
+    assert subscription_get(tenant_id=tenant_id).updated_at == before.updated_at
+
+
 def test_it_overrides_limits_and_sets_them_back_to_the_plan(
     superuser_client: Client, onboard: Onboard
 ) -> None:
