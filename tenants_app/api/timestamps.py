@@ -14,25 +14,17 @@ from __future__ import annotations
 
 import functools
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from django.apps import apps
 from django.db import models
 from rest_framework import serializers
 
-TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+from tenants_app.timestamps import api_timestamp
+
 # An instant some service wrote as an ISO string: a date, a time and a zone (which an instant always has).
 _ISO_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})")
-
-
-def api_timestamp(value: datetime | str) -> str:
-    """`value` written the API's way; a naive datetime is UTC (how BigQuery's rows come back)."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
 
 
 @functools.cache

@@ -52,6 +52,7 @@ from tenants_app.services.webhook_delivery import (
     endpoints_active,
     http_send,
 )
+from tenants_app.timestamps import api_timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def _event(
         "event_id": f"evt_{uuid.uuid4().hex}",
         "event_type": event,
         "tenant_id": tenant_id,
-        "created": when.isoformat(),
+        "created": api_timestamp(when),
         "data": dict(data or {}),
         "endpoint_id": endpoint_id,
     }
@@ -155,7 +156,7 @@ def notify_run_failed(*, run: TenantScheduledPipelineRun) -> None:
             "run_id": run.run_id,
             "config_id": run.config_id,
             "pipeline_id": run.pipeline_id,
-            "scheduled_time": run.scheduled_time.isoformat() if run.scheduled_time else None,
+            "scheduled_time": api_timestamp(run.scheduled_time) if run.scheduled_time else None,
             "retry_count": run.retry_count,
             "error_message": redact_secrets(run.error_message or "")[:500] or None,
         },
@@ -198,7 +199,7 @@ def notifications_daily_scan(*, now: datetime) -> tuple[int, int]:
                 "api_key_id": key.api_key_id,
                 "name": key.name,
                 "key_prefix": key.key_prefix,
-                "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+                "expires_at": api_timestamp(key.expires_at) if key.expires_at else None,
             },
             now=now,
         )

@@ -17,12 +17,13 @@ import pytest
 from django.test import Client, override_settings
 from rest_framework.test import APIClient
 
-from tenants_app.api.timestamps import api_timestamp, timestamps_in_values
+from tenants_app.api.timestamps import timestamps_in_values
 from tenants_app.services.api_keys import api_key_revoke
 from tenants_app.services.notifications import notifications_deliver
 from tenants_app.services.run_claims import run_claim
 from tenants_app.services.run_reports import run_complete
 from tenants_app.services.webhooks import webhook_endpoint_create, webhook_endpoint_send_test
+from tenants_app.timestamps import api_timestamp
 from tests.conftest import unique_name
 from tests.support.fuzz import SeededTenant, admin_token_headers, seed_tenant
 from tests.support.webhook_receiver import webhook_receiver

@@ -44,6 +44,7 @@ from tenants_app.services.webhooks import (
     webhook_endpoint_list,
     webhook_endpoint_send_test,
 )
+from tenants_app.timestamps import api_timestamp
 from tenants_app.webhook_signature import SIGNATURE_HEADER, WebhookSignatureError, webhook_verify
 from tests.support.webhook_receiver import Receiver, webhook_receiver
 from tests.tenants_app.services.schedules import add_tenant
@@ -111,6 +112,10 @@ def test_it_delivers_a_signed_run_failed_event_that_the_receiver_verifies(receiv
         tenant_id,
         f"{tenant_id}_run1",
     )
+    # Instants in an event body are written as the API writes them (tenants_app/timestamps.py).
+    assert event["created"] == api_timestamp(event["created"])
+    assert event["created"].endswith("Z")
+    assert event["data"]["scheduled_time"] == api_timestamp(event["data"]["scheduled_time"])
     [row] = deliveries(tenant_id)
     assert (row.status, row.attempts, row.response_status) == (WebhookDeliveryStatus.DELIVERED, 1, 200)
     assert counted("delivered") == delivered_before + 1
