@@ -44,6 +44,17 @@ TIMEOUT_MS = 30_000
 Login = Callable[[Page, User], None]
 Screenshot = Callable[[Page, str], Path]
 Onboard = Callable[..., OnboardingResult]
+# The widths pages are checked at: a laptop's and a phone's, each with its device's height.
+LAPTOP, PHONE = 1366, 390
+
+
+def set_width(page: Page, width: int) -> None:
+    page.set_viewport_size({"width": width, "height": 844 if width == PHONE else 768})
+
+
+def assert_fits(page: Page, width: int) -> None:
+    """Nothing on the page makes it scroll sideways."""
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
 
 
 @pytest.fixture(scope="package")

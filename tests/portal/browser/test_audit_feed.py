@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 
 import pytest
 from django.contrib.auth.models import User
@@ -12,9 +13,8 @@ from playwright.sync_api import Page, expect
 from tenants_app.services.api_keys import api_key_create, api_key_revoke
 from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.subscription_plan_change import subscription_change_plan
-from tests.portal.browser.conftest import Login, Onboard, Screenshot
+from tests.portal.browser.conftest import LAPTOP, PHONE, Login, Onboard, Screenshot, assert_fits, set_width
 
-WIDTHS = (1366, 390)
 TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC")
 # Every cell of a column whose content is wider than its box (clipped or scrolled), and every one that
 # ends past the window.
@@ -22,6 +22,7 @@ CLIPPED = """selector => [...document.querySelectorAll(selector)]
     .filter(cell => cell.scrollWidth > cell.clientWidth
         || cell.getBoundingClientRect().right > window.innerWidth)
     .map(cell => cell.textContent.trim())"""
+OpenFeed = Callable[..., None]
 
 
 @pytest.fixture
@@ -45,18 +46,23 @@ def history(onboard: Onboard) -> str:
     return tenant_id
 
 
-def assert_fits(page: Page, width: int) -> None:
-    assert page.evaluate("document.documentElement.scrollWidth") <= width
+@pytest.fixture
+def open_feed(page: Page, superuser: User, login: Login, history: str) -> OpenFeed:
+    """Open the history's audit log as a superuser at a width, with more filters if given."""
+
+    def open_at(width: int, filters: str = "") -> None:
+        login(page, superuser)
+        set_width(page, width)
+        page.goto(f"/admin/tenants_app/auditlogentry/?tenant_id__exact={history}{filters}")
+
+    return open_at
 
 
-@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("width", [LAPTOP, PHONE])
 def test_it_shows_one_line_per_entry_with_its_target_whole(
-    page: Page, superuser: User, login: Login, screenshot: Screenshot, history: str, width: int
+    page: Page, open_feed: OpenFeed, screenshot: Screenshot, history: str, width: int
 ) -> None:
-    login(page, superuser)
-    page.set_viewport_size({"width": width, "height": 768 if width > 1000 else 844})
-
-    page.goto(f"/admin/tenants_app/auditlogentry/?tenant_id__exact={history}")
+    open_feed(width)
 
     rows = page.locator("#result_list tbody tr")
     expect(rows).to_have_count(5)
@@ -79,12 +85,8 @@ def test_it_shows_one_line_per_entry_with_its_target_whole(
     screenshot(page, f"11-audit-log-{width}")
 
 
-def test_it_filters_the_feed_by_choosing_an_action(
-    page: Page, superuser: User, login: Login, history: str
-) -> None:
-    login(page, superuser)
-    page.set_viewport_size({"width": 1366, "height": 768})
-    page.goto(f"/admin/tenants_app/auditlogentry/?tenant_id__exact={history}")
+def test_it_filters_the_feed_by_choosing_an_action(page: Page, open_feed: OpenFeed, history: str) -> None:
+    open_feed(LAPTOP)
 
     page.select_option("#audit-action", label="API key revoked (api_key.revoke)")
     page.locator("#audit-action-filter input[type=submit]").click()
@@ -98,15 +100,11 @@ def test_it_filters_the_feed_by_choosing_an_action(
     expect(page.locator("#filter-tenant_id__exact")).to_have_value(history)
 
 
-@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("width", [LAPTOP, PHONE])
 def test_it_shows_an_entry_with_what_changed_before_and_after(
-    page: Page, superuser: User, login: Login, screenshot: Screenshot, history: str, width: int
+    page: Page, open_feed: OpenFeed, screenshot: Screenshot, history: str, width: int
 ) -> None:
-    login(page, superuser)
-    page.set_viewport_size({"width": width, "height": 768 if width > 1000 else 844})
-    page.goto(
-        f"/admin/tenants_app/auditlogentry/?tenant_id__exact={history}&action__exact=subscription.plan_change"
-    )
+    open_feed(width, "&action__exact=subscription.plan_change")
 
     page.locator("#result_list tbody tr .field-when a").first.click()
 

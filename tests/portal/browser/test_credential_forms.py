@@ -5,35 +5,43 @@ secret. The new-key form starts with the read-only scopes."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
+import pytest
 from django.contrib.auth.models import User
 from playwright.sync_api import Page, expect
 
-from tests.portal.browser.conftest import Login, Onboard, Screenshot
+from tests.portal.browser.conftest import LAPTOP, PHONE, Login, Onboard, Screenshot, assert_fits, set_width
 from tests.support.payloads import gcp_payload
 
-LAPTOP = {"width": 1366, "height": 768}
-PHONE = {"width": 390, "height": 844}
 AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
+TenantPage = Callable[[int], str]
 
 
-def assert_no_horizontal_overflow(page: Page, width: int) -> None:
-    assert page.evaluate("document.documentElement.scrollWidth") <= width
+@pytest.fixture
+def tenant_page(page: Page, superuser: User, login: Login, onboard: Onboard) -> TenantPage:
+    """Open a new tenant's page as a superuser at a width; the tenant's id."""
+
+    def open_at(width: int) -> str:
+        tenant_id = onboard().profile.tenant_id
+        set_width(page, width)
+        login(page, superuser)
+        page.goto(f"/admin/tenants/{tenant_id}/")
+        return tenant_id
+
+    return open_at
 
 
-def open_new_credential_form(page: Page, tenant_id: str) -> None:
-    page.goto(f"/admin/tenants/{tenant_id}/")
+def open_new_credential_form(page: Page) -> None:
     page.locator("#new-credential-link").click()
     expect(page.locator("#credential-form")).to_be_visible()
 
 
 def test_it_adds_a_gcp_credential_by_uploading_its_key_file(
-    page: Page, superuser: User, login: Login, onboard: Onboard, screenshot: Screenshot
+    page: Page, tenant_page: TenantPage, screenshot: Screenshot
 ) -> None:
-    tenant_id = onboard().profile.tenant_id
-    page.set_viewport_size(LAPTOP)
-    login(page, superuser)
-    open_new_credential_form(page, tenant_id)
+    tenant_page(LAPTOP)
+    open_new_credential_form(page)
 
     page.select_option("#id_provider", "GCP")
     page.fill("#id_name", "warehouse")
@@ -48,7 +56,7 @@ def test_it_adds_a_gcp_credential_by_uploading_its_key_file(
     expect(page.locator("#provider-gcp")).to_be_visible()
     expect(page.locator("#provider-aws")).to_be_hidden()
     expect(page.locator("#provider-openai")).to_be_hidden()
-    assert_no_horizontal_overflow(page, LAPTOP["width"])
+    assert_fits(page, LAPTOP)
     screenshot(page, "20-credential-form-gcp-1366")
     page.get_by_role("button", name="Add").click()
 
@@ -57,12 +65,10 @@ def test_it_adds_a_gcp_credential_by_uploading_its_key_file(
 
 
 def test_it_keeps_the_aws_key_id_and_clears_the_secret_after_an_error_on_a_phone(
-    page: Page, superuser: User, login: Login, onboard: Onboard, screenshot: Screenshot
+    page: Page, tenant_page: TenantPage, screenshot: Screenshot
 ) -> None:
-    tenant_id = onboard().profile.tenant_id
-    page.set_viewport_size(PHONE)
-    login(page, superuser)
-    open_new_credential_form(page, tenant_id)
+    tenant_page(PHONE)
+    open_new_credential_form(page)
 
     page.select_option("#id_provider", "AWS")
     expect(page.locator("#provider-aws")).to_be_visible()
@@ -83,22 +89,19 @@ def test_it_keeps_the_aws_key_id_and_clears_the_secret_after_an_error_on_a_phone
     expect(page.locator("#provider-aws")).to_be_visible()
     expect(page.locator("#provider-gcp")).to_be_hidden()
     expect(page.get_by_role("button", name="Add")).to_be_visible()
-    assert_no_horizontal_overflow(page, PHONE["width"])
+    assert_fits(page, PHONE)
     screenshot(page, "20-credential-form-aws-390")
 
 
 def test_it_starts_a_new_key_with_the_read_only_scopes(
-    page: Page, superuser: User, login: Login, onboard: Onboard, screenshot: Screenshot
+    page: Page, tenant_page: TenantPage, screenshot: Screenshot
 ) -> None:
-    tenant_id = onboard().profile.tenant_id
-    page.set_viewport_size(LAPTOP)
-    login(page, superuser)
+    tenant_page(LAPTOP)
 
-    page.goto(f"/admin/tenants/{tenant_id}/")
     page.locator("#new-key-link").click()
 
     ticked = page.locator("input[name=scopes]:checked")
     expect(ticked).to_have_count(2)
     assert [box.get_attribute("value") for box in ticked.all()] == ["tenant:read", "pipelines:read"]
-    assert_no_horizontal_overflow(page, LAPTOP["width"])
+    assert_fits(page, LAPTOP)
     screenshot(page, "21-key-create-1366")
