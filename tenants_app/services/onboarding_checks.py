@@ -25,8 +25,7 @@ from functools import partial
 from typing import NoReturn
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured, ValidationError
-from django.core.validators import validate_email
+from django.core.exceptions import ImproperlyConfigured
 from google.cloud import bigquery
 
 from bigquery_backend.client import get_gateway
@@ -38,8 +37,8 @@ from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.datasets import TENANT_ID_PATTERN, tenant_dataset, tenant_dataset_labels
 from tenants_app.services.errors import AlreadyExists, ServiceError, ServiceUnavailable, ValidationFailed
 from tenants_app.services.plans import PLANS, Plan, plan_get
+from tenants_app.services.profile_fields import admin_email_clean, company_name_clean
 from tenants_app.services.retries import is_retry_of_unknown_outcome
-from tenants_app.services.text_rules import bidi_check
 from tenants_app.task_graph import Task, run_tasks
 
 logger = logging.getLogger(__name__)
@@ -88,8 +87,6 @@ RESERVED_TENANT_IDS: frozenset[str] = frozenset(
         "undefined",
     }
 )
-COMPANY_NAME_LENGTH = (2, 200)
-EMAIL_MAX_LENGTH = 254
 ACTOR_MAX_LENGTH = 254
 # BigQuery dataset ACL entity types for the `type:` prefix of TENANT_READER_PRINCIPAL_TEMPLATE.
 PRINCIPAL_TYPES = {
@@ -180,19 +177,8 @@ def onboarding_request_clean(
     errors: dict[str, list[str]] = {}
     dataset_id = _tenant_id_errors(tenant_id, errors)
 
-    company = company_name.strip() if isinstance(company_name, str) else ""
-    low, high = COMPANY_NAME_LENGTH
-    if not low <= len(company) <= high:
-        errors["company_name"] = [f"Use {low}-{high} characters."]
-    bidi_check(errors, "company_name", company)
-
-    email = admin_email.strip() if isinstance(admin_email, str) else ""
-    try:
-        if len(email) > EMAIL_MAX_LENGTH:
-            raise ValidationError("too long")
-        validate_email(email)
-    except ValidationError:
-        errors["admin_email"] = ["Enter a valid email address."]
+    company = company_name_clean(errors, company_name)
+    email = admin_email_clean(errors, admin_email)
 
     plan_name, plan_field = _plan_named(plan, subscription_plan, errors)
     if plan_must_exist and PLAN_FIELD not in errors:

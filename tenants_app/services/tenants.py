@@ -6,8 +6,6 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
 from django.utils import timezone
 
 from bigquery_backend.client import get_gateway
@@ -20,8 +18,8 @@ from tenants_app.services.datasets import tenant_dataset
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
 from tenants_app.services.generations import bump, generations, tenant_subject
 from tenants_app.services.onboarding import tenant_views_unauthorize
+from tenants_app.services.profile_fields import admin_email_clean, company_name_clean
 from tenants_app.services.subscription_status import subscription_cancel
-from tenants_app.services.text_rules import bidi_check
 
 TENANT_SEARCH_FIELDS = ("tenant_id", "company_name", "admin_email")
 MAX_PAGE_SIZE = 200
@@ -94,17 +92,9 @@ def tenant_update(
     values: dict[str, Any] = {}
     errors: dict[str, list[str]] = {}
     if company_name is not None:
-        company_name = company_name.strip()
-        if not 2 <= len(company_name) <= 200:
-            errors["company_name"] = ["Use 2 to 200 characters."]
-        bidi_check(errors, "company_name", company_name)
-        values["company_name"] = company_name
+        values["company_name"] = company_name_clean(errors, company_name)
     if admin_email is not None:
-        try:
-            validate_email(admin_email)
-        except ValidationError:
-            errors["admin_email"] = ["Enter a valid email address."]
-        values["admin_email"] = admin_email.strip().lower()
+        values["admin_email"] = admin_email_clean(errors, admin_email)
     if errors:
         raise ValidationFailed("invalid tenant change", errors=errors)
     profile = tenant_get(tenant_id=tenant_id)

@@ -119,3 +119,31 @@ def test_it_stores_a_right_to_left_company_name_verbatim(tenant: str) -> None:
     tenant_update(tenant_id=tenant, actor="user:test", company_name=name)
 
     assert tenant_get(tenant_id=tenant).company_name == name
+
+
+@pytest.mark.parametrize("service", ["onboarding", "tenant edit"])
+def test_it_refuses_a_bidi_control_in_an_admin_email_that_djangos_validator_lets_through(
+    tenant: str, service: str
+) -> None:
+    address = f"ops@acme{RLO}.example.com"
+    calls = {
+        "onboarding": lambda: tenant_onboard(
+            tenant_id="t_bidi_mail",
+            company_name="Acme",
+            admin_email=address,
+            plan="STARTER",
+            created_by="user:test",
+        ),
+        "tenant edit": lambda: tenant_update(tenant_id=tenant, actor="user:test", admin_email=address),
+    }
+
+    with pytest.raises(ValidationFailed) as refused:
+        calls[service]()
+
+    assert refused.value.errors["admin_email"] == [bidi_reason(address)]
+
+
+def test_it_stores_an_edited_address_as_typed_like_onboarding_does(tenant: str) -> None:
+    tenant_update(tenant_id=tenant, actor="user:test", admin_email="  Ops.Team@Acme.example ")
+
+    assert tenant_get(tenant_id=tenant).admin_email == "Ops.Team@Acme.example"
