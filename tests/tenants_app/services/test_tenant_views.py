@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from bigquery_backend.client import BigQueryGateway
@@ -13,9 +11,9 @@ from tenants_app.models import TenantPipelineConfig
 from tenants_app.repositories import central_repository
 from tenants_app.services.actors import actor_masked
 from tenants_app.services.datasets import central_dataset
-from tenants_app.services.onboarding import tenant_onboard
 from tenants_app.services.pipelines import pipeline_config_create, pipeline_config_run_now
 from tenants_app.services.tenant_views import tenant_views_refresh, tenant_views_refresh_all
+from tests.support.people import onboard_tenant
 
 pytestmark = pytest.mark.usefixtures("central")
 
@@ -23,15 +21,20 @@ ACTORS = ("user:admin", "apikey:acme_initial", "system:scheduler", "username_wit
 
 
 def onboarded() -> str:
-    tenant_id = f"acme_{uuid.uuid4().hex[:12]}"
-    tenant_onboard(
+    return onboard_tenant("acme")[0]
+
+
+def transform_config(tenant_id: str, *, actor: str) -> TenantPipelineConfig:
+    """A config made through the service by `actor`."""
+    return pipeline_config_create(
         tenant_id=tenant_id,
-        company_name="Acme Corp",
-        admin_email="admin@acme.example",
-        plan="STARTER",
-        created_by="user:admin",
+        provider="GCP",
+        domain="billing",
+        pipeline_template="sql_transform",
+        schedule_cron="0 3 * * *",
+        parameters={"source_table": "raw_costs", "destination_table": "daily_costs"},
+        actor=actor,
     )
-    return tenant_id
 
 
 def add_configs(tenant_id: str) -> None:
@@ -71,15 +74,7 @@ def unmask_views(gateway: BigQueryGateway, tenant_id: str) -> None:
 
 def test_it_shows_a_config_created_by_staff_as_made_by_staff(gateway: BigQueryGateway) -> None:
     tenant_id = onboarded()
-    config = pipeline_config_create(
-        tenant_id=tenant_id,
-        provider="GCP",
-        domain="billing",
-        pipeline_template="sql_transform",
-        schedule_cron="0 3 * * *",
-        parameters={"source_table": "raw_costs", "destination_table": "daily_costs"},
-        actor="user:admin",
-    )
+    config = transform_config(tenant_id, actor="user:admin")
 
     seen = actors_in_view(gateway, tenant_id)
 
@@ -88,15 +83,7 @@ def test_it_shows_a_config_created_by_staff_as_made_by_staff(gateway: BigQueryGa
 
 def test_it_shows_who_started_a_run_as_the_api_does(gateway: BigQueryGateway) -> None:
     tenant_id = onboarded()
-    config = pipeline_config_create(
-        tenant_id=tenant_id,
-        provider="GCP",
-        domain="billing",
-        pipeline_template="sql_transform",
-        schedule_cron="0 3 * * *",
-        parameters={"source_table": "raw_costs", "destination_table": "daily_costs"},
-        actor="apikey:acme_initial",
-    )
+    config = transform_config(tenant_id, actor="apikey:acme_initial")
     run = pipeline_config_run_now(tenant_id=tenant_id, config_id=config.config_id, actor="user:admin").run
     view = quote_table(gateway.project, tenant_id, "tenant_scheduled_pipeline_runs")
 
