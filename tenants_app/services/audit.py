@@ -34,7 +34,7 @@ from bigquery_backend.repository import Page
 from tenants_app.models import AuditLogEntry
 from tenants_app.repositories import central_repository
 from tenants_app.secrets import redact_value
-from tenants_app.services.actors import STAFF_ACTOR_PREFIX
+from tenants_app.services.actors import API_KEY_ACTOR_PREFIX, STAFF_ACTOR_PREFIX
 from tenants_app.services.errors import ValidationFailed
 
 logger = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def actor_type_of(actor: str) -> str:
     """`staff`, `tenant_key` or `system`, from the actor's prefix (`user:`, `apikey:`, anything else)."""
     if actor.startswith(STAFF_ACTOR_PREFIX):
         return "staff"
-    if actor.startswith("apikey:"):
+    if actor.startswith(API_KEY_ACTOR_PREFIX):
         return "tenant_key"
     return "system"
 

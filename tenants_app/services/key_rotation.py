@@ -27,6 +27,7 @@ from bigquery_backend.repository import Repository, RowChange
 from tenants_app.kms import DecryptionFailed, KeyManagementService, aad_for, get_kms, local_ciphertext_key_id
 from tenants_app.models import IdempotencyRecord, TenantApiKey, TenantCloudCredential
 from tenants_app.repositories import central_repository
+from tenants_app.services.actors import api_key_actor
 from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.credentials import AAD_TABLE as CREDENTIALS_AAD_TABLE
 
@@ -144,7 +145,7 @@ def _stored(store: str, *, tenant_id: str | None) -> Iterator[_Stored]:
                     filters={"tenant_id": tenant_id}, fields=["api_key_id"]
                 )
             ]
-            records = records.filter(principal__in=[f"apikey:{key_id}" for key_id in key_ids])
+            records = records.filter(principal__in=[api_key_actor(key_id) for key_id in key_ids])
         # Read whole before any write: SQLite gives a cursor no isolation from updates on its connection,
         # and the records live one IDEMPOTENCY_TTL_SECONDS, so there are few.
         for record in list(records.only("pk", "principal", "key", "encrypted_response")):
