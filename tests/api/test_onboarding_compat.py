@@ -43,8 +43,9 @@ def client(api_as: ApiAs, superuser: User, central: str) -> APIClient:
     return api_as(superuser)
 
 
-def verdicts(report: dict[str, Any]) -> dict[str, bool]:
-    return {check["name"]: check["ok"] for check in report["checks"]}
+def failed(report: dict[str, Any]) -> list[str]:
+    """The checks that did not pass, in their order."""
+    return [check["name"] for check in report["checks"] if not check["ok"]]
 
 
 # --- subscription_plan ------------------------------------------------------------------------------
@@ -132,12 +133,7 @@ def test_it_reports_a_taken_id(client: APIClient) -> None:
 
     assert response.status_code == 200
     assert response.json()["ok"] is False
-    assert verdicts(response.json()) == {
-        "tenant_id_free": False,
-        "plan_valid": True,
-        "dataset_creatable": True,
-        "kms_reachable": True,
-    }
+    assert failed(response.json()) == ["tenant_id_free"]
     assert "already exists" in response.json()["checks"][0]["detail"]
 
 
@@ -147,12 +143,7 @@ def test_it_reports_an_unknown_plan_naming_the_field_the_caller_used(client: API
     response = client.post("/api/v1/tenants/dryrun", request, format="json")
 
     assert response.status_code == 200
-    assert verdicts(response.json()) == {
-        "tenant_id_free": True,
-        "plan_valid": False,
-        "dataset_creatable": True,
-        "kms_reachable": True,
-    }
+    assert failed(response.json()) == ["plan_valid"]
     assert "subscription_plan" in response.json()["checks"][1]["detail"]
 
 
@@ -162,12 +153,7 @@ def test_it_reports_kms_unreachable(client: APIClient, cloud_kms: FakeCloudKms) 
     response = client.post("/api/v1/tenants/dryrun", body(unique_name("compat")), format="json")
 
     assert response.status_code == 200
-    assert verdicts(response.json()) == {
-        "tenant_id_free": True,
-        "plan_valid": True,
-        "dataset_creatable": True,
-        "kms_reachable": False,
-    }
+    assert failed(response.json()) == ["kms_reachable"]
     assert cloud_kms.key_name() not in response.content.decode()
 
 
