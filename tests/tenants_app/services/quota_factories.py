@@ -20,6 +20,9 @@ from tenants_app.repositories import central_repository
 from tenants_app.services.onboarding import subscription_id_for, usage_id_for
 from tenants_app.services.plans import PLANS
 
+# The day the quota tests count on: a fixed one, so no test depends on today or on its month.
+DAY = date(2031, 3, 18)
+
 
 def tenant_with_subscription(
     *,

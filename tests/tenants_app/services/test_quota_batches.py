@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date
-
 import pytest
 
 from tenants_app.models import RunState
 from tenants_app.services.quota_batches import Release, quota_release_many
 from tests.tenants_app.services.quota_factories import (
+    DAY,
     put_usage,
     queue_entries,
     tenant_with_subscription,
@@ -16,8 +15,6 @@ from tests.tenants_app.services.quota_factories import (
 )
 
 pytestmark = pytest.mark.usefixtures("central")
-
-DAY = date(2031, 3, 18)
 
 
 def test_it_releases_only_the_leaked_slots_of_several_tenants_in_one_statement() -> None:

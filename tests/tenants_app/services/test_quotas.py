@@ -31,6 +31,7 @@ from tenants_app.services.quotas import (
 )
 from tenants_app.services.usage_rows import usage_rows_start
 from tests.tenants_app.services.quota_factories import (
+    DAY,
     at,
     put_usage,
     queue_entries,
@@ -39,8 +40,6 @@ from tests.tenants_app.services.quota_factories import (
 )
 
 pytestmark = pytest.mark.usefixtures("central")
-
-DAY = date(2031, 3, 18)
 
 
 def race(count: int, action: Callable[[], object]) -> tuple[list[object], list[BaseException]]:
