@@ -14,6 +14,7 @@ from django.utils.html import format_html
 from bigquery_backend.admin import BigQueryModelAdmin, ObjectTool
 from bigquery_backend.repository import Repository
 from tenants_app.api.permissions import is_read_only_staff
+from tenants_app.labels import enum_label
 from tenants_app.models import (
     AdminApiToken,
     AuditLogEntry,
@@ -69,8 +70,8 @@ class PortalTableAdmin(BigQueryModelAdmin):
     # tenant datasets' status columns have no choices of their own, yet hold the same enums.
     value_formats = {
         "duration_ms": presentation.duration_ms,
-        "status": presentation.enum_label,
-        "trigger_type": presentation.enum_label,
+        "status": enum_label,
+        "trigger_type": enum_label,
     }
 
     def has_operation_permission(self, request: HttpRequest) -> bool:

@@ -18,8 +18,8 @@ from typing import Any
 from django import forms
 from django.core.files.uploadedfile import UploadedFile
 
+from tenants_app.labels import enum_label
 from tenants_app.models import Provider
-from tenants_app.portal.presentation import enum_label
 from tenants_app.services.credential_payloads import MAX_PAYLOAD_BYTES, PAYLOAD_FIELDS, payload_field
 from tenants_app.services.credentials import MAX_NAME_LENGTH
 

@@ -10,6 +10,7 @@ from django import forms
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
+from tenants_app.labels import enum_label
 from tenants_app.models import TenantCloudCredential
 from tenants_app.portal.credential_forms import CredentialForm
 from tenants_app.portal.pages import (
@@ -21,7 +22,6 @@ from tenants_app.portal.pages import (
     submit_form,
     writer_required,
 )
-from tenants_app.portal.presentation import enum_label
 from tenants_app.services.credentials import (
     credential_create,
     credential_deactivate,

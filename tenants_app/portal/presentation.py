@@ -4,24 +4,20 @@ the admin's Python-side columns alike, so no page formats a time, a duration or 
 - Times: `2026-12-03 16:30:05 UTC`, always converted to UTC (the zone is printed, never implied).
 - Durations: `4 min 10 s`, `2 h 5 min`, `850 ms`: two units at most, the largest first.
 - JSON: indented, keys in their stored order, never a Python repr (`{'a': 1}`).
-- Enums: the label of the model's choices (`Active`, `OpenAI`), whatever table the value came from.
+- Enums: the label of the model's choices (`Active`, `OpenAI`): tenants_app/labels.py.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable
-from typing import Any
 
-from django.db import models
 from django.utils import timezone
 
-from tenants_app import models as tenant_models
+from tenants_app.labels import EMPTY
 
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
 DATE_FORMAT = "%Y-%m-%d"
-EMPTY = "—"
 _UNITS = (("d", 86_400_000), ("h", 3_600_000), ("min", 60_000), ("s", 1_000))
 
 
@@ -74,22 +70,3 @@ def json_text(value: object) -> str:
         except ValueError:
             return value
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
-
-
-def _choices() -> Iterable[type[models.TextChoices]]:
-    for item in vars(tenant_models).values():
-        if isinstance(item, type) and issubclass(item, models.TextChoices) and item is not models.TextChoices:
-            yield item
-
-
-_LABELS: dict[str, str] = {}
-for _enum in _choices():
-    for _value, _label in _enum.choices:
-        _LABELS.setdefault(str(_value), str(_label))
-
-
-def enum_label(value: Any) -> str:
-    """The choices' label of a stored enum value (`ACTIVE` -> `Active`); an unknown value unchanged."""
-    if value in (None, ""):
-        return EMPTY
-    return _LABELS.get(str(value), str(value))

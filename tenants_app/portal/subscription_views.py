@@ -8,6 +8,7 @@ from typing import Any
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
+from tenants_app.labels import enum_label
 from tenants_app.models import SubscriptionStatus
 from tenants_app.portal import forms as portal_forms
 from tenants_app.portal.pages import (
@@ -20,7 +21,6 @@ from tenants_app.portal.pages import (
     submit_form,
     writer_required,
 )
-from tenants_app.portal.presentation import enum_label
 from tenants_app.services.subscription_overrides import subscription_set_limits
 from tenants_app.services.subscription_plan_change import (
     subscription_change_plan,

@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDi
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
+from tenants_app.labels import enum_label
 from tenants_app.models import TenantStatus
 from tenants_app.portal import forms as portal_forms
 from tenants_app.portal.charts import usage_trend_svg
@@ -34,7 +35,6 @@ from tenants_app.portal.pages import (
     submit_form,
     writer_required,
 )
-from tenants_app.portal.presentation import enum_label
 from tenants_app.services.onboarding import OnboardingResult, tenant_onboard, tenant_onboard_validate
 from tenants_app.services.onboarding_checks import DEFAULT_PLAN
 from tenants_app.services.plans import PLANS

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tenants_app.labels import enum_columns, enum_label
 from tenants_app.models import AuditLogEntry
 from tenants_app.services.audit import AuditAction
 
@@ -224,7 +225,8 @@ def _sentence_values(entry: AuditLogEntry) -> dict[str, str]:
         values["fields"] = ", ".join(key.replace("_", " ") for key in changed)
     for side, data in (("before", entry.before_values), ("after", entry.after_values)):
         for key, value in data.items() if isinstance(data, Mapping) else ():
-            text = _scalar_text(value)
+            # An enum member reads as its label ("Professional", "OpenAI"), as on every page.
+            text = enum_label(value) if key in enum_columns() and value else _scalar_text(value)
             if text:
                 values[f"{side}_{key}"] = text
     return {name: value for name, value in values.items() if value}

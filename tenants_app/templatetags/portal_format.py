@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django import template
 
+from tenants_app.labels import enum_label
 from tenants_app.portal import presentation
 
 register = template.Library()
@@ -11,4 +12,4 @@ register = template.Library()
 register.filter("timestamp", presentation.timestamp)
 register.filter("duration", presentation.duration_ms)
 register.filter("as_json", presentation.json_text)
-register.filter("label", presentation.enum_label)
+register.filter("label", enum_label)

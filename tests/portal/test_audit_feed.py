@@ -173,10 +173,10 @@ def test_it_shows_each_entry_on_one_line_with_its_time_to_the_second_in_utc(
     assert cells(page, "actor") == ["user:admin"]
     assert cells(page, "target") == [f"{tenant_id} subscription sub_1"]
     assert cells(page, "summary") == [
-        f"user:admin changed the plan of {tenant_id} from STARTER to PROFESSIONAL"
+        f"user:admin changed the plan of {tenant_id} from Starter to Professional"
     ]
     # Each value of the sentence is isolated from the words around it.
-    assert f"of <bdi>{tenant_id}</bdi> from <bdi>STARTER</bdi>" in page
+    assert f"of <bdi>{tenant_id}</bdi> from <bdi>Starter</bdi>" in page
 
 
 # --- one entry ------------------------------------------------------------------------------------------

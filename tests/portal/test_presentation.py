@@ -7,6 +7,7 @@ import datetime as dt
 from django.template import Context, Template
 from django.utils import formats
 
+from tenants_app.labels import enum_label
 from tenants_app.portal import presentation
 
 
@@ -43,10 +44,10 @@ def test_it_shows_structured_values_as_json_not_python() -> None:
 
 
 def test_it_labels_enum_values_from_the_models_choices() -> None:
-    assert presentation.enum_label("ACTIVE") == "Active"
-    assert presentation.enum_label("OPENAI") == "OpenAI"
-    assert presentation.enum_label("GCP") == "GCP"
-    assert presentation.enum_label("SOMETHING_ELSE") == "SOMETHING_ELSE"
+    assert enum_label("ACTIVE") == "Active"
+    assert enum_label("OPENAI") == "OpenAI"
+    assert enum_label("GCP") == "GCP"
+    assert enum_label("SOMETHING_ELSE") == "SOMETHING_ELSE"
 
 
 def test_it_offers_the_rules_as_template_filters() -> None:

@@ -68,7 +68,7 @@ def test_it_shows_one_line_per_entry_with_its_target_whole(
     expect(rows).to_have_count(5)
     plan_change = rows.filter(has_text="subscription.plan_change")
     expect(plan_change.locator(".field-summary")).to_have_text(
-        f"user:admin changed the plan of {history} from STARTER to PROFESSIONAL"
+        f"user:admin changed the plan of {history} from Starter to Professional"
     )
     expect(plan_change.locator(".field-action_label")).to_contain_text("Plan changed")
     expect(plan_change.locator(".field-when")).to_have_text(TIME)
@@ -109,7 +109,7 @@ def test_it_shows_an_entry_with_what_changed_before_and_after(
     page.locator("#result_list tbody tr .field-when a").first.click()
 
     expect(page.locator("#audit-summary")).to_have_text(
-        f"user:admin changed the plan of {history} from STARTER to PROFESSIONAL"
+        f"user:admin changed the plan of {history} from Starter to Professional"
     )
     expect(page.locator("#audit-target")).to_contain_text(history)
     plan = page.locator("#audit-diff tr.audit-diff-changed", has_text="plan_name")

@@ -33,7 +33,7 @@ def test_it_says_a_plan_change_in_one_sentence() -> None:
         after_values={"plan_name": "PROFESSIONAL", "daily_limit": 24},
     )
 
-    assert audit_summary(change) == "user:admin changed the plan of acme from STARTER to PROFESSIONAL"
+    assert audit_summary(change) == "user:admin changed the plan of acme from Starter to Professional"
 
 
 def test_it_says_why_a_key_was_revoked_and_drops_a_missing_reason_not_the_sentence() -> None:

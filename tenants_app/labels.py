@@ -1,0 +1,46 @@
+"""What people read for a stored enum value: the label of the models' choices (`ACTIVE` -> `Active`,
+`OPENAI` -> `OpenAI`), whichever table or message the value comes from.
+
+The portal's filters (tenants_app/portal/presentation.py) and the audit feed's sentences
+(services/audit_feed.py) both read these, so a value reads the same on every page.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from django.apps import apps
+from django.db import models
+
+from tenants_app import models as tenant_models
+
+EMPTY = "—"
+
+
+@functools.cache
+def _labels() -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in vars(tenant_models).values():
+        if isinstance(item, type) and issubclass(item, models.TextChoices) and item is not models.TextChoices:
+            for value, label in item.choices:
+                labels.setdefault(str(value), str(label))
+    return labels
+
+
+@functools.cache
+def enum_columns() -> frozenset[str]:
+    """Names of the columns whose values are enum members (declared with choices in the models)."""
+    return frozenset(
+        field.name
+        for model in apps.get_app_config("tenants_app").get_models()
+        for field in model._meta.get_fields()
+        if getattr(field, "choices", None)
+    )
+
+
+def enum_label(value: Any) -> str:
+    """The choices' label of a stored enum value; an unknown value unchanged, nothing as a dash."""
+    if value in (None, ""):
+        return EMPTY
+    return _labels().get(str(value), str(value))
