@@ -13,13 +13,12 @@ import re
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
-from django.urls import reverse
 
 from tenants_app.models import TenantCloudCredential
 from tenants_app.repositories import central_repository
 from tenants_app.services.credential_payloads import MAX_PAYLOAD_BYTES
 from tenants_app.services.credentials import credential_create, credential_decrypt
-from tests.portal.tenant_helpers import Onboard, onboard  # noqa: F401 - a fixture
+from tests.portal.tenant_helpers import Onboard, html, onboard, url  # noqa: F401 - a fixture
 from tests.support.kms_fake import cloud_kms_in_use
 from tests.support.payloads import aws_payload, gcp_payload
 
@@ -27,14 +26,6 @@ OPENAI_SECRET = "sk-" + "Pq9" * 12
 ANTHROPIC_SECRET = "sk-ant-" + "Zx7" * 10
 AZURE_SECRET = "Q8x~" + "aB3_" * 8
 AWS_KEY_ID = "AKIAABCDEFGHIJKLMNOP"
-
-
-def url(name: str, *args: str) -> str:
-    return reverse(f"admin:portal-{name}", args=args)
-
-
-def html(response: object) -> str:
-    return response.content.decode()  # type: ignore[attr-defined]
 
 
 def stored_payloads(tenant_id: str) -> list[dict[str, object]]:

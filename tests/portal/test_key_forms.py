@@ -10,29 +10,14 @@ import re
 from datetime import UTC
 
 from django.test import Client
-from django.urls import reverse
 from django.utils import timezone
 
 from tenants_app.models import TenantApiKey
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_key_scopes import DEFAULT_API_KEY_SCOPES
-from tests.portal.tenant_helpers import Onboard, onboard  # noqa: F401 - a fixture
+from tests.portal.tenant_helpers import Onboard, form_value, html, messages_of, onboard, url  # noqa: F401 - a fixture
 
 KEY_PATTERN = re.compile(r"cvg_[a-z]+_[A-Za-z0-9]{40}")
-
-
-def url(name: str, *args: str) -> str:
-    return reverse(f"admin:portal-{name}", args=args)
-
-
-def html(response: object) -> str:
-    return response.content.decode()  # type: ignore[attr-defined]
-
-
-def token_on(page: str) -> str:
-    match = re.search(r'name="token" value="([^"]*)"', page)
-    assert match, "no one-time token on the page"
-    return match.group(1)
 
 
 def utc_today() -> str:
@@ -58,7 +43,7 @@ def test_it_names_a_rotated_key_after_the_key_it_replaces(superuser_client: Clie
     day = utc_today()
 
     form = html(superuser_client.get(rotate_url))
-    issued = html(superuser_client.post(rotate_url, {"grace": "1h", "token": token_on(form)}))
+    issued = html(superuser_client.post(rotate_url, {"grace": "1h", "token": form_value(form, "token")}))
 
     names = {f"Initial key (rotated {date})" for date in (day, utc_today())}  # two across midnight
     (replacement,) = central_repository(TenantApiKey).list(
@@ -76,7 +61,7 @@ def test_it_shows_a_replacement_once_when_its_rotation_is_posted_again(
     assert result.api_key is not None
     tenant_id, old = result.profile.tenant_id, result.api_key.row
     rotate_url = url("tenant-key-rotate", tenant_id, old.api_key_id)
-    posted = {"grace": "1h", "token": token_on(html(superuser_client.get(rotate_url)))}
+    posted = {"grace": "1h", "token": form_value(html(superuser_client.get(rotate_url)), "token")}
 
     issued = html(superuser_client.post(rotate_url, posted))
     reload = superuser_client.post(rotate_url, posted, follow=True)
@@ -84,5 +69,5 @@ def test_it_shows_a_replacement_once_when_its_rotation_is_posted_again(
     assert KEY_PATTERN.search(issued) is not None
     assert KEY_PATTERN.search(html(reload)) is None
     assert reload.redirect_chain[-1][0] == url("tenant-detail", tenant_id)
-    assert any("shown only once" in str(message) for message in reload.context["messages"])
+    assert any("shown only once" in message for message in messages_of(reload))
     assert len(central_repository(TenantApiKey).list(filters={"tenant_id": tenant_id})) == 2

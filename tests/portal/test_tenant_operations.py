@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.contrib.sessions.models import Session
 from django.test import Client
-from django.urls import reverse
 
 from bigquery_backend.client import get_gateway
 from tenants_app.models import (
@@ -28,34 +27,24 @@ from tenants_app.services.credentials import credential_create
 from tenants_app.services.errors import ApiKeyRevoked
 from tenants_app.services.subscription_selectors import subscription_get
 from tenants_app.services.tenants import tenant_get
-from tests.portal.tenant_helpers import Onboard, new_tenant_id, onboard  # noqa: F401 - a fixture
+from tests.portal.tenant_helpers import (  # noqa: F401 - onboard is a fixture
+    Onboard,
+    form_value,
+    html,
+    messages_of,
+    new_tenant_id,
+    onboard,
+    url,
+)
 
 KEY_PATTERN = re.compile(r"cvg_[a-z]+_[A-Za-z0-9]{40}")
 OPENAI_SECRET = "sk-" + "Pq9" * 12
-
-
-def url(name: str, *args: str) -> str:
-    return reverse(f"admin:portal-{name}", args=args)
-
-
-def html(response: object) -> str:
-    return response.content.decode()  # type: ignore[attr-defined]
-
-
-def form_value(page: str, name: str) -> str:
-    match = re.search(rf'name="{name}" value="([^"]*)"', page)
-    assert match, f"no {name} field on the page"
-    return match.group(1)
 
 
 def plaintext_on(page: str) -> str:
     keys = KEY_PATTERN.findall(page)
     assert len(set(keys)) == 1, "the result page shows exactly one key"
     return keys[0]
-
-
-def messages_of(response: object) -> list[str]:
-    return [str(message) for message in response.context["messages"]]  # type: ignore[attr-defined]
 
 
 # --- onboarding wizard --------------------------------------------------------------------------------
@@ -181,12 +170,17 @@ def test_it_takes_no_trial_end_date_left_in_the_form_for_another_status(
     assert subscription_get(tenant_id=tenant_id).status == SubscriptionStatus.ACTIVE
 
 
+def limits_in_form(client: Client, tenant_id: str) -> dict[str, object]:
+    """The figures the limits form starts with (the limits in force)."""
+    form = client.get(url("tenant-limits", tenant_id)).context["form"]
+    return {name: form.initial[name] for name in form.fields if name != "reset"}
+
+
 def test_it_changes_no_limit_when_the_form_comes_back_as_it_was(
     superuser_client: Client, onboard: Onboard
 ) -> None:
     tenant_id = onboard(plan="STARTER").profile.tenant_id
-    form = superuser_client.get(url("tenant-limits", tenant_id)).context["form"]
-    figures = {name: form.initial[name] for name in form.fields if name != "reset"}
+    figures = limits_in_form(superuser_client, tenant_id)
     before = subscription_get(tenant_id=tenant_id)
 
     kept = superuser_client.post(url("tenant-limits", tenant_id), figures, follow=True)
@@ -199,8 +193,7 @@ def test_it_overrides_limits_and_sets_them_back_to_the_plan(
     superuser_client: Client, onboard: Onboard
 ) -> None:
     tenant_id = onboard(plan="STARTER").profile.tenant_id
-    form = superuser_client.get(url("tenant-limits", tenant_id)).context["form"]
-    figures = {name: form.initial[name] for name in form.fields if name != "reset"}
+    figures = limits_in_form(superuser_client, tenant_id)
     assert figures["daily_limit"] == 6
 
     raised = superuser_client.post(
