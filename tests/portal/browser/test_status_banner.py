@@ -78,6 +78,9 @@ def test_it_shows_each_tenants_verdict_in_the_tenant_list(
     working_row = page.locator("#result_list tbody tr", has_text=working)
     expect(working_row.locator(".portal-verdict")).to_have_text("OK")
     expect(working_row).to_contain_text("everything allowed")
+    # Every column fits the laptop screen: the table is no wider than the box it sits in.
+    widths = page.locator("#result_list").evaluate("t => [t.scrollWidth, t.parentElement.clientWidth]")
+    assert widths[0] <= widths[1], widths
     screenshot(page, "03-tenant-list-1366")
 
 
