@@ -6,6 +6,8 @@ One naming, `<kind>:<name>`, recorded everywhere an actor is stored:
   the account behind a pipeline-worker token;
 - `apikey:<api_key_id>`: a tenant's API key;
 - `system:<job>`: a command or periodic job (`system:schedule_pipelines`, `system:roll_over_usage`);
+- `cli:<os user>`: a person at a shell, by default for `manage.py onboard_tenant` (which takes
+  `--created-by` to record anything else);
 - `config:<config_id>`: the schedule that triggered a run (`trigger_by` only).
 
 Who is shown what:
