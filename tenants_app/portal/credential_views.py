@@ -9,6 +9,7 @@ from __future__ import annotations
 from django import forms
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.utils.html import format_html
 
 from tenants_app.labels import enum_label
 from tenants_app.models import TenantCloudCredential
@@ -18,6 +19,7 @@ from tenants_app.portal.pages import (
     back_to_tenant,
     bound_form,
     form_page,
+    isolated,
     render_page,
     submit_form,
     writer_required,
@@ -68,7 +70,12 @@ def tenant_credential_create_view(request: HttpRequest, tenant_id: str) -> HttpR
         on_success=lambda row: back_to_tenant(
             request,
             tenant_id,
-            f"Credential {row.credential_name} ({enum_label(row.provider)}, {row.fingerprint}) was added.",
+            format_html(
+                "Credential {} ({}, {}) was added.",
+                isolated(row.credential_name),
+                enum_label(row.provider),
+                row.fingerprint,
+            ),
         ),
         show_form=lambda: _credential_page(
             request,
@@ -103,12 +110,18 @@ def tenant_credential_replace_view(request: HttpRequest, tenant_id: str, credent
         on_success=lambda updated: back_to_tenant(
             request,
             tenant_id,
-            f"Credential {updated.credential_name} was replaced (fingerprint {updated.fingerprint}).",
+            format_html(
+                "Credential {} was replaced (fingerprint {}).",
+                isolated(updated.credential_name),
+                updated.fingerprint,
+            ),
         ),
         show_form=lambda: _credential_page(
             request,
             tenant_id=tenant_id,
-            title=f"Replace credential {row.credential_name} ({enum_label(row.provider)})",
+            title=format_html(
+                "Replace credential {} ({})", isolated(row.credential_name), enum_label(row.provider)
+            ),
             form=form,
             submit="Replace",
             intro=f"Current fingerprint: {row.fingerprint}. The new payload is for the same provider.",
@@ -132,12 +145,16 @@ def tenant_credential_deactivate_view(
         on_success=lambda _: back_to_tenant(
             request,
             tenant_id,
-            f"Credential {row.credential_name} ({enum_label(row.provider)}) was deactivated.",
+            format_html(
+                "Credential {} ({}) was deactivated.", isolated(row.credential_name), enum_label(row.provider)
+            ),
         ),
         show_form=lambda: form_page(
             request,
             tenant_id=tenant_id,
-            title=f"Deactivate credential {row.credential_name} ({enum_label(row.provider)})?",
+            title=format_html(
+                "Deactivate credential {} ({})?", isolated(row.credential_name), enum_label(row.provider)
+            ),
             form=form,
             submit="Deactivate",
             intro="Pipelines can no longer use it; it stays listed as inactive. Add a new one to restore "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from tenants_app.api.keys import GRACE_PERIODS
 from tenants_app.models import TenantApiKey
@@ -14,6 +15,7 @@ from tenants_app.portal.pages import (
     bound_form,
     detail_url,
     form_page,
+    isolated,
     issue_token,
     issued_page,
     resubmitted,
@@ -94,18 +96,22 @@ def tenant_key_rotate_view(request: HttpRequest, tenant_id: str, api_key_id: str
             tenant_id=tenant_id,
             issued=issued,
             message=f"API key {key.key_prefix}… was rotated to {issued.row.key_prefix}….",
-            title=f"Replacement for API key {key.name or key.api_key_id}",
+            title=format_html("Replacement for API key {}", isolated(key.name or key.api_key_id)),
             note="Copy the new key now: it is shown only once. The old key works until the grace "
             "period ends.",
         ),
         show_form=lambda: form_page(
             request,
             tenant_id=tenant_id,
-            title=f"Rotate API key {key.key_prefix}… ({key.name or key.api_key_id})",
+            title=format_html(
+                "Rotate API key {}… ({})", key.key_prefix, isolated(key.name or key.api_key_id)
+            ),
             form=form,
             submit="Rotate",
-            intro=f"A new key named “{rotated_key_name(name=key.name, rotated_at=timezone.now())}”, with "
-            "the same scopes and expiry, is issued and shown once.",
+            intro=format_html(
+                "A new key named “{}”, with the same scopes and expiry, is issued and shown once.",
+                isolated(rotated_key_name(name=key.name, rotated_at=timezone.now())),
+            ),
             extra={"token": issue_token(request)},
         ),
     )
@@ -129,7 +135,9 @@ def tenant_key_revoke_view(request: HttpRequest, tenant_id: str, api_key_id: str
         show_form=lambda: form_page(
             request,
             tenant_id=tenant_id,
-            title=f"Revoke API key {key.key_prefix}… ({key.name or key.api_key_id})?",
+            title=format_html(
+                "Revoke API key {}… ({})?", key.key_prefix, isolated(key.name or key.api_key_id)
+            ),
             form=form,
             submit="Revoke",
             intro="The key stops working at once in this process (within the key cache's bound elsewhere). "

@@ -12,11 +12,13 @@ from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.html import format_html
 
 from tenants_app.portal.forms import add_service_errors
 from tenants_app.portal.pages import (
     actor_of,
     can_change,
+    isolated,
     issue_token,
     no_store,
     portal_page,
@@ -187,13 +189,15 @@ def webhook_delete_view(request: HttpRequest, tenant_id: str, endpoint_id: str) 
     form = ConfirmForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         webhook_endpoint_delete(tenant_id=tenant_id, endpoint_id=endpoint_id, deleted_by=actor_of(request))
-        messages.success(request, f"Webhook endpoint {endpoint_id} ({endpoint.url}) was deleted.")
+        messages.success(
+            request, format_html("Webhook endpoint {} ({}) was deleted.", endpoint_id, isolated(endpoint.url))
+        )
         return HttpResponseRedirect(reverse("admin:portal-tenant-detail", args=[tenant_id]))
     return _form_page(
         request,
         form=form,
         tenant_id=tenant_id,
-        title=f"Delete webhook endpoint {endpoint.url}?",
+        title=format_html("Delete webhook endpoint {}?", isolated(endpoint.url)),
         submit="Yes, delete",
         intro="Nothing more is sent to it, including deliveries still waiting for a retry. Its delivery "
         "log stays. This cannot be undone: create a new endpoint (with a new secret) instead.",

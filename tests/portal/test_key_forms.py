@@ -50,7 +50,7 @@ def test_it_names_a_rotated_key_after_the_key_it_replaces(superuser_client: Clie
         filters={"tenant_id": tenant_id, "is_active": True, "replaced_by_key_id__isnull": True}
     )
     assert replacement.name in names
-    assert f"A new key named “{replacement.name}”" in form
+    assert f"A new key named “<bdi>{replacement.name}</bdi>”" in form
     assert replacement.name in issued
 
 
@@ -71,3 +71,20 @@ def test_it_shows_a_replacement_once_when_its_rotation_is_posted_again(
     assert reload.redirect_chain[-1][0] == url("tenant-detail", tenant_id)
     assert any("shown only once" in message for message in messages_of(reload))
     assert len(central_repository(TenantApiKey).list(filters={"tenant_id": tenant_id})) == 2
+
+
+def test_it_isolates_a_stored_key_name_in_the_heading_and_keeps_markup_out_of_the_tab_title(
+    superuser_client: Client, onboard: Onboard
+) -> None:
+    # A name stored before bidi controls were refused: its override must not reorder the heading.
+    result = onboard()
+    assert result.api_key is not None
+    tenant_id, key_id = result.profile.tenant_id, result.api_key.row.api_key_id
+    central_repository(TenantApiKey).update(key_id, {"name": "ops\u202eevil <b>"})
+
+    page = html(superuser_client.get(url("tenant-key-revoke", tenant_id, key_id)))
+
+    assert "(<bdi>ops\u202eevil &lt;b&gt;</bdi>)?</h1>" in page
+    [tab_title] = re.findall(r"<title>(.*?)</title>", page, re.S)
+    assert "<bdi>" not in tab_title
+    assert "ops\u202eevil &lt;b&gt;" in tab_title
