@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
@@ -14,17 +14,10 @@ from tenants_app.api.idempotency import idempotent
 from tenants_app.api.paging import PageFilterSerializer, page_response, page_serializer
 from tenants_app.api.scoping import TenantScopedApi
 from tenants_app.api.timestamps import TimestampField
-from tenants_app.services.api_key_rotation import api_key_rotate
+from tenants_app.services.api_key_rotation import ROTATION_GRACE_CHOICES, api_key_rotate
 from tenants_app.services.api_key_scopes import API_KEY_SCOPES, DEFAULT_API_KEY_SCOPES
 from tenants_app.services.api_key_verification import VerifiedApiKey
 from tenants_app.services.api_keys import IssuedApiKey, api_key_create, api_key_list, api_key_revoke
-
-GRACE_PERIODS = {
-    "0": timedelta(0),
-    "1h": timedelta(hours=1),
-    "24h": timedelta(hours=24),
-    "7d": timedelta(days=7),
-}
 
 
 class ApiKeyOutputSerializer(serializers.Serializer):
@@ -128,7 +121,8 @@ class ApiKeyRotateApi(TenantScopedApi):
 
     class InputSerializer(serializers.Serializer):
         grace = serializers.ChoiceField(
-            choices=list(GRACE_PERIODS), help_text="How long the old key keeps working: 0, 1h, 24h or 7d."
+            choices=list(ROTATION_GRACE_CHOICES),
+            help_text="How long the old key keeps working: 0, 1h, 24h or 7d.",
         )
 
     @extend_schema(
@@ -144,7 +138,7 @@ class ApiKeyRotateApi(TenantScopedApi):
         issued = api_key_rotate(
             tenant_id=self.tenant_id(),
             api_key_id=api_key_id,
-            grace=GRACE_PERIODS[data.validated_data["grace"]],
+            grace=ROTATION_GRACE_CHOICES[data.validated_data["grace"]],
             rotated_by=self.actor(request),
             grantable_scopes=getattr(request.user, "scopes", None),
             max_expires_at=creator_expiry(request),

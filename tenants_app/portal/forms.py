@@ -9,15 +9,16 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from tenants_app.models import PlanName, SubscriptionStatus
+from tenants_app.portal.presentation import duration_ms
+from tenants_app.services import api_key_rotation
 from tenants_app.services.api_key_scopes import API_KEY_SCOPES, DEFAULT_API_KEY_SCOPES
 from tenants_app.services.errors import ServiceError
 
-ROTATION_GRACE_CHOICES = (
-    ("0", "None: the old key stops working now"),
-    ("1h", "1 hour"),
-    ("24h", "24 hours"),
-    ("7d", "7 days"),
-)
+# The service's grace periods, as people read them ("1 h", "1 d", "7 d").
+ROTATION_GRACE_CHOICES = [
+    (code, duration_ms(period.total_seconds() * 1000) if period else "None: the old key stops working now")
+    for code, period in api_key_rotation.ROTATION_GRACE_CHOICES.items()
+]
 
 
 def add_service_errors(form: forms.Form, error: ServiceError) -> None:

@@ -6,7 +6,6 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from tenants_app.api.keys import GRACE_PERIODS
 from tenants_app.models import TenantApiKey
 from tenants_app.portal import forms as portal_forms
 from tenants_app.portal.pages import (
@@ -22,7 +21,7 @@ from tenants_app.portal.pages import (
     submit_form,
     writer_required,
 )
-from tenants_app.services.api_key_rotation import api_key_rotate, rotated_key_name
+from tenants_app.services.api_key_rotation import ROTATION_GRACE_CHOICES, api_key_rotate, rotated_key_name
 from tenants_app.services.api_keys import api_key_create, api_key_list, api_key_revoke
 from tenants_app.services.errors import DoesNotExist
 from tenants_app.services.tenants import (
@@ -88,7 +87,7 @@ def tenant_key_rotate_view(request: HttpRequest, tenant_id: str, api_key_id: str
         action=lambda: api_key_rotate(
             tenant_id=tenant_id,
             api_key_id=api_key_id,
-            grace=GRACE_PERIODS[form.cleaned_data["grace"]],
+            grace=ROTATION_GRACE_CHOICES[form.cleaned_data["grace"]],
             rotated_by=actor_of(request),
         ),
         on_success=lambda issued: issued_page(

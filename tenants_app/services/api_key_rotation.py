@@ -44,12 +44,14 @@ from tenants_app.services.retries import is_retry_of_unknown_outcome
 
 logger = logging.getLogger(__name__)
 
-ROTATION_GRACE_PERIODS: tuple[timedelta, ...] = (
-    timedelta(0),
-    timedelta(hours=1),
-    timedelta(hours=24),
-    timedelta(days=7),
-)
+# How long a rotated key keeps working, by the code the API and the portal take for it.
+ROTATION_GRACE_CHOICES: dict[str, timedelta] = {
+    "0": timedelta(0),
+    "1h": timedelta(hours=1),
+    "24h": timedelta(hours=24),
+    "7d": timedelta(days=7),
+}
+ROTATION_GRACE_PERIODS: tuple[timedelta, ...] = tuple(ROTATION_GRACE_CHOICES.values())
 
 # A replacement is named after its predecessor: "CI deploys (rotated 2026-12-03)", the UTC date.
 _ROTATED_SUFFIX = re.compile(r"\s*\(rotated \d{4}-\d{2}-\d{2}\)$")
