@@ -52,10 +52,9 @@ class ValueDisplayMixin:
         if model_field.name in self.hidden_field_names():
             return ""  # the checks refuse such declarations; this is the belt to their braces
         value = getattr(obj, model_field.attname)
-        if model_field.name in self.value_formats:
-            return self.value_formats[model_field.name](value)
-        if isinstance(model_field, RepeatedStringField):
-            return ", ".join(value or []) or self.get_empty_value_display()
+        declared = self._declared_format(model_field, value)
+        if declared is not None:
+            return declared
         if isinstance(model_field, models.JSONField) and value is not None:
             return Truncator(json.dumps(value, sort_keys=True, default=str)).chars(CELL_CHARS)
         shown = display_for_field(value, model_field, self.get_empty_value_display())
@@ -65,11 +64,19 @@ class ValueDisplayMixin:
 
     def _detail_value(self, obj: models.Model, model_field: models.Field[Any, Any]) -> str:
         value = getattr(obj, model_field.attname)
-        if model_field.name in self.value_formats:
-            return self.value_formats[model_field.name](value)
-        if isinstance(model_field, RepeatedStringField):
-            return ", ".join(value or []) or self.get_empty_value_display()
+        declared = self._declared_format(model_field, value)
+        if declared is not None:
+            return declared
         if isinstance(model_field, models.JSONField) and value is not None:
             pretty = json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False, default=str)
             return format_html("<pre class='bigquery-json'>{}</pre>", pretty)
         return display_for_field(value, model_field, self.get_empty_value_display())
+
+    def _declared_format(self, model_field: models.Field[Any, Any], value: Any) -> str | None:
+        """The admin's own format for the field (`value_formats`), or a repeated field's items; None
+        when the field is shown the default way (lists and row pages differ there)."""
+        if model_field.name in self.value_formats:
+            return self.value_formats[model_field.name](value)
+        if isinstance(model_field, RepeatedStringField):
+            return ", ".join(value or []) or self.get_empty_value_display()
+        return None

@@ -2,12 +2,14 @@
 `OPENAI` -> `OpenAI`), whichever table or message the value comes from.
 
 The portal's filters (tenants_app/portal/presentation.py) and the audit feed's sentences
-(services/audit_feed.py) both read these, so a value reads the same on every page.
+(services/audit_feed.py) both read these, so a value reads the same on every page. `column_names` tells
+which columns hold what kind of value, from the model declarations (enums here; instants for the API).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from django.apps import apps
@@ -28,15 +30,20 @@ def _labels() -> dict[str, str]:
     return labels
 
 
-@functools.cache
-def enum_columns() -> frozenset[str]:
-    """Names of the columns whose values are enum members (declared with choices in the models)."""
+def column_names(where: Callable[[Any], bool]) -> frozenset[str]:
+    """Names of the columns, across this app's models, whose declared field satisfies `where`."""
     return frozenset(
         field.name
         for model in apps.get_app_config("tenants_app").get_models()
         for field in model._meta.get_fields()
-        if getattr(field, "choices", None)
+        if where(field)
     )
+
+
+@functools.cache
+def enum_columns() -> frozenset[str]:
+    """Names of the columns whose values are enum members (declared with choices in the models)."""
+    return column_names(lambda field: bool(getattr(field, "choices", None)))
 
 
 def enum_label(value: Any) -> str:

@@ -17,10 +17,10 @@ import re
 from datetime import datetime
 from typing import Any
 
-from django.apps import apps
 from django.db import models
 from rest_framework import serializers
 
+from tenants_app.labels import column_names
 from tenants_app.timestamps import api_timestamp
 
 # An instant some service wrote as an ISO string: a date, a time and a zone (which an instant always has).
@@ -30,12 +30,7 @@ _ISO_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)
 @functools.cache
 def _instant_columns() -> frozenset[str]:
     """Names of the columns our models declare as instants (TIMESTAMP/DATETIME)."""
-    return frozenset(
-        field.name
-        for model in apps.get_app_config("tenants_app").get_models()
-        for field in model._meta.get_fields()
-        if isinstance(field, models.DateTimeField)
-    )
+    return column_names(lambda field: isinstance(field, models.DateTimeField))
 
 
 def timestamps_in_values(values: Any) -> Any:
