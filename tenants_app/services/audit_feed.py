@@ -20,6 +20,7 @@ from tenants_app.services.audit import AuditAction
 # names the entry holds is used, so an entry without a detail loses that clause, never its sentence.
 SUMMARIES: Mapping[AuditAction, tuple[str, ...]] = {
     AuditAction.TENANT_ONBOARD: (
+        "{actor} onboarded {tenant} on the {after_plan_name} plan",
         "{actor} onboarded {tenant} on the {after_plan} plan",
         "{actor} onboarded {tenant}",
     ),
@@ -226,10 +227,15 @@ def _sentence_values(entry: AuditLogEntry) -> dict[str, str]:
     for side, data in (("before", entry.before_values), ("after", entry.after_values)):
         for key, value in data.items() if isinstance(data, Mapping) else ():
             # An enum member reads as its label ("Professional", "OpenAI"), as on every page.
-            text = enum_label(value) if key in enum_columns() and value else _scalar_text(value)
+            text = enum_label(value) if key in _enum_keys() and value else _scalar_text(value)
             if text:
                 values[f"{side}_{key}"] = text
     return {name: value for name, value in values.items() if value}
+
+
+def _enum_keys() -> frozenset[str]:
+    # `plan`: the onboarding entries written before they named the column (`plan_name`).
+    return enum_columns() | {"plan"}
 
 
 def _subject(target: Target) -> str:

@@ -394,7 +394,7 @@ def _audit_onboarding(
             "company_name": profile.company_name,
             "admin_email": profile.admin_email,
             "status": profile.status,
-            "plan": request.plan.name,
+            "plan_name": request.plan.name,
             "dataset_id": request.dataset_id,
             "initial_api_key_id": key.api_key_id,
             "initial_key_prefix": key.key_prefix,

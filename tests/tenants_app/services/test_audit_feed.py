@@ -36,6 +36,16 @@ def test_it_says_a_plan_change_in_one_sentence() -> None:
     assert audit_summary(change) == "user:admin changed the plan of acme from Starter to Professional"
 
 
+@pytest.mark.parametrize("key", ["plan_name", "plan"])
+def test_it_names_the_plan_of_an_onboarding_by_its_label(key: str) -> None:
+    # `plan`: entries written before the onboarding named the column.
+    onboarded = entry(
+        AuditAction.TENANT_ONBOARD, target_type="tenant", target_id="acme", after_values={key: "PROFESSIONAL"}
+    )
+
+    assert audit_summary(onboarded) == "user:admin onboarded acme on the Professional plan"
+
+
 def test_it_says_why_a_key_was_revoked_and_drops_a_missing_reason_not_the_sentence() -> None:
     revoked = {"is_active": False, "revoked_at": "2026-12-03T16:30:05+00:00", "revoked_reason": "leaked"}
     with_reason = entry(

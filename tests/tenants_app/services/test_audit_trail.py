@@ -103,7 +103,7 @@ def test_it_records_one_tenant_onboard_entry_naming_the_initial_key(central: str
     assert (entry.action, entry.actor, entry.actor_type) == ("tenant.onboard", STAFF, "staff")
     assert (entry.target_type, entry.target_id, entry.source) == ("tenant", tenant_id, "command")
     assert entry.before_values is None
-    assert entry.after_values["plan"] == "STARTER"
+    assert entry.after_values["plan_name"] == "STARTER"
     assert entry.after_values["status"] == TenantStatus.ACTIVE
     assert entry.after_values["initial_api_key_id"] == initial_api_key_id(tenant_id)
     assert entry.after_values["initial_key_prefix"] == result.api_key.row.key_prefix
