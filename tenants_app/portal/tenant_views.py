@@ -38,6 +38,7 @@ from tenants_app.portal.pages import (
 from tenants_app.services.onboarding import OnboardingResult, tenant_onboard, tenant_onboard_validate
 from tenants_app.services.onboarding_checks import DEFAULT_PLAN
 from tenants_app.services.plans import PLANS
+from tenants_app.services.quota_rules import WARNING_PERCENT
 from tenants_app.services.tenant_capabilities import tenant_capabilities
 from tenants_app.services.tenant_overview import tenant_overview
 from tenants_app.services.tenants import (
@@ -84,6 +85,7 @@ def tenant_detail_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
         tenant_id=tenant_id,
         overview=overview,
         profile=profile,
+        threshold_percent=WARNING_PERCENT,
         capabilities=tenant_capabilities(
             profile=profile, subscription=overview.subscription, today=overview.usage_day
         ),
@@ -231,7 +233,7 @@ def _lifecycle_view(
         form = bound_form(request, forms.Form)
         if request.method == "POST" and profile.status == target:
             # The service is idempotent; say so instead of claiming a change.
-            messages.info(request, f"Tenant {tenant_id} is already {target}.")
+            messages.info(request, f"Tenant {tenant_id} is already {enum_label(target).lower()}.")
             return HttpResponseRedirect(detail_url(tenant_id))
         return submit_form(
             request,
@@ -244,7 +246,7 @@ def _lifecycle_view(
                 title=f"{verb.capitalize()} tenant {tenant_id}?",
                 form=form,
                 submit=f"Yes, {verb}",
-                intro=intro.format(tenant_id=tenant_id, status=profile.status),
+                intro=intro.format(tenant_id=tenant_id, status=enum_label(profile.status).lower()),
                 danger=danger,
             ),
         )
@@ -266,7 +268,7 @@ tenant_reactivate_view = _lifecycle_view(
     verb="reactivate",
     service=tenant_reactivate,
     target=TenantStatus.ACTIVE,
-    intro="Tenant {tenant_id} is {status}. Reactivating makes it ACTIVE: its keys work again.",
+    intro="Tenant {tenant_id} is {status}. Reactivating makes it active: its keys work again.",
     done="Tenant {tenant_id} was reactivated.",
     danger=False,
 )

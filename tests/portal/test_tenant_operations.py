@@ -230,7 +230,7 @@ def test_it_suspends_and_reactivates_after_confirmation(superuser_client: Client
     again = superuser_client.post(url("tenant-reactivate", tenant_id), follow=True)
 
     assert tenant_get(tenant_id=tenant_id).status == TenantStatus.ACTIVE
-    assert any("already ACTIVE" in message for message in messages_of(again))
+    assert any("already active" in message for message in messages_of(again))
 
 
 def test_it_shows_why_a_transition_is_refused(superuser_client: Client, onboard: Onboard) -> None:
