@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
 from tenants_app.secrets import find_secrets
+from tenants_app.services.actors import system_actor
 
 FIELDS = ("request_id", "tenant_id", "actor")
 # Values come from URLs and headers: only short plain ones are kept, so a line cannot be forged
@@ -84,7 +85,7 @@ def command_log_context(handle: Handler) -> Handler:
     @functools.wraps(handle)
     def wrapper(self: Any, *args: Any, **options: Any) -> Any:
         name = type(self).__module__.rsplit(".", 1)[-1]
-        with log_context(actor=f"system:{name}", request_id=new_correlation_id("cmd-")):
+        with log_context(actor=system_actor(name), request_id=new_correlation_id("cmd-")):
             return handle(self, *args, **options)
 
     return wrapper  # type: ignore[return-value]

@@ -29,6 +29,8 @@ class TenantStatus(models.TextChoices):
 # Tenants whose profile lets them work at all (keys accepted, runs scheduled and admitted); the
 # subscription's state then decides what they may do. One rule for every service that asks.
 WORKING_TENANT_STATUSES: tuple[str, ...] = (TenantStatus.ACTIVE, TenantStatus.TRIAL)
+# Offboarded for good: no key, credential or run is ever taken again, and lists of live tenants omit them.
+CLOSED_TENANT_STATUSES: tuple[str, ...] = (TenantStatus.CANCELLED, TenantStatus.DELETED)
 
 
 class SubscriptionStatus(models.TextChoices):

@@ -21,7 +21,7 @@ from bigquery_backend.exceptions import BackendUnavailable
 from tenants_app.api.errors import error_response
 from tenants_app.kms import DecryptionFailed, KmsError, KmsUnavailable, aad_for, get_kms
 from tenants_app.models import IdempotencyRecord
-from tenants_app.services.actors import api_key_actor
+from tenants_app.services.actors import api_key_actor, staff_actor
 from tenants_app.services.errors import ServiceError
 from tenants_app.services.retries import request_seed, retry_of_unknown_outcome
 
@@ -40,7 +40,7 @@ def principal_of(request: Request) -> str:
     api_key_id = getattr(request.user, "api_key_id", None)
     if api_key_id is not None:
         return api_key_actor(api_key_id)
-    return f"user:{request.user.pk}"
+    return staff_actor(str(request.user.pk))
 
 
 def _fingerprint(request: Request) -> str:

@@ -16,7 +16,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from tenants_app.labels import enum_label
-from tenants_app.models import TenantStatus
+from tenants_app.models import CLOSED_TENANT_STATUSES, TenantStatus
 from tenants_app.portal import forms as portal_forms
 from tenants_app.portal.charts import usage_trend_svg
 from tenants_app.portal.pages import (
@@ -92,7 +92,7 @@ def tenant_detail_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
         links=links,
         chart=chart,
         is_suspended=profile.status == TenantStatus.SUSPENDED,
-        is_closed=profile.status in {TenantStatus.CANCELLED, TenantStatus.DELETED},
+        is_closed=profile.status in CLOSED_TENANT_STATUSES,
         can_suspend=profile.status in SUSPENDABLE,
         now=timezone.now(),
         webhooks=webhook_endpoint_list(tenant_id=tenant_id),

@@ -41,6 +41,16 @@ ACTOR_FIELDS = frozenset({"created_by", "updated_by", "revoked_by", "deleted_by"
 _PLAIN_LITERAL = re.compile(r"^[a-z:]+$")
 
 
+SYSTEM_ACTOR_PREFIX = "system:"
+# Who acted when nothing says who (a row written by an older version, a call without an actor).
+UNKNOWN_ACTOR = f"{SYSTEM_ACTOR_PREFIX}unknown"
+
+
+def system_actor(job: str) -> str:
+    """How a command or periodic job is recorded: `system:<job>`."""
+    return f"{SYSTEM_ACTOR_PREFIX}{job}"
+
+
 def staff_actor(username: str) -> str:
     """How a person with a Django account (staff, or a worker token's account) is recorded."""
     return f"{STAFF_ACTOR_PREFIX}{username}"

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from tenants_app.models import AdminApiToken
 from tenants_app.secret_shapes import ADMIN_TOKEN_PREFIX, OUR_KEY_CHARACTERS, OUR_KEY_RANDOM_LENGTH
-from tenants_app.services.actors import staff_actor
+from tenants_app.services.actors import UNKNOWN_ACTOR, staff_actor
 from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
 
@@ -127,7 +127,7 @@ def admin_token_revoke(*, token_id: int, user: User | None = None, actor: str | 
         raise DoesNotExist("no such live token")
     audit_record(
         action=AuditAction.ADMIN_TOKEN_REVOKE,
-        actor=actor or (staff_actor(user.get_username()) if user is not None else "system:unknown"),
+        actor=actor or (staff_actor(user.get_username()) if user is not None else UNKNOWN_ACTOR),
         target_type="admin_token",
         target_id=str(token.pk),
         before={**_audit_data(token), "revoked_at": None},

@@ -20,7 +20,12 @@ from django.utils import timezone
 
 from tenants_app import secret_shapes
 from tenants_app.kms import KmsUnavailable, aad_for, get_kms
-from tenants_app.models import AuditLogEntry, TenantApiKey, TenantProfile, TenantStatus
+from tenants_app.models import (
+    CLOSED_TENANT_STATUSES,
+    AuditLogEntry,
+    TenantApiKey,
+    TenantProfile,
+)
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_key_scopes import check_scopes, within_creator_expiry
 from tenants_app.services.api_key_verification import (
@@ -51,8 +56,6 @@ _KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 NAME_MAX_LENGTH = 100
 REASON_MAX_LENGTH = 500
 ACTOR_MAX_LENGTH = 254
-
-_CLOSED_TENANT_STATUSES = frozenset({TenantStatus.CANCELLED, TenantStatus.DELETED})
 
 
 # --- results ----------------------------------------------------------------------------------------
@@ -313,7 +316,7 @@ def usable_tenant_profile(tenant_id: str) -> TenantProfile:
     profile = central_repository(TenantProfile).find(tenant_id) if isinstance(tenant_id, str) else None
     if profile is None:
         raise DoesNotExist(f"tenant {tenant_id!r} does not exist")
-    if profile.status in _CLOSED_TENANT_STATUSES:
+    if profile.status in CLOSED_TENANT_STATUSES:
         raise ValidationFailed(
             f"tenant {tenant_id} is {profile.status.lower()}: it cannot get API keys",
             errors={"tenant_id": [f"Tenant is {profile.status.lower()}."]},

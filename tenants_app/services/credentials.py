@@ -27,6 +27,7 @@ from tenants_app.models import (
     ValidationStatus,
 )
 from tenants_app.repositories import central_repository
+from tenants_app.services.actors import UNKNOWN_ACTOR
 from tenants_app.services.audit import AuditAction, audit_record
 
 # Re-exported: callers of the service know the payload limit from here.
@@ -57,7 +58,6 @@ AAD_TABLE = "tenant_cloud_credentials"
 MAX_NAME_LENGTH = 100
 MAX_ACTOR_LENGTH = 254
 # The audit log needs an actor; callers that pass None (none in this code base) are recorded so.
-UNKNOWN_ACTOR = "system:unknown"
 
 
 # --- helpers ----------------------------------------------------------------------------------------

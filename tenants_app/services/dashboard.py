@@ -23,13 +23,13 @@ from bigquery_backend.identifiers import quote_table
 from bigquery_backend.schema import table_definition
 from tenants_app.log_context import ContextThreadPoolExecutor
 from tenants_app.models import (
+    CLOSED_TENANT_STATUSES,
     PlanName,
     RunState,
     TenantPipelineConfig,
     TenantPipelineExecutionQueue,
     TenantProfile,
     TenantScheduledPipelineRun,
-    TenantStatus,
     TenantSubscription,
     TenantUsageQuota,
 )
@@ -48,7 +48,6 @@ SCHEDULER_STATUS_CACHE_SECONDS = 15
 STATUS_LOOKBACK_DAYS = 7
 _STATUS_CACHE_KEY = "dashboard:scheduler-status:v1"
 # Offboarded tenants run nothing and would only pad the page.
-EXCLUDED_STATUSES = (TenantStatus.CANCELLED, TenantStatus.DELETED)
 NO_PLAN = "(none)"
 
 
@@ -485,7 +484,7 @@ def _pressure_sql(day: date, *, today: date) -> tuple[str, list[QueryParameter]]
         bigquery.ScalarQueryParameter("warn_numerator", "INT64", WARNING_RATIO[0]),
         bigquery.ScalarQueryParameter("warn_denominator", "INT64", WARNING_RATIO[1]),
         bigquery.ScalarQueryParameter("queued", "STRING", RunState.QUEUED.value),
-        bigquery.ArrayQueryParameter("excluded", "STRING", list(EXCLUDED_STATUSES)),
+        bigquery.ArrayQueryParameter("excluded", "STRING", list(CLOSED_TENANT_STATUSES)),
     ]
     return sql, parameters
 

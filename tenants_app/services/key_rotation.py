@@ -27,7 +27,7 @@ from bigquery_backend.repository import Repository, RowChange
 from tenants_app.kms import DecryptionFailed, KeyManagementService, aad_for, get_kms, local_ciphertext_key_id
 from tenants_app.models import IdempotencyRecord, TenantApiKey, TenantCloudCredential
 from tenants_app.repositories import central_repository
-from tenants_app.services.actors import api_key_actor
+from tenants_app.services.actors import api_key_actor, system_actor
 from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.credentials import AAD_TABLE as CREDENTIALS_AAD_TABLE
 
@@ -51,7 +51,7 @@ DEFAULT_BATCH_SIZE = 200
 _READ_PAGE = 1000
 # Label for a ciphertext whose header names no key of ours (not our format, or truncated).
 UNKNOWN_FORMAT = "unknown format"
-DEFAULT_ACTOR = "system:reencrypt_credentials"
+DEFAULT_ACTOR = system_actor("reencrypt_credentials")
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from google.cloud import bigquery
 from bigquery_backend.client import get_gateway
 from bigquery_backend.exceptions import InvalidIdentifier, NotFound
 from tenants_app.kms import KmsUnavailable, get_kms
-from tenants_app.models import PlanName, TenantApiKey, TenantProfile, TenantStatus
+from tenants_app.models import CLOSED_TENANT_STATUSES, PlanName, TenantApiKey, TenantProfile
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.datasets import TENANT_ID_PATTERN, tenant_dataset, tenant_dataset_labels
@@ -306,7 +306,7 @@ def tenant_id_free_check(request: OnboardingRequest) -> TenantIdCheck:
     profile = central_repository(TenantProfile).find(tenant_id)
     if profile is None:
         return TenantIdCheck(TENANT_ID_FREE, True, f"No tenant has the id {tenant_id}.")
-    if profile.status in {TenantStatus.CANCELLED, TenantStatus.DELETED}:
+    if profile.status in CLOSED_TENANT_STATUSES:
         # An offboarded tenant is never "resumed": that would recreate a purged dataset and its views.
         reason = "This tenant was offboarded."
         refusal = AlreadyExists(

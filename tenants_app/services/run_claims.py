@@ -43,6 +43,7 @@ from bigquery_backend.exceptions import BigQueryError
 from bigquery_backend.models import model_replace
 from bigquery_backend.repository import RowChange
 from tenants_app.models import RunState, TenantPipelineExecutionQueue
+from tenants_app.services.actors import system_actor
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.errors import ServiceError, ValidationFailed
 from tenants_app.services.quota_batches import Room, quota_admit_many, quota_rooms
@@ -244,7 +245,7 @@ class _ClaimTick:
         expired = [c for c in candidates if c.entry.state == RunState.RUNNING]
         if not expired:
             return candidates
-        report = _reap(expired, now=self.now, cutoff=self.now, actor="system:claim")
+        report = _reap(expired, now=self.now, cutoff=self.now, actor=system_actor("claim"))
         requeued = set(report.requeued)
         kept = []
         for candidate in candidates:

@@ -48,6 +48,7 @@ from google.cloud import bigquery
 
 from bigquery_backend.models import model_replace
 from tenants_app.models import RunState, TenantPipelineExecutionQueue
+from tenants_app.services.actors import system_actor
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.errors import LeaseLost, ValidationFailed
@@ -180,7 +181,7 @@ def runs_reap_orphaned(
     now: datetime | None = None,
     timeout: timedelta | None = None,
     dry_run: bool = False,
-    actor: str = "system:cleanup_orphaned_runs",
+    actor: str = system_actor("cleanup_orphaned_runs"),
     limit: int = 1000,
 ) -> ReapReport:
     """Re-queue (or fail, when out of retries) RUNNING runs whose worker is gone; slots released once.

@@ -75,6 +75,7 @@ from tenants_app.models import (
     TenantSubscription,
 )
 from tenants_app.repositories import central_repository
+from tenants_app.services.actors import system_actor
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.cron import cron_iter, cron_prev
@@ -83,7 +84,7 @@ from tenants_app.services.subscription_selectors import subscription_effective_s
 
 logger = logging.getLogger(__name__)
 
-SCHEDULER_ACTOR = "system:schedule_pipelines"
+SCHEDULER_ACTOR = system_actor("schedule_pipelines")
 MAX_RUN_ID_LENGTH = 128
 # Skipped slots of one config are counted up to this bound (a scheduler stopped for months).
 MAX_SLOTS_COUNTED = 1_000

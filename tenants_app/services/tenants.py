@@ -10,7 +10,14 @@ from django.utils import timezone
 
 from bigquery_backend.client import get_gateway
 from bigquery_backend.repository import Page, Search
-from tenants_app.models import TenantApiKey, TenantCloudCredential, TenantProfile, TenantStatus
+from tenants_app.models import (
+    CLOSED_TENANT_STATUSES,
+    WORKING_TENANT_STATUSES,
+    TenantApiKey,
+    TenantCloudCredential,
+    TenantProfile,
+    TenantStatus,
+)
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_key_verification import api_key_cache_invalidate
 from tenants_app.services.audit import AuditAction, audit_changes, audit_record
@@ -24,8 +31,7 @@ from tenants_app.services.subscription_status import subscription_cancel
 TENANT_SEARCH_FIELDS = ("tenant_id", "company_name", "admin_email")
 MAX_PAGE_SIZE = 200
 # Which states each transition may start from: anything else is a 409-free, clear 400.
-SUSPENDABLE = {TenantStatus.ACTIVE, TenantStatus.TRIAL}
-OFFBOARDED = {TenantStatus.CANCELLED, TenantStatus.DELETED}
+SUSPENDABLE = WORKING_TENANT_STATUSES
 
 _PROFILE_CACHE_PREFIX = "cvg:tenant-profile:v1:"
 
@@ -190,7 +196,7 @@ def tenant_reactivate(*, tenant_id: str, actor: str) -> TenantProfile:
 def tenant_offboard(*, tenant_id: str, actor: str, purge_dataset: bool = False) -> TenantProfile:
     """Cancel the tenant: keys revoked (at once), credentials deactivated, subscription cancelled; its
     dataset kept unless `purge_dataset`. Each step is safe to repeat, so sending it again finishes it."""
-    allowed = set(TenantStatus.values) - OFFBOARDED
+    allowed = set(TenantStatus.values) - set(CLOSED_TENANT_STATUSES)
     profile, previous = _transition(
         tenant_id, allowed_from=allowed, to=TenantStatus.CANCELLED, verb="offboard"
     )

@@ -44,6 +44,7 @@ from tenants_app.models import (
     TenantUsageQuota,
 )
 from tenants_app.repositories import central_repository
+from tenants_app.services.actors import system_actor
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.errors import ValidationFailed
 from tenants_app.services.onboarding import usage_id_for
@@ -198,7 +199,7 @@ def usage_roll_over(
     day: date | None = None,
     retention_days: int | None = None,
     dry_run: bool = False,
-    actor: str = "system:roll_over_usage",
+    actor: str = system_actor("roll_over_usage"),
 ) -> RolloverReport:
     """Start a day: expire ended trials, create every working tenant's usage row, drop rows past retention.
 

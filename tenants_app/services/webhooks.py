@@ -20,6 +20,7 @@ from tenants_app import secret_shapes
 from tenants_app.kms import KmsUnavailable, get_kms
 from tenants_app.models import TenantWebhookDelivery, TenantWebhookEndpoint
 from tenants_app.repositories import central_repository
+from tenants_app.services.actors import UNKNOWN_ACTOR
 from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.errors import DoesNotExist, PlanLimitReached, ServiceUnavailable, ValidationFailed
 from tenants_app.services.notifications import EVENT_TYPES, TEST_EVENT, notify
@@ -32,7 +33,6 @@ DISPLAY_RANDOM_CHARS = 6
 MAX_ENDPOINTS_PER_TENANT = 10
 MAX_DESCRIPTION_LENGTH = 200
 MAX_PAGE_SIZE = 100
-UNKNOWN_ACTOR = "system:unknown"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from tenants_app.services.actors import system_actor
 from tenants_app.services.admin_tokens import admin_token_create
 from tenants_app.services.errors import ValidationFailed
 
@@ -24,7 +25,9 @@ class Command(BaseCommand):
         except User.DoesNotExist:
             raise CommandError(f"no user {options['username']!r}") from None
         try:
-            issued = admin_token_create(user=user, name=options["name"], actor="system:create_admin_token")
+            issued = admin_token_create(
+                user=user, name=options["name"], actor=system_actor("create_admin_token")
+            )
         except ValidationFailed as exc:
             reasons = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.errors.items())
             raise CommandError(f"{exc.message}: {reasons}") from None

@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from tenants_app.models import AdminApiToken
+from tenants_app.services.actors import system_actor
 from tenants_app.services.admin_tokens import admin_token_revoke
 from tenants_app.services.errors import DoesNotExist
 
@@ -29,7 +30,7 @@ class Command(BaseCommand):
         if options["token_id"] is None:
             raise CommandError("give a token id to revoke, or --list")
         try:
-            admin_token_revoke(token_id=options["token_id"], actor="system:revoke_admin_token")
+            admin_token_revoke(token_id=options["token_id"], actor=system_actor("revoke_admin_token"))
         except DoesNotExist:
             raise CommandError(f"no live admin token with id {options['token_id']}") from None
         if options["verbosity"] >= 1:
