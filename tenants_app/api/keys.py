@@ -122,7 +122,7 @@ class ApiKeyRotateApi(TenantScopedApi):
     class InputSerializer(serializers.Serializer):
         grace = serializers.ChoiceField(
             choices=list(ROTATION_GRACE_CHOICES),
-            help_text="How long the old key keeps working: 0, 1h, 24h or 7d.",
+            help_text=f"How long the old key keeps working: {', '.join(ROTATION_GRACE_CHOICES)}.",
         )
 
     @extend_schema(

@@ -51,7 +51,7 @@ def _instant_or_as_is(name: str, value: Any) -> Any:
         return value
     try:
         return api_timestamp(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # not a date, or one that UTC cannot hold (year 1 at +01:00)
         return value
 
 

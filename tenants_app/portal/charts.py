@@ -144,11 +144,17 @@ def nice_ceiling(value: float) -> float:
     return float(10 * power)  # pragma: no cover - the loop always returns
 
 
-def _colour(value: float, limit: int | None) -> str:
-    return _colour_for_ratio(value / limit) if limit else NORMAL_COLOUR
+def _colour(value: int, limit: int | None) -> str:
+    """A day's bar: counts against a limit, by the integer test admission uses."""
+    if not limit:
+        return NORMAL_COLOUR
+    if value >= limit:
+        return OVER_COLOUR
+    return WARNING_COLOUR if at_warning(used=value, limit=limit) else NORMAL_COLOUR
 
 
 def _colour_for_ratio(ratio: float) -> str:
+    # The dashboard hands its pressure bars a ratio it computed in SQL by the same rule.
     if ratio >= 1:
         return OVER_COLOUR
     if ratio >= WARNING_SHARE:

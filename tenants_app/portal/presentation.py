@@ -33,7 +33,10 @@ def timestamp(value: object) -> str:
     if isinstance(value, dt.datetime):
         if timezone.is_naive(value):
             value = value.replace(tzinfo=dt.UTC)
-        return value.astimezone(dt.UTC).strftime(TIMESTAMP_FORMAT)
+        try:
+            return value.astimezone(dt.UTC).strftime(TIMESTAMP_FORMAT)
+        except OverflowError:  # a moment UTC cannot hold (year 1 at +01:00): shown as stored
+            return value.isoformat()
     if isinstance(value, dt.date):
         return value.strftime(DATE_FORMAT)
     return str(value)

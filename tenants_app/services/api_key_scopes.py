@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from tenants_app.services.errors import ScopeNotHeld
+from tenants_app.timestamps import api_timestamp
 
 # Every scope a key can carry. The API checks them per endpoint; nothing else is accepted.
 API_KEY_SCOPES: tuple[str, ...] = (
@@ -62,6 +63,6 @@ def within_creator_expiry(
     if expires_at is not None and refuse_later:
         raise ScopeNotHeld(
             "This API key cannot grant a key that outlives it: expires_at must be no later than "
-            f"its own expiry, {creator_expires_at.isoformat()}."
+            f"its own expiry, {api_timestamp(creator_expires_at)}."
         )
     return creator_expires_at

@@ -81,6 +81,7 @@ from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.cron import cron_iter, cron_prev
 from tenants_app.services.plans import OPERATION_RUN, status_allows
 from tenants_app.services.subscription_selectors import subscription_effective_status
+from tenants_app.timestamps import api_timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -246,7 +247,7 @@ class SchedulerReport:
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe summary (without the per-run list)."""
         return {
-            "now": self.now.isoformat(),
+            "now": api_timestamp(self.now),
             "dry_run": self.dry_run,
             "max_catch_up": self.max_catch_up,
             "batches": self.batches,

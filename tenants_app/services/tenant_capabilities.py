@@ -15,6 +15,7 @@ from datetime import UTC, date
 
 from django.utils import timezone
 
+from tenants_app.labels import enum_label
 from tenants_app.models import (
     WORKING_TENANT_STATUSES,
     SubscriptionStatus,
@@ -133,7 +134,7 @@ def _prefix(
 ) -> str:
     """What decides the verdict: the tenant's own status first, then its subscription's."""
     if profile.status not in WORKING_TENANT_STATUSES:
-        return _TENANT_PREFIXES.get(profile.status, str(profile.status).capitalize())
+        return _TENANT_PREFIXES.get(profile.status, enum_label(profile.status))
     if subscription is None or status is None:
         return "No subscription"
     ends = subscription.trial_end_date
@@ -141,7 +142,7 @@ def _prefix(
         return f"Trial ends {ends.isoformat()}" if ends else "Trial"
     if status == SubscriptionStatus.EXPIRED and subscription.status == SubscriptionStatus.TRIAL and ends:
         return f"Trial ended {ends.isoformat()}"
-    return _SUBSCRIPTION_PREFIXES.get(status, str(status).capitalize())
+    return _SUBSCRIPTION_PREFIXES.get(status, enum_label(status))
 
 
 def _consequences(allowed: tuple[str, ...], keys_accepted: bool) -> str:

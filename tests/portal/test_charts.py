@@ -136,3 +136,13 @@ def test_it_fills_a_pressure_bar_to_its_share_capped_at_full(
 )
 def test_it_rounds_the_axis_top_up_to_a_readable_figure(value: float, expected: float) -> None:
     assert nice_ceiling(value) == pytest.approx(expected)
+
+
+def test_it_colours_exactly_80_percent_as_a_warning_where_floats_would_not() -> None:
+    # 12 of 15 is 80% exactly, but 15 * 0.8 is 12.000000000000002 in floats: the integer test decides.
+    root = parse(usage_trend_svg(days=DAYS[:2], runs=[11, 12], daily_limit=15, title="Runs"))
+
+    fills = [bar.get("fill") for bar in by_class(root, "bar")]
+    assert fills[1] == WARNING_COLOUR
+    assert fills[0] != WARNING_COLOUR
+    assert "1 of 2 days at or above 80%" in ET.tostring(root, encoding="unicode")
