@@ -20,7 +20,7 @@ from tenants_app import secret_shapes
 from tenants_app.kms import KmsUnavailable, get_kms
 from tenants_app.models import TenantWebhookDelivery, TenantWebhookEndpoint
 from tenants_app.repositories import central_repository
-from tenants_app.services.actors import UNKNOWN_ACTOR
+from tenants_app.services.actors import UNKNOWN_ACTOR, actor_masked
 from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.errors import DoesNotExist, PlanLimitReached, ServiceUnavailable, ValidationFailed
 from tenants_app.services.notifications import EVENT_TYPES, TEST_EVENT, notify
@@ -203,7 +203,11 @@ def webhook_endpoint_send_test(*, tenant_id: str, endpoint_id: str, actor: str |
         event=TEST_EVENT,
         tenant_id=tenant_id,
         endpoint_id=row.endpoint_id,
-        data={"message": "A test event sent from Convergence.", "requested_by": actor or UNKNOWN_ACTOR},
+        # The body goes to the tenant's endpoint: it says staff asked, never which staff member (actors.py).
+        data={
+            "message": "A test event sent from Convergence.",
+            "requested_by": actor_masked(actor or UNKNOWN_ACTOR),
+        },
     )
     if event_id is None:
         raise ServiceUnavailable("the event queue is unavailable: try again later")

@@ -294,6 +294,24 @@ def test_it_sends_the_test_event_to_its_endpoint_only_and_emails_nobody(receiver
     assert mail.outbox == []
 
 
+@pytest.mark.parametrize(
+    ("actor", "shown"),
+    [("user:alice.smith", "staff"), ("apikey:key_123", "apikey:key_123"), (None, "system:unknown")],
+)
+def test_it_names_no_staff_member_in_the_test_event_a_tenant_receives(
+    receiver: Receiver, actor: str | None, shown: str
+) -> None:
+    tenant_id = add_tenant()
+    created = webhook_endpoint_create(tenant_id=tenant_id, url=receiver.url, created_by="user:ops")
+
+    webhook_endpoint_send_test(tenant_id=tenant_id, endpoint_id=created.endpoint.endpoint_id, actor=actor)
+    notifications_deliver(now=T0)
+
+    [request] = receiver.received
+    assert json.loads(request.body)["data"]["requested_by"] == shown
+    assert b"alice" not in request.body
+
+
 def test_it_sends_an_endpoint_only_the_events_it_subscribed_to(receiver: Receiver) -> None:
     tenant_id = add_tenant()
     webhook_endpoint_create(
