@@ -138,8 +138,8 @@ def test_it_rounds_the_axis_top_up_to_a_readable_figure(value: float, expected: 
     assert nice_ceiling(value) == pytest.approx(expected)
 
 
-def test_it_colours_exactly_80_percent_as_a_warning_where_floats_would_not() -> None:
-    # 12 of 15 is 80% exactly, but 15 * 0.8 is 12.000000000000002 in floats: the integer test decides.
+def test_it_colours_exactly_80_percent_of_the_limit_as_a_warning() -> None:
+    # 12 of 15 is 80% exactly: the boundary belongs to the warning, by the rule admission uses.
     root = parse(usage_trend_svg(days=DAYS[:2], runs=[11, 12], daily_limit=15, title="Runs"))
 
     fills = [bar.get("fill") for bar in by_class(root, "bar")]
