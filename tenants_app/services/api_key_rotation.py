@@ -41,6 +41,7 @@ from tenants_app.services.api_keys import (
 from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.errors import AlreadyExists, ScopeNotHeld, ServiceUnavailable, ValidationFailed
 from tenants_app.services.retries import is_retry_of_unknown_outcome
+from tenants_app.services.text_rules import BIDI_CONTROLS
 
 logger = logging.getLogger(__name__)
 
@@ -70,11 +71,15 @@ def replacement_key_id(*, tenant_id: str, api_key_id: str) -> str:
 def rotated_key_name(*, name: str | None, rotated_at: datetime) -> str:
     """A replacement's name: its predecessor's, with the rotation's UTC date as the only suffix.
 
-    A name that already ends in a rotation suffix gets the new date instead of a second suffix, and a
-    long name is cut so that the suffix always fits in NAME_MAX_LENGTH.
+    A name that already ends in a rotation suffix gets the new date instead of a second suffix, a long
+    name is cut so that the suffix always fits in NAME_MAX_LENGTH, and bidi control characters
+    (text_rules.BIDI_CONTROLS) are left out.
     """
     suffix = f" (rotated {rotated_at.astimezone(UTC).date().isoformat()})"
-    base = _ROTATED_SUFFIX.sub("", (name or "").strip()) or UNNAMED_KEY
+    # A key stored before bidi controls were refused in names keeps its name, but its replacement is a
+    # new name, written now: it gets the rule, by dropping them (refusing would make the key unrotatable).
+    visible = "".join(character for character in name or "" if character not in BIDI_CONTROLS)
+    base = _ROTATED_SUFFIX.sub("", visible.strip()) or UNNAMED_KEY
     return base[: NAME_MAX_LENGTH - len(suffix)].rstrip() + suffix
 
 

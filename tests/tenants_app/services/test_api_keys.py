@@ -51,6 +51,7 @@ from tenants_app.services.errors import (
 from tenants_app.services.generations import cache_key as generations_key
 from tenants_app.services.generations import key_subject
 from tenants_app.services.tenants import tenant_suspend
+from tenants_app.services.text_rules import bidi_reason
 from tests.support.bigquery_proxy import Exchange, LoopbackProxy
 from tests.support.kms_fake import FakeCloudKms
 from tests.tenants_app.services.conftest import MakeTenant
@@ -527,6 +528,25 @@ def test_it_replaces_an_earlier_rotation_date_instead_of_adding_one() -> None:
         "CI (rotated 2026-12-04)"
     )
     assert rotated_key_name(name=None, rotated_at=rotated_on) == "API key (rotated 2026-12-03)"
+
+
+def test_it_leaves_the_bidi_controls_of_a_legacy_name_out_of_its_replacement(tenant: str) -> None:
+    old = issue(tenant)
+    # Stored before names were checked for bidi controls: issuing refuses this name now.
+    central_repository(TenantApiKey).update(old.row.api_key_id, {"name": "Deploy\u202e key\u2066"})
+
+    new = api_key_rotate(
+        tenant_id=tenant, api_key_id=old.row.api_key_id, grace=timedelta(hours=1), rotated_by="ops"
+    )
+
+    assert stored(new.row.api_key_id).name == f"Deploy key (rotated {utc_today()})"
+    assert bidi_reason(stored(new.row.api_key_id).name) is None
+    assert stored(old.row.api_key_id).name == "Deploy\u202e key\u2066"
+    rotated_on = datetime(2026, 12, 3, tzinfo=UTC)
+    assert rotated_key_name(name="\u202e \u200f", rotated_at=rotated_on) == "API key (rotated 2026-12-03)"
+    assert rotated_key_name(name="CI (rotated 2026-11-30)\u202c", rotated_at=rotated_on) == (
+        "CI (rotated 2026-12-03)"
+    )
 
 
 def test_it_cuts_a_long_name_so_that_the_rotation_date_fits(tenant: str) -> None:
