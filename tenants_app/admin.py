@@ -14,7 +14,7 @@ from django.utils.html import format_html
 from bigquery_backend.admin import BigQueryModelAdmin, ObjectTool
 from bigquery_backend.repository import Repository
 from tenants_app.api.permissions import is_read_only_staff
-from tenants_app.labels import enum_label
+from tenants_app.labels import EMPTY, enum_label
 from tenants_app.models import (
     AdminApiToken,
     AuditLogEntry,
@@ -35,7 +35,7 @@ from tenants_app.models import (
 from tenants_app.portal import presentation
 from tenants_app.repositories import central_repository, tenant_repository
 from tenants_app.services.audit import SOURCES, AuditAction
-from tenants_app.services.audit_feed import audit_action_label, audit_diff, audit_sentence, audit_target
+from tenants_app.services.audit_feed import audit_action_label, audit_diff_text, audit_sentence, audit_target
 from tenants_app.services.datasets import check_tenant_id
 from tenants_app.services.errors import ServiceUnavailable
 from tenants_app.services.tenant_capabilities import tenant_capabilities_for
@@ -339,6 +339,14 @@ class TenantPipelineExecutionQueueAdmin(CentralTableAdmin):
     ordering = ("priority", "scheduled_time")
 
 
+# How an entry's source reads: in the feed's filter, on the entry's line and in its columns alike.
+AUDIT_SOURCE_LABELS = {source: "API" if source == "api" else source.capitalize() for source in SOURCES}
+
+
+def audit_source_label(source: str | None) -> str:
+    return AUDIT_SOURCE_LABELS.get(source or "", source or EMPTY)
+
+
 @admin.register(AuditLogEntry)
 class AuditLogEntryAdmin(CentralTableAdmin):
     """The audit log as a feed: when, who, what, on what, and one sentence (services/audit_feed.py)."""
@@ -349,9 +357,10 @@ class AuditLogEntryAdmin(CentralTableAdmin):
     exact_filter_fields = ("tenant_id", "actor", "target_id", "request_id")
     filter_choices = {
         "action": AuditAction.choices,
-        "source": [(source, "API" if source == "api" else source.capitalize()) for source in SOURCES],
+        "source": list(AUDIT_SOURCE_LABELS.items()),
         "actor_type": [("staff", "Staff"), ("tenant_key", "Tenant key"), ("system", "System")],
     }
+    value_formats = {**CentralTableAdmin.value_formats, "source": audit_source_label}
     ordering = ("-occurred_at",)
     list_per_page = 100
     change_list_template = "admin/tenants_app/auditlogentry/change_list.html"
@@ -412,7 +421,8 @@ class AuditLogEntryAdmin(CentralTableAdmin):
                 summary=self.summary(entry),
                 action_label=audit_action_label(entry.action),
                 target=self.target(entry),
-                diff=audit_diff(entry),
+                source_label=audit_source_label(entry.source),
+                diff=audit_diff_text(entry),
             )
         return response
 

@@ -3,7 +3,7 @@
 
 The portal's filters (tenants_app/portal/presentation.py) and the audit feed's sentences
 (services/audit_feed.py) both read these, so a value reads the same on every page. `column_names` tells
-which columns hold what kind of value, from the model declarations (enums here; instants for the API).
+which columns hold what kind of value, from the model declarations (enums, instants).
 """
 
 from __future__ import annotations
@@ -44,6 +44,12 @@ def column_names(where: Callable[[Any], bool]) -> frozenset[str]:
 def enum_columns() -> frozenset[str]:
     """Names of the columns whose values are enum members (declared with choices in the models)."""
     return column_names(lambda field: bool(getattr(field, "choices", None)))
+
+
+@functools.cache
+def instant_columns() -> frozenset[str]:
+    """Names of the columns our models declare as instants (TIMESTAMP/DATETIME)."""
+    return column_names(lambda field: isinstance(field, models.DateTimeField))
 
 
 def enum_label(value: Any) -> str:

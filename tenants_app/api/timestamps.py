@@ -12,25 +12,17 @@ some services hand over (credential and webhook metadata, audit values) and refo
 
 from __future__ import annotations
 
-import functools
 import re
 from datetime import datetime
 from typing import Any
 
-from django.db import models
 from rest_framework import serializers
 
-from tenants_app.labels import column_names
+from tenants_app.labels import instant_columns
 from tenants_app.timestamps import api_timestamp
 
 # An instant some service wrote as an ISO string: a date, a time and a zone (which an instant always has).
 _ISO_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})")
-
-
-@functools.cache
-def _instant_columns() -> frozenset[str]:
-    """Names of the columns our models declare as instants (TIMESTAMP/DATETIME)."""
-    return column_names(lambda field: isinstance(field, models.DateTimeField))
 
 
 def timestamps_in_values(values: Any) -> Any:
@@ -47,7 +39,7 @@ def timestamps_in_values(values: Any) -> Any:
 
 
 def _instant_or_as_is(name: str, value: Any) -> Any:
-    if name not in _instant_columns() or not isinstance(value, str) or not _ISO_INSTANT.fullmatch(value):
+    if name not in instant_columns() or not isinstance(value, str) or not _ISO_INSTANT.fullmatch(value):
         return value
     try:
         return api_timestamp(value)

@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tenants_app.labels import enum_columns, enum_label
+from tenants_app.labels import enum_columns, enum_label, instant_columns
 from tenants_app.models import AuditLogEntry
+from tenants_app.portal.presentation import json_text, timestamp
 from tenants_app.services.audit import AuditAction
 
 # A sentence per action. `{actor}`, `{tenant}`, `{target}` and `{type}` name the entry's own columns;
@@ -202,6 +203,19 @@ def audit_diff(entry: AuditLogEntry) -> list[DiffLine]:
     return lines
 
 
+def audit_diff_text(entry: AuditLogEntry) -> list[DiffLine]:
+    """The diff as a page shows it: each value as text in its column's format (time, label, JSON)."""
+    return [
+        DiffLine(
+            line.key,
+            line.change,
+            before=None if line.change == "added" else _diff_value_text(line.key, line.before),
+            after=None if line.change == "removed" else _diff_value_text(line.key, line.after),
+        )
+        for line in audit_diff(entry)
+    ]
+
+
 # --- internals --------------------------------------------------------------------------------------
 def _known_action(action: str) -> AuditAction | None:
     try:
@@ -236,6 +250,16 @@ def _sentence_values(entry: AuditLogEntry) -> dict[str, str]:
 def _enum_keys() -> frozenset[str]:
     # `plan`: the onboarding entries written before they named the column (`plan_name`).
     return enum_columns() | {"plan"}
+
+
+def _diff_value_text(key: str, value: Any) -> str:
+    # A nested key (`replacement.expires_at`) is of the kind its own column name says.
+    column = key.rpartition(".")[2]
+    if column in instant_columns():
+        return timestamp(value)
+    if column in _enum_keys() and not isinstance(value, Mapping | list):
+        return enum_label(value)
+    return json_text(value)
 
 
 def _subject(target: Target) -> str:

@@ -16,7 +16,7 @@ from django.urls import reverse
 
 from bigquery_backend.client import get_gateway
 from tenants_app.services.api_keys import api_key_create, api_key_revoke
-from tenants_app.services.audit import AuditAction, audit_record
+from tenants_app.services.audit import AuditAction, audit_context, audit_record
 from tests.portal.conftest import AddTenant
 
 TENANTS_APP = Path(settings.BASE_DIR) / "tenants_app"
@@ -213,6 +213,42 @@ def test_it_shows_an_entrys_before_and_after_key_by_key_as_json(
     assert "&quot;runs:read&quot;" in diff.group(1)
     assert "True" not in diff.group(1)
     assert "'runs:read'" not in diff.group(1)
+
+
+def test_it_shows_an_entrys_times_labels_and_source_as_every_page_does(
+    superuser_client: Client, add_tenant: AddTenant
+) -> None:
+    tenant_id = add_tenant().tenant_id
+    with audit_context(source="api"):
+        entry = audit_record(
+            action=AuditAction.SUBSCRIPTION_STATUS_CHANGE,
+            actor="user:admin",
+            tenant_id=tenant_id,
+            target_type="subscription",
+            target_id="sub_1",
+            before={"status": "ACTIVE", "updated_at": "2026-12-03T16:30:05+00:00"},
+            after={"status": "SUSPENDED", "updated_at": "2026-12-04T09:00:00+00:00"},
+        )
+    feed_page = superuser_client.get(feed(tenant_id__exact=tenant_id)).content.decode()
+
+    page = superuser_client.get(entry_page(entry.audit_id)).content.decode()
+
+    diff = re.search(r'<table class="audit-diff" id="audit-diff">(.*?)</table>', page, flags=re.S)
+    assert diff is not None
+    assert re.findall(r"<pre>([^<]*)</pre>", diff.group(1)) == [
+        "Active",
+        "Suspended",
+        "2026-12-03 16:30:05 UTC",
+        "2026-12-04 09:00:00 UTC",
+    ]
+    # The source reads as the feed's filter names it, on the entry's line and in its columns.
+    assert 'source__exact=api">API</a>' in feed_page
+    assert '<span class="audit-source">API</span>' in page
+    source_row = re.search(
+        r'class="form-row field-source">.*?class="readonly"[^>]*>([^<]*)<', page, flags=re.S
+    )
+    assert source_row is not None
+    assert source_row.group(1) == "API"
 
 
 def test_it_never_shows_a_key_on_the_feed_or_an_entry(

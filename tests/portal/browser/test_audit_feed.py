@@ -113,8 +113,10 @@ def test_it_shows_an_entry_with_what_changed_before_and_after(
     )
     expect(page.locator("#audit-target")).to_contain_text(history)
     plan = page.locator("#audit-diff tr.audit-diff-changed", has_text="plan_name")
-    expect(plan.locator("td").nth(0)).to_have_text("STARTER")
-    expect(plan.locator("td").nth(1)).to_have_text("PROFESSIONAL")
+    expect(plan.locator("td").nth(0)).to_have_text("Starter")
+    expect(plan.locator("td").nth(1)).to_have_text("Professional")
+    # Recorded by a service called outside any request: its source reads as the feed's filter names it.
+    expect(page.locator(".audit-source")).to_have_text("Command")
     assert page.evaluate(CLIPPED, "#audit-diff td, #audit-diff th") == []
     assert_fits(page, width)
     screenshot(page, f"12-audit-entry-{width}")

@@ -13,6 +13,7 @@ from tenants_app.services.audit_feed import (
     DiffLine,
     audit_action_label,
     audit_diff,
+    audit_diff_text,
     audit_sentence,
     audit_summary,
     audit_target,
@@ -115,6 +116,36 @@ def test_it_diffs_before_and_after_key_by_key() -> None:
         DiffLine("dropped", "removed", before=3),
         DiffLine("replacement.api_key_id", "added", after="k2"),
         DiffLine("replacement.scopes", "added", after=["runs:read"]),
+    ]
+
+
+def test_it_shows_each_diff_value_by_its_column_kind() -> None:
+    changed = entry(
+        AuditAction.SUBSCRIPTION_STATUS_CHANGE,
+        before_values={
+            "status": "ACTIVE",
+            "updated_at": "2026-12-03T16:30:05.123456+00:00",
+            "limits": {"daily_limit": 6},
+            "note": "2026-12-03T16:30:05+00:00",
+        },
+        after_values={
+            "status": "SUSPENDED",
+            "updated_at": "2026-12-04T09:00:00Z",
+            "limits": {"daily_limit": 24},
+            "note": "2026-12-03T16:30:05+00:00",
+            "replacement": {"expires_at": None, "scopes": ["runs:read"], "trusted": True},
+        },
+    )
+
+    assert audit_diff_text(changed) == [
+        DiffLine("status", "changed", before="Active", after="Suspended"),
+        DiffLine("updated_at", "changed", before="2026-12-03 16:30:05 UTC", after="2026-12-04 09:00:00 UTC"),
+        DiffLine("limits.daily_limit", "changed", before="6", after="24"),
+        # Text someone typed is shown as typed, even when it looks like a time.
+        DiffLine("note", "unchanged", before="2026-12-03T16:30:05+00:00", after="2026-12-03T16:30:05+00:00"),
+        DiffLine("replacement.expires_at", "added", after="—"),
+        DiffLine("replacement.scopes", "added", after='[\n  "runs:read"\n]'),
+        DiffLine("replacement.trusted", "added", after="true"),
     ]
 
 
