@@ -132,8 +132,6 @@ def test_it_documents_who_may_call_each_path(schema: dict[str, Any]) -> None:
 
 
 def test_it_gives_every_operation_a_short_summary(schema: dict[str, Any]) -> None:
-    # The onboarding operations (tenants_app/api/onboarding.py) are written by another change: until it
-    # lands they are listed here, which is this test doing its job.
     missing = [
         f"{method} {path}"
         for method, path, operation in operations(schema, probes=True)
