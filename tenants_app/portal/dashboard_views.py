@@ -21,6 +21,7 @@ from django.utils import timezone
 from tenants_app.api.permissions import is_read_only_staff
 from tenants_app.models import PlanName
 from tenants_app.portal.charts import pressure_bar_svg, usage_trend_svg
+from tenants_app.portal.pages import isolated_text
 from tenants_app.services.dashboard import (
     TenantQuota,
     quota_dashboard,
@@ -148,11 +149,13 @@ def tenant_usage_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
         )
     except ServiceUnavailable:
         return _unavailable(request, "Usage trend")
+    # An SVG <title> has no <bdi>: a stored bidi control in the name must not reorder the id after it.
+    company = isolated_text(trend.company_name)
     chart = usage_trend_svg(
         days=[day.day for day in trend.days],
         runs=[day.runs for day in trend.days],
         daily_limit=trend.daily_limit,
-        title=f"{trend.company_name} ({trend.tenant_id}): pipeline runs per day, last {days} days",
+        title=f"{company} ({trend.tenant_id}): pipeline runs per day, last {days} days",
     )
     return _render(
         request,

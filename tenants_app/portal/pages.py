@@ -44,10 +44,33 @@ _TOKENS_SESSION_KEY = "portal_form_tokens"
 _MAX_TOKENS = 20
 
 
+# U+2068 FIRST STRONG ISOLATE ... U+2069 POP DIRECTIONAL ISOLATE: <bdi>'s isolation in plain text.
+_FSI, _PDI = "\u2068", "\u2069"
+_ISOLATE_OPENERS = frozenset("\u2066\u2067\u2068")  # LRI, RLI, FSI
+
+
+def isolated_text(text: object) -> str:
+    """User text isolated in plain text (FSI ... PDI), where markup is stripped (a tab title) or has no
+    <bdi> (an SVG <title>): a stored bidi control cannot reorder the words around it.
+
+    The text's own isolates are balanced too: a stray PDI in it would otherwise close ours early and let
+    an override after it run on past the text, and one left open would take in what follows.
+    """
+    value = str(text)
+    depth = stray = 0
+    for character in value:
+        if character in _ISOLATE_OPENERS:
+            depth += 1
+        elif character == _PDI:
+            depth, stray = (depth - 1, stray) if depth else (0, stray + 1)
+    return _FSI * (1 + stray) + value + _PDI * (1 + depth)
+
+
 def isolated(text: object) -> SafeString:
-    """User text inside a heading or a message, isolated with <bdi> (escaped): a stored bidi control in a
-    name cannot reorder the words around it. Titles built with it go through `format_html`."""
-    return format_html("<bdi>{}</bdi>", text)
+    """User text inside a heading or a message, isolated with <bdi> (escaped), and inside it with
+    `isolated_text`, so that the isolation survives `|striptags` in a tab title. Titles built with it go
+    through `format_html`."""
+    return format_html("<bdi>{}</bdi>", isolated_text(text))
 
 
 def actor_of(request: HttpRequest) -> str:

@@ -306,6 +306,16 @@ def test_it_refuses_a_day_before_the_earliest_with_a_400_not_a_500(
     assert "2000-01-01" in response.content.decode()
 
 
+def test_it_isolates_a_stored_company_name_in_the_charts_title(board: str, superuser_client: Client) -> None:
+    # Stored before bidi controls were refused; an SVG <title> has no <bdi>, so the characters isolate it.
+    seed([("bidi", PlanName.STARTER, 1)], company="Acme \u202eevil")
+
+    trend = superuser_client.get(reverse("admin:portal-tenant-usage", args=["bidi"])).content.decode()
+
+    [title] = re.findall(r'<title id="trend-title">(.*?)</title>', trend, re.S)
+    assert title == "\u2068Acme \u202eevil\u2069 (bidi): pipeline runs per day, last 30 days"
+
+
 # --- trend ------------------------------------------------------------------------------------------
 def test_it_shows_a_tenants_30_day_chart_and_table_in_one_job(
     board: str, superuser_client: Client, gateway: BigQueryGateway

@@ -18,6 +18,7 @@ from tenants_app.services.api_key_scopes import DEFAULT_API_KEY_SCOPES
 from tests.portal.tenant_helpers import Onboard, form_value, html, messages_of, onboard, url  # noqa: F401 - a fixture
 
 KEY_PATTERN = re.compile(r"cvg_[a-z]+_[A-Za-z0-9]{40}")
+FSI, PDI = "\u2068", "\u2069"  # FIRST STRONG ISOLATE, POP DIRECTIONAL ISOLATE
 
 
 def utc_today() -> str:
@@ -50,7 +51,7 @@ def test_it_names_a_rotated_key_after_the_key_it_replaces(superuser_client: Clie
         filters={"tenant_id": tenant_id, "is_active": True, "replaced_by_key_id__isnull": True}
     )
     assert replacement.name in names
-    assert f"A new key named “<bdi>{replacement.name}</bdi>”" in form
+    assert f"A new key named “<bdi>{FSI}{replacement.name}{PDI}</bdi>”" in form
     assert replacement.name in issued
 
 
@@ -77,14 +78,48 @@ def test_it_isolates_a_stored_key_name_in_the_heading_and_keeps_markup_out_of_th
     superuser_client: Client, onboard: Onboard
 ) -> None:
     # A name stored before bidi controls were refused: its override must not reorder the heading.
-    result = onboard()
-    assert result.api_key is not None
-    tenant_id, key_id = result.profile.tenant_id, result.api_key.row.api_key_id
-    central_repository(TenantApiKey).update(key_id, {"name": "ops\u202eevil <b>"})
+    tenant_id, key_id = key_named(onboard, "ops\u202eevil <b>")
 
     page = html(superuser_client.get(url("tenant-key-revoke", tenant_id, key_id)))
 
-    assert "(<bdi>ops\u202eevil &lt;b&gt;</bdi>)?</h1>" in page
+    assert f"(<bdi>{FSI}ops\u202eevil &lt;b&gt;{PDI}</bdi>)?</h1>" in page
     [tab_title] = re.findall(r"<title>(.*?)</title>", page, re.S)
     assert "<bdi>" not in tab_title
-    assert "ops\u202eevil &lt;b&gt;" in tab_title
+    # |striptags drops the <bdi>; the isolate characters inside it keep the override to the name.
+    assert f"({FSI}ops\u202eevil &lt;b&gt;{PDI})?" in tab_title
+
+
+def test_it_keeps_a_stored_stray_isolate_from_ending_the_isolation_of_a_key_name_in_the_tab_title(
+    superuser_client: Client, onboard: Onboard
+) -> None:
+    # A PDI of the name's own would close a plain FSI early; an LRI left open would take in the rest.
+    tenant_id, key_id = key_named(onboard, "ops\u2069\u202eevil\u2066")
+
+    page = html(superuser_client.get(url("tenant-key-revoke", tenant_id, key_id)))
+
+    [tab_title] = re.findall(r"<title>(.*?)</title>", page, re.S)
+    depths = isolate_depths(tab_title)
+    assert depths[tab_title.index("\u202e")] >= 1  # the override is inside the isolate
+    assert set(depths[tab_title.index(")?") :]) == {0}  # and the text after the name is outside any
+
+
+def key_named(onboard: Onboard, name: str) -> tuple[str, str]:
+    """A tenant whose initial key has `name`, written as a row stored before names were checked."""
+    result = onboard()
+    assert result.api_key is not None
+    tenant_id, key_id = result.profile.tenant_id, result.api_key.row.api_key_id
+    central_repository(TenantApiKey).update(key_id, {"name": name})
+    return tenant_id, key_id
+
+
+def isolate_depths(text: str) -> list[int]:
+    """How many isolates enclose each character of `text`, paired as the Unicode bidi algorithm pairs
+    them (a PDI closes the innermost open isolate; one with none open does nothing)."""
+    depths, depth = [], 0
+    for character in text:
+        if character == PDI and depth:
+            depth -= 1
+        depths.append(depth)
+        if character in "\u2066\u2067\u2068":
+            depth += 1
+    return depths
