@@ -103,6 +103,21 @@ def test_it_keeps_a_stored_stray_isolate_from_ending_the_isolation_of_a_key_name
     assert set(depths[tab_title.index(")?") :]) == {0}  # and the text after the name is outside any
 
 
+def test_it_shows_a_missing_keys_id_from_the_address_in_a_paragraph_of_its_own_direction(
+    superuser_client: Client, onboard: Onboard
+) -> None:
+    tenant_id = onboard().profile.tenant_id
+    right_to_left_id = "\u05de\u05e4\u05ea\u05d7"  # Hebrew letters, typed into the address
+
+    response = superuser_client.get(url("tenant-key-revoke", tenant_id, right_to_left_id))
+
+    assert response.status_code == 404
+    assert (
+        f'<p dir="auto">API key &#x27;{right_to_left_id}&#x27; of tenant &#x27;{tenant_id}&#x27; does'
+        in html(response)
+    )
+
+
 def key_named(onboard: Onboard, name: str) -> tuple[str, str]:
     """A tenant whose initial key has `name`, written as a row stored before names were checked."""
     result = onboard()
