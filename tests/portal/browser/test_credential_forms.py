@@ -1,21 +1,25 @@
-"""The credential forms in a real browser, at a laptop's 1366 px and a phone's 390 px: choosing a provider
-shows its fields only, GCP takes its key file as an upload, and an AWS error keeps the key id but not the
-secret. The new-key form starts with the read-only scopes."""
+"""The credential forms in a real browser, each at a laptop's 1366 px and a phone's 390 px: choosing a
+provider shows its fields only, GCP takes its key file as an upload, an AWS error keeps the key id but not
+the secret, and OpenAI takes its key. The new-key form starts with the read-only scopes."""
 
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Callable
 
 import pytest
 from django.contrib.auth.models import User
 from playwright.sync_api import Page, expect
 
+from tenants_app.portal.pages import isolated_text
 from tests.portal.browser.conftest import LAPTOP, PHONE, Login, Onboard, Screenshot, assert_fits, set_width
 from tests.support.payloads import gcp_payload
 
 AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 TenantPage = Callable[[int], str]
+# Every credential form is checked at both widths (issue 14's Done-when).
+WIDTHS = pytest.mark.parametrize("width", [LAPTOP, PHONE])
 
 
 @pytest.fixture
@@ -37,10 +41,11 @@ def open_new_credential_form(page: Page) -> None:
     expect(page.locator("#credential-form")).to_be_visible()
 
 
+@WIDTHS
 def test_it_adds_a_gcp_credential_by_uploading_its_key_file(
-    page: Page, tenant_page: TenantPage, screenshot: Screenshot
+    page: Page, tenant_page: TenantPage, screenshot: Screenshot, width: int
 ) -> None:
-    tenant_page(LAPTOP)
+    tenant_page(width)
     open_new_credential_form(page)
 
     page.select_option("#id_provider", "GCP")
@@ -56,18 +61,22 @@ def test_it_adds_a_gcp_credential_by_uploading_its_key_file(
     expect(page.locator("#provider-gcp")).to_be_visible()
     expect(page.locator("#provider-aws")).to_be_hidden()
     expect(page.locator("#provider-openai")).to_be_hidden()
-    assert_fits(page, LAPTOP)
-    screenshot(page, "20-credential-form-gcp-1366")
+    assert_fits(page, width)
+    screenshot(page, f"20-credential-form-gcp-{width}")
     page.get_by_role("button", name="Add").click()
 
-    expect(page.locator(".messagelist .success")).to_contain_text("Credential warehouse (GCP")
+    expect(page.locator(".messagelist .success")).to_contain_text(
+        f"Credential {isolated_text('warehouse')} (GCP"
+    )
     expect(page.locator("#tenant-credentials")).to_contain_text("warehouse")
+    assert_fits(page, width)
 
 
-def test_it_keeps_the_aws_key_id_and_clears_the_secret_after_an_error_on_a_phone(
-    page: Page, tenant_page: TenantPage, screenshot: Screenshot
+@WIDTHS
+def test_it_keeps_the_aws_key_id_and_clears_the_secret_after_an_error(
+    page: Page, tenant_page: TenantPage, screenshot: Screenshot, width: int
 ) -> None:
-    tenant_page(PHONE)
+    tenant_page(width)
     open_new_credential_form(page)
 
     page.select_option("#id_provider", "AWS")
@@ -85,12 +94,38 @@ def test_it_keeps_the_aws_key_id_and_clears_the_secret_after_an_error_on_a_phone
     expect(page.locator("#id_provider")).to_have_value("AWS")
     expect(page.locator("#id_aws_secret_access_key")).to_have_value("")
     expect(secret_row).to_contain_text("For your safety, enter the secret again")
-    # The chosen provider's fields are still the ones shown, and the page fits the phone.
+    # The chosen provider's fields are still the ones shown, and the page fits the screen.
     expect(page.locator("#provider-aws")).to_be_visible()
     expect(page.locator("#provider-gcp")).to_be_hidden()
     expect(page.get_by_role("button", name="Add")).to_be_visible()
-    assert_fits(page, PHONE)
-    screenshot(page, "20-credential-form-aws-390")
+    assert_fits(page, width)
+    screenshot(page, f"20-credential-form-aws-{width}")
+
+
+@WIDTHS
+def test_it_adds_an_openai_credential_by_its_key(
+    page: Page, tenant_page: TenantPage, screenshot: Screenshot, width: int
+) -> None:
+    tenant_page(width)
+    open_new_credential_form(page)
+    api_key = "sk-" + secrets.token_hex(20)
+
+    page.select_option("#id_provider", "OPENAI")
+    expect(page.locator("#provider-openai")).to_be_visible()
+    expect(page.locator("#provider-gcp")).to_be_hidden()
+    expect(page.locator("#provider-aws")).to_be_hidden()
+    page.fill("#id_name", "assistant")
+    page.fill("#id_openai_api_key", api_key)
+    assert_fits(page, width)
+    screenshot(page, f"20-credential-form-openai-{width}")
+    page.get_by_role("button", name="Add").click()
+
+    expect(page.locator(".messagelist .success")).to_contain_text(
+        f"Credential {isolated_text('assistant')} (OpenAI"
+    )
+    expect(page.locator("#tenant-credentials")).to_contain_text("assistant")
+    assert api_key not in page.content()
+    assert_fits(page, width)
 
 
 def test_it_starts_a_new_key_with_the_read_only_scopes(
