@@ -22,9 +22,8 @@ from tenants_app.portal.charts import FONT_SIZE
 from tenants_app.repositories import tenant_repository
 from tenants_app.services.pipelines import pipeline_config_create, pipeline_config_run_now
 from tenants_app.services.webhooks import webhook_endpoint_create
-from tests.portal.browser.conftest import Login, Onboard, Screenshot
+from tests.portal.browser.conftest import LAPTOP, PHONE, Login, Onboard, Screenshot, set_width
 
-LAPTOP, PHONE = 1366, 390
 # The one way a time is written (tenants_app/portal/presentation.py); a schedule's local slots add the
 # zone's offset.
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} (UTC|[A-Z][A-Za-z0-9+-]{1,5} \([+-]\d{4}\))")
@@ -196,7 +195,7 @@ def test_it_shows_every_page_kind_in_one_style_on_a_laptop_and_a_phone(
         screenshot(page, f"{number:02d}-{name}-{width}")
 
     for width in (LAPTOP, PHONE):
-        page.set_viewport_size({"width": width, "height": 844 if width == PHONE else 768})
+        set_width(page, width)
         for number, (name, path) in enumerate(pages(world), start=60):
             response = page.goto(path)
             assert response is not None
