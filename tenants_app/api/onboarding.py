@@ -26,8 +26,10 @@ class OnboardInputSerializer(serializers.Serializer):
     """Only shapes here: the service owns the rules (patterns, reserved names, plan catalogue, alias)."""
 
     tenant_id = serializers.CharField(max_length=50)
-    company_name = serializers.CharField(max_length=200, trim_whitespace=False)
-    admin_email = serializers.CharField(max_length=254)
+    # Their lengths, blanks and address syntax are services/profile_fields.py's; API_MAX_BODY_BYTES caps
+    # the size.
+    company_name = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    admin_email = serializers.CharField(allow_blank=True, trim_whitespace=False)
     plan = serializers.CharField(
         max_length=PLAN_NAME_MAX_LENGTH,
         required=False,

@@ -61,8 +61,10 @@ RESERVED_PATH_RESPONSE = error_response(
 
 class TenantDetailApi(APIView):
     class InputSerializer(serializers.Serializer):
-        company_name = serializers.CharField(required=False, min_length=2, max_length=200)
-        admin_email = serializers.EmailField(required=False)
+        # Shapes only: services/profile_fields.py says what a name or an address may be, for the API,
+        # the portal and onboarding alike (a blank one, too). API_MAX_BODY_BYTES caps the size.
+        company_name = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+        admin_email = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
 
     @extend_schema(
         summary="Get a tenant", responses={200: TenantOutputSerializer, 405: RESERVED_PATH_RESPONSE}

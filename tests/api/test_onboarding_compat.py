@@ -19,6 +19,7 @@ from tenants_app.models import (
     TenantSubscription,
     TenantUsageQuota,
 )
+from tenants_app.repositories import central_repository
 from tests.conftest import unique_name
 from tests.support.kms_fake import FakeCloudKms
 from tests.support.people import onboard_tenant
@@ -170,6 +171,22 @@ def test_it_writes_nothing_in_a_dry_run(client: APIClient, gateway: BigQueryGate
     assert not [statement for statement in counter.statements if WRITE_WORD.search(statement)]
     with pytest.raises(NotFound):
         gateway.get_dataset(tenant_id)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/tenants/dryrun", "/api/v1/tenants/onboard"])
+def test_it_words_a_profile_fields_refusal_as_the_tenant_edit_does(client: APIClient, path: str) -> None:
+    # services/profile_fields.py is the one rule: the serializer adds no length or blank check of its own.
+    tenant_id = unique_name("compat")
+    request = {**body(tenant_id), "company_name": "n" * 201, "admin_email": ""}
+
+    response = client.post(path, request, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {
+        "company_name": ["Use 2-200 characters."],
+        "admin_email": ["Enter a valid email address."],
+    }
+    assert central_repository(TenantProfile).count(filters={"tenant_id": tenant_id}) == 0
 
 
 def test_it_refuses_malformed_dry_run_input_naming_the_field(client: APIClient) -> None:

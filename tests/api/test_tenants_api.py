@@ -133,6 +133,32 @@ def test_it_edits_a_tenant_and_refuses_bad_fields(
     assert central_repository(TenantProfile).get("acme_co").company_name == "Acme Corporation"
 
 
+@pytest.mark.parametrize(
+    ("changes", "reasons"),
+    [
+        ({"company_name": "A"}, {"company_name": ["Use 2-200 characters."]}),
+        ({"company_name": "n" * 201}, {"company_name": ["Use 2-200 characters."]}),
+        ({"company_name": "  "}, {"company_name": ["Use 2-200 characters."]}),
+        ({"admin_email": ""}, {"admin_email": ["Enter a valid email address."]}),
+    ],
+)
+def test_it_words_a_profile_fields_refusal_as_the_portal_and_onboarding_do(
+    api_as: ApiAs,
+    staff: User,
+    add_profile: Callable[..., TenantProfile],
+    changes: dict[str, str],
+    reasons: dict[str, list[str]],
+) -> None:
+    # services/profile_fields.py is the one rule: the serializer adds no length or syntax of its own.
+    add_profile("acme_co")
+
+    response = api_as(staff).patch("/api/v1/tenants/acme_co", changes, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == reasons
+    assert central_repository(TenantProfile).get("acme_co").company_name == "acme_co Ltd"
+
+
 def test_it_lets_read_only_staff_read_but_not_change(
     api_as: ApiAs, read_only_staff: User, add_profile: Callable[..., TenantProfile]
 ) -> None:
