@@ -13,6 +13,7 @@ from django.utils.html import format_html
 
 from bigquery_backend.admin import BigQueryModelAdmin, ObjectTool
 from bigquery_backend.repository import Repository
+from tenants_app import presentation
 from tenants_app.api.permissions import is_read_only_staff
 from tenants_app.labels import EMPTY, enum_label
 from tenants_app.models import (
@@ -32,7 +33,6 @@ from tenants_app.models import (
     TenantWebhookDelivery,
     TenantWebhookEndpoint,
 )
-from tenants_app.portal import presentation
 from tenants_app.repositories import central_repository, tenant_repository
 from tenants_app.services.audit import SOURCES, AuditAction
 from tenants_app.services.audit_feed import audit_action_label, audit_diff_text, audit_sentence, audit_target
@@ -66,7 +66,7 @@ def tenant_url(tenant_id: str) -> str:
 class PortalTableAdmin(BigQueryModelAdmin):
     """Portal roles: read-only staff see every table, and no buttons that change something."""
 
-    # Shown as every portal page shows them (tenants_app/portal/presentation.py), on row pages too: the
+    # Shown as every portal page shows them (tenants_app/presentation.py), on row pages too: the
     # tenant datasets' status columns have no choices of their own, yet hold the same enums.
     value_formats = {
         "duration_ms": presentation.duration_ms,

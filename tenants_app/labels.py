@@ -1,7 +1,7 @@
 """What people read for a stored enum value: the label of the models' choices (`ACTIVE` -> `Active`,
 `OPENAI` -> `OpenAI`), whichever table or message the value comes from.
 
-The portal's filters (tenants_app/portal/presentation.py) and the audit feed's sentences
+The portal's filters (tenants_app/presentation.py) and the audit feed's sentences
 (services/audit_feed.py) both read these, so a value reads the same on every page. `column_names` tells
 which columns hold what kind of value, from the model declarations (enums, instants).
 """

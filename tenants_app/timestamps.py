@@ -3,7 +3,7 @@ microsecond, with `Z` (`2026-12-03T16:30:05.123456Z`).
 
 API responses (tenants_app/api/timestamps.py) and webhook event bodies (services/notifications.py) both
 write instants here, so a receiver parses one format whichever way the value reached it. People read
-times through the portal's own rule instead (tenants_app/portal/presentation.py).
+times through the portal's own rule instead (tenants_app/presentation.py).
 """
 
 from __future__ import annotations

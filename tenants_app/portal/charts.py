@@ -2,7 +2,7 @@
 
 The SVG is inlined in the page, so axis lines and labels use `currentColor` and follow the admin's
 light or dark theme; bars use fixed colours that read on both. Days are written as the portal writes
-dates (ISO, tenants_app/portal/presentation.py); an axis label keeps only the month and day.
+dates (ISO, tenants_app/presentation.py); an axis label keeps only the month and day.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from html import escape
 
 from django.utils.safestring import SafeString, mark_safe
 
-from tenants_app.portal.presentation import timestamp
+from tenants_app.presentation import timestamp
 from tenants_app.services.quota_rules import WARNING_PERCENT, WARNING_SHARE, at_warning
 
 NORMAL_COLOUR = "#417690"  # the admin's own blue

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from tenants_app.models import PlanName, SubscriptionStatus
-from tenants_app.portal.presentation import duration_ms
+from tenants_app.presentation import duration_ms
 from tenants_app.services import api_key_rotation
 from tenants_app.services.api_key_scopes import API_KEY_SCOPES, DEFAULT_API_KEY_SCOPES
 from tenants_app.services.errors import ServiceError

@@ -10,8 +10,8 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, URLResolver, reverse, reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
 
+from tenants_app import presentation
 from tenants_app.api.permissions import is_read_only_staff
-from tenants_app.portal import presentation
 from tenants_app.portal.login_throttle import ThrottledAdminAuthenticationForm, throttled_response
 
 
@@ -21,7 +21,7 @@ class PortalAdminSite(admin.AdminSite):
     index_title = "Tenant administration"
     # "View site" in every page's header: the portal's own index (Django's default, "/", is no page of ours).
     site_url = reverse_lazy("admin:index")
-    # An empty value as every portal page shows it (tenants_app/portal/presentation.py), not Django's "-".
+    # An empty value as every portal page shows it (tenants_app/presentation.py), not Django's "-".
     empty_value_display = presentation.EMPTY
     # Failed logins per username and address are limited (tenants_app/portal/login_throttle.py).
     login_form = ThrottledAdminAuthenticationForm

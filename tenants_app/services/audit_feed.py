@@ -13,7 +13,7 @@ from typing import Any
 
 from tenants_app.labels import enum_columns, enum_label, instant_columns
 from tenants_app.models import AuditLogEntry
-from tenants_app.portal.presentation import json_text, timestamp
+from tenants_app.presentation import json_text, timestamp
 from tenants_app.services.audit import AuditAction
 
 # A sentence per action. `{actor}`, `{tenant}`, `{target}` and `{type}` name the entry's own columns;

@@ -1,11 +1,11 @@
-"""Template filters of tenants_app/portal/presentation.py: `timestamp`, `duration`, `as_json`, `label`."""
+"""Template filters of tenants_app/presentation.py: `timestamp`, `duration`, `as_json`, `label`."""
 
 from __future__ import annotations
 
 from django import template
 
+from tenants_app import presentation
 from tenants_app.labels import enum_label
-from tenants_app.portal import presentation
 
 register = template.Library()
 

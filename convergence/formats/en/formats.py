@@ -2,7 +2,7 @@
 
 Django reads these through `FORMAT_MODULE_PATH` instead of its English formats ("Dec. 3, 2026, 4:04 p.m."),
 so a `{{ value }}` in any template, ours or the admin's, renders like `timestamp` in
-tenants_app/portal/presentation.py. Times are stored and shown in UTC (`TIME_ZONE`), so `T` prints "UTC".
+tenants_app/presentation.py. Times are stored and shown in UTC (`TIME_ZONE`), so `T` prints "UTC".
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from tenants_app.services.pipelines import pipeline_config_create, pipeline_conf
 from tenants_app.services.webhooks import webhook_endpoint_create
 from tests.portal.browser.conftest import LAPTOP, PHONE, Login, Onboard, Screenshot, set_width
 
-# The one way a time is written (tenants_app/portal/presentation.py); a schedule's local slots add the
+# The one way a time is written (tenants_app/presentation.py); a schedule's local slots add the
 # zone's offset.
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} (UTC|[A-Z][A-Za-z0-9+-]{1,5} \([+-]\d{4}\))")
 TIME_LIKE = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{1,2}:\d{2}(:\d{2})?[^\n]{0,14}")

@@ -1,5 +1,6 @@
-"""How the portal shows values: one rule per kind, used by templates (`{% load portal_format %}`) and by
-the admin's Python-side columns alike, so no page formats a time, a duration or an enum its own way.
+"""How values are shown to people: one rule per kind, used by templates (`{% load portal_format %}`), the
+admin's Python-side columns and the audit feed's selector alike, so no page formats a time, a duration or
+an enum its own way. Outside the portal package so that services may use it too.
 
 - Times: `2026-12-03 16:30:05 UTC`, always converted to UTC (the zone is printed, never implied).
 - Durations: `4 min 10 s`, `2 h 5 min`, `850 ms`: two units at most, the largest first.

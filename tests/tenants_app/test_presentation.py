@@ -1,4 +1,4 @@
-"""One presentation rule per kind of value (tenants_app/portal/presentation.py)."""
+"""One presentation rule per kind of value (tenants_app/presentation.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import datetime as dt
 from django.template import Context, Template
 from django.utils import formats
 
+from tenants_app import presentation
 from tenants_app.labels import enum_label
-from tenants_app.portal import presentation
 
 
 def test_it_shows_every_time_in_utc_to_the_second_with_its_zone() -> None:
