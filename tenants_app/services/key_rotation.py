@@ -1,8 +1,8 @@
 """Move every stored ciphertext to the KMS's primary key, and tell which keys stored ciphertexts need.
 
-Three places hold ciphertexts: cloud credentials and the encrypted copies of API keys (central BigQuery
-tables) and the stored responses of idempotent requests (Django's database, kept for a day). Each is
-bound to its row by its AAD, which re-encryption keeps.
+Four places hold ciphertexts: cloud credentials, the encrypted copies of API keys and the webhook
+endpoints' signing secrets (central BigQuery tables), and the stored responses of idempotent requests
+(Django's database, kept for a day). Each is bound to its row by its AAD, which re-encryption keeps.
 
 A ciphertext that already uses the primary is left alone, so a run interrupted at any point (KMS or
 BigQuery down, process killed) is finished by running it again. Writes are compare-and-set: a row is
@@ -25,24 +25,33 @@ from django.db import transaction
 
 from bigquery_backend.repository import Repository, RowChange
 from tenants_app.kms import DecryptionFailed, KeyManagementService, aad_for, get_kms, local_ciphertext_key_id
-from tenants_app.models import IdempotencyRecord, TenantApiKey, TenantCloudCredential
+from tenants_app.models import IdempotencyRecord, TenantApiKey, TenantCloudCredential, TenantWebhookEndpoint
 from tenants_app.repositories import central_repository
 from tenants_app.services.actors import api_key_actor, system_actor
 from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.credentials import AAD_TABLE as CREDENTIALS_AAD_TABLE
+from tenants_app.services.webhook_delivery import endpoint_aad
 
 logger = logging.getLogger(__name__)
 
 STORE_CREDENTIALS = "tenant_cloud_credentials"
 STORE_API_KEYS = "tenant_api_keys"
 STORE_IDEMPOTENCY = "idempotency_records"
-STORES: tuple[str, ...] = (STORE_CREDENTIALS, STORE_API_KEYS, STORE_IDEMPOTENCY)
+STORE_WEBHOOK_SECRETS = "tenant_webhook_endpoints"
+STORES: tuple[str, ...] = (STORE_CREDENTIALS, STORE_API_KEYS, STORE_WEBHOOK_SECRETS, STORE_IDEMPOTENCY)
+# The BigQuery stores' tables and ciphertext columns.
+_TABLE_STORES: dict[str, tuple[type[Any], str]] = {
+    STORE_CREDENTIALS: (TenantCloudCredential, "encrypted_credentials"),
+    STORE_API_KEYS: (TenantApiKey, "encrypted_api_key"),
+    STORE_WEBHOOK_SECRETS: (TenantWebhookEndpoint, "encrypted_secret"),
+}
 
 # The audit log drops keys that sound secret ("credentials", "key"), so its summary uses these names.
 _AUDIT_NAMES = {
     STORE_CREDENTIALS: "cloud_accounts",
     STORE_API_KEYS: "api_key_copies",
     STORE_IDEMPOTENCY: "idempotent_responses",
+    STORE_WEBHOOK_SECRETS: "webhook_signing",
 }
 
 # Rows per compare-and-set MERGE: one statement (one table copy in the emulator) per batch.
@@ -135,6 +144,15 @@ def _stored(store: str, *, tenant_id: str | None) -> Iterator[_Stored]:
             # The AAD api_keys.issue_key binds every copy with.
             aad = aad_for("tenant_api_keys", row.tenant_id, row.api_key_id)
             yield _Stored(store, row.api_key_id, row.tenant_id, bytes(row.encrypted_api_key), aad)
+    elif store == STORE_WEBHOOK_SECRETS:
+        for row in _bigquery_rows(
+            central_repository(TenantWebhookEndpoint),
+            key="endpoint_id",
+            column="encrypted_secret",
+            tenant_id=tenant_id,
+        ):
+            aad = endpoint_aad(row.tenant_id, row.endpoint_id)
+            yield _Stored(store, row.endpoint_id, row.tenant_id, bytes(row.encrypted_secret), aad)
     elif store == STORE_IDEMPOTENCY:
         records = IdempotencyRecord.objects.filter(encrypted_response__isnull=False).order_by("pk")
         if tenant_id is not None:
@@ -178,11 +196,7 @@ def _write(store: str, changes: list[tuple[_Stored, bytes]]) -> int:
                     pk=item.row_key, encrypted_response=item.ciphertext
                 ).update(encrypted_response=new)
         return written
-    model, column = (
-        (TenantCloudCredential, "encrypted_credentials")
-        if store == STORE_CREDENTIALS
-        else (TenantApiKey, "encrypted_api_key")
-    )
+    model, column = _TABLE_STORES[store]
     rows = [
         # The tenant is part of the condition too: a row can never be rewritten through another tenant.
         RowChange(

@@ -31,6 +31,7 @@ from tenants_app.models import (
     TenantCloudCredential,
     TenantProfile,
     TenantStatus,
+    TenantWebhookEndpoint,
 )
 from tenants_app.repositories import central_repository
 from tenants_app.services.api_keys import api_key_create
@@ -38,6 +39,8 @@ from tenants_app.services.audit import audit_list
 from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.credentials import credential_create, credential_decrypt, credential_replace
 from tenants_app.services.key_rotation import STORE_CREDENTIALS, ciphertexts_reencrypt
+from tenants_app.services.webhook_delivery import endpoint_secret
+from tenants_app.services.webhooks import webhook_endpoint_create
 from tests.conftest import unique_name
 from tests.support.kms_fake import DISABLED, FakeCloudKms
 from tests.support.people import insert_subscription
@@ -200,13 +203,15 @@ def test_it_refuses_to_retire_the_primary_or_a_key_not_in_the_ring(
 # --- re-encryption with the local backend -----------------------------------------------------------
 @pytest.mark.django_db
 def test_it_moves_every_ciphertext_to_the_new_key_and_only_then_retires_the_old_one(
-    central_dataset: str, data_dir: Path
+    central_dataset: str, data_dir: Path, settings: SettingsWrapper
 ) -> None:
     # A dataset of this test's own: the run below covers every row there is, not one tenant's.
     bigquery_bootstrap()
+    settings.WEBHOOK_ALLOW_LOCALHOST = True  # an endpoint URL that passes, offline
     tenant_a, tenant_b = make_tenant(), make_tenant()
     cred_a, payload_a = add_credential(tenant_a, "a")
     cred_b, payload_b = add_credential(tenant_b, "b")
+    hook = webhook_endpoint_create(tenant_id=tenant_a, url="http://127.0.0.1:9/in", created_by=USER)
     issued = api_key_create(tenant_id=tenant_a, name="ci", scopes=["tenant:read"], created_by=USER)
     principal = f"apikey:{issued.row.api_key_id}"
     IdempotencyRecord.objects.create(
@@ -221,28 +226,29 @@ def test_it_moves_every_ciphertext_to_the_new_key_and_only_then_retires_the_old_
 
     command("rotate_local_kms_key")
     new_id = local_key_ring_ids(data_dir / LOCAL_KEY_FILENAME)[0]
-    with pytest.raises(CommandError, match=f"key {old_id} is still used by 4 stored"):
+    with pytest.raises(CommandError, match=f"key {old_id} is still used by 5 stored"):
         command("rotate_local_kms_key", "--retire", old_id)
     kept = command("rotate_local_kms_key", "--retire-unused")
-    assert f"kept {old_id}: 4 stored ciphertext(s)" in kept
+    assert f"kept {old_id}: 5 stored ciphertext(s)" in kept
     assert local_key_ring_ids(data_dir / LOCAL_KEY_FILENAME) == [new_id, old_id]
 
     dry = command("reencrypt_credentials", "--dry-run")
     assert f"tenant_cloud_credentials: 2 on {old_id}" in dry
     assert f"tenant_api_keys: 1 on {old_id}" in dry
     assert f"idempotency_records: 1 on {old_id}" in dry
-    assert "4 would be re-encrypted" in dry
+    assert f"tenant_webhook_endpoints: 1 on {old_id}" in dry
+    assert "5 would be re-encrypted" in dry
     assert stored_key_ids(tenant_a) == [old_id, old_id]
 
     out = command("reencrypt_credentials", "--batch-size", "1", "--verbosity", "2")
 
-    assert "4 re-encrypted, 0 changed meanwhile" in out
+    assert "5 re-encrypted, 0 changed meanwhile" in out
     assert "tenant_cloud_credentials: batch 2" in out
     assert stored_key_ids(tenant_a) == [new_id, new_id]
     assert stored_key_ids(tenant_b) == [new_id]
     record = IdempotencyRecord.objects.get(principal=principal)
     assert local_ciphertext_key_id(bytes(record.encrypted_response)) == new_id
-    for secret in (payload_a["api_key"], payload_b["api_key"], issued.plaintext):
+    for secret in (payload_a["api_key"], payload_b["api_key"], issued.plaintext, hook.secret):
         assert secret not in out + dry
     entries = audit_list(action="kms.reencrypt").items
     assert len(entries) == 1
@@ -252,6 +258,7 @@ def test_it_moves_every_ciphertext_to_the_new_key_and_only_then_retires_the_old_
         "cloud_accounts": 2,
         "api_key_copies": 1,
         "idempotent_responses": 1,
+        "webhook_signing": 1,
     }
     assert "0 re-encrypted" in command("reencrypt_credentials"), "a second run finds nothing to do"
     assert command("reencrypt_credentials", "--verbosity", "0") == ""
@@ -263,6 +270,8 @@ def test_it_moves_every_ciphertext_to_the_new_key_and_only_then_retires_the_old_
     reset_kms()  # a fresh process: only the new key is left, and it decrypts everything
     assert credential_decrypt(tenant_id=tenant_a, credential_id=cred_a) == payload_a
     assert credential_decrypt(tenant_id=tenant_b, credential_id=cred_b) == payload_b
+    [endpoint] = central_repository(TenantWebhookEndpoint).list(filters={"tenant_id": tenant_a})
+    assert endpoint_secret(endpoint) == hook.secret  # deliveries still sign with it
 
 
 @pytest.mark.django_db

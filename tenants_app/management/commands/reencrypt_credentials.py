@@ -30,8 +30,9 @@ def _batch_size(value: str) -> int:
 
 class Command(BaseCommand):
     help = (
-        "Decrypt every stored ciphertext (cloud credentials, encrypted API key copies, stored idempotent "
-        "responses) that was not made with the current primary key and encrypt it again with it, bound to "
+        "Decrypt every stored ciphertext (cloud credentials, encrypted API key copies, webhook signing "
+        "secrets, stored idempotent responses) that was not made with the current primary key and encrypt "
+        "it again with it, bound to "
         "the same row. Compare-and-set writes in batches: a row changed meanwhile keeps its new value. "
         "Resumable: rows already on the primary are skipped, so run it again after an interruption. "
         "Run it after `manage.py rotate_local_kms_key` (local backend) or after creating a new primary "
