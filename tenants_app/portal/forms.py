@@ -47,7 +47,7 @@ class OnboardForm(forms.Form):
     )
     company_name = forms.CharField(max_length=200)
     admin_email = forms.EmailField(max_length=254, label="Admin email")
-    plan = forms.ChoiceField(choices=[(value, value) for value in PlanName.values])
+    plan = forms.ChoiceField(choices=PlanName.choices)
 
 
 class TenantEditForm(forms.Form):
@@ -56,36 +56,44 @@ class TenantEditForm(forms.Form):
 
 
 class PlanChangeForm(forms.Form):
-    plan = forms.ChoiceField(choices=[(value, value) for value in PlanName.values], label="New plan")
+    plan = forms.ChoiceField(choices=PlanName.choices, label="New plan")
+
+
+# What each limit is called on every page (forms, previews, the tenant page).
+LIMIT_LABELS = {
+    "daily_limit": "Daily pipeline runs",
+    "monthly_limit": "Monthly pipeline runs",
+    "concurrent_limit": "Concurrent pipeline runs",
+    "max_providers": "Cloud providers",
+    "api_calls_per_minute": "API calls a minute",
+    "api_calls_per_hour": "API calls an hour",
+}
+
+
+def limit_label(name: str) -> str:
+    return LIMIT_LABELS.get(name, name.replace("_", " "))
 
 
 class LimitsForm(forms.Form):
     """Per-tenant overrides of the plan's limits; each field starts at the limit in force."""
 
-    daily_limit = forms.IntegerField(label="Daily pipeline runs", min_value=1)
-    monthly_limit = forms.IntegerField(label="Monthly pipeline runs", min_value=1)
-    concurrent_limit = forms.IntegerField(label="Concurrent pipeline runs", min_value=1)
-    max_providers = forms.IntegerField(label="Cloud providers", min_value=1)
-    api_calls_per_minute = forms.IntegerField(label="API calls a minute", min_value=1)
-    api_calls_per_hour = forms.IntegerField(label="API calls an hour", min_value=1)
     reset = forms.MultipleChoiceField(
         required=False,
         label="Back to the plan's figure",
         widget=forms.CheckboxSelectMultiple,
-        choices=[
-            ("daily_limit", "Daily pipeline runs"),
-            ("monthly_limit", "Monthly pipeline runs"),
-            ("concurrent_limit", "Concurrent pipeline runs"),
-            ("max_providers", "Cloud providers"),
-            ("api_calls_per_minute", "API calls a minute"),
-            ("api_calls_per_hour", "API calls an hour"),
-        ],
+        choices=list(LIMIT_LABELS.items()),
         help_text="A ticked limit takes the plan's figure, whatever the box above says.",
     )
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        limits = {name: forms.IntegerField(label=label, min_value=1) for name, label in LIMIT_LABELS.items()}
+        # The limits first, the reset choices after them, as the page reads.
+        self.fields = {**limits, "reset": self.fields["reset"]}
+
 
 class SubscriptionStatusForm(forms.Form):
-    status = forms.ChoiceField(choices=[(value, value) for value in SubscriptionStatus.values])
+    status = forms.ChoiceField(choices=SubscriptionStatus.choices)
     trial_end_date = forms.DateField(
         required=False,
         widget=forms.DateInput(attrs={"type": "date"}),

@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from tenants_app.labels import enum_label
 from tenants_app.models import SubscriptionStatus
 from tenants_app.portal import forms as portal_forms
+from tenants_app.portal.forms import limit_label
 from tenants_app.portal.pages import (
     actor_of,
     back_to_tenant,
@@ -28,15 +29,6 @@ from tenants_app.services.subscription_plan_change import (
 )
 from tenants_app.services.subscription_selectors import subscription_effective_limits, subscription_get
 from tenants_app.services.subscription_status import subscription_set_status
-
-LIMIT_LABELS = {
-    "daily_limit": "Daily pipeline runs",
-    "monthly_limit": "Monthly pipeline runs",
-    "concurrent_limit": "Concurrent pipeline runs",
-    "max_providers": "Cloud providers",
-    "api_calls_per_minute": "API calls a minute",
-    "api_calls_per_hour": "API calls an hour",
-}
 
 
 # --- subscription -----------------------------------------------------------------------------------
@@ -102,9 +94,7 @@ def _preview_rows(preview: Any) -> list[tuple[str, Any, Any]]:
     before = _limits(preview.limits_before)
     after = _limits(preview.limits_after)
     names = list(dict.fromkeys([*before, *after]))
-    return [
-        (LIMIT_LABELS.get(name, name.replace("_", " ")), before.get(name), after.get(name)) for name in names
-    ]
+    return [(limit_label(name), before.get(name), after.get(name)) for name in names]
 
 
 def _limits(limits: Any) -> dict[str, Any]:
@@ -120,7 +110,7 @@ def tenant_limits_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
     limits = subscription_effective_limits(subscription=current)
     in_force = limits.as_dict()
     form = bound_form(request, portal_forms.LimitsForm, initial=in_force)
-    overridden = ", ".join(LIMIT_LABELS.get(name, name) for name in limits.overridden) or "none"
+    overridden = ", ".join(limit_label(name) for name in limits.overridden) or "none"
     return submit_form(
         request,
         form,

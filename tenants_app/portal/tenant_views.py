@@ -19,6 +19,7 @@ from tenants_app.labels import enum_label
 from tenants_app.models import CLOSED_TENANT_STATUSES, TenantStatus
 from tenants_app.portal import forms as portal_forms
 from tenants_app.portal.charts import usage_trend_svg
+from tenants_app.portal.forms import limit_label
 from tenants_app.portal.pages import (
     View,
     actor_of,
@@ -86,6 +87,9 @@ def tenant_detail_view(request: HttpRequest, tenant_id: str) -> HttpResponse:
         overview=overview,
         profile=profile,
         threshold_percent=WARNING_PERCENT,
+        overridden_labels=[limit_label(name) for name in overview.limits.overridden]
+        if overview.limits
+        else [],
         capabilities=tenant_capabilities(
             profile=profile, subscription=overview.subscription, today=overview.usage_day
         ),

@@ -27,7 +27,6 @@ from tenants_app.models import (
     RunState,
     TenantPipelineExecutionQueue,
     TenantProfile,
-    TenantSubscription,
     TenantUsageQuota,
 )
 from tenants_app.repositories import central_repository
@@ -42,7 +41,11 @@ from tenants_app.services.quota_rules import (
     quota_day,
     run_usage_dml,
 )
-from tenants_app.services.subscription_selectors import EffectiveLimits, subscription_effective_limits
+from tenants_app.services.subscription_selectors import (
+    EffectiveLimits,
+    subscription_effective_limits,
+    subscriptions_newest,
+)
 from tenants_app.services.usage_rows import usage_rows_start
 
 
@@ -75,7 +78,7 @@ def quota_rooms(*, tenant_ids: Sequence[str], now: datetime) -> dict[str, Room]:
     if not tenants:
         return {}
     with ContextThreadPoolExecutor(3) as pool:
-        subscriptions = pool.submit(_newest_subscriptions, tenants)
+        subscriptions = pool.submit(lambda: subscriptions_newest(tenant_ids=tenants))
         statuses = pool.submit(_tenant_statuses, tenants)
         rows = pool.submit(_usage_rows, tenants, day)
         found_subscriptions, found_statuses, found_rows = (
@@ -269,16 +272,6 @@ def quota_release_many(
 def _group_order(item: tuple[tuple[str, date, bool | None], int]) -> tuple[str, date, int]:
     (tenant, day, outcome), _ = item
     return tenant, day, {True: 0, False: 1, None: 2}[outcome]
-
-
-def _newest_subscriptions(tenants: list[str]) -> dict[str, TenantSubscription]:
-    newest: dict[str, TenantSubscription] = {}
-    rows = central_repository(TenantSubscription).list(
-        filters={"tenant_id__in": tenants}, order_by=["tenant_id", "-created_at", "subscription_id"]
-    )
-    for row in rows:
-        newest.setdefault(row.tenant_id, row)
-    return newest
 
 
 def _tenant_statuses(tenants: list[str]) -> dict[str, str | None]:

@@ -7,6 +7,7 @@ How limits are stored and changed is in subscriptions.py's docstring.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, timedelta
 
@@ -50,14 +51,32 @@ class EffectiveLimits:
         return {name: getattr(self, name) for name in LIMIT_FIELDS}
 
 
+# Which of a tenant's subscription rows is in force: the newest (BigQuery has no unique constraint).
+NEWEST_SUBSCRIPTION_FIRST = ("-created_at", "subscription_id")
+
+
 def subscription_get(*, tenant_id: str) -> TenantSubscription:
     """The tenant's newest subscription (one job)."""
     rows = central_repository(TenantSubscription).list(
-        filters={"tenant_id": tenant_id}, order_by=("-created_at",), limit=1
+        filters={"tenant_id": tenant_id}, order_by=NEWEST_SUBSCRIPTION_FIRST, limit=1
     )
     if not rows:
         raise DoesNotExist(f"tenant {tenant_id!r} has no subscription")
     return rows[0]
+
+
+def subscriptions_newest(*, tenant_ids: Iterable[str]) -> dict[str, TenantSubscription]:
+    """Each tenant's newest subscription by tenant id, for many tenants in one job (none: absent)."""
+    ids = sorted(set(tenant_ids))
+    if not ids:
+        return {}
+    newest: dict[str, TenantSubscription] = {}
+    rows = central_repository(TenantSubscription).list(
+        filters={"tenant_id__in": ids}, order_by=("tenant_id", *NEWEST_SUBSCRIPTION_FIRST)
+    )
+    for row in rows:
+        newest.setdefault(row.tenant_id, row)
+    return newest
 
 
 def usage_list(*, tenant_id: str, days: int = 30) -> list[TenantUsageQuota]:

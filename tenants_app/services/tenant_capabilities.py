@@ -23,7 +23,6 @@ from tenants_app.models import (
     TenantStatus,
     TenantSubscription,
 )
-from tenants_app.repositories import central_repository
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.plans import (
     OPERATION_CONFIGURE,
@@ -32,7 +31,7 @@ from tenants_app.services.plans import (
     OPERATIONS,
     status_allows,
 )
-from tenants_app.services.subscription_selectors import subscription_effective_status
+from tenants_app.services.subscription_selectors import subscription_effective_status, subscriptions_newest
 
 OK = "ok"
 LIMITED = "limited"
@@ -112,15 +111,8 @@ def tenant_capabilities_for(
     *, profiles: Sequence[TenantProfile], today: date | None = None
 ) -> dict[str, Capabilities]:
     """The verdict of each profile by tenant id, with their newest subscriptions read in one job."""
-    ids = sorted({profile.tenant_id for profile in profiles})
-    newest: dict[str, TenantSubscription] = {}
-    if ids:
-        with bigquery_errors_translated():
-            rows = central_repository(TenantSubscription).list(
-                filters={"tenant_id__in": ids}, order_by=("tenant_id", "-created_at", "subscription_id")
-            )
-        for row in rows:
-            newest.setdefault(row.tenant_id, row)
+    with bigquery_errors_translated():
+        newest = subscriptions_newest(tenant_ids=[profile.tenant_id for profile in profiles])
     return {
         profile.tenant_id: tenant_capabilities(
             profile=profile, subscription=newest.get(profile.tenant_id), today=today
