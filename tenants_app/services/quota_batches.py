@@ -264,7 +264,10 @@ def quota_release_many(
         f"UPDATE {table} AS u SET {outcome_sets}"  # noqa: S608 - identifiers quoted, values parameters
         f"concurrent_pipelines_running = GREATEST(concurrent_pipelines_running - ({' + '.join(freed)}), 0), "
         "last_pipeline_completed_at = @now, last_updated = @now "
-        f"WHERE tenant_id IN UNNEST(@tenants) AND usage_date >= @first_day{leaked}"
+        f"WHERE tenant_id IN UNNEST(@tenants) AND usage_date >= @first_day"
+        # Only rows this batch frees a slot on: another tenant's earlier release day must not make a
+        # row before this tenant's own day count as changed (nor move its completion time).
+        f" AND ({' + '.join(freed)}) > 0{leaked}"
     )
     return run_usage_dml(sql, params)
 
