@@ -184,8 +184,11 @@ def quota_admit_many(
         f"WHERE usage_id IN UNNEST(@ids) AND pipelines_run_today + {n} <= {daily} "
         f"AND pipelines_run_month + {n} <= {monthly} AND concurrent_pipelines_running + {n} <= {concurrent}"
     )
-    if run_usage_dml(sql, params) == len(ids):
+    changed = run_usage_dml(sql, params)
+    if changed == len(ids):
         admitted = set(grants)
+    elif len(ids) == 1:
+        admitted = set()  # one row, not changed: nothing to read back (a single run's admission)
     else:
         rows = central_repository(TenantUsageQuota).list(
             filters={"usage_id__in": ids, "admission_id": admission_id}, fields=["tenant_id"]

@@ -32,7 +32,7 @@ from tenants_app.services.errors import DoesNotExist, ServiceUnavailable
 from tenants_app.services.onboarding import usage_id_for
 from tenants_app.services.plans import OPERATION_RUN
 from tenants_app.services.quota_batches import Release, quota_admit_many, quota_release_many, quota_room
-from tenants_app.services.quota_rules import DAILY, MONTHLY, WARNING_RATIO, check_allowed, quota_day
+from tenants_app.services.quota_rules import DAILY, MONTHLY, at_warning, check_allowed, quota_day
 from tenants_app.services.subscription_selectors import EffectiveLimits, subscription_effective_limits
 from tenants_app.services.usage_rows import usage_rows_start
 
@@ -182,13 +182,12 @@ def _usage_row(tenant_id: str, day: date) -> TenantUsageQuota | None:
 
 def _admission(before: TenantUsageQuota, limits: EffectiveLimits) -> Admission:
     """The admission's figures: the row as read before the UPDATE, plus this run."""
-    numerator, denominator = WARNING_RATIO
     run_today, run_month = before.pipelines_run_today + 1, before.pipelines_run_month + 1
     raised = []
     # The same test as the UPDATE's: this run crossed 80% if the flag was empty and now qualifies.
-    if before.daily_warning_at is None and run_today * denominator >= limits.daily_limit * numerator:
+    if before.daily_warning_at is None and at_warning(used=run_today, limit=limits.daily_limit):
         raised.append(DAILY)
-    if before.monthly_warning_at is None and run_month * denominator >= limits.monthly_limit * numerator:
+    if before.monthly_warning_at is None and at_warning(used=run_month, limit=limits.monthly_limit):
         raised.append(MONTHLY)
     if raised:
         logger.info("tenant %s reached 80%% of its %s run limit", before.tenant_id, " and ".join(raised))
