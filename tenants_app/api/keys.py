@@ -82,8 +82,9 @@ class ApiKeyListApi(TenantScopedApi):
     def get(self, request: Request, tenant_id: str | None = None) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        keys = api_key_list(tenant_id=self.tenant_id(), **filters.other_filters())
-        return page_response(filters.page_of(keys), ApiKeyOutputSerializer)
+        return page_response(
+            api_key_list(tenant_id=self.tenant_id(), **filters.validated_data), ApiKeyOutputSerializer
+        )
 
     @extend_schema(
         summary="Create an API key",

@@ -22,8 +22,7 @@ from tenants_app.portal.pages import (
     writer_required,
 )
 from tenants_app.services.api_key_rotation import ROTATION_GRACE_CHOICES, api_key_rotate, rotated_key_name
-from tenants_app.services.api_keys import api_key_create, api_key_list, api_key_revoke
-from tenants_app.services.errors import DoesNotExist
+from tenants_app.services.api_keys import api_key_create, api_key_revoke, tenant_key_row
 from tenants_app.services.tenants import (
     tenant_get,
 )
@@ -64,11 +63,9 @@ def tenant_key_create_view(request: HttpRequest, tenant_id: str) -> HttpResponse
 
 
 def _key(tenant_id: str, api_key_id: str) -> TenantApiKey:
-    for row in api_key_list(tenant_id=tenant_id, include_revoked=True):
-        if row.api_key_id == api_key_id:
-            row.api_key_hash = ""
-            return row
-    raise DoesNotExist(f"API key {api_key_id!r} of tenant {tenant_id!r} does not exist")
+    row = tenant_key_row(tenant_id, api_key_id)  # one row, without its ciphertext
+    row.api_key_hash = ""
+    return row
 
 
 @writer_required

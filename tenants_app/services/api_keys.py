@@ -18,6 +18,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from bigquery_backend.repository import Page
 from tenants_app import secret_shapes
 from tenants_app.kms import KmsUnavailable, aad_for, get_kms
 from tenants_app.models import (
@@ -27,6 +28,7 @@ from tenants_app.models import (
     TenantProfile,
 )
 from tenants_app.repositories import central_repository
+from tenants_app.secrets import is_sensitive_name
 from tenants_app.services.api_key_scopes import check_scopes, within_creator_expiry
 from tenants_app.services.api_key_verification import (
     _keys,
@@ -203,17 +205,28 @@ def api_key_audit_data(row: TenantApiKey) -> dict[str, Any]:
     }
 
 
-def api_key_list(*, tenant_id: str, include_revoked: bool = False) -> list[TenantApiKey]:
-    """The tenant's keys, newest first, in one job; rows carry the display prefix, never a key."""
+# What a listing reads: every column but the hash and the ciphertext, which stay in BigQuery.
+_LISTED_FIELDS = tuple(
+    field.name for field in TenantApiKey._meta.concrete_fields if not is_sensitive_name(field.name)
+)
+
+
+def api_key_list(
+    *, tenant_id: str, include_revoked: bool = False, limit: int = 50, offset: int = 0
+) -> Page[TenantApiKey]:
+    """One page of the tenant's keys, newest first, and their total (two jobs, paged in BigQuery):
+    revoked keys pile up with every rotation. Rows carry the display prefix, never a key or its hash."""
     filters: dict[str, Any] = {"tenant_id": tenant_id}
     if not include_revoked:
         filters["is_active"] = True
     with bigquery_errors_translated():
-        rows = _keys().list(filters=filters, order_by=("-created_at",))
-    for row in rows:
-        # Listing never needs the ciphertext: keep it out of serializers and templates by construction.
-        row.encrypted_api_key = None
-    return rows
+        return _keys().page(
+            filters=filters,
+            order_by=("-created_at", "api_key_id"),
+            limit=limit,
+            offset=offset,
+            fields=_LISTED_FIELDS,
+        )
 
 
 def api_key_revoke(*, tenant_id: str, api_key_id: str, reason: str, revoked_by: str) -> TenantApiKey:

@@ -112,10 +112,7 @@ def test_it_shows_a_missing_keys_id_from_the_address_in_a_paragraph_of_its_own_d
     response = superuser_client.get(url("tenant-key-revoke", tenant_id, right_to_left_id))
 
     assert response.status_code == 404
-    assert (
-        f'<p dir="auto">API key &#x27;{right_to_left_id}&#x27; of tenant &#x27;{tenant_id}&#x27; does'
-        in html(response)
-    )
+    assert f'<p dir="auto">API key &#x27;{right_to_left_id}&#x27; does not exist' in html(response)
 
 
 def key_named(onboard: Onboard, name: str) -> tuple[str, str]:

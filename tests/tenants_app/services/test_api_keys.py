@@ -131,13 +131,18 @@ def test_it_lists_keys_by_prefix_in_one_job_and_never_the_key(tenant: str, gatew
     with gateway.count_jobs() as counter:
         active = api_key_list(tenant_id=tenant)
     everything = api_key_list(tenant_id=tenant, include_revoked=True)
+    second = api_key_list(tenant_id=tenant, include_revoked=True, limit=1, offset=1)
 
-    assert counter.jobs == 1
-    assert [row.api_key_id for row in active] == [kept.row.api_key_id]
-    assert {row.api_key_id for row in everything} == {kept.row.api_key_id, revoked.row.api_key_id}
-    assert active[0].key_prefix == kept.plaintext[:15]
-    for row in everything:
-        assert row.encrypted_api_key is None
+    assert counter.jobs == 2  # the page and its total, however many keys pile up
+    assert [row.api_key_id for row in active.items] == [kept.row.api_key_id]
+    assert {row.api_key_id for row in everything.items} == {kept.row.api_key_id, revoked.row.api_key_id}
+    assert (second.total, len(second.items)) == (2, 1)
+    assert second.items[0].api_key_id == everything.items[1].api_key_id
+    assert active.items[0].key_prefix == kept.plaintext[:15]
+    for row in everything.items:
+        # Neither the ciphertext nor the hash is read out of BigQuery.
+        assert not row.encrypted_api_key
+        assert not row.api_key_hash
         dump = repr(row) + str(row) + repr(vars(row))
         assert_secret_absent(kept.plaintext, dump)
         assert_secret_absent(revoked.plaintext, dump)
