@@ -52,6 +52,12 @@ def instant_columns() -> frozenset[str]:
     return column_names(lambda field: isinstance(field, models.DateTimeField))
 
 
+@functools.cache
+def json_columns() -> frozenset[str]:
+    """Names of the JSON columns: what a tenant or a worker sent (`parameters`, `run_metadata`)."""
+    return column_names(lambda field: isinstance(field, models.JSONField))
+
+
 def enum_label(value: Any) -> str:
     """The choices' label of a stored enum value; an unknown value unchanged, nothing as a dash."""
     if value in (None, ""):

@@ -18,7 +18,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from tenants_app.labels import instant_columns
+from tenants_app.labels import instant_columns, json_columns
 from tenants_app.timestamps import api_timestamp
 
 # An instant some service wrote as an ISO string: a date, a time and a zone (which an instant always has).
@@ -28,14 +28,21 @@ _ISO_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)
 def timestamps_in_values(values: Any) -> Any:
     """An audit entry's `before`/`after` values with each instant written the API's way.
 
-    Only the top level, and only under a column name our models declare as an instant: those values are
-    ours (stored as ISO strings in the entry's JSON). Anything else is text someone typed (a key's name,
-    a revoke reason) that may merely look like a time, and is answered exactly as it was stored, as is a
-    value under an instant's name that does not parse.
+    Only under a column name our models declare as an instant, at any depth of our own objects (a
+    rotation's `replacement.expires_at`): those values are ours (stored as ISO strings in the entry's
+    JSON). Anything else is text someone typed (a key's name, a revoke reason) that may merely look like
+    a time, and is answered exactly as it was stored, as is a value under an instant's name that does not
+    parse. A JSON column's value (a schedule's `parameters`) is the tenant's own and is not entered.
     """
     if not isinstance(values, dict):
         return values
-    return {name: _instant_or_as_is(name, value) for name, value in values.items()}
+    return {name: _shown(name, value) for name, value in values.items()}
+
+
+def _shown(name: str, value: Any) -> Any:
+    if isinstance(value, dict) and name not in json_columns():
+        return timestamps_in_values(value)
+    return _instant_or_as_is(name, value)
 
 
 def _instant_or_as_is(name: str, value: Any) -> Any:

@@ -176,3 +176,16 @@ def test_it_answers_text_that_only_looks_like_a_time_as_it_was_typed(typed: str)
     values = {"name": typed, "reason": typed, "revoked_at": "2026-02-30T10:00:00+00:00"}
 
     assert timestamps_in_values(values) == values
+
+
+def test_it_rewrites_the_instants_of_the_entrys_own_nested_objects() -> None:
+    # A rotation records its replacement as an object of ours; a schedule's parameters are the tenant's.
+    values = {
+        "replacement": {"api_key_id": "k2", "expires_at": "2026-12-03T16:30:05+00:00"},
+        "parameters": {"expires_at": "2026-12-03T16:30:05+00:00"},
+    }
+
+    shown = timestamps_in_values(values)
+
+    assert shown["replacement"] == {"api_key_id": "k2", "expires_at": "2026-12-03T16:30:05.000000Z"}
+    assert shown["parameters"] == values["parameters"]
