@@ -39,11 +39,35 @@ STORE_API_KEYS = "tenant_api_keys"
 STORE_IDEMPOTENCY = "idempotency_records"
 STORE_WEBHOOK_SECRETS = "tenant_webhook_endpoints"
 STORES: tuple[str, ...] = (STORE_CREDENTIALS, STORE_API_KEYS, STORE_WEBHOOK_SECRETS, STORE_IDEMPOTENCY)
-# The BigQuery stores' tables and ciphertext columns.
-_TABLE_STORES: dict[str, tuple[type[Any], str]] = {
-    STORE_CREDENTIALS: (TenantCloudCredential, "encrypted_credentials"),
-    STORE_API_KEYS: (TenantApiKey, "encrypted_api_key"),
-    STORE_WEBHOOK_SECRETS: (TenantWebhookEndpoint, "encrypted_secret"),
+
+
+@dataclass(frozen=True)
+class _TableStore:
+    """A BigQuery table holding one ciphertext per row, and the AAD that binds it to its row."""
+
+    model: type[Any]
+    key: str
+    column: str
+    aad: Callable[[str, str], bytes]  # (tenant id, row key) -> AAD
+
+
+_TABLE_STORES: dict[str, _TableStore] = {
+    STORE_CREDENTIALS: _TableStore(
+        TenantCloudCredential,
+        "credential_id",
+        "encrypted_credentials",
+        lambda tenant, key: aad_for(CREDENTIALS_AAD_TABLE, tenant, key),
+    ),
+    # The AAD api_keys.issue_key binds every copy with.
+    STORE_API_KEYS: _TableStore(
+        TenantApiKey,
+        "api_key_id",
+        "encrypted_api_key",
+        lambda tenant, key: aad_for("tenant_api_keys", tenant, key),
+    ),
+    STORE_WEBHOOK_SECRETS: _TableStore(
+        TenantWebhookEndpoint, "endpoint_id", "encrypted_secret", endpoint_aad
+    ),
 }
 
 # The audit log drops keys that sound secret ("credentials", "key"), so its summary uses these names.
@@ -125,34 +149,13 @@ def _bigquery_rows(
 
 
 def _stored(store: str, *, tenant_id: str | None) -> Iterator[_Stored]:
-    if store == STORE_CREDENTIALS:
-        for row in _bigquery_rows(
-            central_repository(TenantCloudCredential),
-            key="credential_id",
-            column="encrypted_credentials",
-            tenant_id=tenant_id,
-        ):
-            aad = aad_for(CREDENTIALS_AAD_TABLE, row.tenant_id, row.credential_id)
-            yield _Stored(store, row.credential_id, row.tenant_id, bytes(row.encrypted_credentials), aad)
-    elif store == STORE_API_KEYS:
-        for row in _bigquery_rows(
-            central_repository(TenantApiKey),
-            key="api_key_id",
-            column="encrypted_api_key",
-            tenant_id=tenant_id,
-        ):
-            # The AAD api_keys.issue_key binds every copy with.
-            aad = aad_for("tenant_api_keys", row.tenant_id, row.api_key_id)
-            yield _Stored(store, row.api_key_id, row.tenant_id, bytes(row.encrypted_api_key), aad)
-    elif store == STORE_WEBHOOK_SECRETS:
-        for row in _bigquery_rows(
-            central_repository(TenantWebhookEndpoint),
-            key="endpoint_id",
-            column="encrypted_secret",
-            tenant_id=tenant_id,
-        ):
-            aad = endpoint_aad(row.tenant_id, row.endpoint_id)
-            yield _Stored(store, row.endpoint_id, row.tenant_id, bytes(row.encrypted_secret), aad)
+    table = _TABLE_STORES.get(store)
+    if table is not None:
+        repository = central_repository(table.model)
+        for row in _bigquery_rows(repository, key=table.key, column=table.column, tenant_id=tenant_id):
+            key = getattr(row, table.key)
+            ciphertext = bytes(getattr(row, table.column))
+            yield _Stored(store, key, row.tenant_id, ciphertext, table.aad(row.tenant_id, key))
     elif store == STORE_IDEMPOTENCY:
         records = IdempotencyRecord.objects.filter(encrypted_response__isnull=False).order_by("pk")
         if tenant_id is not None:
@@ -196,7 +199,8 @@ def _write(store: str, changes: list[tuple[_Stored, bytes]]) -> int:
                     pk=item.row_key, encrypted_response=item.ciphertext
                 ).update(encrypted_response=new)
         return written
-    model, column = _TABLE_STORES[store]
+    table = _TABLE_STORES[store]
+    column = table.column
     rows = [
         # The tenant is part of the condition too: a row can never be rewritten through another tenant.
         RowChange(
@@ -206,7 +210,7 @@ def _write(store: str, changes: list[tuple[_Stored, bytes]]) -> int:
         )
         for item, new in changes
     ]
-    return central_repository(model).update_many(rows)
+    return central_repository(table.model).update_many(rows)
 
 
 # --- services ---------------------------------------------------------------------------------------
