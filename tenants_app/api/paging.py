@@ -1,8 +1,10 @@
 """The envelope every API listing answers with, and its `limit`/`offset` parameters.
 
 Every list endpoint answers `{"count", "limit", "offset", "results"}`: `count` is every matching row,
-`results` the page. Listings the services read whole (a tenant's keys, credentials, webhook endpoints,
-usage days, the template catalogue: a few rows each) are paged here, so a client pages them all alike.
+`results` the page. Most services page in BigQuery (a page and its total). The few listings they read
+whole are paged here, so a client pages them all alike: a tenant's credentials (one per provider and
+name), webhook endpoints (at most 10 active), usage days (bounded by MAX_USAGE_DAYS) and the template
+catalogue (in code).
 """
 
 from __future__ import annotations
