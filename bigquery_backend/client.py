@@ -512,7 +512,7 @@ def build_gateway() -> BigQueryGateway:
             client = bigquery.Client(project=settings.BIGQUERY_PROJECT, location=settings.BIGQUERY_LOCATION)
     except Exception as exc:
         raise map_error(exc) from exc
-    _widen_connection_pool(client)
+    _widen_connection_pool(client, size=settings.BIGQUERY_MAX_CONNECTIONS)
     return BigQueryGateway(
         client,
         location=settings.BIGQUERY_LOCATION,
@@ -521,13 +521,10 @@ def build_gateway() -> BigQueryGateway:
     )
 
 
-# Connections kept per host: group-committed ticks send a statement per table side by side (a report
-# tick writes many tenants' tables at once), and urllib3's default of 10 dropped the rest after use.
-_POOL_CONNECTIONS = 64
-
-
-def _widen_connection_pool(client: bigquery.Client) -> None:
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=_POOL_CONNECTIONS)
+def _widen_connection_pool(client: bigquery.Client, *, size: int) -> None:
+    """Keep `size` connections per host: group-committed ticks send a statement per table side by side,
+    and reports write many tenants' tables at once; urllib3's default of 10 dropped the rest after use."""
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=size)
     for prefix in ("https://", "http://"):
         client._http.mount(prefix, adapter)
 

@@ -212,6 +212,12 @@ BIGQUERY_EMULATOR_HOST = env.str("BIGQUERY_EMULATOR_HOST", default="") or None
 # outage into a hung request instead of a clear 503.
 BIGQUERY_TIMEOUT_SECONDS = env.float("BIGQUERY_TIMEOUT_SECONDS", default=30.0)
 BIGQUERY_RETRY_DEADLINE_SECONDS = env.float("BIGQUERY_RETRY_DEADLINE_SECONDS", default=20.0)
+# Connections to BigQuery kept open per process: at least the server's threads that may call it at
+# once. Below that, every call past the pool opens a new connection (a TLS handshake on BigQuery) and
+# urllib3 logs "Connection pool is full" as it drops it.
+BIGQUERY_MAX_CONNECTIONS = env.int("BIGQUERY_MAX_CONNECTIONS", default=256)
+if BIGQUERY_MAX_CONNECTIONS < 1:
+    raise ImproperlyConfigured("BIGQUERY_MAX_CONNECTIONS must be >= 1")
 
 TENANTS_DATASET = env.str("TENANTS_DATASET", default="tenants")
 TENANT_DATASET_TEMPLATE = env.str("TENANT_DATASET_TEMPLATE", default="{tenant_id}")

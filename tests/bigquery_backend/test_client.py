@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import http.server
+import json
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from django.test import override_settings
 from google.api_core import exceptions as google_exceptions
 from google.api_core.client_options import ClientOptions
 from google.auth import exceptions as auth_exceptions
@@ -339,3 +342,61 @@ def test_it_exposes_no_google_exception_class_in_its_module_namespace() -> None:
         assert issubclass(error, BigQueryError)
         assert not issubclass(error, google_exceptions.GoogleAPIError)
     assert client_module.map_error is map_error
+
+
+@pytest.fixture
+def counting_endpoint() -> Iterator[tuple[str, Callable[[], int]]]:
+    """A loopback BigQuery stand-in that keeps connections alive, answers a dataset after 0.2 s, and
+    counts the TCP connections clients opened."""
+    opened: list[int] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as BigQuery's front end
+
+        def setup(self) -> None:
+            opened.append(1)
+            super().setup()
+
+        def do_GET(self) -> None:
+            time.sleep(0.2)  # so the callers' requests overlap
+            reference = {"projectId": "pool-project", "datasetId": "pooled"}
+            body = json.dumps({"datasetReference": reference, "id": "pool-project:pooled"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", lambda: len(opened)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(("pool", "at_most"), [(8, 8), (2, None)])
+def test_it_keeps_as_many_connections_open_as_configured(
+    counting_endpoint: tuple[str, Callable[[], int]], pool: int, at_most: int | None
+) -> None:
+    endpoint, connections = counting_endpoint
+    with override_settings(
+        BIGQUERY_EMULATOR_HOST=endpoint, BIGQUERY_PROJECT="pool-project", BIGQUERY_MAX_CONNECTIONS=pool
+    ):
+        gateway = build_gateway()
+        with ThreadPoolExecutor(8) as pool_of_callers:
+            for _ in range(3):  # three waves of 8 callers at once
+                waves = [pool_of_callers.submit(gateway.get_dataset, "pooled") for _ in range(8)]
+                assert all(wave.result().dataset_id == "pooled" for wave in waves)
+    if at_most is not None:
+        # Every wave after the first reuses the connections the pool kept.
+        assert connections() <= at_most
+    else:
+        # A pool smaller than the callers drops connections after use, and the next wave reopens them.
+        assert connections() > 8
