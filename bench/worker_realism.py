@@ -106,6 +106,7 @@ class Point:
 
     workers: int
     seconds: float
+    shape: str = ""
     started: float = 0.0
     deadline: float = 0.0
     drain_deadline: float = 0.0
@@ -169,6 +170,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="threads per gunicorn process (requests of a batched path mostly wait for their tick)",
     )
     parser.add_argument(
+        "--server-shapes",
+        default="",
+        help="gunicorn shapes compared point by point, as PROCESSESxTHREADS, comma-separated (4x64,1x1536); "
+        "overrides --server-workers and --server-threads",
+    )
+    parser.add_argument(
         "--parallel-runs",
         action="store_true",
         help="a worker runs the runs of one claim side by side (as one with max_runs slots would)",
@@ -182,6 +189,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--scale", type=float, default=1.0, help="realism latency scale (1.0: the defaults)")
     args = parser.parse_args(argv)
     args.workers = [int(item) for item in args.workers.split(",") if item.strip()]
+    try:
+        args.shapes = [_shape(item) for item in args.server_shapes.split(",") if item.strip()] or [
+            (args.server_workers, args.server_threads)
+        ]
+    except ValueError:
+        parser.error("--server-shapes takes PROCESSESxTHREADS items, such as 4x64,1x1536")
+    if any(not 1 <= processes <= 16 or not 1 <= threads <= 4096 for processes, threads in args.shapes):
+        parser.error("a server shape takes 1-16 processes and 1-4096 threads")
     if not args.workers or min(args.workers) < 1 or max(args.workers) > 256:
         parser.error("--workers takes 1 to 256 per point")
     if (
@@ -193,6 +208,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.tenants < 1 or args.runs < args.tenants or args.max_runs < 1:
         parser.error("--tenants >= 1, --runs >= --tenants and --max-runs >= 1")
     return args
+
+
+def _shape(text: str) -> tuple[int, int]:
+    processes, _, threads = text.strip().partition("x")
+    return int(processes), int(threads)
 
 
 # --- setup (realism off: straight to the emulator) --------------------------------------------------
@@ -298,9 +318,9 @@ def report(client: WorkerClient, call: str, path: str, body: dict[str, Any]) -> 
 
 # --- one point -----------------------------------------------------------------------------------------
 def run_point(
-    workers: int, args: argparse.Namespace, url: str, token: str, proxy: BigQueryRealismProxy
+    workers: int, args: argparse.Namespace, url: str, token: str, proxy: BigQueryRealismProxy, *, shape: str
 ) -> Point:
-    point = Point(workers=workers, seconds=args.seconds)
+    point = Point(workers=workers, seconds=args.seconds, shape=shape)
     clients = [WorkerClient(url, token, point, timeout=args.http_timeout) for _ in range(workers)]
     threads = [
         threading.Thread(
@@ -477,7 +497,7 @@ def central_dml_per_run(point: Point, central: str) -> float:
 
 
 def print_point(point: Point, central: str) -> None:
-    print(f"\n=== {point.workers} workers, {point.seconds:.0f} s", flush=True)
+    print(f"\n=== {point.workers} workers, {point.seconds:.0f} s, gunicorn {point.shape}", flush=True)
     claims = sum(point.runs_per_claim.values())
     print(
         f"runs completed: {point.completed_in_window} in the window ({point.per_minute:.1f}/min), "
@@ -516,7 +536,7 @@ def print_point(point: Point, central: str) -> None:
 def print_summary(points: list[Point], central: str) -> None:
     print("\nSummary (p50/p99 seconds over all calls of the point, drain included)\n")
     header = (
-        f"{'workers':>7} {'runs/min':>8} {'incl. drain':>11} {'claim':>13} {'heartbeat':>13} "
+        f"{'gunicorn':>9} {'workers':>7} {'runs/min':>8} {'incl. drain':>11} {'claim':>13} {'heartbeat':>13} "
         f"{'complete':>13} {'non-2xx':>8} {'DML/run':>8} {'drain s':>8}"
     )
     print(header)
@@ -524,7 +544,7 @@ def print_summary(points: list[Point], central: str) -> None:
     for p in points:
         cells = "".join(f"{p50_p99(latencies(p, call)):>14}" for call in CALLS)
         print(
-            f"{p.workers:>7} {p.per_minute:>8.1f} {p.overall_per_minute:>11.1f}{cells} "
+            f"{p.shape:>9} {p.workers:>7} {p.per_minute:>8.1f} {p.overall_per_minute:>11.1f}{cells} "
             f"{sum(errors_of(p).values()):>8} {central_dml_per_run(p, central):>8.1f} {p.drain_seconds:>8.1f}"
         )
     print("runs/min: completed in the claiming window; incl. drain: all completed over window + drain time.")
@@ -574,12 +594,17 @@ def run(args: argparse.Namespace, emulator: EmulatorProcess) -> int:
             BIGQUERY_EMULATOR_HOST=emulator.url, BIGQUERY_PROJECT=emulator.project, TENANTS_DATASET=central
         ):
             token = setup(args, environment)
-            server = PortalServer(
-                environment, workers=args.server_workers, threads=args.server_threads
-            ).start()
+            servers = {
+                f"{processes}x{threads}": PortalServer(
+                    environment, workers=processes, threads=threads
+                ).start()
+                for processes, threads in args.shapes
+            }
             print(
-                f"gunicorn: {args.server_workers} workers x {args.server_threads} threads on {server.url}; "
-                f"realism scale {args.scale}; "
+                "gunicorn (processes x threads): "
+                + ", ".join(f"{shape} on {server.url}" for shape, server in servers.items())
+                + (" (each point runs on each shape in turn)" if len(servers) > 1 else "")
+                + f"; realism scale {args.scale}; "
                 f"{args.seconds:.0f} s per point, drain at most {args.drain_seconds:.0f} s; "
                 f"HTTP timeout {args.http_timeout:.0f} s"
                 + (f"; max_runs={args.max_runs} sent in each claim" if args.max_runs > 1 else "")
@@ -587,16 +612,18 @@ def run(args: argparse.Namespace, emulator: EmulatorProcess) -> int:
                 flush=True,
             )
             points: list[Point] = []
-            seen = set(server.log_text().splitlines())  # gunicorn's start-up lines
+            seen = {shape: set(server.log_text().splitlines()) for shape, server in servers.items()}
             try:
                 for workers in args.workers:
-                    point = run_point(workers, args, server.url, token, proxy)
-                    point.check.extend(check_slots(get_gateway()))
-                    point.check.extend(server_log_lines(server, seen))
-                    print_point(point, central)
-                    points.append(point)
+                    for shape, server in servers.items():
+                        point = run_point(workers, args, server.url, token, proxy, shape=shape)
+                        point.check.extend(check_slots(get_gateway()))
+                        point.check.extend(server_log_lines(server, seen[shape]))
+                        print_point(point, central)
+                        points.append(point)
             finally:
-                server.stop()
+                for server in servers.values():
+                    server.stop()
             print_summary(points, central)
             mismatched = any("mismatch" in line for p in points for line in p.check)
     return 1 if mismatched else 0
