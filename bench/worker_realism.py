@@ -2,7 +2,8 @@
 
 The worker side, end to end: W worker threads (8, 32, 64, 128) each loop claim -> one heartbeat -> complete
 (SUCCEEDED, one step log) against `/api/v1/worker/...` with a worker token, on gunicorn with the
-production config (tests/support/servers.py), whose BigQuery is the emulator behind
+production config (tests/support/servers.py) and `manage.py run_periodic` beside it (which writes the
+reports' rows into the tenants' datasets every minute), whose BigQuery is the emulator behind
 `tests/support/bigquery_realism.py` (SELECT 0.5 s, DML 1.5 s, DDL 1 s, metadata 0.2 s; at most 2
 UPDATE/DELETE/MERGE running per table, 20 pending, BigQuery's refusal beyond).
 
@@ -12,7 +13,8 @@ not cap the figure), one config each, and a burst of 2,000 due runs enqueued by 
 `runs_enqueue` (2 MERGEs). Per point: runs completed per minute, p50/p99 per call, every non-2xx by
 status and error code, mutating statements per central table per minute (the proxy's counts); then a
 drain (no new claims, held runs finished) and a check that each tenant's usage row counts as many
-running runs as the queue holds RUNNING entries with a slot.
+running runs as the queue holds RUNNING entries with a slot. `--server-shapes 4x64,1x1536` runs each
+point on each gunicorn shape (processes x threads) in turn, for a side-by-side summary.
 
 Bounded: every loop stops at its deadline or its count; everything listens on 127.0.0.1 only.
 """
@@ -71,7 +73,7 @@ from tenants_app.repositories import central_repository  # noqa: E402
 from tenants_app.services.bootstrap import bigquery_bootstrap  # noqa: E402
 from tests.support.bigquery_realism import BigQueryRealismProxy, realism_proxy  # noqa: E402
 from tests.support.run_burst import enqueue_due_burst, onboard_tenants  # noqa: E402
-from tests.support.servers import PortalServer, ServerEnvironment  # noqa: E402
+from tests.support.servers import PeriodicProcess, PortalServer, ServerEnvironment  # noqa: E402
 
 CALLS = ("claim", "heartbeat", "complete")
 MUTATING = ("update", "delete", "merge", "insert")
@@ -405,8 +407,16 @@ def check_slots(gateway: BigQueryGateway) -> list[str]:
     )
     for row in (leaked + freed)[:10]:
         lines.append(f"  mismatch {row['tenant_id']}: usage row {row['counted']}, queue {row['holding']}")
-    states = gateway.query(f"SELECT state, COUNT(*) AS n FROM {queue} GROUP BY state ORDER BY state").rows
-    lines.append("queue: " + ", ".join(f"{r['state']} {r['n']}" for r in states))
+    states = gateway.query(
+        f"SELECT state, COUNT(*) AS n, COUNTIF(tenant_rows IS NOT NULL) AS waiting FROM {queue} "
+        "GROUP BY state ORDER BY state"
+    ).rows
+    lines.append(
+        "queue: "
+        + ", ".join(f"{r['state']} {r['n']}" for r in states)
+        + f"; {sum(r['waiting'] for r in states)} entries hold rows not yet in their tenant's dataset "
+        "(run_periodic writes them every minute)"
+    )
     return lines
 
 
@@ -611,6 +621,9 @@ def run(args: argparse.Namespace, emulator: EmulatorProcess) -> int:
                 + ("; the runs of a claim run side by side" if args.parallel_runs else ""),
                 flush=True,
             )
+            # As production runs it beside gunicorn: among its jobs, the reports' rows into the tenants'
+            # datasets every minute (through the proxy, so its statements are counted with the rest).
+            periodic = PeriodicProcess(environment).start()
             points: list[Point] = []
             seen = {shape: set(server.log_text().splitlines()) for shape, server in servers.items()}
             try:
@@ -624,6 +637,7 @@ def run(args: argparse.Namespace, emulator: EmulatorProcess) -> int:
             finally:
                 for server in servers.values():
                     server.stop()
+                periodic.stop()
             print_summary(points, central)
             mismatched = any("mismatch" in line for p in points for line in p.check)
     return 1 if mismatched else 0

@@ -361,8 +361,8 @@ class Repository(Generic[M]):
         key_alias = batch.add(key_column.name, [self._coerce(key_column, key_column.name, k) for k in keys])
         for name in (*value_names, *expected_names):
             column = self._column(name)
-            if column.mode == REPEATED or column.field_type == "JSON":
-                # Arrays of arrays are not valid parameters, and JSON has no equality.
+            # Arrays of arrays are not valid parameters, and JSON has no equality (JSON values go as text).
+            if column.mode == REPEATED or (column.field_type == "JSON" and name in expected_names):
                 raise InvalidInput(f"{name}: not supported in batches", errors={name: ["Not batchable."]})
         assignments = []
         for name in value_names:
@@ -448,12 +448,12 @@ class Repository(Generic[M]):
         operator = operator or "exact"
         column = self._column(name)
         quoted = quote_column(column.name)
+        if operator == "isnull" and column.mode != REPEATED:  # a JSON value may be NULL; an array never is
+            return f"{quoted} IS {'' if value else 'NOT '}NULL"
         if column.field_type == "JSON" or column.mode == REPEATED:
             raise InvalidInput(
                 f"{name}: cannot filter on a {column.field_type} column", errors={name: ["Not filterable."]}
             )
-        if operator == "isnull":
-            return f"{quoted} IS {'' if value else 'NOT '}NULL"
         if isinstance(value, Col):
             if operator not in LOOKUPS:
                 raise InvalidInput(f"{lookup}: lookup cannot compare columns", errors={name: ["Bad lookup."]})

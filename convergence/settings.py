@@ -298,11 +298,20 @@ PERIODIC_TICK_SECONDS = env.float("PERIODIC_TICK_SECONDS", default=5.0)
 # the other; periods are epoch-aligned and shared by every host through the default cache.
 PERIODIC_SCHEDULER_SECONDS = env.int("PERIODIC_SCHEDULER_SECONDS", default=60)
 PERIODIC_ORPHAN_CLEANUP_SECONDS = env.int("PERIODIC_ORPHAN_CLEANUP_SECONDS", default=300)
+# Reports' rows reach the tenants' datasets once per this period (run_tenant_rows.py): each tenant table
+# gets at most one statement per period, however many runs report; until then they sit on the queue.
+PERIODIC_TENANT_ROWS_SECONDS = env.int("PERIODIC_TENANT_ROWS_SECONDS", default=60)
 # A host running a job holds its period this long at most: past it (the host died), another host runs it.
 PERIODIC_JOB_LEASE_SECONDS = env.int("PERIODIC_JOB_LEASE_SECONDS", default=600)
 if (
     PERIODIC_TICK_SECONDS <= 0
-    or min(PERIODIC_SCHEDULER_SECONDS, PERIODIC_ORPHAN_CLEANUP_SECONDS, PERIODIC_JOB_LEASE_SECONDS) < 1
+    or min(
+        PERIODIC_SCHEDULER_SECONDS,
+        PERIODIC_ORPHAN_CLEANUP_SECONDS,
+        PERIODIC_TENANT_ROWS_SECONDS,
+        PERIODIC_JOB_LEASE_SECONDS,
+    )
+    < 1
 ):
     raise ImproperlyConfigured("PERIODIC_TICK_SECONDS must be > 0 and the other PERIODIC_* settings >= 1")
 

@@ -340,6 +340,11 @@ class TenantPipelineExecutionQueue(BigQueryModel):
     tick_id = models.CharField(
         max_length=64, null=True, blank=True, help_text="The last claim or report tick that wrote it"
     )
+    tenant_rows = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Rows its reports made for the tenant's dataset, until they are written there",
+    )
 
     table_spec = TableSpec(
         scope=CENTRAL,

@@ -1,4 +1,4 @@
-"""Periodic work without cron: the scheduler, orphan cleanup, usage rollover, notifications.
+"""Periodic work without cron: the scheduler, orphan cleanup, reports' rows, usage rollover, notifications.
 
 `periodic_tick(now=...)` runs every job of `PERIODIC_JOBS` whose current period has not run yet;
 `manage.py run_periodic` calls it every few seconds (or once, from Cloud Scheduler or a CronJob).
@@ -35,6 +35,7 @@ from django.core.cache import cache
 from tenants_app.services.notifications import notifications_daily_scan, notifications_deliver
 from tenants_app.services.quota_rules import quota_day
 from tenants_app.services.run_queue import runs_reap_orphaned
+from tenants_app.services.run_tenant_rows import tenant_rows_flush
 from tenants_app.services.scheduler import scheduler_run
 from tenants_app.services.usage_rows import usage_roll_over
 
@@ -67,6 +68,15 @@ def _reap_orphans(now: datetime) -> str:
     return f"{len(report.requeued)} orphaned run(s) re-queued, {len(report.failed)} failed"
 
 
+def _write_tenant_rows(now: datetime) -> str:
+    report = tenant_rows_flush()
+    failed = (
+        f", {len(report.failed_tenants)} tenant(s) kept for the next period" if report.failed_tenants else ""
+    )
+    left = ", more left for the next period" if report.more_left else ""
+    return f"{report.attempts} run attempt(s) written to {report.tenants} tenant dataset(s){failed}{left}"
+
+
 def _roll_over_usage(now: datetime) -> str:
     report = usage_roll_over(day=quota_day(now))
     return (
@@ -89,6 +99,7 @@ def _scan_expiring(now: datetime) -> str:
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("schedule_pipelines", lambda: settings.PERIODIC_SCHEDULER_SECONDS, _schedule),
     PeriodicJob("cleanup_orphaned_runs", lambda: settings.PERIODIC_ORPHAN_CLEANUP_SECONDS, _reap_orphans),
+    PeriodicJob("write_tenant_rows", lambda: settings.PERIODIC_TENANT_ROWS_SECONDS, _write_tenant_rows),
     PeriodicJob("roll_over_usage", lambda: DAY_SECONDS, _roll_over_usage),
     # Webhooks and emails queued by `notify` go out within a few seconds; retries fall due here too.
     PeriodicJob(

@@ -3,11 +3,11 @@
 A report (run_reports.py) checks what the worker sent and builds its rows, then hands them here.
 The tick (bigquery_backend/batching.py) commits every report that arrived meanwhile:
 
-0. before the tick, in each report's request: the tenant's rows (attempt record, step logs, DQ
-   results), one MERGE per tenant table for the tenant's reports that arrive together
-   (`tenant_rows_write`); a report whose rows could not be written commits nothing;
 1. ONE MERGE moves the queue entries out of RUNNING, each with its own compare-and-set (state,
-   worker, credential and attempt as the report read them), tagged with the tick's `tick_id`;
+   worker, credential and attempt as the report read them), tagged with the tick's `tick_id`. It also
+   stores each report's rows for the tenant's dataset on its entry (`tenant_rows`, written to the
+   tenant's tables by run_tenant_rows.py), so a report commits with its rows or not at all. Only
+   reports carrying more than _PAYLOAD_BYTES together make more than one such MERGE;
 2. when fewer rows matched than were sent, one read of the tag tells which reports won (a repeat of
    a report that already landed, a lease lost to a cleanup or a cancel did not);
 3. side by side: ONE UPDATE frees the winners' slots and counts their outcomes on the usage rows
@@ -23,28 +23,20 @@ same run in one tick are committed once; the others take the replay path.
 
 from __future__ import annotations
 
+import json
 import logging
-import threading
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from bigquery_backend.batching import GroupCommit
 from bigquery_backend.exceptions import BackendUnavailable
-from bigquery_backend.exceptions import NotFound as BackendNotFound
 from bigquery_backend.repository import RowChange
 from tenants_app.log_context import ContextThreadPoolExecutor
-from tenants_app.models import (
-    RunState,
-    TenantDqResult,
-    TenantPipelineConfig,
-    TenantPipelineRun,
-    TenantScheduledPipelineRun,
-    TenantStepLog,
-)
-from tenants_app.repositories import central_repository, tenant_repository
+from tenants_app.models import RunState, TenantPipelineConfig, TenantScheduledPipelineRun
+from tenants_app.repositories import central_repository
 from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.errors import DoesNotExist
 from tenants_app.services.notifications import notify_run_failed
@@ -60,23 +52,12 @@ from tenants_app.services.run_common import (
     scheduled_runs_repository,
     unblock_tenant,
 )
-from tenants_app.task_graph import Task, run_tasks
 
 logger = logging.getLogger(__name__)
 
 _MAX_REPORTS_PER_TICK = 500
-# One group commit per tenant for its dataset's rows: created on first use, a few bytes each.
-_writers: dict[str, GroupCommit[TenantRows, None]] = {}
-_writers_lock = threading.Lock()
-
-
-@dataclass(frozen=True)
-class TenantRows:
-    """What a report writes to the tenant's own dataset: the attempt's record, its steps and checks."""
-
-    execution: TenantPipelineRun
-    steps: list[TenantStepLog] = field(default_factory=list)
-    checks: list[TenantDqResult] = field(default_factory=list)
+# The reports' rows a compare-and-set MERGE carries at most: BigQuery takes requests of up to 10 MB.
+_PAYLOAD_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -141,71 +122,6 @@ _reports: GroupCommit[ReportCommit, TenantScheduledPipelineRun | NotCommitted] =
 )
 
 
-def tenant_rows_write(*, tenant_id: str, rows: TenantRows) -> None:
-    """Write one report's rows to its tenant's dataset, with the tenant's reports written meanwhile.
-
-    Before the commit, in the request: tenants' tables are separate BigQuery tables, written side by
-    side by their own reports, never waiting for the report tick. Reports of the same tenant that
-    arrive while its last write runs are written together, one statement per table.
-    """
-    with bigquery_errors_translated():
-        _tenant_writer(tenant_id).submit(rows)
-
-
-def _tenant_writer(tenant_id: str) -> GroupCommit[TenantRows, None]:
-    with _writers_lock:
-        writer = _writers.get(tenant_id)
-        if writer is None:
-            writer = _writers[tenant_id] = GroupCommit(
-                lambda batch: _write_rows(tenant_id, batch), max_batch=_MAX_REPORTS_PER_TICK
-            )
-        return writer
-
-
-def _write_rows(tenant_id: str, batch: list[TenantRows]) -> list[None]:
-    _write_one_tenant(tenant_id, batch)
-    return [None] * len(batch)
-
-
-def _write_one_tenant(tenant_id: str, rows: list[TenantRows]) -> None:
-    """At most 3 statements for all the tenant's reports: each attempt's rows replace any earlier copy
-    (a retried report rewrites, never duplicates), on the ids derived from run and attempt."""
-    # Two copies of one report (a retry while the first waits) must not give the MERGE the same key twice.
-    rows = list({row.execution.pipeline_logging_id: row for row in rows}.values())
-    executions = [row.execution for row in rows]
-    with_steps = [row for row in rows if row.steps]
-    with_checks = [row for row in rows if row.checks]
-    writes: dict[str, Task[Any]] = {
-        "executions": Task(
-            lambda: tenant_repository(TenantPipelineRun, tenant_id).replace_group(
-                executions, group={"pipeline_logging_id__in": [r.pipeline_logging_id for r in executions]}
-            )
-        )
-    }
-    if with_steps:
-        writes["steps"] = Task(
-            lambda: tenant_repository(TenantStepLog, tenant_id).replace_group(
-                [step for row in with_steps for step in row.steps],
-                group={"pipeline_logging_id__in": [row.execution.pipeline_logging_id for row in with_steps]},
-            )
-        )
-    if with_checks:
-        writes["checks"] = Task(
-            lambda: tenant_repository(TenantDqResult, tenant_id).replace_group(
-                [check for row in with_checks for check in row.checks],
-                group={"pipeline_logging_id__in": [row.execution.pipeline_logging_id for row in with_checks]},
-            )
-        )
-    try:
-        run_tasks(writes, max_workers=3, thread_name_prefix="tenant-rows")
-    except BackendNotFound:
-        # Purged at offboarding: the runs still finish centrally; failing the reports would make the
-        # workers retry forever for logs that have nowhere to go.
-        logger.error(
-            "tenant %s has no dataset: %d runs' execution records and logs dropped", tenant_id, len(rows)
-        )
-
-
 def _move_entries(batch: list[ReportCommit]) -> list[ReportCommit]:
     """Step 1-2: the compare-and-set of every report; the reports that won it."""
     tick_id = f"report:{uuid.uuid4().hex}"
@@ -227,7 +143,8 @@ def _move_entries(batch: list[ReportCommit]) -> list[ReportCommit]:
             )
         )
     queue = queue_repository()
-    if queue.update_many(changes, shared={"lease_expires_at": None, "tick_id": tick_id}) == len(changes):
+    shared = {"lease_expires_at": None, "tick_id": tick_id}
+    if sum(queue.update_many(chunk, shared=shared) for chunk in _by_payload(changes)) == len(changes):
         return batch
     ours = queue.list(
         filters={"run_id__in": [c.candidate.entry.run_id for c in batch], "tick_id": tick_id},
@@ -235,6 +152,21 @@ def _move_entries(batch: list[ReportCommit]) -> list[ReportCommit]:
     )
     matched = {entry.run_id for entry in ours}
     return [commit for commit in batch if commit.candidate.entry.run_id in matched]
+
+
+def _by_payload(changes: list[RowChange]) -> Iterator[list[RowChange]]:
+    """The changes in as few MERGEs as their tenant rows allow (one, unless reports carry megabytes)."""
+    chunk: list[RowChange] = []
+    size = 0
+    for change in changes:
+        weight = len(json.dumps(change.values.get("tenant_rows"), default=str))
+        if chunk and size + weight > _PAYLOAD_BYTES:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(change)
+        size += weight
+    if chunk:
+        yield chunk
 
 
 def _follow(won: list[ReportCommit]) -> dict[str, TenantScheduledPipelineRun]:

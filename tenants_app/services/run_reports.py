@@ -1,8 +1,9 @@
 """Worker reports: complete or fail a held run; the replay of a report that already landed.
 
 A report checks what the worker sent (run_report_checks.py) and its lease, builds the rows of the
-tenant's dataset, and hands everything to the report tick (run_report_batches.py), which writes the
-tenant rows, then makes the compare-and-set on the queue entry, the commit point of every transition
+tenant's dataset, and hands everything to the report tick (run_report_batches.py), whose
+compare-and-set on the queue entry stores those rows with it (run_tenant_rows.py writes them to the
+tenant's tables every minute). The compare-and-set is the commit point of every transition
 (why that makes one caller win, and how claims take and record concurrent slots: run_queue.py). The
 tick releases the run's slot with its compare-and-set's winners, before the run row follows, so a
 failure on the run row leaves no slot behind: repeating the report repairs the run row, and never
@@ -58,10 +59,8 @@ from tenants_app.services.run_common import (
 from tenants_app.services.run_report_batches import (
     NotCommitted,
     ReportCommit,
-    TenantRows,
     config_last_run_record,
     report_commit,
-    tenant_rows_write,
 )
 from tenants_app.services.run_report_checks import (
     report_dq_results_checked,
@@ -69,6 +68,7 @@ from tenants_app.services.run_report_checks import (
     report_step_logs_checked,
     report_text_redacted,
 )
+from tenants_app.services.run_tenant_rows import TenantRows, tenant_rows_kept
 
 logger = logging.getLogger(__name__)
 
@@ -125,9 +125,9 @@ def run_complete(
         number = entry.attempt or 1
         logging_id = pipeline_logging_id(run_id, number)
         start = started_at or entry.processing_started_at or now
-        # Tenant data first (one statement per tenant table for the reports of a tenant that arrive
-        # together), with ids derived from the run and attempt: a retried request rewrites the same rows,
-        # and a request that fails after that leaves nothing half-counted.
+        # The tenant's rows ride on the commit (kept on the entry until run_tenant_rows.py writes them to
+        # the tenant's dataset), with ids derived from the run and attempt: a retried request rewrites
+        # the same rows, and a report that does not commit leaves none.
         tenant_rows = TenantRows(
             execution=_execution_record(
                 candidate,
@@ -144,11 +144,14 @@ def run_complete(
         # The commit (run_report_batches.py): the entry's compare-and-set, then the slot and the run row.
         # If the run row fails after the compare-and-set, the worker's retry takes the replay path,
         # which repairs the run row but (the entry being out of RUNNING) can never release again.
-        tenant_rows_write(tenant_id=entry.tenant_id, rows=tenant_rows)
         commit = ReportCommit(
             candidate=candidate,
             worker_id=worker_id,
-            queue_values={"state": status, "available_at": UNCHANGED},
+            queue_values={
+                "state": status,
+                "available_at": UNCHANGED,
+                "tenant_rows": tenant_rows_kept(entry, tenant_rows),
+            },
             run_values=_completion_values(
                 candidate.entry, state=status, now=now, error=error, logging_id=logging_id
             ),
@@ -221,7 +224,7 @@ def run_fail(
                 error=message,
             )
         )
-        tenant_rows_write(tenant_id=entry.tenant_id, rows=tenant_rows)
+        values["tenant_rows"] = tenant_rows_kept(entry, tenant_rows)
         commit = ReportCommit(
             candidate=candidate,
             worker_id=worker_id,

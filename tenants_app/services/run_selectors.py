@@ -26,6 +26,7 @@ from tenants_app.services.run_common import (
     scheduled_runs_repository,
 )
 from tenants_app.services.run_reports import pipeline_logging_id
+from tenants_app.services.run_tenant_rows import tenant_rows_merged, tenant_rows_pending
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,13 @@ def run_get(*, tenant_id: str, run_id: str) -> RunDetail:
         except BackendNotFound:
             # A tenant whose dataset was purged at offboarding: its central rows remain, its logs do not.
             executions, steps, checks = [], [], []
+        # Rows of reports not yet written to the tenant's dataset (run_tenant_rows.py) are on the entry.
+        executions, steps, checks = tenant_rows_merged(
+            executions=executions, steps=steps, checks=checks, pending=tenant_rows_pending(entry)
+        )
+        executions.sort(key=lambda row: row.start_time)
+        steps.sort(key=lambda row: (row.pipeline_logging_id, row.step_index))
+        checks.sort(key=lambda row: (row.pipeline_logging_id, row.executed_at))
     return RunDetail(run=run, entry=entry, executions=executions, step_logs=steps, dq_results=checks)
 
 

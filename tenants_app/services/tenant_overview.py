@@ -37,6 +37,7 @@ from tenants_app.services.api_key_verification import bigquery_errors_translated
 from tenants_app.services.datasets import check_tenant_id
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
 from tenants_app.services.quota_rules import limit_stops_work
+from tenants_app.services.run_tenant_rows import TenantRows, tenant_rows_merged, tenant_rows_waiting
 from tenants_app.services.subscription_selectors import (
     EffectiveLimits,
     subscription_effective_limits,
@@ -164,6 +165,8 @@ def tenant_overview(
             filters={"tenant_id": tenant_id}, order_by=("priority", "config_id"), limit=MAX_CONFIGS
         ),
         "runs": lambda: _tenant_runs(tenant_id, runs),
+        # Rows of reports not yet written to the tenant's dataset (run_tenant_rows.py).
+        "pending": lambda: tenant_rows_waiting(tenant_id=tenant_id),
         # Whether a full concurrent limit holds runs back (see UsageFigure.flagged).
         "waiting": lambda: central_repository(TenantPipelineExecutionQueue).count(
             filters={"tenant_id": tenant_id, "state": RunState.QUEUED}
@@ -176,6 +179,8 @@ def tenant_overview(
             raise DoesNotExist(f"tenant {tenant_id!r} does not exist")
         recent_runs, dataset_missing = results["runs"]
         details = _with_steps_and_results(tenant_id, recent_runs) if recent_runs else []
+        if results["pending"] and not dataset_missing:
+            details = _with_pending(details, results["pending"], limit=runs)
 
     subscription: TenantSubscription | None = results["subscription"]
     by_day: dict[date, TenantUsageQuota] = {}
@@ -266,6 +271,27 @@ def _with_steps_and_results(tenant_id: str, runs: list[TenantPipelineRun]) -> li
         RunDetail(run=run, steps=steps[run.pipeline_logging_id], dq_results=checks[run.pipeline_logging_id])
         for run in runs
     ]
+
+
+def _with_pending(details: list[RunDetail], pending: list[TenantRows], *, limit: int) -> list[RunDetail]:
+    """The newest runs once the rows not yet written to the dataset are counted in."""
+    executions, steps, checks = tenant_rows_merged(
+        executions=[detail.run for detail in details],
+        steps=[step for detail in details for step in detail.steps],
+        checks=[check for detail in details for check in detail.dq_results],
+        pending=pending,
+    )
+    newest = sorted(executions, key=lambda run: run.start_time, reverse=True)[:limit]
+    by_run: dict[str, RunDetail] = {
+        run.pipeline_logging_id: RunDetail(run=run, steps=[], dq_results=[]) for run in newest
+    }
+    for step in sorted(steps, key=lambda step: step.step_index):
+        if step.pipeline_logging_id in by_run:
+            by_run[step.pipeline_logging_id].steps.append(step)
+    for check in sorted(checks, key=lambda check: check.executed_at, reverse=True):
+        if check.pipeline_logging_id in by_run:
+            by_run[check.pipeline_logging_id].dq_results.append(check)
+    return list(by_run.values())
 
 
 def _usage_figures(

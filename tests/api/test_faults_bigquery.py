@@ -67,6 +67,7 @@ from tenants_app.services.datasets import central_dataset
 from tenants_app.services.onboarding import subscription_id_for, usage_id_for
 from tenants_app.services.plans import PLANS
 from tenants_app.services.run_reports import pipeline_logging_id
+from tenants_app.services.run_tenant_rows import tenant_rows_flush
 from tenants_app.services.usage_rows import usage_rows_start
 from tests.support.bigquery_faults import BigQueryFaultProxy, Fault, ProxiedRequest
 from tests.support.people import create_superuser
@@ -729,6 +730,7 @@ def test_it_completes_a_run_once_when_bigquery_failed_at_any_step(
                 "failed": before["failed"],
             }
             logging_id = pipeline_logging_id(run_id, 1)
+            tenant_rows_flush()  # the report's rows, kept on its entry, into the tenant's dataset
             for model in (TenantPipelineRun, TenantStepLog, TenantDqResult):
                 rows = tenant_repository(model, run_tenant.tenant_id).count(
                     filters={"pipeline_logging_id": logging_id}

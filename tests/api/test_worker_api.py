@@ -16,6 +16,7 @@ from tenants_app.services.admin_tokens import admin_token_create, admin_token_re
 from tenants_app.services.api_keys import api_key_create
 from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.run_reports import pipeline_logging_id
+from tenants_app.services.run_tenant_rows import tenant_rows_flush
 from tests.support.tenant_rows import rows_left_alone
 from tests.tenants_app.services.quota_factories import tenant_with_subscription
 from tests.tenants_app.services.run_factories import enqueue, entry
@@ -141,6 +142,7 @@ def test_it_lets_a_worker_token_drain_every_tenant_and_report_runs(central: str,
     assert beat.json()["attempt"] == 1
     assert done.status_code == 200
     assert done.json()["state"] == RunState.SUCCEEDED
+    tenant_rows_flush()  # as `run_periodic` does every minute
     logged = tenant_repository(TenantStepLog, tenant_id).list()
     assert [(s.step_name, s.pipeline_logging_id) for s in logged] == [
         ("extract", pipeline_logging_id(run_id, 1))

@@ -72,6 +72,24 @@ def test_it_round_trips_bytes_dates_and_decimals(widgets: Repository[Widget]) ->
     assert (b.payload, b.due_on, b.price) == (None, None, None)
 
 
+def test_it_sets_json_values_per_row_and_keeps_those_left_unchanged(widgets: Repository[Widget]) -> None:
+    widgets.insert(
+        make_widget("a", attributes={"old": 1}), make_widget("b", attributes={"kept": True}), make_widget("c")
+    )
+    changes = [
+        RowChange("a", {"attributes": [{"step": 1, "at": "2026-03-01T09:00:00.000001+00:00"}]}),
+        RowChange("b", {"attributes": UNCHANGED}),
+        RowChange("c", {"attributes": None}),
+    ]
+    assert widgets.update_many(changes) == 3
+    got = {row.widget_id: row.attributes for row in widgets.list()}
+    assert got == {
+        "a": [{"step": 1, "at": "2026-03-01T09:00:00.000001+00:00"}],
+        "b": {"kept": True},
+        "c": None,
+    }
+
+
 def test_it_lets_exactly_one_of_two_racing_batches_win_each_row(widgets: Repository[Widget]) -> None:
     keys = [f"w{i}" for i in range(20)]
     widgets.insert(*(make_widget(key, touched_at=T0) for key in keys))

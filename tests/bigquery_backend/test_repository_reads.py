@@ -171,6 +171,8 @@ def test_it_filters_on_null_and_not_null(seeded: Repository[Widget]) -> None:
     assert listed(seeded, notes__isnull=True) == expected_ids(lambda w: w.notes is None)
     assert listed(seeded, notes__isnull=False) == expected_ids(lambda w: w.notes is not None)
     assert listed(seeded, price__isnull=True) == expected_ids(lambda w: w.price is None)
+    # A JSON value is NULL or not like any other; only comparing one is refused.
+    assert listed(seeded, attributes__isnull=False) == expected_ids(lambda w: w.attributes is not None)
 
 
 @pytest.mark.parametrize(
@@ -244,7 +246,7 @@ def test_it_refuses_a_column_comparison_with_a_set_lookup(seeded: Repository[Wid
         seeded.list(filters={"used__icontains": Col("quota")})
 
 
-@pytest.mark.parametrize("lookup", ["attributes", "tags", "tags__in"])
+@pytest.mark.parametrize("lookup", ["attributes", "tags", "tags__in", "tags__isnull"])
 def test_it_refuses_to_filter_on_json_or_repeated_columns(seeded: Repository[Widget], lookup: str) -> None:
     with pytest.raises(InvalidInput):
         seeded.list(filters={lookup: ["x"]})

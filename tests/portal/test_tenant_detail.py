@@ -276,7 +276,8 @@ def test_it_costs_the_same_bigquery_jobs_with_2_or_20_keys(
         counts.append(counter.jobs)
 
     assert counts[0] == counts[1]
-    assert counts[0] <= 9
+    # The overview's reads side by side (tenant_overview.py), its runs' rows not yet written included.
+    assert counts[0] <= 10
 
 
 def test_it_answers_503_with_a_page_when_bigquery_is_down(

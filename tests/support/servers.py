@@ -143,3 +143,32 @@ class PortalServer:
         raise AssertionError(
             f"gunicorn did not answer /healthz within {START_TIMEOUT_SECONDS} s:\n{self.log_text()}"
         )
+
+
+class PeriodicProcess:
+    """`manage.py run_periodic` with this environment, as production runs it beside gunicorn."""
+
+    def __init__(self, environment: ServerEnvironment) -> None:
+        self._environment = environment
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log = environment.data_dir / f"run-periodic-{uuid.uuid4().hex[:8]}.log"
+
+    def start(self) -> PeriodicProcess:
+        command = [sys.executable, str(BASE_DIR / "manage.py"), "run_periodic", "-v", "0"]
+        with self._log.open("wb") as log:
+            self._process = subprocess.Popen(  # noqa: S603 - our own manage.py
+                command, env=self._environment.env(), cwd=BASE_DIR, stdout=log, stderr=subprocess.STDOUT
+            )
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()  # it finishes the job it runs, then exits
+            try:
+                self._process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+    def log_text(self) -> str:
+        return self._log.read_text(errors="replace") if self._log.exists() else ""

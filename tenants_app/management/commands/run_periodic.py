@@ -1,4 +1,4 @@
-"""`manage.py run_periodic`: the scheduler, orphan cleanup and usage rollover when due, without cron."""
+"""`manage.py run_periodic`: scheduler, runs' rows, orphan cleanup and usage rollover when due, no cron."""
 
 from __future__ import annotations
 
@@ -42,8 +42,9 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 class Command(BaseCommand):
     help = (
-        "Run periodic work until stopped (SIGTERM or Ctrl-C): the pipeline scheduler every minute, orphan "
-        "cleanup every 5 minutes and the usage rollover once per UTC day, right after midnight "
+        "Run periodic work until stopped (SIGTERM or Ctrl-C): the pipeline scheduler every minute, the "
+        "finished runs' rows into the tenants' datasets every minute, orphan cleanup every 5 minutes and "
+        "the usage rollover once per UTC day, right after midnight "
         "(PERIODIC_* settings). Safe on several hosts at once: the default cache (Redis across machines) "
         "lets one host run each period, and every job is idempotent anyway. --once runs one tick and exits, "
         "for Cloud Scheduler or a Kubernetes CronJob calling it every minute."

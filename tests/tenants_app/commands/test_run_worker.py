@@ -23,6 +23,7 @@ from tenants_app.services.admin_tokens import worker_token_create
 from tenants_app.services.api_keys import api_key_create
 from tenants_app.services.pipelines import pipeline_config_create, pipeline_config_run_now
 from tenants_app.services.run_reports import pipeline_logging_id
+from tenants_app.services.run_tenant_rows import tenant_rows_flush
 
 pytestmark = pytest.mark.usefixtures("central")
 
@@ -52,6 +53,7 @@ def state_of(run_id: str) -> str:
 
 
 def steps_of(tenant_id: str, run_id: str) -> list[TenantStepLog]:
+    tenant_rows_flush()  # the reports' rows into the tenants' datasets, as `run_periodic` does
     return tenant_repository(TenantStepLog, tenant_id).list(
         filters={"pipeline_logging_id": pipeline_logging_id(run_id, 1)}, order_by=("step_index",)
     )
@@ -104,6 +106,7 @@ def test_it_appends_with_a_worker_token_and_records_data_quality_results(
     assert [state_of(run_id) for run_id in runs] == [RunState.SUCCEEDED] * 3
     log = quote_table(gateway.project, tenant, "orders_log")
     assert gateway.query(f"SELECT COUNT(*) AS n FROM {log}").rows[0]["n"] == 6
+    tenant_rows_flush()
     [result] = tenant_repository(TenantDqResult, tenant).list(
         filters={"pipeline_logging_id": pipeline_logging_id(runs[2], 1)}
     )

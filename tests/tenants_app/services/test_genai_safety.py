@@ -35,6 +35,7 @@ from tenants_app.services.onboarding import initial_api_key_id, tenant_onboard
 from tenants_app.services.pipelines import pipeline_config_create
 from tenants_app.services.run_claims import run_claim
 from tenants_app.services.run_reports import run_complete
+from tenants_app.services.run_tenant_rows import tenant_rows_flush
 from tests.tenants_app.services.run_factories import enqueue
 
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
@@ -150,6 +151,7 @@ def run_pipelines(tenant_id: str) -> None:
             run_metadata={"rows": 120, "checksum": uuid.uuid4().hex, "started_by": "scheduler"},
             error=error,
         )
+    tenant_rows_flush()  # into the tenant's dataset, as `run_periodic` does every minute
 
 
 def execution(logging_id: str, tenant_id: str, **values: Any) -> TenantPipelineRun:

@@ -10,8 +10,8 @@ import pytest
 from django.utils import timezone
 
 from convergence.cache import embedded_cache
-from tenants_app.models import RunState, TenantPipelineConfig, TenantScheduledPipelineRun
-from tenants_app.repositories import central_repository
+from tenants_app.models import RunState, TenantPipelineConfig, TenantPipelineRun, TenantScheduledPipelineRun
+from tenants_app.repositories import central_repository, tenant_repository
 from tenants_app.services.bootstrap import bigquery_bootstrap
 from tenants_app.services.periodic import (
     DAY_SECONDS,
@@ -23,6 +23,7 @@ from tenants_app.services.periodic import (
     periodic_tick,
 )
 from tenants_app.services.run_claims import run_claim
+from tenants_app.services.run_reports import pipeline_logging_id, run_complete
 from tests.tenants_app.services.quota_factories import usage
 from tests.tenants_app.services.run_factories import enqueue, entry
 from tests.tenants_app.services.schedules import add_tenant, config_row
@@ -161,6 +162,7 @@ def test_it_runs_the_scheduler_the_orphan_cleanup_and_the_rollover(central_datas
     assert statuses(report) == {
         "schedule_pipelines": RAN,
         "cleanup_orphaned_runs": RAN,
+        "write_tenant_rows": RAN,
         "roll_over_usage": RAN,
         "deliver_notifications": RAN,
         "notify_trials_and_keys_expiring": RAN,
@@ -172,3 +174,22 @@ def test_it_runs_the_scheduler_the_orphan_cleanup_and_the_rollover(central_datas
     # A second tick in the same periods (this host or another) runs nothing.
     again = periodic_tick(now=now + timedelta(seconds=1))
     assert set(statuses(again).values()) == {SKIPPED}
+
+
+def test_it_writes_the_rows_of_finished_runs_into_the_tenants_dataset_once_a_period(
+    central_dataset: str,
+) -> None:
+    bigquery_bootstrap()
+    now = timezone.now().replace(hour=0, minute=7, second=10, microsecond=0)
+    tenant_id = add_tenant(prefix="rows")
+    bigquery_bootstrap(tenant_id=tenant_id)
+    run_id = enqueue(tenant_id)
+    assert run_claim(worker_id="w", tenant_id=tenant_id, now=now)
+    run_complete(run_id=run_id, worker_id="w", status="SUCCEEDED", now=now)
+    assert tenant_repository(TenantPipelineRun, tenant_id).list() == []
+
+    report = periodic_tick(now=now + timedelta(seconds=5))
+
+    assert statuses(report)["write_tenant_rows"] == RAN
+    executions = tenant_repository(TenantPipelineRun, tenant_id).list()
+    assert [row.pipeline_logging_id for row in executions] == [pipeline_logging_id(run_id, 1)]

@@ -25,6 +25,7 @@ from tenants_app.services.run_claims import run_claim
 from tenants_app.services.run_queue import run_heartbeat
 from tenants_app.services.run_reports import pipeline_logging_id, run_complete, run_fail
 from tenants_app.services.run_selectors import queue_list, run_get, run_list
+from tenants_app.services.run_tenant_rows import tenant_rows_flush
 from tests.tenants_app.services.quota_factories import tenant_with_subscription, usage
 from tests.tenants_app.services.run_factories import enqueue, entry, run_row
 
@@ -101,6 +102,7 @@ def test_it_writes_a_completed_run_into_the_tenants_own_dataset() -> None:
         logging_id,
         NOW + timedelta(seconds=8),
     )
+    tenant_rows_flush()  # what `run_periodic` does every minute
     execution = tenant_repository(TenantPipelineRun, tenant_id).get(logging_id)
     assert (execution.status, execution.duration_ms, execution.run_metadata) == (
         "SUCCEEDED",
@@ -133,6 +135,7 @@ def test_it_answers_a_repeated_completion_without_counting_it_twice() -> None:
     again = run_complete(**body)  # type: ignore[arg-type]
 
     assert (again.state, again.completed_at) == (first.state, first.completed_at)
+    tenant_rows_flush()
     assert len(tenant_repository(TenantStepLog, tenant_id).list()) == 2
     counters = usage(tenant_id, DAY)
     assert counters is not None
@@ -212,6 +215,7 @@ def test_it_retries_a_failed_attempt_with_exponential_backoff_then_fails_it(sett
     # Each attempt was admitted, released and counted as failed exactly once.
     assert (counters.pipelines_run_today, counters.pipelines_failed_today) == (3, 3)
     assert counters.concurrent_pipelines_running == 0
+    tenant_rows_flush()
     executions = tenant_repository(TenantPipelineRun, tenant_id).list()
     assert sorted(e.pipeline_logging_id for e in executions) == [
         pipeline_logging_id(run_id, n) for n in (1, 2, 3)
@@ -461,5 +465,6 @@ def test_it_refuses_json_nested_too_deep_with_a_field_error() -> None:
     assert entry(run_id).state == RunState.RUNNING
     run = run_complete(run_id=run_id, worker_id="w1", status="SUCCEEDED", run_metadata=nested(10), now=NOW)
     assert run.state == RunState.SUCCEEDED
+    tenant_rows_flush()
     execution = tenant_repository(TenantPipelineRun, tenant_id).get(pipeline_logging_id(run_id, 1))
     assert execution.run_metadata == nested(10)
