@@ -23,6 +23,7 @@ TODAY = timezone.now().replace(hour=0, minute=1, second=10, microsecond=0)
 JOBS = (
     "schedule_pipelines",
     "cleanup_orphaned_runs",
+    "write_tenant_rows",
     "roll_over_usage",
     "deliver_notifications",
     "notify_trials_and_keys_expiring",
