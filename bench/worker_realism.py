@@ -164,6 +164,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--concurrent-limit", type=int, default=20, help="per-tenant override (0: PROFESSIONAL's own 3)"
     )
+    parser.add_argument(
+        "--daily-limit",
+        type=int,
+        default=0,
+        help="per-tenant override (0: PROFESSIONAL's own 25), for more than 25 runs per tenant",
+    )
     parser.add_argument("--server-workers", type=int, default=4, help="gunicorn processes")
     parser.add_argument(
         "--server-threads",
@@ -577,7 +583,11 @@ def setup(args: argparse.Namespace, environment: ServerEnvironment) -> str:
     bigquery_bootstrap()
     tenants = tenant_ids(args.tenants)
     onboard_tenants(
-        tenant_ids=tenants, plan=PlanName.PROFESSIONAL, concurrent_limit=args.concurrent_limit, actor=ACTOR
+        tenant_ids=tenants,
+        plan=PlanName.PROFESSIONAL,
+        concurrent_limit=args.concurrent_limit,
+        daily_limit=args.daily_limit,
+        actor=ACTOR,
     )
     onboarded = time.perf_counter()
     enqueued = enqueue_due_burst(tenant_ids=tenants, runs=args.runs, now=timezone.now(), actor=ACTOR)
@@ -586,7 +596,7 @@ def setup(args: argparse.Namespace, environment: ServerEnvironment) -> str:
     ).strip()
     limit = (
         f"concurrent limit overridden to {args.concurrent_limit}" if args.concurrent_limit else "plan limits"
-    )
+    ) + (f", daily limit overridden to {args.daily_limit}" if args.daily_limit else "")
     print(
         f"Setup (realism off) {time.perf_counter() - started:.1f} s: {len(tenants)} tenants onboarded on "
         f"PROFESSIONAL ({limit}) in {onboarded - started:.1f} s; {enqueued} due runs enqueued "

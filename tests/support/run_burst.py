@@ -25,8 +25,16 @@ from tenants_app.services.subscription_overrides import subscription_set_limits
 ONBOARDING_THREADS = 4
 
 
-def onboard_tenants(*, tenant_ids: list[str], plan: str, concurrent_limit: int | None, actor: str) -> None:
-    """Onboard each tenant on `plan`; with `concurrent_limit`, override that limit (audited, as staff do)."""
+def onboard_tenants(
+    *,
+    tenant_ids: list[str],
+    plan: str,
+    concurrent_limit: int | None,
+    actor: str,
+    daily_limit: int | None = None,
+) -> None:
+    """Onboard each tenant on `plan`; with `concurrent_limit` or `daily_limit`, override those limits
+    (audited, as staff do)."""
 
     def one(tenant_id: str) -> None:
         tenant_onboard(
@@ -36,8 +44,13 @@ def onboard_tenants(*, tenant_ids: list[str], plan: str, concurrent_limit: int |
             plan=plan,
             created_by=actor,
         )
-        if concurrent_limit:
-            subscription_set_limits(tenant_id=tenant_id, actor=actor, concurrent_limit=concurrent_limit)
+        if concurrent_limit or daily_limit:
+            subscription_set_limits(
+                tenant_id=tenant_id,
+                actor=actor,
+                concurrent_limit=concurrent_limit or None,
+                daily_limit=daily_limit or None,
+            )
 
     with ThreadPoolExecutor(ONBOARDING_THREADS) as pool:
         list(pool.map(one, tenant_ids))
