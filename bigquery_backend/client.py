@@ -523,7 +523,7 @@ def build_gateway() -> BigQueryGateway:
 
 def _widen_connection_pool(client: bigquery.Client, *, size: int) -> None:
     """Keep `size` connections per host: group-committed ticks send a statement per table side by side,
-    and reports write many tenants' tables at once; urllib3's default of 10 dropped the rest after use."""
+    and each of a server's threads may wait on its own job; urllib3's default of 10 dropped the rest."""
     adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=size)
     for prefix in ("https://", "http://"):
         client._http.mount(prefix, adapter)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -20,6 +20,7 @@ from bigquery_backend.identifiers import quote_column, quote_table
 from bigquery_backend.schema import REPEATED, Column, TableDefinition, table_definition
 
 M = TypeVar("M", bound=models.Model)
+T = TypeVar("T")
 
 LOOKUPS = {
     "exact": "=",
@@ -36,6 +37,9 @@ TEXT_LOOKUPS = {
     "istartswith": "STARTS_WITH(LOWER({column}), LOWER({value}))",
 }
 MAX_LIMIT = 10_000
+# What one statement carries at most: BigQuery refuses requests (query text and parameters) over 10 MB,
+# and a batch near that spends its time in the upload.
+MAX_BATCH_BYTES = 4 * 1024 * 1024
 # Up to this many rows, `replace_group` sends each value as its own parameter instead of arrays.
 _SCALAR_ROWS = 10
 
@@ -75,6 +79,31 @@ class Page(Generic[M]):
     total: int
     limit: int
     offset: int
+
+
+def batched(
+    items: Iterable[T],
+    *,
+    rows: Callable[[T], int] = lambda item: 1,
+    size: Callable[[T], int] = lambda item: 0,
+) -> Iterator[list[T]]:
+    """`items` in as few batches as one statement takes: at most MAX_LIMIT rows and MAX_BATCH_BYTES.
+
+    `rows` is what an item adds to the batch's largest table, `size` its bytes as sent. An item over
+    either limit alone still goes, in a batch of its own (the statement then names what is wrong).
+    """
+    batch: list[T] = []
+    batch_rows = batch_bytes = 0
+    for item in items:
+        item_rows, item_bytes = rows(item), size(item)
+        if batch and (batch_rows + item_rows > MAX_LIMIT or batch_bytes + item_bytes > MAX_BATCH_BYTES):
+            yield batch
+            batch, batch_rows, batch_bytes = [], 0, 0
+        batch.append(item)
+        batch_rows += item_rows
+        batch_bytes += item_bytes
+    if batch:
+        yield batch
 
 
 @dataclass(frozen=True)

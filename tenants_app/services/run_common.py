@@ -37,6 +37,8 @@ MAX_DQ_RESULTS = 200
 MAX_ERROR_LENGTH = 10_000
 MAX_JSON_BYTES = 64 * 1024  # run_metadata, each failed_expectations
 MAX_STEP_METADATA_BYTES = 16 * 1024
+# A report's JSON and texts together: its rows ride in the statement that commits its tick.
+MAX_REPORT_BYTES = 2 * 1024 * 1024
 MAX_JSON_DEPTH = 10  # as pipeline parameters; the secret check (run_reports) walks it recursively
 MIN_LEASE_SECONDS = 10
 _WORKER_ID = re.compile(r"^[A-Za-z0-9._:@/-]{1,200}$")
@@ -44,7 +46,7 @@ RUN_ID_MAX = 128
 logger = logging.getLogger(__name__)
 
 _BLOCKED_CACHE_KEY = "cvg:runs:quota_blocked:v1"
-_LEASE_CACHE_KEY = "cvg:runs:lease:v1:{run_id}"
+_LEASE_CACHE_KEY = "cvg:runs:lease:v2:{run_id}"
 # How long a call waits for a tick's lane before it is answered 503 (shorter than workers' timeouts).
 LANE_WAIT_SECONDS = 25.0
 _RELEASE_PENDING_KEY = "cvg:runs:release-pending:v1:{run_id}"

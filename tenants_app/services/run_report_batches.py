@@ -7,7 +7,7 @@ The tick (bigquery_backend/batching.py) commits every report that arrived meanwh
    worker, credential and attempt as the report read them), tagged with the tick's `tick_id`. It also
    stores each report's rows for the tenant's dataset on its entry (`tenant_rows`, written to the
    tenant's tables by run_tenant_rows.py), so a report commits with its rows or not at all. Only
-   reports carrying more than _PAYLOAD_BYTES together make more than one such MERGE;
+   reports carrying more than a statement takes (repository.MAX_BATCH_BYTES) make more than one;
 2. when fewer rows matched than were sent, one read of the tag tells which reports won (a repeat of
    a report that already landed, a lease lost to a cleanup or a cancel did not);
 3. side by side: ONE UPDATE frees the winners' slots and counts their outcomes on the usage rows
@@ -33,7 +33,7 @@ from typing import Any
 
 from bigquery_backend.batching import GroupCommit
 from bigquery_backend.exceptions import BackendUnavailable
-from bigquery_backend.repository import RowChange
+from bigquery_backend.repository import RowChange, batched
 from tenants_app.log_context import ContextThreadPoolExecutor
 from tenants_app.models import RunState, TenantPipelineConfig, TenantScheduledPipelineRun
 from tenants_app.repositories import central_repository
@@ -56,8 +56,6 @@ from tenants_app.services.run_common import (
 logger = logging.getLogger(__name__)
 
 _MAX_REPORTS_PER_TICK = 500
-# The reports' rows a compare-and-set MERGE carries at most: BigQuery takes requests of up to 10 MB.
-_PAYLOAD_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -156,17 +154,9 @@ def _move_entries(batch: list[ReportCommit]) -> list[ReportCommit]:
 
 def _by_payload(changes: list[RowChange]) -> Iterator[list[RowChange]]:
     """The changes in as few MERGEs as their tenant rows allow (one, unless reports carry megabytes)."""
-    chunk: list[RowChange] = []
-    size = 0
-    for change in changes:
-        weight = len(json.dumps(change.values.get("tenant_rows"), default=str))
-        if chunk and size + weight > _PAYLOAD_BYTES:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(change)
-        size += weight
-    if chunk:
-        yield chunk
+    return batched(
+        changes, size=lambda change: len(json.dumps(change.values.get("tenant_rows"), default=str))
+    )
 
 
 def _follow(won: list[ReportCommit]) -> dict[str, TenantScheduledPipelineRun]:

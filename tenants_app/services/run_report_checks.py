@@ -7,6 +7,7 @@ Tenant datasets are readable by GenAI tools, so JSON that names a secret or hold
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -18,10 +19,15 @@ from tenants_app.services.run_common import (
     MAX_ERROR_LENGTH,
     MAX_JSON_BYTES,
     MAX_JSON_DEPTH,
+    MAX_REPORT_BYTES,
     MAX_STEP_LOGS,
     MAX_STEP_METADATA_BYTES,
     STEP_STATES,
 )
+
+# BigQuery's INT64: a count past it fails the statement that commits the whole tick's reports.
+_INT64_MAX = 2**63 - 1
+_COUNT_ERROR = f"A whole number from 0 to {_INT64_MAX}."
 
 
 def report_step_logs_checked(
@@ -35,8 +41,8 @@ def report_step_logs_checked(
     for position, item in enumerate(items):
         name = f"step_logs[{position}]"
         index = item.get("step_index")
-        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-            errors[f"{name}.step_index"] = ["A whole number, 0 or more."]
+        if not _is_count(index):
+            errors[f"{name}.step_index"] = [_COUNT_ERROR]
             continue
         if index in indexes:
             errors[f"{name}.step_index"] = [f"Step index {index} appears twice."]
@@ -60,9 +66,11 @@ def report_step_logs_checked(
             errors, f"{name}.metadata", item.get("metadata"), max_bytes=MAX_STEP_METADATA_BYTES
         )
         rows = item.get("rows_processed")
-        if rows is not None and (not isinstance(rows, int) or rows < 0):
-            errors[f"{name}.rows_processed"] = ["A whole number, 0 or more."]
+        if rows is not None and not _is_count(rows):
+            errors[f"{name}.rows_processed"] = [_COUNT_ERROR]
         duration = item.get("duration_ms")
+        if duration is not None and not _is_count(duration):
+            errors[f"{name}.duration_ms"] = [_COUNT_ERROR]
         if duration is None and end is not None:
             duration = int((end - start).total_seconds() * 1000)
         steps.append(
@@ -103,8 +111,8 @@ def report_dq_results_checked(
         counts = {}
         for count in ("expectations_passed", "expectations_failed"):
             value = item.get(count)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                errors[f"{name}.{count}"] = ["A whole number, 0 or more."]
+            if not _is_count(value):
+                errors[f"{name}.{count}"] = [_COUNT_ERROR]
             counts[count] = value
         for text in ("target_table", "dq_config_id"):
             if not isinstance(item.get(text), str) or not item[text].strip():
@@ -130,6 +138,31 @@ def report_dq_results_checked(
     return checks
 
 
+def report_size_checked(
+    errors: dict[str, list[str]],
+    *,
+    steps: Sequence[TenantStepLog],
+    checks: Sequence[TenantDqResult],
+    metadata: Any,
+) -> None:
+    """The report as a whole within MAX_REPORT_BYTES; the error names its largest part."""
+    sizes = {
+        "step_logs": sum(_json_size(step.metadata) + len(step.error_message or "") for step in steps),
+        "dq_results": sum(_json_size(check.failed_expectations) for check in checks),
+        "run_metadata": _json_size(metadata),
+    }
+    if sum(sizes.values()) > MAX_REPORT_BYTES:
+        largest = max(sizes, key=lambda name: sizes[name])
+        errors.setdefault(largest, []).append(
+            f"The report's JSON and texts together: at most {MAX_REPORT_BYTES // (1024 * 1024)} MiB "
+            f"(this part: {sizes[largest] // 1024} KiB)."
+        )
+
+
+def _json_size(value: Any) -> int:
+    return 0 if value is None else len(json.dumps(value, default=str).encode())
+
+
 def report_json_checked(errors: dict[str, list[str]], name: str, value: Any, *, max_bytes: int) -> Any:
     """Worker-supplied JSON: size-limited, and refused when it carries something that looks secret."""
     if value is None:
@@ -137,8 +170,13 @@ def report_json_checked(errors: dict[str, list[str]], name: str, value: Any, *, 
     if _nested_deeper_than(value, MAX_JSON_DEPTH):
         errors[name] = [f"Nest at most {MAX_JSON_DEPTH} levels deep."]
         return None
+    # NaN, Infinity and numbers past 64 bits are not JSON to BigQuery: one in a report would fail the
+    # statement that commits every report of its tick.
+    if _has_number_out_of_range(value):
+        errors[name] = ["Numbers must be finite, and whole numbers within 64 bits."]
+        return None
     try:
-        encoded = json.dumps(value, sort_keys=True, default=str)
+        encoded = json.dumps(value, sort_keys=True, default=str, allow_nan=False)
     except (TypeError, ValueError):
         errors[name] = ["Not JSON-serialisable."]
         return None
@@ -155,6 +193,29 @@ def report_json_checked(errors: dict[str, list[str]], name: str, value: Any, *, 
         ]
         return None
     return value
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _INT64_MAX
+
+
+def _has_number_out_of_range(value: Any) -> bool:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, Mapping):
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+        elif _number_out_of_range(item):
+            return True
+    return False
+
+
+def _number_out_of_range(item: Any) -> bool:
+    if isinstance(item, float):
+        return not math.isfinite(item)
+    return isinstance(item, int) and not isinstance(item, bool) and not -_INT64_MAX - 1 <= item <= _INT64_MAX
 
 
 def _nested_deeper_than(value: Any, limit: int) -> bool:

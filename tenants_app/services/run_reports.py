@@ -65,6 +65,7 @@ from tenants_app.services.run_report_batches import (
 from tenants_app.services.run_report_checks import (
     report_dq_results_checked,
     report_json_checked,
+    report_size_checked,
     report_step_logs_checked,
     report_text_redacted,
 )
@@ -109,6 +110,7 @@ def run_complete(
     metadata = report_json_checked(errors, "run_metadata", run_metadata, max_bytes=MAX_JSON_BYTES)
     if error is not None and len(error) > MAX_ERROR_LENGTH:
         errors["error"] = [f"At most {MAX_ERROR_LENGTH} characters."]
+    report_size_checked(errors, steps=steps, checks=checks, metadata=metadata)
     if errors:
         raise ValidationFailed("invalid run completion", errors=errors)
     with bigquery_errors_translated():

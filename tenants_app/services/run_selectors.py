@@ -117,13 +117,14 @@ def run_get(*, tenant_id: str, run_id: str) -> RunDetail:
             checks = tenant_repository(TenantDqResult, tenant_id).list(
                 filters=where, order_by=("pipeline_logging_id", "executed_at")
             )
+            # Rows of reports not yet written to the tenant's dataset (run_tenant_rows.py) are on the entry.
+            executions, steps, checks = tenant_rows_merged(
+                executions=executions, steps=steps, checks=checks, pending=tenant_rows_pending(entry)
+            )
         except BackendNotFound:
-            # A tenant whose dataset was purged at offboarding: its central rows remain, its logs do not.
+            # A tenant whose dataset was purged at offboarding: its central rows remain, its logs do not
+            # (nor the rows that were on their way there).
             executions, steps, checks = [], [], []
-        # Rows of reports not yet written to the tenant's dataset (run_tenant_rows.py) are on the entry.
-        executions, steps, checks = tenant_rows_merged(
-            executions=executions, steps=steps, checks=checks, pending=tenant_rows_pending(entry)
-        )
         executions.sort(key=lambda row: row.start_time)
         steps.sort(key=lambda row: (row.pipeline_logging_id, row.step_index))
         checks.sort(key=lambda row: (row.pipeline_logging_id, row.executed_at))

@@ -26,6 +26,7 @@ from tenants_app.services.errors import DoesNotExist, ValidationFailed
 from tenants_app.services.generations import bump, generations, tenant_subject
 from tenants_app.services.onboarding import tenant_views_unauthorize
 from tenants_app.services.profile_fields import admin_email_clean, company_name_clean
+from tenants_app.services.run_tenant_rows import tenant_rows_drop
 from tenants_app.services.subscription_status import subscription_cancel
 
 TENANT_SEARCH_FIELDS = ("tenant_id", "company_name", "admin_email")
@@ -217,6 +218,8 @@ def tenant_offboard(*, tenant_id: str, actor: str, purge_dataset: bool = False) 
     if purge_dataset:
         tenant_views_unauthorize(tenant_id=tenant_id)
         get_gateway().delete_dataset(tenant_dataset(tenant_id), delete_contents=True)
+        # Rows on their way there too (run_tenant_rows.py): no page may show what the purge removed.
+        tenant_rows_drop(tenant_id=tenant_id)
     # One entry per call that changed something: the status change, or a repeat that finished the
     # steps an earlier, failed attempt left undone (keys still live, the purge).
     if previous is not None or keys_revoked or purge_dataset:

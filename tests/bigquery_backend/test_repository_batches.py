@@ -10,7 +10,15 @@ import pytest
 
 from bigquery_backend.client import BigQueryGateway
 from bigquery_backend.exceptions import InvalidInput
-from bigquery_backend.repository import UNCHANGED, Now, Repository, RowChange
+from bigquery_backend.repository import (
+    MAX_BATCH_BYTES,
+    MAX_LIMIT,
+    UNCHANGED,
+    Now,
+    Repository,
+    RowChange,
+    batched,
+)
 from tests.bigquery_backend.widgets import Widget, make_widget
 
 UTC = datetime.UTC
@@ -175,3 +183,18 @@ def test_it_makes_a_group_of_rows_exactly_the_given_ones_in_one_statement(
     assert got == {"a1": (10, {"k": [1, 2]}), "a3": (30, None), "b1": (3, None)}
     widgets.replace_group([], group={"name": "group-a"})
     assert [row.widget_id for row in widgets.list()] == ["b1"]
+
+
+def test_it_batches_by_rows_and_by_bytes_whichever_fills_first() -> None:
+    by_rows = list(batched(range(5), rows=lambda item: MAX_LIMIT // 2))
+    by_bytes = list(batched(range(5), size=lambda item: MAX_BATCH_BYTES // 3))
+
+    assert by_rows == [[0, 1], [2, 3], [4]]
+    assert by_bytes == [[0, 1, 2], [3, 4]]
+    assert list(batched(range(3))) == [[0, 1, 2]]
+
+
+def test_it_sends_an_item_over_the_limit_alone() -> None:
+    sizes = [10, MAX_BATCH_BYTES + 1, 10]
+
+    assert list(batched(sizes, size=lambda item: item)) == [[10], [MAX_BATCH_BYTES + 1], [10]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -10,19 +11,23 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.test import override_settings
 
+from bigquery_backend import repository
 from bigquery_backend.client import get_gateway
 from bigquery_backend.emulator import EmulatorProcess
 from bigquery_backend.repository import RowChange
 from tenants_app.models import RunState, TenantDqResult, TenantPipelineRun, TenantStepLog
 from tenants_app.repositories import tenant_repository
-from tenants_app.services import run_report_batches
+from tenants_app.services import run_report_batches, run_tenant_rows
 from tenants_app.services.bootstrap import bigquery_bootstrap
+from tenants_app.services.datasets import tenant_dataset
 from tenants_app.services.errors import LeaseLost, ServiceUnavailable
 from tenants_app.services.run_claims import run_claim, runs_claim
+from tenants_app.services.run_common import queue_repository
 from tenants_app.services.run_reports import pipeline_logging_id, run_complete, run_fail
 from tenants_app.services.run_selectors import run_get
-from tenants_app.services.run_tenant_rows import tenant_rows_flush
+from tenants_app.services.run_tenant_rows import TenantRowsReport, tenant_rows_flush
 from tenants_app.services.tenant_overview import tenant_overview
+from tenants_app.services.tenants import tenant_offboard
 from tests.api.test_faults_bigquery import writes_to
 from tests.support.bigquery_faults import BigQueryFaultProxy, Fault
 from tests.tenants_app.services.quota_factories import tenant_with_subscription
@@ -47,12 +52,18 @@ def _nothing_pending_from_other_tests() -> None:
     tenant_rows_flush()
 
 
-def claimed(count: int = 1, *, with_dataset: bool = True, max_retries: int = 3) -> tuple[str, list[str]]:
-    """A tenant (with its dataset) and `count` runs claimed by worker `w1` at NOW."""
+def claimed(
+    count: int = 1, *, with_dataset: bool = True, max_retries: int = 3, sorts: str = ""
+) -> tuple[str, list[str]]:
+    """A tenant (with its dataset) and `count` runs claimed by worker `w1` at NOW; run ids start with
+    `run_{sorts}` (the flush reads entries in run id order)."""
     tenant_id = tenant_with_subscription(concurrent_limit=10, daily_limit=100)
     if with_dataset:
         bigquery_bootstrap(tenant_id=tenant_id)
-    run_ids = [enqueue(tenant_id, max_retries=max_retries) for _ in range(count)]
+    run_ids = [
+        enqueue(tenant_id, max_retries=max_retries, run_id=f"run_{sorts}{uuid.uuid4().hex[:12]}")
+        for _ in range(count)
+    ]
     claims = runs_claim(worker_id="w1", tenant_id=tenant_id, max_runs=count, now=NOW)
     assert sorted(run.run_id for run in claims) == sorted(run_ids)
     return tenant_id, run_ids
@@ -216,6 +227,85 @@ def test_it_rewrites_rather_than_duplicates_when_the_clear_failed(through_proxy:
     assert entry(run_id).tenant_rows is None
 
 
+def test_it_keeps_rows_a_report_added_between_the_flushs_read_and_its_clear() -> None:
+    tenant_id, (run_id,) = claimed(max_retries=1)
+    run_fail(run_id=run_id, worker_id="w1", error="timeout", now=NOW)
+    as_read = queue_repository().list(
+        filters={"run_id": run_id}, fields=["run_id", "tenant_id", "tick_id", "tenant_rows"]
+    )
+    # The retry reports while the flush writes what it read (attempt 1 only).
+    retry_at = NOW + timedelta(hours=1)
+    assert run_claim(worker_id="w2", tenant_id=tenant_id, now=retry_at) is not None
+    complete(run_id, worker_id="w2", at=retry_at)
+
+    run_tenant_rows._flush_round(as_read, TenantRowsReport())
+
+    first, second = pipeline_logging_id(run_id, 1), pipeline_logging_id(run_id, 2)
+    assert written(tenant_id)[0] == [first]
+    # The clear found the entry changed and left it: attempt 2's rows wait for the next flush.
+    assert [item["execution"]["pipeline_logging_id"] for item in entry(run_id).tenant_rows] == [first, second]
+    tenant_rows_flush()
+    assert written(tenant_id)[0] == [first, second]
+    assert entry(run_id).tenant_rows is None
+
+
+def test_it_writes_the_other_tenants_when_one_tenants_write_fails(
+    through_proxy: BigQueryFaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One entry a round: the failing tenant's entry must not be read again and again in its place.
+    monkeypatch.setattr(run_tenant_rows, "_ENTRIES_PER_ROUND", 1)
+    failing, (failing_run,) = claimed(sorts="0")  # read first
+    healthy, (healthy_run,) = claimed(sorts="z")
+    complete(failing_run)
+    complete(healthy_run)
+    dataset = tenant_dataset(failing)
+    through_proxy.fail(
+        Fault.ERROR_503,
+        match=lambda request: writes_to("tenant_step_logs")(request) and dataset in request.statement,
+    )
+
+    report = tenant_rows_flush()
+
+    assert (report.failed_tenants, report.tenants, report.entries) == ([failing], 1, 1)
+    assert entry(failing_run).tenant_rows is not None
+    assert entry(healthy_run).tenant_rows is None
+    assert written(healthy)[0] == [pipeline_logging_id(healthy_run, 1)]
+
+
+def test_it_leaves_an_unreadable_entry_as_it_is_and_writes_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, (broken_run,) = claimed()
+    _, (healthy_run,) = claimed()
+    complete(broken_run)
+    complete(healthy_run)
+    garbage = [{"execution": {"pipeline_logging_id": "x", "start_time": "not a time"}}]
+    queue_repository().update_many([RowChange(key=broken_run, values={"tenant_rows": garbage})])
+
+    report = tenant_rows_flush()
+
+    assert entry(broken_run).tenant_rows == garbage
+    assert entry(healthy_run).tenant_rows is None
+    assert (report.tenants, report.failed_tenants) == (1, [])
+    assert f"run {broken_run}: tenant rows unreadable" in caplog.text
+    # Cleared here so later flushes (and tests) do not meet it again.
+    queue_repository().update_many([RowChange(key=broken_run, values={"tenant_rows": None})])
+
+
+def test_it_keeps_the_rows_when_the_dataset_is_there_but_a_table_is_not() -> None:
+    tenant_id, (run_id,) = claimed()
+    complete(run_id)
+    get_gateway().delete_table(tenant_dataset(tenant_id), "tenant_step_logs")
+
+    report = tenant_rows_flush()
+
+    assert report.failed_tenants == [tenant_id]
+    assert entry(run_id).tenant_rows is not None
+    bigquery_bootstrap(tenant_id=tenant_id)
+    assert tenant_rows_flush().failed_tenants == []
+    assert entry(run_id).tenant_rows is None
+
+
 def test_it_drops_the_rows_of_a_tenant_whose_dataset_is_gone(caplog: pytest.LogCaptureFixture) -> None:
     _, (run_id,) = claimed(with_dataset=False)
     complete(run_id)
@@ -224,6 +314,16 @@ def test_it_drops_the_rows_of_a_tenant_whose_dataset_is_gone(caplog: pytest.LogC
 
     assert (report.failed_tenants, entry(run_id).tenant_rows) == ([], None)
     assert "has no dataset" in caplog.text
+
+
+def test_it_forgets_the_rows_on_their_way_to_a_dataset_purged_at_offboarding() -> None:
+    tenant_id, (run_id,) = claimed()
+    complete(run_id)
+
+    tenant_offboard(tenant_id=tenant_id, actor="admin@example.com", purge_dataset=True)
+
+    assert entry(run_id).tenant_rows is None
+    assert run_get(tenant_id=tenant_id, run_id=run_id).executions == []
 
 
 def test_it_shows_runs_not_yet_written_on_the_tenants_page() -> None:
@@ -245,7 +345,7 @@ def test_it_shows_runs_not_yet_written_on_the_tenants_page() -> None:
 def test_it_splits_a_tick_whose_reports_carry_more_than_a_request_may(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(run_report_batches, "_PAYLOAD_BYTES", 100)
+    monkeypatch.setattr(repository, "MAX_BATCH_BYTES", 100)
     changes = [RowChange(key=f"r{index}", values={"tenant_rows": [{"x": "y" * 60}]}) for index in range(3)]
     changes.append(RowChange(key="r3", values={"tenant_rows": None}))
 

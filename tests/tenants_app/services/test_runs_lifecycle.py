@@ -443,6 +443,66 @@ def nested(depth: int) -> object:
     return value
 
 
+def test_it_refuses_numbers_bigquery_cannot_hold_with_field_errors() -> None:
+    # Each would fail the statement that commits every report of the tick, not only this one.
+    tenant_id, run_id = claimed_tenant()
+    bad_steps = steps()
+    bad_steps[0].update(rows_processed=2**63, duration_ms="fast", metadata={"ratio": float("nan")})
+    bad_steps[1]["step_index"] = 2**64
+
+    with pytest.raises(ValidationFailed) as refused:
+        run_complete(
+            run_id=run_id,
+            worker_id="w1",
+            status="SUCCEEDED",
+            run_metadata={"rows": [1, -(2**63) - 1], "speed": float("inf")},
+            step_logs=bad_steps,
+            now=NOW,
+        )
+
+    whole = "A whole number from 0 to 9223372036854775807."
+    numbers = "Numbers must be finite, and whole numbers within 64 bits."
+    assert refused.value.errors == {
+        "run_metadata": [numbers],
+        "step_logs[0].rows_processed": [whole],
+        "step_logs[0].duration_ms": [whole],
+        "step_logs[0].metadata": [numbers],
+        "step_logs[1].step_index": [whole],
+    }
+    assert entry(run_id).state == RunState.RUNNING
+    run = run_complete(
+        run_id=run_id, worker_id="w1", status="SUCCEEDED", run_metadata={"rows": 2**63 - 1}, now=NOW
+    )
+    assert run.state == RunState.SUCCEEDED
+
+
+def test_it_refuses_a_report_larger_than_a_tick_may_carry_naming_its_largest_part() -> None:
+    _, run_id = claimed_tenant()
+    # Each result within its own limit (64 KiB), together past the report's (2 MiB).
+    failed = {"rows": ["x" * 1000] * 60}
+    results = [
+        {
+            "target_table": "billing.daily_costs",
+            "dq_config_id": f"dq_{index}",
+            "executed_at": NOW,
+            "expectations_passed": 0,
+            "expectations_failed": 1,
+            "overall_status": "FAIL",
+            "failed_expectations": failed,
+        }
+        for index in range(40)
+    ]
+
+    with pytest.raises(ValidationFailed) as refused:
+        run_complete(run_id=run_id, worker_id="w1", status="SUCCEEDED", dq_results=results, now=NOW)
+
+    assert list(refused.value.errors) == ["dq_results"]
+    assert "at most 2 MiB" in refused.value.errors["dq_results"][0]
+    assert entry(run_id).state == RunState.RUNNING
+    run = run_complete(run_id=run_id, worker_id="w1", status="SUCCEEDED", dq_results=results[:20], now=NOW)
+    assert run.state == RunState.SUCCEEDED
+
+
 def test_it_refuses_json_nested_too_deep_with_a_field_error() -> None:
     tenant_id, run_id = claimed_tenant()
     deep_step = steps()
