@@ -9,7 +9,7 @@ import base64
 import datetime
 import decimal
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from google.cloud import bigquery
@@ -43,6 +43,7 @@ class ArrayBatch:
         self.params = params
         self.selects: list[str] = []
         self.unnests: list[str] = []
+        self._first: str | None = None
 
     def add(self, column_name: str, values: Sequence[Any]) -> str:
         """Add one column's values (one per row, in row order); returns its alias in the source."""
@@ -86,10 +87,44 @@ class ArrayBatch:
     def _unnest(self, alias: str, field_type: str, items: list[Any]) -> str:
         name = f"p{len(self.params.parameters)}"
         self.params.parameters.append(bigquery.ArrayQueryParameter(name, field_type, items))
-        join = "" if not self.unnests else f" ON o_{alias} = o_v0"
-        self.unnests.append(f"UNNEST(@{name}) AS {alias} WITH OFFSET AS o_{alias}{join}")
+        self.unnests.append(_zipped(name, alias, first=self._first))
+        self._first = self._first or alias
         return alias
 
     def source(self) -> str:
         # Aliases and parameter names only: the values travel as parameters.
         return f"SELECT {', '.join(self.selects)} FROM {' JOIN '.join(self.unnests)}"  # noqa: S608
+
+
+def zipped_rows(
+    columns: Mapping[str, tuple[str, Sequence[Any]]],
+    *,
+    prefix: str,
+    constants: Mapping[str, tuple[str, Any]] | None = None,
+) -> tuple[str, list[bigquery.ScalarQueryParameter | bigquery.ArrayQueryParameter]]:
+    """A subquery of rows given column by column (`{alias: (type, values)}`, no NULLs) and its parameters;
+    `constants` (`{alias: (type, value)}`) are columns with one value for every row.
+
+    For a statement that joins many rows of its own (not a table's columns), such as one UPDATE per
+    tick: the text stays the same size whatever the number of rows, where a `CASE` arm per row grows
+    it (BigQuery compiles it, the emulator parses it, each in proportion). An UPDATE ... FROM takes its
+    values from here only (emulator.py: parameters elsewhere in it are bound out of order there).
+    """
+    parameters: list[bigquery.ScalarQueryParameter | bigquery.ArrayQueryParameter] = []
+    selects = list(columns)
+    for alias, (field_type, value) in (constants or {}).items():
+        parameters.append(bigquery.ScalarQueryParameter(f"{prefix}_{alias}", field_type, value))
+        selects.append(f"@{prefix}_{alias} AS {alias}")
+    unnests: list[str] = []
+    first = next(iter(columns), None)
+    for index, (alias, (field_type, values)) in enumerate(columns.items()):
+        name = f"{prefix}{index}"
+        parameters.append(bigquery.ArrayQueryParameter(name, field_type, list(values)))
+        unnests.append(_zipped(name, alias, first=None if alias == first else first))
+    return f"SELECT {', '.join(selects)} FROM {' JOIN '.join(unnests)}", parameters  # noqa: S608
+
+
+def _zipped(parameter: str, alias: str, *, first: str | None) -> str:
+    """One array as a column, joined by offset to the `first` (rows zipped back together)."""
+    unnest = f"UNNEST(@{parameter}) AS {alias} WITH OFFSET AS o_{alias}"
+    return unnest if first is None else f"{unnest} ON o_{alias} = o_{first}"

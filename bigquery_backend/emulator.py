@@ -20,6 +20,10 @@ the emulator, each worked around in portable code elsewhere and noted here so th
 - `LIKE` ignores backslash escapes: text lookups use `STRPOS`/`STARTS_WITH`, which need no escaping.
 - One `ALTER TABLE` takes one `ADD COLUMN` clause: `provisioning.add_columns` sends one per column.
 - Query parameters inside multi-statement scripts fail: we only ever send single statements.
+- In an `UPDATE ... SET ... FROM (subquery)`, parameters outside the subquery are bound to the wrong
+  placeholders (it reorders the statement after numbering them): `batch_source.zipped_rows` carries
+  every value of such a statement, constants included, as columns of the subquery, which BigQuery
+  reads the same way.
 - A 500 makes the client retry for up to 10 minutes: the gateway bounds every call's retry and timeout.
 - Every DML copies the whole table (time-travel snapshots), so writes cost O(table size) here; the
   benchmark shows it, and nothing in the product relies on it. The copies are kept 7 days by default,

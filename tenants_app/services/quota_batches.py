@@ -5,10 +5,12 @@ through them with a batch of one. A run is admitted on its UTC day's usage row b
 conditional UPDATE whose conditions are the limits, so the check and the increment cannot be
 separated; a release frees the slot on the admitted day's row and every later row of the tenant,
 never below 0, and counts the outcome on the admitted day. Here one UPDATE does it for every tenant
-of a claim or report tick, with a `CASE` arm per row. A tenant's admission is all or nothing for the
-runs the tick allotted it: the allotment was computed from the row as read in the same tick, so a
-refusal only happens when another writer moved the row meanwhile, and then the tick gives those runs
-back. Which rows matched is read back (by the tick's `admission_id`) only when the count falls short.
+of a claim or report tick, its rows joined from array parameters (`batch_source.zipped_rows`), so
+the statement's text is the same whatever the number of tenants. A tenant's admission is all or
+nothing for the runs the tick allotted it: the allotment was computed from the row as read in the
+same tick, so a refusal only happens when another writer moved the row meanwhile, and then the tick
+gives those runs back. Which rows matched is read back (by the tick's `admission_id`) only when the
+count falls short.
 """
 
 from __future__ import annotations
@@ -17,11 +19,10 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
 
 from django.utils import timezone
-from google.cloud import bigquery
 
+from bigquery_backend.batch_source import zipped_rows
 from tenants_app.log_context import ContextThreadPoolExecutor
 from tenants_app.models import (
     RunState,
@@ -140,49 +141,44 @@ def quota_admit_many(
     if not grants:
         return set()
     day = quota_day(now)
-    params: list[Any] = [
-        bigquery.ScalarQueryParameter("now", "TIMESTAMP", now),
-        bigquery.ScalarQueryParameter("admission_id", "STRING", admission_id),
-    ]
-    ids = []
-    arms: dict[str, list[str]] = {"n": [], "daily": [], "monthly": [], "concurrent": []}
-    for index, (tenant, n) in enumerate(sorted(grants.items())):
-        limits = rooms[tenant].limits
-        assert limits is not None  # granted only to tenants with room
-        usage_id = usage_id_for(tenant, day)
-        ids.append(usage_id)
-        params.append(bigquery.ScalarQueryParameter(f"u{index}", "STRING", usage_id))
-        values = {
-            "n": n,
-            "daily": limits.daily_limit,
-            "monthly": limits.monthly_limit,
-            "concurrent": limits.concurrent_limit,
-        }
-        for name, value in values.items():
-            params.append(bigquery.ScalarQueryParameter(f"{name}{index}", "INT64", value))
-            arms[name].append(f"WHEN @u{index} THEN @{name}{index}")
-    params.append(bigquery.ArrayQueryParameter("ids", "STRING", ids))
-    case = {name: f"(CASE usage_id {' '.join(items)} END)" for name, items in arms.items()}
-    n, daily, monthly, concurrent = case["n"], case["daily"], case["monthly"], case["concurrent"]
+    tenants = sorted(grants)
+    ids = [usage_id_for(tenant, day) for tenant in tenants]
+    limits = [rooms[tenant].limits for tenant in tenants]
+    assert all(limit is not None for limit in limits)  # granted only to tenants with room
+    source, params = zipped_rows(
+        {
+            "id": ("STRING", ids),
+            "n": ("INT64", [grants[tenant] for tenant in tenants]),
+            "daily": ("INT64", [limit.daily_limit for limit in limits if limit]),
+            "monthly": ("INT64", [limit.monthly_limit for limit in limits if limit]),
+            "concurrent": ("INT64", [limit.concurrent_limit for limit in limits if limit]),
+        },
+        prefix="g",
+        constants={"now": ("TIMESTAMP", now), "admission_id": ("STRING", admission_id)},
+    )
     numerator, denominator = WARNING_RATIO
     table = central_repository(TenantUsageQuota).table
     # Right-hand sides see the row as it was before this statement (standard UPDATE semantics), hence
-    # the `+ n`. The limits are the subscription's effective ones, written back so the row shows them.
+    # the `+ g.n`. The limits are the subscription's effective ones, written back so the row shows them.
     sql = (
-        f"UPDATE {table} SET "  # noqa: S608 - identifiers quoted, values parameters
-        f"pipelines_run_today = pipelines_run_today + {n}, "
-        f"pipelines_run_month = pipelines_run_month + {n}, "
-        f"concurrent_pipelines_running = concurrent_pipelines_running + {n}, "
-        "max_concurrent_reached = GREATEST(COALESCE(max_concurrent_reached, 0), "
-        f"concurrent_pipelines_running + {n}), "
-        f"daily_limit = {daily}, monthly_limit = {monthly}, concurrent_limit = {concurrent}, "
-        f"daily_warning_at = IF(daily_warning_at IS NULL AND "
-        f"(pipelines_run_today + {n}) * {denominator} >= {daily} * {numerator}, @now, daily_warning_at), "
-        f"monthly_warning_at = IF(monthly_warning_at IS NULL AND "
-        f"(pipelines_run_month + {n}) * {denominator} >= {monthly} * {numerator}, @now, monthly_warning_at), "
-        "admission_id = @admission_id, last_updated = @now "
-        f"WHERE usage_id IN UNNEST(@ids) AND pipelines_run_today + {n} <= {daily} "
-        f"AND pipelines_run_month + {n} <= {monthly} AND concurrent_pipelines_running + {n} <= {concurrent}"
+        f"UPDATE {table} AS u SET "  # noqa: S608 - identifiers quoted, values parameters
+        "pipelines_run_today = u.pipelines_run_today + g.n, "
+        "pipelines_run_month = u.pipelines_run_month + g.n, "
+        "concurrent_pipelines_running = u.concurrent_pipelines_running + g.n, "
+        "max_concurrent_reached = GREATEST(COALESCE(u.max_concurrent_reached, 0), "
+        "u.concurrent_pipelines_running + g.n), "
+        "daily_limit = g.daily, monthly_limit = g.monthly, concurrent_limit = g.concurrent, "
+        "daily_warning_at = IF(u.daily_warning_at IS NULL AND "
+        f"(u.pipelines_run_today + g.n) * {denominator} >= g.daily * {numerator}, g.now, "
+        "u.daily_warning_at), "
+        "monthly_warning_at = IF(u.monthly_warning_at IS NULL AND "
+        f"(u.pipelines_run_month + g.n) * {denominator} >= g.monthly * {numerator}, g.now, "
+        "u.monthly_warning_at), "
+        "admission_id = g.admission_id, last_updated = g.now "
+        f"FROM ({source}) AS g "
+        "WHERE u.usage_id = g.id AND u.pipelines_run_today + g.n <= g.daily "
+        "AND u.pipelines_run_month + g.n <= g.monthly "
+        "AND u.concurrent_pipelines_running + g.n <= g.concurrent"
     )
     changed = run_usage_dml(sql, params)
     if changed == len(ids):
@@ -228,49 +224,49 @@ def quota_release_many(
     """
     if not releases:
         return 0
-    groups = Counter((r.tenant_id, r.usage_date, r.succeeded) for r in releases)
-    params: list[Any] = [bigquery.ScalarQueryParameter("now", "TIMESTAMP", now or timezone.now())]
-    freed, succeeded, failed = [], [], []
-    for index, ((tenant, day, outcome), count) in enumerate(sorted(groups.items(), key=_group_order)):
-        params += [
-            bigquery.ScalarQueryParameter(f"t{index}", "STRING", tenant),
-            bigquery.ScalarQueryParameter(f"d{index}", "DATE", day),
-            bigquery.ScalarQueryParameter(f"n{index}", "INT64", count),
-        ]
-        # The slot on the admitted day's row and every later one; the outcome on that day only.
-        freed.append(f"IF(tenant_id = @t{index} AND usage_date >= @d{index}, @n{index}, 0)")
-        on_day = f"IF(tenant_id = @t{index} AND usage_date = @d{index}, @n{index}, 0)"
-        if outcome is True:
-            succeeded.append(on_day)
-        elif outcome is False:
-            failed.append(on_day)
-    tenants = sorted({tenant for tenant, _, _ in groups})
-    params += [
-        bigquery.ArrayQueryParameter("tenants", "STRING", tenants),
-        bigquery.ScalarQueryParameter("first_day", "DATE", min(day for _, day, _ in groups)),
-    ]
-    outcome_sets = ""
-    if succeeded:
-        outcome_sets += f"pipelines_succeeded_today = pipelines_succeeded_today + {' + '.join(succeeded)}, "
-    if failed:
-        outcome_sets += f"pipelines_failed_today = pipelines_failed_today + {' + '.join(failed)}, "
+    groups = sorted(
+        Counter((r.tenant_id, r.usage_date, r.succeeded) for r in releases).items(), key=_group_order
+    )
+    source, params = zipped_rows(
+        {
+            "tenant": ("STRING", [tenant for (tenant, _, _), _ in groups]),
+            "day": ("DATE", [day for (_, day, _), _ in groups]),
+            "n": ("INT64", [count for _, count in groups]),
+            # 1 succeeded, 0 failed, -1 neither (cancelled, lease lost): counted in no outcome.
+            "outcome": ("INT64", [{True: 1, False: 0, None: -1}[outcome] for (_, _, outcome), _ in groups]),
+        },
+        prefix="r",
+        constants={"now": ("TIMESTAMP", now or timezone.now())},
+    )
     table = central_repository(TenantUsageQuota).table
+    # Each row's share, summed over the batch: the slot on the admitted day's row and every later one
+    # (the join), the outcome on that day only. Only rows this batch frees a slot on change (another
+    # tenant's earlier day must not touch a row before this tenant's own), each once, as UPDATE ... FROM
+    # requires one source row per target row.
+    shares = (
+        "SELECT r.usage_id, SUM(g.n) AS freed, ANY_VALUE(g.now) AS now, "
+        "SUM(IF(r.usage_date = g.day AND g.outcome = 1, g.n, 0)) AS succeeded, "
+        "SUM(IF(r.usage_date = g.day AND g.outcome = 0, g.n, 0)) AS failed"
+    )
     leaked = ""
     if only_if_leaked:
+        # The tenant's RUNNING entries: a freed row must still count as many. The state is our constant,
+        # as a literal (see zipped_rows: no parameter outside the source).
         queue = central_repository(TenantPipelineExecutionQueue).table
-        leaked = (
-            f" AND concurrent_pipelines_running - ({' + '.join(freed)}) >= "  # noqa: S608 - as below
-            f"(SELECT COUNT(*) FROM {queue} AS q WHERE q.tenant_id = u.tenant_id AND q.state = @running)"
+        shares += (
+            f", ANY_VALUE((SELECT COUNT(*) FROM {queue} AS q "  # noqa: S608 - as below
+            f"WHERE q.tenant_id = r.tenant_id AND q.state = '{RunState.RUNNING}')) AS running"
         )
-        params.append(bigquery.ScalarQueryParameter("running", "STRING", RunState.RUNNING))
+        leaked = " AND u.concurrent_pipelines_running - s.freed >= s.running"
     sql = (
-        f"UPDATE {table} AS u SET {outcome_sets}"  # noqa: S608 - identifiers quoted, values parameters
-        f"concurrent_pipelines_running = GREATEST(concurrent_pipelines_running - ({' + '.join(freed)}), 0), "
-        "last_pipeline_completed_at = @now, last_updated = @now "
-        f"WHERE tenant_id IN UNNEST(@tenants) AND usage_date >= @first_day"
-        # Only rows this batch frees a slot on: another tenant's earlier release day must not make a
-        # row before this tenant's own day count as changed (nor move its completion time).
-        f" AND ({' + '.join(freed)}) > 0{leaked}"
+        f"UPDATE {table} AS u SET "  # noqa: S608 - identifiers quoted, values parameters
+        "pipelines_succeeded_today = u.pipelines_succeeded_today + s.succeeded, "
+        "pipelines_failed_today = u.pipelines_failed_today + s.failed, "
+        "concurrent_pipelines_running = GREATEST(u.concurrent_pipelines_running - s.freed, 0), "
+        "last_pipeline_completed_at = s.now, last_updated = s.now "
+        f"FROM ({shares} FROM {table} AS r JOIN ({source}) AS g "
+        "ON r.tenant_id = g.tenant AND r.usage_date >= g.day GROUP BY r.usage_id) AS s "
+        f"WHERE u.usage_id = s.usage_id{leaked}"
     )
     return run_usage_dml(sql, params)
 

@@ -124,7 +124,7 @@ def test_it_reaps_an_expired_lease_once_however_many_claimers_meet_it(faults: Bi
 
 def admission(request: ProxiedRequest) -> bool:
     """The quota admission: the usage rows' conditional `+ n` UPDATE."""
-    return request.statement.startswith("UPDATE") and "pipelines_run_today = pipelines_run_today +" in (
+    return request.statement.startswith("UPDATE") and "pipelines_run_today = u.pipelines_run_today +" in (
         request.statement
     )
 
