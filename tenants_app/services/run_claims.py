@@ -14,7 +14,8 @@ a tick waits for its lane (bigquery_backend/batching.py) are served together, wh
    `tick_id`): RUNNING, leased to each claim's worker and credential, no `usage_date` yet;
 6. ONE UPDATE admits each tenant's claimed runs on its usage row (quota_batches.quota_admit_many);
 7. ONE MERGE records `usage_date` on the admitted entries and hands back the others as they were read;
-8. ONE MERGE moves their scheduled runs to RUNNING (cosmetic: the queue entry is the commit point).
+8. side by side with 7, ONE MERGE moves the admitted runs' rows to RUNNING (cosmetic: the queue entry is
+   the commit point, and a run row moves only from QUEUED, never over a cancel).
 
 So a claim tick costs 2 mutating statements on the queue and 1 on the usage and runs tables, and ticks
 start PIPELINE_CLAIM_TICK_SECONDS apart across every process. The guarantees are run_queue.py's: the
@@ -42,6 +43,7 @@ from bigquery_backend.batching import GroupCommit, LaneTimeout, SharedLane
 from bigquery_backend.exceptions import BigQueryError
 from bigquery_backend.models import model_replace
 from bigquery_backend.repository import RowChange
+from tenants_app.log_context import ContextThreadPoolExecutor
 from tenants_app.models import RunState, TenantPipelineExecutionQueue
 from tenants_app.services.actors import system_actor
 from tenants_app.services.api_key_verification import bigquery_errors_translated
@@ -199,12 +201,20 @@ class _ClaimTick:
             raise
         try:
             admitted = self._admit(won, rooms)
-            recorded = self._record(won, admitted)
+            # The run rows (cosmetic, step 8) side by side with the record (step 7): the record only
+            # drops a run a cancel took meanwhile, and a cancel owns its run row by then anyway.
+            with ContextThreadPoolExecutor(1, thread_name_prefix="claim-runs") as pool:
+                moved = pool.submit(
+                    self._follow_run_rows,
+                    [item for item in won if item.candidate.entry.tenant_id in admitted],
+                )
+                recorded = self._record(won, admitted)
+            if moved.exception() is not None:
+                logger.warning("claim tick: run rows not moved", exc_info=moved.exception())
         except Exception:
             # Outcome of the admission unknown: hand every run back, free a slot the row may hold.
             self._give_back(won, admitted_on=self.day)
             raise
-        self._follow_run_rows(recorded)
         # Past the commit: the cache's part (leases for heartbeats, tenants to skip) is best effort.
         try:
             self._answer(recorded)
