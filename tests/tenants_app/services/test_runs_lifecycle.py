@@ -445,7 +445,7 @@ def nested(depth: int) -> object:
 
 def test_it_refuses_numbers_bigquery_cannot_hold_with_field_errors() -> None:
     # Each would fail the statement that commits every report of the tick, not only this one.
-    tenant_id, run_id = claimed_tenant()
+    _, run_id = claimed_tenant()
     bad_steps = steps()
     bad_steps[0].update(rows_processed=2**63, duration_ms="fast", metadata={"ratio": float("nan")})
     bad_steps[1]["step_index"] = 2**64
