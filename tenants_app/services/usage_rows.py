@@ -35,6 +35,7 @@ from django.core.cache import cache
 from django.utils import timezone
 from google.cloud import bigquery
 
+from bigquery_backend.batch_source import zipped_rows
 from tenants_app.models import (
     WORKING_TENANT_STATUSES,
     RunState,
@@ -54,7 +55,7 @@ from tenants_app.services.subscription_status import subscription_expire_trials
 
 logger = logging.getLogger(__name__)
 
-# API-call counts per UPDATE: a CASE arm per tenant keeps the statement small enough to send and read.
+# API-call counts per UPDATE (and rows created per insert-if-absent MERGE before it).
 _API_CALLS_CHUNK = 200
 _EXISTS_TTL = 3 * 86_400
 # Month totals carry from the previous row of the month: retention must keep a month and a day.
@@ -284,19 +285,17 @@ def _exists_key(dataset: str, tenant_id: str, day: date) -> str:
 
 
 def _add_counts(repository: Any, chunk: list[tuple[tuple[str, date], int]]) -> int:
-    """One UPDATE adding each row's count (a CASE arm per row); returns how many rows it matched."""
-    params: list[Any] = []
-    arms = []
-    ids = []
-    for index, ((tenant_id, day), value) in enumerate(chunk):
-        usage_id = usage_id_for(tenant_id, day)
-        ids.append(usage_id)
-        params.append(bigquery.ScalarQueryParameter(f"u{index}", "STRING", usage_id))
-        params.append(bigquery.ScalarQueryParameter(f"n{index}", "INT64", value))
-        arms.append(f"WHEN @u{index} THEN @n{index}")
-    params.append(bigquery.ArrayQueryParameter("ids", "STRING", ids))
+    """One UPDATE adding each row's count (rows joined from array parameters); how many rows it matched."""
+    source, params = zipped_rows(
+        {
+            "id": ("STRING", [usage_id_for(tenant_id, day) for (tenant_id, day), _ in chunk]),
+            "n": ("INT64", [value for _, value in chunk]),
+        },
+        prefix="a",
+    )
     sql = (
-        f"UPDATE {repository.table} SET total_api_calls_today = COALESCE(total_api_calls_today, 0) + "
-        f"CASE usage_id {' '.join(arms)} ELSE 0 END WHERE usage_id IN UNNEST(@ids)"
+        f"UPDATE {repository.table} AS u "
+        "SET total_api_calls_today = COALESCE(u.total_api_calls_today, 0) + g.n "
+        f"FROM ({source}) AS g WHERE u.usage_id = g.id"
     )
     return run_usage_dml(sql, params)
