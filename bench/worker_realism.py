@@ -427,15 +427,15 @@ def check_slots(gateway: BigQueryGateway) -> list[str]:
 
 
 # --- reporting -------------------------------------------------------------------------------------------
-def server_log_lines(server: PortalServer, seen: set[str]) -> list[str]:
-    """gunicorn's log lines (WARNING and up) not reported before: counted, first words of a few."""
-    lines = [line for line in server.log_text().splitlines() if line.strip() and line not in seen]
+def log_lines(label: str, process: PortalServer | PeriodicProcess, seen: set[str]) -> list[str]:
+    """A process's log lines (WARNING and up) not reported before: counted, first words of a few."""
+    lines = [line for line in process.log_text().splitlines() if line.strip() and line not in seen]
     seen.update(lines)
     if not lines:
-        return ["server log: nothing new"]
+        return [f"{label}: nothing new"]
     # Digits (times, pids, ids) masked, so the same message from many requests counts as one kind.
     kinds = Counter(re.sub(r"\S*\d\S*", "#", line)[:140] for line in lines)
-    return [f"server log: {len(lines)} new lines"] + [f"  {n} x {text}" for text, n in kinds.most_common(5)]
+    return [f"{label}: {len(lines)} new lines"] + [f"  {n} x {text}" for text, n in kinds.most_common(5)]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -614,40 +614,43 @@ def run(args: argparse.Namespace, emulator: EmulatorProcess) -> int:
             BIGQUERY_EMULATOR_HOST=emulator.url, BIGQUERY_PROJECT=emulator.project, TENANTS_DATASET=central
         ):
             token = setup(args, environment)
-            servers = {
-                f"{processes}x{threads}": PortalServer(
-                    environment, workers=processes, threads=threads
-                ).start()
-                for processes, threads in args.shapes
-            }
-            print(
-                "gunicorn (processes x threads): "
-                + ", ".join(f"{shape} on {server.url}" for shape, server in servers.items())
-                + (" (each point runs on each shape in turn)" if len(servers) > 1 else "")
-                + f"; realism scale {args.scale}; "
-                f"{args.seconds:.0f} s per point, drain at most {args.drain_seconds:.0f} s; "
-                f"HTTP timeout {args.http_timeout:.0f} s"
-                + (f"; max_runs={args.max_runs} sent in each claim" if args.max_runs > 1 else "")
-                + ("; the runs of a claim run side by side" if args.parallel_runs else ""),
-                flush=True,
-            )
-            # As production runs it beside gunicorn: among its jobs, the reports' rows into the tenants'
-            # datasets every minute (through the proxy, so its statements are counted with the rest).
-            periodic = PeriodicProcess(environment).start()
+            servers: dict[str, PortalServer] = {}
+            periodic: PeriodicProcess | None = None
             points: list[Point] = []
-            seen = {shape: set(server.log_text().splitlines()) for shape, server in servers.items()}
             try:
+                for processes, threads in args.shapes:
+                    servers[f"{processes}x{threads}"] = PortalServer(
+                        environment, workers=processes, threads=threads
+                    ).start()
+                print(
+                    "gunicorn (processes x threads): "
+                    + ", ".join(f"{shape} on {server.url}" for shape, server in servers.items())
+                    + (" (each point runs on each shape in turn)" if len(servers) > 1 else "")
+                    + f"; realism scale {args.scale}; "
+                    f"{args.seconds:.0f} s per point, drain at most {args.drain_seconds:.0f} s; "
+                    f"HTTP timeout {args.http_timeout:.0f} s"
+                    + (f"; max_runs={args.max_runs} sent in each claim" if args.max_runs > 1 else "")
+                    + ("; the runs of a claim run side by side" if args.parallel_runs else ""),
+                    flush=True,
+                )
+                # As production runs it beside gunicorn: among its jobs, the reports' rows into the
+                # tenants' datasets every minute (through the proxy, so its statements are counted).
+                periodic = PeriodicProcess(environment).start()
+                seen = {shape: set(server.log_text().splitlines()) for shape, server in servers.items()}
+                seen_periodic: set[str] = set()
                 for workers in args.workers:
                     for shape, server in servers.items():
                         point = run_point(workers, args, server.url, token, proxy, shape=shape)
                         point.check.extend(check_slots(get_gateway()))
-                        point.check.extend(server_log_lines(server, seen[shape]))
+                        point.check.extend(log_lines("server log", server, seen[shape]))
+                        point.check.extend(log_lines("run_periodic log", periodic, seen_periodic))
                         print_point(point, central)
                         points.append(point)
             finally:
                 for server in servers.values():
                     server.stop()
-                periodic.stop()
+                if periodic is not None:
+                    periodic.stop()
             print_summary(points, central)
             mismatched = any("mismatch" in line for p in points for line in p.check)
     return 1 if mismatched else 0
