@@ -170,11 +170,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=0,
         help="per-tenant override (0: PROFESSIONAL's own 25), for more than 25 runs per tenant",
     )
-    parser.add_argument("--server-workers", type=int, default=4, help="gunicorn processes")
+    # The worker API's own gunicorn as docs/operations.md has it: one process whose threads cover every
+    # waiting request (workers x max_runs + workers), since a process's requests share one tick.
+    parser.add_argument("--server-workers", type=int, default=1, help="gunicorn processes")
     parser.add_argument(
         "--server-threads",
         type=int,
-        default=8,
+        default=1536,
         help="threads per gunicorn process (requests of a batched path mostly wait for their tick)",
     )
     parser.add_argument(
