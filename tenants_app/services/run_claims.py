@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -199,21 +200,21 @@ class _ClaimTick:
             # carries this tick's id and goes back; no admission was made.
             self._give_back(taken, admitted_on=None)
             raise
+        starting: list[_Taken] = []
         try:
             admitted = self._admit(won, rooms)
             # The run rows (cosmetic, step 8) side by side with the record (step 7): the record only
-            # drops a run a cancel took meanwhile, and a cancel owns its run row by then anyway.
+            # drops a run a cancel took meanwhile, and a cancel owns its run row by then anyway. If the
+            # record fails, the give-back puts the rows back too.
+            starting = [item for item in won if item.candidate.entry.tenant_id in admitted]
             with ContextThreadPoolExecutor(1, thread_name_prefix="claim-runs") as pool:
-                moved = pool.submit(
-                    self._follow_run_rows,
-                    [item for item in won if item.candidate.entry.tenant_id in admitted],
-                )
+                moved = pool.submit(self._follow_run_rows, starting)
                 recorded = self._record(won, admitted)
             if moved.exception() is not None:
                 logger.warning("claim tick: run rows not moved", exc_info=moved.exception())
         except Exception:
             # Outcome of the admission unknown: hand every run back, free a slot the row may hold.
-            self._give_back(won, admitted_on=self.day)
+            self._give_back(won, admitted_on=self.day, moved=starting)
             raise
         # Past the commit: the cache's part (leases for heartbeats, tenants to skip) is best effort.
         try:
@@ -414,6 +415,28 @@ class _ClaimTick:
             # The claims are durable in the queue, the commit point; the run rows catch up at the report.
             logger.warning("claim tick: %d run rows not moved to RUNNING", len(changes))
 
+    def _unfollow_run_rows(self, moved: Sequence[_Taken]) -> None:
+        """Run rows this tick moved to RUNNING back as read (only where still as this tick left them)."""
+        changes = [
+            RowChange(
+                key=item.candidate.entry.run_id,
+                values={
+                    "state": RunState.QUEUED,
+                    "worker_id": item.candidate.run_worker_id,
+                    "started_at": item.candidate.run_started_at,
+                },
+                expected={
+                    "state": RunState.RUNNING,
+                    "worker_id": self.claims[item.claim].worker_id,
+                    "started_at": self.now,
+                },
+            )
+            for item in moved
+            if item.candidate.has_run_row
+        ]
+        if changes:
+            scheduled_runs_repository().update_many(changes)
+
     def _answer(self, recorded: list[_Taken]) -> None:
         for item in recorded:
             entry, claim = item.candidate.entry, self.claims[item.claim]
@@ -470,8 +493,11 @@ class _ClaimTick:
             if room.refusal is not None:
                 block_tenant(tenant, room.refusal, self.now)
 
-    def _give_back(self, won: list[_Taken], *, admitted_on: date | None) -> None:
-        """Undo the tick's claims: entries back as read, and a slot the usage rows may hold freed once.
+    def _give_back(
+        self, won: list[_Taken], *, admitted_on: date | None, moved: Sequence[_Taken] = ()
+    ) -> None:
+        """Undo the tick's claims: entries back as read, run rows it `moved` too, and a slot the usage
+        rows may hold freed once.
 
         If BigQuery fails here too, each entry keeps its lease until it runs out; then the reaper
         hands it back and frees the slot (it finds the entry without `usage_date`).
@@ -487,6 +513,7 @@ class _ClaimTick:
             ]
             if changes:
                 queue_repository().update_many(changes)
+            self._unfollow_run_rows(moved)
             if admitted_on is None:
                 return
             per_tenant: dict[str, int] = defaultdict(int)

@@ -66,6 +66,9 @@ class Candidate:
     # What started the run and who (scheduled runs written before these columns: None).
     trigger_type: str | None = None
     trigger_by: str | None = None
+    # The run row's worker and start as read: what a claim tick that failed puts back.
+    run_worker_id: str | None = None
+    run_started_at: datetime | None = None
 
 
 # --- rows -------------------------------------------------------------------------------------------
@@ -83,7 +86,7 @@ def select_candidates(where: str, params: list[Any], *, suffix: str) -> list[Can
     sql = (
         f"SELECT {columns}, r.parameters AS _parameters, r.retry_count AS _retry_count, "  # noqa: S608
         "r.max_retries AS _max_retries, r.run_id AS _run_row, r.trigger_type AS _trigger_type, "
-        "r.trigger_by AS _trigger_by "
+        "r.trigger_by AS _trigger_by, r.worker_id AS _run_worker_id, r.started_at AS _run_started_at "
         f"FROM {queue.table} AS q LEFT JOIN {runs.table} AS r ON r.run_id = q.run_id "
         f"WHERE {where} {suffix}"
     )
@@ -98,6 +101,8 @@ def select_candidates(where: str, params: list[Any], *, suffix: str) -> list[Can
             has_run_row=row["_run_row"] is not None,
             trigger_type=row.get("_trigger_type"),
             trigger_by=row.get("_trigger_by"),
+            run_worker_id=row.get("_run_worker_id"),
+            run_started_at=row.get("_run_started_at"),
         )
         for row in rows
     ]

@@ -13,6 +13,7 @@ from bigquery_backend.emulator import EmulatorProcess
 from tenants_app.models import RunState
 from tenants_app.services.errors import ServiceUnavailable
 from tenants_app.services.run_claims import run_claim
+from tenants_app.services.run_common import scheduled_runs_repository
 from tenants_app.services.run_queue import runs_reap_orphaned
 from tests.support.bigquery_faults import BigQueryFaultProxy, Fault, ProxiedRequest
 from tests.tenants_app.services.quota_factories import tenant_with_subscription, usage
@@ -80,6 +81,9 @@ def test_it_gives_the_run_and_its_slot_back_when_the_usage_date_stamp_is_refused
     # tenant's one slot stayed taken until the next rollover.
     assert (entry(run_id).state, entry(run_id).usage_date) == (RunState.QUEUED, None)
     assert running(tenant_id) == 0
+    # The run row, moved beside the stamp, is put back as it was.
+    row = scheduled_runs_repository().get(run_id)
+    assert (row.state, row.worker_id, row.started_at) == (RunState.QUEUED, None, None)
     claimed = run_claim(worker_id="w2", tenant_id=tenant_id, now=NOW)
     assert claimed is not None
     assert claimed.run_id == run_id
