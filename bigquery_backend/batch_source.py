@@ -110,6 +110,8 @@ def zipped_rows(
     it (BigQuery compiles it, the emulator parses it, each in proportion). An UPDATE ... FROM takes its
     values from here only (emulator.py: parameters elsewhere in it are bound out of order there).
     """
+    if len({len(values) for _, values in columns.values()}) > 1:
+        raise ValueError(f"zipped_rows: columns of different lengths ({', '.join(columns)})")
     parameters: list[bigquery.ScalarQueryParameter | bigquery.ArrayQueryParameter] = []
     selects = list(columns)
     for alias, (field_type, value) in (constants or {}).items():

@@ -143,15 +143,14 @@ def quota_admit_many(
     day = quota_day(now)
     tenants = sorted(grants)
     ids = [usage_id_for(tenant, day) for tenant in tenants]
-    limits = [rooms[tenant].limits for tenant in tenants]
-    assert all(limit is not None for limit in limits)  # granted only to tenants with room
+    limits = [_granted_limits(rooms[tenant]) for tenant in tenants]
     source, params = zipped_rows(
         {
             "id": ("STRING", ids),
             "n": ("INT64", [grants[tenant] for tenant in tenants]),
-            "daily": ("INT64", [limit.daily_limit for limit in limits if limit]),
-            "monthly": ("INT64", [limit.monthly_limit for limit in limits if limit]),
-            "concurrent": ("INT64", [limit.concurrent_limit for limit in limits if limit]),
+            "daily": ("INT64", [limit.daily_limit for limit in limits]),
+            "monthly": ("INT64", [limit.monthly_limit for limit in limits]),
+            "concurrent": ("INT64", [limit.concurrent_limit for limit in limits]),
         },
         prefix="g",
         constants={"now": ("TIMESTAMP", now), "admission_id": ("STRING", admission_id)},
@@ -193,6 +192,12 @@ def quota_admit_many(
     for tenant in sorted(admitted):
         _notify_usage(rooms[tenant], grants[tenant])
     return admitted
+
+
+def _granted_limits(room: Room) -> EffectiveLimits:
+    if room.limits is None:  # a grant only goes to a tenant with room, which has limits
+        raise ValueError(f"tenant {room.tenant_id}: granted runs without limits")
+    return room.limits
 
 
 def _notify_usage(room: Room, admitted: int) -> None:
@@ -243,19 +248,25 @@ def quota_release_many(
     # (the join), the outcome on that day only. Only rows this batch frees a slot on change (another
     # tenant's earlier day must not touch a row before this tenant's own), each once, as UPDATE ... FROM
     # requires one source row per target row.
+    # The first day as a literal (an ISO date we format): a date filter lets BigQuery read only the
+    # partitions from that day on, and a parameter outside the source is not read right by the emulator.
+    first_day = f"DATE '{min(day for (_, day, _), _ in groups).isoformat()}'"
     shares = (
         "SELECT r.usage_id, SUM(g.n) AS freed, ANY_VALUE(g.now) AS now, "
         "SUM(IF(r.usage_date = g.day AND g.outcome = 1, g.n, 0)) AS succeeded, "
         "SUM(IF(r.usage_date = g.day AND g.outcome = 0, g.n, 0)) AS failed"
     )
+    joins = f" FROM {table} AS r JOIN ({source}) AS g ON r.tenant_id = g.tenant AND r.usage_date >= g.day"
     leaked = ""
     if only_if_leaked:
-        # The tenant's RUNNING entries: a freed row must still count as many. The state is our constant,
-        # as a literal (see zipped_rows: no parameter outside the source).
+        # The tenant's RUNNING entries (a plain aggregate joined, not a correlated subquery, which
+        # BigQuery refuses on another table): a freed row must still count as many. The state is our
+        # constant, as a literal for the same reason as the day.
         queue = central_repository(TenantPipelineExecutionQueue).table
-        shares += (
-            f", ANY_VALUE((SELECT COUNT(*) FROM {queue} AS q "  # noqa: S608 - as below
-            f"WHERE q.tenant_id = r.tenant_id AND q.state = '{RunState.RUNNING}')) AS running"
+        shares += ", MAX(COALESCE(q.running, 0)) AS running"
+        joins += (
+            f" LEFT JOIN (SELECT tenant_id, COUNT(*) AS running FROM {queue} "  # noqa: S608 - as below
+            f"WHERE state = '{RunState.RUNNING}' GROUP BY tenant_id) AS q ON q.tenant_id = r.tenant_id"
         )
         leaked = " AND u.concurrent_pipelines_running - s.freed >= s.running"
     sql = (
@@ -264,9 +275,8 @@ def quota_release_many(
         "pipelines_failed_today = u.pipelines_failed_today + s.failed, "
         "concurrent_pipelines_running = GREATEST(u.concurrent_pipelines_running - s.freed, 0), "
         "last_pipeline_completed_at = s.now, last_updated = s.now "
-        f"FROM ({shares} FROM {table} AS r JOIN ({source}) AS g "
-        "ON r.tenant_id = g.tenant AND r.usage_date >= g.day GROUP BY r.usage_id) AS s "
-        f"WHERE u.usage_id = s.usage_id{leaked}"
+        f"FROM ({shares}{joins} WHERE r.usage_date >= {first_day} GROUP BY r.usage_id) AS s "
+        f"WHERE u.usage_id = s.usage_id AND u.usage_date >= {first_day}{leaked}"
     )
     return run_usage_dml(sql, params)
 
