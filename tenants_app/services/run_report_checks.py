@@ -144,18 +144,21 @@ def report_size_checked(
     steps: Sequence[TenantStepLog],
     checks: Sequence[TenantDqResult],
     metadata: Any,
+    error: str | None,
 ) -> None:
-    """The report as a whole within MAX_REPORT_BYTES; the error names its largest part."""
+    """The report as a whole within MAX_REPORT_BYTES, counted as sent (JSON, non-ASCII escaped); the
+    error names its largest part."""
     sizes = {
-        "step_logs": sum(_json_size(step.metadata) + len(step.error_message or "") for step in steps),
+        "step_logs": sum(_json_size(step.metadata) + _json_size(step.error_message) for step in steps),
         "dq_results": sum(_json_size(check.failed_expectations) for check in checks),
         "run_metadata": _json_size(metadata),
+        "error": _json_size(error),
     }
     if sum(sizes.values()) > MAX_REPORT_BYTES:
         largest = max(sizes, key=lambda name: sizes[name])
         errors.setdefault(largest, []).append(
             f"The report's JSON and texts together: at most {MAX_REPORT_BYTES // (1024 * 1024)} MiB "
-            f"(this part: {sizes[largest] // 1024} KiB)."
+            f"as sent, non-ASCII characters escaped (this part: {sizes[largest] // 1024} KiB)."
         )
 
 

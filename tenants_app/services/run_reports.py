@@ -110,7 +110,7 @@ def run_complete(
     metadata = report_json_checked(errors, "run_metadata", run_metadata, max_bytes=MAX_JSON_BYTES)
     if error is not None and len(error) > MAX_ERROR_LENGTH:
         errors["error"] = [f"At most {MAX_ERROR_LENGTH} characters."]
-    report_size_checked(errors, steps=steps, checks=checks, metadata=metadata)
+    report_size_checked(errors, steps=steps, checks=checks, metadata=metadata, error=error)
     if errors:
         raise ValidationFailed("invalid run completion", errors=errors)
     with bigquery_errors_translated():

@@ -92,13 +92,30 @@ class TenantRowsReport:
 def tenant_rows_kept(entry: TenantPipelineExecutionQueue, rows: TenantRows) -> list[dict[str, Any]]:
     """The entry's `tenant_rows` with a report's rows added: an earlier attempt's rows not written yet
     stay; a repeat of the same attempt replaces its own."""
-    kept = [item for item in _items(entry) if _logging_id(item) != rows.logging_id]
+    try:
+        held = _items(entry)
+    except ValueError:
+        # Never written by this module as it is: refusing every report of the run would not mend it.
+        logger.error("run %s: tenant rows unreadable, replaced by its report's", entry.run_id)
+        held = []
+    kept = [item for item in held if _logging_id(item) != rows.logging_id]
     return [*kept, rows.as_json()]
 
 
-def tenant_rows_pending(entry: TenantPipelineExecutionQueue | None) -> list[TenantRows]:
-    """The rows an entry holds for its tenant's dataset (not written there yet)."""
-    return [TenantRows.from_json(item) for item in _items(entry)] if entry is not None else []
+def tenant_rows_pending(
+    entry: TenantPipelineExecutionQueue | None, *, strict: bool = False
+) -> list[TenantRows]:
+    """The rows an entry holds for its tenant's dataset (not written there yet). Rows that cannot be
+    read show as none (logged), so a page still opens; `strict` raises instead (the flush)."""
+    if entry is None:
+        return []
+    try:
+        return [TenantRows.from_json(item) for item in _items(entry)]
+    except Exception:
+        if strict:
+            raise
+        logger.error("run %s: tenant rows unreadable, not shown", entry.run_id)
+        return []
 
 
 def tenant_rows_waiting(*, tenant_id: str, limit: int = 200) -> list[TenantRows]:
@@ -169,7 +186,7 @@ def _flush_round(entries: list[TenantPipelineExecutionQueue], report: TenantRows
     rows: dict[str, list[TenantRows]] = defaultdict(list)
     for entry in entries:
         try:
-            rows[entry.tenant_id].extend(tenant_rows_pending(entry))
+            rows[entry.tenant_id].extend(tenant_rows_pending(entry, strict=True))
         except Exception:  # whatever an entry holds, it must not stop the others
             # Kept as it is (not cleared, never guessed at) and the others go on; needs a look.
             logger.error("run %s: tenant rows unreadable, left on its queue entry", entry.run_id)

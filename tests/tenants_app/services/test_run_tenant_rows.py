@@ -275,7 +275,7 @@ def test_it_writes_the_other_tenants_when_one_tenants_write_fails(
 def test_it_leaves_an_unreadable_entry_as_it_is_and_writes_the_others(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    _, (broken_run,) = claimed()
+    broken, (broken_run,) = claimed()
     _, (healthy_run,) = claimed()
     complete(broken_run)
     complete(healthy_run)
@@ -287,7 +287,10 @@ def test_it_leaves_an_unreadable_entry_as_it_is_and_writes_the_others(
     assert entry(broken_run).tenant_rows == garbage
     assert entry(healthy_run).tenant_rows is None
     assert (report.tenants, report.failed_tenants) == (1, [])
-    assert f"run {broken_run}: tenant rows unreadable" in caplog.text
+    assert f"run {broken_run}: tenant rows unreadable, left on its queue entry" in caplog.text
+    # Its pages still open, without the rows they cannot read.
+    assert run_get(tenant_id=broken, run_id=broken_run).executions == []
+    assert tenant_overview(tenant_id=broken, now=NOW).runs == []
     # Cleared here so later flushes (and tests) do not meet it again.
     queue_repository().update_many([RowChange(key=broken_run, values={"tenant_rows": None})])
 

@@ -503,6 +503,21 @@ def test_it_refuses_a_report_larger_than_a_tick_may_carry_naming_its_largest_par
     assert run.state == RunState.SUCCEEDED
 
 
+def test_it_counts_a_reports_size_as_sent_with_non_ascii_text_escaped() -> None:
+    _, run_id = claimed_tenant()
+    # 400,000 characters, each sent as a 6-byte \\uXXXX escape: 2.4 MB on the wire.
+    many = [
+        {**steps()[0], "step_index": index, "status": "FAILED", "error_message": "錯" * 10_000}
+        for index in range(40)
+    ]
+
+    with pytest.raises(ValidationFailed) as refused:
+        run_complete(run_id=run_id, worker_id="w1", status="FAILED", step_logs=many, now=NOW)
+
+    assert list(refused.value.errors) == ["step_logs"]
+    assert entry(run_id).state == RunState.RUNNING
+
+
 def test_it_refuses_json_nested_too_deep_with_a_field_error() -> None:
     tenant_id, run_id = claimed_tenant()
     deep_step = steps()
