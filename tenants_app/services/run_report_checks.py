@@ -170,13 +170,9 @@ def report_json_checked(errors: dict[str, list[str]], name: str, value: Any, *, 
     """Worker-supplied JSON: size-limited, and refused when it carries something that looks secret."""
     if value is None:
         return None
-    if _nested_deeper_than(value, MAX_JSON_DEPTH):
-        errors[name] = [f"Nest at most {MAX_JSON_DEPTH} levels deep."]
-        return None
-    # NaN, Infinity and numbers past 64 bits are not JSON to BigQuery: one in a report would fail the
-    # statement that commits every report of its tick.
-    if _has_number_out_of_range(value):
-        errors[name] = ["Numbers must be finite, and whole numbers within 64 bits."]
+    problem = _json_shape_problem(value)
+    if problem is not None:
+        errors[name] = [problem]
         return None
     try:
         encoded = json.dumps(value, sort_keys=True, default=str, allow_nan=False)
@@ -202,40 +198,27 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _INT64_MAX
 
 
-def _has_number_out_of_range(value: Any) -> bool:
-    pending = [value]
+def _json_shape_problem(value: Any) -> str | None:
+    """Objects and arrays nested deeper than MAX_JSON_DEPTH, or a number BigQuery's JSON cannot hold
+    (NaN, Infinity, whole numbers past 64 bits: one would fail the statement that commits every report
+    of its tick); None when fine. One iterative walk, so any depth is safe to ask."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
     while pending:
-        item = pending.pop()
-        if isinstance(item, Mapping):
-            pending.extend(item.values())
-        elif isinstance(item, list | tuple):
-            pending.extend(item)
+        item, depth = pending.pop()
+        if isinstance(item, Mapping | list | tuple):
+            if depth > MAX_JSON_DEPTH:
+                return f"Nest at most {MAX_JSON_DEPTH} levels deep."
+            children: Iterable[Any] = item.values() if isinstance(item, Mapping) else item
+            pending.extend((child, depth + 1) for child in children)
         elif _number_out_of_range(item):
-            return True
-    return False
+            return "Numbers must be finite, and whole numbers within 64 bits."
+    return None
 
 
 def _number_out_of_range(item: Any) -> bool:
     if isinstance(item, float):
         return not math.isfinite(item)
     return isinstance(item, int) and not isinstance(item, bool) and not -_INT64_MAX - 1 <= item <= _INT64_MAX
-
-
-def _nested_deeper_than(value: Any, limit: int) -> bool:
-    """Whether objects and arrays nest more than `limit` deep; iterative, so any depth is safe to ask."""
-    pending: list[tuple[Any, int]] = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, Mapping):
-            children: Iterable[Any] = item.values()
-        elif isinstance(item, list | tuple):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            return True
-        pending.extend((child, depth + 1) for child in children)
-    return False
 
 
 def report_text_redacted(text: str | None) -> str | None:
