@@ -232,6 +232,10 @@ API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=60.0)
 API_KEY_NEGATIVE_CACHE_SECONDS = env.float("API_KEY_NEGATIVE_CACHE_SECONDS", default=10.0)
 # At most how often each process writes last_used_at, in one batched UPDATE.
 API_KEY_LAST_USED_FLUSH_SECONDS = env.float("API_KEY_LAST_USED_FLUSH_SECONDS", default=60.0)
+# Verified admin and worker tokens are cached this long. Revocation and changes to their user (active,
+# staff, groups; saved through Django) make the cached entries stale at once in every process; this
+# bounds only a change made behind Django's back (a queryset update, SQL by hand).
+TOKEN_CACHE_SECONDS = env.float("TOKEN_CACHE_SECONDS", default=60.0)
 # Principal given READER on each tenant dataset, e.g. group:{tenant_id}-readers@example.com.
 TENANT_READER_PRINCIPAL_TEMPLATE = env.str("TENANT_READER_PRINCIPAL_TEMPLATE", default="")
 # How long an Idempotency-Key's first response is kept (encrypted) for replays.

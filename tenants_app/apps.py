@@ -15,6 +15,10 @@ class TenantsAppConfig(AppConfig):
         from tenants_app.kms import connect_setting_signals
 
         connect_setting_signals()
+        # Cached admin and worker tokens go stale when their user or its groups change.
+        from tenants_app.services.admin_tokens import token_cache_connect
+
+        token_cache_connect()
         # BigQuery jobs are counted for /metrics by an observer of the (tenant-agnostic) gateway.
         from tenants_app.metrics import metrics_connect
 

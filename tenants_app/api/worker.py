@@ -81,6 +81,9 @@ class IsPipelineWorker(BasePermission):
                 self.message = f"This API key lacks the {EXECUTE_SCOPE!r} scope."
                 return False
             return True
+        if isinstance(request.successful_authenticator, WorkerTokenAuthentication):
+            # The token was verified as a pipeline worker's (from the cache): no second look at groups.
+            return True
         return is_pipeline_worker(principal)
 
 

@@ -2,28 +2,43 @@
 
 Both kinds share one format and one table (admin_token_revoke revokes either); what a token may do
 is decided by its user: a non-staff worker's token is refused everywhere but the worker API.
+
+A verified token is served from the shared cache (TOKEN_CACHE_SECONDS) with its user and whether that
+user is a pipeline worker. Why: workers call several times per run, and a database round trip (plus,
+with SQLite, a connection opened and closed) for each call cost the worker API seconds per call under
+load. Revocation and changes to the user saved through Django replace the entries' generations
+(generations.py), so they take effect at once in every process; an expiry is checked on every call.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete
 from django.utils import timezone
 
+from tenants_app.metrics import cache_lookup_recorded
 from tenants_app.models import AdminApiToken
 from tenants_app.secret_shapes import ADMIN_TOKEN_PREFIX, OUR_KEY_CHARACTERS, OUR_KEY_RANDOM_LENGTH
 from tenants_app.services.actors import UNKNOWN_ACTOR, staff_actor
 from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
+from tenants_app.services.generations import bump, generation, generations, token_subject, user_subject
 
 TOKEN_PREFIX = ADMIN_TOKEN_PREFIX  # the shape of our keys with env `admin` (secret_shapes)
 # last_used_at is for humans ("is this token still in use?"): one write a minute is plenty.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# Keyed by the token's hash, never the token: cache backends may be read by other tools.
+_CACHE_PREFIX = "cvg:token:v1:"
 
 
 @dataclass(frozen=True)
@@ -87,33 +102,78 @@ def _audit_data(token: AdminApiToken) -> dict[str, object]:
     }
 
 
-def admin_token_authenticate(*, plaintext: str) -> AdminApiToken | None:
+def admin_token_authenticate(*, plaintext: str, now: datetime | None = None) -> AdminApiToken | None:
     """The live token for this plaintext, or None (unknown, revoked, expired, or user no longer staff)."""
-    token = _live_token(plaintext)
-    if token is None or not token.user.is_active or not token.user.is_staff:
+    now = timezone.now() if now is None else now
+    entry = _live_entry(plaintext, now)
+    if entry is None or not entry["token"].user.is_active or not entry["token"].user.is_staff:
         return None
-    _note_use(token)
-    return token
+    _note_use(entry, now)
+    return entry["token"]
 
 
-def _live_token(plaintext: str) -> AdminApiToken | None:
-    """The unrevoked, unexpired token for this plaintext (of any user), or None."""
+def _live_entry(plaintext: str, now: datetime) -> dict[str, Any] | None:
+    """The cache entry of the unrevoked, unexpired token for this plaintext (of any user), or None."""
     if not plaintext.startswith(TOKEN_PREFIX):
         return None
-    token = (
-        AdminApiToken.objects.select_related("user")
-        .filter(token_hash=token_hash(plaintext), revoked_at__isnull=True)
-        .first()
-    )
-    if token is None or (token.expires_at is not None and token.expires_at <= timezone.now()):
+    entry = _token_entry(token_hash(plaintext), now)
+    if entry is None:
         return None
-    return token
+    # Checked on every call, cached or not: an expiry takes effect to the second.
+    expires_at = entry["token"].expires_at
+    if expires_at is not None and expires_at <= now:
+        return None
+    return entry
 
 
-def _note_use(token: AdminApiToken) -> None:
-    now = timezone.now()
-    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
-        AdminApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+def _token_entry(digest: str, now: datetime) -> dict[str, Any] | None:
+    """The token (with its user) and whether its user is a pipeline worker, from the cache while fresh
+    and current, else from the database and cached. Unknown and revoked tokens are not cached: their
+    lookup is one indexed query, and nothing hot asks for them."""
+    name, subject = _CACHE_PREFIX + digest, token_subject(digest)
+    current, found = generations([subject], also=[name])
+    cached = found.get(name)
+    # The entry carries its own deadline, judged by the caller's clock (tests move theirs).
+    if (
+        cached is not None
+        and cached["fresh_until"] > now
+        and cached["token_generation"] == current[subject]
+        and cached["user_generation"] == generation(user_subject(cached["token"].user_id))
+    ):
+        cache_lookup_recorded(cache="token", hit=True)
+        return cached
+    cache_lookup_recorded(cache="token", hit=False)
+    token = AdminApiToken.objects.filter(token_hash=digest, revoked_at__isnull=True).first()
+    if token is None:
+        return None
+    # The user's generation is read before the user is (generations.py says why).
+    user_generation = generation(user_subject(token.user_id))
+    user = User.objects.filter(pk=token.user_id).first()
+    if user is None:
+        return None
+    token.user = user
+    entry = {
+        "token": token,
+        "worker": is_pipeline_worker(user),
+        "fresh_until": now + timedelta(seconds=settings.TOKEN_CACHE_SECONDS),
+        "token_generation": current[subject],
+        "user_generation": user_generation,
+    }
+    cache.set(name, entry, settings.TOKEN_CACHE_SECONDS)
+    return entry
+
+
+def _note_use(entry: dict[str, Any], now: datetime) -> None:
+    token: AdminApiToken = entry["token"]
+    if token.last_used_at is not None and now - token.last_used_at < LAST_USED_RESOLUTION:
+        return
+    AdminApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    token.last_used_at = now
+    # The cached copy learns of it too, or every call after the first minute would write. Stored under
+    # the generations it was read with: a revocation meanwhile still makes it stale.
+    left = (entry["fresh_until"] - now).total_seconds()
+    if left > 0:
+        cache.set(_CACHE_PREFIX + token.token_hash, entry, left)
 
 
 def admin_token_revoke(*, token_id: int, user: User | None = None, actor: str | None = None) -> None:
@@ -125,6 +185,7 @@ def admin_token_revoke(*, token_id: int, user: User | None = None, actor: str | 
     now = timezone.now()
     if token is None or tokens.update(revoked_at=now) == 0:
         raise DoesNotExist("no such live token")
+    bump(token_subject(token.token_hash))
     audit_record(
         action=AuditAction.ADMIN_TOKEN_REVOKE,
         actor=actor or (staff_actor(user.get_username()) if user is not None else UNKNOWN_ACTOR),
@@ -172,10 +233,60 @@ def _store_new_token(*, user: User, name: str, expires_at: datetime | None) -> t
     return plaintext, token
 
 
-def worker_token_authenticate(*, plaintext: str) -> AdminApiToken | None:
+def worker_token_authenticate(*, plaintext: str, now: datetime | None = None) -> AdminApiToken | None:
     """The live token of a pipeline worker for this plaintext, or None."""
-    token = _live_token(plaintext)
-    if token is None or not is_pipeline_worker(token.user):
+    now = timezone.now() if now is None else now
+    entry = _live_entry(plaintext, now)
+    if entry is None or not entry["worker"]:
         return None
-    _note_use(token)
-    return token
+    _note_use(entry, now)
+    return entry["token"]
+
+
+# --- what makes cached tokens stale -----------------------------------------------------------------
+def token_cache_connect() -> None:
+    """Changes to users and groups saved through Django make their tokens' cached entries stale
+    (TenantsAppConfig.ready); calling it again changes nothing."""
+    post_save.connect(_user_changed, sender=User, dispatch_uid="tenants_app.tokens.user_saved")
+    post_delete.connect(_user_changed, sender=User, dispatch_uid="tenants_app.tokens.user_deleted")
+    m2m_changed.connect(
+        _memberships_changed, sender=User.groups.through, dispatch_uid="tenants_app.tokens.groups"
+    )
+    post_save.connect(_group_changed, sender=Group, dispatch_uid="tenants_app.tokens.group_saved")
+    pre_delete.connect(_group_changed, sender=Group, dispatch_uid="tenants_app.tokens.group_deleted")
+
+
+def _user_changed(sender: type[User], instance: User, **kwargs: Any) -> None:
+    _users_changed([instance.pk])
+
+
+def _group_changed(sender: type[Group], instance: Group, **kwargs: Any) -> None:
+    # A rename can make a group the workers' group or stop it being one; a delete takes its members out.
+    _users_changed(instance.user_set.values_list("pk", flat=True))
+
+
+def _memberships_changed(
+    sender: type[Any],
+    instance: User | Group,
+    action: str,
+    reverse: bool,
+    pk_set: set[int] | None,
+    **kwargs: Any,
+) -> None:
+    if action not in ("post_add", "post_remove", "pre_clear"):
+        return
+    if not reverse:
+        _users_changed([instance.pk])
+    elif action == "pre_clear":
+        _users_changed(instance.user_set.values_list("pk", flat=True))  # type: ignore[union-attr]
+    else:
+        _users_changed(pk_set or ())
+
+
+def _users_changed(user_ids: Iterable[int]) -> None:
+    subjects = [user_subject(user_id) for user_id in user_ids]
+    for subject in subjects:
+        bump(subject)
+    # Again once the change is committed: a lookup that read the old row between the first bump and
+    # the commit stored its entry under the first bump's generation, which this one makes stale.
+    transaction.on_commit(lambda: [bump(subject) for subject in subjects])

@@ -30,6 +30,16 @@ def key_subject(key_hash: str) -> str:
     return f"api-key:{key_hash}"
 
 
+def token_subject(token_hash: str) -> str:
+    """What changes with one admin or worker token (revocation)."""
+    return f"token:{token_hash}"
+
+
+def user_subject(user_id: int) -> str:
+    """What changes with one Django user that tokens act as (active, staff, groups)."""
+    return f"user:{user_id}"
+
+
 def cache_key(subject: str) -> str:
     """Where the subject's generation is kept (tests evict it to show a lost one is harmless)."""
     return _PREFIX + subject

@@ -7,6 +7,8 @@ from datetime import timedelta
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth.models import Group, User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -149,6 +151,19 @@ def test_it_lets_a_worker_token_drain_every_tenant_and_report_runs(central: str,
     ]
     # A worker token has no other powers: the admin API refuses it.
     assert client.get("/api/v1/tenants").status_code == 401
+
+
+def test_it_asks_djangos_database_nothing_for_a_worker_token_it_knows(
+    central: str, worker_user: User
+) -> None:
+    client = worker_client(worker_user)
+    idle = tenant_with_subscription()
+    assert claim(client, tenant_id=idle).status_code == 204
+
+    with CaptureQueriesContext(connection) as captured:
+        assert claim(client, tenant_id=idle).status_code == 204
+
+    assert [query["sql"] for query in captured.captured_queries] == []
 
 
 def test_it_refuses_revoked_worker_tokens_and_tokens_of_staff_outside_the_group(
