@@ -7,6 +7,7 @@ delay each call got, or a gate that keeps statements in their slots until the te
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -85,7 +86,8 @@ def test_it_delays_each_kind_of_call_by_its_scaled_latency_and_counts_it(
 ) -> None:
     slept: list[float] = []
     latency = Latency(select=0.5, dml=1.5, ddl=1.0, metadata=0.2)
-    proxy = realistic_bigquery(latency=latency, scale=0.1, sleep=slept.append)
+    # A clock that stands still: the emulator took no time, so each call waits its whole latency.
+    proxy = realistic_bigquery(latency=latency, scale=0.1, sleep=slept.append, clock=lambda: 0.0)
     gateway = get_gateway()
     table = f"`{gateway.project}.{dataset}.t`"
     name = f"{gateway.project}:{dataset}.t"
@@ -105,6 +107,33 @@ def test_it_delays_each_kind_of_call_by_its_scaled_latency_and_counts_it(
     }
     proxy.reset()
     assert proxy.counts() == {}
+
+
+def test_it_counts_the_emulators_own_time_in_the_latency(realistic_bigquery: RealisticBigQuery) -> None:
+    slept: list[float] = []
+    ticks = itertools.count(step=0.2)  # each reading of the clock 0.2 s after the one before
+    proxy = realistic_bigquery(latency=Latency(select=0.5), sleep=slept.append, clock=lambda: next(ticks))
+
+    answer = get_gateway().query("SELECT 41 + 1 AS n")
+
+    assert answer.rows[0]["n"] == 42
+    # End to end: the 0.2 s the emulator took are part of the SELECT's 0.5 s.
+    assert slept == pytest.approx([0.3])
+    assert [kinds.get("select") for kinds in proxy.counts().values()] == [1]
+
+
+def test_it_answers_a_statement_slower_than_its_latency_when_the_emulator_does(
+    realistic_bigquery: RealisticBigQuery, gateway: BigQueryGateway, dataset: str
+) -> None:
+    table = counter_table(gateway, dataset)
+    slept: list[float] = []
+    ticks = itertools.count(step=2.0)  # the emulator "took" 2 s, past the DML's 1.5 s
+    realistic_bigquery(sleep=slept.append, clock=lambda: next(ticks))
+
+    result = get_gateway().query(f"UPDATE {table} SET n = n + 1 WHERE id = 1")
+
+    assert (result.affected_rows, slept) == (1, [])
+    assert count_of(gateway, table) == 1
 
 
 def test_it_runs_two_updates_of_a_table_at_once_queues_twenty_and_refuses_the_rest(
