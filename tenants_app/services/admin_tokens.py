@@ -13,6 +13,7 @@ load. Revocation and changes to the user saved through Django replace the entrie
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.cache import cache
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete
 from django.utils import timezone
 
@@ -33,6 +34,8 @@ from tenants_app.services.actors import UNKNOWN_ACTOR, staff_actor
 from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
 from tenants_app.services.generations import bump, generation, generations, token_subject, user_subject
+
+logger = logging.getLogger(__name__)
 
 TOKEN_PREFIX = ADMIN_TOKEN_PREFIX  # the shape of our keys with env `admin` (secret_shapes)
 # last_used_at is for humans ("is this token still in use?"): one write a minute is plenty.
@@ -164,10 +167,21 @@ def _token_entry(digest: str, now: datetime) -> dict[str, Any] | None:
 
 
 def _note_use(entry: dict[str, Any], now: datetime) -> None:
+    """Write `last_used_at` when a minute has passed; never fails the call it notes."""
     token: AdminApiToken = entry["token"]
     if token.last_used_at is not None and now - token.last_used_at < LAST_USED_RESOLUTION:
         return
-    AdminApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    # One writer per token and minute: every call in flight sees the write due at once, and hundreds of
+    # writers of one row only queue on it (SQLite refused them, "database is locked", and the calls got 500).
+    minute = int(now.timestamp() // LAST_USED_RESOLUTION.total_seconds())
+    if not cache.add(f"{_CACHE_PREFIX}used:{token.pk}:{minute}", True, timeout=2 * 60):
+        return
+    try:
+        AdminApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    except DatabaseError:
+        # For humans ("is this token still in use?"): the next minute's call writes it.
+        logger.warning("token %s: last_used_at not written", token.pk, exc_info=True)
+        return
     token.last_used_at = now
     # The cached copy learns of it too, or every call after the first minute would write. Stored under
     # the generations it was read with: a revocation meanwhile still makes it stale.

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from unittest import mock
 
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group, User
-from django.db import connection
+from django.db import OperationalError, connection
+from django.db.models import QuerySet
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tenants_app.models import AdminApiToken
 from tenants_app.services.admin_tokens import (
+    _note_use,
+    _token_entry,
     admin_token_authenticate,
     admin_token_create,
     admin_token_revoke,
+    token_hash,
     worker_token_authenticate,
     worker_token_create,
 )
@@ -147,3 +152,31 @@ def test_it_writes_last_used_at_once_a_minute_from_the_cached_copy_too(worker: U
 
     assert (within, after) == (0, 0)
     assert AdminApiToken.objects.get().last_used_at == a_minute_on
+
+
+def test_it_lets_one_of_the_calls_that_see_last_used_at_due_write_it(worker: User) -> None:
+    plaintext = worker_token_create(user=worker, name="pool").plaintext
+    worker_token_authenticate(plaintext=plaintext, now=START)
+    # Calls in flight at once (threads, processes) each hold their own copy of the cached entry.
+    copies = [_token_entry(token_hash(plaintext), START) for _ in range(3)]
+    a_minute_on = START + timedelta(minutes=1)
+
+    writes = queries(lambda: [_note_use(copy, a_minute_on) for copy in copies])
+
+    assert writes == 1
+    assert AdminApiToken.objects.get().last_used_at == a_minute_on
+
+
+def test_it_answers_when_last_used_at_cannot_be_written(
+    worker: User, caplog: pytest.LogCaptureFixture
+) -> None:
+    plaintext = worker_token_create(user=worker, name="pool").plaintext
+    worker_token_authenticate(plaintext=plaintext, now=START)
+    locked = OperationalError("database is locked")
+
+    with mock.patch.object(QuerySet, "update", side_effect=locked):
+        token = worker_token_authenticate(plaintext=plaintext, now=START + timedelta(minutes=1))
+
+    assert token is not None
+    assert token.user == worker
+    assert "last_used_at not written" in caplog.text
