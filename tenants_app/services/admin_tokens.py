@@ -18,12 +18,13 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.cache import cache
-from django.db import DatabaseError, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, transaction
+from django.db.models import Model
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete
 from django.utils import timezone
 
@@ -37,11 +38,15 @@ from tenants_app.services.generations import bump, generation, generations, toke
 
 logger = logging.getLogger(__name__)
 
+M = TypeVar("M", bound=Model)
+
 TOKEN_PREFIX = ADMIN_TOKEN_PREFIX  # the shape of our keys with env `admin` (secret_shapes)
 # last_used_at is for humans ("is this token still in use?"): one write a minute is plenty.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 # Keyed by the token's hash, never the token: cache backends may be read by other tools.
-_CACHE_PREFIX = "cvg:token:v1:"
+_CACHE_PREFIX = "cvg:token:v2:"
+# What the cache keeps of a token's user: what deciding on the token needs, never the password hash.
+_USER_FIELDS = ("id", "username", "is_active", "is_staff", "is_superuser")
 
 
 @dataclass(frozen=True)
@@ -109,10 +114,10 @@ def admin_token_authenticate(*, plaintext: str, now: datetime | None = None) -> 
     """The live token for this plaintext, or None (unknown, revoked, expired, or user no longer staff)."""
     now = timezone.now() if now is None else now
     entry = _live_entry(plaintext, now)
-    if entry is None or not entry["token"].user.is_active or not entry["token"].user.is_staff:
+    if entry is None or not entry["user"]["is_active"] or not entry["user"]["is_staff"]:
         return None
     _note_use(entry, now)
-    return entry["token"]
+    return _token_of(entry)
 
 
 def _live_entry(plaintext: str, now: datetime) -> dict[str, Any] | None:
@@ -123,16 +128,16 @@ def _live_entry(plaintext: str, now: datetime) -> dict[str, Any] | None:
     if entry is None:
         return None
     # Checked on every call, cached or not: an expiry takes effect to the second.
-    expires_at = entry["token"].expires_at
+    expires_at = entry["token"]["expires_at"]
     if expires_at is not None and expires_at <= now:
         return None
     return entry
 
 
 def _token_entry(digest: str, now: datetime) -> dict[str, Any] | None:
-    """The token (with its user) and whether its user is a pipeline worker, from the cache while fresh
-    and current, else from the database and cached. Unknown and revoked tokens are not cached: their
-    lookup is one indexed query, and nothing hot asks for them."""
+    """The token's columns, its user's (`_USER_FIELDS`) and whether that user is a pipeline worker, from
+    the cache while fresh and current, else from the database and cached. Unknown and revoked tokens are
+    not cached: their lookup is one indexed query, and nothing hot asks for them."""
     name, subject = _CACHE_PREFIX + digest, token_subject(digest)
     current, found = generations([subject], also=[name])
     cached = found.get(name)
@@ -141,23 +146,25 @@ def _token_entry(digest: str, now: datetime) -> dict[str, Any] | None:
         cached is not None
         and cached["fresh_until"] > now
         and cached["token_generation"] == current[subject]
-        and cached["user_generation"] == generation(user_subject(cached["token"].user_id))
+        and cached["workers_group"] == settings.PIPELINE_WORKERS_GROUP
+        and cached["user_generation"] == generation(user_subject(cached["user"]["id"]))
     ):
         cache_lookup_recorded(cache="token", hit=True)
         return cached
     cache_lookup_recorded(cache="token", hit=False)
-    token = AdminApiToken.objects.filter(token_hash=digest, revoked_at__isnull=True).first()
+    token = AdminApiToken.objects.filter(token_hash=digest, revoked_at__isnull=True).values().first()
     if token is None:
         return None
     # The user's generation is read before the user is (generations.py says why).
-    user_generation = generation(user_subject(token.user_id))
-    user = User.objects.filter(pk=token.user_id).first()
+    user_generation = generation(user_subject(token["user_id"]))
+    user = User.objects.filter(pk=token["user_id"]).values(*_USER_FIELDS).first()
     if user is None:
         return None
-    token.user = user
     entry = {
         "token": token,
-        "worker": is_pipeline_worker(user),
+        "user": user,
+        "worker": is_pipeline_worker(_user_of(user)),
+        "workers_group": settings.PIPELINE_WORKERS_GROUP,
         "fresh_until": now + timedelta(seconds=settings.TOKEN_CACHE_SECONDS),
         "token_generation": current[subject],
         "user_generation": user_generation,
@@ -166,28 +173,48 @@ def _token_entry(digest: str, now: datetime) -> dict[str, Any] | None:
     return entry
 
 
+def _user_of(values: dict[str, Any]) -> User:
+    """The user from its cached columns; the others (the password hash first) are deferred, so they are
+    never cached, and a save() of this instance could only write the columns it holds."""
+    return _instance(User, values)
+
+
+def _token_of(entry: dict[str, Any]) -> AdminApiToken:
+    token = _instance(AdminApiToken, entry["token"])
+    token.user = _user_of(entry["user"])
+    return token
+
+
+def _instance(model: type[M], values: dict[str, Any]) -> M:
+    # from_db takes the values in the model's column order, the columns it is not given deferred.
+    names = [field.attname for field in model._meta.concrete_fields if field.attname in values]
+    return model.from_db(DEFAULT_DB_ALIAS, names, [values[name] for name in names])
+
+
 def _note_use(entry: dict[str, Any], now: datetime) -> None:
     """Write `last_used_at` when a minute has passed; never fails the call it notes."""
-    token: AdminApiToken = entry["token"]
-    if token.last_used_at is not None and now - token.last_used_at < LAST_USED_RESOLUTION:
+    token = entry["token"]
+    if token["last_used_at"] is not None and now - token["last_used_at"] < LAST_USED_RESOLUTION:
         return
     # One writer per token and minute: every call in flight sees the write due at once, and hundreds of
     # writers of one row only queue on it (SQLite refused them, "database is locked", and the calls got 500).
     minute = int(now.timestamp() // LAST_USED_RESOLUTION.total_seconds())
-    if not cache.add(f"{_CACHE_PREFIX}used:{token.pk}:{minute}", True, timeout=2 * 60):
+    if not cache.add(f"{_CACHE_PREFIX}used:{token['id']}:{minute}", True, timeout=2 * 60):
         return
     try:
-        AdminApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        # Its own savepoint: called inside a transaction, a refused write must not break the rest of it.
+        with transaction.atomic():
+            AdminApiToken.objects.filter(pk=token["id"]).update(last_used_at=now)
     except DatabaseError:
         # For humans ("is this token still in use?"): the next minute's call writes it.
-        logger.warning("token %s: last_used_at not written", token.pk, exc_info=True)
+        logger.warning("token %s: last_used_at not written", token["id"], exc_info=True)
         return
-    token.last_used_at = now
+    token["last_used_at"] = now
     # The cached copy learns of it too, or every call after the first minute would write. Stored under
     # the generations it was read with: a revocation meanwhile still makes it stale.
     left = (entry["fresh_until"] - now).total_seconds()
     if left > 0:
-        cache.set(_CACHE_PREFIX + token.token_hash, entry, left)
+        cache.set(_CACHE_PREFIX + token["token_hash"], entry, left)
 
 
 def admin_token_revoke(*, token_id: int, user: User | None = None, actor: str | None = None) -> None:
@@ -199,7 +226,7 @@ def admin_token_revoke(*, token_id: int, user: User | None = None, actor: str | 
     now = timezone.now()
     if token is None or tokens.update(revoked_at=now) == 0:
         raise DoesNotExist("no such live token")
-    bump(token_subject(token.token_hash))
+    _changed([token_subject(token.token_hash)])
     audit_record(
         action=AuditAction.ADMIN_TOKEN_REVOKE,
         actor=actor or (staff_actor(user.get_username()) if user is not None else UNKNOWN_ACTOR),
@@ -254,7 +281,7 @@ def worker_token_authenticate(*, plaintext: str, now: datetime | None = None) ->
     if entry is None or not entry["worker"]:
         return None
     _note_use(entry, now)
-    return entry["token"]
+    return _token_of(entry)
 
 
 # --- what makes cached tokens stale -----------------------------------------------------------------
@@ -289,18 +316,26 @@ def _memberships_changed(
 ) -> None:
     if action not in ("post_add", "post_remove", "pre_clear"):
         return
-    if not reverse:
+    if isinstance(instance, User):
         _users_changed([instance.pk])
     elif action == "pre_clear":
-        _users_changed(instance.user_set.values_list("pk", flat=True))  # type: ignore[union-attr]
+        # A clear names no users (`pk_set` is None): the group's members, read before they go.
+        _users_changed(instance.user_set.values_list("pk", flat=True))
     else:
         _users_changed(pk_set or ())
 
 
 def _users_changed(user_ids: Iterable[int]) -> None:
-    subjects = [user_subject(user_id) for user_id in user_ids]
-    for subject in subjects:
-        bump(subject)
-    # Again once the change is committed: a lookup that read the old row between the first bump and
-    # the commit stored its entry under the first bump's generation, which this one makes stale.
-    transaction.on_commit(lambda: [bump(subject) for subject in subjects])
+    _changed([user_subject(user_id) for user_id in user_ids])
+
+
+def _changed(subjects: list[str]) -> None:
+    """Bump the subjects now, and again once the transaction commits: a lookup that read the old row
+    between the first bump and the commit stored its entry under the first bump's generation."""
+
+    def bump_all() -> None:
+        for subject in subjects:
+            bump(subject)
+
+    bump_all()
+    transaction.on_commit(bump_all)

@@ -2,7 +2,8 @@
 read has changed since.
 
 A reader notes the subject's generation (a random token) BEFORE its BigQuery read and stores it with
-what it caches; a writer replaces the token AFTER its BigQuery write. An entry stored under another
+what it caches; a writer replaces the token AFTER its BigQuery write (after a write to Django's database,
+once now and again when the transaction commits). An entry stored under another
 token than the current one may hold a read that missed a change, so it is never used. Deleting entries
 instead has a hole: a read that began before the write can store its stale answer just after the
 delete. Tokens live in the shared cache (diskcache on one machine, Redis across machines), so this

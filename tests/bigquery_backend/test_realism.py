@@ -26,6 +26,12 @@ from tests.support.bigquery_realism import BigQueryRealismProxy, DmlLimits, Late
 RealisticBigQuery = Callable[..., BigQueryRealismProxy]
 
 
+def still_clock() -> float:
+    """A clock that stands still: however long the emulator takes, a statement's whole latency is left,
+    so every statement reaches the injected `sleep` (a gate holds it in its slot)."""
+    return 0.0
+
+
 class Gate:
     """An injected `sleep` that holds every statement in its slot until `open()` (or the block's end)."""
 
@@ -86,8 +92,7 @@ def test_it_delays_each_kind_of_call_by_its_scaled_latency_and_counts_it(
 ) -> None:
     slept: list[float] = []
     latency = Latency(select=0.5, dml=1.5, ddl=1.0, metadata=0.2)
-    # A clock that stands still: the emulator took no time, so each call waits its whole latency.
-    proxy = realistic_bigquery(latency=latency, scale=0.1, sleep=slept.append, clock=lambda: 0.0)
+    proxy = realistic_bigquery(latency=latency, scale=0.1, sleep=slept.append, clock=still_clock)
     gateway = get_gateway()
     table = f"`{gateway.project}.{dataset}.t`"
     name = f"{gateway.project}:{dataset}.t"
@@ -141,7 +146,7 @@ def test_it_runs_two_updates_of_a_table_at_once_queues_twenty_and_refuses_the_re
 ) -> None:
     table = counter_table(gateway, dataset)
     gate = Gate()
-    proxy = realistic_bigquery(sleep=gate)
+    proxy = realistic_bigquery(sleep=gate, clock=still_clock)
     name = f"{gateway.project}:{dataset}.counter"
 
     with ThreadPoolExecutor(max_workers=30) as pool, gate:
@@ -177,7 +182,7 @@ def test_it_queues_inserts_only_after_the_days_free_allowance(
     day = [date(2026, 3, 1)]
     gate = Gate()
     limits = DmlLimits(insert_free_per_day=3, insert_running=1, insert_pending=1)
-    proxy = realistic_bigquery(sleep=gate, limits=limits, today=lambda: day[0])
+    proxy = realistic_bigquery(sleep=gate, clock=still_clock, limits=limits, today=lambda: day[0])
     name = f"{gateway.project}:{dataset}.counter"
     insert = f"INSERT INTO {table} (id, n) VALUES (2, 0)"
 
@@ -209,7 +214,7 @@ def test_it_aborts_the_later_of_two_overlapping_updates_with_the_concurrent_upda
 ) -> None:
     table = counter_table(gateway, dataset)
     gate = Gate()
-    proxy = realistic_bigquery(sleep=gate, conflict_probability=1.0, seed=7)
+    proxy = realistic_bigquery(sleep=gate, clock=still_clock, conflict_probability=1.0, seed=7)
     name = f"{gateway.project}:{dataset}.counter"
     update = f"UPDATE {table} SET n = n + 1 WHERE id = 1"
 

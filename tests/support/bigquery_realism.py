@@ -16,7 +16,7 @@ https://cloud.google.com/bigquery/docs/data-manipulation-language, "Concurrent j
 
 `BigQueryRealismProxy` sits between the app and the emulator (point BIGQUERY_EMULATOR_HOST at `url`) and
 adds that: a latency per kind of call, end to end (the statement is forwarded at once and its answer
-held, in the statement's slot, until its latency has passed since it arrived), the per-table
+held, in the statement's slot, until its latency has passed since it took the slot), the per-table
 running/pending limits with real threads, BigQuery's own refusal bodies,
 optional concurrent-update aborts, and job-id uniqueness. It applies to the request that starts a
 statement (jobs.query, or jobs.insert), so each statement is delayed and limited exactly once whichever
@@ -25,12 +25,14 @@ way the client sends it; polls of a job (getQueryResults, jobs.get) pass straigh
 End to end, because BigQuery's 0.3-2 s include running the statement. Added on top instead (as before),
 the emulator's own time counted twice, and under load more: it runs one statement at a time, so every
 statement also waited for whatever other tables' statements were queued before it (a flush of 200
-tenant-table MERGEs made each central statement 1-2 s longer), a contention BigQuery, which runs other
+tenant-table MERGEs made each central statement about 2 s longer), a contention BigQuery, which runs other
 tables' statements side by side, does not have. A statement the emulator takes longer over than its
 latency is answered when the emulator answers.
 
-Not modelled: jobs.query `requestId` de-duplication, partition-level conflicts (any two overlapping
-mutating statements on a table may conflict), slot contention between tables.
+Not modelled: when a write becomes visible (the emulator applies it when forwarded, up to its latency
+before its answer; BigQuery commits near the end), jobs.query `requestId` de-duplication,
+partition-level conflicts (any two overlapping mutating statements on a table may conflict), slot
+contention between tables.
 
 Tests use the `realistic_bigquery` fixture (tests/conftest.py); a bench script uses `realism_proxy`:
 
@@ -261,7 +263,7 @@ class BigQueryRealismProxy(LoopbackProxy):
             self._leave(call.table, lane)
 
     def _run(self, exchange: Exchange, call: Call) -> None:
-        """Forward at once; answer once the call's latency has passed since it arrived (end to end)."""
+        """Forward at once; answer once the call's latency has passed since it took its slot (end to end)."""
         arrived = self._clock()
         answer = exchange.forward()
         left = self.latency.of(call.kind) * self.scale - (self._clock() - arrived)

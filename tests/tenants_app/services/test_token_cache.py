@@ -9,6 +9,7 @@ from unittest import mock
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group, User
+from django.core.cache import cache
 from django.db import OperationalError, connection
 from django.db.models import QuerySet
 from django.test.utils import CaptureQueriesContext
@@ -43,10 +44,11 @@ def worker(workers: Group) -> User:
     return user
 
 
-def queries(call: Callable[[], object]) -> int:
+def queries(call: Callable[[], object], *, kind: str = "") -> int:
+    """How many SQL statements `call` sent (those starting with `kind`, if given)."""
     with CaptureQueriesContext(connection) as captured:
         call()
-    return len(captured.captured_queries)
+    return sum(1 for query in captured.captured_queries if query["sql"].upper().startswith(kind))
 
 
 def test_it_serves_a_verified_token_without_the_database(worker: User) -> None:
@@ -69,7 +71,16 @@ def test_it_refuses_a_cached_token_once_revoked(worker: User) -> None:
 
 
 @pytest.mark.parametrize(
-    "change", ["leave the group", "group cleared", "group renamed", "group deleted", "deactivated"]
+    "change",
+    [
+        "leave the group",
+        "left all groups",
+        "group cleared",
+        "group renamed",
+        "group deleted",
+        "deactivated",
+        "deleted",
+    ],
 )
 def test_it_refuses_a_cached_worker_token_once_its_user_changes(
     worker: User, workers: Group, change: str
@@ -79,6 +90,10 @@ def test_it_refuses_a_cached_worker_token_once_its_user_changes(
 
     if change == "leave the group":
         worker.groups.remove(workers)
+    elif change == "left all groups":
+        worker.groups.clear()
+    elif change == "deleted":
+        worker.delete()
     elif change == "group cleared":
         workers.user_set.clear()
     elif change == "group renamed":
@@ -152,6 +167,7 @@ def test_it_writes_last_used_at_once_a_minute_from_the_cached_copy_too(worker: U
 
     assert (within, after) == (0, 0)
     assert AdminApiToken.objects.get().last_used_at == a_minute_on
+    assert _token_entry(token_hash(plaintext), a_minute_on)["token"]["last_used_at"] == a_minute_on  # type: ignore[index]
 
 
 def test_it_lets_one_of_the_calls_that_see_last_used_at_due_write_it(worker: User) -> None:
@@ -161,7 +177,7 @@ def test_it_lets_one_of_the_calls_that_see_last_used_at_due_write_it(worker: Use
     copies = [_token_entry(token_hash(plaintext), START) for _ in range(3)]
     a_minute_on = START + timedelta(minutes=1)
 
-    writes = queries(lambda: [_note_use(copy, a_minute_on) for copy in copies])
+    writes = queries(lambda: [_note_use(copy, a_minute_on) for copy in copies], kind="UPDATE")
 
     assert writes == 1
     assert AdminApiToken.objects.get().last_used_at == a_minute_on
@@ -180,3 +196,18 @@ def test_it_answers_when_last_used_at_cannot_be_written(
     assert token is not None
     assert token.user == worker
     assert "last_used_at not written" in caplog.text
+
+
+def test_it_keeps_no_password_hash_in_the_cache(workers: Group) -> None:
+    user = User.objects.create_user("worker-pool", password="correct horse battery staple")
+    user.groups.add(workers)
+    plaintext = worker_token_create(user=user, name="pool").plaintext
+
+    token = worker_token_authenticate(plaintext=plaintext, now=START)
+
+    assert token is not None
+    assert token.user.username == "worker-pool"
+    stored = cache.get(f"cvg:token:v2:{token_hash(plaintext)}")
+    assert stored is not None
+    assert user.password not in repr(stored)
+    assert plaintext not in repr(stored)
