@@ -34,7 +34,14 @@ from tenants_app.secret_shapes import ADMIN_TOKEN_PREFIX, OUR_KEY_CHARACTERS, OU
 from tenants_app.services.actors import UNKNOWN_ACTOR, staff_actor
 from tenants_app.services.audit import AuditAction, audit_record
 from tenants_app.services.errors import DoesNotExist, ValidationFailed
-from tenants_app.services.generations import bump, generation, generations, token_subject, user_subject
+from tenants_app.services.generations import (
+    bump,
+    generation,
+    generations,
+    still_current,
+    token_subject,
+    user_subject,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +51,7 @@ TOKEN_PREFIX = ADMIN_TOKEN_PREFIX  # the shape of our keys with env `admin` (sec
 # last_used_at is for humans ("is this token still in use?"): one write a minute is plenty.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 # Keyed by the token's hash, never the token: cache backends may be read by other tools.
-_CACHE_PREFIX = "cvg:token:v2:"
+_CACHE_PREFIX = "cvg:token:v3:"
 # What the cache keeps of a token's user: what deciding on the token needs, never the password hash.
 _USER_FIELDS = ("id", "username", "is_active", "is_staff", "is_superuser")
 
@@ -145,9 +152,8 @@ def _token_entry(digest: str, now: datetime) -> dict[str, Any] | None:
     if (
         cached is not None
         and cached["fresh_until"] > now
-        and cached["token_generation"] == current[subject]
         and cached["workers_group"] == settings.PIPELINE_WORKERS_GROUP
-        and cached["user_generation"] == generation(user_subject(cached["user"]["id"]))
+        and still_current(cached["generations"], known=current)
     ):
         cache_lookup_recorded(cache="token", hit=True)
         return cached
@@ -166,8 +172,7 @@ def _token_entry(digest: str, now: datetime) -> dict[str, Any] | None:
         "worker": is_pipeline_worker(_user_of(user)),
         "workers_group": settings.PIPELINE_WORKERS_GROUP,
         "fresh_until": now + timedelta(seconds=settings.TOKEN_CACHE_SECONDS),
-        "token_generation": current[subject],
-        "user_generation": user_generation,
+        "generations": {subject: current[subject], user_subject(token["user_id"]): user_generation},
     }
     cache.set(name, entry, settings.TOKEN_CACHE_SECONDS)
     return entry

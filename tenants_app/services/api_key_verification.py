@@ -40,7 +40,14 @@ from tenants_app.services.errors import (
     TenantSuspended,
     ValidationFailed,
 )
-from tenants_app.services.generations import bump, generation, generations, key_subject, tenant_subject
+from tenants_app.services.generations import (
+    bump,
+    generation,
+    generations,
+    key_subject,
+    still_current,
+    tenant_subject,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +56,9 @@ _ENVIRONMENT_PATTERN = re.compile(secret_shapes.OUR_KEY_ENV)
 _KEY_PATTERN = secret_shapes.OUR_KEY_SHAPE
 _MAX_KEY_LENGTH = 64  # longer input is never a key: refuse it before hashing or matching
 
-# v3: entries are {"entry", "fresh_until", "key_generation", "tenant_id", "tenant_generation"}; an entry
-# of a process still running older code is never read.
-_CACHE_PREFIX = "cvg:api_key:v3:"
+# v4: entries are {"entry", "fresh_until", "generations"}; an entry of a process still running older code
+# is never read.
+_CACHE_PREFIX = "cvg:api_key:v4:"
 _UNKNOWN = "unknown"
 
 
@@ -172,17 +179,18 @@ def _verification_entry(key_hash: str, now: datetime) -> dict[str, Any] | str:
     """
     cache_key, subject = _cache_key(key_hash), key_subject(key_hash)
     current, found = generations([subject], also=[cache_key])
-    key_generation = current[subject]
     cached = found.get(cache_key)
     # The entry carries its own deadline, judged by the caller's clock: the backend's TTL runs on the
     # backend's clock, which nothing can move (a test would have to sleep through it).
-    if cached is not None and cached["fresh_until"] > now and cached["key_generation"] == key_generation:
-        tenant_id = cached["tenant_id"]
-        if tenant_id is None or cached["tenant_generation"] == generation(tenant_subject(tenant_id)):
-            cache_lookup_recorded(cache="api_key", hit=True)
-            return cached["entry"]
+    if (
+        cached is not None
+        and cached["fresh_until"] > now
+        and still_current(cached["generations"], known=current)
+    ):
+        cache_lookup_recorded(cache="api_key", hit=True)
+        return cached["entry"]
     cache_lookup_recorded(cache="api_key", hit=False)
-    entry, tenant_id, tenant_generation = _lookup(key_hash)
+    entry, tenant_generations = _lookup(key_hash)
     unknown = entry == _UNKNOWN
     seconds = settings.API_KEY_NEGATIVE_CACHE_SECONDS if unknown else settings.API_KEY_CACHE_SECONDS
     cache.set(
@@ -190,30 +198,28 @@ def _verification_entry(key_hash: str, now: datetime) -> dict[str, Any] | str:
         {
             "entry": entry,
             "fresh_until": now + timedelta(seconds=seconds),
-            "key_generation": key_generation,
-            "tenant_id": tenant_id,
-            "tenant_generation": tenant_generation,
+            "generations": {subject: current[subject], **tenant_generations},
         },
         seconds,
     )
     return entry
 
 
-def _lookup(key_hash: str) -> tuple[dict[str, Any] | str, str | None, str]:
-    """(key row plus its tenant's status as a cache entry, its tenant, the tenant's generation read before
-    the profile) in two jobs; or (`_UNKNOWN`, None, "") in one."""
+def _lookup(key_hash: str) -> tuple[dict[str, Any] | str, dict[str, str]]:
+    """(key row plus its tenant's status as a cache entry, `{tenant subject: its generation}` read before
+    the profile) in two jobs; or (`_UNKNOWN`, {}) in one."""
     with bigquery_errors_translated():
         rows = _keys().list(filters={"api_key_hash": key_hash}, limit=2)
         if len(rows) != 1:
             if rows:
                 # ~238 random bits make a collision impossible in practice; refuse rather than guess.
                 logger.error("%d API key rows share one hash; refusing them", len(rows))
-            return _UNKNOWN, None, ""
+            return _UNKNOWN, {}
         row = rows[0]
         tenant_generation = generation(tenant_subject(row.tenant_id))
         profile = central_repository(TenantProfile).find(row.tenant_id)
     if profile is None:
-        return _UNKNOWN, None, ""
+        return _UNKNOWN, {}
     entry = {
         "tenant_id": row.tenant_id,
         "api_key_id": row.api_key_id,
@@ -222,7 +228,7 @@ def _lookup(key_hash: str) -> tuple[dict[str, Any] | str, str | None, str]:
         "revoked": not row.is_active or row.revoked_at is not None,
         "tenant_status": profile.status,
     }
-    return entry, row.tenant_id, tenant_generation
+    return entry, {tenant_subject(row.tenant_id): tenant_generation}
 
 
 class LastUsedRecorder:

@@ -13,7 +13,7 @@ holds across processes.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.core.cache import cache
@@ -69,6 +69,16 @@ def generations(
         for subject in subjects
     }
     return current, {name: found[name] for name in also if name in found}
+
+
+def still_current(stored: Mapping[str, str], *, known: Mapping[str, str] | None = None) -> bool:
+    """Whether each subject of `stored` (`{subject: generation}`, what an entry was cached under) still
+    has that generation; `known` holds generations already read, the rest cost one cache read."""
+    current = dict(known or {})
+    missing = [subject for subject in stored if subject not in current]
+    if missing:
+        current.update(generations(missing)[0])
+    return all(current[subject] == stored_as for subject, stored_as in stored.items())
 
 
 def bump(subject: str) -> None:

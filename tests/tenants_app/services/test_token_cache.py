@@ -207,7 +207,7 @@ def test_it_keeps_no_password_hash_in_the_cache(workers: Group) -> None:
 
     assert token is not None
     assert token.user.username == "worker-pool"
-    stored = cache.get(f"cvg:token:v2:{token_hash(plaintext)}")
+    stored = cache.get(f"cvg:token:v3:{token_hash(plaintext)}")
     assert stored is not None
     assert user.password not in repr(stored)
     assert plaintext not in repr(stored)
