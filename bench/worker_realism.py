@@ -57,6 +57,7 @@ django.setup()
 logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 import requests  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.test import override_settings  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from google.cloud import bigquery  # noqa: E402
@@ -423,7 +424,7 @@ def check_slots(gateway: BigQueryGateway) -> list[str]:
         "queue: "
         + ", ".join(f"{r['state']} {r['n']}" for r in states)
         + f"; {sum(r['waiting'] for r in states)} entries hold rows not yet in their tenant's dataset "
-        "(run_periodic writes them every minute)"
+        f"(run_periodic writes them every {settings.PERIODIC_TENANT_ROWS_SECONDS} s)"
     )
     return lines
 
