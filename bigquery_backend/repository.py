@@ -6,7 +6,6 @@ import base64
 import datetime
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from django.core.exceptions import FieldDoesNotExist, ValidationError
@@ -17,6 +16,7 @@ from bigquery_backend.batch_source import ArrayBatch
 from bigquery_backend.client import BigQueryGateway, QueryParameter, get_gateway
 from bigquery_backend.exceptions import InvalidInput, NotFound
 from bigquery_backend.identifiers import quote_column, quote_table
+from bigquery_backend.repository_values import UNCHANGED, Add, Col, Now, Page, Part, RowChange, Search
 from bigquery_backend.schema import REPEATED, Column, TableDefinition, table_definition
 
 M = TypeVar("M", bound=models.Model)
@@ -44,43 +44,6 @@ MAX_BATCH_BYTES = 4 * 1024 * 1024
 _SCALAR_ROWS = 10
 
 
-@dataclass(frozen=True)
-class Col:
-    """Another column of the same row, usable as a filter value (`used__lt=Col("limit")`)."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class Add:
-    """`SET column = column + amount`: an in-place increment for atomic counters."""
-
-    amount: int | float
-
-
-@dataclass(frozen=True)
-class Now:
-    """`SET column = CURRENT_TIMESTAMP()`: the server's clock, not the caller's."""
-
-
-@dataclass(frozen=True)
-class Search:
-    """A case-insensitive substring match on any of `fields` (OR), as an admin search box does."""
-
-    fields: tuple[str, ...]
-    term: str
-
-
-@dataclass(frozen=True)
-class Page(Generic[M]):
-    """One page of a listing plus the total number of matching rows."""
-
-    items: list[M]
-    total: int
-    limit: int
-    offset: int
-
-
 def batched(
     items: Iterable[T],
     *,
@@ -104,25 +67,6 @@ def batched(
         batch_bytes += item_bytes
     if batch:
         yield batch
-
-
-@dataclass(frozen=True)
-class RowChange:
-    """One row of `Repository.update_many`: `values` are set where `expected` columns still hold theirs."""
-
-    key: Any
-    values: Mapping[str, Any]
-    expected: Mapping[str, Any] = field(default_factory=dict)
-
-
-class _Unchanged:
-    """`RowChange.values` marker: this row keeps its column as it is (others in the batch change it)."""
-
-    def __repr__(self) -> str:
-        return "UNCHANGED"
-
-
-UNCHANGED: Any = _Unchanged()
 
 
 class _Params:
@@ -479,6 +423,8 @@ class Repository(Generic[M]):
         quoted = quote_column(column.name)
         if operator == "isnull" and column.mode != REPEATED:  # a JSON value may be NULL; an array never is
             return f"{quoted} IS {'' if value else 'NOT '}NULL"
+        if operator == "part":
+            return self._part_condition(lookup, column, value, params)
         if column.field_type == "JSON" or column.mode == REPEATED:
             raise InvalidInput(
                 f"{name}: cannot filter on a {column.field_type} column", errors={name: ["Not filterable."]}
@@ -512,6 +458,15 @@ class Repository(Generic[M]):
             raise InvalidInput(f"{lookup}: use __isnull to match NULL", errors={name: ["Null comparison."]})
         coerced = self._coerce(column, name, value)
         return f"{quoted} {LOOKUPS[operator]} {params.add(column, coerced)}"
+
+    def _part_condition(self, lookup: str, column: Column, value: Any, params: _Params) -> str:
+        if not isinstance(value, Part) or column.field_type != "STRING" or column.mode == REPEATED:
+            raise InvalidInput(
+                f"{lookup}: a part is a Part of a STRING column", errors={column.name: ["Bad lookup."]}
+            )
+        of, index = params.add_int(value.of), params.add_int(value.index)
+        # MOD takes the sign of the fingerprint: adding `of` once more gives 0..of-1 for every value.
+        return f"MOD(MOD(FARM_FINGERPRINT({quote_column(column.name)}), {of}) + {of}, {of}) = {index}"
 
     def _assignment(self, column: Column, value: Any, params: _Params) -> str:
         if isinstance(value, Add):

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from bigquery_backend.exceptions import InvalidInput, NotFound
-from bigquery_backend.repository import Col, Repository, Search
+from bigquery_backend.repository import Col, Part, Repository, Search
 from tests.bigquery_backend.widgets import Widget, WidgetKind, WidgetTableFactory, ids, make_widget
 
 DAY = datetime.datetime(2024, 5, 17, tzinfo=datetime.UTC)
@@ -229,6 +229,46 @@ def test_it_lowercases_non_ascii_text_for_case_insensitive_lookups(texts: Reposi
 def test_it_refuses_text_lookups_on_a_non_text_column(seeded: Repository[Widget]) -> None:
     with pytest.raises(InvalidInput):
         seeded.list(filters={"quantity__icontains": "5"})
+
+
+@pytest.mark.parametrize("of", [1, 2, 3, 5])
+def test_it_cuts_a_columns_values_into_parts_that_hold_every_row_once(
+    seeded: Repository[Widget], of: int
+) -> None:
+    parts = [listed(seeded, widget_id__part=Part(index, of=of)) for index in range(of)]
+
+    # Every row in exactly one part: a negative fingerprint (half of them) must land in a part too.
+    assert sorted(key for part in parts for key in part) == expected_ids(lambda w: True)
+    if of > 1:
+        assert max(len(part) for part in parts) < len(seven_widgets())  # spread, not all in one
+
+
+def test_it_puts_equal_values_in_the_same_part_and_null_in_none(seeded: Repository[Widget]) -> None:
+    kinds = [
+        {widget.kind for widget in seeded.list(filters={"kind__part": Part(index, of=2)})}
+        for index in range(2)
+    ]
+    assert kinds[0].isdisjoint(kinds[1])
+    assert kinds[0] | kinds[1] == {w.kind for w in seven_widgets()}
+    with_notes = [listed(seeded, notes__part=Part(index, of=2)) for index in range(2)]
+    assert sorted(with_notes[0] + with_notes[1]) == expected_ids(lambda w: w.notes is not None)
+
+
+@pytest.mark.parametrize(
+    ("lookup", "value"),
+    [("quantity__part", Part(0, of=2)), ("widget_id__part", 1), ("tags__part", Part(0, of=2))],
+)
+def test_it_refuses_a_part_that_is_not_a_part_of_a_text_column(
+    seeded: Repository[Widget], lookup: str, value: object
+) -> None:
+    with pytest.raises(InvalidInput, match="a part is a Part"):
+        seeded.list(filters={lookup: value})
+
+
+@pytest.mark.parametrize(("index", "of"), [(2, 2), (-1, 2), (0, 0), (True, 2), (0, 2.0)])
+def test_it_refuses_to_build_a_part_outside_its_whole(index: object, of: object) -> None:
+    with pytest.raises(ValueError, match="index < of"):
+        Part(index, of=of)  # type: ignore[arg-type]
 
 
 def test_it_compares_two_columns_of_the_same_row(seeded: Repository[Widget]) -> None:
