@@ -424,7 +424,8 @@ def check_slots(gateway: BigQueryGateway) -> list[str]:
         "queue: "
         + ", ".join(f"{r['state']} {r['n']}" for r in states)
         + f"; {sum(r['waiting'] for r in states)} entries hold rows not yet in their tenant's dataset "
-        f"(run_periodic writes them every {settings.PERIODIC_TENANT_ROWS_SECONDS} s)"
+        f"(run_periodic writes each tenant's every {settings.PERIODIC_TENANT_ROWS_SECONDS} s, "
+        f"in {settings.PERIODIC_TENANT_ROWS_PARTS} parts)"
     )
     return lines
 

@@ -304,7 +304,10 @@ PERIODIC_SCHEDULER_SECONDS = env.int("PERIODIC_SCHEDULER_SECONDS", default=60)
 PERIODIC_ORPHAN_CLEANUP_SECONDS = env.int("PERIODIC_ORPHAN_CLEANUP_SECONDS", default=300)
 # Reports' rows reach the tenants' datasets once per this period (run_tenant_rows.py): each tenant table
 # gets at most one statement per period, however many runs report; until then they sit on the queue.
-PERIODIC_TENANT_ROWS_SECONDS = env.int("PERIODIC_TENANT_ROWS_SECONDS", default=60)
+PERIODIC_TENANT_ROWS_SECONDS = env.int("PERIODIC_TENANT_ROWS_SECONDS", default=300)
+# ...spread over this many flushes, each writing one part of the tenants, so that BigQuery never gets
+# every tenant's statements in the same second. Must divide the period; 1 writes them all at once.
+PERIODIC_TENANT_ROWS_PARTS = env.int("PERIODIC_TENANT_ROWS_PARTS", default=30)
 # A host running a job holds its period this long at most: past it (the host died), another host runs it.
 PERIODIC_JOB_LEASE_SECONDS = env.int("PERIODIC_JOB_LEASE_SECONDS", default=600)
 if (
@@ -313,11 +316,14 @@ if (
         PERIODIC_SCHEDULER_SECONDS,
         PERIODIC_ORPHAN_CLEANUP_SECONDS,
         PERIODIC_TENANT_ROWS_SECONDS,
+        PERIODIC_TENANT_ROWS_PARTS,
         PERIODIC_JOB_LEASE_SECONDS,
     )
     < 1
 ):
     raise ImproperlyConfigured("PERIODIC_TICK_SECONDS must be > 0 and the other PERIODIC_* settings >= 1")
+if PERIODIC_TENANT_ROWS_SECONDS % PERIODIC_TENANT_ROWS_PARTS:
+    raise ImproperlyConfigured("PERIODIC_TENANT_ROWS_PARTS must divide PERIODIC_TENANT_ROWS_SECONDS")
 
 # --- Notifications (tenants_app/services/notifications.py, webhooks.py) ------------------------------
 # Emails to tenants' admin_email: printed to the console unless an SMTP backend is configured.

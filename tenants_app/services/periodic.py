@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.core.cache import cache
 
+from bigquery_backend.repository import Part
 from tenants_app.services.notifications import notifications_daily_scan, notifications_deliver
 from tenants_app.services.quota_rules import quota_day
 from tenants_app.services.run_queue import runs_reap_orphaned
@@ -68,8 +69,14 @@ def _reap_orphans(now: datetime) -> str:
     return f"{len(report.requeued)} orphaned run(s) re-queued, {len(report.failed)} failed"
 
 
+def _tenant_rows_seconds() -> int:
+    return settings.PERIODIC_TENANT_ROWS_SECONDS // settings.PERIODIC_TENANT_ROWS_PARTS
+
+
 def _write_tenant_rows(now: datetime) -> str:
-    report = tenant_rows_flush()
+    # The part of the tenants this slice of the period writes: each part once per period, in turn.
+    parts = settings.PERIODIC_TENANT_ROWS_PARTS
+    report = tenant_rows_flush(part=Part(period_number(now, _tenant_rows_seconds()) % parts, of=parts))
     failed = (
         f", {len(report.failed_tenants)} tenant(s) kept for the next period" if report.failed_tenants else ""
     )
@@ -99,7 +106,7 @@ def _scan_expiring(now: datetime) -> str:
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("schedule_pipelines", lambda: settings.PERIODIC_SCHEDULER_SECONDS, _schedule),
     PeriodicJob("cleanup_orphaned_runs", lambda: settings.PERIODIC_ORPHAN_CLEANUP_SECONDS, _reap_orphans),
-    PeriodicJob("write_tenant_rows", lambda: settings.PERIODIC_TENANT_ROWS_SECONDS, _write_tenant_rows),
+    PeriodicJob("write_tenant_rows", _tenant_rows_seconds, _write_tenant_rows),
     PeriodicJob("roll_over_usage", lambda: DAY_SECONDS, _roll_over_usage),
     # Webhooks and emails queued by `notify` go out within a few seconds; retries fall due here too.
     PeriodicJob(
@@ -151,10 +158,14 @@ def periodic_tick(
     return report
 
 
+def period_number(now: datetime, period_seconds: int) -> int:
+    """How many whole epoch-aligned periods came before the one holding `now`."""
+    return (now - _EPOCH) // timedelta(seconds=period_seconds)
+
+
 def period_start(now: datetime, period_seconds: int) -> datetime:
     """The start of the epoch-aligned period holding `now` (a daily one starts at midnight UTC)."""
-    elapsed = (now - _EPOCH) // timedelta(seconds=period_seconds)
-    return _EPOCH + timedelta(seconds=elapsed * period_seconds)
+    return _EPOCH + timedelta(seconds=period_number(now, period_seconds) * period_seconds)
 
 
 def _run_if_due(job: PeriodicJob, now: datetime) -> JobOutcome:

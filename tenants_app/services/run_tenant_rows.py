@@ -8,12 +8,17 @@ before its commit. Instead:
 1. the report tick's compare-and-set (run_report_batches.py) stores them in the entry's `tenant_rows`,
    in the statement that commits the report: a 2xx means they are durable in BigQuery, and a report
    that did not commit stored none;
-2. `tenant_rows_flush`, run by `manage.py run_periodic` every PERIODIC_TENANT_ROWS_SECONDS, reads the
-   entries holding rows (one SELECT), writes each tenant's rows with one MERGE per tenant table (tenants
-   side by side: separate tables), and clears what it wrote (one MERGE on the queue, only where the
-   entry's `tick_id` is still the one read, so rows a report added meanwhile stay for the next flush).
+2. `tenant_rows_flush`, run by `manage.py run_periodic`, reads the entries holding rows (one SELECT),
+   writes each tenant's rows with one MERGE per tenant table (tenants side by side: separate tables),
+   and clears what it wrote (one MERGE on the queue, only where the entry's `tick_id` is still the one
+   read, so rows a report added meanwhile stay for the next flush).
+3. The flushes are spread over PERIODIC_TENANT_ROWS_SECONDS: the tenants are cut into
+   PERIODIC_TENANT_ROWS_PARTS stable parts (by a fingerprint of their id, `Part`), and each flush takes
+   the next part. All tenants written at once every period would be a burst of three statements per
+   tenant, all at the same second, taking its turn with the claims and reports of that second; a part
+   at a time keeps BigQuery's load steady, for the price of a queue SELECT and clear per part.
 
-So a tenant table gets at most one statement per flush, whatever the number of reports, and rows reach
+So a tenant table gets at most one statement per period, whatever the number of reports, and rows reach
 the tenant's dataset within a period and a flush. Until then the run's page and `GET runs/{id}` show
 them from the entry (`tenant_rows_merged`). Writes replace rows on ids derived from run and attempt: a
 flush repeated after a failure between its writes and its clear rewrites the same rows.
@@ -31,7 +36,7 @@ from typing import Any
 from bigquery_backend.client import get_gateway
 from bigquery_backend.exceptions import NotFound as BackendNotFound
 from bigquery_backend.models import model_as_json, model_from_json
-from bigquery_backend.repository import RowChange, batched
+from bigquery_backend.repository import Part, RowChange, batched
 from tenants_app.log_context import ContextThreadPoolExecutor
 from tenants_app.models import TenantDqResult, TenantPipelineExecutionQueue, TenantPipelineRun, TenantStepLog
 from tenants_app.repositories import tenant_repository
@@ -47,6 +52,7 @@ _ENTRIES_PER_ROUND = 2000
 _MAX_ROUNDS = 5
 # Tenants written at a time: each is its own tables, so BigQuery runs them side by side.
 _TENANTS_AT_ONCE = 8
+EVERY_TENANT = Part(0, of=1)
 
 
 @dataclass(frozen=True)
@@ -154,8 +160,8 @@ def tenant_rows_drop(*, tenant_id: str) -> int:
 
 
 # --- the flush ------------------------------------------------------------------------------------------
-def tenant_rows_flush() -> TenantRowsReport:
-    """Write every entry's pending rows to its tenant's dataset, then clear them from the entries.
+def tenant_rows_flush(*, part: Part = EVERY_TENANT) -> TenantRowsReport:
+    """Write the pending rows of the tenants in `part` to their datasets, then clear them from the entries.
 
     A tenant whose write fails keeps its rows for the next flush, and the others go on: rounds page on
     `run_id`, so a failing tenant's entries are not read again in the same flush. A tenant without a
@@ -163,10 +169,12 @@ def tenant_rows_flush() -> TenantRowsReport:
     """
     report = TenantRowsReport()
     after = ""
+    # The whole table needs no part: no fingerprint to compute on every row.
+    in_part = {"tenant_id__part": part} if part.of > 1 else {}
     with bigquery_errors_translated():
         for _ in range(_MAX_ROUNDS):
             entries = queue_repository().list(
-                filters={"tenant_rows__isnull": False, "run_id__gt": after},
+                filters={"tenant_rows__isnull": False, "run_id__gt": after, **in_part},
                 fields=["run_id", "tenant_id", "tick_id", "tenant_rows"],
                 order_by=("run_id",),
                 limit=_ENTRIES_PER_ROUND,

@@ -144,7 +144,7 @@ def test_it_keeps_every_form_of_secret_out_of_the_tenants_dataset_and_the_audit_
     body["run_metadata"] = {"rows": 0, "tokens_used": 812, "max_tokens": 4096}
     assert client.post(complete, body, format="json").status_code == 200
 
-    tenant_rows_flush()  # into the tenant's dataset, as `run_periodic` does every minute
+    tenant_rows_flush()  # into the tenant's dataset, as `run_periodic` does
     stored = [r.error_message for r in tenant_repository(TenantPipelineRun, tenant_id).list()]
     stored += [s.error_message for s in tenant_repository(TenantStepLog, tenant_id).list()]
     assert len(stored) == 2

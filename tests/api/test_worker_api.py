@@ -144,7 +144,7 @@ def test_it_lets_a_worker_token_drain_every_tenant_and_report_runs(central: str,
     assert beat.json()["attempt"] == 1
     assert done.status_code == 200
     assert done.json()["state"] == RunState.SUCCEEDED
-    tenant_rows_flush()  # as `run_periodic` does every minute
+    tenant_rows_flush()  # as `run_periodic` does
     logged = tenant_repository(TenantStepLog, tenant_id).list()
     assert [(s.step_name, s.pipeline_logging_id) for s in logged] == [
         ("extract", pipeline_logging_id(run_id, 1))

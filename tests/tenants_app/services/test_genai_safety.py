@@ -151,7 +151,7 @@ def run_pipelines(tenant_id: str) -> None:
             run_metadata={"rows": 120, "checksum": uuid.uuid4().hex, "started_by": "scheduler"},
             error=error,
         )
-    tenant_rows_flush()  # into the tenant's dataset, as `run_periodic` does every minute
+    tenant_rows_flush()  # into the tenant's dataset, as `run_periodic` does
 
 
 def execution(logging_id: str, tenant_id: str, **values: Any) -> TenantPipelineRun:

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.test import override_settings
 from django.utils import timezone
 
+from bigquery_backend.repository import Part
 from convergence.cache import embedded_cache
 from tenants_app.models import RunState, TenantPipelineConfig, TenantPipelineRun, TenantScheduledPipelineRun
 from tenants_app.repositories import central_repository, tenant_repository
@@ -20,9 +22,11 @@ from tenants_app.services.periodic import (
     SKIPPED,
     PeriodicJob,
     TickReport,
+    period_number,
     periodic_tick,
 )
 from tenants_app.services.run_claims import run_claim
+from tenants_app.services.run_common import queue_repository
 from tenants_app.services.run_reports import pipeline_logging_id, run_complete
 from tests.tenants_app.services.quota_factories import usage
 from tests.tenants_app.services.run_factories import enqueue, entry
@@ -176,20 +180,31 @@ def test_it_runs_the_scheduler_the_orphan_cleanup_and_the_rollover(central_datas
     assert set(statuses(again).values()) == {SKIPPED}
 
 
-def test_it_writes_the_rows_of_finished_runs_into_the_tenants_dataset_once_a_period(
+@override_settings(PERIODIC_TENANT_ROWS_SECONDS=60, PERIODIC_TENANT_ROWS_PARTS=6)
+def test_it_writes_the_rows_of_finished_runs_into_the_tenants_dataset_when_its_part_comes_round(
     central_dataset: str,
 ) -> None:
     bigquery_bootstrap()
-    now = timezone.now().replace(hour=0, minute=7, second=10, microsecond=0)
+    minute = timezone.now().replace(hour=0, minute=7, second=0, microsecond=0)
     tenant_id = add_tenant(prefix="rows")
     bigquery_bootstrap(tenant_id=tenant_id)
     run_id = enqueue(tenant_id)
-    assert run_claim(worker_id="w", tenant_id=tenant_id, now=now)
-    run_complete(run_id=run_id, worker_id="w", status="SUCCEEDED", now=now)
-    assert tenant_repository(TenantPipelineRun, tenant_id).list() == []
+    assert run_claim(worker_id="w", tenant_id=tenant_id, now=minute)
+    run_complete(run_id=run_id, worker_id="w", status="SUCCEEDED", now=minute)
+    (part,) = [
+        index
+        for index in range(6)
+        if queue_repository().list(filters={"tenant_id": tenant_id, "tenant_id__part": Part(index, of=6)})
+    ]
 
-    report = periodic_tick(now=now + timedelta(seconds=5))
+    written = []
+    for slice_start in range(0, 60, 10):  # a tick in each 10 s slice of the minute
+        report = periodic_tick(now=minute + timedelta(seconds=slice_start + 1))
+        assert statuses(report)["write_tenant_rows"] == RAN
+        written.append(
+            [row.pipeline_logging_id for row in tenant_repository(TenantPipelineRun, tenant_id).list()]
+        )
 
-    assert statuses(report)["write_tenant_rows"] == RAN
-    executions = tenant_repository(TenantPipelineRun, tenant_id).list()
-    assert [row.pipeline_logging_id for row in executions] == [pipeline_logging_id(run_id, 1)]
+    # Slices take the parts in turn (epoch-aligned): the tenant's rows waited for its part's slice.
+    first = (part - period_number(minute, 10)) % 6
+    assert written == [[]] * first + [[pipeline_logging_id(run_id, 1)]] * (6 - first)

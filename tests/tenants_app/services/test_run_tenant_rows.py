@@ -14,7 +14,7 @@ from django.test import override_settings
 from bigquery_backend import repository
 from bigquery_backend.client import get_gateway
 from bigquery_backend.emulator import EmulatorProcess
-from bigquery_backend.repository import RowChange
+from bigquery_backend.repository import Part, RowChange
 from tenants_app.models import RunState, TenantDqResult, TenantPipelineRun, TenantStepLog
 from tenants_app.repositories import tenant_repository
 from tenants_app.services import run_report_batches, run_tenant_rows
@@ -138,6 +138,38 @@ def test_it_keeps_a_reports_rows_on_its_entry_and_writes_them_to_the_tenants_dat
         before.step_logs,
         before.dq_results,
     )
+
+
+def tenants_in_part(tenant_ids: list[str], part: Part) -> set[str]:
+    """Which of these tenants' entries the part holds, as BigQuery computes it."""
+    entries = queue_repository().list(filters={"tenant_id__in": tenant_ids, "tenant_id__part": part})
+    return {entry.tenant_id for entry in entries}
+
+
+def test_it_writes_only_the_tenants_of_the_part_it_is_given_and_every_tenant_in_one_part() -> None:
+    # Tenants until both halves hold one: which half a tenant is in follows from its (random) id.
+    tenants: dict[str, str] = {}
+    for _ in range(12):  # 2 ** -11 that 12 random ids all fall in one half
+        tenant_id, (run_id,) = claimed()
+        complete(run_id)
+        tenants[tenant_id] = pipeline_logging_id(run_id, 1)
+        if len(tenants) >= 3 and all(tenants_in_part(list(tenants), Part(i, of=2)) for i in range(2)):
+            break
+    first_half = tenants_in_part(list(tenants), Part(0, of=2))
+    assert first_half
+    assert first_half < set(tenants)
+
+    report = tenant_rows_flush(part=Part(0, of=2))
+
+    assert report.tenants == len(first_half)
+    assert {tenant_id for tenant_id in tenants if written(tenant_id)[0]} == first_half
+    # The other half's rows wait on their entries for their own part's flush.
+    report = tenant_rows_flush(part=Part(1, of=2))
+
+    assert report.tenants == len(tenants) - len(first_half)
+    assert {tenant_id: written(tenant_id)[0] for tenant_id in tenants} == {
+        tenant_id: [logging_id] for tenant_id, logging_id in tenants.items()
+    }
 
 
 def test_it_writes_each_tenant_table_once_per_flush_however_many_runs_reported() -> None:

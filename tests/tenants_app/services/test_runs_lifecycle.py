@@ -102,7 +102,7 @@ def test_it_writes_a_completed_run_into_the_tenants_own_dataset() -> None:
         logging_id,
         NOW + timedelta(seconds=8),
     )
-    tenant_rows_flush()  # what `run_periodic` does every minute
+    tenant_rows_flush()  # what `run_periodic` does
     execution = tenant_repository(TenantPipelineRun, tenant_id).get(logging_id)
     assert (execution.status, execution.duration_ms, execution.run_metadata) == (
         "SUCCEEDED",
