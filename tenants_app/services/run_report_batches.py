@@ -55,7 +55,10 @@ from tenants_app.services.run_common import (
 
 logger = logging.getLogger(__name__)
 
-_MAX_REPORTS_PER_TICK = 500
+# A burst of workers reports together: 128 workers finishing 10 runs each are 1,280 reports, which at
+# 500 a tick took three ticks one after another (the last reports waited about 18 s in the bench). The
+# statements per tick stay the same whatever the batch; its bytes are cut by `_by_payload`.
+_MAX_REPORTS_PER_TICK = 2000
 
 
 @dataclass(frozen=True)
