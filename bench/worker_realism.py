@@ -3,9 +3,9 @@
 The worker side, end to end: W worker threads (8, 32, 64, 128) each loop claim -> one heartbeat -> complete
 (SUCCEEDED, one step log) against `/api/v1/worker/...` with a worker token, on gunicorn with the
 production config (tests/support/servers.py) and `manage.py run_periodic` beside it (which writes the
-reports' rows into the tenants' datasets every minute), whose BigQuery is the emulator behind
-`tests/support/bigquery_realism.py` (SELECT 0.5 s, DML 1.5 s, DDL 1 s, metadata 0.2 s; at most 2
-UPDATE/DELETE/MERGE running per table, 20 pending, BigQuery's refusal beyond).
+reports' rows into the tenants' datasets, a part of the tenants at a time), whose BigQuery is the
+emulator behind `tests/support/bigquery_realism.py` (SELECT 0.5 s, DML 1.5 s, DDL 1 s, metadata 0.2 s;
+at most 2 UPDATE/DELETE/MERGE running per table, 20 pending, BigQuery's refusal beyond).
 
 Setup (not measured, straight to the emulator, realism off): 100 tenants onboarded on PROFESSIONAL
 through `tenant_onboard`, their concurrent limit raised by `subscription_set_limits` (so the quota does
@@ -14,7 +14,9 @@ not cap the figure), one config each, and a burst of 2,000 due runs enqueued by 
 status and error code, mutating statements per central table per minute (the proxy's counts); then a
 drain (no new claims, held runs finished) and a check that each tenant's usage row counts as many
 running runs as the queue holds RUNNING entries with a slot. `--server-shapes 4x64,1x1536` runs each
-point on each gunicorn shape (processes x threads) in turn, for a side-by-side summary.
+point on each gunicorn shape (processes x threads) in turn, for a side-by-side summary;
+`--tenant-rows 60/1,300/30` does the same for run_periodic's flush of the reports' rows (each tenant's
+period in seconds / the parts the tenants are flushed in).
 
 Bounded: every loop stops at its deadline or its count; everything listens on 127.0.0.1 only.
 """
@@ -22,6 +24,7 @@ Bounded: every loop stops at its deadline or its count; everything listens on 12
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import os
@@ -110,6 +113,7 @@ class Point:
     workers: int
     seconds: float
     shape: str = ""
+    tenant_rows: str = ""  # run_periodic's PERIODIC_TENANT_ROWS_SECONDS/PARTS, when compared
     started: float = 0.0
     deadline: float = 0.0
     drain_deadline: float = 0.0
@@ -187,6 +191,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "overrides --server-workers and --server-threads",
     )
     parser.add_argument(
+        "--tenant-rows",
+        default="",
+        help="run_periodic's flush of the reports' rows compared point by point, as SECONDS/PARTS, "
+        "comma-separated (60/1,300/30); default: the settings' own",
+    )
+    parser.add_argument(
         "--parallel-runs",
         action="store_true",
         help="a worker runs the runs of one claim side by side (as one with max_runs slots would)",
@@ -206,6 +216,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         ]
     except ValueError:
         parser.error("--server-shapes takes PROCESSESxTHREADS items, such as 4x64,1x1536")
+    try:
+        args.tenant_rows = [_tenant_rows(item) for item in args.tenant_rows.split(",") if item.strip()]
+    except ValueError:
+        parser.error("--tenant-rows takes SECONDS/PARTS items where PARTS divides SECONDS, such as 300/30")
     if any(not 1 <= processes <= 16 or not 1 <= threads <= 4096 for processes, threads in args.shapes):
         parser.error("a server shape takes 1-16 processes and 1-4096 threads")
     if not args.workers or min(args.workers) < 1 or max(args.workers) > 256:
@@ -224,6 +238,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def _shape(text: str) -> tuple[int, int]:
     processes, _, threads = text.strip().partition("x")
     return int(processes), int(threads)
+
+
+def _tenant_rows(text: str) -> str:
+    seconds, parts = (int(number) for number in text.strip().partition("/")[::2])
+    if parts < 1 or seconds < parts or seconds % parts:
+        raise ValueError(text)
+    return f"{seconds}/{parts}"
+
+
+def periodic_environment(environment: ServerEnvironment, tenant_rows: str) -> ServerEnvironment:
+    """The environment run_periodic gets for a point: with the flush compared, if it is."""
+    if not tenant_rows:
+        return environment
+    seconds, parts = tenant_rows.split("/")
+    extra = {"PERIODIC_TENANT_ROWS_SECONDS": seconds, "PERIODIC_TENANT_ROWS_PARTS": parts}
+    return dataclasses.replace(environment, extra={**environment.extra, **extra})
 
 
 # --- setup (realism off: straight to the emulator) --------------------------------------------------
@@ -517,7 +547,8 @@ def central_dml_per_run(point: Point, central: str) -> float:
 
 
 def print_point(point: Point, central: str) -> None:
-    print(f"\n=== {point.workers} workers, {point.seconds:.0f} s, gunicorn {point.shape}", flush=True)
+    rows = f", tenant rows {point.tenant_rows}" if point.tenant_rows else ""
+    print(f"\n=== {point.workers} workers, {point.seconds:.0f} s, gunicorn {point.shape}{rows}", flush=True)
     claims = sum(point.runs_per_claim.values())
     print(
         f"runs completed: {point.completed_in_window} in the window ({point.per_minute:.1f}/min), "
@@ -556,17 +587,19 @@ def print_point(point: Point, central: str) -> None:
 def print_summary(points: list[Point], central: str) -> None:
     print("\nSummary (p50/p99 seconds over all calls of the point, drain included)\n")
     header = (
-        f"{'gunicorn':>9} {'workers':>7} {'runs/min':>8} {'incl. drain':>11} {'claim':>13} {'heartbeat':>13} "
-        f"{'complete':>13} {'non-2xx':>8} {'DML/run':>8} {'drain s':>8}"
+        f"{'gunicorn':>9} {'rows':>6} {'workers':>7} {'runs/min':>8} {'incl. drain':>11} {'claim':>13} "
+        f"{'heartbeat':>13} {'complete':>13} {'non-2xx':>8} {'DML/run':>8} {'drain s':>8}"
     )
     print(header)
     print("-" * len(header))
     for p in points:
         cells = "".join(f"{p50_p99(latencies(p, call)):>14}" for call in CALLS)
         print(
-            f"{p.shape:>9} {p.workers:>7} {p.per_minute:>8.1f} {p.overall_per_minute:>11.1f}{cells} "
+            f"{p.shape:>9} {p.tenant_rows or '-':>6} {p.workers:>7} {p.per_minute:>8.1f} "
+            f"{p.overall_per_minute:>11.1f}{cells} "
             f"{sum(errors_of(p).values()):>8} {central_dml_per_run(p, central):>8.1f} {p.drain_seconds:>8.1f}"
         )
+    print("rows: run_periodic's flush of the reports' rows as SECONDS/PARTS when compared (--tenant-rows).")
     print("runs/min: completed in the claiming window; incl. drain: all completed over window + drain time.")
     print("DML/run: UPDATE/DELETE/MERGE/INSERT that ran on central tables per completed run, whole point.")
 
@@ -637,19 +670,27 @@ def run(args: argparse.Namespace, emulator: EmulatorProcess) -> int:
                     + ("; the runs of a claim run side by side" if args.parallel_runs else ""),
                     flush=True,
                 )
-                # As production runs it beside gunicorn: among its jobs, the reports' rows into the
-                # tenants' datasets every minute (through the proxy, so its statements are counted).
-                periodic = PeriodicProcess(environment).start()
                 seen = {shape: set(server.log_text().splitlines()) for shape, server in servers.items()}
                 seen_periodic: set[str] = set()
+                running_rows: str | None = None
                 for workers in args.workers:
                     for shape, server in servers.items():
-                        point = run_point(workers, args, server.url, token, proxy, shape=shape)
-                        point.check.extend(check_slots(get_gateway()))
-                        point.check.extend(log_lines("server log", server, seen[shape]))
-                        point.check.extend(log_lines("run_periodic log", periodic, seen_periodic))
-                        print_point(point, central)
-                        points.append(point)
+                        for tenant_rows in args.tenant_rows or [""]:
+                            if tenant_rows != running_rows:
+                                # As production runs it beside gunicorn, through the proxy (its
+                                # statements are counted); restarted only when the flush compared changes.
+                                if periodic is not None:
+                                    periodic.stop()
+                                periodic = PeriodicProcess(periodic_environment(environment, tenant_rows))
+                                periodic.start()
+                                running_rows, seen_periodic = tenant_rows, set()
+                            point = run_point(workers, args, server.url, token, proxy, shape=shape)
+                            point.tenant_rows = tenant_rows
+                            point.check.extend(check_slots(get_gateway()))
+                            point.check.extend(log_lines("server log", server, seen[shape]))
+                            point.check.extend(log_lines("run_periodic log", periodic, seen_periodic))
+                            print_point(point, central)
+                            points.append(point)
             finally:
                 for server in servers.values():
                     server.stop()

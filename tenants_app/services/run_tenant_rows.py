@@ -1,4 +1,4 @@
-"""Reports' rows for the tenants' datasets: kept on the run's queue entry, written there every minute.
+"""Reports' rows for the tenants' datasets: kept on the run's queue entry, written there a part at a time.
 
 A report makes rows for the tenant's own tables: the attempt's execution record, its step logs and its
 DQ results. Written in the report's request, they cost one MERGE per tenant table per report (grouped
