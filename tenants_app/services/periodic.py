@@ -36,7 +36,7 @@ from bigquery_backend.repository import Part
 from tenants_app.services.notifications import notifications_daily_scan, notifications_deliver
 from tenants_app.services.quota_rules import quota_day
 from tenants_app.services.run_queue import runs_reap_orphaned
-from tenants_app.services.run_tenant_rows import tenant_rows_flush
+from tenants_app.services.run_tenant_rows import TenantRowsReport, tenant_rows_flush
 from tenants_app.services.scheduler import scheduler_run
 from tenants_app.services.usage_rows import usage_roll_over
 
@@ -70,18 +70,38 @@ def _reap_orphans(now: datetime) -> str:
 
 
 def _tenant_rows_seconds() -> int:
-    return settings.PERIODIC_TENANT_ROWS_SECONDS // settings.PERIODIC_TENANT_ROWS_PARTS
+    # Settings check that the parts divide the period; tests that override them get a sane slice anyway.
+    return max(1, settings.PERIODIC_TENANT_ROWS_SECONDS // max(1, settings.PERIODIC_TENANT_ROWS_PARTS))
 
 
 def _write_tenant_rows(now: datetime) -> str:
-    # The part of the tenants this slice of the period writes: each part once per period, in turn.
-    parts = settings.PERIODIC_TENANT_ROWS_PARTS
-    report = tenant_rows_flush(part=Part(period_number(now, _tenant_rows_seconds()) % parts, of=parts))
+    """The parts of the tenants whose slices of the period came round: each part once per period.
+
+    Normally one, this slice's. The loop's ticks drift (a tick is its jobs' time plus the sleep), and a
+    failed flush is retried at a later tick: so the slices since the last one flushed (kept in the cache)
+    are caught up too, at most a period's worth, and a part never waits a second period.
+    """
+    parts, seconds = max(1, settings.PERIODIC_TENANT_ROWS_PARTS), _tenant_rows_seconds()
+    current = period_number(now, seconds)
+    cursor = f"periodic:write_tenant_rows:{seconds}:{parts}:last-slice"
+    last = _cache_get(cursor)
+    first = current if not isinstance(last, int) else max(last + 1, current - parts + 1)
+    total = TenantRowsReport()
+    for number in range(first, current + 1):
+        report = tenant_rows_flush(part=Part(number % parts, of=parts))
+        total.tenants += report.tenants
+        total.attempts += report.attempts
+        total.failed_tenants += report.failed_tenants
+        total.more_left = total.more_left or report.more_left
+        _cache_set(cursor, number, timeout=2 * seconds * parts)
     failed = (
-        f", {len(report.failed_tenants)} tenant(s) kept for the next period" if report.failed_tenants else ""
+        f", {len(total.failed_tenants)} tenant(s) kept for the next period" if total.failed_tenants else ""
     )
-    left = ", more left for the next period" if report.more_left else ""
-    return f"{report.attempts} run attempt(s) written to {report.tenants} tenant dataset(s){failed}{left}"
+    left = ", more left for the next period" if total.more_left else ""
+    slices = f" ({current + 1 - first} parts caught up)" if current + 1 - first > 1 else ""
+    return (
+        f"{total.attempts} run attempt(s) written to {total.tenants} tenant dataset(s){failed}{left}{slices}"
+    )
 
 
 def _roll_over_usage(now: datetime) -> str:
@@ -202,6 +222,21 @@ def _mark_done(key: str, *, timeout: int) -> None:
         cache.set(key, "done", timeout=max(1, timeout))
     except Exception:
         logger.warning("periodic marker %s not stored; another host may run this period again", key)
+
+
+def _cache_get(key: str) -> object:
+    try:
+        return cache.get(key)
+    except Exception:
+        logger.warning("periodic cursor %s unavailable; only the current slice is flushed", key)
+        return None
+
+
+def _cache_set(key: str, value: object, *, timeout: int) -> None:
+    try:
+        cache.set(key, value, timeout=timeout)
+    except Exception:
+        logger.warning("periodic cursor %s not stored; the next slice may flush a part again", key)
 
 
 def _release(key: str) -> None:

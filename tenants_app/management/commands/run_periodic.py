@@ -43,8 +43,8 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 class Command(BaseCommand):
     help = (
         "Run periodic work until stopped (SIGTERM or Ctrl-C): the pipeline scheduler every minute, the "
-        "finished runs' rows into the tenants' datasets (a part of the tenants every 10 s, each tenant's "
-        "every 5 minutes), orphan cleanup every 5 minutes and "
+        "finished runs' rows into the tenants' datasets (by default a part of the tenants every 10 s, each "
+        "tenant's every 5 minutes), orphan cleanup every 5 minutes and "
         "the usage rollover once per UTC day, right after midnight "
         "(PERIODIC_* settings). Safe on several hosts at once: the default cache (Redis across machines) "
         "lets one host run each period, and every job is idempotent anyway. --once runs one tick and exits, "

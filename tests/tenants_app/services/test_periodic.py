@@ -208,3 +208,32 @@ def test_it_writes_the_rows_of_finished_runs_into_the_tenants_dataset_when_its_p
     # Slices take the parts in turn (epoch-aligned): the tenant's rows waited for its part's slice.
     first = (part - period_number(minute, 10)) % 6
     assert written == [[]] * first + [[pipeline_logging_id(run_id, 1)]] * (6 - first)
+
+
+@override_settings(PERIODIC_TENANT_ROWS_SECONDS=60, PERIODIC_TENANT_ROWS_PARTS=6)
+def test_it_catches_up_a_part_whose_slice_no_tick_came_in(central_dataset: str) -> None:
+    bigquery_bootstrap()
+    minute = timezone.now().replace(hour=0, minute=9, second=0, microsecond=0)
+    tenant_id = add_tenant(prefix="rows")
+    bigquery_bootstrap(tenant_id=tenant_id)
+    run_id = enqueue(tenant_id)
+    assert run_claim(worker_id="w", tenant_id=tenant_id, now=minute)
+    run_complete(run_id=run_id, worker_id="w", status="SUCCEEDED", now=minute)
+    (part,) = [
+        index
+        for index in range(6)
+        if queue_repository().list(filters={"tenant_id": tenant_id, "tenant_id__part": Part(index, of=6)})
+    ]
+    # The start of the tenant's part's slice: the ticks land just before it and just after it.
+    its_slice = minute + timedelta(seconds=10 * ((part - period_number(minute, 10)) % 6))
+
+    before = periodic_tick(now=its_slice - timedelta(seconds=9))
+    rows_before = tenant_repository(TenantPipelineRun, tenant_id).list()
+    after = periodic_tick(now=its_slice + timedelta(seconds=11))  # a slow tick: its slice had none
+
+    assert (statuses(before)["write_tenant_rows"], rows_before) == (RAN, [])
+    assert [row.pipeline_logging_id for row in tenant_repository(TenantPipelineRun, tenant_id).list()] == [
+        pipeline_logging_id(run_id, 1)
+    ]
+    (outcome,) = [outcome for outcome in after.outcomes if outcome.name == "write_tenant_rows"]
+    assert outcome.summary.endswith("(2 parts caught up)")
