@@ -149,7 +149,7 @@ def tenants_in_part(tenant_ids: list[str], part: Part) -> set[str]:
 def test_it_writes_only_the_tenants_of_the_part_it_is_given_and_every_tenant_in_one_part() -> None:
     # Tenants until both halves hold one: which half a tenant is in follows from its (random) id.
     tenants: dict[str, str] = {}
-    for _ in range(12):  # 2 ** -11 that 12 random ids all fall in one half
+    for _ in range(24):  # 2 ** -23 that 24 random ids all fall in one half; three do nearly always
         tenant_id, (run_id,) = claimed()
         complete(run_id)
         tenants[tenant_id] = pipeline_logging_id(run_id, 1)
@@ -380,10 +380,12 @@ def test_it_shows_runs_not_yet_written_on_the_tenants_page() -> None:
 def test_it_splits_a_tick_whose_reports_carry_more_than_a_request_may(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(repository, "MAX_BATCH_BYTES", 100)
+    monkeypatch.setattr(repository, "MAX_BATCH_BYTES", 120)
     changes = [RowChange(key=f"r{index}", values={"tenant_rows": [{"x": "y" * 60}]}) for index in range(3)]
     changes.append(RowChange(key="r3", values={"tenant_rows": None}))
+    # Every value counts, not only the tenant rows: a failure's long error message, say.
+    changes.append(RowChange(key="r4", values={"tenant_rows": None, "error_message": "e" * 100}))
 
     chunks = list(run_report_batches._by_payload(changes))
 
-    assert [[change.key for change in chunk] for chunk in chunks] == [["r0"], ["r1"], ["r2", "r3"]]
+    assert [[change.key for change in chunk] for chunk in chunks] == [["r0"], ["r1"], ["r2", "r3"], ["r4"]]
