@@ -416,7 +416,7 @@ def wait_until_quiet(proxy: BigQueryRealismProxy) -> bool:
     return False
 
 
-def check_slots(gateway: BigQueryGateway) -> list[str]:
+def check_slots(gateway: BigQueryGateway, *, tenant_rows: str = "") -> list[str]:
     """Each tenant's usage row vs the queue's RUNNING entries holding a slot (one SELECT, not proxied)."""
     usage = central_repository(TenantUsageQuota).table
     queue = central_repository(TenantPipelineExecutionQueue).table
@@ -450,12 +450,14 @@ def check_slots(gateway: BigQueryGateway) -> list[str]:
         f"SELECT state, COUNT(*) AS n, COUNTIF(tenant_rows IS NOT NULL) AS waiting FROM {queue} "
         "GROUP BY state ORDER BY state"
     ).rows
+    seconds, parts = (
+        tenant_rows or f"{settings.PERIODIC_TENANT_ROWS_SECONDS}/{settings.PERIODIC_TENANT_ROWS_PARTS}"
+    ).split("/")
     lines.append(
         "queue: "
         + ", ".join(f"{r['state']} {r['n']}" for r in states)
         + f"; {sum(r['waiting'] for r in states)} entries hold rows not yet in their tenant's dataset "
-        f"(run_periodic writes each tenant's every {settings.PERIODIC_TENANT_ROWS_SECONDS} s, "
-        f"in {settings.PERIODIC_TENANT_ROWS_PARTS} parts)"
+        f"(run_periodic writes each tenant's every {seconds} s, in {parts} parts)"
     )
     return lines
 
@@ -686,7 +688,7 @@ def run(args: argparse.Namespace, emulator: EmulatorProcess) -> int:
                                 running_rows, seen_periodic = tenant_rows, set()
                             point = run_point(workers, args, server.url, token, proxy, shape=shape)
                             point.tenant_rows = tenant_rows
-                            point.check.extend(check_slots(get_gateway()))
+                            point.check.extend(check_slots(get_gateway(), tenant_rows=tenant_rows))
                             point.check.extend(log_lines("server log", server, seen[shape]))
                             point.check.extend(log_lines("run_periodic log", periodic, seen_periodic))
                             print_point(point, central)

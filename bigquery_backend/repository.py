@@ -424,7 +424,7 @@ class Repository(Generic[M]):
         if operator == "isnull" and column.mode != REPEATED:  # a JSON value may be NULL; an array never is
             return f"{quoted} IS {'' if value else 'NOT '}NULL"
         if operator == "part":
-            return self._part_condition(lookup, column, value, params)
+            return self._part_condition(lookup, name, value, params)
         if column.field_type == "JSON" or column.mode == REPEATED:
             raise InvalidInput(
                 f"{name}: cannot filter on a {column.field_type} column", errors={name: ["Not filterable."]}
@@ -459,10 +459,11 @@ class Repository(Generic[M]):
         coerced = self._coerce(column, name, value)
         return f"{quoted} {LOOKUPS[operator]} {params.add(column, coerced)}"
 
-    def _part_condition(self, lookup: str, column: Column, value: Any, params: _Params) -> str:
+    def _part_condition(self, lookup: str, name: str, value: Any, params: _Params) -> str:
+        column = self._column(name)
         if not isinstance(value, Part) or column.field_type != "STRING" or column.mode == REPEATED:
             raise InvalidInput(
-                f"{lookup}: a part is a Part of a STRING column", errors={column.name: ["Bad lookup."]}
+                f"{lookup}: a part is a Part of a STRING column", errors={name: ["Bad lookup."]}
             )
         of, index = params.add_int(value.of), params.add_int(value.index)
         # MOD takes the sign of the fingerprint: adding `of` once more gives 0..of-1 for every value.

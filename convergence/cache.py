@@ -8,6 +8,7 @@ per operation, which matters on the key check of every API request.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ class SharedDiskCache(DjangoCache):
 def _store(directory: str, params: dict[str, Any]) -> FanoutCache:
     shards, timeout = params.get("SHARDS", 8), params.get("DATABASE_TIMEOUT", 0.010)
     options = params.get("OPTIONS", {})
-    key = (str(directory), shards, timeout, tuple(sorted(options.items())))
+    key = (os.path.abspath(directory), shards, timeout, tuple(sorted(options.items())))
     with _stores_lock:
         if key not in _stores:
             _stores[key] = FanoutCache(directory, shards, timeout, **options)

@@ -3,11 +3,11 @@
 A report checks what the worker sent (run_report_checks.py) and its lease, builds the rows of the
 tenant's dataset, and hands everything to the report tick (run_report_batches.py), whose
 compare-and-set on the queue entry stores those rows with it (run_tenant_rows.py writes them to the
-tenant's tables every minute). The compare-and-set is the commit point of every transition
-(why that makes one caller win, and how claims take and record concurrent slots: run_queue.py). The
-tick releases the run's slot with its compare-and-set's winners, before the run row follows, so a
-failure on the run row leaves no slot behind: repeating the report repairs the run row, and never
-releases again. A repeat cannot know whether an earlier attempt's release landed: it compares the
+tenant's tables later, a part of the tenants at a time). The compare-and-set is the commit point of
+every transition (why that makes one caller win, and how claims take and record concurrent slots:
+run_queue.py). The tick releases the run's slot with its compare-and-set's winners, before the run row
+follows, so a failure on the run row leaves no slot behind: repeating the report repairs the run row,
+and never releases again. A repeat cannot know whether an earlier attempt's release landed: it compares the
 usage row's count with the queue's RUNNING entries and releases once if the row counts more
 (`quotas.quota_release_if_leaked`), so an outage between the compare-and-set and the release does
 not leak the slot.
