@@ -180,22 +180,29 @@ def test_it_runs_the_scheduler_the_orphan_cleanup_and_the_rollover(central_datas
     assert set(statuses(again).values()) == {SKIPPED}
 
 
-@override_settings(PERIODIC_TENANT_ROWS_SECONDS=60, PERIODIC_TENANT_ROWS_PARTS=6)
-def test_it_writes_the_rows_of_finished_runs_into_the_tenants_dataset_when_its_part_comes_round(
-    central_dataset: str,
-) -> None:
+def run_finished_with_rows(*, at: datetime) -> tuple[str, str, int]:
+    """A tenant with its dataset and a run finished at `at` whose rows wait on its queue entry; the
+    tenant's part of 6, as BigQuery computes it."""
     bigquery_bootstrap()
-    minute = timezone.now().replace(hour=0, minute=7, second=0, microsecond=0)
     tenant_id = add_tenant(prefix="rows")
     bigquery_bootstrap(tenant_id=tenant_id)
     run_id = enqueue(tenant_id)
-    assert run_claim(worker_id="w", tenant_id=tenant_id, now=minute)
-    run_complete(run_id=run_id, worker_id="w", status="SUCCEEDED", now=minute)
+    assert run_claim(worker_id="w", tenant_id=tenant_id, now=at)
+    run_complete(run_id=run_id, worker_id="w", status="SUCCEEDED", now=at)
     (part,) = [
         index
         for index in range(6)
         if queue_repository().list(filters={"tenant_id": tenant_id, "tenant_id__part": Part(index, of=6)})
     ]
+    return tenant_id, run_id, part
+
+
+@override_settings(PERIODIC_TENANT_ROWS_SECONDS=60, PERIODIC_TENANT_ROWS_PARTS=6)
+def test_it_writes_the_rows_of_finished_runs_into_the_tenants_dataset_when_its_part_comes_round(
+    central_dataset: str,
+) -> None:
+    minute = timezone.now().replace(hour=0, minute=7, second=0, microsecond=0)
+    tenant_id, run_id, part = run_finished_with_rows(at=minute)
 
     written = []
     for slice_start in range(0, 60, 10):  # a tick in each 10 s slice of the minute
@@ -212,18 +219,8 @@ def test_it_writes_the_rows_of_finished_runs_into_the_tenants_dataset_when_its_p
 
 @override_settings(PERIODIC_TENANT_ROWS_SECONDS=60, PERIODIC_TENANT_ROWS_PARTS=6)
 def test_it_catches_up_a_part_whose_slice_no_tick_came_in(central_dataset: str) -> None:
-    bigquery_bootstrap()
     minute = timezone.now().replace(hour=0, minute=9, second=0, microsecond=0)
-    tenant_id = add_tenant(prefix="rows")
-    bigquery_bootstrap(tenant_id=tenant_id)
-    run_id = enqueue(tenant_id)
-    assert run_claim(worker_id="w", tenant_id=tenant_id, now=minute)
-    run_complete(run_id=run_id, worker_id="w", status="SUCCEEDED", now=minute)
-    (part,) = [
-        index
-        for index in range(6)
-        if queue_repository().list(filters={"tenant_id": tenant_id, "tenant_id__part": Part(index, of=6)})
-    ]
+    tenant_id, run_id, part = run_finished_with_rows(at=minute)
     # The start of the tenant's part's slice: the ticks land just before it and just after it.
     its_slice = minute + timedelta(seconds=10 * ((part - period_number(minute, 10)) % 6))
 
