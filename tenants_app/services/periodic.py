@@ -88,11 +88,7 @@ def _write_tenant_rows(now: datetime) -> str:
     first = current if not isinstance(last, int) else max(last + 1, current - parts + 1)
     total = TenantRowsReport()
     for number in range(first, current + 1):
-        report = tenant_rows_flush(part=Part(number % parts, of=parts))
-        total.tenants += report.tenants
-        total.attempts += report.attempts
-        total.failed_tenants += report.failed_tenants
-        total.more_left = total.more_left or report.more_left
+        total.add(tenant_rows_flush(part=Part(number % parts, of=parts)))
         _cache_set(cursor, number, timeout=2 * seconds * parts)
     failed = (
         f", {len(total.failed_tenants)} tenant(s) kept for the next period" if total.failed_tenants else ""

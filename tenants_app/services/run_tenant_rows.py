@@ -85,13 +85,21 @@ class TenantRows:
 
 @dataclass
 class TenantRowsReport:
-    """What one flush did."""
+    """What one flush did (or several: `add`)."""
 
     entries: int = 0
     tenants: int = 0
     attempts: int = 0
     failed_tenants: list[str] = field(default_factory=list)
     more_left: bool = False
+
+    def add(self, other: TenantRowsReport) -> None:
+        """Count another flush's work in this report (the parts of one periodic run)."""
+        self.entries += other.entries
+        self.tenants += other.tenants
+        self.attempts += other.attempts
+        self.failed_tenants += other.failed_tenants
+        self.more_left = self.more_left or other.more_left
 
 
 # --- on the entry ---------------------------------------------------------------------------------------
